@@ -1,0 +1,6 @@
+"""Testing aids: a real local control plane (etcd + kube-apiserver) for opd and plugin authors."""
+
+from opd.testing.assets import Assets, find_assets, install
+from opd.testing.controlplane import LocalControlPlane
+
+__all__ = ["Assets", "LocalControlPlane", "find_assets", "install"]
