@@ -3,7 +3,46 @@
 The public API: everything a user imports as ``opd.<name>`` is re-exported here.
 """
 
+from opd import aiocompat as _aiocompat
+from opd import on
 from opd._version import __version__
-from opd.errors import ConfigError, ControlPlaneError, OpdError
+from opd.errors import (
+    ConfigError,
+    ControlPlaneError,
+    HandlerRetriesError,
+    HandlerTimeoutError,
+    OpdError,
+    PermanentError,
+    TemporaryError,
+)
+from opd.kube.credentials import Login
+from opd.orchestration import Memo, operator, run, run_tasks, spawn_tasks
+from opd.registry import ABSENT, PRESENT, ErrorsMode, OperatorRegistry, get_default_registry, set_default_registry
+from opd.settings import OperatorSettings
 
-__all__ = ["ConfigError", "ControlPlaneError", "OpdError", "__version__"]
+_aiocompat.install()
+
+__all__ = [
+    "ABSENT",
+    "PRESENT",
+    "ConfigError",
+    "ControlPlaneError",
+    "ErrorsMode",
+    "HandlerRetriesError",
+    "HandlerTimeoutError",
+    "Login",
+    "Memo",
+    "OpdError",
+    "OperatorRegistry",
+    "OperatorSettings",
+    "PermanentError",
+    "TemporaryError",
+    "__version__",
+    "get_default_registry",
+    "on",
+    "operator",
+    "run",
+    "run_tasks",
+    "set_default_registry",
+    "spawn_tasks",
+]

@@ -13,3 +13,27 @@ class ControlPlaneError(OpdError):
 
 class ConfigError(OpdError):
     """A configuration (kubeconfig, TOML file, settings) is missing or malformed."""
+
+
+class HandlerError(Exception):
+    """Base of the exceptions a handler raises to steer its retries."""
+
+
+class TemporaryError(HandlerError):
+    """Retry the handler after ``delay`` seconds."""
+
+    def __init__(self, message: str = "", delay: float | None = 60.0) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+class PermanentError(HandlerError):
+    """Do not retry the handler: its failure is final for this change."""
+
+
+class HandlerTimeoutError(PermanentError):
+    """The handler ran past its ``timeout``."""
+
+
+class HandlerRetriesError(PermanentError):
+    """The handler failed more than ``retries`` times."""

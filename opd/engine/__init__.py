@@ -1,0 +1,1 @@
+"""The engine: watching resources, queueing objects, processing their changes."""

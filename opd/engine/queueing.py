@@ -1,0 +1,121 @@
+"""A work queue of objects: latest state wins, one run at a time per object,
+a bounded pool of workers, and delayed re-queueing for retries.
+
+Like controller-runtime's workqueue: no task or thread per object; an object
+that changes while it is processed is processed again afterwards, once, with
+its newest state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, Generic, TypeVar
+
+from loguru import logger
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class WorkQueue(Generic[K, V]):
+    def __init__(self, process: Callable[[K, V], Awaitable[None]], *, workers: int, name: str = "") -> None:
+        self._process = process
+        self._max_workers = max(1, workers)
+        self._name = name
+        self._latest: dict[K, V] = {}  # pending state: queued, or dirty while active
+        self._ready: collections.deque[K] = collections.deque()
+        self._active: set[K] = set()
+        self._timers: dict[K, asyncio.TimerHandle] = {}
+        self._workers: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._latest)
+
+    @property
+    def active(self) -> int:
+        return len(self._active)
+
+    def put(self, key: K, value: V) -> None:
+        """Queue ``value`` as the newest state of ``key``; a pending older state is dropped."""
+        if self._closed:
+            return
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()  # the new state is processed now, which re-plans any retry
+        pending = key in self._latest
+        self._latest[key] = value
+        if not pending and key not in self._active:
+            self._ready.append(key)
+            self._spawn()
+
+    def put_after(self, delay: float, key: K, value: V) -> None:
+        """Process ``key`` again after ``delay`` unless a newer state arrives first."""
+        if self._closed:
+            return
+        old = self._timers.pop(key, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        self._timers[key] = loop.call_later(max(0.0, delay), self._fire, key, value)
+
+    def _fire(self, key: K, value: V) -> None:
+        self._timers.pop(key, None)
+        if key not in self._latest:  # a newer state already queued wins
+            self.put(key, value)
+
+    def forget(self, key: K) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _spawn(self) -> None:
+        if len(self._workers) < self._max_workers and len(self._workers) < len(self._ready) + len(self._active):
+            task = asyncio.get_running_loop().create_task(self._worker(), name=f"opd worker {self._name}")
+            self._workers.add(task)
+
+    async def _worker(self) -> None:
+        try:
+            await self._work()
+        finally:
+            # Leave the pool synchronously, so a put() right after sees the free slot.
+            task = asyncio.current_task()
+            if task is not None:
+                self._workers.discard(task)
+
+    async def _work(self) -> None:
+        while self._ready and not self._closed:
+            key = self._ready.popleft()
+            value = self._latest.pop(key)
+            self._active.add(key)
+            try:
+                await self._process(key, value)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.opt(exception=True).error(f"opd: unexpected error processing {key!r} ({self._name})")
+            finally:
+                self._active.discard(key)
+                if key in self._latest:  # changed while processed: once more, newest state
+                    self._ready.append(key)
+
+    async def close(self, timeout: float) -> None:
+        """Stop taking work; let in-flight items finish within ``timeout``, then cancel them."""
+        self._closed = True
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        self._ready.clear()
+        self._latest.clear()
+        if self._workers:
+            await asyncio.wait(set(self._workers), timeout=timeout)
+        for task in list(self._workers):
+            task.cancel()
+        if self._workers:
+            await asyncio.wait(set(self._workers), timeout=1.0)
+
+    def stats(self) -> dict[str, Any]:
+        return {"queued": len(self._ready), "active": len(self._active), "delayed": len(self._timers),
+                "workers": len(self._workers)}

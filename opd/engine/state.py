@@ -1,0 +1,118 @@
+"""What opd keeps on each object: the diff-base (last handled essence) and per-handler progress.
+
+Two places, chosen per resource: annotations (``<prefix>/...``), or one field in
+``.status`` (when the resource has a status subresource), so handler results
+and the markers that say a handler ran travel in one atomic write.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from opd.settings import PersistenceSettings
+
+LAST_HANDLED = "last-handled-configuration"
+_IGNORED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
+_SYSTEM_KEYS = frozenset({"apiVersion", "kind", "metadata", "status"})
+
+
+def _is_ours(key: str, prefix: str) -> bool:
+    domain = key.split("/", 1)[0] if "/" in key else ""
+    return domain == prefix or domain == "opd.dev" or domain.endswith(".opd.dev")
+
+
+def essence(body: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """What a change is measured on: everything but status and system metadata."""
+    result = {k: v for k, v in body.items() if k not in _SYSTEM_KEYS}
+    meta = body.get("metadata") or {}
+    labels = meta.get("labels")
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
+                   if not _is_ours(k, prefix) and k not in _IGNORED_ANNOTATIONS}
+    if labels or annotations:
+        result["metadata"] = {k: v for k, v in (("labels", labels), ("annotations", annotations)) if v}
+    return result
+
+
+def dump(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass
+class State:
+    diff_base: str | None
+    progress: dict[str, dict[str, Any]]
+
+
+@dataclass
+class Writes:
+    """The two merge-patches of one processing step: status first (results), then the body."""
+
+    status: dict[str, Any] = field(default_factory=dict)
+    body: dict[str, Any] = field(default_factory=dict)
+
+    def set_status(self, key: str, value: Any) -> None:
+        self.status.setdefault("status", {})[key] = value
+
+    def set_annotation(self, key: str, value: str | None) -> None:
+        self.body.setdefault("metadata", {}).setdefault("annotations", {})[key] = value
+
+
+class Storage:
+    """Reads and writes the diff-base and progress of one operator on one resource."""
+
+    def __init__(self, settings: PersistenceSettings, *, has_status_subresource: bool) -> None:
+        self.prefix = settings.prefix
+        self.field = settings.status_field
+        mode = settings.storage
+        if mode == "auto":
+            mode = "status" if has_status_subresource else "annotations"
+        self.in_status = mode == "status"
+
+    def fall_back_to_annotations(self) -> None:
+        self.in_status = False
+
+    def read(self, body: Mapping[str, Any]) -> State:
+        if self.in_status:
+            ours = ((body.get("status") or {}).get(self.field)) or {}
+            if ours:
+                return State(ours.get("lastHandled"), dict(ours.get("progress") or {}))
+        annotations = (body.get("metadata") or {}).get("annotations") or {}
+        base = annotations.get(f"{self.prefix}/{LAST_HANDLED}")
+        progress: dict[str, dict[str, Any]] = {}
+        marker = f"{self.prefix}/"
+        for key, value in annotations.items():
+            if key.startswith(marker) and key != f"{self.prefix}/{LAST_HANDLED}":
+                try:
+                    progress[key[len(marker):]] = json.loads(value)
+                except ValueError:
+                    continue
+        return State(base, progress)
+
+    def write(self, writes: Writes, *, old: State, diff_base: str | None,
+              progress: Mapping[str, dict[str, Any] | None]) -> None:
+        """Record a new diff-base (if given) and progress (None purges a handler's record)."""
+        if self.in_status:
+            ours: dict[str, Any] = {}
+            if diff_base is not None and diff_base != old.diff_base:
+                ours["lastHandled"] = diff_base
+            changes = {hid: rec for hid, rec in progress.items() if old.progress.get(hid) != rec}
+            if changes:
+                ours["progress"] = changes
+            if ours:
+                writes.status.setdefault("status", {})[self.field] = ours
+            return
+        if diff_base is not None and diff_base != old.diff_base:
+            writes.set_annotation(f"{self.prefix}/{LAST_HANDLED}", diff_base)
+        for hid, rec in progress.items():
+            if old.progress.get(hid) != rec:
+                writes.set_annotation(f"{self.prefix}/{hid}", None if rec is None else dump(rec))
+
+    def confirms(self, response: Mapping[str, Any], diff_base: str | None) -> bool:
+        """Whether a status write survived (a structural schema may prune unknown fields)."""
+        if not self.in_status or diff_base is None:
+            return True
+        ours = ((response.get("status") or {}).get(self.field)) or {}
+        return bool(ours.get("lastHandled") == diff_base)

@@ -1,0 +1,172 @@
+"""One LIST + WATCH stream per (resource, namespace), kept alive forever.
+
+Resumes from the last resourceVersion (bookmarks keep it fresh); on 410 Gone it
+relists and reports what changed while away, deletions included; on errors it
+backs off (honouring Retry-After); a stream silent past the inactivity timeout
+is presumed dead and resumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from loguru import logger
+
+from opd.kube.api import TRANSIENT_ERRORS, APIError, GoneError, InactivityTimeout, KubeClient
+from opd.resources import Resource
+from opd.settings import WatchingSettings
+
+# (event type, object body): ADDED, MODIFIED, DELETED.
+Deliver = Callable[[str, dict[str, Any]], None]
+
+
+class Watcher:
+    def __init__(self, client: KubeClient, resource: Resource, namespace: str | None, *,
+                 settings: WatchingSettings, deliver: Deliver, label_selector: str | None = None) -> None:
+        self.client = client
+        self.resource = resource
+        self.namespace = namespace
+        self.settings = settings
+        self.label_selector = label_selector
+        self._deliver = deliver
+        self.resource_version: str | None = None
+        # uid -> (resourceVersion, namespace, name): enough to skip unchanged objects on a
+        # relist and to report the ones deleted meanwhile, without keeping bodies.
+        self._known: dict[str, tuple[str, str | None, str]] = {}
+        self.listed = asyncio.Event()
+        self.healthy = False
+        self.last_error: str | None = None
+        self.stats = {"lists": 0, "watches": 0, "events": 0, "gone": 0, "errors": 0}
+
+    def __str__(self) -> str:
+        where = f" in {self.namespace}" if self.namespace else ""
+        return f"{self.resource}{where}"
+
+    @property
+    def path(self) -> str:
+        return self.resource.path(self.namespace)
+
+    async def run(self) -> None:
+        backoff = self.settings.backoff_initial
+        while True:
+            try:
+                if self.resource_version is None:
+                    await self._list()
+                await self._watch()
+                backoff = self.settings.backoff_initial
+            except GoneError:
+                self.stats["gone"] += 1
+                logger.info(f"opd: watch {self}: resourceVersion {self.resource_version} expired (410); relisting")
+                self.resource_version = None
+            except InactivityTimeout:
+                logger.debug(f"opd: watch {self}: silent for {self.settings.inactivity_timeout:.0f}s; resuming")
+            except asyncio.CancelledError:
+                raise
+            except APIError as exc:
+                delay = self._failed(exc, backoff)
+                backoff = min(backoff * 2, self.settings.backoff_max)
+                await asyncio.sleep(exc.retry_after or delay)
+            except TRANSIENT_ERRORS as exc:
+                delay = self._failed(exc, backoff)
+                backoff = min(backoff * 2, self.settings.backoff_max)
+                await asyncio.sleep(delay)
+            except Exception as exc:  # a bug: log it loudly, never leave a dead watcher behind
+                logger.opt(exception=exc).error(f"opd: watch {self} crashed; restarting it")
+                self._failed(exc, backoff)
+                backoff = min(backoff * 2, self.settings.backoff_max)
+                self.resource_version = None
+                await asyncio.sleep(backoff)
+
+    def _failed(self, exc: BaseException, delay: float) -> float:
+        self.healthy = False
+        self.stats["errors"] += 1
+        message = str(exc) or type(exc).__name__
+        if isinstance(exc, APIError) and exc.status in (401, 403):
+            message = f"not allowed ({exc.status}): {exc.message}; check the credentials and RBAC"
+        elif isinstance(exc, APIError) and exc.status == 404:
+            message = "not served (404): was the CRD deleted?"
+            self.resource_version = None
+        if message != self.last_error:
+            logger.warning(f"opd: watch {self}: {message}; retrying in {delay:.1f}s")
+        self.last_error = message
+        return delay
+
+    def _query(self) -> dict[str, Any]:
+        return {"labelSelector": self.label_selector} if self.label_selector else {}
+
+    async def _list(self) -> None:
+        query = {**self._query(), "limit": self.settings.list_page_size}
+        seen: dict[str, tuple[str, str | None, str]] = {}
+        api_version, kind = self.resource.api_version, self.resource.kind
+        while True:
+            page = await self.client.get(self.path, **query)
+            for item in page.get("items", []):
+                # Items of a list carry no apiVersion/kind; handlers expect a whole body.
+                item.setdefault("apiVersion", api_version)
+                item.setdefault("kind", kind)
+                meta = item["metadata"]
+                uid, rv = meta["uid"], meta["resourceVersion"]
+                seen[uid] = (rv, meta.get("namespace"), meta["name"])
+                old = self._known.get(uid)
+                if old is None or old[0] != rv:
+                    self._deliver("ADDED" if old is None else "MODIFIED", item)
+            token = page.get("metadata", {}).get("continue")
+            if not token:
+                break
+            query["continue"] = token
+        for uid in self._known.keys() - seen.keys():
+            _, namespace, name = self._known[uid]
+            self._deliver("DELETED", {
+                "apiVersion": api_version, "kind": kind,
+                "metadata": {"uid": uid, "name": name, "namespace": namespace},
+            })
+        self._known = seen
+        self.resource_version = page["metadata"]["resourceVersion"]
+        self.stats["lists"] += 1
+        self._recovered()
+        self.listed.set()
+
+    def _recovered(self) -> None:
+        if self.last_error is not None:
+            logger.info(f"opd: watch {self}: recovered")
+        self.healthy = True
+        self.last_error = None
+
+    async def _watch(self) -> None:
+        query = {
+            **self._query(),
+            "watch": "true",
+            "resourceVersion": self.resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": self.settings.server_timeout,
+        }
+        self.stats["watches"] += 1
+        stream = self.client.stream(self.path, query, inactivity_timeout=self.settings.inactivity_timeout,
+                                    connect_timeout=self.settings.connect_timeout)
+        async for event in stream:
+            kind = event.get("type")
+            obj = event.get("object") or {}
+            if kind == "ERROR":
+                status = int(obj.get("code") or 500)
+                cls = GoneError if status == 410 else APIError
+                raise cls(status, str(obj.get("reason", "")), str(obj.get("message", "")),
+                          method="WATCH", path=self.path)
+            meta = obj.get("metadata") or {}
+            rv = meta.get("resourceVersion")
+            if kind == "BOOKMARK":
+                self.resource_version = rv or self.resource_version
+                continue
+            if kind not in ("ADDED", "MODIFIED", "DELETED") or rv is None:
+                continue
+            if not self.healthy:
+                self._recovered()
+            uid = meta["uid"]
+            if kind == "DELETED":
+                self._known.pop(uid, None)
+            else:
+                self._known[uid] = (rv, meta.get("namespace"), meta["name"])
+            self.resource_version = rv
+            self.stats["events"] += 1
+            self._deliver(kind, obj)

@@ -1,0 +1,1 @@
+"""Talking to the Kubernetes API: credentials, raw requests and watch streams, discovery."""

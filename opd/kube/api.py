@@ -1,0 +1,154 @@
+"""Raw requests and watch streams over kubernetes_asyncio's authenticated HTTP session.
+
+Bodies are parsed once, straight from bytes to dicts: no model classes on the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client
+
+from opd.settings import NetworkingSettings
+
+MERGE_PATCH = "application/merge-patch+json"
+JSON = "application/json"
+
+# Errors after which the same request may succeed later: the connection, not the request, failed.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
+
+
+class APIError(Exception):
+    """The API server answered with an error status."""
+
+    def __init__(self, status: int, reason: str, message: str, *, method: str = "", path: str = "",
+                 retry_after: float | None = None) -> None:
+        super().__init__(f"{method} {path}: {status} {reason}: {message}".strip())
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after
+
+    @property
+    def transient(self) -> bool:
+        return self.status == 429 or self.status >= 500
+
+
+class GoneError(APIError):
+    """410: the resourceVersion is too old; relist."""
+
+
+class NotFoundError(APIError):
+    pass
+
+
+class ConflictError(APIError):
+    pass
+
+
+# Any failure of a request: the server's answer or the connection.
+REQUEST_ERRORS: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, APIError)
+
+
+class InactivityTimeout(asyncio.TimeoutError):
+    """A watch stream stayed silent longer than allowed."""
+
+
+def _error(status: int, data: bytes, method: str, path: str, retry_after: str | None) -> APIError:
+    try:
+        payload = json.loads(data)
+        reason, message = str(payload.get("reason", "")), str(payload.get("message", ""))
+    except (ValueError, AttributeError):
+        reason, message = "", data[:200].decode(errors="replace")
+    try:
+        delay = float(retry_after) if retry_after else None
+    except ValueError:
+        delay = None
+    cls = {404: NotFoundError, 409: ConflictError, 410: GoneError}.get(status, APIError)
+    return cls(status, reason, message, method=method, path=path, retry_after=delay)
+
+
+class KubeClient:
+    """One authenticated connection pool to one API server."""
+
+    def __init__(self, configuration: client.Configuration, settings: NetworkingSettings | None = None,
+                 *, source: str = "") -> None:
+        self.settings = settings or NetworkingSettings()
+        configuration.connection_pool_maxsize = self.settings.connection_limit
+        self.source = source
+        self.host = configuration.host
+        self._api = client.ApiClient(configuration=configuration)
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    async def __aenter__(self) -> KubeClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _send(self, method: str, path: str, query: Mapping[str, Any] | None, body: Any,
+                    content_type: str, timeout: Any) -> aiohttp.ClientResponse:
+        response: aiohttp.ClientResponse = await self._api.call_api(
+            path, method,
+            query_params=list((query or {}).items()),
+            header_params={"Accept": JSON, "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=timeout,
+        )
+        return response
+
+    async def request(self, method: str, path: str, *, query: Mapping[str, Any] | None = None,
+                      body: Any = None, content_type: str = JSON, timeout: float | None = None) -> Any:
+        response = await self._send(method, path, query, body, content_type,
+                                    timeout or self.settings.request_timeout)
+        try:
+            data = await response.read()
+        finally:
+            response.release()
+        if response.status >= 400:
+            raise _error(response.status, data, method, path, response.headers.get("Retry-After"))
+        return json.loads(data) if data else None
+
+    async def get(self, path: str, **query: Any) -> Any:
+        return await self.request("GET", path, query=query)
+
+    async def patch(self, path: str, body: Mapping[str, Any]) -> Any:
+        return await self.request("PATCH", path, body=body, content_type=MERGE_PATCH)
+
+    async def stream(self, path: str, query: Mapping[str, Any], *, inactivity_timeout: float,
+                     connect_timeout: float) -> AsyncIterator[dict[str, Any]]:
+        """Yield the JSON lines of a watch; raise InactivityTimeout when it stays silent."""
+        timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_connect=connect_timeout)
+        response = await asyncio.wait_for(
+            self._send("GET", path, query, None, JSON, timeout), connect_timeout + inactivity_timeout
+        )
+        try:
+            if response.status >= 400:
+                data = await response.read()
+                raise _error(response.status, data, "WATCH", path, response.headers.get("Retry-After"))
+            buffer = bytearray()
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(response.content.readany(), inactivity_timeout)
+                except TimeoutError:
+                    raise InactivityTimeout(f"no data for {inactivity_timeout:.0f}s on {path}") from None
+                if not chunk:
+                    return
+                buffer += chunk
+                start = 0
+                while (end := buffer.find(b"\n", start)) >= 0:
+                    if end > start:
+                        yield json.loads(buffer[start:end])
+                    start = end + 1
+                del buffer[:start]
+        finally:
+            # A half-read stream must not go back to the pool.
+            response.close()

@@ -1,0 +1,170 @@
+"""Handler registries: an isolated set of handlers per operator.
+
+The default registry (for decorators without ``registry=``) is kept in a
+ContextVar: every thread sees one process-wide default unless a context sets
+its own with ``set_default_registry()``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from opd.resources import ResourceRef
+
+
+class Reason(enum.StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    RESUME = "resume"
+    EVENT = "event"
+
+
+CHANGING = frozenset({Reason.CREATE, Reason.UPDATE, Reason.DELETE, Reason.RESUME})
+
+
+class _Marker(enum.Enum):
+    PRESENT = "PRESENT"
+    ABSENT = "ABSENT"
+
+    def __repr__(self) -> str:
+        return f"opd.{self.value}"
+
+
+PRESENT = _Marker.PRESENT
+ABSENT = _Marker.ABSENT
+
+FilterValue = str | _Marker | Callable[..., bool]
+
+
+class ErrorsMode(enum.StrEnum):
+    TEMPORARY = "temporary"  # retry with backoff (default)
+    PERMANENT = "permanent"  # fail at the first error
+    IGNORED = "ignored"  # log it, count the handler as done
+
+
+@dataclass(frozen=True, eq=False)
+class Handler:
+    fn: Callable[..., Any]
+    id: str
+    reason: Reason
+    resource: ResourceRef
+    labels: Mapping[str, FilterValue] | None = None
+    annotations: Mapping[str, FilterValue] | None = None
+    when: Callable[..., bool] | None = None
+    errors: ErrorsMode = ErrorsMode.TEMPORARY
+    timeout: float | None = None
+    retries: int | None = None
+    backoff: float | None = None
+    optional: bool = False
+    # The keyword arguments the function names; None when it takes **kwargs.
+    accepts: frozenset[str] | None = field(default=None)
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.fn)
+
+    def select_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if self.accepts is None:
+            return kwargs
+        return {k: v for k, v in kwargs.items() if k in self.accepts}
+
+
+def accepted_kwargs(fn: Callable[..., Any]) -> frozenset[str] | None:
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return frozenset(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+def _filter_ok(actual: Mapping[str, str], wanted: Mapping[str, FilterValue] | None, **kw: Any) -> bool:
+    if not wanted:
+        return True
+    for key, want in wanted.items():
+        if want is PRESENT:
+            ok = key in actual
+        elif want is ABSENT:
+            ok = key not in actual
+        elif callable(want):
+            ok = key in actual and bool(want(actual[key], **kw))
+        else:
+            ok = actual.get(key) == want
+        if not ok:
+            return False
+    return True
+
+
+def matches(handler: Handler, body: Mapping[str, Any], kwargs: dict[str, Any]) -> bool:
+    meta = body.get("metadata", {})
+    if not _filter_ok(meta.get("labels") or {}, handler.labels, **kwargs):
+        return False
+    if not _filter_ok(meta.get("annotations") or {}, handler.annotations, **kwargs):
+        return False
+    return handler.when is None or bool(handler.when(**kwargs))
+
+
+def _requirements(labels: Mapping[str, FilterValue] | None) -> frozenset[str]:
+    out = set()
+    for key, want in (labels or {}).items():
+        if want is PRESENT:
+            out.add(key)
+        elif want is ABSENT:
+            out.add(f"!{key}")
+        elif isinstance(want, str):
+            out.add(f"{key}={want}")
+    return frozenset(out)
+
+
+class OperatorRegistry:
+    """An isolated set of handlers; an operator runs exactly one."""
+
+    def __init__(self) -> None:
+        self._handlers: list[Handler] = []
+
+    def __repr__(self) -> str:
+        return f"<OperatorRegistry with {len(self._handlers)} handlers>"
+
+    def append(self, handler: Handler) -> None:
+        if any(h.id == handler.id and h.resource == handler.resource and h.reason == handler.reason
+               for h in self._handlers):
+            raise ValueError(f"duplicate handler id {handler.id!r} for {handler.resource} ({handler.reason})")
+        self._handlers.append(handler)
+
+    @property
+    def handlers(self) -> tuple[Handler, ...]:
+        return tuple(self._handlers)
+
+    def resources(self) -> list[ResourceRef]:
+        return list(dict.fromkeys(h.resource for h in self._handlers))
+
+    def for_resource(self, ref: ResourceRef, reasons: Iterable[Reason] | None = None) -> list[Handler]:
+        wanted = set(reasons) if reasons is not None else None
+        return [h for h in self._handlers if h.resource == ref and (wanted is None or h.reason in wanted)]
+
+    def label_selector(self, ref: ResourceRef) -> str | None:
+        """Label requirements every handler of the resource shares: safe to filter server-side."""
+        handlers = self.for_resource(ref)
+        if not handlers:
+            return None
+        common = frozenset.intersection(*(_requirements(h.labels) for h in handlers))
+        return ",".join(sorted(common)) or None
+
+
+_default = OperatorRegistry()
+_default_registry: contextvars.ContextVar[OperatorRegistry] = contextvars.ContextVar(
+    "opd_default_registry", default=_default
+)
+
+
+def get_default_registry() -> OperatorRegistry:
+    return _default_registry.get()
+
+
+def set_default_registry(registry: OperatorRegistry) -> None:
+    """Make ``registry`` the default for decorators and operators in the current context."""
+    _default_registry.set(registry)

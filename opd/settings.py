@@ -1,0 +1,76 @@
+"""Operator settings: plain dataclasses, one instance per operator (never global)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class WatchingSettings:
+    # A stream silent this long is presumed dead (a dropped NAT entry sends no RST) and resumed.
+    inactivity_timeout: float = 10.0
+    # Server-side bound of one watch request; the stream is resumed from its resourceVersion.
+    server_timeout: int = 300
+    connect_timeout: float = 10.0
+    list_page_size: int = 500
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+
+
+@dataclass
+class ProcessingSettings:
+    # Objects processed at once per operator; more wait in a queue (latest state wins).
+    workers: int = 64
+    # A PATCH's own watch event may lag: events older than our last write are skipped.
+    skip_stale_events: bool = True
+
+
+@dataclass
+class PersistenceSettings:
+    # Annotation domain (and finalizer name) for diff-base and progress markers.
+    prefix: str = "opd.dev"
+    # Where markers live: "auto" (status when the resource has a status subresource
+    # and keeps unknown fields there, else annotations), "annotations", or "status".
+    storage: str = "auto"
+    status_field: str = "opd"
+
+    @property
+    def finalizer(self) -> str:
+        return f"{self.prefix}/finalizer"
+
+
+@dataclass
+class NetworkingSettings:
+    # Concurrent HTTP connections to the API server (watch streams hold one each).
+    connection_limit: int = 256
+    request_timeout: float = 60.0
+
+
+@dataclass
+class ExecutionSettings:
+    # Thread pool for sync handlers; None: Python's default size.
+    max_workers: int | None = None
+
+
+@dataclass
+class ShutdownSettings:
+    # Bound for a graceful stop: in-flight handlers get this long, then are cancelled.
+    timeout: float = 8.0
+
+
+@dataclass
+class RetrySettings:
+    # Backoff for handlers that raise an unexpected error: initial * 2**retry, capped.
+    backoff_initial: float = 1.0
+    backoff_max: float = 300.0
+
+
+@dataclass
+class OperatorSettings:
+    watching: WatchingSettings = field(default_factory=WatchingSettings)
+    processing: ProcessingSettings = field(default_factory=ProcessingSettings)
+    persistence: PersistenceSettings = field(default_factory=PersistenceSettings)
+    networking: NetworkingSettings = field(default_factory=NetworkingSettings)
+    execution: ExecutionSettings = field(default_factory=ExecutionSettings)
+    shutdown: ShutdownSettings = field(default_factory=ShutdownSettings)
+    retries: RetrySettings = field(default_factory=RetrySettings)
