@@ -44,7 +44,7 @@ def _decorator(
         target = registry if registry is not None else get_default_registry()
         target.append(Handler(
             fn=fn,
-            id=id or getattr(fn, "__qualname__", fn.__name__).replace(".<locals>", ""),
+            id=id or fn.__name__,
             reason=reason,
             resource=ref,
             labels=labels,

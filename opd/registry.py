@@ -108,16 +108,15 @@ def matches(handler: Handler, body: Mapping[str, Any], kwargs: dict[str, Any]) -
     return handler.when is None or bool(handler.when(**kwargs))
 
 
-def _requirements(labels: Mapping[str, FilterValue] | None) -> frozenset[str]:
-    out = set()
-    for key, want in (labels or {}).items():
-        if want is PRESENT:
-            out.add(key)
-        elif want is ABSENT:
-            out.add(f"!{key}")
-        elif isinstance(want, str):
-            out.add(f"{key}={want}")
-    return frozenset(out)
+def _common_requirement(key: str, wants: list[FilterValue]) -> str | None:
+    """The label requirement all handlers' filters on ``key`` imply, as selector syntax."""
+    if all(isinstance(w, str) for w in wants) and len(set(wants)) == 1:
+        return f"{key}={wants[0]}"
+    if all(w is not ABSENT for w in wants):  # values, PRESENT and callables all need the label
+        return key
+    if all(w is ABSENT for w in wants):
+        return f"!{key}"
+    return None
 
 
 class OperatorRegistry:
@@ -149,10 +148,11 @@ class OperatorRegistry:
     def label_selector(self, ref: ResourceRef) -> str | None:
         """Label requirements every handler of the resource shares: safe to filter server-side."""
         handlers = self.for_resource(ref)
-        if not handlers:
+        if not handlers or any(not h.labels for h in handlers):
             return None
-        common = frozenset.intersection(*(_requirements(h.labels) for h in handlers))
-        return ",".join(sorted(common)) or None
+        keys = set.intersection(*(set(h.labels or ()) for h in handlers))
+        found = (_common_requirement(k, [(h.labels or {})[k] for h in handlers]) for k in sorted(keys))
+        return ",".join(r for r in found if r) or None
 
 
 _default = OperatorRegistry()

@@ -44,6 +44,10 @@ class NetworkingSettings:
     # Concurrent HTTP connections to the API server (watch streams hold one each).
     connection_limit: int = 256
     request_timeout: float = 60.0
+    # A pooled keep-alive connection may be dead without an RST (dropped NAT entry):
+    # a request that gets no byte back for this long fails and is retried on a new one.
+    read_timeout: float = 10.0
+    connect_timeout: float = 10.0
 
 
 @dataclass

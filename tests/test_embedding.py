@@ -202,7 +202,7 @@ def test_default_registry_is_per_context() -> None:
         return opd.get_default_registry()
 
     assert contextvars.copy_context().run(in_context) is mine
-    assert [h.id for h in mine.handlers] == ["test_default_registry_is_per_context.in_context.fn"]
+    assert [h.id for h in mine.handlers] == ["fn"]
     assert opd.get_default_registry() is process_default
     seen: list[opd.OperatorRegistry] = []
     thread = threading.Thread(target=lambda: seen.append(opd.get_default_registry()))

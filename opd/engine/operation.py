@@ -106,7 +106,7 @@ class Operation:
 
     async def _resolve(self, discovery: Discovery, ref: ResourceRef) -> Resource | None:
         backoff = self.settings.watching.backoff_initial
-        reported = None
+        reported = None  # say each kind of trouble once, not at every retry
         while True:
             try:
                 resource = await discovery.resolve(ref)
@@ -114,20 +114,21 @@ class Operation:
                 logger.error(f"opd: {exc}")
                 return None
             except REQUEST_ERRORS as exc:
-                message = f"opd: API server unreachable while resolving {ref} ({exc!s}); retrying"
-                resource = None
-                delay = backoff
+                if reported != "unreachable":
+                    logger.warning(f"opd: API server unreachable while resolving {ref} ({exc!s}); retrying")
+                    reported = "unreachable"
+                await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.settings.watching.backoff_max)
-            else:
-                if resource is not None:
-                    return resource
-                message = (f"opd: unknown resource {ref!s}: not served by the API server; "
-                           "retrying until it appears (is the CRD installed?)")
-                delay = 10.0
-            if message != reported:
-                logger.error(message)
-                reported = message
-            await asyncio.sleep(delay)
+                continue
+            if resource is not None:
+                if reported == "unreachable":
+                    logger.info(f"opd: API server reachable again; serving {resource}")
+                return resource
+            if reported != "unknown":
+                logger.error(f"opd: unknown resource {ref!s}: not served by the API server; "
+                             "retrying until it appears (is the CRD installed?)")
+                reported = "unknown"
+            await asyncio.sleep(10.0)
 
     async def _serve(self, discovery: Discovery, ref: ResourceRef) -> None:
         resource = await self._resolve(discovery, ref)

@@ -38,6 +38,7 @@ class Watcher:
         self.listed = asyncio.Event()
         self.healthy = False
         self.last_error: str | None = None
+        self._last_kind: str | None = None
         self.stats = {"lists": 0, "watches": 0, "events": 0, "gone": 0, "errors": 0}
 
     def __str__(self) -> str:
@@ -88,8 +89,10 @@ class Watcher:
         elif isinstance(exc, APIError) and exc.status == 404:
             message = "not served (404): was the CRD deleted?"
             self.resource_version = None
-        if message != self.last_error:
+        kind = f"{type(exc).__name__}:{getattr(exc, 'status', '')}"
+        if kind != self._last_kind:  # each kind of trouble once, not at every retry
             logger.warning(f"opd: watch {self}: {message}; retrying in {delay:.1f}s")
+        self._last_kind = kind
         self.last_error = message
         return delay
 
@@ -133,6 +136,7 @@ class Watcher:
             logger.info(f"opd: watch {self}: recovered")
         self.healthy = True
         self.last_error = None
+        self._last_kind = None
 
     async def _watch(self) -> None:
         query = {

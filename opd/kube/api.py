@@ -107,8 +107,12 @@ class KubeClient:
 
     async def request(self, method: str, path: str, *, query: Mapping[str, Any] | None = None,
                       body: Any = None, content_type: str = JSON, timeout: float | None = None) -> Any:
-        response = await self._send(method, path, query, body, content_type,
-                                    timeout or self.settings.request_timeout)
+        limits = aiohttp.ClientTimeout(
+            total=timeout or self.settings.request_timeout,
+            sock_read=self.settings.read_timeout,
+            sock_connect=self.settings.connect_timeout,
+        )
+        response = await self._send(method, path, query, body, content_type, limits)
         try:
             data = await response.read()
         finally:

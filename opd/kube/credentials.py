@@ -31,6 +31,14 @@ def _in_cluster_available() -> bool:
     return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and _SA_TOKEN.exists()
 
 
+def _one_line(exc: BaseException) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:  # a YAML syntax error: where, and what
+        return f"malformed YAML at line {mark.line + 1}, column {mark.column + 1}: {getattr(exc, 'problem', '')}"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, ConfigException) else f"malformed ({type(exc).__name__}: {text})"
+
+
 async def load_configuration(login: Login | None = None) -> tuple[client.Configuration, str]:
     """A client Configuration and a short description of its source (for logs)."""
     login = login or Login()
@@ -57,10 +65,8 @@ async def load_configuration(login: Login | None = None) -> tuple[client.Configu
             config_file=path, context=login.context, client_configuration=cfg, persist_config=False
         )
     except ConfigException as exc:
-        raise ConfigError(f"kubeconfig {path}: {exc}") from exc
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ConfigError(f"kubeconfig {path}: unreadable ({type(exc).__name__}: {exc})") from exc
-    except Exception as exc:  # yaml errors and the like: the file is malformed
-        raise ConfigError(f"kubeconfig {path}: malformed ({type(exc).__name__}: {exc})") from exc
+        raise ConfigError(f"kubeconfig {path}: {_one_line(exc)}") from exc
+    except Exception as exc:  # yaml errors, wrong types inside: the file is malformed
+        raise ConfigError(f"kubeconfig {path}: {_one_line(exc)}") from exc
     where = f"kubeconfig {path}" + (f" context {login.context}" if login.context else "")
     return cfg, where
