@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -28,26 +29,29 @@ class ResourceRef:
         ``('kopfexamples')``, ``('kopfexamples.kopf.dev')``, ``('kopf.dev', 'kopfexamples')``,
         ``('kopf.dev/v1', 'kopfexamples')``, ``('kopf.dev', 'v1', 'kopfexamples')``,
         ``('kopf.dev/v1/kopfexamples')``, ``('v1', 'pods')``, or keywords."""
-        name = plural or kind
         if any(not isinstance(a, str) or not a for a in args):
             raise ConfigError(f"resource names must be non-empty strings, got {args!r}")
-        if len(args) == 1 and "/" in args[0]:
-            args = tuple(args[0].split("/"))
-        if len(args) == 3:
-            group, version, name = args
-        elif len(args) == 2:
-            first, name = args
-            if "/" in first:
-                group, version = first.split("/", 1)
-            elif _looks_like_version(first):
+        parts = [p for a in args for p in a.split("/")]
+        if any(not p for p in parts):
+            raise ConfigError(f"resource {'/'.join(args)!r} has an empty part")
+        name = plural or kind
+        if name is not None:  # keywords name it: positionals can only be group and version
+            parts.append(name)
+        if len(parts) == 3:
+            group, version, name = parts
+        elif len(parts) == 2:
+            first, name = parts
+            if _looks_like_version(first):
                 group, version = "", first
             else:
                 group = first
-        elif len(args) == 1:
-            name = args[0]
+        elif len(parts) == 1:
+            name = parts[0]
             if "." in name:
                 name, group = name.split(".", 1)
-        elif args:
+                if not name or not group:
+                    raise ConfigError(f"resource {parts[0]!r} has an empty part")
+        elif parts:
             raise ConfigError(f"cannot read a resource from {args!r}: give at most group, version, name")
         if not name:
             raise ConfigError("a handler needs a resource: e.g. 'kopfexamples' or 'kopf.dev/v1/kopfexamples'")
@@ -63,8 +67,11 @@ class ResourceRef:
         return self.name in resource.names or self.name.lower() == resource.kind.lower()
 
 
+_VERSION = re.compile(r"v\d+((alpha|beta)\d+)?")
+
+
 def _looks_like_version(text: str) -> bool:
-    return text.startswith("v") and text[1:2].isdigit()
+    return _VERSION.fullmatch(text) is not None
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,9 @@ class _Section(dict[str, Any]):
             value = self[name] = _Section(value or {})
         return value
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
 
 class Patch(_Section):
     """A merge-patch the handler fills; opd sends it with the handler's outcome.

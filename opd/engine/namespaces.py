@@ -12,6 +12,7 @@ def is_static(patterns: Iterable[str]) -> bool:
 
 
 def matches(name: str, patterns: Iterable[str]) -> bool:
+    patterns = list(patterns)
     positive = [p for p in patterns if not p.startswith("!")]
     negative = [p[1:] for p in patterns if p.startswith("!")]
     if any(fnmatch.fnmatchcase(name, p) for p in negative):

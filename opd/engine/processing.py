@@ -60,7 +60,8 @@ class ResourceProcessor:
         self.changing = any(self.by_reason[r] for r in (Reason.CREATE, Reason.UPDATE, Reason.DELETE, Reason.RESUME))
         self.finalizer = settings.persistence.finalizer
         self.needs_finalizer = any(not h.optional for h in self.by_reason[Reason.DELETE])
-        self.storage = Storage(settings.persistence, has_status_subresource="status" in resource.subresources)
+        self.storage = Storage(settings.persistence, has_status_subresource="status" in resource.subresources,
+                               handler_ids=[h.id for h in handlers])
         self.queue: WorkQueue[str, Item] = WorkQueue(self._process, workers=settings.processing.workers,
                                                      name=str(resource))
         self._written: dict[str, int] = {}  # uid -> resourceVersion of our last write

@@ -7,8 +7,10 @@ and the markers that say a handler ran travel in one atomic write.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +36,15 @@ def essence(body: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     if labels or annotations:
         result["metadata"] = {k: v for k, v in (("labels", labels), ("annotations", annotations)) if v}
     return result
+
+
+def annotation_name(handler_id: str) -> str:
+    """A valid annotation name part for a handler id (e.g. ``<lambda>``, ``Class.method``)."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", handler_id).strip("-._") or "handler"
+    if name != handler_id or len(name) > 63:
+        digest = hashlib.sha1(handler_id.encode()).hexdigest()[:8]
+        name = f"{name[:54]}-{digest}"
+    return name
 
 
 def dump(data: Any) -> str:
@@ -63,7 +74,9 @@ class Writes:
 class Storage:
     """Reads and writes the diff-base and progress of one operator on one resource."""
 
-    def __init__(self, settings: PersistenceSettings, *, has_status_subresource: bool) -> None:
+    def __init__(self, settings: PersistenceSettings, *, has_status_subresource: bool,
+                 handler_ids: Iterable[str] = ()) -> None:
+        self._ids = {annotation_name(hid): hid for hid in handler_ids}
         self.prefix = settings.prefix
         self.field = settings.status_field
         mode = settings.storage
@@ -86,9 +99,11 @@ class Storage:
         for key, value in annotations.items():
             if key.startswith(marker) and key != f"{self.prefix}/{LAST_HANDLED}":
                 try:
-                    progress[key[len(marker):]] = json.loads(value)
+                    record = json.loads(value)
                 except ValueError:
                     continue
+                name = key[len(marker):]
+                progress[self._ids.get(name, name)] = record
         return State(base, progress)
 
     def write(self, writes: Writes, *, old: State, diff_base: str | None,
@@ -98,7 +113,13 @@ class Storage:
             ours: dict[str, Any] = {}
             if diff_base is not None and diff_base != old.diff_base:
                 ours["lastHandled"] = diff_base
-            changes = {hid: rec for hid, rec in progress.items() if old.progress.get(hid) != rec}
+            changes = {}
+            for hid, rec in progress.items():
+                before = old.progress.get(hid)
+                if before != rec:
+                    # A merge-patch merges dicts: null the keys a record no longer has.
+                    gone = {k: None for k in (before or {}) if rec is not None and k not in rec}
+                    changes[hid] = None if rec is None else {**gone, **rec}
             if changes:
                 ours["progress"] = changes
             if ours:
@@ -108,7 +129,7 @@ class Storage:
             writes.set_annotation(f"{self.prefix}/{LAST_HANDLED}", diff_base)
         for hid, rec in progress.items():
             if old.progress.get(hid) != rec:
-                writes.set_annotation(f"{self.prefix}/{hid}", None if rec is None else dump(rec))
+                writes.set_annotation(f"{self.prefix}/{annotation_name(hid)}", None if rec is None else dump(rec))
 
     def confirms(self, response: Mapping[str, Any], diff_base: str | None) -> bool:
         """Whether a status write survived (a structural schema may prune unknown fields)."""
