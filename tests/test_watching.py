@@ -194,3 +194,85 @@ async def test_a_watch_on_a_crd_that_appears_later(
         await asyncio.gather(task, return_exceptions=True)
         logger.remove(sink)
     assert sum(f"unknown resource {plural}" in m for m in logs) == 1  # said once, not every retry
+
+
+@pytest.mark.parametrize("spelling", [
+    ("kopfexamples",), ("kopfexample",), ("KopfExample",), ("kex",), ("kopfexamples.kopf.dev",),
+    ("kopf.dev", "kopfexamples"), ("kopf.dev/v1", "kopfexamples"), ("kopf.dev", "v1", "kopfexamples"),
+    ("kopf.dev/v1/kopfexamples",),
+])
+async def test_resource_spellings_resolve(kube: KubeClient, crd: str, spelling: tuple[str, ...]) -> None:
+    resource = await Discovery(kube).resolve(ResourceRef.parse(*spelling))
+    assert resource is not None
+    assert (resource.group, resource.version, resource.plural) == ("kopf.dev", "v1", "kopfexamples")
+    assert "status" in resource.subresources
+
+
+@pytest.mark.parametrize("spelling", [("configmaps",), ("ConfigMap",), ("cm",), ("v1", "configmaps")])
+async def test_builtin_spellings_resolve(kube: KubeClient, spelling: tuple[str, ...]) -> None:
+    resource = await Discovery(kube).resolve(ResourceRef.parse(*spelling))
+    assert resource is not None
+    assert resource.path("ns", "x") == "/api/v1/namespaces/ns/configmaps/x"
+
+
+async def test_namespace_globs_follow_namespaces_as_they_come(
+    kubeconfig: Path, api: client.ApiClient, crd: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    core = client.CoreV1Api(api)
+    stem = namespace[-6:]
+    names = {"early": f"glob-{stem}-a", "late": f"glob-{stem}-b", "excluded": f"glob-{stem}-skip"}
+    await core.create_namespace({"metadata": {"name": names["early"]}})
+    await core.create_namespace({"metadata": {"name": names["excluded"]}})
+    registry, calls = _counting_registry(crd)
+    try:
+        async with RunningOperator(registry=registry, namespaces=[f"glob-{stem}-*", "!*-skip"]):
+            await core.create_namespace({"metadata": {"name": names["late"]}})
+            for ns in names.values():
+                await eventually(lambda ns=ns: _exists(core, ns))
+                await create_kex(api, ns, f"in-{ns}")
+            await eventually(lambda: asyncio.sleep(0, {f"in-{names['early']}", f"in-{names['late']}"} <= set(calls)))
+            await asyncio.sleep(0.5)
+        assert set(calls) == {f"in-{names['early']}", f"in-{names['late']}"}
+    finally:
+        for ns in names.values():
+            await core.delete_namespace(ns)
+
+
+async def _exists(core: client.CoreV1Api, name: str) -> bool:
+    try:
+        await core.read_namespace(name)
+    except client.ApiException:
+        return False
+    return True
+
+
+async def test_a_crashed_watcher_restarts(
+    kube: KubeClient, api: client.ApiClient, crd: str, namespace: str
+) -> None:
+    from loguru import logger
+
+    resource = await Discovery(kube).resolve(ResourceRef.parse(crd))
+    assert resource is not None
+    names: list[str] = []
+    failures = [RuntimeError("a bug in a consumer")]
+
+    def deliver(kind: str, body: dict[str, Any]) -> None:
+        if failures:
+            raise failures.pop()
+        names.append(body["metadata"]["name"])
+
+    logs: list[str] = []
+    sink = logger.add(lambda m: logs.append(str(m)), level="ERROR")
+    settings = WatchingSettings(backoff_initial=0.1)
+    watcher = Watcher(kube, resource, namespace, settings=settings, deliver=deliver)
+    await create_kex(api, namespace, "first")
+    task = asyncio.create_task(watcher.run())
+    try:
+        await eventually(lambda: asyncio.sleep(0, names == ["first"]))
+        await create_kex(api, namespace, "second")
+        await eventually(lambda: asyncio.sleep(0, names == ["first", "second"]))
+    finally:
+        task.cancel()
+        logger.remove(sink)
+    assert any("crashed; restarting" in m for m in logs)
