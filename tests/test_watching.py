@@ -276,3 +276,40 @@ async def test_a_crashed_watcher_restarts(
         task.cancel()
         logger.remove(sink)
     assert any("crashed; restarting" in m for m in logs)
+
+
+async def test_a_write_cut_by_a_silent_partition_is_retried_without_rerunning_the_handler(
+    control_plane: LocalControlPlane, proxy: FaultProxy, api: client.ApiClient, crd: str, namespace: str,
+    tmp_path: Path,
+) -> None:
+    import threading
+
+    kubeconfig = control_plane.write_kubeconfig(tmp_path / "kc", server=f"https://{proxy.address}")
+    registry = opd.OperatorRegistry()
+    calls: collections.Counter[str] = collections.Counter()
+    partitioned = threading.Event()
+
+    @opd.on.create(crd, registry=registry)
+    def create_fn(name: str, **_: Any) -> dict[str, str]:
+        calls[name] += 1
+        partitioned.wait(10)  # the outcome's PATCH goes out after the network went silent
+        return {"seen": name}
+
+    settings = opd.OperatorSettings()
+    settings.watching.inactivity_timeout = 2.0
+    settings.networking.read_timeout = 2.0
+    async with RunningOperator(registry=registry, settings=settings, namespaces=[namespace],
+                               login=opd.Login(kubeconfig=str(kubeconfig))):
+        await create_kex(api, namespace, "cut")
+        await eventually(lambda: asyncio.sleep(0, calls["cut"] == 1))
+        proxy.blackhole_all()
+        partitioned.set()
+
+        async def stored() -> bool:
+            obj = await client.CustomObjectsApi(api).get_namespaced_custom_object(
+                CRD_GROUP, "v1", namespace, crd, "cut")
+            return (obj.get("status") or {}).get("create_fn") == {"seen": "cut"}
+
+        await eventually(stored, timeout=30)
+        await asyncio.sleep(0.5)
+    assert calls == {"cut": 1}

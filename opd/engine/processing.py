@@ -29,6 +29,8 @@ from opd.resources import Resource, ResourceRef
 from opd.settings import OperatorSettings
 
 Item = tuple[str, dict[str, Any]]  # (event type, body)
+# What _apply() needs to write one processed change: body, writes, diff-base, old state, progress.
+_Outcome = tuple[dict[str, Any], Writes, "str | None", State, "dict[str, dict[str, Any] | None]"]
 
 
 def _done(record: Mapping[str, Any] | None) -> bool:
@@ -66,6 +68,7 @@ class ResourceProcessor:
                                                      name=str(resource))
         self._written: dict[str, int] = {}  # uid -> resourceVersion of our last write
         self._seen: set[str] = set()  # uids seen by this process (for resume handlers)
+        self._unwritten: dict[str, _Outcome] = {}  # outcomes whose write failed, to retry as they are
 
     def deliver(self, event_type: str, body: dict[str, Any]) -> None:
         self.queue.put(body["metadata"]["uid"], (event_type, body))
@@ -80,12 +83,24 @@ class ResourceProcessor:
             await self._run_event_handlers(event_type, body)
         if event_type == "DELETED":
             self._written.pop(uid, None)
+            self._unwritten.pop(uid, None)
             self._seen.discard(uid)
             self.queue.forget(uid)
             return
-        if not self.changing or self._stale(uid, body):
+        if not self.changing:
             return
         try:
+            unwritten = self._unwritten.pop(uid, None)
+            if unwritten is not None:  # an outcome computed earlier: write it, do not run handlers again
+                try:
+                    await self._apply(uid, *unwritten)
+                except (NotFoundError, ConflictError):
+                    raise
+                except REQUEST_ERRORS:
+                    self._unwritten[uid] = unwritten
+                    raise
+            if self._stale(uid, body):
+                return
             await self._handle_change(uid, body)
         except (NotFoundError, ConflictError):
             pass  # gone, or changed under us: the watch brings the newer state
@@ -215,7 +230,14 @@ class ResourceProcessor:
                 kept = [f for f in finalizers if f != self.finalizer]
                 _merge(writes.body, {"metadata": {"finalizers": kept, "resourceVersion": meta["resourceVersion"]}})
         self.storage.write(writes, old=state, diff_base=diff_base, progress=progress)
-        await self._apply(uid, body, writes, diff_base, state, progress)
+        outcome: _Outcome = (body, writes, diff_base, state, progress)
+        try:
+            await self._apply(uid, *outcome)
+        except (NotFoundError, ConflictError):
+            raise
+        except REQUEST_ERRORS:
+            self._unwritten[uid] = outcome
+            raise
 
         if pending:
             delays = [float((merged.get(h.id) or {}).get("delayed") or now) for h in pending]

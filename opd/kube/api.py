@@ -73,7 +73,14 @@ def _error(status: int, data: bytes, method: str, path: str, retry_after: str | 
 
 
 class KubeClient:
-    """One authenticated connection pool to one API server."""
+    """Authenticated connections to one API server.
+
+    Two pools: one for watch streams, whose connections are closed when a stream
+    ends (so a new stream never inherits a dead one), and one of keep-alive
+    connections for requests. When a request times out or its connection fails,
+    the idle ones in that pool may be just as dead (a dropped NAT entry kills them
+    all at once, silently): the pool is replaced rather than tried one by one.
+    """
 
     def __init__(self, configuration: client.Configuration, settings: NetworkingSettings | None = None,
                  *, source: str = "") -> None:
@@ -81,10 +88,39 @@ class KubeClient:
         configuration.connection_pool_maxsize = self.settings.connection_limit
         self.source = source
         self.host = configuration.host
+        self._configuration = configuration
         self._api = client.ApiClient(configuration=configuration)
+        self._streams = client.ApiClient(configuration=configuration)
+        self._retired: set[client.ApiClient] = set()
+        self._closers: set[asyncio.Task[None]] = set()
+        self._recycled_at = 0.0
+        self.recycles = 0
 
     async def close(self) -> None:
-        await self._api.close()
+        for task in self._closers:
+            task.cancel()
+        await asyncio.gather(self._api.close(), self._streams.close(),
+                             *(old.close() for old in self._retired), return_exceptions=True)
+        self._retired.clear()
+
+    def _recycle(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._recycled_at < 1.0:  # one replacement serves every request failing together
+            return
+        self._recycled_at = now
+        self.recycles += 1
+        old, self._api = self._api, client.ApiClient(configuration=self._configuration)
+        self._retired.add(old)
+
+        async def close_later() -> None:
+            # Requests still running on the old pool finish (or time out) first.
+            await asyncio.sleep(self.settings.request_timeout)
+            self._retired.discard(old)
+            await old.close()
+
+        task = asyncio.get_running_loop().create_task(close_later(), name="opd close retired pool")
+        self._closers.add(task)
+        task.add_done_callback(self._closers.discard)
 
     async def __aenter__(self) -> KubeClient:
         return self
@@ -93,8 +129,9 @@ class KubeClient:
         await self.close()
 
     async def _send(self, method: str, path: str, query: Mapping[str, Any] | None, body: Any,
-                    content_type: str, timeout: Any) -> aiohttp.ClientResponse:
-        response: aiohttp.ClientResponse = await self._api.call_api(
+                    content_type: str, timeout: Any, *, api: client.ApiClient | None = None
+                    ) -> aiohttp.ClientResponse:
+        response: aiohttp.ClientResponse = await (api or self._api).call_api(
             path, method,
             query_params=list((query or {}).items()),
             header_params={"Accept": JSON, "Content-Type": content_type},
@@ -112,11 +149,15 @@ class KubeClient:
             sock_read=self.settings.read_timeout,
             sock_connect=self.settings.connect_timeout,
         )
-        response = await self._send(method, path, query, body, content_type, limits)
         try:
-            data = await response.read()
-        finally:
-            response.release()
+            response = await self._send(method, path, query, body, content_type, limits)
+            try:
+                data = await response.read()
+            finally:
+                response.release()
+        except TRANSIENT_ERRORS:
+            self._recycle()
+            raise
         if response.status >= 400:
             raise _error(response.status, data, method, path, response.headers.get("Retry-After"))
         return json.loads(data) if data else None
@@ -132,7 +173,8 @@ class KubeClient:
         """Yield the JSON lines of a watch; raise InactivityTimeout when it stays silent."""
         timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_connect=connect_timeout)
         response = await asyncio.wait_for(
-            self._send("GET", path, query, None, JSON, timeout), connect_timeout + inactivity_timeout
+            self._send("GET", path, query, None, JSON, timeout, api=self._streams),
+            connect_timeout + inactivity_timeout,
         )
         try:
             if response.status >= 400:
