@@ -1,6 +1,7 @@
-"""One running operator: credentials, discovery, a watcher per resource and
-namespace, and a processor per resource. Cancelling ``run()`` stops it all,
-gracefully, within the shutdown bound; it touches no task it did not create."""
+"""One running operator: its registry, settings and memo, a processor per
+resource, subscribed to the cluster's shared watch streams per namespace.
+Cancelling ``run()`` stops it, gracefully, within the shutdown bound; it
+touches no task it did not create."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from typing import Any
 from loguru import logger
 
 from opd.engine import namespaces as ns_patterns
+from opd.engine.cluster import Cluster
+from opd.engine.hub import Subscription
 from opd.engine.processing import ResourceProcessor
-from opd.engine.watching import Watcher
 from opd.errors import ConfigError
-from opd.kube.api import REQUEST_ERRORS, KubeClient
-from opd.kube.credentials import Login, load_configuration
-from opd.kube.discovery import Discovery
+from opd.kube.api import REQUEST_ERRORS
+from opd.kube.credentials import Login
 from opd.registry import OperatorRegistry
 from opd.resources import Resource, ResourceRef
 from opd.settings import OperatorSettings
@@ -27,24 +28,27 @@ NAMESPACES = Resource(group="", version="v1", plural="namespaces", kind="Namespa
 
 class Operation:
     def __init__(self, *, registry: OperatorRegistry, settings: OperatorSettings, memo: Any,
-                 namespaces: Sequence[str] | None, clusterwide: bool, login: Login | None,
-                 on_ready: Callable[[], None] | None = None) -> None:
+                 namespaces: Sequence[str] | None, clusterwide: bool, login: Login | None = None,
+                 cluster: Cluster | None = None, on_ready: Callable[[], None] | None = None,
+                 name: str = "") -> None:
         self.registry = registry
         self.settings = settings
         self.memo = memo
         self.patterns = list(namespaces or [])
         self.clusterwide = clusterwide or not self.patterns
         self.login = login
+        self.name = name
+        self.cluster = cluster
+        self._own_cluster = cluster is None
         self._on_ready = on_ready
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.watchers: dict[tuple[ResourceRef, str | None], Watcher] = {}
         self.processors: dict[ResourceRef, ResourceProcessor] = {}
+        self.subscriptions: dict[tuple[ResourceRef, str | None], Subscription] = {}
         self._resolved: dict[ResourceRef, asyncio.Event] = {}
         self._namespaces: set[str] | None = None  # matching namespaces, when globs are used
-        self._namespaces_listed = asyncio.Event()
-        self._watch_tasks: dict[Watcher, asyncio.Task[Any]] = {}
-        self._client: KubeClient | None = None
+        self._namespace_sub: Subscription | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self.is_ready = False
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -55,34 +59,36 @@ class Operation:
     @property
     def ready(self) -> bool:
         return all(e.is_set() for e in self._resolved.values()) and all(
-            w.listed.is_set() for w in self.watchers.values())
+            s.listed.is_set() for s in self.subscriptions.values())
 
     async def run(self) -> None:
-        cfg, source = await load_configuration(self.login)
-        self._client = KubeClient(cfg, self.settings.networking, source=source)
-        self._executor = ThreadPoolExecutor(self.settings.execution.max_workers, thread_name_prefix="opd-handler")
+        if self.cluster is None:
+            self.cluster = await Cluster.connect(self.login, self.settings)
+        cluster = self.cluster
+        self._executor = ThreadPoolExecutor(self.settings.execution.max_workers,
+                                            thread_name_prefix=f"opd-handler{'-' + self.name if self.name else ''}")
         refs = self.registry.resources()
         where = "cluster-wide" if self.clusterwide else f"namespaces {', '.join(self.patterns)}"
-        logger.info(f"opd: serving {len(refs)} resource(s) {where} at {self._client.host} ({source})")
+        logger.info(f"opd: serving {len(refs)} resource(s) {where} at {cluster.client.host} ({cluster.client.source})")
         if not refs:
             logger.warning("opd: the registry has no handlers: nothing to watch")
         try:
-            discovery = Discovery(self._client)
             if not self.clusterwide and not ns_patterns.is_static(self.patterns):
                 self._namespaces = set()
-                watcher = Watcher(self._client, NAMESPACES, None, settings=self.settings.watching,
-                                  deliver=self._namespace_event)
-                self._namespaces_listed = watcher.listed
-                self._spawn(watcher.run(), "opd watch namespaces")
+                self._namespace_sub = cluster.hub.subscribe(NAMESPACES, None, None, self._namespace_event)
             for ref in refs:
                 self._resolved[ref] = asyncio.Event()
-                self._spawn(self._serve(discovery, ref), f"opd serve {ref}")
+                self._spawn(self._serve(ref), f"opd serve {ref}")
             self._spawn(self._announce_ready(), "opd readiness")
             await asyncio.Event().wait()  # until cancelled
         finally:
             await self._shutdown()
 
     async def _shutdown(self) -> None:
+        assert self.cluster is not None
+        for sub in [*self.subscriptions.values(), *([self._namespace_sub] if self._namespace_sub else [])]:
+            self.cluster.hub.unsubscribe(sub)
+        self.subscriptions.clear()
         tasks = set(self._tasks)
         for task in tasks:
             task.cancel()
@@ -91,25 +97,28 @@ class Operation:
         await asyncio.gather(*(p.close() for p in self.processors.values()), return_exceptions=True)
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
-        if self._client is not None:
-            await self._client.close()
+        if self._own_cluster:
+            await self.cluster.close()
+            self.cluster = None
 
     async def _announce_ready(self) -> None:
-        if self._namespaces is not None:
-            await self._namespaces_listed.wait()
+        if self._namespace_sub is not None:
+            await self._namespace_sub.listed.wait()
         await asyncio.gather(*(e.wait() for e in self._resolved.values()))
-        while pending := [w.listed.wait() for w in self.watchers.values() if not w.listed.is_set()]:
+        while pending := [s.listed.wait() for s in self.subscriptions.values() if not s.listed.is_set()]:
             await asyncio.gather(*pending)
-        logger.info("opd: ready: every watch has listed its objects")
+        self.is_ready = True
+        logger.info(f"opd: ready{' (' + self.name + ')' if self.name else ''}: every watch has listed its objects")
         if self._on_ready is not None:
             self._on_ready()
 
-    async def _resolve(self, discovery: Discovery, ref: ResourceRef) -> Resource | None:
+    async def _resolve(self, ref: ResourceRef) -> Resource | None:
+        assert self.cluster is not None
         backoff = self.settings.watching.backoff_initial
         reported = None  # say each kind of trouble once, not at every retry
         while True:
             try:
-                resource = await discovery.resolve(ref)
+                resource = await self.cluster.discovery.resolve(ref)
             except ConfigError as exc:
                 logger.error(f"opd: {exc}")
                 return None
@@ -130,52 +139,43 @@ class Operation:
                 reported = "unknown"
             await asyncio.sleep(10.0)
 
-    async def _serve(self, discovery: Discovery, ref: ResourceRef) -> None:
-        resource = await self._resolve(discovery, ref)
+    async def _serve(self, ref: ResourceRef) -> None:
+        resource = await self._resolve(ref)
         if resource is None:
             return
-        assert self._client is not None
-        processor = ResourceProcessor(client=self._client, resource=resource, ref=ref, registry=self.registry,
-                                      settings=self.settings, memo=self.memo, executor=self._executor)
+        assert self.cluster is not None
+        processor = ResourceProcessor(client=self.cluster.client, resource=resource, ref=ref,
+                                      registry=self.registry, settings=self.settings, memo=self.memo,
+                                      executor=self._executor)
         self.processors[ref] = processor
-        selector = self.registry.label_selector(ref)
         if not resource.namespaced or self.clusterwide:
-            self._start_watch(ref, resource, processor, None, selector)
+            self._subscribe(ref, processor, None)
         elif self._namespaces is None:
             for namespace in self.patterns:
-                self._start_watch(ref, resource, processor, namespace, selector)
+                self._subscribe(ref, processor, namespace)
         else:
-            await self._namespaces_listed.wait()
+            assert self._namespace_sub is not None
+            await self._namespace_sub.listed.wait()
             for namespace in sorted(self._namespaces):
-                self._start_watch(ref, resource, processor, namespace, selector)
+                self._subscribe(ref, processor, namespace)
         self._resolved[ref].set()
 
-    def _start_watch(self, ref: ResourceRef, resource: Resource, processor: ResourceProcessor,
-                     namespace: str | None, selector: str | None) -> None:
-        assert self._client is not None
-        if (ref, namespace) in self.watchers:
-            return
-        watcher = Watcher(self._client, resource, namespace, settings=self.settings.watching,
-                          deliver=processor.deliver, label_selector=selector)
-        self.watchers[(ref, namespace)] = watcher
-        task = self._spawn(watcher.run(), f"opd watch {watcher}")
-        self._watch_tasks[watcher] = task
+    def _subscribe(self, ref: ResourceRef, processor: ResourceProcessor, namespace: str | None) -> None:
+        assert self.cluster is not None
+        if (ref, namespace) not in self.subscriptions:
+            self.subscriptions[(ref, namespace)] = self.cluster.hub.subscribe(
+                processor.resource, namespace, self.registry.label_selector(ref), processor.deliver)
 
     def _namespace_event(self, event_type: str, body: dict[str, Any]) -> None:
-        assert self._namespaces is not None
+        assert self._namespaces is not None and self.cluster is not None
         name = body["metadata"]["name"]
         wanted = event_type != "DELETED" and ns_patterns.matches(name, self.patterns)
         if wanted and name not in self._namespaces:
             self._namespaces.add(name)
-            if self._namespaces_listed.is_set():
+            if self._namespace_sub is not None and self._namespace_sub.listed.is_set():
                 for ref, processor in self.processors.items():
-                    self._start_watch(ref, processor.resource, processor, name, self.registry.label_selector(ref))
+                    self._subscribe(ref, processor, name)
         elif not wanted and name in self._namespaces:
             self._namespaces.discard(name)
-            for (ref, namespace), watcher in list(self.watchers.items()):
-                if namespace == name:
-                    del self.watchers[(ref, namespace)]
-                    task = self._watch_tasks.pop(watcher, None)
-                    if task is not None:
-                        task.cancel()
-
+            for key in [k for k in self.subscriptions if k[1] == name]:
+                self.cluster.hub.unsubscribe(self.subscriptions.pop(key))

@@ -9,7 +9,7 @@ is presumed dead and resumed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from loguru import logger
@@ -36,6 +36,7 @@ class Watcher:
         # relist and to report the ones deleted meanwhile, without keeping bodies.
         self._known: dict[str, tuple[str, str | None, str]] = {}
         self.listed = asyncio.Event()
+        self.listed_callbacks: list[Callable[[], None]] = []
         self.healthy = False
         self.last_error: str | None = None
         self._last_kind: str | None = None
@@ -99,26 +100,39 @@ class Watcher:
     def _query(self) -> dict[str, Any]:
         return {"labelSelector": self.label_selector} if self.label_selector else {}
 
-    async def _list(self) -> None:
+    async def _pages(self) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
+        """The current objects, page by page, with the list's resourceVersion."""
         query = {**self._query(), "limit": self.settings.list_page_size}
-        seen: dict[str, tuple[str, str | None, str]] = {}
         api_version, kind = self.resource.api_version, self.resource.kind
         while True:
             page = await self.client.get(self.path, **query)
-            for item in page.get("items", []):
+            items = page.get("items") or []
+            for item in items:
                 # Items of a list carry no apiVersion/kind; handlers expect a whole body.
                 item.setdefault("apiVersion", api_version)
                 item.setdefault("kind", kind)
-                meta = item["metadata"]
-                uid, rv = meta["uid"], meta["resourceVersion"]
-                seen[uid] = (rv, meta.get("namespace"), meta["name"])
-                old = self._known.get(uid)
-                if old is None or old[0] != rv:
-                    self._deliver("ADDED" if old is None else "MODIFIED", item)
             token = page.get("metadata", {}).get("continue")
+            yield items, page["metadata"]["resourceVersion"]
             if not token:
-                break
+                return
             query["continue"] = token
+
+    async def list_all(self) -> list[dict[str, Any]]:
+        return [item async for items, _ in self._pages() for item in items]
+
+    async def _list(self) -> None:
+        seen: dict[str, tuple[str, str | None, str]] = {}
+        api_version, kind = self.resource.api_version, self.resource.kind
+        rv = None
+        async for items, page_rv in self._pages():
+            rv = page_rv  # every page of one list carries the same snapshot version
+            for item in items:
+                meta = item["metadata"]
+                uid = meta["uid"]
+                seen[uid] = (meta["resourceVersion"], meta.get("namespace"), meta["name"])
+                old = self._known.get(uid)
+                if old is None or old[0] != meta["resourceVersion"]:
+                    self._deliver("ADDED" if old is None else "MODIFIED", item)
         for uid in self._known.keys() - seen.keys():
             _, namespace, name = self._known[uid]
             self._deliver("DELETED", {
@@ -126,10 +140,13 @@ class Watcher:
                 "metadata": {"uid": uid, "name": name, "namespace": namespace},
             })
         self._known = seen
-        self.resource_version = page["metadata"]["resourceVersion"]
+        self.resource_version = rv
         self.stats["lists"] += 1
         self._recovered()
-        self.listed.set()
+        if not self.listed.is_set():
+            self.listed.set()
+            for callback in self.listed_callbacks:
+                callback()
 
     def _recovered(self) -> None:
         if self.last_error is not None:
