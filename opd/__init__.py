@@ -6,6 +6,10 @@ The public API: everything a user imports as ``opd.<name>`` is re-exported here.
 from opd import aiocompat as _aiocompat
 from opd import on
 from opd._version import __version__
+from opd.daemon.hookspecs import hookimpl
+from opd.engine.daemons import Stopped
+from opd.engine.diffs import Patch
+from opd.engine.posting import exception, info, warn
 from opd.errors import (
     ConfigError,
     ControlPlaneError,
@@ -35,14 +39,20 @@ __all__ = [
     "OpdError",
     "OperatorRegistry",
     "OperatorSettings",
+    "Patch",
     "PermanentError",
+    "Stopped",
     "TemporaryError",
     "__version__",
+    "exception",
     "get_default_registry",
+    "hookimpl",
+    "info",
     "on",
     "operator",
     "run",
     "run_tasks",
     "set_default_registry",
     "spawn_tasks",
+    "warn",
 ]

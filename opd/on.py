@@ -1,4 +1,8 @@
-"""Decorators that register handlers: ``@opd.on.create('kopfexamples')`` and friends."""
+"""Decorators that register handlers: ``@opd.on.create('kopfexamples')`` and friends.
+
+Every decorator registers into ``registry=`` or, without it, into the default
+registry of the current context.
+"""
 
 from __future__ import annotations
 
@@ -17,116 +21,154 @@ from opd.registry import (
 from opd.resources import ResourceRef
 
 F = TypeVar("F", bound=Callable[..., Any])
+Filters = Mapping[str, FilterValue] | None
 
 
-def _decorator(
-    reason: Reason,
-    resource: tuple[str, ...],
-    *,
-    group: str | None,
-    version: str | None,
-    kind: str | None,
-    plural: str | None,
-    id: str | None,
-    registry: OperatorRegistry | None,
-    labels: Mapping[str, FilterValue] | None,
-    annotations: Mapping[str, FilterValue] | None,
-    when: Callable[..., bool] | None,
-    errors: ErrorsMode | str | None,
-    timeout: float | None,
-    retries: int | None,
-    backoff: float | None,
-    optional: bool = False,
-) -> Callable[[F], F]:
-    ref = ResourceRef.parse(*resource, group=group, version=version, plural=plural, kind=kind)
+def _register(reason: Reason, resource: tuple[str, ...] | None, *, group: str | None = None,
+              version: str | None = None, kind: str | None = None, plural: str | None = None,
+              id: str | None = None, registry: OperatorRegistry | None = None,
+              errors: ErrorsMode | str | None = None, field: str | None = None,
+              **options: Any) -> Callable[[F], F]:
+    ref = None if resource is None else ResourceRef.parse(*resource, group=group, version=version,
+                                                         plural=plural, kind=kind)
+    path = tuple(field.split(".")) if field else None
 
     def decorate(fn: F) -> F:
         target = registry if registry is not None else get_default_registry()
         target.append(Handler(
-            fn=fn,
-            id=id or fn.__name__,
-            reason=reason,
-            resource=ref,
-            labels=labels,
-            annotations=annotations,
-            when=when,
+            fn=fn, id=id or fn.__name__, reason=reason, resource=ref, field=path,
             errors=ErrorsMode(errors) if errors is not None else ErrorsMode.TEMPORARY,
-            timeout=timeout,
-            retries=retries,
-            backoff=backoff,
-            optional=optional,
-            accepts=accepted_kwargs(fn),
+            accepts=accepted_kwargs(fn), **options,
         ))
         return fn
 
     return decorate
 
 
-def create(
-    *resource: str,
-    group: str | None = None, version: str | None = None, kind: str | None = None,
-    plural: str | None = None, id: str | None = None, registry: OperatorRegistry | None = None,
-    labels: Mapping[str, FilterValue] | None = None, annotations: Mapping[str, FilterValue] | None = None,
-    when: Callable[..., bool] | None = None, errors: ErrorsMode | str | None = None,
-    timeout: float | None = None, retries: int | None = None, backoff: float | None = None,
-) -> Callable[[F], F]:
+def create(*resource: str, group: str | None = None, version: str | None = None, kind: str | None = None,
+           plural: str | None = None, id: str | None = None, registry: OperatorRegistry | None = None,
+           labels: Filters = None, annotations: Filters = None, when: Callable[..., bool] | None = None,
+           field: str | None = None, value: FilterValue | None = None, errors: ErrorsMode | str | None = None,
+           timeout: float | None = None, retries: int | None = None, backoff: float | None = None,
+           ) -> Callable[[F], F]:
     """Run once when an object is first seen without opd's diff-base (i.e. newly created)."""
-    return _decorator(Reason.CREATE, resource, group=group, version=version, kind=kind, plural=plural,
-                      id=id, registry=registry, labels=labels, annotations=annotations, when=when,
-                      errors=errors, timeout=timeout, retries=retries, backoff=backoff)
+    return _register(Reason.CREATE, resource, group=group, version=version, kind=kind, plural=plural, id=id,
+                     registry=registry, labels=labels, annotations=annotations, when=when, field=field,
+                     value=value, errors=errors, timeout=timeout, retries=retries, backoff=backoff)
 
 
-def update(
-    *resource: str,
-    group: str | None = None, version: str | None = None, kind: str | None = None,
-    plural: str | None = None, id: str | None = None, registry: OperatorRegistry | None = None,
-    labels: Mapping[str, FilterValue] | None = None, annotations: Mapping[str, FilterValue] | None = None,
-    when: Callable[..., bool] | None = None, errors: ErrorsMode | str | None = None,
-    timeout: float | None = None, retries: int | None = None, backoff: float | None = None,
-) -> Callable[[F], F]:
-    """Run when an object's spec, labels or annotations changed since it was last handled."""
-    return _decorator(Reason.UPDATE, resource, group=group, version=version, kind=kind, plural=plural,
-                      id=id, registry=registry, labels=labels, annotations=annotations, when=when,
-                      errors=errors, timeout=timeout, retries=retries, backoff=backoff)
+def update(*resource: str, group: str | None = None, version: str | None = None, kind: str | None = None,
+           plural: str | None = None, id: str | None = None, registry: OperatorRegistry | None = None,
+           labels: Filters = None, annotations: Filters = None, when: Callable[..., bool] | None = None,
+           field: str | None = None, value: FilterValue | None = None, errors: ErrorsMode | str | None = None,
+           timeout: float | None = None, retries: int | None = None, backoff: float | None = None,
+           ) -> Callable[[F], F]:
+    """Run when spec, labels or annotations changed since last handled; with ``field=``,
+    only when that field changed (``old``/``new``/``diff`` are then the field's)."""
+    return _register(Reason.UPDATE, resource, group=group, version=version, kind=kind, plural=plural, id=id,
+                     registry=registry, labels=labels, annotations=annotations, when=when, field=field,
+                     value=value, errors=errors, timeout=timeout, retries=retries, backoff=backoff)
 
 
-def resume(
-    *resource: str,
-    group: str | None = None, version: str | None = None, kind: str | None = None,
-    plural: str | None = None, id: str | None = None, registry: OperatorRegistry | None = None,
-    labels: Mapping[str, FilterValue] | None = None, annotations: Mapping[str, FilterValue] | None = None,
-    when: Callable[..., bool] | None = None, errors: ErrorsMode | str | None = None,
-    timeout: float | None = None, retries: int | None = None, backoff: float | None = None,
-) -> Callable[[F], F]:
+def resume(*resource: str, group: str | None = None, version: str | None = None, kind: str | None = None,
+           plural: str | None = None, id: str | None = None, registry: OperatorRegistry | None = None,
+           labels: Filters = None, annotations: Filters = None, when: Callable[..., bool] | None = None,
+           field: str | None = None, value: FilterValue | None = None, errors: ErrorsMode | str | None = None,
+           timeout: float | None = None, retries: int | None = None, backoff: float | None = None,
+           ) -> Callable[[F], F]:
     """Run for each existing, already-handled object when the operator starts."""
-    return _decorator(Reason.RESUME, resource, group=group, version=version, kind=kind, plural=plural,
-                      id=id, registry=registry, labels=labels, annotations=annotations, when=when,
-                      errors=errors, timeout=timeout, retries=retries, backoff=backoff)
+    return _register(Reason.RESUME, resource, group=group, version=version, kind=kind, plural=plural, id=id,
+                     registry=registry, labels=labels, annotations=annotations, when=when, field=field,
+                     value=value, errors=errors, timeout=timeout, retries=retries, backoff=backoff)
 
 
-def delete(
-    *resource: str,
-    group: str | None = None, version: str | None = None, kind: str | None = None,
-    plural: str | None = None, id: str | None = None, registry: OperatorRegistry | None = None,
-    labels: Mapping[str, FilterValue] | None = None, annotations: Mapping[str, FilterValue] | None = None,
-    when: Callable[..., bool] | None = None, errors: ErrorsMode | str | None = None,
-    timeout: float | None = None, retries: int | None = None, backoff: float | None = None,
-    optional: bool = False,
-) -> Callable[[F], F]:
+def delete(*resource: str, group: str | None = None, version: str | None = None, kind: str | None = None,
+           plural: str | None = None, id: str | None = None, registry: OperatorRegistry | None = None,
+           labels: Filters = None, annotations: Filters = None, when: Callable[..., bool] | None = None,
+           field: str | None = None, value: FilterValue | None = None, errors: ErrorsMode | str | None = None,
+           timeout: float | None = None, retries: int | None = None, backoff: float | None = None,
+           optional: bool = False) -> Callable[[F], F]:
     """Run when an object is being deleted; holds a finalizer unless ``optional``."""
-    return _decorator(Reason.DELETE, resource, group=group, version=version, kind=kind, plural=plural,
-                      id=id, registry=registry, labels=labels, annotations=annotations, when=when,
-                      errors=errors, timeout=timeout, retries=retries, backoff=backoff, optional=optional)
+    return _register(Reason.DELETE, resource, group=group, version=version, kind=kind, plural=plural, id=id,
+                     registry=registry, labels=labels, annotations=annotations, when=when, field=field,
+                     value=value, errors=errors, timeout=timeout, retries=retries, backoff=backoff,
+                     optional=optional)
 
 
-def event(
-    *resource: str,
-    group: str | None = None, version: str | None = None, kind: str | None = None,
-    plural: str | None = None, id: str | None = None, registry: OperatorRegistry | None = None,
-    labels: Mapping[str, FilterValue] | None = None, annotations: Mapping[str, FilterValue] | None = None,
-    when: Callable[..., bool] | None = None,
-) -> Callable[[F], F]:
+def field(*resource: str, field: str, group: str | None = None, version: str | None = None,
+          kind: str | None = None, plural: str | None = None, id: str | None = None,
+          registry: OperatorRegistry | None = None, labels: Filters = None, annotations: Filters = None,
+          when: Callable[..., bool] | None = None, value: FilterValue | None = None,
+          old: FilterValue | None = None, new: FilterValue | None = None, errors: ErrorsMode | str | None = None,
+          timeout: float | None = None, retries: int | None = None, backoff: float | None = None,
+          ) -> Callable[[F], F]:
+    """Run when one field changes (set on creation counts); ``old=``/``new=`` filter its values."""
+    return _register(Reason.FIELD, resource, group=group, version=version, kind=kind, plural=plural, id=id,
+                     registry=registry, labels=labels, annotations=annotations, when=when, field=field,
+                     value=value, old=old, new=new, errors=errors, timeout=timeout, retries=retries,
+                     backoff=backoff)
+
+
+def event(*resource: str, group: str | None = None, version: str | None = None, kind: str | None = None,
+          plural: str | None = None, id: str | None = None, registry: OperatorRegistry | None = None,
+          labels: Filters = None, annotations: Filters = None, when: Callable[..., bool] | None = None,
+          field: str | None = None, value: FilterValue | None = None) -> Callable[[F], F]:
     """Run for every watch event of matching objects; no state, no retries."""
-    return _decorator(Reason.EVENT, resource, group=group, version=version, kind=kind, plural=plural,
-                      id=id, registry=registry, labels=labels, annotations=annotations, when=when,
-                      errors=ErrorsMode.IGNORED, timeout=None, retries=None, backoff=None)
+    return _register(Reason.EVENT, resource, group=group, version=version, kind=kind, plural=plural, id=id,
+                     registry=registry, labels=labels, annotations=annotations, when=when, field=field,
+                     value=value, errors=ErrorsMode.IGNORED)
+
+
+def timer(*resource: str, interval: float, initial_delay: float = 0.0, idle: float | None = None,
+          group: str | None = None, version: str | None = None, kind: str | None = None,
+          plural: str | None = None, id: str | None = None, registry: OperatorRegistry | None = None,
+          labels: Filters = None, annotations: Filters = None, when: Callable[..., bool] | None = None,
+          field: str | None = None, value: FilterValue | None = None, errors: ErrorsMode | str | None = None,
+          timeout: float | None = None, backoff: float | None = None) -> Callable[[F], F]:
+    """Run every ``interval`` seconds per object (after ``initial_delay``; with ``idle``, only
+    once the object has not changed for that long). Holds a finalizer while it runs."""
+    return _register(Reason.TIMER, resource, group=group, version=version, kind=kind, plural=plural, id=id,
+                     registry=registry, labels=labels, annotations=annotations, when=when, field=field,
+                     value=value, errors=errors, timeout=timeout, backoff=backoff, interval=interval,
+                     initial_delay=initial_delay, idle=idle)
+
+
+def daemon(*resource: str, initial_delay: float = 0.0, cancellation_timeout: float | None = None,
+           group: str | None = None, version: str | None = None, kind: str | None = None,
+           plural: str | None = None, id: str | None = None, registry: OperatorRegistry | None = None,
+           labels: Filters = None, annotations: Filters = None, when: Callable[..., bool] | None = None,
+           field: str | None = None, value: FilterValue | None = None, errors: ErrorsMode | str | None = None,
+           backoff: float | None = None) -> Callable[[F], F]:
+    """Run a long-lived function per object, restarted after errors; it gets ``stopped``
+    (truthy once stopping, awaitable) and is stopped when the object is deleted or the
+    operator stops: cancelled after ``cancellation_timeout``. Holds a finalizer."""
+    return _register(Reason.DAEMON, resource, group=group, version=version, kind=kind, plural=plural, id=id,
+                     registry=registry, labels=labels, annotations=annotations, when=when, field=field,
+                     value=value, errors=errors, backoff=backoff, initial_delay=initial_delay,
+                     cancellation_timeout=cancellation_timeout)
+
+
+def startup(*, id: str | None = None, registry: OperatorRegistry | None = None,
+            errors: ErrorsMode | str | None = None, timeout: float | None = None, retries: int | None = None,
+            backoff: float | None = None) -> Callable[[F], F]:
+    """Run once before the operator starts watching (``settings`` can still be tuned here)."""
+    return _register(Reason.STARTUP, None, id=id, registry=registry, errors=errors, timeout=timeout,
+                     retries=retries, backoff=backoff)
+
+
+def cleanup(*, id: str | None = None, registry: OperatorRegistry | None = None,
+            timeout: float | None = None) -> Callable[[F], F]:
+    """Run once when the operator stops (within the shutdown bound)."""
+    return _register(Reason.CLEANUP, None, id=id, registry=registry, timeout=timeout)
+
+
+def probe(*, id: str | None = None, registry: OperatorRegistry | None = None,
+          timeout: float | None = None) -> Callable[[F], F]:
+    """Contribute a value to the health endpoint's report (under ``id``)."""
+    return _register(Reason.PROBE, None, id=id, registry=registry, timeout=timeout)
+
+
+def login(*, id: str | None = None, registry: OperatorRegistry | None = None) -> Callable[[F], F]:
+    """Provide credentials: return an ``opd.Login`` or a kubernetes_asyncio ``Configuration``
+    (the first that returns one wins); without login handlers opd finds them itself."""
+    return _register(Reason.LOGIN, None, id=id, registry=registry)

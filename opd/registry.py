@@ -11,7 +11,7 @@ import contextvars
 import enum
 import inspect
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from opd.resources import ResourceRef
@@ -22,10 +22,19 @@ class Reason(enum.StrEnum):
     UPDATE = "update"
     DELETE = "delete"
     RESUME = "resume"
+    FIELD = "field"  # a change of one field, on creation or update
     EVENT = "event"
+    TIMER = "timer"
+    DAEMON = "daemon"
+    STARTUP = "startup"
+    CLEANUP = "cleanup"
+    PROBE = "probe"
+    LOGIN = "login"
 
 
-CHANGING = frozenset({Reason.CREATE, Reason.UPDATE, Reason.DELETE, Reason.RESUME})
+CHANGING = frozenset({Reason.CREATE, Reason.UPDATE, Reason.DELETE, Reason.RESUME, Reason.FIELD})
+SPAWNING = frozenset({Reason.TIMER, Reason.DAEMON})
+OPERATOR_LEVEL = frozenset({Reason.STARTUP, Reason.CLEANUP, Reason.PROBE, Reason.LOGIN})
 
 
 class _Marker(enum.Enum):
@@ -53,7 +62,7 @@ class Handler:
     fn: Callable[..., Any]
     id: str
     reason: Reason
-    resource: ResourceRef
+    resource: ResourceRef | None  # None for operator-level handlers (startup, cleanup, probe, login)
     labels: Mapping[str, FilterValue] | None = None
     annotations: Mapping[str, FilterValue] | None = None
     when: Callable[..., bool] | None = None
@@ -62,8 +71,19 @@ class Handler:
     retries: int | None = None
     backoff: float | None = None
     optional: bool = False
+    # A field path ('spec.size' -> ('spec', 'size')): the handler sees that field's old/new/diff,
+    # runs on update only when it changed, and ``value``/``old``/``new`` filter on it.
+    field: tuple[str, ...] | None = None
+    value: FilterValue | None = None
+    old: FilterValue | None = None
+    new: FilterValue | None = None
+    # Timers and daemons.
+    interval: float | None = None
+    initial_delay: float = 0.0
+    idle: float | None = None
+    cancellation_timeout: float | None = None
     # The keyword arguments the function names; None when it takes **kwargs.
-    accepts: frozenset[str] | None = field(default=None)
+    accepts: frozenset[str] | None = None
 
     @property
     def is_async(self) -> bool:
@@ -80,6 +100,29 @@ def accepted_kwargs(fn: Callable[..., Any]) -> frozenset[str] | None:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None
     return frozenset(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+def value_ok(present: bool, actual: Any, want: FilterValue | None, **kw: Any) -> bool:
+    """One value against a filter: an exact value, PRESENT, ABSENT, or a callable(value, **kwargs)."""
+    if want is None:
+        return True
+    if want is PRESENT:
+        return present
+    if want is ABSENT:
+        return not present
+    if callable(want):
+        return present and bool(want(actual, **kw))
+    return present and actual == want
+
+
+def resolve_field(body: Mapping[str, Any] | None, path: tuple[str, ...]) -> tuple[bool, Any]:
+    """(present, value) of a dotted field in a body."""
+    node: Any = body
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return False, None
+        node = node[key]
+    return True, node
 
 
 def _filter_ok(actual: Mapping[str, str], wanted: Mapping[str, FilterValue] | None, **kw: Any) -> bool:
@@ -105,7 +148,11 @@ def matches(handler: Handler, body: Mapping[str, Any], kwargs: dict[str, Any]) -
         return False
     if not _filter_ok(meta.get("annotations") or {}, handler.annotations, **kwargs):
         return False
-    return handler.when is None or bool(handler.when(**kwargs))
+    if handler.field is not None and handler.value is not None:
+        present, actual = resolve_field(body, handler.field)
+        if not value_ok(present, actual, handler.value, **kwargs):
+            return False
+    return handler.when is None or bool(handler.when(**handler.select_kwargs(kwargs)))
 
 
 def _common_requirement(key: str, wants: list[FilterValue]) -> str | None:
@@ -139,7 +186,10 @@ class OperatorRegistry:
         return tuple(self._handlers)
 
     def resources(self) -> list[ResourceRef]:
-        return list(dict.fromkeys(h.resource for h in self._handlers))
+        return list(dict.fromkeys(h.resource for h in self._handlers if h.resource is not None))
+
+    def operator_handlers(self, reason: Reason) -> list[Handler]:
+        return [h for h in self._handlers if h.reason == reason]
 
     def for_resource(self, ref: ResourceRef, reasons: Iterable[Reason] | None = None) -> list[Handler]:
         wanted = set(reasons) if reasons is not None else None

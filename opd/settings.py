@@ -70,6 +70,14 @@ class RetrySettings:
 
 
 @dataclass
+class PostingSettings:
+    # Kubernetes Events for handler outcomes and opd.info/warn/exception.
+    enabled: bool = True
+    level: str = "info"  # debug, info, warning, error: the least severe one posted
+    batch_window: float = 0.5
+
+
+@dataclass
 class OperatorSettings:
     watching: WatchingSettings = field(default_factory=WatchingSettings)
     processing: ProcessingSettings = field(default_factory=ProcessingSettings)
@@ -78,3 +86,4 @@ class OperatorSettings:
     execution: ExecutionSettings = field(default_factory=ExecutionSettings)
     shutdown: ShutdownSettings = field(default_factory=ShutdownSettings)
     retries: RetrySettings = field(default_factory=RetrySettings)
+    posting: PostingSettings = field(default_factory=PostingSettings)

@@ -6,6 +6,7 @@ touches no task it did not create."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -14,12 +15,15 @@ from loguru import logger
 
 from opd.engine import namespaces as ns_patterns
 from opd.engine.cluster import Cluster
+from opd.engine.execution import execute
 from opd.engine.hub import Subscription
+from opd.engine.invocation import invoke
+from opd.engine.posting import EventPoster, current_poster
 from opd.engine.processing import ResourceProcessor
-from opd.errors import ConfigError
+from opd.errors import ConfigError, OpdError
 from opd.kube.api import REQUEST_ERRORS
 from opd.kube.credentials import Login
-from opd.registry import OperatorRegistry
+from opd.registry import OperatorRegistry, Reason
 from opd.resources import Resource, ResourceRef
 from opd.settings import OperatorSettings
 
@@ -48,6 +52,7 @@ class Operation:
         self._namespaces: set[str] | None = None  # matching namespaces, when globs are used
         self._namespace_sub: Subscription | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self.poster: EventPoster | None = None
         self.is_ready = False
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
@@ -61,18 +66,61 @@ class Operation:
         return all(e.is_set() for e in self._resolved.values()) and all(
             s.listed.is_set() for s in self.subscriptions.values())
 
+    def _operator_kwargs(self) -> dict[str, Any]:
+        return {"settings": self.settings, "memo": self.memo, "logger": logger.bind(operator=self.name)}
+
+    async def _run_operator_handlers(self, reason: Reason, *, fatal: bool) -> list[Any]:
+        """Startup/cleanup/login handlers, in order; startup's failures stop the operator."""
+        results = []
+        for handler in self.registry.operator_handlers(reason):
+            record: dict[str, Any] = {"started": time.time()}
+            while True:
+                outcome = await execute(handler, record, self._operator_kwargs(), executor=self._executor,
+                                        retries=self.settings.retries)
+                if outcome.success:
+                    results.append(outcome.result)
+                    break
+                if outcome.delay is not None:
+                    logger.warning(f"opd: {reason} handler {handler.id!r} failed: {outcome.error}; "
+                                   f"retrying in {outcome.delay:g}s")
+                    await asyncio.sleep(outcome.delay)
+                    record = outcome.record
+                    continue
+                message = f"{reason} handler {handler.id!r} failed: {outcome.error}"
+                if fatal:
+                    raise OpdError(message)
+                logger.error(f"opd: {message}")
+                break
+        return results
+
+    async def probe(self) -> dict[str, Any]:
+        """The probe handlers' values, for a health endpoint; a failing probe reports its error."""
+        report: dict[str, Any] = {}
+        for handler in self.registry.operator_handlers(Reason.PROBE):
+            try:
+                report[handler.id] = await asyncio.wait_for(
+                    invoke(handler, self._operator_kwargs(), executor=self._executor), handler.timeout)
+            except Exception as exc:
+                report[handler.id] = {"error": f"{type(exc).__name__}: {exc}"}
+        return report
+
     async def run(self) -> None:
-        if self.cluster is None:
-            self.cluster = await Cluster.connect(self.login, self.settings)
-        cluster = self.cluster
         self._executor = ThreadPoolExecutor(self.settings.execution.max_workers,
                                             thread_name_prefix=f"opd-handler{'-' + self.name if self.name else ''}")
+        if self.cluster is None:
+            logins = [r for r in await self._run_operator_handlers(Reason.LOGIN, fatal=True) if r is not None]
+            self.cluster = await Cluster.connect(logins[0] if logins else self.login, self.settings)
+        cluster = self.cluster
+        self.poster = EventPoster(cluster.client, self.settings.posting)
+        current_poster.set(self.poster)  # for opd.info/warn/exception in this operator's handlers
+        self._spawn(self.poster.run(), "opd events")
         refs = self.registry.resources()
         where = "cluster-wide" if self.clusterwide else f"namespaces {', '.join(self.patterns)}"
         logger.info(f"opd: serving {len(refs)} resource(s) {where} at {cluster.client.host} ({cluster.client.source})")
         if not refs:
             logger.warning("opd: the registry has no handlers: nothing to watch")
         try:
+            await self._run_operator_handlers(Reason.STARTUP, fatal=True)
             if not self.clusterwide and not ns_patterns.is_static(self.patterns):
                 self._namespaces = set()
                 self._namespace_sub = cluster.hub.subscribe(NAMESPACES, None, None, self._namespace_event)
@@ -85,7 +133,8 @@ class Operation:
             await self._shutdown()
 
     async def _shutdown(self) -> None:
-        assert self.cluster is not None
+        if self.cluster is None:
+            return
         for sub in [*self.subscriptions.values(), *([self._namespace_sub] if self._namespace_sub else [])]:
             self.cluster.hub.unsubscribe(sub)
         self.subscriptions.clear()
@@ -95,6 +144,11 @@ class Operation:
         if tasks:
             await asyncio.wait(tasks, timeout=2.0)
         await asyncio.gather(*(p.close() for p in self.processors.values()), return_exceptions=True)
+        try:
+            await asyncio.wait_for(self._run_operator_handlers(Reason.CLEANUP, fatal=False),
+                                   self.settings.shutdown.timeout)
+        except TimeoutError:
+            logger.error(f"opd: cleanup handlers did not finish within {self.settings.shutdown.timeout:g}s")
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         if self._own_cluster:
@@ -146,7 +200,7 @@ class Operation:
         assert self.cluster is not None
         processor = ResourceProcessor(client=self.cluster.client, resource=resource, ref=ref,
                                       registry=self.registry, settings=self.settings, memo=self.memo,
-                                      executor=self._executor)
+                                      executor=self._executor, poster=self.poster)
         self.processors[ref] = processor
         if not resource.namespaced or self.clusterwide:
             self._subscribe(ref, processor, None)

@@ -8,7 +8,6 @@ always written before the markers that say their handlers ran.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import time
@@ -18,13 +17,17 @@ from typing import Any
 
 from loguru import logger
 
+from opd.engine import causes
+from opd.engine.daemons import Spawner, Stopped
 from opd.engine.diffs import Patch, diff
+from opd.engine.execution import execute
 from opd.engine.invocation import invoke
+from opd.engine.posting import EventPoster
 from opd.engine.queueing import WorkQueue
 from opd.engine.state import State, Storage, Writes, dump, essence
-from opd.errors import PermanentError, TemporaryError
+from opd.errors import HandlerError
 from opd.kube.api import REQUEST_ERRORS, ConflictError, KubeClient, NotFoundError
-from opd.registry import ErrorsMode, Handler, OperatorRegistry, Reason, matches
+from opd.registry import Handler, OperatorRegistry, Reason, matches
 from opd.resources import Resource, ResourceRef
 from opd.settings import OperatorSettings
 
@@ -46,26 +49,33 @@ def _merge(into: dict[str, Any], other: Mapping[str, Any]) -> dict[str, Any]:
     return into
 
 
+def where(body: Mapping[str, Any]) -> str:
+    meta = body.get("metadata") or {}
+    return f"{meta['namespace']}/{meta.get('name')}" if meta.get("namespace") else str(meta.get("name"))
+
+
 class ResourceProcessor:
     """Handles the objects of one resource for one operator (registry)."""
 
     def __init__(self, *, client: KubeClient, resource: Resource, ref: ResourceRef,
                  registry: OperatorRegistry, settings: OperatorSettings, memo: Any,
-                 executor: Executor | None) -> None:
+                 executor: Executor | None, poster: EventPoster | None = None) -> None:
         self.client = client
         self.resource = resource
         self.settings = settings
         self.memo = memo
         self.executor = executor
+        self.poster = poster
         handlers = registry.for_resource(ref)
         self.by_reason: dict[Reason, list[Handler]] = {r: [h for h in handlers if h.reason == r] for r in Reason}
-        self.changing = any(self.by_reason[r] for r in (Reason.CREATE, Reason.UPDATE, Reason.DELETE, Reason.RESUME))
+        self.stateful = any(self.by_reason[r] for r in Reason if r != Reason.EVENT)
         self.finalizer = settings.persistence.finalizer
-        self.needs_finalizer = any(not h.optional for h in self.by_reason[Reason.DELETE])
         self.storage = Storage(settings.persistence, has_status_subresource="status" in resource.subresources,
                                handler_ids=[h.id for h in handlers])
         self.queue: WorkQueue[str, Item] = WorkQueue(self._process, workers=settings.processing.workers,
                                                      name=str(resource))
+        self.spawner = Spawner(kwargs_for=self._spawned_kwargs, write_result=self._write_result,
+                               executor=executor, where=where)
         self._written: dict[str, int] = {}  # uid -> resourceVersion of our last write
         self._seen: set[str] = set()  # uids seen by this process (for resume handlers)
         self._unwritten: dict[str, _Outcome] = {}  # outcomes whose write failed, to retry as they are
@@ -75,6 +85,7 @@ class ResourceProcessor:
 
     async def close(self) -> None:
         await self.queue.close(self.settings.shutdown.timeout)
+        await self.spawner.stop_all("operator stopping")
 
     # -- one object -----------------------------------------------------------
     async def _process(self, uid: str, item: Item) -> None:
@@ -86,8 +97,9 @@ class ResourceProcessor:
             self._unwritten.pop(uid, None)
             self._seen.discard(uid)
             self.queue.forget(uid)
+            await self.spawner.stop(uid, "object deleted")
             return
-        if not self.changing:
+        if not self.stateful:
             return
         try:
             unwritten = self._unwritten.pop(uid, None)
@@ -101,14 +113,13 @@ class ResourceProcessor:
                     raise
             if self._stale(uid, body):
                 return
-            await self._handle_change(uid, body)
+            await self._handle(uid, body)
         except (NotFoundError, ConflictError):
             pass  # gone, or changed under us: the watch brings the newer state
         except REQUEST_ERRORS as exc:
-            meta = body["metadata"]
             delay = getattr(exc, "retry_after", None) or self.settings.watching.backoff_initial * 4
-            logger.warning(f"opd: {self.resource} {meta.get('namespace')}/{meta.get('name')}: "
-                           f"writing the outcome failed ({exc}); retrying in {delay:.0f}s")
+            logger.warning(f"opd: {self.resource} {where(body)}: writing the outcome failed ({exc}); "
+                           f"retrying in {delay:.0f}s")
             self.queue.put_after(delay, uid, item)
 
     def _stale(self, uid: str, body: Mapping[str, Any]) -> bool:
@@ -125,21 +136,19 @@ class ResourceProcessor:
         del self._written[uid]
         return False
 
-    def _object_logger(self, body: Mapping[str, Any]) -> Any:
-        meta = body.get("metadata") or {}
-        where = f"{meta['namespace']}/{meta.get('name')}" if meta.get("namespace") else str(meta.get("name"))
-        return logger.bind(object=where, resource=str(self.resource)), where
-
     def _kwargs(self, body: dict[str, Any], **extra: Any) -> dict[str, Any]:
         meta = body.get("metadata") or {}
-        log, _ = self._object_logger(body)
         return {
             "body": body, "spec": body.get("spec") or {}, "meta": meta, "status": body.get("status") or {},
             "name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid"),
             "labels": meta.get("labels") or {}, "annotations": meta.get("annotations") or {},
-            "logger": log, "memo": self.memo, "resource": self.resource, "settings": self.settings,
+            "logger": logger.bind(object=where(body), resource=str(self.resource)),
+            "memo": self.memo, "resource": self.resource, "settings": self.settings,
             **extra,
         }
+
+    def _spawned_kwargs(self, handler: Handler, body: dict[str, Any], stopped: Stopped) -> dict[str, Any]:
+        return self._kwargs(body, reason=str(handler.reason), patch=Patch(), stopped=stopped)
 
     async def _run_event_handlers(self, event_type: str, body: dict[str, Any]) -> None:
         kwargs = self._kwargs(body, event={"type": event_type, "object": body}, type=event_type,
@@ -150,65 +159,60 @@ class ResourceProcessor:
             try:
                 await invoke(handler, kwargs, executor=self.executor)
             except Exception as exc:
-                _, where = self._object_logger(body)
-                logger.opt(exception=exc).error(f"opd: event handler {handler.id!r} failed for {where}: {exc}")
+                logger.opt(exception=exc).error(f"opd: event handler {handler.id!r} failed for {where(body)}: {exc}")
 
-    def _cause(self, uid: str, body: Mapping[str, Any], state: State, current: str) -> Reason | None:
+    async def _handle(self, uid: str, body: dict[str, Any]) -> None:
         meta = body["metadata"]
+        new_essence = essence(body, self.settings.persistence.prefix)
+        current = dump(new_essence)
+        state = self.storage.read(body)
         first_seen = uid not in self._seen
         if self.by_reason[Reason.RESUME]:
             self._seen.add(uid)
-        if meta.get("deletionTimestamp"):
-            return Reason.DELETE if self.finalizer in (meta.get("finalizers") or ()) else None
-        if state.diff_base is None:
-            return Reason.CREATE
-        if state.diff_base != current:
-            return Reason.UPDATE
-        if first_seen and self.by_reason[Reason.RESUME]:
-            return Reason.RESUME
-        if state.progress:
-            return Reason.RESUME if any(h.id in state.progress for h in self.by_reason[Reason.RESUME]) else None
-        return None
-
-    async def _handle_change(self, uid: str, body: dict[str, Any]) -> None:
-        meta = body["metadata"]
-        prefix = self.settings.persistence.prefix
-        new_essence = essence(body, prefix)
-        current = dump(new_essence)
-        state = self.storage.read(body)
-        reason = self._cause(uid, body, state, current)
+        reason = causes.detect(meta=meta, diff_base=state.diff_base, current=current, first_seen=first_seen,
+                               has_progress=bool(state.progress), finalizer=self.finalizer, by_reason=self.by_reason)
+        deleting = bool(meta.get("deletionTimestamp"))
+        plain = self._kwargs(body)
 
         finalizers = list(meta.get("finalizers") or ())
-        if self.needs_finalizer and not meta.get("deletionTimestamp") and self.finalizer not in finalizers:
-            # Before any handler runs: a deletion from now on waits for the delete handlers.
-            body = await self._write_body(uid, body, {"metadata": {
-                "finalizers": [*finalizers, self.finalizer], "resourceVersion": meta["resourceVersion"]}})
-            meta = body["metadata"]
+        if not deleting:
+            wanted = causes.needs_finalizer(self.by_reason, body, plain)
+            if wanted != (self.finalizer in finalizers):
+                # Before any handler runs: a deletion from now on waits for opd (or no longer does).
+                changed = [*finalizers, self.finalizer] if wanted else [f for f in finalizers if f != self.finalizer]
+                body = await self._write_body(uid, body, {"metadata": {
+                    "finalizers": changed, "resourceVersion": meta["resourceVersion"]}})
+                meta = body["metadata"]
+                finalizers = changed
+            self.spawner.ensure(uid, body, causes.spawning(self.by_reason, body, plain))
+        elif self.spawner.running(uid):
+            await self.spawner.stop(uid, "object deleted")
         if reason is None:
             return
 
-        old_essence = None
-        if reason == Reason.UPDATE and state.diff_base is not None:
-            old_essence = json.loads(state.diff_base)
-        changes = diff(old_essence, new_essence) if reason == Reason.UPDATE else ()
+        old_essence = json.loads(state.diff_base) if reason == Reason.UPDATE and state.diff_base else None
         patch = Patch()
         kwargs = self._kwargs(body, reason=str(reason), patch=patch, old=old_essence, new=new_essence,
-                              diff=changes)
-        handlers = [h for h in self.by_reason[reason] if matches(h, body, kwargs)]
+                              diff=diff(old_essence, new_essence) if reason == Reason.UPDATE else ())
+        selected = causes.select(reason, self.by_reason, body, kwargs, old_essence, new_essence)
 
         now = time.time()
         progress: dict[str, dict[str, Any] | None] = {}
         results: dict[str, Any] = {}
-        for handler in handlers:
+        for handler, own in selected:
             record = state.progress.get(handler.id)
             if _done(record) or (record and float(record.get("delayed") or 0) > now):
                 continue
-            record = dict(record or {})
-            record.setdefault("started", now)
-            progress[handler.id] = await self._run_one(handler, record, kwargs, results)
+            record = {**(record or {}), "started": (record or {}).get("started", now)}
+            outcome = await execute(handler, record, own, executor=self.executor, retries=self.settings.retries)
+            progress[handler.id] = outcome.record
+            self._report(handler, body, outcome.record, outcome.error, outcome.delay)
+            if outcome.success and outcome.error is None:
+                results[handler.id] = outcome.result
 
         merged = {**state.progress, **progress}
-        pending = [h for h in handlers if not _done(merged.get(h.id))]
+        ids = {h.id for h, _ in selected}
+        pending = [h for h, _ in selected if not _done(merged.get(h.id))]
         writes = Writes()
         for hid, result in results.items():
             if result is not None:
@@ -220,7 +224,7 @@ class ResourceProcessor:
 
         diff_base: str | None = None
         if pending:
-            for hid in merged.keys() - {h.id for h in handlers}:
+            for hid in merged.keys() - ids:
                 progress.setdefault(hid, merged[hid])
         else:
             progress = {hid: None for hid in state.progress}
@@ -230,62 +234,53 @@ class ResourceProcessor:
                 kept = [f for f in finalizers if f != self.finalizer]
                 _merge(writes.body, {"metadata": {"finalizers": kept, "resourceVersion": meta["resourceVersion"]}})
         self.storage.write(writes, old=state, diff_base=diff_base, progress=progress)
-        outcome: _Outcome = (body, writes, diff_base, state, progress)
+        outcome_: _Outcome = (body, writes, diff_base, state, progress)
         try:
-            await self._apply(uid, *outcome)
+            await self._apply(uid, *outcome_)
         except (NotFoundError, ConflictError):
             raise
         except REQUEST_ERRORS:
-            self._unwritten[uid] = outcome
+            self._unwritten[uid] = outcome_
             raise
 
         if pending:
             delays = [float((merged.get(h.id) or {}).get("delayed") or now) for h in pending]
             self.queue.put_after(max(0.0, min(delays) - time.time()), uid, ("MODIFIED", body))
 
-    async def _run_one(self, handler: Handler, record: dict[str, Any], kwargs: dict[str, Any],
-                       results: dict[str, Any]) -> dict[str, Any]:
-        log, where = self._object_logger(kwargs["body"])
-        retry = int(record.get("retries") or 0)
-        started = float(record["started"])
-        runtime = time.time() - started
-        call_kwargs = {**kwargs, "retry": retry, "started": started, "runtime": runtime}
+    def _report(self, handler: Handler, body: Mapping[str, Any], record: Mapping[str, Any],
+                error: BaseException | None, delay: float | None) -> None:
+        """One log line (with namespace/name) and one Kubernetes Event per outcome."""
+        log = logger.bind(object=where(body), resource=str(self.resource))
+        name = f"handler {handler.id!r} for {where(body)}"
+        if error is None:
+            log.debug(f"opd: {name} succeeded")
+            if self.poster is not None:
+                self.poster.post(body, "Normal", "Handled", f"Handler {handler.id!r} succeeded.", level="info")
+            return
+        trace = error if not isinstance(error, HandlerError | TimeoutError) else None
+        if delay is not None:
+            # An unexpected exception is an error even when retried; a TemporaryError is the plan.
+            log.opt(exception=trace).log("ERROR" if trace else "WARNING",
+                                         f"opd: {name} failed: {error!r}; retrying in {delay:g}s")
+            kind, reason, level = "Warning", "Retrying", "warning"
+        elif record.get("failure"):
+            log.opt(exception=trace).error(f"opd: {name} failed permanently: {error!r}")
+            kind, reason, level = "Warning", "Failed", "error"
+        else:
+            log.warning(f"opd: {name} failed (ignored): {error!r}")
+            kind, reason, level = "Normal", "Ignored", "warning"
+        if self.poster is not None:
+            self.poster.post(body, kind, reason, f"Handler {handler.id!r}: {error}", level=level)
+
+    async def _write_result(self, handler: Handler, body: Mapping[str, Any], result: Any) -> None:
+        """A timer's or daemon's return value, stored like any handler's result."""
+        meta = body["metadata"]
+        patch = {"status": {handler.id: result}}
+        sub = "status" if "status" in self.resource.subresources else None
         try:
-            if handler.timeout is not None and runtime >= handler.timeout:
-                raise PermanentError(f"timed out after {handler.timeout}s")
-            remaining = None if handler.timeout is None else handler.timeout - runtime
-            result = await asyncio.wait_for(invoke(handler, call_kwargs, executor=self.executor), remaining)
-        except asyncio.CancelledError:
-            raise
-        except PermanentError as exc:
-            log.error(f"opd: handler {handler.id!r} failed permanently for {where}: {exc}")
-            return {**record, "failure": True, "message": str(exc)}
-        except TimeoutError:
-            log.error(f"opd: handler {handler.id!r} timed out for {where} after {handler.timeout}s")
-            return {**record, "failure": True, "message": "timeout"}
-        except Exception as exc:
-            if handler.errors == ErrorsMode.IGNORED and not isinstance(exc, TemporaryError):
-                log.warning(f"opd: handler {handler.id!r} failed for {where} (ignored): {exc}")
-                return {**record, "success": True, "message": str(exc)}
-            if handler.errors == ErrorsMode.PERMANENT and not isinstance(exc, TemporaryError):
-                log.opt(exception=exc).error(f"opd: handler {handler.id!r} failed for {where}: {exc}")
-                return {**record, "failure": True, "message": str(exc)}
-            if handler.retries is not None and retry + 1 >= handler.retries:
-                log.error(f"opd: handler {handler.id!r} failed for {where}, {retry + 1} tries: {exc}")
-                return {**record, "failure": True, "retries": retry + 1, "message": str(exc)}
-            if isinstance(exc, TemporaryError) and exc.delay is not None:
-                delay = exc.delay
-                log.warning(f"opd: handler {handler.id!r} for {where}: {exc}; retrying in {delay:g}s")
-            else:
-                cfg = self.settings.retries
-                delay = handler.backoff if handler.backoff is not None else min(
-                    cfg.backoff_max, cfg.backoff_initial * 2 ** retry)
-                log.opt(exception=exc).error(
-                    f"opd: handler {handler.id!r} failed for {where}: {exc!r}; retrying in {delay:g}s")
-            return {**record, "retries": retry + 1, "delayed": time.time() + delay, "message": str(exc)}
-        results[handler.id] = result
-        log.debug(f"opd: handler {handler.id!r} succeeded for {where}")
-        return {**record, "success": True}
+            await self.client.patch(self.resource.path(meta.get("namespace"), meta["name"], sub), patch)
+        except REQUEST_ERRORS as exc:
+            logger.warning(f"opd: storing the result of {handler.id!r} for {where(body)} failed: {exc}")
 
     async def _apply(self, uid: str, body: Mapping[str, Any], writes: Writes, diff_base: str | None,
                      old: State, progress: Mapping[str, dict[str, Any] | None]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
 
@@ -30,6 +31,9 @@ class WorkQueue(Generic[K, V]):
         self._timers: dict[K, asyncio.TimerHandle] = {}
         self._workers: set[asyncio.Task[None]] = set()
         self._closed = False
+        # Workers start in the context of the queue's owner (its operator), not of whoever
+        # happens to put (a shared watch stream): each gets a copy, so nothing leaks between them.
+        self._context = contextvars.copy_context()
 
     def __len__(self) -> int:
         return len(self._latest)
@@ -73,7 +77,8 @@ class WorkQueue(Generic[K, V]):
 
     def _spawn(self) -> None:
         if len(self._workers) < self._max_workers and len(self._workers) < len(self._ready) + len(self._active):
-            task = asyncio.get_running_loop().create_task(self._worker(), name=f"opd worker {self._name}")
+            task = asyncio.get_running_loop().create_task(self._worker(), name=f"opd worker {self._name}",
+                                                          context=self._context.copy())
             self._workers.add(task)
 
     async def _worker(self) -> None:

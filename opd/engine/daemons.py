@@ -1,0 +1,179 @@
+"""Per-object background work: timers and daemons.
+
+These are the only per-object tasks opd runs, and only for objects that have
+timer or daemon handlers. Each sees the newest body of its object; each is
+stopped when the object is being deleted, is gone, or the operator stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from loguru import logger
+
+from opd.engine.invocation import invoke
+from opd.errors import PermanentError, TemporaryError
+from opd.registry import Handler, Reason
+
+# Builds a handler's kwargs from the newest body: (handler, body, stopped) -> kwargs.
+KwargsFactory = Callable[[Handler, dict[str, Any], "Stopped"], dict[str, Any]]
+# Stores a timer's or daemon's return value: (handler, body, result) -> awaitable.
+ResultWriter = Callable[[Handler, dict[str, Any], Any], Awaitable[None]]
+
+
+class Stopped:
+    """Truthy once the daemon is asked to stop. Async daemons ``await stopped.wait()``;
+    sync ones (in a thread) call ``stopped.wait(timeout)``; both return whether it is set."""
+
+    def __init__(self, *, for_async: bool) -> None:
+        self._event = threading.Event()
+        self._aevent = asyncio.Event()
+        self._for_async = for_async
+        self.reason: str | None = None
+
+    def set(self, reason: str) -> None:
+        self.reason = reason
+        self._event.set()
+        self._aevent.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def __bool__(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> Any:
+        if self._for_async:
+            return self._wait_async(timeout)
+        return self._event.wait(timeout)
+
+    async def _wait_async(self, timeout: float | None) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._aevent.wait(), timeout)
+        return self.is_set()
+
+    def __await__(self) -> Any:
+        return self._aevent.wait().__await__()
+
+
+@dataclass
+class _ObjectWork:
+    body: dict[str, Any]
+    changed: float = field(default_factory=time.monotonic)
+    tasks: dict[str, tuple[asyncio.Task[None], Stopped, Handler]] = field(default_factory=dict)
+
+
+class Spawner:
+    def __init__(self, *, kwargs_for: KwargsFactory, write_result: ResultWriter,
+                 executor: Any, where: Callable[[dict[str, Any]], str]) -> None:
+        self._kwargs_for = kwargs_for
+        self._write_result = write_result
+        self._executor = executor
+        self._where = where
+        self._objects: dict[str, _ObjectWork] = {}
+
+    def running(self, uid: str) -> list[str]:
+        work = self._objects.get(uid)
+        return [hid for hid, (task, _, _) in work.tasks.items() if not task.done()] if work else []
+
+    def ensure(self, uid: str, body: dict[str, Any], handlers: list[Handler]) -> None:
+        """Keep the object's timers and daemons running, with its newest body."""
+        work = self._objects.get(uid)
+        if work is None:
+            work = self._objects[uid] = _ObjectWork(body)
+        elif work.body.get("spec") != body.get("spec") or (
+                work.body["metadata"].get("labels") != body["metadata"].get("labels")):
+            work.changed = time.monotonic()
+        work.body = body
+        for handler in handlers:
+            if handler.id in work.tasks:
+                continue
+            stopped = Stopped(for_async=handler.is_async)
+            run = self._timer if handler.reason == Reason.TIMER else self._daemon
+            task = asyncio.get_running_loop().create_task(run(handler, work, stopped),
+                                                          name=f"opd {handler.reason} {handler.id} {uid}")
+            work.tasks[handler.id] = (task, stopped, handler)
+
+    async def stop(self, uid: str, reason: str) -> None:
+        work = self._objects.pop(uid, None)
+        if work is None:
+            return
+        await asyncio.gather(*(self._stop_one(t, s, h, reason) for t, s, h in work.tasks.values()))
+
+    async def stop_all(self, reason: str) -> None:
+        await asyncio.gather(*(self.stop(uid, reason) for uid in list(self._objects)))
+
+    async def _stop_one(self, task: asyncio.Task[None], stopped: Stopped, handler: Handler, reason: str) -> None:
+        stopped.set(reason)
+        timeout = handler.cancellation_timeout
+        if not task.done() and timeout:
+            await asyncio.wait({task}, timeout=timeout)
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=5.0)
+
+    async def _sleep(self, seconds: float, stopped: Stopped) -> bool:
+        """Sleep unless stopped; returns True when stopped."""
+        if seconds > 0:
+            await stopped._wait_async(seconds)
+        return stopped.is_set()
+
+    async def _call(self, handler: Handler, work: _ObjectWork, stopped: Stopped) -> Any:
+        kwargs = self._kwargs_for(handler, work.body, stopped)
+        return await invoke(handler, kwargs, executor=self._executor)
+
+    async def _timer(self, handler: Handler, work: _ObjectWork, stopped: Stopped) -> None:
+        if await self._sleep(handler.initial_delay, stopped):
+            return
+        while not stopped:
+            if handler.idle is not None:
+                quiet = time.monotonic() - work.changed
+                if quiet < handler.idle:
+                    if await self._sleep(handler.idle - quiet, stopped):
+                        return
+                    continue
+            delay = handler.interval or 0.0
+            try:
+                result = await asyncio.wait_for(self._call(handler, work, stopped), handler.timeout)
+                if result is not None:
+                    await self._write_result(handler, work.body, result)
+            except asyncio.CancelledError:
+                raise
+            except TemporaryError as exc:
+                delay = exc.delay if exc.delay is not None else delay
+                logger.warning(f"opd: timer {handler.id!r} for {self._where(work.body)}: {exc}")
+            except Exception as exc:
+                logger.opt(exception=exc).error(f"opd: timer {handler.id!r} failed for {self._where(work.body)}: {exc}")
+            if await self._sleep(delay, stopped):
+                return
+
+    async def _daemon(self, handler: Handler, work: _ObjectWork, stopped: Stopped) -> None:
+        if await self._sleep(handler.initial_delay, stopped):
+            return
+        failures = 0
+        while not stopped:
+            try:
+                result = await self._call(handler, work, stopped)
+            except asyncio.CancelledError:
+                raise
+            except PermanentError as exc:
+                logger.error(f"opd: daemon {handler.id!r} for {self._where(work.body)} failed permanently: {exc}")
+                return
+            except Exception as exc:
+                failures += 1
+                delay = exc.delay if isinstance(exc, TemporaryError) and exc.delay is not None else min(
+                    300.0, (handler.backoff or 1.0) * 2 ** min(failures, 8))
+                logger.opt(exception=exc).error(
+                    f"opd: daemon {handler.id!r} failed for {self._where(work.body)}: {exc}; restarting in {delay:g}s")
+                if await self._sleep(delay, stopped):
+                    return
+                continue
+            if result is not None:
+                await self._write_result(handler, work.body, result)
+            return  # a daemon that returns is done for this object
