@@ -71,12 +71,13 @@ class _ObjectWork:
 
 class Spawner:
     def __init__(self, *, kwargs_for: KwargsFactory, write_result: ResultWriter,
-                 executor: Any, where: Callable[[dict[str, Any]], str]) -> None:
+                 executor: Any, where: Callable[[dict[str, Any]], str], stop_timeout: float) -> None:
         self._kwargs_for = kwargs_for
         self._write_result = write_result
         self._executor = executor
         self._where = where
         self._objects: dict[str, _ObjectWork] = {}
+        self._stop_timeout = stop_timeout  # for daemons without a cancellation_timeout of their own
 
     def running(self, uid: str) -> list[str]:
         work = self._objects.get(uid)
@@ -111,7 +112,7 @@ class Spawner:
 
     async def _stop_one(self, task: asyncio.Task[None], stopped: Stopped, handler: Handler, reason: str) -> None:
         stopped.set(reason)
-        timeout = handler.cancellation_timeout
+        timeout = handler.cancellation_timeout if handler.cancellation_timeout is not None else self._stop_timeout
         if not task.done() and timeout:
             await asyncio.wait({task}, timeout=timeout)
         if not task.done():

@@ -8,6 +8,7 @@ always written before the markers that say their handlers ran.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -75,7 +76,7 @@ class ResourceProcessor:
         self.queue: WorkQueue[str, Item] = WorkQueue(self._process, workers=settings.processing.workers,
                                                      name=str(resource))
         self.spawner = Spawner(kwargs_for=self._spawned_kwargs, write_result=self._write_result,
-                               executor=executor, where=where)
+                               executor=executor, where=where, stop_timeout=settings.shutdown.timeout)
         self._written: dict[str, int] = {}  # uid -> resourceVersion of our last write
         self._seen: set[str] = set()  # uids seen by this process (for resume handlers)
         self._unwritten: dict[str, _Outcome] = {}  # outcomes whose write failed, to retry as they are
@@ -84,8 +85,9 @@ class ResourceProcessor:
         self.queue.put(body["metadata"]["uid"], (event_type, body))
 
     async def close(self) -> None:
-        await self.queue.close(self.settings.shutdown.timeout)
-        await self.spawner.stop_all("operator stopping")
+        # Together, so the shutdown bound holds for both at once.
+        await asyncio.gather(self.queue.close(self.settings.shutdown.timeout),
+                             self.spawner.stop_all("operator stopping"))
 
     # -- one object -----------------------------------------------------------
     async def _process(self, uid: str, item: Item) -> None:
