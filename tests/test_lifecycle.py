@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import threading
 import time
 from pathlib import Path
@@ -174,7 +175,8 @@ async def test_restart_mid_retry_resumes_without_rerunning_finished_handlers(
 
         async def in_progress() -> bool:
             obj = await get_kex(api, namespace, "mid")
-            return ((obj.get("status") or {}).get("opd") or {}).get("progress", {}).get("second", {}).get("retries") == 1
+            progress = ((obj.get("status") or {}).get("opd") or {}).get("progress", {})
+            return progress.get("second", {}).get("retries") == 1
 
         await eventually(in_progress)
     assert calls == [("first", 0), ("second", 0)]
@@ -215,7 +217,7 @@ async def test_timer_fires_at_its_interval_and_stops_with_the_object(
         await eventually(lambda: asyncio.sleep(0, len(ticks) >= 4))
         obj = await get_kex(api, namespace, "ticking")
         assert "opd.dev/finalizer" in obj["metadata"]["finalizers"]  # held while the timer runs
-        gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(ticks)]
         assert all(g >= 0.25 for g in gaps), gaps
         await _delete(api, namespace, "ticking")
         await eventually(lambda: _gone(api, namespace, "ticking"))
