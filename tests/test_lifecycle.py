@@ -362,3 +362,25 @@ async def test_login_and_probe_handlers(kubeconfig: Path, crd: str, namespace: s
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_event_handlers_see_every_event_in_order(api: client.ApiClient, crd: str, namespace: str) -> None:
+    registry = opd.OperatorRegistry()
+    seen: list[tuple[str, Any]] = []
+    gate = asyncio.Event()
+
+    @opd.on.event(crd, registry=registry)
+    async def watch_all(type: str, spec: dict[str, Any], **_: Any) -> None:
+        await gate.wait()  # hold the object's processing while more events queue up behind it
+        seen.append((type, spec.get("n")))
+
+    async with RunningOperator(registry=registry, namespaces=[namespace]):
+        await create_kex(api, namespace, "evts", {"n": 0})
+        for n in range(1, 4):
+            await _patch(api, namespace, "evts", {"spec": {"n": n}})
+        await asyncio.sleep(0.5)
+        gate.set()
+        await eventually(lambda: asyncio.sleep(0, len(seen) >= 4))
+        await _delete(api, namespace, "evts")
+        await eventually(lambda: asyncio.sleep(0, seen[-1][0] == "DELETED"))
+    assert seen == [("ADDED", 0), ("MODIFIED", 1), ("MODIFIED", 2), ("MODIFIED", 3), ("DELETED", 3)]

@@ -80,9 +80,14 @@ class ResourceProcessor:
         self._written: dict[str, int] = {}  # uid -> resourceVersion of our last write
         self._seen: set[str] = set()  # uids seen by this process (for resume handlers)
         self._unwritten: dict[str, _Outcome] = {}  # outcomes whose write failed, to retry as they are
+        self._events: dict[str, list[Item]] = {}  # raw events not yet shown to event handlers
 
     def deliver(self, event_type: str, body: dict[str, Any]) -> None:
-        self.queue.put(body["metadata"]["uid"], (event_type, body))
+        uid = body["metadata"]["uid"]
+        if self.by_reason[Reason.EVENT]:
+            # Event handlers see every event, in order; the rest works on the newest state only.
+            self._events.setdefault(uid, []).append((event_type, body))
+        self.queue.put(uid, (event_type, body))
 
     async def close(self) -> None:
         # Together, so the shutdown bound holds for both at once.
@@ -92,8 +97,8 @@ class ResourceProcessor:
     # -- one object -----------------------------------------------------------
     async def _process(self, uid: str, item: Item) -> None:
         event_type, body = item
-        if self.by_reason[Reason.EVENT]:
-            await self._run_event_handlers(event_type, body)
+        for raw_type, raw_body in self._events.pop(uid, ()):
+            await self._run_event_handlers(raw_type, raw_body)
         if event_type == "DELETED":
             self._written.pop(uid, None)
             self._unwritten.pop(uid, None)
