@@ -6,9 +6,12 @@ Every user-caused error ends as one line on stderr and a non-zero exit.
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import sys
-from typing import Any
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,6 +19,10 @@ from opd._version import __version__
 from opd.errors import OpdError
 from opd.testing import assets as cp_assets
 from opd.testing import cluster
+
+if TYPE_CHECKING:
+    from opd.daemon.config import DaemonConfig
+    from opd.daemon.plugins import Plugin
 
 
 class _Group(click.Group):
@@ -90,3 +97,169 @@ def lc_status() -> None:
     click.echo(f"export KUBECONFIG={state.kubeconfig}")
     for name, pid in running.items():
         click.echo(f"  {name}: pid {pid}")
+
+
+# -- the daemon's configuration and plugins ------------------------------------------------------------------------
+# Imported inside the commands: the daemon's modules load only for the commands that use them.
+
+_CONFIG_HELP = "The config file (default: $OPD_CONFIG, else /etc/opd/opd.toml if it exists)."
+
+
+def _load_config_or_exit(path: Path | None) -> DaemonConfig:
+    """The config, or one line per problem on stderr (each prefixed with the path) and exit 1."""
+    from opd.daemon import config
+
+    try:
+        return config.load(path)
+    except config.ConfigFileError as exc:
+        for line in exc.lines():
+            click.echo(line, err=True)
+        sys.exit(1)
+
+
+@main.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, sorted by name.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help=_CONFIG_HELP)
+def plugins_cmd(as_json: bool, config_path: Path | None) -> None:
+    """List the installed operator plugins: status, errors, handlers.
+
+    Loads every enabled plugin (no cluster needed). Exit 0 even when some failed, unless
+    OPD_STRICT_PLUGINS=1. Plugins are enabled by [plugins] enable/disable in the config, and
+    narrowed by OPD_PLUGINS (a comma list; empty: none) and OPD_DISABLED_PLUGINS.
+    """
+    from loguru import logger
+
+    from opd.daemon import plugins
+    from opd.logs import setup_logging
+
+    cfg = _load_config_or_exit(config_path)
+    strict = plugins.strict_mode()
+    setup_logging(cfg.opd.log_level, "text")  # a command for people: the daemon's format is not wanted here
+    logger.disable("opd.daemon.plugins")  # its failure lines repeat what the listing shows
+    try:
+        found = plugins.load_all(cfg)
+    finally:
+        logger.enable("opd.daemon.plugins")
+    for warning in found.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if as_json:
+        click.echo(json.dumps([p.to_dict() for p in found.plugins], indent=2))
+    else:
+        click.echo(_plugins_table(found.plugins))
+    found.check(strict)
+
+
+def _plugins_table(found: Sequence[Plugin]) -> str:
+    from opd.daemon.plugins import Status
+
+    if not found:
+        return "no plugins installed (none declares an entry point in the group 'opd.plugins')"
+    colours = {Status.LOADED: "green", Status.FAILED: "red", Status.DISABLED: "yellow"}
+    rows = [("NAME", "STATUS", "DISTRIBUTION", "ENTRY POINT")]
+    rows += [(p.name, str(p.status), f"{p.distribution or '?'} {p.version or ''}".strip(), p.value) for p in found]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = ["  ".join([*(cell.ljust(width) for cell, width in zip(rows[0], widths, strict=False)), rows[0][3]])]
+    for plugin, row in zip(found, rows[1:], strict=True):
+        status = click.style(row[1].ljust(widths[1]), fg=colours[plugin.status])
+        lines.append(f"{row[0].ljust(widths[0])}  {status}  {row[2].ljust(widths[2])}  {row[3]}")
+        if plugin.error:
+            lines.append(f"    error: {plugin.error}")
+        if plugin.disabled_by:
+            lines.append(f"    disabled: {plugin.disabled_by}")
+        if plugin.hooks:
+            lines.append(f"    hooks: {', '.join(plugin.hooks)}")
+        if plugin.status is not Status.LOADED:
+            continue
+        handlers = [f"{h.id} ({h.reason} {h.resource})" for h in plugin.handlers]
+        lines.append(f"    handlers: {', '.join(handlers) if handlers else 'none'}")
+        scope = "cluster-wide" if plugin.config.clusterwide else "namespaces " + ", ".join(plugin.config.namespaces)
+        persistence = plugin.settings.persistence
+        results = f".status.{persistence.results_field}" if persistence.results_field else ".status"
+        lines.append(f"    runs: {scope}; isolation {plugin.config.isolation}; "
+                     f"markers {persistence.prefix}, .status.{persistence.status_field}; results {results}")
+    counts = {s: sum(p.status is s for p in found) for s in Status}
+    lines.append("")
+    lines.append(f"{len(found)} plugin(s): " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    return "\n".join(lines)
+
+
+@main.group("config", cls=_Group)
+def config_group() -> None:
+    """Check or show the daemon's configuration file (opd.toml)."""
+
+
+@config_group.command("check")
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+def config_check(path: Path | None) -> None:
+    """Validate the config file: 'PATH: ok', or every problem (one line each, on stderr) and exit 1."""
+    from opd.daemon import config, plugins
+
+    target, _ = config.resolve_path(path)
+    cfg = _load_config_or_exit(path)
+    # Plugin names that match no installed plugin are likely typos: said, but not an error.
+    for warning in plugins.discover(cfg, env={}).warnings:
+        click.echo(f"{target}: warning: {warning}", err=True)
+    click.echo(f"{target}: ok" if cfg.path else f"{target}: ok (no such file: the defaults apply)")
+
+
+@config_group.command("show")
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+def config_show(path: Path | None) -> None:
+    """Print the effective configuration, defaults included, as TOML."""
+    from opd.daemon import config
+
+    click.echo(config.render(_load_config_or_exit(path)), nl=False)
+
+
+# -- running operators ---------------------------------------------------------------------------------------------
+
+_LOG_LEVELS = click.Choice(["trace", "debug", "info", "warning", "error"])
+_LOG_FORMATS = click.Choice(["auto", "text", "json", "journal"])
+
+
+@main.command("start")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help=_CONFIG_HELP)
+@click.option("-v", "--verbose", is_flag=True, help="Log at debug level (overrides [opd].log_level).")
+@click.option("--log-format", type=_LOG_FORMATS, help="Overrides [opd].log_format.")
+def start_cmd(config_path: Path | None, verbose: bool, log_format: str | None) -> None:
+    """Run every enabled plugin in the foreground (as the systemd service does).
+
+    SIGTERM/SIGINT stop it gracefully; SIGHUP re-reads the config and restarts only
+    the plugins whose configuration changed. With systemd: READY=1, STOPPING=1,
+    WATCHDOG=1 and STATUS= go to $NOTIFY_SOCKET.
+    """
+    from opd.daemon import service
+    from opd.logs import setup_logging
+
+    cfg = _load_config_or_exit(config_path)
+    setup_logging("debug" if verbose else cfg.opd.log_level, log_format or cfg.opd.log_format)
+    service.start(cfg)
+
+
+@main.command("run")
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
+@click.option("-m", "--module", "modules", multiple=True, help="Import handlers from this module (repeatable).")
+@click.option("-n", "--namespace", "namespaces", multiple=True,
+              help="Serve this namespace; globs and !negations allowed (repeatable).")
+@click.option("-A", "--all-namespaces", "clusterwide", is_flag=True, help="Serve every namespace.")
+@click.option("--kubeconfig", type=click.Path(path_type=Path), help="Default: in-cluster, $KUBECONFIG, ~/.kube/config.")
+@click.option("--context", help="The kubeconfig context to use.")
+@click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
+@click.option("--log-format", type=_LOG_FORMATS, default="auto", show_default=True)
+def run_cmd(files: tuple[Path, ...], modules: tuple[str, ...], namespaces: tuple[str, ...], clusterwide: bool,
+            kubeconfig: Path | None, context: str | None, verbose: bool, log_format: str) -> None:
+    """Development mode: load handlers from FILES and modules into one registry and run them."""
+    import asyncio
+
+    from opd import devrun
+    from opd.kube.credentials import Login
+    from opd.logs import setup_logging
+    from opd.orchestration import operator
+
+    if namespaces and clusterwide:
+        raise click.UsageError("give --namespace or --all-namespaces, not both")
+    setup_logging("debug" if verbose else "info", log_format)
+    registry = devrun.load([str(f) for f in files], modules)
+    login = Login(kubeconfig=str(kubeconfig) if kubeconfig else None, context=context)
+    asyncio.run(operator(registry=registry, namespaces=list(namespaces) or None,
+                         clusterwide=clusterwide or not namespaces, login=login))

@@ -33,6 +33,9 @@ class PersistenceSettings:
     # and keeps unknown fields there, else annotations), "annotations", or "status".
     storage: str = "auto"
     status_field: str = "opd"
+    # Handler results go to status.<handler id> (as in Kopf), or to status.<results_field>.<handler id>
+    # when set: the daemon gives each plugin its own, so equal handler ids never collide.
+    results_field: str | None = None
 
     @property
     def finalizer(self) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from plugin_venv import build_venv
 
 from opd.testing.fixtures import ensure_crd, make_api
 
@@ -55,3 +56,9 @@ def crd(kubeconfig: Path) -> str:
     return CRD_PLURAL
 
 
+
+
+@pytest.fixture(scope="session")
+def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtualenv with opd and the fixture plugins installed (see plugin_venv.py)."""
+    return build_venv(tmp_path_factory)

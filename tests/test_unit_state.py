@@ -297,7 +297,7 @@ def test_storage_status_write_keeps_other_status_fields() -> None:
 def test_storage_writes_merge_with_results() -> None:
     storage = _storage("status")
     writes = Writes()
-    writes.set_status("create_fn", {"answer": 42})
+    writes.set_result("create_fn", {"answer": 42}, None)
     storage.write(writes, old=State(None, {}), diff_base="B", progress={})
     assert writes.status == {"status": {"create_fn": {"answer": 42}, "opd": {"lastHandled": "B"}}}
 
@@ -337,11 +337,11 @@ def test_storage_confirms() -> None:
 
 def test_writes_helpers() -> None:
     writes = Writes()
-    writes.set_status("a", 1)
-    writes.set_status("b", {"x": 2})
+    writes.set_result("a", 1, None)
+    writes.set_result("b", {"x": 2}, "plugin")
     writes.set_annotation("k1", "v")
     writes.set_annotation("k2", None)
-    assert writes.status == {"status": {"a": 1, "b": {"x": 2}}}
+    assert writes.status == {"status": {"a": 1, "plugin": {"b": {"x": 2}}}}
     assert writes.body == {"metadata": {"annotations": {"k1": "v", "k2": None}}}
 
 

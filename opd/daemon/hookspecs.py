@@ -42,7 +42,8 @@ def opd_register(registry: OperatorRegistry, config: dict[str, Any]) -> None:
 def opd_configure(settings: OperatorSettings, config: dict[str, Any]) -> None:
     """Tune the plugin's own ``settings``; called after ``opd_register``.
 
-    opd has already given the plugin its own persistence names (annotation prefix
-    ``<name>.opd.dev`` and status field ``<name>``), so that no two plugins ever touch
-    each other's markers on a shared object; change them only knowingly.
+    opd has already given the plugin its own persistence names (annotation prefix and
+    finalizer ``<name>.opd.dev``, markers in ``.status.opd-<name>``, handler results in
+    ``.status.<name>``), so that no two plugins ever touch each other's data on a shared
+    object; change them only knowingly (a clash fails the later plugin).
     """

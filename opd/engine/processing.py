@@ -9,6 +9,7 @@ always written before the markers that say their handlers ran.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import time
@@ -50,6 +51,18 @@ def _merge(into: dict[str, Any], other: Mapping[str, Any]) -> dict[str, Any]:
     return into
 
 
+class HandlerMetrics:
+    """Plain counters, read at scrape time: nothing on the hot path but additions."""
+
+    def __init__(self) -> None:
+        self.runs: collections.Counter[tuple[str, str]] = collections.Counter()  # (handler id, outcome)
+        self.seconds: collections.defaultdict[str, float] = collections.defaultdict(float)  # id -> total seconds
+
+    def ran(self, handler_id: str, outcome: str, seconds: float) -> None:
+        self.runs[(handler_id, outcome)] += 1
+        self.seconds[handler_id] += seconds
+
+
 def where(body: Mapping[str, Any]) -> str:
     meta = body.get("metadata") or {}
     return f"{meta['namespace']}/{meta.get('name')}" if meta.get("namespace") else str(meta.get("name"))
@@ -81,6 +94,7 @@ class ResourceProcessor:
         self._seen: set[str] = set()  # uids seen by this process (for resume handlers)
         self._unwritten: dict[str, _Outcome] = {}  # outcomes whose write failed, to retry as they are
         self._events: dict[str, list[Item]] = {}  # raw events not yet shown to event handlers
+        self.metrics = HandlerMetrics()
 
     def deliver(self, event_type: str, body: dict[str, Any]) -> None:
         uid = body["metadata"]["uid"]
@@ -211,7 +225,9 @@ class ResourceProcessor:
             if _done(record) or (record and float(record.get("delayed") or 0) > now):
                 continue
             record = {**(record or {}), "started": (record or {}).get("started", now)}
+            began = time.perf_counter()
             outcome = await execute(handler, record, own, executor=self.executor, retries=self.settings.retries)
+            self.metrics.ran(handler.id, "success" if outcome.error is None else "error", time.perf_counter() - began)
             progress[handler.id] = outcome.record
             self._report(handler, body, outcome.record, outcome.error, outcome.delay)
             if outcome.success and outcome.error is None:
@@ -223,7 +239,7 @@ class ResourceProcessor:
         writes = Writes()
         for hid, result in results.items():
             if result is not None:
-                writes.set_status(hid, result)
+                writes.set_result(hid, result, self.settings.persistence.results_field)
         own_status = patch.pop("status", None)
         if own_status:
             _merge(writes.status.setdefault("status", {}), own_status)
@@ -282,7 +298,9 @@ class ResourceProcessor:
     async def _write_result(self, handler: Handler, body: Mapping[str, Any], result: Any) -> None:
         """A timer's or daemon's return value, stored like any handler's result."""
         meta = body["metadata"]
-        patch = {"status": {handler.id: result}}
+        writes = Writes()
+        writes.set_result(handler.id, result, self.settings.persistence.results_field)
+        patch = writes.status
         sub = "status" if "status" in self.resource.subresources else None
         try:
             await self.client.patch(self.resource.path(meta.get("namespace"), meta["name"], sub), patch)

@@ -64,8 +64,11 @@ class Writes:
     status: dict[str, Any] = field(default_factory=dict)
     body: dict[str, Any] = field(default_factory=dict)
 
-    def set_status(self, key: str, value: Any) -> None:
-        self.status.setdefault("status", {})[key] = value
+    def set_result(self, handler_id: str, value: Any, results_field: str | None) -> None:
+        status = self.status.setdefault("status", {})
+        if results_field is not None:
+            status = status.setdefault(results_field, {})
+        status[handler_id] = value
 
     def set_annotation(self, key: str, value: str | None) -> None:
         self.body.setdefault("metadata", {}).setdefault("annotations", {})[key] = value

@@ -1,0 +1,528 @@
+"""The daemon's TOML configuration (``/etc/opd/opd.toml``): read, validated, frozen.
+
+Validation reports every problem at once, one line each, naming the key path
+(``[opd].namespaces: expected a list of strings, got integer``), so a person fixes
+a file in one pass instead of one restart per mistake.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import difflib
+import json
+import math
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from opd.errors import ConfigError
+
+# pyproject requires 3.11 today; the tomli fallback (a conditional dependency) keeps 3.10 a one-line change.
+if sys.version_info >= (3, 11):  # noqa: UP036
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_PATH = Path("/etc/opd/opd.toml")
+ENV_VAR = "OPD_CONFIG"
+
+LOG_LEVELS = ("trace", "debug", "info", "warning", "error")
+LOG_FORMATS = ("auto", "text", "json", "journal")
+ISOLATIONS = ("shared", "thread")
+DEFAULT_SHUTDOWN_TIMEOUT = 8.0
+
+# The keys opd reads (and removes) from a plugin's own table [plugins.<name>].
+PLUGIN_OWN_KEYS = ("namespaces", "clusterwide", "isolation")
+
+# A namespace is a DNS label; globs add * ? [ ], and a leading ! negates.
+_NAMESPACE_PATTERN = re.compile(r"!?[a-z0-9*?\[\]-]{1,63}")
+
+
+class ConfigFileError(ConfigError):
+    """Every problem of one config file; ``lines()`` gives one line per problem, prefixed with the path."""
+
+    def __init__(self, source: str, problems: Sequence[str]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        super().__init__(self._summary())
+
+    def lines(self) -> list[str]:
+        return [f"{self.source}: {problem}" for problem in self.problems]
+
+    def _summary(self) -> str:
+        if len(self.problems) == 1:
+            return self.lines()[0]
+        return f"{self.source}: {len(self.problems)} problems: " + "; ".join(self.problems)
+
+
+@dataclass(frozen=True)
+class Listen:
+    """The address of the health and metrics endpoint."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class OpdSection:
+    # Empty namespaces with clusterwide: serve every namespace (the engine's default too).
+    namespaces: tuple[str, ...] = ()
+    clusterwide: bool = True
+    log_level: str = "info"
+    log_format: str = "auto"
+    listen: Listen | None = None
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+
+
+@dataclass(frozen=True)
+class KubernetesSection:
+    # The fields of opd.Login, so ``Login(**dataclasses.asdict(section))`` holds.
+    # None everywhere: Login's own order (in-cluster, $KUBECONFIG, ~/.kube/config).
+    kubeconfig: str | None = None  # absolute: a relative path in the file is relative to the file
+    context: str | None = None
+    in_cluster: bool | None = None
+
+
+@dataclass(frozen=True)
+class PluginTable:
+    """``[plugins.<name>]`` as written: opd's keys (None when absent) and the plugin's own options."""
+
+    namespaces: tuple[str, ...] | None = None
+    clusterwide: bool | None = None
+    isolation: str | None = None
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class PluginConfig:
+    """What one plugin runs with: its scope and isolation resolved against ``[opd]``, and its options."""
+
+    namespaces: tuple[str, ...]
+    clusterwide: bool
+    isolation: str
+    options: Mapping[str, Any]
+
+    def options_copy(self) -> dict[str, Any]:
+        """A fresh deep copy for the plugin's hooks: whatever a plugin mutates stays its own."""
+        return copy.deepcopy(dict(self.options))
+
+
+@dataclass(frozen=True)
+class PluginsSection:
+    enable: tuple[str, ...] | None = None  # None: no allow-list, every installed plugin
+    disable: tuple[str, ...] = ()
+    tables: Mapping[str, PluginTable] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    opd: OpdSection = field(default_factory=OpdSection)
+    kubernetes: KubernetesSection = field(default_factory=KubernetesSection)
+    plugins: PluginsSection = field(default_factory=PluginsSection)
+    # The file it was read from; None when no file was read (all defaults).
+    path: Path | None = None
+
+    def plugin(self, name: str) -> PluginConfig:
+        """The resolved configuration of the plugin ``name`` (installed or not, listed or not)."""
+        table = self.plugins.tables.get(name, PluginTable())
+        if table.namespaces is not None:
+            namespaces, clusterwide = table.namespaces, False
+        elif table.clusterwide:
+            namespaces, clusterwide = (), True
+        else:
+            namespaces, clusterwide = self.opd.namespaces, self.opd.clusterwide
+        return PluginConfig(
+            namespaces=namespaces,
+            clusterwide=clusterwide,
+            isolation=table.isolation or "shared",
+            options=table.options,
+        )
+
+
+# -- reading -------------------------------------------------------------------------------------------------------
+
+
+def resolve_path(path: Path | str | None = None, env: Mapping[str, str] | None = None) -> tuple[Path, bool]:
+    """The config file to read, and whether it was asked for explicitly (then it must exist).
+
+    An explicit path, else ``$OPD_CONFIG`` (explicit too: a variable naming a missing file is
+    a mistake), else ``/etc/opd/opd.toml``, which may be absent (then defaults apply).
+    """
+    env = os.environ if env is None else env
+    if path is not None and str(path) != "":
+        return Path(path), True
+    if env.get(ENV_VAR):
+        return Path(env[ENV_VAR]), True
+    return DEFAULT_PATH, False
+
+
+def load(path: Path | str | None = None, env: Mapping[str, str] | None = None) -> DaemonConfig:
+    """Read and validate the config file; raises ConfigFileError listing every problem."""
+    target, explicit = resolve_path(path, env)
+    if not explicit and not target.exists():
+        return DaemonConfig()
+    try:
+        data = target.read_bytes()
+    except OSError as exc:
+        raise ConfigFileError(str(target), [f"cannot read: {exc.strerror or exc}"]) from None
+    return parse(data, path=target)
+
+
+def parse(data: bytes | str, path: Path | None = None) -> DaemonConfig:
+    """Parse and validate TOML text; ``path`` names it in messages and anchors relative paths."""
+    source = str(path) if path is not None else "<config>"
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data[: exc.start].count(b"\n") + 1
+            raise ConfigFileError(source, [f"line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x})"]) from None
+    else:
+        text = data
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigFileError(source, [_syntax_problem(exc)]) from None
+    problems: list[str] = []
+    base = (path.parent if path is not None else Path.cwd()).absolute()
+    config = _Validator(problems, base).document(document)
+    if problems:
+        raise ConfigFileError(source, problems)
+    return DaemonConfig(opd=config.opd, kubernetes=config.kubernetes, plugins=config.plugins, path=path)
+
+
+def _syntax_problem(exc: tomllib.TOMLDecodeError) -> str:
+    # tomllib says "Invalid value (at line 3, column 9)"; lead with the position, like every other line.
+    message = str(exc)
+    found = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
+    if found:
+        message = message[: found.start()]
+        where = f"line {found.group(1)}, column {found.group(2)}: "
+    elif found := re.search(r"\s*\(at end of document\)$", message):
+        message = message[: found.start()]
+        where = "end of file: "
+    else:
+        where = ""
+    return f"{where}TOML syntax error: {message[:1].lower()}{message[1:]}"
+
+
+# -- validation ----------------------------------------------------------------------------------------------------
+
+
+def toml_type(value: Any) -> str:
+    """The TOML name of a parsed value's type, as messages say it."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "table"
+    if isinstance(value, datetime.datetime):
+        return "datetime"
+    if isinstance(value, datetime.date):
+        return "date"
+    if isinstance(value, datetime.time):
+        return "time"
+    return type(value).__name__
+
+
+def closest(word: str, candidates: Sequence[str]) -> str | None:
+    """The candidate a misspelt word most likely meant (``namespace`` → ``namespaces``)."""
+
+    def norm(text: str) -> str:
+        return text.lower().replace("-", "_")
+
+    by_norm = {norm(c): c for c in candidates}
+    found = difflib.get_close_matches(norm(word), list(by_norm), n=1, cutoff=0.6)
+    return by_norm[found[0]] if found else None
+
+
+def _unknown(word: str, candidates: Sequence[str], what: str = "key") -> str:
+    guess = closest(word, candidates)
+    return f"unknown {what} (did you mean {guess!r}?)" if guess else f"unknown {what}"
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    opd: OpdSection
+    kubernetes: KubernetesSection
+    plugins: PluginsSection
+
+
+_OPD_KEYS = ("namespaces", "clusterwide", "log_level", "log_format", "listen", "shutdown_timeout")
+_KUBERNETES_KEYS = ("kubeconfig", "context", "in_cluster")
+_PLUGINS_KEYS = ("enable", "disable")
+_SECTIONS = {"opd": _OPD_KEYS, "kubernetes": _KUBERNETES_KEYS, "plugins": _PLUGINS_KEYS}
+
+
+class _Validator:
+    """Walks the parsed document once, collecting problems instead of stopping at the first."""
+
+    def __init__(self, problems: list[str], base: Path) -> None:
+        self.problems = problems
+        self.base = base
+
+    def problem(self, where: str, text: str) -> None:
+        self.problems.append(f"{where}: {text}")
+
+    def document(self, doc: dict[str, Any]) -> _Parsed:
+        # Sections are checked in the order the file has them, so problems read top to bottom.
+        parsers: dict[str, Callable[[dict[str, Any]], Any]] = {
+            "opd": self.opd_section, "kubernetes": self.kubernetes_section, "plugins": self.plugins_section,
+        }
+        parsed: dict[str, Any] = {}
+        for key, value in doc.items():
+            if key in _SECTIONS:
+                if isinstance(value, dict):
+                    parsed[key] = parsers[key](value)
+                else:
+                    self.problem(f"[{key}]", f"expected a table, got {toml_type(value)}")
+            elif isinstance(value, dict):
+                self.problem(f"[{key}]", _unknown(key, list(_SECTIONS), "section"))
+            else:
+                home = [name for name, keys in _SECTIONS.items() if key in keys]
+                if home:  # a key written above its section header: say where it belongs
+                    self.problem(key, f"unknown top-level key (did you mean '[{home[0]}].{key}'?)")
+                else:
+                    self.problem(key, _unknown(key, list(_SECTIONS), "top-level key"))
+        return _Parsed(
+            opd=parsed.get("opd") or OpdSection(),
+            kubernetes=parsed.get("kubernetes") or KubernetesSection(),
+            plugins=parsed.get("plugins") or PluginsSection(),
+        )
+
+    def unknown_keys(self, where: str, table: Mapping[str, Any], known: Sequence[str]) -> None:
+        for key in table:
+            if key not in known:
+                self.problem(f"{where}.{_key(key)}", _unknown(key, known))
+
+    # Each getter returns None when the key is absent or wrong (the problem is recorded).
+
+    def string(self, where: str, table: Mapping[str, Any], key: str) -> str | None:
+        if key not in table:
+            return None
+        value = table[key]
+        if not isinstance(value, str):
+            self.problem(f"{where}.{key}", f"expected a string, got {toml_type(value)}")
+            return None
+        return value
+
+    def boolean(self, where: str, table: Mapping[str, Any], key: str) -> bool | None:
+        if key not in table:
+            return None
+        value = table[key]
+        if not isinstance(value, bool):
+            self.problem(f"{where}.{key}", f"expected true or false, got {toml_type(value)}")
+            return None
+        return value
+
+    def choice(self, where: str, table: Mapping[str, Any], key: str, choices: Sequence[str]) -> str | None:
+        value = self.string(where, table, key)
+        if value is None:
+            return None
+        if value.lower() in choices:
+            return value.lower()
+        guess = closest(value, choices)
+        hint = f" (did you mean {guess!r}?)" if guess else ""
+        self.problem(f"{where}.{key}", f"expected one of {', '.join(choices)}, got {value!r}{hint}")
+        return None
+
+    def names(self, where: str, table: Mapping[str, Any], key: str,
+              check: Callable[[str], str | None] | None = None) -> tuple[str, ...] | None:
+        if key not in table:
+            return None
+        value = table[key]
+        if not isinstance(value, list):
+            self.problem(f"{where}.{key}", f"expected a list of strings, got {toml_type(value)}")
+            return None
+        good: list[str] = []
+        for index, item in enumerate(value):
+            if not isinstance(item, str):
+                self.problem(f"{where}.{key}[{index}]", f"expected a string, got {toml_type(item)}")
+            elif not item.strip():
+                self.problem(f"{where}.{key}[{index}]", "empty string")
+            elif check is not None and (trouble := check(item)):
+                self.problem(f"{where}.{key}[{index}]", trouble)
+            else:
+                good.append(item)
+        return tuple(good) if len(good) == len(value) else None
+
+    def scope(self, where: str, table: Mapping[str, Any]) -> tuple[tuple[str, ...] | None, bool | None]:
+        """``namespaces`` / ``clusterwide`` of one table, with their exclusions checked."""
+        namespaces = self.names(where, table, "namespaces", check=_namespace_problem)
+        clusterwide = self.boolean(where, table, "clusterwide")
+        if namespaces == ():
+            self.problem(f"{where}.namespaces", "empty list (to serve every namespace, set clusterwide = true)")
+            namespaces = None
+        if clusterwide is True and "namespaces" in table:
+            self.problem(f"{where}.clusterwide", "true together with namespaces: set one or the other")
+        if clusterwide is False and "namespaces" not in table:
+            self.problem(f"{where}.clusterwide", "false needs namespaces = [...] in the same table")
+        return namespaces, clusterwide
+
+    def opd_section(self, table: dict[str, Any]) -> OpdSection:
+        where = "[opd]"
+        self.unknown_keys(where, table, _OPD_KEYS)
+        namespaces, _ = self.scope(where, table)  # clusterwide: implied by no namespaces
+        defaults = OpdSection()
+        return OpdSection(
+            namespaces=namespaces or (),
+            clusterwide=not namespaces,
+            log_level=self.choice(where, table, "log_level", LOG_LEVELS) or defaults.log_level,
+            log_format=self.choice(where, table, "log_format", LOG_FORMATS) or defaults.log_format,
+            listen=self.listen(where, table),
+            shutdown_timeout=self.seconds(where, table, "shutdown_timeout") or defaults.shutdown_timeout,
+        )
+
+    def listen(self, where: str, table: Mapping[str, Any]) -> Listen | None:
+        value = self.string(where, table, "listen")
+        if not value:
+            return None
+        found = re.fullmatch(r"(?:\[([0-9A-Fa-f:.]+)\]|([^\s:\[\]]+)):(\d{1,5})", value)
+        if not found or not 0 < int(found.group(3)) < 65536:
+            self.problem(f"{where}.listen", f"expected \"HOST:PORT\" (e.g. \"127.0.0.1:8080\"), got {value!r}")
+            return None
+        return Listen(host=found.group(1) or found.group(2), port=int(found.group(3)))
+
+    def seconds(self, where: str, table: Mapping[str, Any], key: str) -> float | None:
+        if key not in table:
+            return None
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.problem(f"{where}.{key}", f"expected a number of seconds, got {toml_type(value)}")
+            return None
+        if not (value > 0 and math.isfinite(value)):
+            self.problem(f"{where}.{key}", f"expected a number of seconds > 0, got {value!r}")
+            return None
+        return float(value)
+
+    def kubernetes_section(self, table: dict[str, Any]) -> KubernetesSection:
+        where = "[kubernetes]"
+        self.unknown_keys(where, table, _KUBERNETES_KEYS)
+        kubeconfig = self.string(where, table, "kubeconfig")
+        context = self.string(where, table, "context")
+        in_cluster = self.boolean(where, table, "in_cluster")
+        for key, text in (("kubeconfig", kubeconfig), ("context", context)):
+            if text is not None and not text.strip():
+                self.problem(f"{where}.{key}", "empty string (leave the key out for the default)")
+        if in_cluster:
+            for key in ("kubeconfig", "context"):
+                if key in table:
+                    self.problem(f"{where}.in_cluster", f"true together with {key}: set one or the other")
+        path = None
+        if kubeconfig and kubeconfig.strip():
+            path = str(self.base / Path(kubeconfig).expanduser())  # relative to the file, as kubeconfig does it
+        return KubernetesSection(kubeconfig=path, context=context or None, in_cluster=in_cluster)
+
+    def plugins_section(self, table: dict[str, Any]) -> PluginsSection:
+        where = "[plugins]"
+        for key, value in table.items():
+            if key not in _PLUGINS_KEYS and not isinstance(value, dict):
+                self.problem(f"{where}.{_key(key)}", _unknown(key, _PLUGINS_KEYS)
+                             + " (a plugin's own settings go in a table [plugins.<name>])")
+        enable = self.names(where, table, "enable")
+        disable = self.names(where, table, "disable") or ()
+        for name in sorted(set(enable or ()) & set(disable)):
+            self.problem(f"{where}.disable", f"{name!r} is in enable too")
+        tables = {
+            name: self.plugin_table(name, value)
+            for name, value in table.items()
+            if name not in _PLUGINS_KEYS and isinstance(value, dict)
+        }
+        return PluginsSection(enable=enable, disable=disable, tables=MappingProxyType(tables))
+
+    def plugin_table(self, name: str, table: dict[str, Any]) -> PluginTable:
+        where = f"[plugins.{_key(name)}]"
+        namespaces, clusterwide = self.scope(where, table)
+        isolation = self.choice(where, table, "isolation", ISOLATIONS)
+        options = {k: v for k, v in table.items() if k not in PLUGIN_OWN_KEYS}
+        return PluginTable(namespaces=namespaces, clusterwide=clusterwide, isolation=isolation,
+                           options=MappingProxyType(options))
+
+
+def _namespace_problem(pattern: str) -> str | None:
+    if _NAMESPACE_PATTERN.fullmatch(pattern):
+        return None
+    return f"{pattern!r} is not a namespace name or glob (lowercase letters, digits, '-', * ? [ ], a leading !)"
+
+
+# -- rendering -----------------------------------------------------------------------------------------------------
+
+
+def _key(name: str) -> str:
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
+
+
+def toml_value(value: Any) -> str:
+    """A value in TOML syntax (inline), for ``opd config show``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # JSON's escapes are valid in TOML basic strings
+    if isinstance(value, Path):
+        return json.dumps(str(value), ensure_ascii=False)
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{_key(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
+    return json.dumps(str(value))
+
+
+def render(config: DaemonConfig) -> str:
+    """The effective configuration, defaults included, as TOML (unset optional keys as comments)."""
+    o, k, p = config.opd, config.kubernetes, config.plugins
+    source = str(config.path) if config.path else "no file: defaults only"
+    lines = [f"# effective configuration ({source})", "", "[opd]"]
+    if o.clusterwide:
+        lines.append("clusterwide = true")
+    else:
+        lines.append(f"namespaces = {toml_value(o.namespaces)}")
+    lines += [
+        f"log_level = {toml_value(o.log_level)}",
+        f"log_format = {toml_value(o.log_format)}",
+        f"listen = {toml_value(str(o.listen) if o.listen else '')}" + ("" if o.listen else "  # off"),
+        f"shutdown_timeout = {toml_value(o.shutdown_timeout)}",
+        "",
+        "[kubernetes]",
+    ]
+    lines.append(f"kubeconfig = {toml_value(k.kubeconfig)}" if k.kubeconfig
+                 else "# kubeconfig: not set ($KUBECONFIG, then ~/.kube/config)")
+    lines.append(f"context = {toml_value(k.context)}" if k.context
+                 else "# context: not set (the kubeconfig's current context)")
+    lines.append(f"in_cluster = {toml_value(k.in_cluster)}" if k.in_cluster is not None
+                 else "# in_cluster: not set (in-cluster when a service account is mounted)")
+    lines += ["", "[plugins]"]
+    lines.append(f"enable = {toml_value(p.enable)}" if p.enable is not None
+                 else "# enable: not set (every installed plugin)")
+    lines.append(f"disable = {toml_value(p.disable)}")
+    for name in p.tables:
+        resolved = config.plugin(name)
+        lines += ["", f"[plugins.{_key(name)}]"]
+        if resolved.clusterwide:
+            lines.append("clusterwide = true")
+        else:
+            lines.append(f"namespaces = {toml_value(resolved.namespaces)}")
+        lines.append(f"isolation = {toml_value(resolved.isolation)}")
+        lines += [f"{_key(key)} = {toml_value(value)}" for key, value in resolved.options.items()]
+    return "\n".join(lines) + "\n"

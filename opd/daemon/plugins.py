@@ -1,0 +1,366 @@
+"""Operator plugins: found by entry point (group ``opd.plugins``), each loaded on its own, never fatal.
+
+One broken plugin must not take the others down: a plugin that fails to import or raises
+in a hook is recorded as ``failed`` with a one-line error, and the rest load as usual
+(unless strict mode, ``OPD_STRICT_PLUGINS=1``, turns that into an error for the caller).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+import os
+import re
+import traceback
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import pluggy
+from loguru import logger
+
+from opd.daemon import hookspecs
+from opd.daemon.config import DaemonConfig, PluginConfig, closest
+from opd.errors import ConfigError, OpdError
+from opd.registry import OperatorRegistry, set_default_registry
+from opd.settings import OperatorSettings
+
+ENABLE_ENV = "OPD_PLUGINS"  # comma-separated allow-list; set but empty: no plugin at all
+DISABLE_ENV = "OPD_DISABLED_PLUGINS"  # comma-separated deny-list
+STRICT_ENV = "OPD_STRICT_PLUGINS"
+
+
+class PluginError(OpdError):
+    """Strict mode: a plugin failed, or an allow-listed plugin is not installed."""
+
+
+class _NotAPlugin(Exception):
+    """The entry point's object implements no hook: reported as it is, without a type name."""
+
+
+class Status(enum.StrEnum):
+    LOADED = "loaded"
+    FAILED = "failed"
+    DISABLED = "disabled"
+
+
+@dataclass(frozen=True)
+class HandlerInfo:
+    id: str
+    reason: str
+    resource: str
+
+
+@dataclass(eq=False)
+class Plugin:
+    """One installed plugin: what its entry point says, whether it runs, and what it registered."""
+
+    name: str
+    value: str  # the entry point's object reference, "module:attr"
+    distribution: str | None
+    version: str | None
+    config: PluginConfig
+    registry: OperatorRegistry
+    settings: OperatorSettings
+    status: Status = Status.DISABLED
+    disabled_by: str | None = None  # which rule disabled it, for people
+    error: str | None = None  # one line: type, message, and where in the plugin
+    hooks: tuple[str, ...] = ()
+    manager: pluggy.PluginManager | None = None
+    entry_point: metadata.EntryPoint | None = field(default=None, repr=False)
+
+    @property
+    def enabled(self) -> bool:
+        return self.disabled_by is None
+
+    @property
+    def handlers(self) -> list[HandlerInfo]:
+        return [HandlerInfo(id=h.id, reason=str(h.reason), resource=str(h.resource)) for h in self.registry.handlers]
+
+    @property
+    def resources(self) -> list[str]:
+        return [str(ref) for ref in self.registry.resources()]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of ``opd plugins --json``."""
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "entry_point": self.value,
+            "enabled": self.enabled,
+            "disabled_by": self.disabled_by,
+            "status": str(self.status),
+            "error": self.error,
+            "hooks": list(self.hooks),
+            "resources": self.resources,
+            "handlers": [{"id": h.id, "reason": h.reason, "resource": h.resource} for h in self.handlers],
+            "namespaces": list(self.config.namespaces),
+            "clusterwide": self.config.clusterwide,
+            "isolation": self.config.isolation,
+            "prefix": self.settings.persistence.prefix,
+            "status_field": self.settings.persistence.status_field,
+            "results_field": self.settings.persistence.results_field,
+        }
+
+
+@dataclass
+class Discovery:
+    """Every installed plugin (sorted by name), and warnings about names that match none."""
+
+    plugins: list[Plugin]
+    warnings: list[str] = field(default_factory=list)
+    # Allow-listed names that no installed plugin has: an error in strict mode.
+    missing: list[str] = field(default_factory=list)
+
+    def loaded(self) -> list[Plugin]:
+        return [p for p in self.plugins if p.status is Status.LOADED]
+
+    def failed(self) -> list[Plugin]:
+        return [p for p in self.plugins if p.status is Status.FAILED]
+
+    def check(self, strict: bool) -> None:
+        """In strict mode, raise PluginError (one line) if any plugin failed or an allowed one is missing."""
+        if not strict:
+            return
+        troubles = [f"plugin {p.name!r} failed: {p.error}" for p in self.failed()]
+        troubles += [f"plugin {name!r} is enabled but not installed" for name in self.missing]
+        if troubles:
+            raise PluginError(f"strict mode ({STRICT_ENV}=1): " + "; ".join(troubles))
+
+
+def strict_mode(env: Mapping[str, str] | None = None) -> bool:
+    env = os.environ if env is None else env
+    text = env.get(STRICT_ENV, "").strip().lower()
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    if text in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"${STRICT_ENV}: expected 1 or 0, got {env[STRICT_ENV]!r}")
+
+
+def isolated_settings(name: str) -> OperatorSettings:
+    """Settings whose persistence names are the plugin's own: no two plugins share markers or finalizers."""
+    settings = OperatorSettings()
+    settings.persistence.prefix = f"{dns_label(name)}.opd.dev"
+    settings.persistence.status_field = f"opd-{field_name(name)}"  # markers: opd's own business
+    settings.persistence.results_field = field_name(name)  # results: status.<plugin>.<handler id>
+    return settings
+
+
+def dns_label(name: str) -> str:
+    """``name`` as one DNS label (annotation prefixes and finalizers must be DNS subdomains)."""
+    label = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63].strip("-")
+    return label or "plugin"
+
+
+def field_name(name: str) -> str:
+    """``name`` as a status field name: no dots or spaces, which JSONPath tools would split on."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_-") or "plugin"
+
+
+def installed() -> list[metadata.EntryPoint]:
+    """The entry points of the group ``opd.plugins`` of every installed distribution."""
+    return sorted(metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP), key=_sort_key)
+
+
+def _sort_key(ep: metadata.EntryPoint) -> tuple[str, str]:
+    return ep.name, ep.dist.metadata["Name"] if ep.dist is not None else ""
+
+
+def discover(config: DaemonConfig, env: Mapping[str, str] | None = None,
+             entry_points: Iterable[metadata.EntryPoint] | None = None) -> Discovery:
+    """Every installed plugin, enabled or not; nothing is imported yet (see ``load`` and ``load_all``)."""
+    env = os.environ if env is None else env
+    eps = sorted(installed() if entry_points is None else entry_points, key=_sort_key)
+    plugins: list[Plugin] = []
+    owners: dict[str, str | None] = {}
+    for ep in eps:
+        dist = ep.dist
+        plugin = Plugin(
+            name=ep.name,
+            value=ep.value,
+            distribution=dist.metadata["Name"] if dist is not None else None,
+            version=dist.version if dist is not None else None,
+            config=config.plugin(ep.name),
+            registry=OperatorRegistry(),
+            settings=isolated_settings(ep.name),
+            entry_point=ep,
+        )
+        plugin.disabled_by = _disabled_by(ep.name, config, env)
+        if ep.name in owners:  # the same name in two distributions: the first by distribution name keeps it
+            plugin.status = Status.FAILED
+            plugin.error = f"the plugin name {ep.name!r} is taken by distribution {owners[ep.name]}"
+        owners.setdefault(ep.name, plugin.distribution)
+        plugins.append(plugin)
+    found = Discovery(plugins=plugins)
+    _name_warnings(found, config, env)
+    return found
+
+
+def load_all(config: DaemonConfig, env: Mapping[str, str] | None = None,
+             entry_points: Iterable[metadata.EntryPoint] | None = None) -> Discovery:
+    """Discover, then load every enabled plugin; failures are recorded on the plugins, never raised."""
+    found = discover(config, env, entry_points)
+    for plugin in found.plugins:
+        if plugin.enabled and plugin.status is not Status.FAILED:
+            load(plugin)
+    _check_clashes(found.loaded())
+    return found
+
+
+def load(plugin: Plugin) -> None:
+    """Import the plugin, then call its ``opd_register`` and ``opd_configure``; sets status and error.
+
+    Once per Plugin: to reload, ``discover`` again (fresh registries and settings). Python
+    imports a module once per process, so a plugin whose handlers come only from module-level
+    decorators registers nothing the second time: a reload should keep such a plugin's Plugin.
+    """
+    if plugin.entry_point is None:
+        raise ValueError(f"plugin {plugin.name!r} has no entry point to load")
+    ep = plugin.entry_point
+    roots = _package_roots(ep)
+    # Module-level decorators without registry= run during the import: a fresh context whose
+    # default registry is the plugin's own catches them (and keeps the process default clean).
+    # Log lines of the plugin's import and hooks carry plugin=<name>.
+    try:
+        with logger.contextualize(plugin=plugin.name):
+            contextvars.copy_context().run(_load_in_context, plugin, ep)
+    except _NotAPlugin as exc:
+        plugin.status, plugin.error = Status.FAILED, str(exc)
+    except (Exception, SystemExit) as exc:  # a plugin's failure of any kind stays the plugin's
+        plugin.status, plugin.error = Status.FAILED, describe_error(exc, roots)
+    else:
+        plugin.status = Status.LOADED
+    if plugin.status is Status.FAILED:
+        logger.bind(plugin=plugin.name).error(f"opd: plugin {plugin.name!r} failed: {plugin.error}")
+
+
+def _load_in_context(plugin: Plugin, ep: metadata.EntryPoint) -> None:
+    set_default_registry(plugin.registry)
+    obj = ep.load()
+    # Each plugin gets its OWN manager: a hook call on a shared manager would call every plugin's
+    # implementation with the same registry and config, mixing their handlers and settings.
+    # Separate managers make that impossible, and let one plugin fail without touching the others.
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    manager.register(obj, name=plugin.name)
+    manager.check_pending()  # an @opd.hookimpl whose name matches no spec (a typo) is an error
+    plugin.manager = manager
+    plugin.hooks = tuple(sorted(caller.name for caller in manager.get_hookcallers(obj) or ()))
+    if not plugin.hooks and not plugin.registry.handlers:  # module-level decorators alone are a plugin too
+        unmarked = [n for n in ("opd_register", "opd_configure") if callable(getattr(obj, n, None))]
+        hint = f"{unmarked[0]} is not marked with @opd.hookimpl" if unmarked else "mark opd_register with @opd.hookimpl"
+        raise _NotAPlugin(f"no opd hooks in {ep.value}: {hint}")
+    options = plugin.config.options_copy()
+    manager.hook.opd_register(registry=plugin.registry, config=options)
+    manager.hook.opd_configure(settings=plugin.settings, config=options)
+
+
+def _disabled_by(name: str, config: DaemonConfig, env: Mapping[str, str]) -> str | None:
+    rules = config.plugins
+    source = str(config.path) if config.path else "config"
+    allowed, denied = _env_names(env, ENABLE_ENV), _env_names(env, DISABLE_ENV)
+    if allowed is not None and name not in allowed:
+        return f"not in ${ENABLE_ENV}"
+    if denied is not None and name in denied:
+        return f"in ${DISABLE_ENV}"
+    if rules.enable is not None and name not in rules.enable:
+        return f"not in [plugins].enable ({source})"
+    if name in rules.disable:
+        return f"in [plugins].disable ({source})"
+    return None
+
+
+def _env_names(env: Mapping[str, str], var: str) -> set[str] | None:
+    if var not in env:
+        return None
+    return {part.strip() for part in env[var].split(",") if part.strip()}
+
+
+def _name_warnings(found: Discovery, config: DaemonConfig, env: Mapping[str, str]) -> None:
+    names = [p.name for p in found.plugins]
+    rules = config.plugins
+
+    def unknown(where: str, listed: Iterable[str], allow_list: bool) -> None:
+        for name in sorted(set(listed) - set(names)):
+            guess = closest(name, names)
+            hint = f" (did you mean {guess!r}?)" if guess else ""
+            found.warnings.append(f"{where}: no installed plugin {name!r}{hint}")
+            if allow_list:
+                found.missing.append(name)
+
+    unknown("[plugins].enable", rules.enable or (), True)
+    unknown("[plugins].disable", rules.disable, False)
+    unknown(f"${ENABLE_ENV}", _env_names(env, ENABLE_ENV) or (), True)
+    unknown(f"${DISABLE_ENV}", _env_names(env, DISABLE_ENV) or (), False)
+    for name in sorted(set(rules.tables) - set(names)):
+        guess = closest(name, names)
+        hint = f" (did you mean {guess!r}?)" if guess else ""
+        found.warnings.append(f"[plugins.{name}]: no installed plugin {name!r}{hint}")
+    found.missing = sorted(set(found.missing))
+
+
+def _check_clashes(plugins: Sequence[Plugin]) -> None:
+    """Two plugins writing the same markers would undo each other's work: the later one fails."""
+    seen: dict[tuple[str, str], str] = {}
+    for plugin in plugins:
+        persistence = plugin.settings.persistence
+        # Markers and results are both fields of .status: one namespace for the two.
+        names = [("prefix", "prefix", persistence.prefix), ("status", "status_field", persistence.status_field)]
+        if persistence.results_field is not None:  # None: results at .status.<handler id>, shared by all
+            names.append(("status", "results_field", persistence.results_field))
+        for space, kind, value in names:
+            other = seen.setdefault((space, value), plugin.name)
+            if other != plugin.name and plugin.status is Status.LOADED:
+                plugin.status = Status.FAILED
+                plugin.error = f"persistence {kind} {value!r} is also plugin {other!r}'s: set another in opd_configure"
+                logger.bind(plugin=plugin.name).error(f"opd: plugin {plugin.name!r} failed: {plugin.error}")
+
+
+# -- one-line errors -----------------------------------------------------------------------------------------------
+
+
+def describe_error(exc: BaseException, roots: Sequence[str] = ()) -> str:
+    """``Type: message (at pkg/mod.py:12)``: the innermost place in the plugin's own code, on one line."""
+    if isinstance(exc, SyntaxError):  # the import machinery raised it: the place is on the exception
+        message = exc.msg or ""
+        where = f"{_short_path(exc.filename, roots)}:{exc.lineno}" if exc.filename else None
+    else:
+        message = str(exc)
+        where = _innermost(exc, roots)
+    message = " ".join(message.split())
+    if len(message) > 300:
+        message = message[:299] + "…"
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return f"{text} (at {where})" if where else text
+
+
+def _innermost(exc: BaseException, roots: Sequence[str]) -> str | None:
+    where = None
+    for frame, lineno in traceback.walk_tb(exc.__traceback__):
+        module = frame.f_globals.get("__name__", "")
+        if any(module == root or module.startswith(root + ".") for root in roots):
+            where = f"{_short_path(frame.f_code.co_filename, roots)}:{lineno}"
+    return where
+
+
+def _short_path(filename: str, roots: Sequence[str]) -> str:
+    """The file from its top-level package on (``pkg/mod.py``): where it is installed says little."""
+    for root in roots:
+        for marker in (f"{os.sep}{root}{os.sep}", f"{os.sep}{root}.py"):
+            at = filename.rfind(marker)
+            if at >= 0:
+                return filename[at + 1:]
+    return filename
+
+
+def _package_roots(ep: metadata.EntryPoint) -> list[str]:
+    """The top-level modules that are the plugin's code: the entry point's, and its distribution's."""
+    roots = {ep.module.split(".")[0]}
+    dist = ep.dist
+    if dist is not None:
+        top_level = dist.read_text("top_level.txt") or ""
+        roots.update(line.strip() for line in top_level.splitlines() if line.strip())
+    return sorted(roots)

@@ -1,0 +1,326 @@
+"""The daemon's TOML config: defaults, every kind of problem (exact one-line messages), the CLI."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from opd.cli import main
+from opd.daemon import config
+from opd.daemon.config import ConfigFileError, DaemonConfig, Listen, parse
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigFileError) as err:
+        parse(text)
+    return err.value.problems
+
+
+def test_empty_file_gives_the_defaults() -> None:
+    cfg = parse("")
+    assert cfg == DaemonConfig()
+    assert cfg.opd.clusterwide is True
+    assert cfg.opd.namespaces == ()
+    assert cfg.opd.log_level == "info"
+    assert cfg.opd.log_format == "auto"
+    assert cfg.opd.listen is None
+    assert cfg.opd.shutdown_timeout == 8.0
+    assert (cfg.kubernetes.kubeconfig, cfg.kubernetes.context, cfg.kubernetes.in_cluster) == (None, None, None)
+    assert (cfg.plugins.enable, cfg.plugins.disable, dict(cfg.plugins.tables)) == (None, (), {})
+
+
+def test_a_full_config(tmp_path: Path) -> None:
+    path = tmp_path / "opd.toml"
+    path.write_text("""
+[opd]
+namespaces = ["dev-*", "!dev-tmp", "prod"]
+log_level = "DEBUG"
+log_format = "json"
+listen = "127.0.0.1:8080"
+shutdown_timeout = 3
+
+[kubernetes]
+kubeconfig = "kube/config"
+context = "admin@local"
+
+[plugins]
+enable = ["good", "other"]
+disable = ["bad"]
+
+[plugins.good]
+clusterwide = true
+isolation = "thread"
+greeting = "hi"
+nested = { level = 2, items = [1, 2] }
+""")
+    cfg = config.load(path)
+    assert cfg.path == path
+    assert cfg.opd.namespaces == ("dev-*", "!dev-tmp", "prod")
+    assert cfg.opd.clusterwide is False
+    assert cfg.opd.log_level == "debug"
+    assert cfg.opd.log_format == "json"
+    assert cfg.opd.listen == Listen("127.0.0.1", 8080)
+    assert cfg.opd.shutdown_timeout == 3.0
+    # Relative to the config file, as kubeconfig's own paths are.
+    assert cfg.kubernetes.kubeconfig == str(tmp_path / "kube" / "config")
+    assert cfg.kubernetes.context == "admin@local"
+    assert cfg.plugins.enable == ("good", "other")
+    assert cfg.plugins.disable == ("bad",)
+
+    good = cfg.plugin("good")
+    assert (good.namespaces, good.clusterwide, good.isolation) == ((), True, "thread")
+    assert dict(good.options) == {"greeting": "hi", "nested": {"level": 2, "items": [1, 2]}}
+    # A plugin without a table inherits [opd]'s scope and runs shared.
+    other = cfg.plugin("other")
+    assert (other.namespaces, other.clusterwide, other.isolation, dict(other.options)) == (
+        ("dev-*", "!dev-tmp", "prod"), False, "shared", {})
+
+
+def test_plugin_options_are_copied_for_the_plugin() -> None:
+    cfg = parse('[plugins.good]\nnested = { items = [1] }\n')
+    mine = cfg.plugin("good").options_copy()
+    mine["nested"]["items"].append(2)
+    assert cfg.plugin("good").options_copy() == {"nested": {"items": [1]}}
+
+
+def test_a_plugin_table_overrides_the_scope() -> None:
+    cfg = parse('[opd]\nnamespaces = ["a"]\n[plugins.p]\nnamespaces = ["b-*"]\n[plugins.q]\nclusterwide = true\n')
+    assert (cfg.plugin("p").namespaces, cfg.plugin("p").clusterwide) == (("b-*",), False)
+    assert (cfg.plugin("q").namespaces, cfg.plugin("q").clusterwide) == ((), True)
+    assert (cfg.plugin("r").namespaces, cfg.plugin("r").clusterwide) == (("a",), False)
+
+
+def test_listen_accepts_ipv6() -> None:
+    assert parse('[opd]\nlisten = "[::1]:9090"').opd.listen == Listen("::1", 9090)
+    assert str(Listen("::1", 9090)) == "[::1]:9090"
+    assert parse('[opd]\nlisten = ""').opd.listen is None
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('[opd]\nnamespaces = 3', "[opd].namespaces: expected a list of strings, got integer"),
+    ('[opd]\nnamespaces = "default"', "[opd].namespaces: expected a list of strings, got string"),
+    ('[opd]\nnamespaces = ["a", 1]', "[opd].namespaces[1]: expected a string, got integer"),
+    ('[opd]\nnamespaces = [""]', "[opd].namespaces[0]: empty string"),
+    ('[opd]\nnamespaces = ["Dev_1"]',
+     "[opd].namespaces[0]: 'Dev_1' is not a namespace name or glob (lowercase letters, digits, '-', * ? [ ], "
+     "a leading !)"),
+    ('[opd]\nnamespaces = []', "[opd].namespaces: empty list (to serve every namespace, set clusterwide = true)"),
+    ('[opd]\nnamespace = ["a"]', "[opd].namespace: unknown key (did you mean 'namespaces'?)"),
+    ('[opd]\nlog-level = "info"', "[opd].log-level: unknown key (did you mean 'log_level'?)"),
+    ('[opd]\ncolour = true', "[opd].colour: unknown key"),
+    ('[kubernets]\ncontext = "x"', "[kubernets]: unknown section (did you mean 'kubernetes'?)"),
+    ('log_level = "debug"', "log_level: unknown top-level key (did you mean '[opd].log_level'?)"),
+    ('verbose = true', "verbose: unknown top-level key"),
+    ('opd = 1', "[opd]: expected a table, got integer"),
+    ('[opd]\nclusterwide = "yes"', "[opd].clusterwide: expected true or false, got string"),
+    ('[opd]\nclusterwide = true\nnamespaces = ["a"]',
+     "[opd].clusterwide: true together with namespaces: set one or the other"),
+    ('[opd]\nclusterwide = false', "[opd].clusterwide: false needs namespaces = [...] in the same table"),
+    ('[opd]\nlog_level = "warn"',
+     "[opd].log_level: expected one of trace, debug, info, warning, error, got 'warn' (did you mean 'warning'?)"),
+    ('[opd]\nlog_level = 10', "[opd].log_level: expected a string, got integer"),
+    ('[opd]\nlog_format = "syslog"', "[opd].log_format: expected one of auto, text, json, journal, got 'syslog'"),
+    ('[opd]\nlisten = "8080"', "[opd].listen: expected \"HOST:PORT\" (e.g. \"127.0.0.1:8080\"), got '8080'"),
+    ('[opd]\nlisten = "localhost:70000"',
+     "[opd].listen: expected \"HOST:PORT\" (e.g. \"127.0.0.1:8080\"), got 'localhost:70000'"),
+    ('[opd]\nlisten = 8080', "[opd].listen: expected a string, got integer"),
+    ('[opd]\nshutdown_timeout = 0', "[opd].shutdown_timeout: expected a number of seconds > 0, got 0"),
+    ('[opd]\nshutdown_timeout = -1.5', "[opd].shutdown_timeout: expected a number of seconds > 0, got -1.5"),
+    ('[opd]\nshutdown_timeout = inf', "[opd].shutdown_timeout: expected a number of seconds > 0, got inf"),
+    ('[opd]\nshutdown_timeout = true', "[opd].shutdown_timeout: expected a number of seconds, got boolean"),
+    ('[opd]\nshutdown_timeout = "8s"', "[opd].shutdown_timeout: expected a number of seconds, got string"),
+    ('[kubernetes]\nkubeconfig = ""', "[kubernetes].kubeconfig: empty string (leave the key out for the default)"),
+    ('[kubernetes]\nin_cluster = 1', "[kubernetes].in_cluster: expected true or false, got integer"),
+    ('[kubernetes]\nin_cluster = true\nkubeconfig = "/k"',
+     "[kubernetes].in_cluster: true together with kubeconfig: set one or the other"),
+    ('[kubernetes]\ncontext = 2024-01-01', "[kubernetes].context: expected a string, got date"),
+    ('[plugins]\nenable = "good"', "[plugins].enable: expected a list of strings, got string"),
+    ('[plugins]\nenabled = ["good"]',
+     "[plugins].enabled: unknown key (did you mean 'enable'?) (a plugin's own settings go in a table "
+     "[plugins.<name>])"),
+    ('[plugins]\nenable = ["a"]\ndisable = ["a"]', "[plugins].disable: 'a' is in enable too"),
+    ('[plugins.good]\nisolation = "process"',
+     "[plugins.good].isolation: expected one of shared, thread, got 'process'"),
+    ('[plugins.good]\nnamespaces = [1]', "[plugins.good].namespaces[0]: expected a string, got integer"),
+    ('[plugins."my.plugin"]\nclusterwide = false',
+     '[plugins."my.plugin"].clusterwide: false needs namespaces = [...] in the same table'),
+])
+def test_each_problem_is_one_line_naming_the_key(text: str, expected: str) -> None:
+    assert problems(text) == [expected]
+
+
+def test_every_problem_is_reported_at_once_in_file_order(tmp_path: Path) -> None:
+    path = tmp_path / "opd.toml"
+    path.write_text('[opd]\nnamespace = ["a"]\nlog_level = "loud"\n[kubernetes]\ncontex = "x"\n'
+                    '[plugins]\ndisable = "bad"\n')
+    with pytest.raises(ConfigFileError) as err:
+        config.load(path)
+    assert err.value.lines() == [
+        f"{path}: [opd].namespace: unknown key (did you mean 'namespaces'?)",
+        f"{path}: [opd].log_level: expected one of trace, debug, info, warning, error, got 'loud'",
+        f"{path}: [kubernetes].contex: unknown key (did you mean 'context'?)",
+        f"{path}: [plugins].disable: expected a list of strings, got string",
+    ]
+    # As an exception (e.g. through the CLI's one-line errors): one line, all problems.
+    assert str(err.value) == f"{path}: 4 problems: " + "; ".join(err.value.problems)
+    assert "\n" not in str(err.value)
+
+
+def test_a_toml_syntax_error_gives_line_and_column() -> None:
+    # The position is ours to format; the wording is tomllib's (and may change between Pythons).
+    [problem] = problems('[opd]\nlog_level = "info"\nlisten = 127.0.0.1:8080\n')
+    assert re.fullmatch(r"line 3, column 15: TOML syntax error: [a-z].*", problem)
+    [problem] = problems("[opd\n")
+    assert re.fullmatch(r"line 1, column 5: TOML syntax error: [a-z].*", problem)
+    [problem] = problems("[opd]\nlisten =")
+    assert re.fullmatch(r"end of file: TOML syntax error: [a-z].*", problem)
+
+
+def test_text_that_is_not_utf8() -> None:
+    with pytest.raises(ConfigFileError) as err:
+        parse(b'[opd]\n# caf\xe9\n')
+    assert err.value.problems == ["line 2: not UTF-8 text (byte 0xe9)"]
+
+
+def test_an_unreadable_file_names_path_and_reason(tmp_path: Path) -> None:
+    with pytest.raises(ConfigFileError) as err:
+        config.load(tmp_path / "missing.toml")
+    assert str(err.value) == f"{tmp_path / 'missing.toml'}: cannot read: No such file or directory"
+    with pytest.raises(ConfigFileError) as err:
+        config.load(tmp_path)
+    assert str(err.value) == f"{tmp_path}: cannot read: Is a directory"
+
+
+def test_the_default_path_may_be_missing_but_not_an_explicit_one(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config, "DEFAULT_PATH", tmp_path / "absent.toml")
+    assert config.resolve_path(None, env={}) == (tmp_path / "absent.toml", False)
+    assert config.load(None, env={}) == DaemonConfig()
+    # $OPD_CONFIG names the file explicitly: it must exist.
+    env = {"OPD_CONFIG": str(tmp_path / "named.toml")}
+    assert config.resolve_path(None, env=env) == (tmp_path / "named.toml", True)
+    with pytest.raises(ConfigFileError, match=r"named\.toml: cannot read: No such file or directory"):
+        config.load(None, env=env)
+    (tmp_path / "named.toml").write_text('[opd]\nlog_level = "error"\n')
+    assert config.load(None, env=env).opd.log_level == "error"
+    assert config.resolve_path("x.toml", env=env) == (Path("x.toml"), True)
+
+
+def test_render_is_toml_that_reads_back_the_same() -> None:
+    cfg = parse("""
+[opd]
+namespaces = ["a", "b-*"]
+listen = "[::1]:9000"
+shutdown_timeout = 2.5
+[kubernetes]
+kubeconfig = "/etc/opd/kubeconfig"
+context = "c"
+[plugins]
+enable = ["x", "y.z"]
+[plugins."y.z"]
+isolation = "thread"
+text = "quote \\" and \\\\ and ünï"
+when = 2024-01-02T03:04:05Z
+deep = { list = [1.5, true, "s"], t = { u = 1 } }
+""")
+    again = parse(config.render(cfg))
+    assert (again.opd, again.kubernetes, again.plugins.enable) == (cfg.opd, cfg.kubernetes, cfg.plugins.enable)
+    for name in ("x", "y.z", "other"):
+        assert again.plugin(name) == cfg.plugin(name)
+    assert parse(config.render(DaemonConfig())) == DaemonConfig()
+
+
+def test_etc_opd_toml_is_valid_and_documents_every_key() -> None:
+    text = (REPO / "etc" / "opd.toml").read_text()
+    assert config.load(REPO / "etc" / "opd.toml") == DaemonConfig(path=REPO / "etc" / "opd.toml")
+    documented: dict[str, set[str]] = {}
+    section = ""
+    for line in text.splitlines():
+        if found := re.fullmatch(r"#? ?\[([a-z.]+)\]", line):
+            section = found.group(1)
+        elif found := re.fullmatch(r"# ([a-z_]+) = .*", line):
+            documented.setdefault(section, set()).add(found.group(1))
+    assert documented["opd"] >= {"namespaces", "clusterwide", "log_level", "log_format", "listen", "shutdown_timeout"}
+    assert documented["kubernetes"] >= {"kubeconfig", "context", "in_cluster"}
+    assert documented["plugins"] >= {"enable", "disable"}
+    assert documented["plugins.backups"] >= set(config.PLUGIN_OWN_KEYS)
+    assert '# log_level = "info"' in text and '# log_format = "auto"' in text
+    assert "# shutdown_timeout = 8.0" in text and '# listen = ""' in text
+
+
+# -- the CLI ---------------------------------------------------------------------------------------------------------
+
+
+def test_cli_config_check_ok(tmp_path: Path) -> None:
+    path = tmp_path / "opd.toml"
+    path.write_text('[opd]\nnamespaces = ["default"]\n')
+    result = CliRunner().invoke(main, ["config", "check", str(path)])
+    assert (result.exit_code, result.stdout, result.stderr) == (0, f"{path}: ok\n", "")
+
+
+def test_cli_config_check_problems_one_line_each_on_stderr(tmp_path: Path) -> None:
+    path = tmp_path / "opd.toml"
+    path.write_text('[opd]\nnamespace = ["a"]\nshutdown_timeout = 0\n')
+    result = CliRunner().invoke(main, ["config", "check", str(path)])
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"{path}: [opd].namespace: unknown key (did you mean 'namespaces'?)",
+        f"{path}: [opd].shutdown_timeout: expected a number of seconds > 0, got 0",
+    ]
+
+
+@pytest.mark.parametrize("content", [b"\x00\xff\xfe garbage", b"[[[", b"a = 1\na = 2\n"])
+def test_cli_config_check_never_shows_a_traceback(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "opd.toml"
+    path.write_bytes(content)
+    result = CliRunner().invoke(main, ["config", "check", str(path)])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(f"{path}: ")
+
+
+def test_cli_config_check_missing_and_default_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config, "DEFAULT_PATH", tmp_path / "absent.toml")
+    monkeypatch.delenv("OPD_CONFIG", raising=False)
+    result = CliRunner().invoke(main, ["config", "check"])
+    assert result.exit_code == 0
+    assert result.stdout == f"{tmp_path / 'absent.toml'}: ok (no such file: the defaults apply)\n"
+    result = CliRunner().invoke(main, ["config", "check", str(tmp_path / "nope.toml")])
+    assert result.exit_code == 1
+    assert result.stderr == f"{tmp_path / 'nope.toml'}: cannot read: No such file or directory\n"
+
+
+def test_cli_config_check_warns_about_unknown_plugin_names(tmp_path: Path) -> None:
+    path = tmp_path / "opd.toml"
+    path.write_text('[plugins]\ndisable = ["surely-not-installed"]\n')
+    result = CliRunner().invoke(main, ["config", "check", str(path)])
+    assert result.exit_code == 0
+    assert result.stdout == f"{path}: ok\n"
+    assert result.stderr == f"{path}: warning: [plugins].disable: no installed plugin 'surely-not-installed'\n"
+
+
+def test_cli_config_show_prints_the_effective_config(tmp_path: Path) -> None:
+    path = tmp_path / "opd.toml"
+    path.write_text('[opd]\nlog_level = "debug"\n[plugins.p]\nkey = "v"\n')
+    result = CliRunner().invoke(main, ["config", "show", str(path)])
+    assert result.exit_code == 0
+    assert result.stdout == config.render(config.load(path))
+    assert 'log_level = "debug"' in result.stdout
+    assert "shutdown_timeout = 8.0" in result.stdout  # a default, shown
+    assert '[plugins.p]\nclusterwide = true\nisolation = "shared"\nkey = "v"\n' in result.stdout
+
+
+def test_the_kubernetes_section_is_a_login() -> None:
+    from dataclasses import asdict
+
+    from opd import Login
+
+    cfg = parse('[kubernetes]\nkubeconfig = "/etc/opd/kubeconfig"\ncontext = "c"\n')
+    assert Login(**asdict(cfg.kubernetes)) == Login(kubeconfig="/etc/opd/kubeconfig", context="c")
+    assert Login(**asdict(DaemonConfig().kubernetes)) == Login()

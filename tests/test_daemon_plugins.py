@@ -1,0 +1,491 @@
+"""Plugins: discovery, isolation and failure handling, in-process and as installed distributions.
+
+The in-process tests hand the loader entry points to modules written on the fly. The
+installed ones build a fresh virtualenv once per session with opd and the plugins of
+tests/fixtures/plugins/ (editable, from copies), and run its ``opd plugins`` command.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Callable, Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+from plugin_venv import opd_cmd
+
+import opd
+from opd.daemon import config, plugins
+from opd.daemon.plugins import Discovery, PluginError, Status
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "tests" / "fixtures" / "plugins"
+
+MakePlugin = Callable[..., metadata.EntryPoint]
+
+
+@pytest.fixture
+def make_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MakePlugin]:
+    """Writes a module and returns an entry point to it (unique module names: no import cache surprises)."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    modules: list[str] = []
+
+    def make(source: str, name: str = "p", attr: str | None = None) -> metadata.EntryPoint:
+        module = f"opd_unit_{uuid.uuid4().hex[:10]}"
+        (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
+        importlib.invalidate_caches()
+        modules.append(module)
+        value = f"{module}:{attr}" if attr else module
+        return metadata.EntryPoint(name=name, value=value, group="opd.plugins")
+
+    yield make
+    for module in modules:
+        sys.modules.pop(module, None)
+
+
+GOOD = """
+    import opd
+
+    @opd.hookimpl
+    def opd_register(registry, config):
+        @opd.on.create("kopfexamples", registry=registry)
+        def create_fn(**_):
+            return config.get("greeting")
+
+    @opd.hookimpl
+    def opd_configure(settings, config):
+        settings.processing.workers = config.get("workers", 7)
+        config["seen_by_configure"] = True
+"""
+
+
+def load(*eps: metadata.EntryPoint, cfg: config.DaemonConfig | None = None,
+         env: dict[str, str] | None = None) -> Discovery:
+    return plugins.load_all(cfg or config.DaemonConfig(), env=env or {}, entry_points=eps)
+
+
+def test_a_good_plugin_registers_into_its_own_registry(make_plugin: MakePlugin) -> None:
+    default_before = opd.get_default_registry().handlers
+    found = load(make_plugin(GOOD, name="good"),
+                 cfg=config.parse('[plugins.good]\nworkers = 3\ngreeting = "hi"\nnamespaces = ["a"]\n'))
+    [good] = found.plugins
+    assert (good.status, good.error, good.enabled) == (Status.LOADED, None, True)
+    assert good.hooks == ("opd_configure", "opd_register")
+    assert [(h.id, h.reason, h.resource) for h in good.handlers] == [("create_fn", "create", "kopfexamples")]
+    assert good.resources == ["kopfexamples"]
+    assert good.registry.handlers[0].fn() == "hi"  # its config, without opd's keys
+    assert good.settings.processing.workers == 3
+    persistence = good.settings.persistence
+    assert (persistence.prefix, persistence.status_field, persistence.results_field) == (
+        "good.opd.dev", "opd-good", "good")
+    assert (good.config.namespaces, good.config.clusterwide) == (("a",), False)
+    assert opd.get_default_registry().handlers == default_before
+    assert found.loaded() == [good] and found.failed() == []
+
+
+def test_plugin_config_is_the_plugins_own_copy(make_plugin: MakePlugin) -> None:
+    cfg = config.parse('[plugins.good]\nnamespaces = ["a"]\nisolation = "thread"\nworkers = 2\n')
+    [good] = load(make_plugin(GOOD, name="good"), cfg=cfg).plugins
+    assert good.status is Status.LOADED
+    assert dict(cfg.plugin("good").options) == {"workers": 2}  # opd_configure's write stayed in its copy
+
+
+def test_plugins_never_see_each_other(make_plugin: MakePlugin) -> None:
+    # The same handler id in two plugins: two registries, two managers, no clash.
+    found = load(make_plugin(GOOD, name="one"), make_plugin(GOOD, name="two"))
+    one, two = found.plugins
+    assert (one.status, two.status) == (Status.LOADED, Status.LOADED)
+    assert one.registry is not two.registry and one.manager is not two.manager
+    assert len(one.registry.handlers) == len(two.registry.handlers) == 1
+    assert one.settings.persistence.prefix == "one.opd.dev"
+    assert two.settings.persistence.prefix == "two.opd.dev"
+
+
+def test_module_level_decorators_land_in_the_plugins_registry(make_plugin: MakePlugin) -> None:
+    default_before = opd.get_default_registry().handlers
+    [plugin] = load(make_plugin("""
+        import opd
+
+        @opd.on.event("configmaps")
+        def watch(**_):
+            pass
+    """, name="decorated")).plugins
+    assert plugin.status is Status.LOADED and plugin.hooks == ()
+    assert [h.id for h in plugin.registry.handlers] == ["watch"]
+    assert opd.get_default_registry().handlers == default_before
+
+
+def test_a_failing_import_is_recorded_with_type_message_and_place(make_plugin: MakePlugin) -> None:
+    ep = make_plugin("""
+        import opd
+
+        def fail():
+            raise RuntimeError("no token\\n  configured")
+
+        fail()
+    """, name="bad")
+    found = load(ep, make_plugin(GOOD, name="good"))
+    bad, good = found.plugins
+    assert bad.status is Status.FAILED
+    assert bad.error == f"RuntimeError: no token configured (at {ep.module}.py:5)"
+    assert good.status is Status.LOADED  # the others go on
+    assert found.failed() == [bad]
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("raise SystemExit(3)", "SystemExit: 3 (at {module}.py:1)"),
+    ("import opd_surely_absent_module", "ModuleNotFoundError: No module named 'opd_surely_absent_module' "
+                                        "(at {module}.py:1)"),
+    ("def broken(:\n    pass", "SyntaxError: invalid syntax (at {module}.py:1)"),
+    ("raise ValueError()", "ValueError (at {module}.py:1)"),
+    ("raise ValueError('x' * 400)", "ValueError: " + "x" * 299 + "… (at {module}.py:1)"),
+])
+def test_import_failures_of_every_kind(make_plugin: MakePlugin, source: str, expected: str) -> None:
+    ep = make_plugin(source)
+    [plugin] = load(ep).plugins
+    assert plugin.status is Status.FAILED
+    assert plugin.error == expected.format(module=ep.module)
+
+
+def test_an_entry_point_to_nothing(make_plugin: MakePlugin) -> None:
+    ep = metadata.EntryPoint(name="ghost", value="opd_no_such_plugin_module", group="opd.plugins")
+    [plugin] = load(ep).plugins
+    assert plugin.error == "ModuleNotFoundError: No module named 'opd_no_such_plugin_module'"
+    ep = make_plugin(GOOD, attr="missing_attribute")
+    [plugin] = load(ep).plugins
+    assert plugin.status is Status.FAILED and plugin.error is not None
+    assert plugin.error.startswith("AttributeError: ")
+
+
+@pytest.mark.parametrize(("hook", "line"), [("opd_register", 6), ("opd_configure", 10)])
+def test_a_raising_hook_fails_only_its_plugin(make_plugin: MakePlugin, hook: str, line: int) -> None:
+    ep = make_plugin(f"""
+        import opd
+
+        @opd.hookimpl
+        def opd_register(registry):
+            {"raise KeyError('region')" if hook == "opd_register" else "pass"}
+
+        @opd.hookimpl
+        def opd_configure(settings):
+            {"raise KeyError('region')" if hook == "opd_configure" else "pass"}
+    """, name="bad")
+    bad, good = load(ep, make_plugin(GOOD, name="good")).plugins
+    assert bad.status is Status.FAILED
+    assert bad.error == f"KeyError: 'region' (at {ep.module}.py:{line})"
+    assert bad.hooks == ("opd_configure", "opd_register")
+    assert good.status is Status.LOADED
+
+
+def test_hook_mistakes_are_failures(make_plugin: MakePlugin) -> None:
+    typo = make_plugin("import opd\n@opd.hookimpl\ndef opd_regster(registry): pass\n", name="a")
+    wrong_args = make_plugin("import opd\n@opd.hookimpl\ndef opd_register(registry, cfg): pass\n", name="b")
+    unmarked = make_plugin("def opd_register(registry, config): pass\n", name="c")
+    empty = make_plugin("x = 1\n", name="d")
+    found = load(typo, wrong_args, unmarked, empty).plugins
+    assert all(p.status is Status.FAILED for p in found)
+    errors = [p.error or "" for p in found]
+    assert errors[0].startswith("PluginValidationError: unknown hook 'opd_regster'")
+    assert errors[1].startswith("PluginValidationError: Plugin 'b' for hook 'opd_register'")
+    assert "{'cfg'}" in errors[1] and "\n" not in errors[1]
+    assert errors[2] == f"no opd hooks in {unmarked.value}: opd_register is not marked with @opd.hookimpl"
+    assert errors[3] == f"no opd hooks in {empty.value}: mark opd_register with @opd.hookimpl"
+
+
+def test_an_object_as_entry_point(make_plugin: MakePlugin) -> None:
+    ep = make_plugin("""
+        import opd
+
+        class Plugin:
+            @opd.hookimpl
+            def opd_register(self, registry):
+                opd.on.create("kopfexamples", registry=registry)(lambda **_: None)
+
+        plugin = Plugin()
+    """, attr="plugin")
+    [plugin] = load(ep).plugins
+    assert plugin.status is Status.LOADED and len(plugin.registry.handlers) == 1
+
+
+def test_clashing_persistence_names_fail_the_later_plugin(make_plugin: MakePlugin) -> None:
+    same_prefix = """
+        import opd
+
+        @opd.hookimpl
+        def opd_register(registry):
+            opd.on.create("kopfexamples", registry=registry)(lambda **_: None)
+
+        @opd.hookimpl
+        def opd_configure(settings):
+            settings.persistence.prefix = "opd.dev"
+    """
+    first, second = load(make_plugin(same_prefix, name="a"), make_plugin(same_prefix, name="b")).plugins
+    assert first.status is Status.LOADED
+    assert second.status is Status.FAILED
+    assert second.error == "persistence prefix 'opd.dev' is also plugin 'a''s: set another in opd_configure"
+    # Names that sanitise alike clash too.
+    first, second = load(make_plugin(GOOD, name="my_plugin"), make_plugin(GOOD, name="my.plugin")).plugins
+    assert (first.name, first.status) == ("my.plugin", Status.LOADED)
+    assert (second.name, second.status) == ("my_plugin", Status.FAILED)
+    assert second.error is not None and "'my-plugin.opd.dev'" in second.error
+
+
+def test_results_and_markers_share_the_status_namespace(make_plugin: MakePlugin) -> None:
+    # Plugin "opd-x" keeps its results in .status.opd-x: where plugin "x" keeps its markers.
+    opd_x, x = load(make_plugin(GOOD, name="x"), make_plugin(GOOD, name="opd-x")).plugins
+    assert (opd_x.name, opd_x.status) == ("opd-x", Status.LOADED)
+    assert (x.status, x.error) == (
+        Status.FAILED, "persistence status_field 'opd-x' is also plugin 'opd-x''s: set another in opd_configure")
+
+
+def test_persistence_names_are_valid() -> None:
+    assert plugins.dns_label("My_Plugin.v2") == "my-plugin-v2"
+    assert plugins.dns_label("__") == "plugin"
+    assert len(plugins.dns_label("x" * 100)) == 63
+    assert plugins.field_name("My Plugin.v2") == "My_Plugin_v2"
+    assert plugins.field_name("acme-dns") == "acme-dns"
+    persistence = plugins.isolated_settings("Acme DNS").persistence
+    assert (persistence.prefix, persistence.status_field, persistence.results_field) == (
+        "acme-dns.opd.dev", "opd-Acme_DNS", "Acme_DNS")
+    assert persistence.finalizer == "acme-dns.opd.dev/finalizer"
+
+
+def test_a_name_declared_twice(make_plugin: MakePlugin) -> None:
+    first, second = load(make_plugin(GOOD, name="dup"), make_plugin(GOOD, name="dup")).plugins
+    assert first.status is Status.LOADED
+    assert (second.status, second.error) == (Status.FAILED, "the plugin name 'dup' is taken by distribution None")
+
+
+@pytest.mark.parametrize(("toml", "env", "enabled", "reason"), [
+    ("", {}, {"a", "b", "c"}, None),
+    ('[plugins]\nenable = ["a"]', {}, {"a"}, "not in [plugins].enable (<file>)"),
+    ('[plugins]\ndisable = ["b", "c"]', {}, {"a"}, "in [plugins].disable (<file>)"),
+    ("", {"OPD_PLUGINS": "a, b"}, {"a", "b"}, "not in $OPD_PLUGINS"),
+    ("", {"OPD_PLUGINS": ""}, set(), "not in $OPD_PLUGINS"),
+    ("", {"OPD_DISABLED_PLUGINS": "c"}, {"a", "b"}, "in $OPD_DISABLED_PLUGINS"),
+    # Every rule must allow a plugin: the environment narrows the config, never widens it.
+    ('[plugins]\nenable = ["a", "b"]', {"OPD_PLUGINS": "b,c"}, {"b"}, None),
+    ('[plugins]\ndisable = ["a"]', {"OPD_PLUGINS": "a,b"}, {"b"}, None),
+])
+def test_enabling_and_disabling(make_plugin: MakePlugin, tmp_path: Path, toml: str, env: dict[str, str],
+                                enabled: set[str], reason: str | None) -> None:
+    path = tmp_path / "opd.toml"
+    path.write_text(toml)
+    eps = [make_plugin(GOOD, name=name) for name in ("a", "b", "c")]
+    found = load(*eps, cfg=config.load(path), env=env)
+    assert {p.name for p in found.plugins if p.enabled} == enabled
+    for plugin in found.plugins:
+        assert plugin.status is (Status.LOADED if plugin.enabled else Status.DISABLED)
+        # A disabled plugin is never imported.
+        assert (plugin.entry_point is not None and plugin.entry_point.module in sys.modules) == plugin.enabled
+        assert plugin.hooks == () or plugin.enabled
+    if reason is not None:
+        disabled = [p for p in found.plugins if not p.enabled]
+        assert disabled[-1].disabled_by == reason.replace("<file>", str(path))
+
+
+def test_unknown_names_warn_and_strict_mode_fails(make_plugin: MakePlugin) -> None:
+    cfg = config.parse('[plugins]\nenable = ["good", "godo", "bad"]\ndisable = ["nope"]\n[plugins.gooood]\nx = 1\n')
+    bad = make_plugin("raise RuntimeError('boom')", name="bad")
+    found = load(make_plugin(GOOD, name="good"), bad, cfg=cfg, env={"OPD_PLUGINS": "good,bad,extra"})
+    assert found.warnings == [
+        "[plugins].enable: no installed plugin 'godo' (did you mean 'good'?)",
+        "[plugins].disable: no installed plugin 'nope'",
+        "$OPD_PLUGINS: no installed plugin 'extra'",
+        "[plugins.gooood]: no installed plugin 'gooood' (did you mean 'good'?)",
+    ]
+    assert found.missing == ["extra", "godo"]
+    found.check(strict=False)
+    with pytest.raises(PluginError) as err:
+        found.check(strict=True)
+    assert str(err.value) == (
+        f"strict mode (OPD_STRICT_PLUGINS=1): plugin 'bad' failed: RuntimeError: boom (at {bad.module}.py:1); "
+        "plugin 'extra' is enabled but not installed; plugin 'godo' is enabled but not installed")
+
+
+def test_strict_mode_from_the_environment() -> None:
+    assert plugins.strict_mode({}) is False
+    for text in ("1", "true", "YES", "on"):
+        assert plugins.strict_mode({"OPD_STRICT_PLUGINS": text}) is True
+    for text in ("", "0", "false", "no", "off"):
+        assert plugins.strict_mode({"OPD_STRICT_PLUGINS": text}) is False
+    with pytest.raises(opd.ConfigError, match=r"^\$OPD_STRICT_PLUGINS: expected 1 or 0, got 'maybe'$"):
+        plugins.strict_mode({"OPD_STRICT_PLUGINS": "maybe"})
+
+
+def test_to_dict_has_every_field(make_plugin: MakePlugin) -> None:
+    [good] = load(make_plugin(GOOD, name="good")).plugins
+    ep = good.entry_point
+    assert ep is not None
+    assert good.to_dict() == {
+        "name": "good", "distribution": None, "version": None, "entry_point": ep.value,
+        "enabled": True, "disabled_by": None, "status": "loaded", "error": None,
+        "hooks": ["opd_configure", "opd_register"], "resources": ["kopfexamples"],
+        "handlers": [{"id": "create_fn", "reason": "create", "resource": "kopfexamples"}],
+        "namespaces": [], "clusterwide": True, "isolation": "shared",
+        "prefix": "good.opd.dev", "status_field": "opd-good", "results_field": "good",
+    }
+    json.dumps(good.to_dict())
+
+
+# -- installed distributions, in a virtualenv of their own (the `venv` fixture in conftest.py) ---------------------
+
+@pytest.fixture
+def empty_config(tmp_path: Path) -> Path:
+    path = tmp_path / "opd.toml"
+    path.write_text("")
+    return path
+
+
+def by_name(listing: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {p["name"]: p for p in listing}
+
+
+@pytest.mark.timeout(300)
+def test_installed_plugins_as_json(venv: Path, empty_config: Path) -> None:
+    result = opd_cmd(venv, "plugins", "--json", "--config", str(empty_config))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    listing = json.loads(result.stdout)
+    assert [p["name"] for p in listing] == ["broken-import", "broken-register", "decorated", "good"]
+    found = by_name(listing)
+    assert found["good"] == {
+        "name": "good", "distribution": "opd-test-good", "version": "1.2.3", "entry_point": "opd_test_good",
+        "enabled": True, "disabled_by": None, "status": "loaded", "error": None,
+        "hooks": ["opd_configure", "opd_register"], "resources": ["kopfexamples"],
+        "handlers": [{"id": "create_fn", "reason": "create", "resource": "kopfexamples"}],
+        "namespaces": [], "clusterwide": True, "isolation": "shared",
+        "prefix": "good.opd.dev", "status_field": "opd-good", "results_field": "good",
+    }
+    assert found["broken-import"]["status"] == "failed"
+    assert found["broken-import"]["error"] == (
+        "RuntimeError: no API token configured (set ACME_TOKEN) (at opd_test_broken_import/__init__.py:7)")
+    assert found["broken-import"]["hooks"] == []
+    assert found["broken-register"]["status"] == "failed"
+    assert found["broken-register"]["error"] == "KeyError: 'region' (at opd_test_broken_register/helpers.py:6)"
+    assert found["broken-register"]["hooks"] == ["opd_register"]
+    assert found["broken-register"]["entry_point"] == "opd_test_broken_register.plugin"
+    assert found["decorated"]["status"] == "loaded"
+    assert found["decorated"]["handlers"] == [{"id": "watch_configmaps", "reason": "event", "resource": "configmaps"}]
+
+
+@pytest.mark.timeout(300)
+def test_installed_plugins_as_a_table(venv: Path, empty_config: Path) -> None:
+    result = opd_cmd(venv, "plugins", "--config", str(empty_config))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "STATUS", "DISTRIBUTION", "ENTRY", "POINT"]
+    assert lines[1].split() == ["broken-import", "failed", "opd-test-broken-import", "0.1.0", "opd_test_broken_import"]
+    assert ("    error: RuntimeError: no API token configured (set ACME_TOKEN) "
+            "(at opd_test_broken_import/__init__.py:7)") in lines
+    assert "    error: KeyError: 'region' (at opd_test_broken_register/helpers.py:6)" in lines
+    assert "    handlers: create_fn (create kopfexamples)" in lines
+    assert ("    runs: cluster-wide; isolation shared; markers good.opd.dev, .status.opd-good; "
+            "results .status.good") in lines
+    assert lines[-1] == "4 plugin(s): 2 loaded, 2 failed, 0 disabled"
+    assert result.stderr == ""
+
+
+@pytest.mark.timeout(300)
+def test_strict_mode_makes_a_failed_plugin_an_error(venv: Path, empty_config: Path) -> None:
+    result = opd_cmd(venv, "plugins", "--json", "--config", str(empty_config), env={"OPD_STRICT_PLUGINS": "1"})
+    assert result.returncode == 1
+    assert len(json.loads(result.stdout)) == 4  # the listing still comes first
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("Error: strict mode (OPD_STRICT_PLUGINS=1): plugin 'broken-import' failed: ")
+    # With the broken ones disabled, strict mode is content.
+    result = opd_cmd(venv, "plugins", "--config", str(empty_config),
+                     env={"OPD_STRICT_PLUGINS": "1", "OPD_DISABLED_PLUGINS": "broken-import, broken-register"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "4 plugin(s): 2 loaded, 0 failed, 2 disabled"
+
+
+@pytest.mark.timeout(300)
+def test_enable_and_disable_by_config_and_environment(venv: Path, tmp_path: Path) -> None:
+    path = tmp_path / "opd.toml"
+    path.write_text('[plugins]\nenable = ["good", "decorated", "broken-import"]\n'
+                    '[plugins.good]\nnamespaces = ["dev-*"]\nisolation = "thread"\n')
+    result = opd_cmd(venv, "plugins", "--json", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    found = by_name(json.loads(result.stdout))
+    assert {n: p["status"] for n, p in found.items()} == {
+        "broken-import": "failed", "broken-register": "disabled", "decorated": "loaded", "good": "loaded"}
+    assert found["broken-register"]["enabled"] is False
+    assert found["broken-register"]["disabled_by"] == f"not in [plugins].enable ({path})"
+    assert (found["good"]["namespaces"], found["good"]["clusterwide"], found["good"]["isolation"]) == (
+        ["dev-*"], False, "thread")
+
+    result = opd_cmd(venv, "plugins", "--json", "--config", str(path), env={"OPD_PLUGINS": "good"})
+    found = by_name(json.loads(result.stdout))
+    assert [n for n, p in found.items() if p["status"] != "disabled"] == ["good"]
+    assert found["decorated"]["disabled_by"] == "not in $OPD_PLUGINS"
+
+    result = opd_cmd(venv, "plugins", "--json", "--config", str(path), env={"OPD_PLUGINS": ""})
+    assert {p["status"] for p in json.loads(result.stdout)} == {"disabled"}
+
+
+@pytest.mark.timeout(300)
+def test_config_reaches_the_plugin(venv: Path, tmp_path: Path) -> None:
+    path = tmp_path / "opd.toml"
+    path.write_text('[plugins.good]\nworkers = 3\ngreeting = "hi"\n')
+    probe = textwrap.dedent(f"""
+        from opd.daemon import config, plugins
+        found = plugins.load_all(config.load({str(path)!r}), env={{"OPD_PLUGINS": "good"}})
+        good = next(p for p in found.plugins if p.name == "good")
+        print(good.settings.processing.workers, good.registry.handlers[0].fn(spec={{"size": 2}}))
+    """)
+    result = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "3 {'size': 2, 'greeting': 'hi'}"
+
+
+@pytest.mark.timeout(300)
+def test_config_problems_and_name_warnings(venv: Path, tmp_path: Path) -> None:
+    result = opd_cmd(venv, "plugins", "--config", str(tmp_path / "missing.toml"))
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == f"{tmp_path / 'missing.toml'}: cannot read: No such file or directory\n"
+
+    path = tmp_path / "opd.toml"
+    path.write_text('[plugins]\ndisable = ["broken-imprt"]\n[plugins.goood]\nx = 1\n')
+    result = opd_cmd(venv, "config", "check", str(path))
+    assert result.returncode == 0
+    assert result.stdout == f"{path}: ok\n"
+    assert result.stderr.splitlines() == [
+        f"{path}: warning: [plugins].disable: no installed plugin 'broken-imprt' (did you mean 'broken-import'?)",
+        f"{path}: warning: [plugins.goood]: no installed plugin 'goood' (did you mean 'good'?)",
+    ]
+    result = opd_cmd(venv, "plugins", "--json", env={"OPD_CONFIG": str(path)})
+    assert result.returncode == 0
+    assert "warning: [plugins.goood]: no installed plugin 'goood' (did you mean 'good'?)" in result.stderr
+
+
+def test_cli_without_plugins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import logging
+
+    from click.testing import CliRunner
+    from loguru import logger
+
+    from opd.cli import main
+
+    monkeypatch.setattr(plugins, "installed", list)
+    # The command sets up logging for the process: give the other tests theirs back.
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", root.handlers[:])
+    monkeypatch.setattr(root, "level", root.level)
+    (tmp_path / "opd.toml").write_text("")
+    try:
+        result = CliRunner().invoke(main, ["plugins", "--config", str(tmp_path / "opd.toml")])
+        assert (result.exit_code, result.stdout) == (
+            0, "no plugins installed (none declares an entry point in the group 'opd.plugins')\n")
+        result = CliRunner().invoke(main, ["plugins", "--json", "--config", str(tmp_path / "opd.toml")])
+        assert (result.exit_code, result.stdout) == (0, "[]\n")
+    finally:
+        logger.remove()
+        logger.add(sys.stderr)
