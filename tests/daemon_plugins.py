@@ -1,0 +1,45 @@
+"""Plugin objects for the supervisor's tests (loaded through entry points made in the tests)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import opd
+
+CALLS: list[tuple[str, str]] = []
+FLAKY_STARTS: list[int] = []
+
+
+class Recorder:
+    """Records which plugin handled which object; its name comes from its config."""
+
+    @opd.hookimpl
+    def opd_register(self, registry: opd.OperatorRegistry, config: dict[str, Any]) -> None:
+        label = config.get("label", "recorder")
+
+        @opd.on.create("kopfexamples", registry=registry, id="record")
+        def record(name: str, **_: Any) -> str:
+            CALLS.append((label, name))
+            return label
+
+
+class Flaky:
+    """Its operator crashes once at start (a failing startup handler), then runs."""
+
+    @opd.hookimpl
+    def opd_register(self, registry: opd.OperatorRegistry, config: dict[str, Any]) -> None:
+        @opd.on.startup(registry=registry)
+        def boot(**_: Any) -> None:
+            FLAKY_STARTS.append(1)
+            if len(FLAKY_STARTS) == 1:
+                raise opd.PermanentError("first start fails")
+
+        @opd.on.create("kopfexamples", registry=registry, id="record")
+        def record(name: str, **_: Any) -> str:
+            CALLS.append(("flaky", name))
+            return "flaky"
+
+
+recorder_a = Recorder()
+recorder_b = Recorder()
+flaky = Flaky()

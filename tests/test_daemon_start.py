@@ -1,0 +1,181 @@
+"""`opd start` and `opd run` as processes: installed plugins, systemd notifications, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client
+from operators import create_kex, eventually, get_kex
+
+
+def _env(**extra: str) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith("OPD_") and k not in ("PYTHONPATH", "VIRTUAL_ENV", "JOURNAL_STREAM", "NOTIFY_SOCKET")}
+    return {**clean, **extra}
+
+
+class Process:
+    def __init__(self, argv: list[str], log: Path, env: dict[str, str]) -> None:
+        self.log = log
+        with log.open("wb") as out:
+            self.popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(10)
+
+
+class NotifySocket:
+    """A fake $NOTIFY_SOCKET: what systemd would receive."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self.messages: list[str] = []
+
+    def drain(self) -> list[str]:
+        while True:
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except BlockingIOError:
+                return self.messages
+
+    def has(self, field: str) -> bool:
+        return any(field in m.splitlines() for m in self.drain())
+
+
+def _config(path: Path, kubeconfig: Path, namespace: str, greeting: str) -> Path:
+    path.write_text(f"""
+[opd]
+namespaces = ["{namespace}"]
+shutdown_timeout = 3
+log_format = "text"
+
+[kubernetes]
+kubeconfig = "{kubeconfig}"
+
+[plugins.good]
+greeting = "{greeting}"
+""")
+    return path
+
+
+@pytest.mark.timeout(300)
+async def test_opd_start_runs_plugins_notifies_reloads_and_stops(
+    venv: Path, kubeconfig: Path, crd: str, namespace: str, api: client.ApiClient, tmp_path: Path
+) -> None:
+    notify = NotifySocket(tmp_path / "notify.sock")
+    config = _config(tmp_path / "opd.toml", kubeconfig, namespace, "hello")
+    proc = Process([str(venv / "bin" / "opd"), "start", "--config", str(config)], tmp_path / "opd.log",
+                   _env(NOTIFY_SOCKET=str(notify.path)))
+    try:
+        await eventually(lambda: asyncio.sleep(0, notify.has("READY=1")), timeout=60)
+        out = proc.output()
+        # The broken plugins are reported, one line each, and the others run.
+        assert "plugin 'broken-import' failed: " in out
+        assert "plugin 'broken-register' failed: " in out
+        assert "Traceback" not in out
+
+        await create_kex(api, namespace, "first", {"size": 1})
+        first = await eventually(lambda: _result(api, namespace, "first"))
+        assert first == {"size": 1, "greeting": "hello"}
+
+        _config(config, kubeconfig, namespace, "hi")  # only the good plugin's table changes
+        proc.popen.send_signal(signal.SIGHUP)
+        await eventually(lambda: asyncio.sleep(0, "restarted: good" in proc.output()), timeout=30)
+        await create_kex(api, namespace, "second", {"size": 2})
+        second = await eventually(lambda: _result(api, namespace, "second"))
+        assert second == {"size": 2, "greeting": "hi"}
+
+        started = time.monotonic()
+        proc.popen.send_signal(signal.SIGTERM)
+        code = await asyncio.get_running_loop().run_in_executor(None, proc.popen.wait, 30)
+        took = time.monotonic() - started
+        assert code == 0, proc.output()
+        assert took < 10, f"stopping took {took:.1f}s"
+        assert notify.has("STOPPING=1")
+        assert "Traceback" not in proc.output()
+    finally:
+        proc.stop()
+
+
+async def _result(api: client.ApiClient, namespace: str, name: str) -> Any:
+    obj = await get_kex(api, namespace, name)
+    return ((obj.get("status") or {}).get("good") or {}).get("create_fn")
+
+
+def test_opd_start_refuses_a_bad_config_before_running(venv: Path, tmp_path: Path) -> None:
+    config = tmp_path / "opd.toml"
+    config.write_text('[opd]\nnamespaces = 7\nnamespace = ["x"]\n')
+    result = subprocess.run([str(venv / "bin" / "opd"), "start", "--config", str(config)],
+                            capture_output=True, text=True, timeout=60, env=_env())
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert any("[opd].namespaces: expected a list of strings, got integer" in line for line in lines), lines
+    assert any("did you mean 'namespaces'" in line for line in lines), lines
+    assert "Traceback" not in result.stderr
+
+
+HANDLERS = """
+import opd
+
+@opd.on.create('kopfexamples')
+def create_fn(spec, **_):
+    return {'doubled': spec.get('size', 0) * 2}
+"""
+
+
+async def test_opd_run_loads_files_and_stops_on_sigterm(
+    kubeconfig: Path, crd: str, namespace: str, api: client.ApiClient, tmp_path: Path
+) -> None:
+    handlers = tmp_path / "handlers.py"
+    handlers.write_text(HANDLERS)
+    proc = Process([sys.executable, "-m", "opd", "run", str(handlers), "-n", namespace, "--kubeconfig",
+                    str(kubeconfig), "--log-format", "text"], tmp_path / "run.log", _env())
+    try:
+        await eventually(lambda: asyncio.sleep(0, "ready" in proc.output()), timeout=30)
+        await create_kex(api, namespace, "dev", {"size": 21})
+
+        async def doubled() -> Any:
+            obj = await get_kex(api, namespace, "dev")
+            return (obj.get("status") or {}).get("create_fn")
+
+        assert await eventually(doubled) == {"doubled": 42}
+        proc.popen.send_signal(signal.SIGTERM)
+        assert await asyncio.get_running_loop().run_in_executor(None, proc.popen.wait, 15) == 0
+        assert "Traceback" not in proc.output()
+    finally:
+        proc.stop()
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (None, "cannot load handlers from {path}: no such file"),
+    ("def broken(:\n", "cannot load handlers from {path}: SyntaxError"),
+    ("import opd\nraise RuntimeError('no config')\n", "RuntimeError: no config (handlers.py:2)"),
+    ("x = 1\n", "no handlers registered"),
+])
+def test_opd_run_bad_input_is_one_line(tmp_path: Path, content: str | None, expected: str) -> None:
+    path = tmp_path / "handlers.py"
+    if content is not None:
+        path.write_text(content)
+    result = subprocess.run([sys.executable, "-m", "opd", "run", str(path)], capture_output=True, text=True,
+                            timeout=60, env=_env())
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert expected.format(path=path) in lines[0]
