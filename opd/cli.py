@@ -217,6 +217,21 @@ _LOG_LEVELS = click.Choice(["trace", "debug", "info", "warning", "error"])
 _LOG_FORMATS = click.Choice(["auto", "text", "json", "journal"])
 
 
+def _use_local_cluster_if_nothing_else() -> None:
+    """With no cluster configured at all, the local one (`opd local-cluster start`), if it runs."""
+    import os
+
+    from loguru import logger
+
+    configured = os.environ.get("KUBECONFIG") or os.environ.get("KUBERNETES_SERVICE_HOST")
+    if configured or (Path.home() / ".kube" / "config").exists():
+        return
+    state = cluster.read_state()
+    if state is not None and state.running():
+        logger.info(f"opd: no cluster configured: using the local cluster at {state.server}")
+        os.environ["KUBECONFIG"] = str(state.kubeconfig)
+
+
 @main.command("start")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help=_CONFIG_HELP)
 @click.option("-v", "--verbose", is_flag=True, help="Log at debug level (overrides [opd].log_level).")
@@ -233,6 +248,8 @@ def start_cmd(config_path: Path | None, verbose: bool, log_format: str | None) -
 
     cfg = _load_config_or_exit(config_path)
     setup_logging("debug" if verbose else cfg.opd.log_level, log_format or cfg.opd.log_format)
+    if cfg.kubernetes.kubeconfig is None and not cfg.kubernetes.in_cluster:
+        _use_local_cluster_if_nothing_else()
     service.start(cfg)
 
 
@@ -260,6 +277,8 @@ def run_cmd(files: tuple[Path, ...], modules: tuple[str, ...], namespaces: tuple
         raise click.UsageError("give --namespace or --all-namespaces, not both")
     setup_logging("debug" if verbose else "info", log_format)
     registry = devrun.load([str(f) for f in files], modules)
+    if kubeconfig is None:
+        _use_local_cluster_if_nothing_else()
     login = Login(kubeconfig=str(kubeconfig) if kubeconfig else None, context=context)
     asyncio.run(operator(registry=registry, namespaces=list(namespaces) or None,
                          clusterwide=clusterwide or not namespaces, login=login))

@@ -179,3 +179,37 @@ def test_opd_run_bad_input_is_one_line(tmp_path: Path, content: str | None, expe
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, lines
     assert expected.format(path=path) in lines[0]
+
+
+async def test_with_no_cluster_configured_the_running_local_cluster_is_used(
+    control_plane: Any, crd: str, namespace: str, api: client.ApiClient, tmp_path: Path
+) -> None:
+    import json
+
+    assert control_plane.assets is not None
+    cache = tmp_path / "cache"
+    env = _env(HOME=str(tmp_path / "home"), XDG_CACHE_HOME=str(cache))
+    env.pop("KUBECONFIG", None)
+    folder = cache / "opd" / "local-cluster"  # where `opd local-cluster start` keeps its state
+    folder.mkdir(parents=True)
+    (folder / "state.json").write_text(json.dumps({
+        "kubeconfig": str(control_plane.kubeconfig), "server": control_plane.server, "pids": control_plane.pids,
+        "binaries": {"etcd": str(control_plane.assets.etcd), "kube-apiserver": str(control_plane.assets.kube_apiserver),
+                     "kube-controller-manager": str(control_plane.assets.kube_controller_manager)},
+    }))
+    handlers = tmp_path / "handlers.py"
+    handlers.write_text(HANDLERS)
+    proc = Process([sys.executable, "-m", "opd", "run", str(handlers), "-n", namespace, "--log-format", "text"],
+                   tmp_path / "run.log", env)
+    try:
+        await eventually(lambda: asyncio.sleep(0, "ready" in proc.output()), timeout=30)
+        assert f"no cluster configured: using the local cluster at {control_plane.server}" in proc.output()
+        await create_kex(api, namespace, "local", {"size": 1})
+
+        async def doubled() -> Any:
+            obj = await get_kex(api, namespace, "local")
+            return (obj.get("status") or {}).get("create_fn")
+
+        assert await eventually(doubled) == {"doubled": 2}
+    finally:
+        proc.stop()
