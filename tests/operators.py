@@ -15,6 +15,10 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
+from opd.testing.running import RunningOperator
+
+__all__ = ["RunningOperator", "ScriptProcess", "create_kex", "eventually", "get_kex", "handled"]
+
 GROUP, VERSION, PLURAL = "kopf.dev", "v1", "kopfexamples"
 
 
@@ -81,37 +85,3 @@ class ScriptProcess:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
 
-
-class RunningOperator:
-    """An operator in the test's own loop, with a stop flag; ``async with`` waits until ready."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        import opd
-
-        self.stop_flag = asyncio.Event()
-        self.ready_flag = asyncio.Event()
-        self.kwargs = {"install_signal_handlers": False, **kwargs}
-        self.task: asyncio.Task[None] | None = None
-        self._opd = opd
-
-    async def __aenter__(self) -> RunningOperator:
-        self.task = asyncio.create_task(self._opd.operator(
-            stop_flag=self.stop_flag, ready_flag=self.ready_flag, **self.kwargs))
-        ready = asyncio.create_task(self.ready_flag.wait())
-        await asyncio.wait({ready, self.task}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-        if self.task.done():
-            ready.cancel()
-            self.task.result()  # raises what the operator failed with
-        assert self.ready_flag.is_set(), "operator not ready within 30s"
-        return self
-
-    async def stop(self) -> float:
-        assert self.task is not None
-        started = time.monotonic()
-        self.stop_flag.set()
-        await asyncio.wait_for(self.task, 30)
-        return time.monotonic() - started
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.task is not None and not self.task.done():
-            await self.stop()

@@ -2,5 +2,6 @@
 
 from opd.testing.assets import Assets, find_assets, install
 from opd.testing.controlplane import LocalControlPlane
+from opd.testing.running import RunningOperator
 
-__all__ = ["Assets", "LocalControlPlane", "find_assets", "install"]
+__all__ = ["Assets", "LocalControlPlane", "RunningOperator", "find_assets", "install"]
