@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import enum
+import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -95,6 +96,7 @@ class Handler:
         return {k: v for k, v in kwargs.items() if k in self.accepts}
 
 
+@functools.lru_cache(maxsize=1024)
 def accepted_kwargs(fn: Callable[..., Any]) -> frozenset[str] | None:
     params = inspect.signature(fn).parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
@@ -111,8 +113,14 @@ def value_ok(present: bool, actual: Any, want: FilterValue | None, **kw: Any) ->
     if want is ABSENT:
         return not present
     if callable(want):
-        return present and bool(want(actual, **kw))
+        return present and bool(call_with(want, actual, **kw))
     return present and actual == want
+
+
+def call_with(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call a filter callback with only the keyword arguments it names (or all, with **kwargs)."""
+    accepts = accepted_kwargs(fn)
+    return fn(*args, **(kwargs if accepts is None else {k: v for k, v in kwargs.items() if k in accepts}))
 
 
 def resolve_field(body: Mapping[str, Any] | None, path: tuple[str, ...]) -> tuple[bool, Any]:
@@ -134,7 +142,7 @@ def _filter_ok(actual: Mapping[str, str], wanted: Mapping[str, FilterValue] | No
         elif want is ABSENT:
             ok = key not in actual
         elif callable(want):
-            ok = key in actual and bool(want(actual[key], **kw))
+            ok = key in actual and bool(call_with(want, actual[key], **kw))
         else:
             ok = actual.get(key) == want
         if not ok:
@@ -152,7 +160,7 @@ def matches(handler: Handler, body: Mapping[str, Any], kwargs: dict[str, Any]) -
         present, actual = resolve_field(body, handler.field)
         if not value_ok(present, actual, handler.value, **kwargs):
             return False
-    return handler.when is None or bool(handler.when(**handler.select_kwargs(kwargs)))
+    return handler.when is None or bool(call_with(handler.when, **kwargs))
 
 
 def _common_requirement(key: str, wants: list[FilterValue]) -> str | None:
@@ -196,9 +204,14 @@ class OperatorRegistry:
         return [h for h in self._handlers if h.resource == ref and (wanted is None or h.reason in wanted)]
 
     def label_selector(self, ref: ResourceRef) -> str | None:
-        """Label requirements every handler of the resource shares: safe to filter server-side."""
+        """Label requirements every handler of the resource shares: safe to filter server-side.
+
+        None when a handler may hold a finalizer: an object whose label goes would leave the
+        filtered stream, and opd would never see it again to let it go."""
         handlers = self.for_resource(ref)
         if not handlers or any(not h.labels for h in handlers):
+            return None
+        if any(h.reason in SPAWNING or (h.reason == Reason.DELETE and not h.optional) for h in handlers):
             return None
         keys = set.intersection(*(set(h.labels or ()) for h in handlers))
         found = (_common_requirement(k, [(h.labels or {})[k] for h in handlers]) for k in sorted(keys))

@@ -384,3 +384,62 @@ async def test_event_handlers_see_every_event_in_order(api: client.ApiClient, cr
         await _delete(api, namespace, "evts")
         await eventually(lambda: asyncio.sleep(0, seen[-1][0] == "DELETED"))
     assert seen == [("ADDED", 0), ("MODIFIED", 1), ("MODIFIED", 2), ("MODIFIED", 3), ("DELETED", 3)]
+
+
+async def test_users_own_opd_dev_annotations_are_neither_removed_nor_ignored(
+    api: client.ApiClient, crd: str, namespace: str
+) -> None:
+    registry = opd.OperatorRegistry()
+    updates: list[Any] = []
+    tries: list[int] = []
+
+    @opd.on.create(crd, registry=registry)
+    def flaky(retry: int, **_: Any) -> None:
+        tries.append(retry)
+        if retry == 0:
+            raise opd.TemporaryError("once", delay=0.1)  # progress is written, then purged
+
+    opd.on.update(crd, registry=registry, field="metadata.annotations")(
+        lambda new, **_: updates.append(dict(new or {})))
+    settings = opd.OperatorSettings()
+    settings.persistence.storage = "annotations"  # markers beside the user's own annotations
+    settings.persistence.prefix = "mine.opd.dev"  # as the daemon names a plugin's
+    async with RunningOperator(registry=registry, settings=settings, namespaces=[namespace]):
+        await create_kex(api, namespace, "annotated", annotations={"opd.dev/ttl": "3600", "mine.opd.dev/ttl": "1"})
+        await eventually(lambda: _annotated(api, namespace, "annotated"))
+        await _patch(api, namespace, "annotated", {"metadata": {"annotations": {"opd.dev/ttl": "60"}}})
+        await eventually(lambda: asyncio.sleep(0, bool(updates)))
+        obj = await get_kex(api, namespace, "annotated")
+    assert tries == [0, 1]
+    # Not a handler's progress record, though in opd's domain and valid JSON: left alone.
+    assert obj["metadata"]["annotations"]["mine.opd.dev/ttl"] == "1"
+    assert obj["metadata"]["annotations"]["opd.dev/ttl"] == "60"
+    assert updates == [{"opd.dev/ttl": "60"}]  # the bare opd.dev domain is the user's: a change
+
+
+async def _annotated(api: client.ApiClient, namespace: str, name: str) -> bool:
+    obj = await get_kex(api, namespace, name)
+    return "mine.opd.dev/last-handled-configuration" in (obj["metadata"].get("annotations") or {})
+
+
+async def test_timers_stop_when_their_filters_stop_matching(api: client.ApiClient, crd: str, namespace: str) -> None:
+    registry = opd.OperatorRegistry()
+    ticks: list[float] = []
+    opd.on.timer(crd, registry=registry, interval=0.2, labels={"tick": "yes"},
+                 when=lambda spec, **_: not spec.get("paused"))(lambda **_: ticks.append(time.monotonic()))
+    async with RunningOperator(registry=registry, namespaces=[namespace]):
+        await create_kex(api, namespace, "filtered", labels={"tick": "yes"})
+        await eventually(lambda: asyncio.sleep(0, len(ticks) >= 2))
+        await _patch(api, namespace, "filtered", {"spec": {"paused": True}})
+
+        async def released() -> bool:
+            obj = await get_kex(api, namespace, "filtered")
+            return "opd.dev/finalizer" not in (obj["metadata"].get("finalizers") or [])
+
+        await eventually(released)
+        count = len(ticks)
+        await asyncio.sleep(0.6)
+        assert len(ticks) == count
+        await _patch(api, namespace, "filtered", {"spec": {"paused": None}, "metadata": {"labels": {"tick": None}}})
+        await asyncio.sleep(0.6)
+        assert len(ticks) == count  # the label went too: still nothing

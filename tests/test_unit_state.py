@@ -99,11 +99,11 @@ def test_essence_custom_prefix() -> None:
         "my-op.example.com/last-handled-configuration": "{}",
         "my-op.example.com/fn": "{}",
         "other.example.com/fn": "kept",
-        "opd.dev/fn": "dropped",
-        "x.opd.dev/fn": "dropped",
+        "opd.dev/ttl": "kept",  # the bare domain is left to users
+        "x.opd.dev/fn": "dropped",  # a plugin's markers
     }}}
     assert essence(body, "my-op.example.com") == {"spec": {}, "metadata": {"annotations": {
-        "other.example.com/fn": "kept"}}}
+        "other.example.com/fn": "kept", "opd.dev/ttl": "kept"}}}
 
 
 def test_essence_without_metadata_to_keep() -> None:

@@ -83,8 +83,9 @@ class Spawner:
         work = self._objects.get(uid)
         return [hid for hid, (task, _, _) in work.tasks.items() if not task.done()] if work else []
 
-    def ensure(self, uid: str, body: dict[str, Any], handlers: list[Handler]) -> None:
-        """Keep the object's timers and daemons running, with its newest body."""
+    async def ensure(self, uid: str, body: dict[str, Any], handlers: list[Handler]) -> None:
+        """Keep the object's matching timers and daemons running, with its newest body;
+        stop those whose filters no longer match."""
         work = self._objects.get(uid)
         if work is None:
             work = self._objects[uid] = _ObjectWork(body)
@@ -92,6 +93,10 @@ class Spawner:
                 work.body["metadata"].get("labels") != body["metadata"].get("labels")):
             work.changed = time.monotonic()
         work.body = body
+        wanted = {h.id for h in handlers}
+        for hid in [hid for hid in work.tasks if hid not in wanted]:
+            task, stopped, handler = work.tasks.pop(hid)
+            await self._stop_one(task, stopped, handler, "filters no longer match")
         for handler in handlers:
             if handler.id in work.tasks:
                 continue
@@ -149,6 +154,9 @@ class Spawner:
             except TemporaryError as exc:
                 delay = exc.delay if exc.delay is not None else delay
                 logger.warning(f"opd: timer {handler.id!r} for {self._where(work.body)}: {exc}")
+            except PermanentError as exc:
+                logger.error(f"opd: timer {handler.id!r} for {self._where(work.body)} stopped: {exc}")
+                return
             except Exception as exc:
                 logger.opt(exception=exc).error(f"opd: timer {handler.id!r} failed for {self._where(work.body)}: {exc}")
             if await self._sleep(delay, stopped):

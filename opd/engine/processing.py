@@ -205,7 +205,7 @@ class ResourceProcessor:
                     "finalizers": changed, "resourceVersion": meta["resourceVersion"]}})
                 meta = body["metadata"]
                 finalizers = changed
-            self.spawner.ensure(uid, body, causes.spawning(self.by_reason, body, plain))
+            await self.spawner.ensure(uid, body, causes.spawning(self.by_reason, body, plain))
         elif self.spawner.running(uid):
             await self.spawner.stop(uid, "object deleted")
         if reason is None:
@@ -216,6 +216,9 @@ class ResourceProcessor:
         kwargs = self._kwargs(body, reason=str(reason), patch=patch, old=old_essence, new=new_essence,
                               diff=diff(old_essence, new_essence) if reason == Reason.UPDATE else ())
         selected = causes.select(reason, self.by_reason, body, kwargs, old_essence, new_essence)
+        if not selected and not state.progress and reason != Reason.DELETE and not (
+                self.by_reason[Reason.UPDATE] or self.by_reason[Reason.FIELD]):
+            return  # nobody's business: no diff-base to keep when no update could ever need it
 
         now = time.time()
         progress: dict[str, dict[str, Any] | None] = {}

@@ -22,8 +22,10 @@ _SYSTEM_KEYS = frozenset({"apiVersion", "kind", "metadata", "status"})
 
 
 def _is_ours(key: str, prefix: str) -> bool:
+    """Markers of this operator, or of opd's plugins (``<plugin>.opd.dev``), never count as changes.
+    ``opd.dev/...`` itself is left to users, except where it is this operator's own prefix."""
     domain = key.split("/", 1)[0] if "/" in key else ""
-    return domain == prefix or domain == "opd.dev" or domain.endswith(".opd.dev")
+    return domain == prefix or domain.endswith(".opd.dev")
 
 
 def essence(body: Mapping[str, Any], prefix: str) -> dict[str, Any]:
@@ -101,12 +103,15 @@ class Storage:
         marker = f"{self.prefix}/"
         for key, value in annotations.items():
             if key.startswith(marker) and key != f"{self.prefix}/{LAST_HANDLED}":
+                name = key[len(marker):]
+                if self._ids and name not in self._ids:
+                    continue  # not one of our handlers: somebody's own annotation in the same domain
                 try:
                     record = json.loads(value)
                 except ValueError:
                     continue
-                name = key[len(marker):]
-                progress[self._ids.get(name, name)] = record
+                if isinstance(record, dict):
+                    progress[self._ids.get(name, name)] = record
         return State(base, progress)
 
     def write(self, writes: Writes, *, old: State, diff_base: str | None,

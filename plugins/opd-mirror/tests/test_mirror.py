@@ -1,0 +1,288 @@
+"""opd-mirror against a real kube-apiserver (opd's shipped fixtures), run the way the daemon runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import opd
+import pluggy
+import pytest
+from kubernetes_asyncio import client
+from opd.daemon import hookspecs
+from opd.daemon.plugins import isolated_settings
+
+import opd_mirror
+
+FINALIZER = "mirror.opd.dev/finalizer"  # the persistence prefix the daemon gives the plugin "mirror"
+
+
+@pytest.fixture
+def kube_env(kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The plugin finds credentials as opd does: $KUBECONFIG first.
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+
+
+@pytest.fixture
+async def targets(api: client.ApiClient, namespace: str) -> AsyncIterator[list[str]]:
+    """Two more namespaces to mirror into, deleted afterwards."""
+    core = client.CoreV1Api(api)
+    names = [f"{namespace[:56]}-t{i}" for i in (1, 2)]
+    for name in names:
+        await core.create_namespace({"metadata": {"name": name}})
+    yield names
+    for name in names:
+        with contextlib.suppress(client.ApiException):
+            await core.delete_namespace(name)
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 10.0, every: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(every)
+    raise AssertionError(f"not reached within {timeout}s; last value: {last!r}")
+
+
+@contextlib.asynccontextmanager
+async def running(config: dict[str, Any], namespaces: list[str]) -> AsyncIterator[None]:
+    """The plugin in an operator of its own, set up as ``opd start`` does: its hooks called through a
+    pluggy manager, with the plugin's isolated settings; stopped (and waited for) on leaving."""
+    registry = opd.OperatorRegistry()
+    settings = isolated_settings("mirror")
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    manager.register(opd_mirror, name="mirror")
+    manager.hook.opd_register(registry=registry, config=dict(config))
+    manager.hook.opd_configure(settings=settings, config=dict(config))
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(opd.operator(registry=registry, settings=settings, namespaces=namespaces,
+                                            stop_flag=stop, ready_flag=ready, install_signal_handlers=False))
+    waiting = asyncio.create_task(ready.wait())
+    await asyncio.wait({task, waiting}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+    if task.done():
+        task.result()
+    assert ready.is_set(), "operator not ready within 20s"
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
+
+async def read(api: client.ApiClient, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    path = f"/api/v1/namespaces/{namespace}/{kind}/{name}"
+    try:
+        obj: dict[str, Any] = await api.call_api(path, "GET", header_params={"Accept": "application/json"},
+                                                 response_types_map={200: "object"}, auth_settings=["BearerToken"],
+                                                 _return_http_data_only=True)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return obj
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+async def warnings_about(api: client.ApiClient, namespace: str, name: str) -> list[str]:
+    events = await client.CoreV1Api(api).list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name},type=Warning")
+    return [e.reason for e in events.items]
+
+
+async def delete_and_wait(api: client.ApiClient, kind: str, namespace: str, name: str) -> None:
+    core = client.CoreV1Api(api)
+    delete = core.delete_namespaced_secret if kind == "secrets" else core.delete_namespaced_config_map
+    with contextlib.suppress(client.ApiException):
+        await delete(name, namespace)
+    await eventually(lambda: gone(api, kind, namespace, name))
+
+
+async def gone(api: client.ApiClient, kind: str, namespace: str, name: str) -> bool:
+    return await read(api, kind, namespace, name) is None
+
+
+def test_entry_point_is_installed() -> None:
+    eps = {ep.name: ep for ep in metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP)}
+    assert eps["mirror"].value == "opd_mirror"
+    assert eps["mirror"].load() is opd_mirror
+
+
+@pytest.mark.parametrize(("config", "error"), [
+    ({"namespaces": ["a"]}, "unknown key 'namespaces'"),
+    ({"target": ["a"]}, "did you mean 'targets'"),
+    ({"targets": "a"}, "expected a list"),
+    ({"targets": ["Not_A_Name"]}, "not a namespace name"),
+    ({"resync": -1}, "expected seconds"),
+])
+def test_bad_config_is_one_line(config: dict[str, Any], error: str) -> None:
+    with pytest.raises(opd.ConfigError, match=error):
+        opd_mirror.opd_register(registry=opd.OperatorRegistry(), config=config)
+
+
+@pytest.mark.apiserver
+@pytest.mark.usefixtures("kube_env")
+async def test_mirrors_updates_prunes_and_deletes(api: client.ApiClient, namespace: str, targets: list[str]) -> None:
+    core = client.CoreV1Api(api)
+    t1, t2 = targets
+    # Before the operator starts: a foreign object in t1 that a source of the same name must not clobber.
+    await core.create_namespaced_config_map(t1, {"metadata": {"name": "clash"}, "data": {"mine": "yes"}})
+    async with running({"targets": [t1], "resync": 0.5}, [namespace]):
+        await core.create_namespaced_secret(namespace, {
+            "metadata": {"name": "creds", "labels": {"opd.dev/mirror": "true"},
+                         "annotations": {"opd.dev/mirror-to": f"{t1}, {t2}"}},
+            "type": "example.com/token", "data": {"token": b64("s3cret"), "old": b64("x")}})
+        await core.create_namespaced_config_map(namespace, {
+            "metadata": {"name": "settings", "labels": {"opd.dev/mirror": "true"}}, "data": {"mode": "fast"}})
+        await core.create_namespaced_config_map(namespace, {
+            "metadata": {"name": "clash", "labels": {"opd.dev/mirror": "true"}}, "data": {"mine": "no"}})
+        await core.create_namespaced_config_map(namespace, {"metadata": {"name": "private"}, "data": {"a": "b"}})
+
+        # The annotation names both targets; the ConfigMap without it goes to the config's targets.
+        for target in (t1, t2):
+            copy = await eventually(lambda target=target: read(api, "secrets", target, "creds"))
+            assert copy["type"] == "example.com/token"
+            assert copy["data"] == {"token": b64("s3cret"), "old": b64("x")}
+            assert copy["metadata"]["annotations"]["opd.dev/mirrored-from"] == f"{namespace}/creds"
+            assert "opd.dev/mirror" not in (copy["metadata"].get("labels") or {})  # a copy is no source
+        settings = await eventually(lambda: read(api, "configmaps", t1, "settings"))
+        assert settings["data"] == {"mode": "fast"}
+        source = await read(api, "configmaps", namespace, "settings")
+        assert source is not None
+        assert settings["metadata"]["labels"]["opd.dev/mirror-source"] == source["metadata"]["uid"]
+        assert FINALIZER in source["metadata"]["finalizers"]
+        assert await read(api, "configmaps", t2, "settings") is None
+        assert await read(api, "configmaps", t1, "private") is None
+
+        # The foreign object stays as it was, and the source gets a Warning Event.
+        assert "MirrorConflict" in await eventually(lambda: warnings_about(api, namespace, "clash"))
+        clash = await read(api, "configmaps", t1, "clash")
+        assert clash is not None and clash["data"] == {"mine": "yes"}
+
+        # Data changes reach the copies, removed keys included.
+        await core.patch_namespaced_secret("creds", namespace, {"data": {"token": b64("n3w"), "old": None}})
+
+        async def updated() -> bool:
+            copies = [await read(api, "secrets", t, "creds") for t in (t1, t2)]
+            return all(c is not None and c["data"] == {"token": b64("n3w")} for c in copies)
+
+        await eventually(updated)
+
+        # A copy edited by hand is repaired; a target dropped from the annotation loses its copy.
+        await core.patch_namespaced_secret("creds", t2, {"data": {"token": b64("tampered")}})
+        await core.patch_namespaced_secret("creds", namespace, {"metadata": {"annotations": {
+            "opd.dev/mirror-to": t2}}})
+        await eventually(lambda: gone(api, "secrets", t1, "creds"))
+
+        async def repaired() -> bool:
+            copy = await read(api, "secrets", t2, "creds")
+            return copy is not None and copy["data"] == {"token": b64("n3w")}
+
+        await eventually(repaired)
+
+        # Deleting a source deletes its copies first (the finalizer holds it until then).
+        await delete_and_wait(api, "secrets", namespace, "creds")
+        assert await read(api, "secrets", t2, "creds") is None
+        for name in ("settings", "clash"):
+            await delete_and_wait(api, "configmaps", namespace, name)
+        assert await read(api, "configmaps", t1, "settings") is None
+        clash = await read(api, "configmaps", t1, "clash")
+        assert clash is not None and clash["data"] == {"mine": "yes"}  # not ours: not deleted either
+
+
+@pytest.mark.apiserver
+@pytest.mark.usefixtures("kube_env")
+async def test_globs_and_missing_namespaces(api: client.ApiClient, namespace: str, targets: list[str]) -> None:
+    core = client.CoreV1Api(api)
+    t1, t2 = targets
+    missing = f"{namespace[:50]}-nowhere"
+    async with running({"resync": 0.5}, [namespace]):
+        await core.create_namespaced_config_map(namespace, {
+            "metadata": {"name": "globbed", "labels": {"opd.dev/mirror": "true"},
+                         "annotations": {"opd.dev/mirror-to": f"{namespace[:50]}-*, !{t2}, {missing}"}},
+            "data": {"k": "v"}})
+        await eventually(lambda: read(api, "configmaps", t1, "globbed"))
+        assert "MirrorTargetMissing" in await eventually(lambda: warnings_about(api, namespace, "globbed"))
+        assert await read(api, "configmaps", t2, "globbed") is None
+        assert await read(api, "configmaps", namespace, "globbed") is not None  # the source is not its own copy
+        await delete_and_wait(api, "configmaps", namespace, "globbed")
+        assert await read(api, "configmaps", t1, "globbed") is None
+
+
+@pytest.mark.apiserver
+@pytest.mark.usefixtures("kube_env")
+async def test_label_set_to_false_stops_mirroring(api: client.ApiClient, namespace: str,
+                                                 targets: list[str]) -> None:
+    core = client.CoreV1Api(api)
+    t1, _ = targets
+    labelled = {"opd.dev/mirror": "true"}
+    async with running({"targets": [t1], "resync": 0.5}, [namespace]):
+        await core.create_namespaced_secret(namespace, {
+            "metadata": {"name": "shared", "labels": labelled}, "data": {"v": b64("1")}})
+        await eventually(lambda: read(api, "secrets", t1, "shared"))
+        await core.patch_namespaced_secret("shared", namespace, {
+            "metadata": {"labels": {"opd.dev/mirror": "false"}}, "data": {"v": b64("2")}})
+        await eventually(lambda: _no_finalizer(api, "secrets", namespace, "shared"))
+        await asyncio.sleep(1.5)  # three resync intervals: the copy is left as it was
+        copy = await read(api, "secrets", t1, "shared")
+        assert copy is not None and copy["data"] == {"v": b64("1")}
+        await delete_and_wait(api, "secrets", namespace, "shared")
+        assert await read(api, "secrets", t1, "shared") is not None  # left alone: documented
+
+        # A new source of that name adopts the copy (it names the source); a Secret's type is
+        # immutable, so a copy of another type is replaced.
+        await core.create_namespaced_secret(namespace, {
+            "metadata": {"name": "shared", "labels": labelled}, "type": "example.com/new", "data": {"v": b64("3")}})
+        source = await eventually(lambda: read(api, "secrets", namespace, "shared"))
+
+        async def adopted() -> bool:
+            copy = await read(api, "secrets", t1, "shared")
+            return copy is not None and copy["type"] == "example.com/new" and copy["data"] == {"v": b64("3")} and (
+                copy["metadata"]["labels"]["opd.dev/mirror-source"] == source["metadata"]["uid"])
+
+        await eventually(adopted)
+        await delete_and_wait(api, "secrets", namespace, "shared")
+        assert await read(api, "secrets", t1, "shared") is None
+
+
+@pytest.mark.apiserver
+@pytest.mark.usefixtures("kube_env")
+async def test_label_removed_releases_the_finalizer(api: client.ApiClient, namespace: str) -> None:
+    core = client.CoreV1Api(api)
+    name = f"unlabelled-{uuid.uuid4().hex[:6]}"
+    try:
+        async with running({"resync": 0}, [namespace]):
+            await core.create_namespaced_config_map(namespace, {
+                "metadata": {"name": name, "labels": {"opd.dev/mirror": "true"}}})
+
+            async def finalizers() -> list[str]:
+                source = await read(api, "configmaps", namespace, name)
+                return (source or {}).get("metadata", {}).get("finalizers") or []
+
+            await eventually(finalizers)
+            await core.patch_namespaced_config_map(name, namespace, {"metadata": {"labels": {"opd.dev/mirror": None}}})
+            await eventually(lambda: _no_finalizer(api, "configmaps", namespace, name), timeout=3.0)
+    finally:
+        # Whatever opd did, leave nothing that would hold the namespace's deletion.
+        with contextlib.suppress(client.ApiException):
+            await core.patch_namespaced_config_map(name, namespace, {"metadata": {"finalizers": None}})
+            await core.delete_namespaced_config_map(name, namespace)
+
+
+async def _no_finalizer(api: client.ApiClient, kind: str, namespace: str, name: str) -> bool:
+    source = await read(api, kind, namespace, name)
+    return source is not None and FINALIZER not in (source["metadata"].get("finalizers") or [])

@@ -1,0 +1,201 @@
+"""opd-nsdefaults: gives every new namespace a set of default objects.
+
+The objects are manifests from the plugin's config (by default one ConfigMap ``defaults``), created
+once in each namespace that opd sees for the first time. An object that already exists is left
+as it is (a 409 is success): the plugin never overwrites what a namespace's owners changed.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import fnmatch
+import json
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import opd
+from kubernetes_asyncio import client
+
+from opd_nsdefaults import _kube
+
+__all__ = ["DEFAULT_OBJECTS", "Config", "opd_configure", "opd_register"]
+
+MEMO_KEY = "opd_nsdefaults"  # one memo may serve several plugins: keep ours under one key
+LABEL = "opd.dev/nsdefaults"  # on every object the plugin creates, to find them: -l opd.dev/nsdefaults
+DEFAULT_OBJECTS: tuple[dict[str, Any], ...] = (
+    {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "defaults"}, "data": {"namespace": "${namespace}"}},
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The plugin's table ``[plugins.nsdefaults]`` in opd.toml."""
+
+    KNOWN: ClassVar[tuple[str, ...]] = ("exclude", "include", "objects")
+
+    objects: tuple[dict[str, Any], ...] = DEFAULT_OBJECTS  # manifests, without metadata.namespace
+    include: tuple[str, ...] = ("*",)  # namespace globs that get the objects...
+    exclude: tuple[str, ...] = ("kube-*",)  # ...unless they match one of these
+
+    @classmethod
+    def parse(cls, config: Mapping[str, Any]) -> Config:
+        where = "[plugins.nsdefaults]"
+        for key in config:
+            if key not in cls.KNOWN:
+                guess = difflib.get_close_matches(key, cls.KNOWN, n=1)
+                hint = f" (did you mean {guess[0]!r}?)" if guess else ""
+                raise opd.ConfigError(f"{where}: unknown key {key!r}{hint}; known: {', '.join(cls.KNOWN)}")
+        globs = {}
+        for key in ("include", "exclude"):
+            value = config.get(key, list(getattr(cls, key)))
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise opd.ConfigError(f"{where}.{key}: expected a list of namespace globs, got {value!r}")
+            globs[key] = tuple(value)
+        objects = config.get("objects", [copy.deepcopy(o) for o in DEFAULT_OBJECTS])
+        if not isinstance(objects, list):
+            raise opd.ConfigError(f"{where}.objects: expected a list of manifests (tables), got {objects!r}")
+        for index, manifest in enumerate(objects):
+            problem = _manifest_problem(manifest)
+            if problem:
+                raise opd.ConfigError(f"{where}.objects[{index}]: {problem}")
+        names = [(m["apiVersion"], m["kind"], m["metadata"]["name"]) for m in objects]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise opd.ConfigError(f"{where}.objects: {twice[0][1]} {twice[0][2]!r} is listed twice")
+        return cls(objects=tuple(objects), include=globs["include"], exclude=globs["exclude"])
+
+    def selects(self, namespace: str) -> bool:
+        def matches(globs: tuple[str, ...]) -> bool:
+            return any(fnmatch.fnmatchcase(namespace, g) for g in globs)
+
+        return matches(self.include) and not matches(self.exclude)
+
+
+def _manifest_problem(manifest: Any) -> str | None:
+    if not isinstance(manifest, dict):
+        return f"expected a manifest (a table), got {manifest!r}"
+    for key in ("apiVersion", "kind"):
+        if not isinstance(manifest.get(key), str) or not manifest[key]:
+            return f"{key}: expected a string, e.g. apiVersion = \"v1\", kind = \"ConfigMap\""
+    meta = manifest.get("metadata")
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not meta["name"]:
+        return "metadata.name: expected a string (generateName is not idempotent)"
+    if "namespace" in meta:
+        return "metadata.namespace: leave it out (each object goes into the new namespace)"
+    return None
+
+
+def render(manifest: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+    """The manifest for one namespace: ``${namespace}`` in any string replaced, and the plugin's label."""
+    def fill(value: Any) -> Any:
+        if isinstance(value, str):
+            return string.Template(value).safe_substitute(namespace=namespace)
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        return value
+
+    body: dict[str, Any] = fill(manifest)
+    meta = body["metadata"]
+    meta["namespace"] = namespace
+    meta["labels"] = {**(meta.get("labels") or {}), LABEL: "true"}
+    return body
+
+
+@opd.hookimpl
+def opd_register(registry: opd.OperatorRegistry, config: dict[str, Any]) -> None:
+    cfg = Config.parse(config)
+
+    @opd.on.startup(registry=registry, id="nsdefaults_connect")
+    async def connect(memo: opd.Memo, **_: Any) -> None:
+        # The API client, and the resources found for each (apiVersion, kind): (plural, namespaced).
+        memo[MEMO_KEY] = {"api": await _kube.connect(), "kinds": {}}
+
+    @opd.on.cleanup(registry=registry, id="nsdefaults_disconnect")
+    async def disconnect(memo: opd.Memo, **_: Any) -> None:
+        state = memo.pop(MEMO_KEY, None)
+        if state is not None:
+            await state["api"].close()
+
+    def selected(name: str, **_: Any) -> bool:
+        return cfg.selects(name)
+
+    # "New" is: not yet handled by this plugin. So namespaces that exist when the plugin first
+    # runs get the objects too (exclude them by name if they should not).
+    @opd.on.create("namespaces", registry=registry, id="defaults", when=selected)
+    async def defaults(name: str, body: dict[str, Any], memo: opd.Memo, logger: Any, **_: Any) -> None:
+        if body["metadata"].get("deletionTimestamp") or (body.get("status") or {}).get("phase") == "Terminating":
+            return
+        await _create_all(memo[MEMO_KEY], cfg, name, body, logger)
+
+
+@opd.hookimpl
+def opd_configure(settings: opd.OperatorSettings, config: dict[str, Any]) -> None:
+    # Namespaces have a status subresource, but a core type prunes unknown status fields: opd would
+    # try its markers there first, notice, and log that it falls back. Say so from the start.
+    settings.persistence.storage = "annotations"
+
+
+async def _create_all(state: dict[str, Any], cfg: Config, namespace: str, body: Mapping[str, Any],
+                      logger: Any) -> None:
+    created, problems = [], []
+    for manifest in cfg.objects:
+        obj = render(manifest, namespace)
+        what = f"{obj['kind']} {namespace}/{obj['metadata']['name']}"
+        try:
+            plural = await _plural(state, obj["apiVersion"], obj["kind"])
+            prefix = "/api/v1" if obj["apiVersion"] == "v1" else f"/apis/{obj['apiVersion']}"
+            await _kube.request(state["api"], "POST", f"{prefix}/namespaces/{namespace}/{plural}", body=obj)
+        except LookupError as exc:  # not served, or not namespaced: a config problem, not worth retrying
+            problems.append(f"{what}: {exc}")
+            continue
+        except client.ApiException as exc:
+            if exc.status == 409:  # there already: whoever made it, it stays as it is
+                continue
+            if _kube.being_terminated(exc) or exc.status == 404:  # the namespace went meanwhile
+                return
+            if exc.status in (400, 403, 422):  # refused as it is: retrying would not change that
+                problems.append(f"{what}: {exc.status} {exc.reason}: {_message(exc)}")
+                continue
+            raise  # 5xx, 429: opd retries the handler, and the 409s make the retry idempotent
+        created.append(what)
+    if created:
+        logger.info(f"nsdefaults: created {', '.join(created)}")
+    if problems:
+        message = "; ".join(problems)
+        opd.warn(body, reason="DefaultsFailed", message=message)
+        raise opd.PermanentError(message)
+
+
+def _message(exc: client.ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "").get("message", ""))
+    except (TypeError, ValueError, AttributeError):
+        return str(exc.body or "")[:200]
+
+
+async def _plural(state: dict[str, Any], api_version: str, kind: str) -> str:
+    """The resource name of a namespaced kind, by API discovery (remembered: kinds rarely change)."""
+    key = (api_version, kind)
+    if key not in state["kinds"]:
+        path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        try:
+            found = await _kube.request(state["api"], "GET", path)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                raise LookupError(f"the API server serves no {api_version}") from None
+            raise
+        for resource in found.get("resources", []):
+            if resource.get("kind") == kind and "/" not in resource["name"]:  # not a subresource
+                state["kinds"][key] = (resource["name"], bool(resource.get("namespaced")))
+                break
+        else:
+            raise LookupError(f"the API server serves no kind {kind} in {api_version}")
+    plural, namespaced = state["kinds"][key]
+    if not namespaced:
+        raise LookupError(f"{kind} is not a namespaced kind")
+    return str(plural)

@@ -1,0 +1,210 @@
+"""opd-nsdefaults against a real kube-apiserver (opd's shipped fixtures), run the way the daemon runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+import tomllib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import opd
+import pluggy
+import pytest
+from kubernetes_asyncio import client
+from opd.daemon import hookspecs
+from opd.daemon.plugins import isolated_settings
+
+import opd_nsdefaults
+from opd_nsdefaults import DEFAULT_OBJECTS, Config, render
+
+README = Path(__file__).parent.parent / "README.md"
+HANDLED = "nsdefaults.opd.dev/last-handled-configuration"  # the daemon gives the plugin this prefix
+
+
+@pytest.fixture
+def kube_env(kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The plugin finds credentials as opd does: $KUBECONFIG first.
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+
+
+@pytest.fixture
+async def namespaces(api: client.ApiClient, kube_env: None) -> AsyncIterator[Callable[[str], Awaitable[str]]]:
+    """Creates namespaces with a prefix of this test's own; deletes them afterwards."""
+    prefix = f"nsd-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(api)
+    made: list[str] = []
+
+    async def create(suffix: str) -> str:
+        name = f"{prefix}-{suffix}"
+        await core.create_namespace({"metadata": {"name": name}})
+        made.append(name)
+        return name
+
+    create.prefix = prefix  # type: ignore[attr-defined]
+    yield create
+    for name in made:
+        with contextlib.suppress(client.ApiException):
+            await core.delete_namespace(name)
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 10.0, every: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(every)
+    raise AssertionError(f"not reached within {timeout}s; last value: {last!r}")
+
+
+@contextlib.asynccontextmanager
+async def running(config: dict[str, Any], namespaces: list[str]) -> AsyncIterator[None]:
+    """The plugin in an operator of its own, set up as ``opd start`` does: its hooks called through a
+    pluggy manager, with the plugin's isolated settings; stopped (and waited for) on leaving."""
+    registry = opd.OperatorRegistry()
+    settings = isolated_settings("nsdefaults")
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    manager.register(opd_nsdefaults, name="nsdefaults")
+    manager.hook.opd_register(registry=registry, config=dict(config))
+    manager.hook.opd_configure(settings=settings, config=dict(config))
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(opd.operator(registry=registry, settings=settings, namespaces=namespaces,
+                                            stop_flag=stop, ready_flag=ready, install_signal_handlers=False))
+    waiting = asyncio.create_task(ready.wait())
+    await asyncio.wait({task, waiting}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+    if task.done():
+        task.result()
+    assert ready.is_set(), "operator not ready within 20s"
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
+
+def readme_config() -> dict[str, Any]:
+    """The example [plugins.nsdefaults] table of the README: what it documents must work."""
+    block = re.search(r"```toml\n(.*?)```", README.read_text(), re.DOTALL)
+    assert block is not None
+    table: dict[str, Any] = tomllib.loads(block.group(1))["plugins"]["nsdefaults"]
+    return table
+
+
+async def read(api: client.ApiClient, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        obj: dict[str, Any] = await api.call_api(
+            f"/api/v1/namespaces/{namespace}/{plural}/{name}", "GET", header_params={"Accept": "application/json"},
+            response_types_map={200: "object"}, auth_settings=["BearerToken"], _return_http_data_only=True)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return obj
+
+
+async def handled(api: client.ApiClient, namespace: str) -> bool:
+    ns = await client.CoreV1Api(api).read_namespace(namespace)
+    return HANDLED in (ns.metadata.annotations or {})
+
+
+def test_entry_point_is_installed() -> None:
+    eps = {ep.name: ep for ep in metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP)}
+    assert eps["nsdefaults"].value == "opd_nsdefaults"
+    assert eps["nsdefaults"].load() is opd_nsdefaults
+
+
+def test_defaults_and_the_readme_example() -> None:
+    assert Config.parse({}).objects == DEFAULT_OBJECTS
+    cfg = Config.parse(readme_config())
+    assert [o["kind"] for o in cfg.objects] == ["ConfigMap", "ResourceQuota", "LimitRange"]
+    assert cfg.selects("team-a")
+    assert not cfg.selects("kube-system") and not cfg.selects("default")
+
+
+def test_render_fills_the_namespace_and_labels() -> None:
+    manifest = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "labels": {"a": "b"}},
+                "data": {"ns": "${namespace}", "list": "[$namespace]", "cost": "$$5", "other": "${other}"}}
+    body = render(manifest, "team-a")
+    assert body["metadata"] == {"name": "x", "namespace": "team-a", "labels": {"a": "b", "opd.dev/nsdefaults": "true"}}
+    assert body["data"] == {"ns": "team-a", "list": "[team-a]", "cost": "$5", "other": "${other}"}
+    assert "namespace" not in manifest["metadata"]  # the config's manifest is not changed
+
+
+@pytest.mark.parametrize(("config", "error"), [
+    ({"exclud": []}, "did you mean 'exclude'"),
+    ({"exclude": "kube-*"}, "expected a list of namespace globs"),
+    ({"objects": {"kind": "ConfigMap"}}, "expected a list of manifests"),
+    ({"objects": [{"kind": "ConfigMap", "metadata": {"name": "a"}}]}, r"objects\[0\]: apiVersion"),
+    ({"objects": [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "a-"}}]}, "metadata.name"),
+    ({"objects": [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "x"}}]},
+     "metadata.namespace: leave it out"),
+    ({"objects": [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}}] * 2}, "listed twice"),
+])
+def test_bad_config_is_one_line(config: dict[str, Any], error: str) -> None:
+    with pytest.raises(opd.ConfigError, match=error):
+        opd_nsdefaults.opd_register(registry=opd.OperatorRegistry(), config=config)
+
+
+@pytest.mark.apiserver
+async def test_new_namespaces_get_defaults(api: client.ApiClient, namespaces: Any) -> None:
+    core = client.CoreV1Api(api)
+    prefix = namespaces.prefix
+    # A namespace that exists before the plugin runs, with a "defaults" ConfigMap of its own.
+    existing = await namespaces("pre")
+    await core.create_namespaced_config_map(existing, {"metadata": {"name": "defaults"}, "data": {"mine": "yes"}})
+    config = {**readme_config(), "include": [f"{prefix}-*"], "exclude": [f"{prefix}-skip*"]}
+    async with running(config, [existing]):
+        fresh = await namespaces("new")
+        skipped = await namespaces("skip")
+
+        async def complete(namespace: str) -> bool:
+            found = [await read(api, plural, namespace, name) for plural, name in (
+                ("configmaps", "defaults"), ("resourcequotas", "default-quota"), ("limitranges", "default-limits"))]
+            return all(found)
+
+        await eventually(lambda: complete(fresh))
+        await eventually(lambda: complete(existing))
+        await asyncio.sleep(0.5)  # the skipped one was seen as early as the fresh one
+        assert not await handled(api, skipped)  # no handler wanted it: opd writes nothing on it
+
+    cm = await read(api, "configmaps", fresh, "defaults")
+    assert cm is not None and cm["data"] == {"namespace": fresh}  # ${namespace} filled in
+    assert cm["metadata"]["labels"] == {"opd.dev/nsdefaults": "true"}
+    quota = await read(api, "resourcequotas", fresh, "default-quota")
+    assert quota is not None and quota["spec"]["hard"]["pods"] == "50"
+    mine = await read(api, "configmaps", existing, "defaults")
+    assert mine is not None and mine["data"] == {"mine": "yes"}  # 409: left exactly as it was
+    assert await read(api, "configmaps", skipped, "defaults") is None  # excluded
+
+
+@pytest.mark.apiserver
+async def test_refused_objects_are_reported_and_the_rest_created(api: client.ApiClient, namespaces: Any) -> None:
+    prefix = namespaces.prefix
+    config = {"include": [f"{prefix}-*"], "objects": [
+        {"apiVersion": "v1", "kind": "Frobnicator", "metadata": {"name": "nope"}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "Not_Valid"}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "fine"}, "data": {"a": "b"}},
+    ]}
+    async with running(config, ["default"]):
+        namespace = await namespaces("bad")
+        await eventually(lambda: read(api, "configmaps", namespace, "fine"))
+
+        async def reported() -> list[str]:
+            # opd posts Events about cluster-scoped objects into "default".
+            events = await client.CoreV1Api(api).list_namespaced_event(
+                "default", field_selector=f"involvedObject.name={namespace},reason=DefaultsFailed")
+            return [e.message for e in events.items]
+
+        [message] = await eventually(reported)
+        await eventually(lambda: handled(api, namespace))  # a final failure: not retried
+    assert "no kind Frobnicator in v1" in message
+    assert "ConfigMap" in message and "Not_Valid" in message and "422" in message

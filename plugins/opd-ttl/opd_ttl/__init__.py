@@ -1,0 +1,150 @@
+"""opd-ttl: deletes objects whose annotation ``opd.dev/ttl`` has expired since their creation.
+
+A TTL is seconds (``"90"``) or a duration (``"30s"``, ``"5m"``, ``"2h"``, ``"1d"``, ``"1h30m"``),
+counted from ``metadata.creationTimestamp``. A timer per annotated object checks it every
+``interval`` seconds, so an object goes at most ``interval`` seconds after it expired.
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import opd
+from kubernetes_asyncio import client
+
+from opd_ttl import _kube
+
+__all__ = ["Config", "opd_register", "parse_ttl"]
+
+TTL = "opd.dev/ttl"
+MEMO_KEY = "opd_ttl"  # one memo may serve several plugins: keep ours under one key
+FORMATS = "seconds ('90') or a duration ('30s', '5m', '2h', '1d', '1h30m')"
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_SECONDS = re.compile(r"\d+(\.\d+)?")
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?[smhd])+")
+_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+
+
+def parse_ttl(text: str) -> float | None:
+    """Seconds, or None when ``text`` is not a TTL."""
+    text = text.strip().lower()
+    if _SECONDS.fullmatch(text):
+        return float(text)
+    if _DURATION.fullmatch(text):
+        return sum(float(number) * _UNITS[unit] for number, unit in _PART.findall(text))
+    return None
+
+
+@dataclass(frozen=True)
+class Config:
+    """The plugin's table ``[plugins.ttl]`` in opd.toml."""
+
+    KNOWN: ClassVar[tuple[str, ...]] = ("interval", "resources")
+
+    resources: tuple[str, ...] = ("configmaps",)  # where to look for the annotation (any name opd resolves)
+    interval: float = 30.0  # seconds between checks of each annotated object
+
+    @classmethod
+    def parse(cls, config: Mapping[str, Any]) -> Config:
+        for key in config:
+            if key not in cls.KNOWN:
+                guess = difflib.get_close_matches(key, cls.KNOWN, n=1)
+                hint = f" (did you mean {guess[0]!r}?)" if guess else ""
+                raise opd.ConfigError(f"[plugins.ttl]: unknown key {key!r}{hint}; known: {', '.join(cls.KNOWN)}")
+        resources = config.get("resources", ["configmaps"])
+        if (not isinstance(resources, list) or not resources
+                or not all(isinstance(r, str) and r.strip() for r in resources)):
+            raise opd.ConfigError(f"[plugins.ttl].resources: expected a non-empty list of resource names, "
+                                  f"e.g. [\"configmaps\", \"secrets\"], got {resources!r}")
+        interval = config.get("interval", 30.0)
+        if isinstance(interval, bool) or not isinstance(interval, int | float) or not interval > 0:
+            raise opd.ConfigError(f"[plugins.ttl].interval: expected seconds > 0, got {interval!r}")
+        return cls(resources=tuple(dict.fromkeys(r.strip() for r in resources)), interval=float(interval))
+
+
+def _valid(value: str, **_: Any) -> bool:
+    return parse_ttl(value) is not None
+
+
+def _invalid(value: str, **_: Any) -> bool:
+    return parse_ttl(value) is None
+
+
+def _object_path(body: Mapping[str, Any], plural: str) -> str:
+    api_version, meta = body["apiVersion"], body["metadata"]
+    parts = ["/api/v1" if "/" not in api_version else f"/apis/{api_version}"]
+    if meta.get("namespace"):
+        parts.append(f"namespaces/{meta['namespace']}")
+    parts += [plural, meta["name"]]
+    return "/".join(parts)
+
+
+def expires_at(body: Mapping[str, Any], ttl: float) -> datetime.datetime:
+    created = datetime.datetime.fromisoformat(body["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
+    return created + datetime.timedelta(seconds=ttl)
+
+
+@opd.hookimpl
+def opd_register(registry: opd.OperatorRegistry, config: dict[str, Any]) -> None:
+    cfg = Config.parse(config)
+
+    @opd.on.startup(registry=registry, id="ttl_connect")
+    async def connect(memo: opd.Memo, **_: Any) -> None:
+        # (uid, value) of invalid TTLs already reported by a timer: each one is said once.
+        memo[MEMO_KEY] = {"api": await _kube.connect(), "reported": set()}
+
+    @opd.on.cleanup(registry=registry, id="ttl_disconnect")
+    async def disconnect(memo: opd.Memo, **_: Any) -> None:
+        state = memo.pop(MEMO_KEY, None)
+        if state is not None:
+            await state["api"].close()
+
+    for name in cfg.resources:
+        _register_resource(registry, name, cfg)
+
+
+def _register_resource(registry: opd.OperatorRegistry, name: str, cfg: Config) -> None:
+    # A create handler, not the timer, reports an invalid TTL: its PermanentError is final and
+    # recorded on the object, so the report is made once, and no timer (nor finalizer) is kept
+    # for an object that will never expire. opd posts its own "Failed" Event too.
+    @opd.on.create(name, registry=registry, id="invalid_ttl", annotations={TTL: _invalid})
+    def invalid_ttl(body: dict[str, Any], annotations: dict[str, str], **_: Any) -> None:
+        message = f"{TTL}: {annotations[TTL]!r} is not a TTL: expected {FORMATS}; the object is kept"
+        opd.warn(body, reason="InvalidTTL", message=message)
+        raise opd.PermanentError(message)
+
+    @opd.on.timer(name, registry=registry, id="expire", interval=cfg.interval, annotations={TTL: _valid})
+    async def expire(body: dict[str, Any], annotations: dict[str, str], resource: Any, memo: opd.Memo,
+                     logger: Any, **_: Any) -> None:
+        state = memo[MEMO_KEY]
+        meta = body["metadata"]
+        value = annotations.get(TTL)
+        ttl = parse_ttl(value) if value is not None else None
+        if ttl is None:
+            # A running timer sees every later edit (opd leaves opd.dev/ annotations out of its change
+            # detection, so no update handler would): an edit to an invalid value keeps the object.
+            if value is not None and (meta["uid"], value) not in state["reported"]:
+                state["reported"].add((meta["uid"], value))
+                message = f"{TTL}: {value!r} is not a TTL: expected {FORMATS}; the object is kept"
+                logger.warning(f"ttl: {message}")
+                opd.warn(body, reason="InvalidTTL", message=message)
+            return
+        deadline = expires_at(body, ttl)
+        if datetime.datetime.now(datetime.UTC) < deadline:
+            return
+        try:
+            # The uid precondition: never delete a newer object that took the name meanwhile.
+            await _kube.request(state["api"], "DELETE", _object_path(body, resource.plural),
+                                body={"preconditions": {"uid": meta["uid"]}})
+        except client.ApiException as exc:
+            if exc.status in (404, 409):  # gone already, or another object by now
+                return
+            raise
+        logger.info(f"ttl: deleted: {TTL} {value!r} expired at {deadline.isoformat(timespec='seconds')}")
+        opd.info(body, reason="Expired", message=f"Deleted: {TTL} {value!r} expired.")

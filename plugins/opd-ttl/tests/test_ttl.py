@@ -1,0 +1,189 @@
+"""opd-ttl against a real kube-apiserver (opd's shipped fixtures), run the way the daemon runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import opd
+import pluggy
+import pytest
+from kubernetes_asyncio import client
+from opd.daemon import hookspecs
+from opd.daemon.plugins import isolated_settings
+
+import opd_ttl
+from opd_ttl import parse_ttl
+
+FINALIZER = "ttl.opd.dev/finalizer"  # the persistence prefix the daemon gives the plugin "ttl"
+
+
+@pytest.fixture
+def kube_env(kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The plugin finds credentials as opd does: $KUBECONFIG first.
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 10.0, every: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(every)
+    raise AssertionError(f"not reached within {timeout}s; last value: {last!r}")
+
+
+@contextlib.asynccontextmanager
+async def running(config: dict[str, Any], namespaces: list[str]) -> AsyncIterator[None]:
+    """The plugin in an operator of its own, set up as ``opd start`` does: its hooks called through a
+    pluggy manager, with the plugin's isolated settings; stopped (and waited for) on leaving."""
+    registry = opd.OperatorRegistry()
+    settings = isolated_settings("ttl")
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    manager.register(opd_ttl, name="ttl")
+    manager.hook.opd_register(registry=registry, config=dict(config))
+    manager.hook.opd_configure(settings=settings, config=dict(config))
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(opd.operator(registry=registry, settings=settings, namespaces=namespaces,
+                                            stop_flag=stop, ready_flag=ready, install_signal_handlers=False))
+    waiting = asyncio.create_task(ready.wait())
+    await asyncio.wait({task, waiting}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+    if task.done():
+        task.result()
+    assert ready.is_set(), "operator not ready within 20s"
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
+
+def cm(name: str, ttl: str | None = None) -> dict[str, Any]:
+    return {"metadata": {"name": name, "annotations": {"opd.dev/ttl": ttl} if ttl is not None else {}}}
+
+
+async def read_cm(api: client.ApiClient, namespace: str, name: str) -> client.V1ConfigMap | None:
+    try:
+        return await client.CoreV1Api(api).read_namespaced_config_map(name, namespace)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+async def gone(api: client.ApiClient, namespace: str, name: str) -> bool:
+    return await read_cm(api, namespace, name) is None
+
+
+async def events_about(api: client.ApiClient, namespace: str, name: str) -> set[str]:
+    events = await client.CoreV1Api(api).list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
+    return {e.reason for e in events.items}
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("90", 90), ("0", 0), ("0.5", 0.5), ("30s", 30), ("5m", 300), ("2h", 7200), ("1d", 86400),
+    ("1h30m", 5400), (" 2H ", 7200), ("soon", None), ("", None), ("5 minutes", None), ("-5", None),
+    ("1h 30m", None), ("m", None), ("1w", None),
+])
+def test_parse_ttl(text: str, seconds: float | None) -> None:
+    assert parse_ttl(text) == seconds
+
+
+def test_entry_point_is_installed() -> None:
+    eps = {ep.name: ep for ep in metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP)}
+    assert eps["ttl"].value == "opd_ttl"
+    assert eps["ttl"].load() is opd_ttl
+
+
+@pytest.mark.parametrize(("config", "error"), [
+    ({"intervall": 5}, "did you mean 'interval'"),
+    ({"interval": 0}, "expected seconds > 0"),
+    ({"interval": True}, "expected seconds > 0"),
+    ({"resources": "configmaps"}, "expected a non-empty list"),
+    ({"resources": []}, "expected a non-empty list"),
+])
+def test_bad_config_is_one_line(config: dict[str, Any], error: str) -> None:
+    with pytest.raises(opd.ConfigError, match=error):
+        opd_ttl.opd_register(registry=opd.OperatorRegistry(), config=config)
+
+
+@pytest.mark.apiserver
+@pytest.mark.usefixtures("kube_env")
+async def test_expired_objects_are_deleted(api: client.ApiClient, namespace: str) -> None:
+    core = client.CoreV1Api(api)
+    # Expired while no operator ran: deleted right after the start.
+    await core.create_namespaced_config_map(namespace, cm("stale", "0"))
+    async with running({"resources": ["configmaps", "secrets"], "interval": 0.3}, [namespace]):
+        await eventually(lambda: gone(api, namespace, "stale"))
+        await core.create_namespaced_config_map(namespace, cm("short", "1s"))
+        await core.create_namespaced_secret(namespace, {"metadata": {"name": "short", "annotations": {
+            "opd.dev/ttl": "1"}}})
+        await core.create_namespaced_config_map(namespace, cm("long", "1h"))
+        await core.create_namespaced_config_map(namespace, cm("plain"))
+
+        await eventually(lambda: gone(api, namespace, "short"))
+        assert "Expired" in await eventually(lambda: events_about(api, namespace, "short"))
+
+        async def secret_gone() -> bool:
+            try:
+                await core.read_namespaced_secret("short", namespace)
+            except client.ApiException as exc:
+                return exc.status == 404
+            return False
+
+        await eventually(secret_gone)
+
+        long = await read_cm(api, namespace, "long")
+        plain = await read_cm(api, namespace, "plain")
+        assert long is not None and FINALIZER in (long.metadata.finalizers or [])
+        assert plain is not None and not plain.metadata.finalizers  # no TTL: not held
+
+        # The timer reads the newest value: shortening the TTL (an annotation-only edit) moves the deadline.
+        await core.patch_namespaced_config_map("long", namespace, {"metadata": {"annotations": {"opd.dev/ttl": "2s"}}})
+        await eventually(lambda: gone(api, namespace, "long"))
+        assert await read_cm(api, namespace, "plain") is not None
+
+
+@pytest.mark.apiserver
+@pytest.mark.usefixtures("kube_env")
+async def test_invalid_ttl_is_reported_once_and_kept(api: client.ApiClient, namespace: str) -> None:
+    core = client.CoreV1Api(api)
+    async with running({"interval": 0.2}, [namespace]):
+        await core.create_namespaced_config_map(namespace, cm("bad", "soon"))
+        await core.create_namespaced_config_map(namespace, cm("edited", "1h"))
+
+        # Reported as a Warning Event; the failure is final: the object counts as handled, not retried.
+        assert "InvalidTTL" in await eventually(lambda: events_about(api, namespace, "bad"))
+
+        async def handled() -> bool:
+            obj = await read_cm(api, namespace, "bad")
+            return bool(obj and "ttl.opd.dev/last-handled-configuration" in (obj.metadata.annotations or {}))
+
+        await eventually(handled)
+        bad = await read_cm(api, namespace, "bad")
+        assert bad is not None and not bad.metadata.finalizers  # no timer, no finalizer for it
+
+        # A valid TTL edited into an invalid one: the running timer reports it, and keeps the object.
+        await eventually(lambda: read_cm(api, namespace, "edited"))
+        await core.patch_namespaced_config_map("edited", namespace, {"metadata": {"annotations": {
+            "opd.dev/ttl": "never"}}})
+        assert "InvalidTTL" in await eventually(lambda: events_about(api, namespace, "edited"))
+        await asyncio.sleep(1.0)  # five intervals: each one reported once (one Event, count 1), both kept
+        for name in ("bad", "edited"):
+            events = await core.list_namespaced_event(
+                namespace, field_selector=f"involvedObject.name={name},reason=InvalidTTL")
+            assert [e.count for e in events.items] == [1]
+            assert await read_cm(api, namespace, name) is not None
+
+        # Clean up while the operator runs: it releases its finalizer on deletion.
+        await core.delete_namespaced_config_map("edited", namespace)
+        await eventually(lambda: gone(api, namespace, "edited"))
