@@ -1,4 +1,5 @@
-"""A fresh virtualenv with opd and the fixture plugins of tests/fixtures/plugins/ installed,
+"""A fresh virtualenv with opd, the fixture plugins of tests/fixtures/plugins/ and the example
+plugins of plugins/ installed,
 for tests that run the installed ``opd`` command (built once per test session)."""
 
 from __future__ import annotations
@@ -62,7 +63,10 @@ def build_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
     fixtures = shutil.copytree(FIXTURES, root / "fixtures", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    editables = [arg for d in sorted(fixtures.iterdir()) if (d / "pyproject.toml").exists() for arg in ("-e", str(d))]
+    examples = shutil.copytree(REPO / "plugins", root / "examples",
+                               ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "tests"))
+    packages = [*sorted(fixtures.iterdir()), *sorted(examples.iterdir())]
+    editables = [arg for d in packages if (d / "pyproject.toml").exists() for arg in ("-e", str(d))]
     _run([*pip, "install", "-q", "--no-build-isolation", "--no-deps", "-e", str(source), *editables])
     print(f"plugins venv built in {time.monotonic() - started:.1f}s", file=sys.stderr)
     return venv

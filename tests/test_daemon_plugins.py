@@ -354,7 +354,8 @@ def test_installed_plugins_as_json(venv: Path, empty_config: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     listing = json.loads(result.stdout)
-    assert [p["name"] for p in listing] == ["broken-import", "broken-register", "decorated", "good"]
+    assert [p["name"] for p in listing] == [
+        "broken-import", "broken-register", "decorated", "good", "mirror", "nsdefaults", "ttl"]
     found = by_name(listing)
     assert found["good"] == {
         "name": "good", "distribution": "opd-test-good", "version": "1.2.3", "entry_point": "opd_test_good",
@@ -374,6 +375,9 @@ def test_installed_plugins_as_json(venv: Path, empty_config: Path) -> None:
     assert found["broken-register"]["entry_point"] == "opd_test_broken_register.plugin"
     assert found["decorated"]["status"] == "loaded"
     assert found["decorated"]["handlers"] == [{"id": "watch_configmaps", "reason": "event", "resource": "configmaps"}]
+    for example in ("mirror", "nsdefaults", "ttl"):  # the example plugins of plugins/
+        assert found[example]["status"] == "loaded", found[example]
+        assert found[example]["distribution"] == f"opd-{example}"
 
 
 @pytest.mark.timeout(300)
@@ -389,7 +393,7 @@ def test_installed_plugins_as_a_table(venv: Path, empty_config: Path) -> None:
     assert "    handlers: create_fn (create kopfexamples)" in lines
     assert ("    runs: cluster-wide; isolation shared; markers good.opd.dev, .status.opd-good; "
             "results .status.good") in lines
-    assert lines[-1] == "4 plugin(s): 2 loaded, 2 failed, 0 disabled"
+    assert lines[-1] == "7 plugin(s): 5 loaded, 2 failed, 0 disabled"
     assert result.stderr == ""
 
 
@@ -397,14 +401,14 @@ def test_installed_plugins_as_a_table(venv: Path, empty_config: Path) -> None:
 def test_strict_mode_makes_a_failed_plugin_an_error(venv: Path, empty_config: Path) -> None:
     result = opd_cmd(venv, "plugins", "--json", "--config", str(empty_config), env={"OPD_STRICT_PLUGINS": "1"})
     assert result.returncode == 1
-    assert len(json.loads(result.stdout)) == 4  # the listing still comes first
+    assert len(json.loads(result.stdout)) == 7  # the listing still comes first
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith("Error: strict mode (OPD_STRICT_PLUGINS=1): plugin 'broken-import' failed: ")
     # With the broken ones disabled, strict mode is content.
     result = opd_cmd(venv, "plugins", "--config", str(empty_config),
                      env={"OPD_STRICT_PLUGINS": "1", "OPD_DISABLED_PLUGINS": "broken-import, broken-register"})
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == "4 plugin(s): 2 loaded, 0 failed, 2 disabled"
+    assert result.stdout.splitlines()[-1] == "7 plugin(s): 5 loaded, 0 failed, 2 disabled"
 
 
 @pytest.mark.timeout(300)
@@ -416,7 +420,8 @@ def test_enable_and_disable_by_config_and_environment(venv: Path, tmp_path: Path
     assert result.returncode == 0, result.stderr
     found = by_name(json.loads(result.stdout))
     assert {n: p["status"] for n, p in found.items()} == {
-        "broken-import": "failed", "broken-register": "disabled", "decorated": "loaded", "good": "loaded"}
+        "broken-import": "failed", "broken-register": "disabled", "decorated": "loaded", "good": "loaded",
+        "mirror": "disabled", "nsdefaults": "disabled", "ttl": "disabled"}
     assert found["broken-register"]["enabled"] is False
     assert found["broken-register"]["disabled_by"] == f"not in [plugins].enable ({path})"
     assert (found["good"]["namespaces"], found["good"]["clusterwide"], found["good"]["isolation"]) == (

@@ -69,6 +69,9 @@ log_format = "text"
 [kubernetes]
 kubeconfig = "{kubeconfig}"
 
+[plugins]
+enable = ["good", "decorated", "broken-import", "broken-register"]
+
 [plugins.good]
 greeting = "{greeting}"
 """)
@@ -213,3 +216,74 @@ async def test_with_no_cluster_configured_the_running_local_cluster_is_used(
         assert await eventually(doubled) == {"doubled": 2}
     finally:
         proc.stop()
+
+
+@pytest.mark.timeout(300)
+async def test_opd_start_runs_the_example_plugins(
+    venv: Path, kubeconfig: Path, namespace: str, api: client.ApiClient, tmp_path: Path
+) -> None:
+    """The three example plugins, pip-installed, each acting through `opd start`."""
+    import uuid
+
+    core = client.CoreV1Api(api)
+    stem = f"ex-{uuid.uuid4().hex[:6]}"
+    target, fresh = f"{stem}-target", f"{stem}-fresh"
+    await core.create_namespace({"metadata": {"name": target}})
+    config = tmp_path / "opd.toml"
+    config.write_text(f"""
+[opd]
+namespaces = ["{namespace}", "{target}"]
+shutdown_timeout = 3
+
+[kubernetes]
+kubeconfig = "{kubeconfig}"
+
+[plugins]
+enable = ["mirror", "ttl", "nsdefaults"]
+
+[plugins.mirror]
+resync = 0
+
+[plugins.ttl]
+interval = 0.5
+
+[plugins.nsdefaults]
+include = ["{stem}-*"]
+""")
+    proc = Process([str(venv / "bin" / "opd"), "start", "--config", str(config), "--log-format", "text"],
+                   tmp_path / "opd.log", _env())
+    try:
+        try:
+            await eventually(lambda: asyncio.sleep(0, "3 plugin(s) ready" in proc.output()), timeout=60)
+        except AssertionError:
+            pytest.fail(f"not ready; opd said:\n{proc.output()}")
+        await core.create_namespaced_config_map(namespace, {"metadata": {
+            "name": "shared", "labels": {"opd.dev/mirror": "true"}, "annotations": {"opd.dev/mirror-to": target}},
+            "data": {"k": "v"}})
+        await core.create_namespaced_config_map(namespace, {"metadata": {
+            "name": "short-lived", "annotations": {"opd.dev/ttl": "1s"}}})
+        await core.create_namespace({"metadata": {"name": fresh}})
+
+        async def read(ns: str, name: str) -> Any:
+            try:
+                return await core.read_namespaced_config_map(name, ns)
+            except client.ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+
+        copy = await eventually(lambda: read(target, "shared"), timeout=30)
+        assert copy.data == {"k": "v"}  # mirror
+        await eventually(lambda: read(fresh, "defaults"), timeout=30)  # nsdefaults
+
+        async def expired() -> bool:
+            return await read(namespace, "short-lived") is None
+
+        await eventually(expired, timeout=30)  # ttl
+        proc.popen.send_signal(signal.SIGTERM)
+        assert await asyncio.get_running_loop().run_in_executor(None, proc.popen.wait, 30) == 0
+        assert "Traceback" not in proc.output()
+    finally:
+        proc.stop()
+        for ns in (target, fresh):
+            await core.delete_namespace(ns)

@@ -67,7 +67,10 @@ class Operation:
             s.listed.is_set() for s in self.subscriptions.values())
 
     def _operator_kwargs(self) -> dict[str, Any]:
-        return {"settings": self.settings, "memo": self.memo, "logger": logger.bind(operator=self.name)}
+        kwargs = {"settings": self.settings, "memo": self.memo, "logger": logger.bind(operator=self.name)}
+        if self.cluster is not None:  # not yet for login handlers: they say how to connect
+            kwargs["api"] = self.cluster.client.handler_client()
+        return kwargs
 
     async def _run_operator_handlers(self, reason: Reason, *, fatal: bool) -> list[Any]:
         """Startup/cleanup/login handlers, in order; startup's failures stop the operator."""

@@ -165,6 +165,7 @@ class ResourceProcessor:
             "labels": meta.get("labels") or {}, "annotations": meta.get("annotations") or {},
             "logger": logger.bind(object=where(body), resource=str(self.resource)),
             "memo": self.memo, "resource": self.resource, "settings": self.settings,
+            "api": self.client.handler_client(),
             **extra,
         }
 

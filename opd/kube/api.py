@@ -92,13 +92,23 @@ class KubeClient:
         self._api = client.ApiClient(configuration=configuration)
         self._streams = client.ApiClient(configuration=configuration)
         self._retired: set[client.ApiClient] = set()
+        self._handlers_api: client.ApiClient | None = None
         self._closers: set[asyncio.Task[None]] = set()
         self._recycled_at = 0.0
         self.recycles = 0
 
+    def handler_client(self) -> client.ApiClient:
+        """A kubernetes_asyncio ApiClient with the operator's own credentials, for handlers'
+        own API calls (kwarg ``api``): the same cluster and identity as the operator's."""
+        if self._handlers_api is None:
+            self._handlers_api = client.ApiClient(configuration=self._configuration)
+        return self._handlers_api
+
     async def close(self) -> None:
         for task in self._closers:
             task.cancel()
+        if self._handlers_api is not None:
+            await self._handlers_api.close()
         await asyncio.gather(self._api.close(), self._streams.close(),
                              *(old.close() for old in self._retired), return_exceptions=True)
         self._retired.clear()

@@ -91,14 +91,13 @@ def opd_register(registry: opd.OperatorRegistry, config: dict[str, Any]) -> None
     cfg = Config.parse(config)
 
     @opd.on.startup(registry=registry, id="mirror_connect")
-    async def connect(memo: opd.Memo, **_: Any) -> None:
-        memo[MEMO_KEY] = _State(api=await _kube.connect())
+    async def connect(memo: opd.Memo, api: client.ApiClient, **_: Any) -> None:
+        # opd's own client: the cluster and credentials the daemon was configured with.
+        memo[MEMO_KEY] = _State(api=api)
 
     @opd.on.cleanup(registry=registry, id="mirror_disconnect")
     async def disconnect(memo: opd.Memo, **_: Any) -> None:
-        state = memo.pop(MEMO_KEY, None)
-        if state is not None:
-            await state.api.close()
+        memo.pop(MEMO_KEY, None)  # the client is opd's: it closes it
 
     for plural in COPIED_FIELDS:
         _register_resource(registry, plural, cfg)

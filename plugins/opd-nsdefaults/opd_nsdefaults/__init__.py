@@ -111,15 +111,14 @@ def opd_register(registry: opd.OperatorRegistry, config: dict[str, Any]) -> None
     cfg = Config.parse(config)
 
     @opd.on.startup(registry=registry, id="nsdefaults_connect")
-    async def connect(memo: opd.Memo, **_: Any) -> None:
+    async def connect(memo: opd.Memo, api: client.ApiClient, **_: Any) -> None:
+        # opd's own client: the cluster and credentials the daemon was configured with.
         # The API client, and the resources found for each (apiVersion, kind): (plural, namespaced).
-        memo[MEMO_KEY] = {"api": await _kube.connect(), "kinds": {}}
+        memo[MEMO_KEY] = {"api": api, "kinds": {}}
 
     @opd.on.cleanup(registry=registry, id="nsdefaults_disconnect")
     async def disconnect(memo: opd.Memo, **_: Any) -> None:
-        state = memo.pop(MEMO_KEY, None)
-        if state is not None:
-            await state["api"].close()
+        memo.pop(MEMO_KEY, None)  # the client is opd's: it closes it
 
     def selected(name: str, **_: Any) -> bool:
         return cfg.selects(name)

@@ -95,15 +95,14 @@ def opd_register(registry: opd.OperatorRegistry, config: dict[str, Any]) -> None
     cfg = Config.parse(config)
 
     @opd.on.startup(registry=registry, id="ttl_connect")
-    async def connect(memo: opd.Memo, **_: Any) -> None:
+    async def connect(memo: opd.Memo, api: client.ApiClient, **_: Any) -> None:
+        # opd's own client: the cluster and credentials the daemon was configured with.
         # (uid, value) of invalid TTLs already reported by a timer: each one is said once.
-        memo[MEMO_KEY] = {"api": await _kube.connect(), "reported": set()}
+        memo[MEMO_KEY] = {"api": api, "reported": set()}
 
     @opd.on.cleanup(registry=registry, id="ttl_disconnect")
     async def disconnect(memo: opd.Memo, **_: Any) -> None:
-        state = memo.pop(MEMO_KEY, None)
-        if state is not None:
-            await state["api"].close()
+        memo.pop(MEMO_KEY, None)  # the client is opd's: it closes it
 
     for name in cfg.resources:
         _register_resource(registry, name, cfg)
