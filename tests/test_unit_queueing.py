@@ -398,3 +398,21 @@ async def test_close_idle_queue() -> None:
     await asyncio.wait_for(q.close(5.0), 0.5)
     q.put("a", 1)
     assert len(q) == 0
+
+
+async def test_wait_for_room_holds_a_producer_until_the_queue_drains() -> None:
+    release = asyncio.Event()
+
+    async def process(key: str, value: int) -> None:
+        await release.wait()
+
+    queue: WorkQueue[str, int] = WorkQueue(process, workers=1)
+    for i in range(5):
+        queue.put(f"k{i}", i)
+    waiter = asyncio.create_task(queue.wait_for_room(3))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()  # 4 waiting (one is being processed): no room below 3 yet
+    release.set()
+    await asyncio.wait_for(waiter, 1)
+    assert len(queue) < 3
+    await queue.close(1)

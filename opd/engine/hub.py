@@ -10,6 +10,7 @@ reports meanwhile is not replayed from that (possibly older) LIST.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ StreamKey = tuple[Resource, str | None, str | None]  # resource, namespace, labe
 class Subscription:
     key: StreamKey
     deliver: Deliver
+    backlog: Callable[[], Awaitable[None]] | None = None  # awaited between LIST pages
     listed: asyncio.Event = field(default_factory=asyncio.Event)
     # uids the stream reported while this subscriber's own LIST was running
     touched: set[str] | None = None
@@ -51,13 +53,14 @@ class WatchHub:
         return [s.watcher for s in self._streams.values()]
 
     def subscribe(self, resource: Resource, namespace: str | None, selector: str | None,
-                  deliver: Deliver) -> Subscription:
+                  deliver: Deliver, backlog: Callable[[], Awaitable[None]] | None = None) -> Subscription:
         key = (resource, namespace, selector)
-        sub = Subscription(key, deliver)
+        sub = Subscription(key, deliver, backlog)
         stream = self._streams.get(key)
         if stream is None:
             watcher = Watcher(self.client, resource, namespace, settings=self.settings,
                               deliver=self._fan_out(key), label_selector=selector)
+            watcher.backlog = self._backlog(key)
             task = asyncio.get_running_loop().create_task(watcher.run(), name=f"opd watch {watcher}")
             stream = self._streams[key] = _Stream(watcher, task)
             watcher.listed_callbacks.append(lambda: sub.listed.set())
@@ -92,6 +95,14 @@ class WatchHub:
                 except Exception:  # one subscriber's fault must not starve the others
                     logger.opt(exception=True).error(f"opd: a subscriber of {stream.watcher if stream else key} failed")
         return deliver
+
+    def _backlog(self, key: StreamKey) -> Callable[[], Awaitable[None]]:
+        async def wait() -> None:
+            stream = self._streams.get(key)
+            for sub in list(stream.subscribers) if stream is not None else ():
+                if sub.backlog is not None:
+                    await sub.backlog()
+        return wait
 
     async def _replay(self, watcher: Watcher, sub: Subscription) -> None:
         backoff = self.settings.backoff_initial

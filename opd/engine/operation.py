@@ -220,8 +220,10 @@ class Operation:
     def _subscribe(self, ref: ResourceRef, processor: ResourceProcessor, namespace: str | None) -> None:
         assert self.cluster is not None
         if (ref, namespace) not in self.subscriptions:
+            room = 2 * self.settings.watching.list_page_size
             self.subscriptions[(ref, namespace)] = self.cluster.hub.subscribe(
-                processor.resource, namespace, self.registry.label_selector(ref), processor.deliver)
+                processor.resource, namespace, self.registry.label_selector(ref), processor.deliver,
+                backlog=lambda: processor.queue.wait_for_room(room))
 
     def _namespace_event(self, event_type: str, body: dict[str, Any]) -> None:
         assert self._namespaces is not None and self.cluster is not None

@@ -31,6 +31,8 @@ class WorkQueue(Generic[K, V]):
         self._timers: dict[K, asyncio.TimerHandle] = {}
         self._workers: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._room = asyncio.Event()
+        self._room_limit = 0
         # Workers start in the context of the queue's owner (its operator), not of whoever
         # happens to put (a shared watch stream): each gets a copy, so nothing leaks between them.
         self._context = contextvars.copy_context()
@@ -41,6 +43,14 @@ class WorkQueue(Generic[K, V]):
     @property
     def active(self) -> int:
         return len(self._active)
+
+    async def wait_for_room(self, limit: int) -> None:
+        """Until fewer than ``limit`` objects wait: a producer that can pause (a LIST) keeps
+        the number of bodies held in memory bounded."""
+        while len(self._latest) >= limit and not self._closed:
+            self._room_limit = limit
+            self._room.clear()
+            await self._room.wait()
 
     def put(self, key: K, value: V) -> None:
         """Queue ``value`` as the newest state of ``key``; a pending older state is dropped."""
@@ -94,6 +104,8 @@ class WorkQueue(Generic[K, V]):
         while self._ready and not self._closed:
             key = self._ready.popleft()
             value = self._latest.pop(key)
+            if len(self._latest) < self._room_limit:
+                self._room.set()
             self._active.add(key)
             try:
                 await self._process(key, value)
@@ -109,6 +121,7 @@ class WorkQueue(Generic[K, V]):
     async def close(self, timeout: float) -> None:
         """Stop taking work; let in-flight items finish within ``timeout``, then cancel them."""
         self._closed = True
+        self._room.set()
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()

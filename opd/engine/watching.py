@@ -9,7 +9,7 @@ is presumed dead and resumed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from loguru import logger
@@ -37,6 +37,8 @@ class Watcher:
         self._known: dict[str, tuple[str, str | None, str]] = {}
         self.listed = asyncio.Event()
         self.listed_callbacks: list[Callable[[], None]] = []
+        # Awaited between LIST pages: the consumers' queues make room before more bodies come.
+        self.backlog: Callable[[], Awaitable[None]] | None = None
         self.healthy = False
         self.last_error: str | None = None
         self._last_kind: str | None = None
@@ -133,6 +135,9 @@ class Watcher:
                 old = self._known.get(uid)
                 if old is None or old[0] != meta["resourceVersion"]:
                     self._deliver("ADDED" if old is None else "MODIFIED", item)
+            del items
+            if self.backlog is not None:
+                await self.backlog()
         for uid in self._known.keys() - seen.keys():
             _, namespace, name = self._known[uid]
             self._deliver("DELETED", {
