@@ -160,3 +160,19 @@ async def test_health_endpoints(tmp_path: Path, kubeconfig: Path, namespace: str
 async def _with_runs(metrics: object) -> str | None:
     text: str = await metrics()  # type: ignore[operator]
     return text if 'outcome="success"' in text else None
+
+
+async def test_a_plugin_in_its_own_thread(tmp_path: Path, kubeconfig: Path, namespace: str, crd: str,
+                                          api: client.ApiClient) -> None:
+    import threading
+
+    path = _config(tmp_path, kubeconfig, namespace, extra='isolation = "thread"\n')  # in [plugins.recorder_b]
+    config = daemon_config.load(path)
+    assert config.plugin("recorder_b").isolation == "thread"
+    async with Running(Supervisor(config, env={}, entry_points=_eps("recorder_a", "recorder_b"))) as run:
+        await eventually(lambda: asyncio.sleep(0, run.supervisor.ready()), timeout=30)
+        assert any(t.name == "opd-plugin-recorder_b" for t in threading.enumerate())
+        await create_kex(api, namespace, "threaded")
+        both = [("a", "threaded"), ("b", "threaded")]
+        await eventually(lambda: asyncio.sleep(0, sorted(daemon_plugins.CALLS) == both))
+    assert not any(t.name == "opd-plugin-recorder_b" for t in threading.enumerate())
