@@ -217,6 +217,25 @@ _LOG_LEVELS = click.Choice(["trace", "debug", "info", "warning", "error"])
 _LOG_FORMATS = click.Choice(["auto", "text", "json", "journal"])
 
 
+def _leave_without_waiting_for_handler_threads() -> None:
+    """A sync handler still running past the shutdown bound cannot be cancelled, and Python would
+    wait for its thread at exit: the stop bound holds only if the process leaves without it."""
+    import os
+    import threading
+
+    from loguru import logger
+
+    stuck = [t for t in threading.enumerate() if t.name.startswith("opd-handler") and t.is_alive()]
+    for thread in stuck:
+        thread.join(0.2)  # idle pool threads end by themselves
+    names = [t.name for t in stuck if t.is_alive()]
+    if names:
+        logger.error(f"opd: sync handlers still running past the shutdown bound, abandoned: {', '.join(names)}")
+        logger.complete()
+        sys.stderr.flush()
+        os._exit(0)
+
+
 def _use_local_cluster_if_nothing_else() -> None:
     """With no cluster configured at all, the local one (`opd local-cluster start`), if it runs."""
     import os
@@ -251,6 +270,7 @@ def start_cmd(config_path: Path | None, verbose: bool, log_format: str | None) -
     if cfg.kubernetes.kubeconfig is None and not cfg.kubernetes.in_cluster:
         _use_local_cluster_if_nothing_else()
     service.start(cfg)
+    _leave_without_waiting_for_handler_threads()
 
 
 @main.command("run")
@@ -282,3 +302,4 @@ def run_cmd(files: tuple[Path, ...], modules: tuple[str, ...], namespaces: tuple
     login = Login(kubeconfig=str(kubeconfig) if kubeconfig else None, context=context)
     asyncio.run(operator(registry=registry, namespaces=list(namespaces) or None,
                          clusterwide=clusterwide or not namespaces, login=login))
+    _leave_without_waiting_for_handler_threads()

@@ -36,6 +36,8 @@ class PersistenceSettings:
     # Handler results go to status.<handler id> (as in Kopf), or to status.<results_field>.<handler id>
     # when set: the daemon gives each plugin its own, so equal handler ids never collide.
     results_field: str | None = None
+    # A larger diff-base is kept as a digest: changes are still seen, but update handlers get old=None.
+    max_diff_base: int = 128 * 1024
 
     @property
     def finalizer(self) -> str:

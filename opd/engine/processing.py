@@ -26,9 +26,9 @@ from opd.engine.execution import execute
 from opd.engine.invocation import invoke
 from opd.engine.posting import EventPoster
 from opd.engine.queueing import WorkQueue
-from opd.engine.state import State, Storage, Writes, dump, essence
+from opd.engine.state import State, Storage, Writes, compact, dump, essence, is_digest
 from opd.errors import HandlerError
-from opd.kube.api import REQUEST_ERRORS, ConflictError, KubeClient, NotFoundError
+from opd.kube.api import REQUEST_ERRORS, APIError, ConflictError, KubeClient, NotFoundError
 from opd.registry import Handler, OperatorRegistry, Reason, matches
 from opd.resources import Resource, ResourceRef
 from opd.settings import OperatorSettings
@@ -63,6 +63,18 @@ class HandlerMetrics:
         self.seconds[handler_id] += seconds
 
 
+def _unwritable(exc: APIError) -> bool:
+    """Writes the server will refuse every time: too large for etcd, or invalid."""
+    return exc.status in (413, 422) or "too large" in exc.message.lower()
+
+
+def _version(body: Mapping[str, Any]) -> int:
+    try:
+        return int(body["metadata"]["resourceVersion"])
+    except (KeyError, ValueError, TypeError):
+        return -1
+
+
 def where(body: Mapping[str, Any]) -> str:
     meta = body.get("metadata") or {}
     return f"{meta['namespace']}/{meta.get('name')}" if meta.get("namespace") else str(meta.get("name"))
@@ -94,6 +106,9 @@ class ResourceProcessor:
         self._seen: set[str] = set()  # uids seen by this process (for resume handlers)
         self._unwritten: dict[str, _Outcome] = {}  # outcomes whose write failed, to retry as they are
         self._events: dict[str, list[Item]] = {}  # raw events not yet shown to event handlers
+        # uids whose deletion opd released (its finalizer removed): their last events before
+        # DELETED carry an old resourceVersion and must not run delete handlers again.
+        self._released: set[str] = set()
         self.metrics = HandlerMetrics()
 
     def deliver(self, event_type: str, body: dict[str, Any]) -> None:
@@ -114,6 +129,7 @@ class ResourceProcessor:
         for raw_type, raw_body in self._events.pop(uid, ()):
             await self._run_event_handlers(raw_type, raw_body)
         if event_type == "DELETED":
+            self._released.discard(uid)
             self._written.pop(uid, None)
             self._unwritten.pop(uid, None)
             self._seen.discard(uid)
@@ -132,12 +148,21 @@ class ResourceProcessor:
                 except REQUEST_ERRORS:
                     self._unwritten[uid] = unwritten
                     raise
-            if self._stale(uid, body):
-                return
+                if _version(body) <= _version(unwritten[0]):
+                    return  # this state is the one that outcome was computed from: done with it
+            if uid in self._released or self._stale(uid, body):
+                return  # opd let go of it (its deletion goes on), or our own write's echo is due
             await self._handle(uid, body)
         except (NotFoundError, ConflictError):
             pass  # gone, or changed under us: the watch brings the newer state
         except REQUEST_ERRORS as exc:
+            if isinstance(exc, APIError) and _unwritable(exc):
+                self._unwritten.pop(uid, None)
+                logger.error(f"opd: {self.resource} {where(body)}: the outcome cannot be written, not retried: {exc}")
+                if self.poster is not None:
+                    self.poster.post(body, "Warning", "Unwritable", f"opd cannot write its outcome: {exc.message}",
+                                     level="error")
+                return
             delay = getattr(exc, "retry_after", None) or self.settings.watching.backoff_initial * 4
             logger.warning(f"opd: {self.resource} {where(body)}: writing the outcome failed ({exc}); "
                            f"retrying in {delay:.0f}s")
@@ -186,7 +211,7 @@ class ResourceProcessor:
     async def _handle(self, uid: str, body: dict[str, Any]) -> None:
         meta = body["metadata"]
         new_essence = essence(body, self.settings.persistence.prefix)
-        current = dump(new_essence)
+        current = compact(dump(new_essence), self.settings.persistence.max_diff_base)
         state = self.storage.read(body)
         first_seen = uid not in self._seen
         if self.by_reason[Reason.RESUME]:
@@ -212,7 +237,9 @@ class ResourceProcessor:
         if reason is None:
             return
 
-        old_essence = json.loads(state.diff_base) if reason == Reason.UPDATE and state.diff_base else None
+        # A digest (for a huge object) says that it changed, not how: old is None then.
+        old_essence = json.loads(state.diff_base) if (
+            reason == Reason.UPDATE and state.diff_base and not is_digest(state.diff_base)) else None
         patch = Patch()
         kwargs = self._kwargs(body, reason=str(reason), patch=patch, old=old_essence, new=new_essence,
                               diff=diff(old_essence, new_essence) if reason == Reason.UPDATE else ())
@@ -315,15 +342,23 @@ class ResourceProcessor:
                      old: State, progress: Mapping[str, dict[str, Any] | None]) -> None:
         meta = body["metadata"]
         name, namespace = meta["name"], meta.get("namespace")
+        new_finalizers = writes.body.get("metadata", {}).get("finalizers")
+        releasing = bool(meta.get("deletionTimestamp")) and new_finalizers is not None and (
+            self.finalizer not in new_finalizers)
         if "status" not in self.resource.subresources:
             merged = _merge(writes.body, writes.status)
             if merged:
                 await self._write_body(uid, body, merged)
+            if releasing:
+                self._released.add(uid)
             return
         if writes.status:
             path = self.resource.path(namespace, name, "status")
             response = await self.client.patch(path, writes.status)
             self._remember(uid, response)
+            precondition = writes.body.get("metadata", {})
+            if "resourceVersion" in precondition:  # the status write moved it on: follow, not conflict
+                precondition["resourceVersion"] = response["metadata"]["resourceVersion"]
             if not self.storage.confirms(response, diff_base):
                 logger.warning(f"opd: {self.resource} drops unknown status fields (structural schema): "
                                f"keeping opd's markers in annotations instead")
@@ -332,6 +367,8 @@ class ResourceProcessor:
                                    progress={k: v for k, v in progress.items() if v is not None})
         if writes.body:
             await self._write_body(uid, body, writes.body)
+        if releasing:
+            self._released.add(uid)
 
     async def _write_body(self, uid: str, body: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
         meta = body["metadata"]

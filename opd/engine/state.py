@@ -49,6 +49,21 @@ def annotation_name(handler_id: str) -> str:
     return name
 
 
+_DIGEST = "sha256:"
+
+
+def compact(diff_base: str, limit: int) -> str:
+    """The diff-base itself, or its digest when it is too large to keep on the object
+    (it would double the object's size: past etcd's request limit for a ~1 MiB object)."""
+    if len(diff_base) <= limit:
+        return diff_base
+    return _DIGEST + hashlib.sha256(diff_base.encode()).hexdigest()
+
+
+def is_digest(diff_base: str) -> bool:
+    return diff_base.startswith(_DIGEST)
+
+
 def dump(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 

@@ -66,6 +66,9 @@ class Watcher:
                 self.resource_version = None
             except InactivityTimeout:
                 logger.debug(f"opd: watch {self}: silent for {self.settings.inactivity_timeout:.0f}s; resuming")
+                # If the network dropped it, the pooled request connections died with it: start those
+                # afresh too, rather than let the next writes find out one read timeout at a time.
+                self.client.recycle()
             except asyncio.CancelledError:
                 raise
             except APIError as exc:

@@ -113,7 +113,7 @@ class KubeClient:
                              *(old.close() for old in self._retired), return_exceptions=True)
         self._retired.clear()
 
-    def _recycle(self) -> None:
+    def recycle(self) -> None:
         now = asyncio.get_running_loop().time()
         if now - self._recycled_at < 1.0:  # one replacement serves every request failing together
             return
@@ -166,7 +166,7 @@ class KubeClient:
             finally:
                 response.release()
         except TRANSIENT_ERRORS:
-            self._recycle()
+            self.recycle()
             raise
         if response.status >= 400:
             raise _error(response.status, data, method, path, response.headers.get("Retry-After"))

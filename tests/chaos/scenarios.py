@@ -1,0 +1,853 @@
+"""The chaos scenarios: each runs an operator (``opd run`` as a child process) in its own namespace
+of one shared local control plane, injects one kind of fault, and counts every handling exactly
+from the handler log.
+
+Imported by ``run.py`` (as a script's sibling) and by ``tests/test_chaos.py`` (as ``chaos.scenarios``):
+so it imports nothing from its own folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from opd.testing import LocalControlPlane
+from opd.testing.chaos import (
+    FAIL_ANNOTATION,
+    KOPFEXAMPLES,
+    SLEEP_ANNOTATION,
+    ApiServerFaults,
+    Entry,
+    HandlerLog,
+    Kube,
+    LoadGenerator,
+    OperatorProcess,
+    crd_body,
+    disconnected,
+    find_secrets,
+    handlers_source,
+    secrets_of,
+    tally,
+    wait_until,
+)
+from opd.testing.proxy import FaultProxy
+
+RESULT = "create_fn"  # the create handler's id: its result lands in .status.create_fn
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How big each scenario is: ``FULL`` for run.py, ``QUICK`` for --quick and the test suite."""
+
+    name: str
+    restart_objects: int  # 1: objects created, half of them deleted after
+    restart_rate: float
+    restarts: int
+    crash_objects: int  # 2: a stream of creates with two kill -9 in it
+    crash_rate: float
+    crash_delay: float  # 2: how long each create handler runs (so some are in flight at a kill)
+    partition_objects: int  # 3: objects created in the seconds after the partition
+    gone_objects: int  # 5: objects before the cut (a third changed, a third deleted while cut)
+    unreachable_for: float  # 7: seconds the API stays away after the operator starts
+    long_handler: float  # 4b: a handler longer than the shutdown bound
+    long_rerun: bool  # 4b: restart after it, and check its work completes once (as long again)
+    converge_timeout: float
+    settle: float  # seconds to wait after convergence, for late duplicates to show
+
+
+FULL = Scale("full", restart_objects=5000, restart_rate=100, restarts=5, crash_objects=600, crash_rate=50,
+             crash_delay=0.3, partition_objects=30, gone_objects=60, unreachable_for=20, long_handler=15,
+             long_rerun=True, converge_timeout=300, settle=3.0)
+QUICK = Scale("quick", restart_objects=300, restart_rate=100, restarts=2, crash_objects=90, crash_rate=30,
+              crash_delay=0.3, partition_objects=15, gone_objects=24, unreachable_for=8, long_handler=12,
+              long_rerun=False, converge_timeout=120, settle=1.0)
+
+
+# -- results -----------------------------------------------------------------------------------------------------------
+
+@dataclass
+class Row:
+    measure: str
+    value: str
+    target: str
+    ok: bool | None  # None: reported, no target
+    key: str = ""  # for tests that check one row apart from the others
+
+
+@dataclass
+class Result:
+    scenario: str
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def add(self, measure: str, value: Any, target: str = "report", ok: bool | None = None, *, key: str = "") -> None:
+        self.rows.append(Row(measure, str(value), target, ok, key))
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+    @property
+    def ok(self) -> bool:
+        return all(row.ok is not False for row in self.rows)
+
+    def failures(self, *, keys: Iterable[str] | None = None, skip: Iterable[str] = ()) -> list[Row]:
+        """Rows that missed their target: of ``keys`` only (when given), without those of ``skip``."""
+        wanted, unwanted = set(keys) if keys is not None else None, set(skip)
+        return [row for row in self.rows if row.ok is False
+                and (wanted is None or row.key in wanted) and row.key not in unwanted]
+
+    def render(self) -> str:
+        return render([self])
+
+
+def render(results: Iterable[Result]) -> str:
+    """A plain-text table, one row per measure; notes under it."""
+    lines: list[tuple[str, str, str, str, str]] = [("SCENARIO", "MEASURE", "VALUE", "TARGET", "OK")]
+    notes = []
+    for result in results:
+        for i, row in enumerate(result.rows):
+            name = f"{result.scenario} ({result.seconds:.0f} s)" if i == 0 else ""
+            ok = "-" if row.ok is None else ("yes" if row.ok else "NO")
+            lines.append((name, row.measure, row.value, row.target, ok))
+        notes += [f"{result.scenario}: {note}" for note in result.notes]
+    widths = [max(len(line[i]) for line in lines) for i in range(4)]
+    out = ["  ".join(cell.ljust(w) for cell, w in zip(line[:4], widths, strict=True)) + "  " + line[4]
+           for line in lines]
+    out.insert(1, "-" * len(out[0]))
+    if notes:
+        out += ["", *notes]
+    return "\n".join(out)
+
+
+def _lost_dup(lost: int, dup: int) -> str:
+    return f"{lost} / {dup}"
+
+
+# -- the stage ---------------------------------------------------------------------------------------------------------
+
+class Stage:
+    """What every scenario shares: the control plane, a client, a folder; and what it started, to stop it."""
+
+    def __init__(self, control_plane: LocalControlPlane, kube: Kube, workdir: Path, scale: Scale) -> None:
+        self.cp = control_plane
+        self.kube = kube
+        self.workdir = workdir
+        self.scale = scale
+        self.apiserver = ApiServerFaults(control_plane)
+        self.logs: list[Path] = []  # every log any scenario produced: scanned for secrets
+        self.operators: list[OperatorProcess] = []
+        self.proxies: list[FaultProxy] = []
+
+    async def prepare(self) -> None:
+        await self.kube.ensure_crd(crd_body(KOPFEXAMPLES))
+
+    async def namespace(self, stem: str) -> str:
+        name = f"chaos-{stem}-{uuid.uuid4().hex[:5]}"
+        await self.kube.create_namespace(name)
+        return name
+
+    def operator(self, namespace: str, name: str, *, kubeconfig: Path | None = None, verbose: bool = False,
+                 **handlers: Any) -> tuple[OperatorProcess, HandlerLog]:
+        folder = self.workdir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        log = HandlerLog(folder / "handled.log")
+        source = folder / "handlers.py"
+        source.write_text(handlers_source(log.path, **handlers))
+        op = OperatorProcess(source, namespaces=[namespace], kubeconfig=kubeconfig or self.cp.kubeconfig,
+                             log=folder / "operator.log", verbose=verbose)
+        self.operators.append(op)
+        self.logs += [op.log, log.path]
+        return op, log
+
+    def proxy(self, name: str) -> tuple[FaultProxy, Path]:
+        """A fault proxy to the apiserver, and a kubeconfig that goes through it."""
+        proxy = FaultProxy("127.0.0.1", self.cp.apiserver_port)
+        proxy.start()
+        self.proxies.append(proxy)
+        folder = self.workdir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        return proxy, self.cp.write_kubeconfig(folder / "kubeconfig", server=f"https://{proxy.address}")
+
+    def stop_all(self) -> None:
+        """Every operator by its PID, every proxy; idempotent (also on Ctrl-C)."""
+        for op in self.operators:
+            op.stop(timeout=5)
+        for proxy in self.proxies:
+            proxy.stop()
+
+    async def objects(self, namespace: str) -> dict[str, dict[str, Any]]:
+        """name -> body of every object in the namespace."""
+        return {o["metadata"]["name"]: o for o in await self.kube.list(KOPFEXAMPLES, namespace)}
+
+
+def _result_of(body: dict[str, Any]) -> Any:
+    return (body.get("status") or {}).get(RESULT)
+
+
+async def _timed(result: Result, run: Callable[[Result], Awaitable[None]]) -> Result:
+    started = time.monotonic()
+    try:
+        await run(result)
+    finally:
+        result.seconds = time.monotonic() - started
+    return result
+
+
+def _gone_relists(op: OperatorProcess) -> int:
+    return len(re.findall(r"expired \(410\); relisting", op.output(all_starts=True)))
+
+
+# -- 1. API server restarts --------------------------------------------------------------------------------------------
+
+async def api_restarts(stage: Stage) -> Result:
+    """N objects created, then half deleted, at a bounded rate, while kube-apiserver is killed -9 and
+    restarted; create and delete handlers (the latter hold a finalizer) must each run exactly once."""
+    scale = stage.scale
+    result = Result("1. apiserver restarts")
+
+    async def run(result: Result) -> None:
+        ns = await stage.namespace("restarts")
+        op, log = stage.operator(ns, "restarts", create=True, delete=True)
+        op.start()
+        try:
+            await op.wait_ready()
+            load = LoadGenerator(stage.kube, ns, rate=scale.restart_rate)
+            names = [f"obj-{i:05d}" for i in range(scale.restart_objects)]
+            doomed = names[::2]
+            duration = (len(names) + len(doomed)) / scale.restart_rate
+            load_done: list[float] = []
+            restarts_done: list[float] = []
+
+            async def traffic() -> None:
+                await load.create(names)
+                await load.delete(doomed)
+                load_done.append(time.monotonic())
+
+            async def restarts() -> None:
+                # Spread over the load's progress, not the clock: the outages slow the load down.
+                total = len(names) + len(doomed)
+                for k in range(1, scale.restarts + 1):
+                    due = k * total / (scale.restarts + 1)
+                    await wait_until(lambda: load.counters["created"] + load.counters["deleted"] >= due,  # noqa: B023 - awaited at once
+                                     timeout=duration * 10, interval=0.05)
+                    await stage.apiserver.restart()
+                    restarts_done.append(time.monotonic())
+
+            await asyncio.gather(traffic(), restarts())
+            calm = max(load_done + restarts_done)
+
+            unseen = {d.uid for d in load.deletions.values() if d.had_finalizer is False}
+            expect_create = set(load.uids.values()) - unseen
+            expect_delete = {d.uid for d in load.deletions.values() if d.had_finalizer and d.uid}
+
+            async def converged() -> bool:
+                if not (log.uids("create") >= expect_create and log.uids("delete") >= expect_delete):
+                    return False
+                objects = await stage.objects(ns)
+                return not any(o["metadata"].get("deletionTimestamp") for o in objects.values())
+
+            took = await wait_until(converged, timeout=scale.converge_timeout, interval=1.0)
+            converge = time.monotonic() - calm
+            await asyncio.sleep(scale.settle)  # late duplicates would show now
+
+            # No zombie: an operator that survived the restarts still handles what comes next.
+            after = LoadGenerator(stage.kube, ns, rate=50)
+            fresh = [f"after-{i}" for i in range(10)]
+            await after.create(fresh)
+            await wait_until(lambda: log.uids("create") >= set(after.uids.values()), timeout=60)
+            fresh_handled = len(log.uids("create") & set(after.uids.values()))
+
+            objects = await stage.objects(ns)
+            stuck = [n for n, o in objects.items() if o["metadata"].get("deletionTimestamp")]
+            creates = tally(expect_create, log.counts("create"))
+            deletes = tally(expect_delete, log.counts("delete"))
+            result.add(f"create handlings lost (of {creates.expected})", len(creates.lost), "0", not creates.lost)
+            result.add("create handlings duplicated", creates.duplicated, "0", not creates.duplicated)
+            result.add(f"delete handlings lost (of {deletes.expected})", len(deletes.lost), "0", not deletes.lost)
+            result.add("delete handlings duplicated", deletes.duplicated, "0", not deletes.duplicated,
+                       key="delete-dup")
+            result.add("objects stuck in deletion", len(stuck), "0", not stuck)
+            result.add("converged after the last restart / load end",
+                       f"{converge:.1f} s" if took is not None else f"no, after {converge:.0f} s", "converges",
+                       took is not None)
+            result.add("new objects handled afterwards", f"{fresh_handled}/{len(fresh)}", "all",
+                       fresh_handled == len(fresh))
+            result.note(f"{stage.apiserver.restarts} restarts, API away "
+                        f"{', '.join(f'{d:.1f}' for d in stage.apiserver.downtime[-scale.restarts:])} s; "
+                        f"{_gone_relists(op)} watch relists after 410; operator pid unchanged: {op.starts == 1}")
+            if unseen:
+                result.note(f"{len(unseen)} objects deleted before opd saw them (no finalizer yet): no handler due")
+            if load.counters["delete-ambiguous"] or load.counters["create-landed-twice"]:
+                result.note(f"retried writes: {dict(load.counters)}")
+            if creates.lost:
+                result.note(f"lost creates, e.g. {sorted(creates.lost)[:3]}")
+            if deletes.lost:
+                result.note(f"lost deletes, e.g. {sorted(deletes.lost)[:3]}")
+            if stuck:
+                result.note(f"stuck, e.g. {stuck[:3]}")
+        finally:
+            op.stop()
+
+    return await _timed(result, run)
+
+
+# -- 2. Operator crash -------------------------------------------------------------------------------------------------
+
+async def operator_crash(stage: Stage) -> Result:
+    """kill -9 of the operator twice during a stream of creates, restarted at once: no handling and
+    no result may be lost; a duplicate is due only to a run the crash cut short."""
+    scale = stage.scale
+    result = Result("2. operator crash")
+
+    async def run(result: Result) -> None:
+        ns = await stage.namespace("crash")
+        op, log = stage.operator(ns, "crash", create=True, delay=scale.crash_delay)
+        op.start()
+        try:
+            await op.wait_ready()
+            load = LoadGenerator(stage.kube, ns, rate=scale.crash_rate)
+            names = [f"obj-{i:05d}" for i in range(scale.crash_objects)]
+            duration = len(names) / scale.crash_rate
+            kills: dict[int, float] = {}  # pid -> time.time() of its kill -9
+
+            async def crashes() -> None:
+                for k in (1, 2):
+                    # A third of the stream in, and with the restarted operator at work again.
+                    due = k * len(names) / 3
+                    await wait_until(lambda: load.counters["created"] >= due,  # noqa: B023 - awaited at once
+                                     timeout=duration * 10, interval=0.05)
+                    await op.wait_ready()
+                    await asyncio.sleep(1.0)
+                    assert op.pid is not None
+                    kills[op.pid] = time.time()
+                    op.restart()
+
+            await asyncio.gather(load.create(names), crashes())
+            created = set(load.uids.values())
+
+            async def converged() -> bool:
+                if not log.uids("create") >= created:
+                    return False
+                objects = await stage.objects(ns)
+                return all(_result_of(objects[n]) for n in load.uids)
+
+            took = await wait_until(converged, timeout=scale.converge_timeout, interval=1.0)
+            await asyncio.sleep(scale.settle)
+            objects = await stage.objects(ns)
+            done = log.uids("create")
+            creates = tally(created, log.counts("create"))
+            lost_results = [n for n, uid in load.uids.items() if uid in done and not _result_of(objects[n])]
+
+            # A duplicate is explained when the run before it belonged to a killed process and ended
+            # shortly before the kill (or never ended): its result could not have been written yet.
+            runs: dict[str, list[Entry]] = collections.defaultdict(list)
+            for entry in log.entries("create"):
+                runs[entry.uid].append(entry)
+            starts = log.entries("create-start")
+            cut = sum(1 for s in starts if s.pid in kills
+                      and not any(e.pid == s.pid for e in runs.get(s.uid, [])))
+            unexplained = 0
+            for entries in runs.values():
+                for earlier in entries[:-1]:
+                    killed = kills.get(earlier.pid)
+                    if killed is None or killed - earlier.at > 5.0:
+                        unexplained += 1
+            result.add(f"handlings lost (of {len(created)})", len(creates.lost), "0", not creates.lost)
+            result.add("results lost (ran, no .status.create_fn)", len(lost_results), "0", not lost_results)
+            result.add("duplicated handlings", f"{creates.duplicated} ({unexplained} not due to a crash)",
+                       "only in-flight ones", unexplained == 0)
+            result.add("converged after the load ended", f"{took:.1f} s" if took is not None else "no",
+                       "converges", took is not None)
+            at = ", ".join(time.strftime("%H:%M:%S", time.localtime(t)) for t in kills.values())
+            result.note(f"two kill -9 at {at}; {cut} runs cut short by them; handler runs {scale.crash_delay:g} s each")
+        finally:
+            op.stop()
+
+    return await _timed(result, run)
+
+
+# -- 3. Silent partition -----------------------------------------------------------------------------------------------
+
+async def silent_partition(stage: Stage) -> Result:
+    """Every open connection of a running operator goes silent (no RST: a dropped NAT entry); objects
+    keep coming. With default settings, every new object must be handled within 15 s."""
+    scale = stage.scale
+    result = Result("3. silent partition")
+
+    async def run(result: Result) -> None:
+        ns = await stage.namespace("partition")
+        proxy, kubeconfig = stage.proxy("partition")
+        op, log = stage.operator(ns, "partition", kubeconfig=kubeconfig, verbose=True, create=True)
+        op.start()
+        try:
+            await op.wait_ready()
+            warm = LoadGenerator(stage.kube, ns, rate=20)
+            await warm.create(["warm-0", "warm-1", "warm-2"])
+            await wait_until(lambda: len(log.uids("create")) == 3, timeout=30)
+            await asyncio.sleep(0.5)  # the results' PATCHes are done: their connections sit in the pool
+
+            partitioned = time.time()
+            silenced = proxy.blackhole_all()
+            load = LoadGenerator(stage.kube, ns, rate=10)
+            names = [f"obj-{i:03d}" for i in range(scale.partition_objects)]
+            stored_at: dict[str, float] = {}
+
+            async def watch_results() -> None:
+                while True:
+                    for name, body in (await stage.objects(ns)).items():
+                        if _result_of(body):
+                            stored_at.setdefault(name, time.time())
+                    await asyncio.sleep(0.25)
+
+            poller = asyncio.create_task(watch_results())
+            try:
+                await load.create(names)
+                await wait_until(lambda: all(n in stored_at for n in names), timeout=90)
+            finally:
+                poller.cancel()
+            created = set(load.uids.values())
+            first = log.first("create")
+            handled_at = [first[uid].at for uid in created if uid in first]
+            lost = len(created) - len(handled_at)
+            recovery = max(handled_at) - partitioned if handled_at else float("inf")
+            result.add(f"all new objects handled (ran), after the partition (of {len(created)})",
+                       f"{recovery:.1f} s" if not lost else f"{lost} never handled", "<= 15 s",
+                       not lost and recovery <= 15.0)
+            unstored = len([n for n in names if n not in stored_at])
+            stored = max(stored_at.get(n, float("inf")) for n in names) - partitioned
+            result.add("... and their results stored in .status, after the partition",
+                       f"{stored:.1f} s" if not unstored else f"{unstored} never stored", "<= 15 s",
+                       not unstored and stored <= 15.0, key="stored")
+
+            # Afterwards, it is as quick as ever.
+            again = LoadGenerator(stage.kube, ns, rate=10)
+            await again.create([f"later-{i}" for i in range(5)])
+            later = set(again.uids.values())
+            await wait_until(lambda: log.uids("create") >= later, timeout=60)
+            first = log.first("create")
+            lags = [first[uid].at - again.created_at[name] for name, uid in again.uids.items() if uid in first]
+            worst = max(lags) if len(lags) == len(later) else float("inf")
+            result.add("latency of objects created after recovery", f"{worst:.1f} s", "<= 2 s", worst <= 2.0)
+            result.note(f"{silenced} connections blackholed; settings: opd's defaults "
+                        f"(watch inactivity 10 s, request read timeout 10 s)")
+        finally:
+            op.stop()
+
+    return await _timed(result, run)
+
+
+# -- 4. Graceful stop --------------------------------------------------------------------------------------------------
+
+async def graceful_stop(stage: Stage) -> Result:
+    """SIGTERM during a slow handler: the process exits within the bound; after a restart the
+    handler's work is complete, exactly once."""
+    scale = stage.scale
+    result = Result("4. graceful stop")
+
+    async def one(result: Result, label: str, seconds: float, *, rerun: bool = True) -> None:
+        ns = await stage.namespace(f"sigterm-{label}")
+        op, log = stage.operator(ns, f"sigterm-{label}", create=True)
+        op.start()
+        try:
+            await op.wait_ready()
+            load = LoadGenerator(stage.kube, ns)
+            await load.create(["slow"], body=lambda name: KOPFEXAMPLES.body(
+                name, {"x": 1}, annotations={SLEEP_ANNOTATION: str(seconds)}))
+            uid = load.uids["slow"]
+            await wait_until(lambda: uid in log.uids("create-start"), timeout=30, interval=0.05)
+            await asyncio.sleep(1.0)  # well inside the handler
+            op.sigterm()
+            took = await op.wait_exit(60)
+            code = op.returncode
+            exit_text = f"{took:.1f} s (exit code {code})" if took is not None else "still running after 60 s"
+            result.add(f"SIGTERM during a {seconds:g} s handler: process exits in", exit_text, "<= 10 s",
+                       took is not None and took <= 10.0, key=f"{label}-exit")
+            if not rerun:
+                return
+            op.stop()
+            op.start()
+            await op.wait_ready()
+            await wait_until(lambda: uid in log.uids("create"), timeout=seconds + 30)
+
+            async def stored() -> bool:
+                return bool(_result_of((await stage.objects(ns)).get("slow", {})))
+
+            await wait_until(stored, timeout=30)
+            await asyncio.sleep(1.0)
+            runs = log.counts("create")[uid]
+            has_result = await stored()
+            result.add(f"after a restart, the {seconds:g} s handler's work completed",
+                       f"{runs} time(s), result {'stored' if has_result else 'missing'}", "once, stored",
+                       runs == 1 and has_result, key=f"{label}-once")
+        finally:
+            op.stop()
+
+    async def run(result: Result) -> None:
+        # Side by side, each with its own operator: rows of their own, added in order.
+        short, long = Result("short"), Result("long")
+        await asyncio.gather(
+            one(short, "short", 5.0),
+            # Longer than the shutdown bound (8 s): a sync handler in a thread cannot be cancelled.
+            one(long, "long", scale.long_handler, rerun=scale.long_rerun),
+        )
+        result.rows += short.rows + long.rows
+
+    return await _timed(result, run)
+
+
+# -- 5. Gone -----------------------------------------------------------------------------------------------------------
+
+async def gone(stage: Stage) -> Result:
+    """While the operator is cut off, objects are created, changed and deleted, and the apiserver
+    restarts (its watch cache then starts at the current revision): the resumed watch gets 410
+    Gone; after the relist every creation, change and deletion is handled once."""
+    scale = stage.scale
+    result = Result("5. 410 Gone")
+
+    async def run(result: Result) -> None:
+        ns = await stage.namespace("gone")
+        proxy, kubeconfig = stage.proxy("gone")
+        op, log = stage.operator(ns, "gone", kubeconfig=kubeconfig, verbose=True, create=True, update=True,
+                                 delete=True)
+        op.start()
+        try:
+            await op.wait_ready()
+            before = LoadGenerator(stage.kube, ns, rate=50)
+            names = [f"pre-{i:03d}" for i in range(scale.gone_objects)]
+            await before.create(names)
+            await wait_until(lambda: log.uids("create") >= set(before.uids.values()), timeout=60)
+
+            async def finalized() -> bool:
+                objects = await stage.objects(ns)
+                return all("opd.dev/finalizer" in (o["metadata"].get("finalizers") or ()) for o in objects.values())
+
+            await wait_until(finalized, timeout=30)
+            changed, doomed = names[0::3], names[1::3]
+            relists = _gone_relists(op)
+            async with disconnected(proxy):
+                cut = time.monotonic()
+                during = LoadGenerator(stage.kube, ns, rate=50)
+                fresh = [f"new-{i:03d}" for i in range(scale.gone_objects // 2)]
+                await during.create(fresh)
+                await before.patch(changed, lambda name: {"spec": {"changed": True}})
+                await before.delete(doomed)
+                ephemeral = LoadGenerator(stage.kube, ns, rate=50)
+                await ephemeral.create([f"eph-{i}" for i in range(5)])
+                await ephemeral.delete(list(ephemeral.uids))
+                await stage.apiserver.restart()
+                away = time.monotonic() - cut
+            resumed = time.monotonic()
+
+            pre_uids = set(before.uids.values())
+            want_create = set(during.uids.values())
+            want_update = {before.uids[n] for n in changed}
+            want_delete = {before.uids[n] for n in doomed}
+
+            async def converged() -> bool:
+                if not (log.uids("create") >= want_create and log.uids("update") >= want_update
+                        and log.uids("delete") >= want_delete):
+                    return False
+                objects = await stage.objects(ns)
+                return not any(o["metadata"].get("deletionTimestamp") for o in objects.values())
+
+            took = await wait_until(converged, timeout=scale.converge_timeout, interval=0.5)
+            await asyncio.sleep(scale.settle)
+            creates = tally(want_create | pre_uids, log.counts("create"))
+            updates = tally(want_update, log.counts("update"))
+            deletes = tally(want_delete, log.counts("delete"))
+            stray_updates = len(log.uids("update") - want_update)
+            eph_handled = len(set(ephemeral.uids.values()) & (log.uids("create") | log.uids("delete")))
+            got_gone = _gone_relists(op) > relists
+            result.add("resumed watch got 410 Gone and relisted", "yes" if got_gone else "no", "yes", got_gone)
+            result.add(f"creations lost / duplicated (of {len(want_create)} new, {len(pre_uids)} old)",
+                       _lost_dup(len(creates.lost), creates.duplicated), "0 / 0",
+                       not creates.lost and not creates.duplicated)
+            result.add(f"changes lost / duplicated (of {len(want_update)})",
+                       _lost_dup(len(updates.lost), updates.duplicated + stray_updates), "0 / 0",
+                       not updates.lost and not updates.duplicated and not stray_updates)
+            result.add(f"deletions lost / duplicated (of {len(want_delete)})",
+                       _lost_dup(len(deletes.lost), deletes.duplicated), "0 / 0",
+                       not deletes.lost and not deletes.duplicated)
+            result.add("converged after the cut ended",
+                       f"{took:.1f} s" if took is not None else "no", "converges", took is not None)
+            result.note(f"cut off for {away:.1f} s (incl. an apiserver restart); objects created and deleted "
+                        f"meanwhile (never seen, no handler due): {eph_handled} of 5 handled anyway; "
+                        f"relist seen {resumed - cut:.0f} s after the cut began")
+        finally:
+            op.stop()
+
+    return await _timed(result, run)
+
+
+# -- 6. Bad input ------------------------------------------------------------------------------------------------------
+
+async def bad_input(stage: Stage) -> Result:
+    """Objects with unexpected spec types, a ~1 MiB object, names of 253 characters, and a handler
+    that raises on one object: the rest are handled, the error is logged with namespace/name."""
+    result = Result("6. bad input")
+
+    async def run(result: Result) -> None:
+        ns = await stage.namespace("bad")
+        op, log = stage.operator(ns, "bad", verbose=True, create=True)
+        op.start()
+        try:
+            await op.wait_ready()
+            load = LoadGenerator(stage.kube, ns, rate=20, concurrency=4)
+            weird: dict[str, Any] = {
+                "weird-string": "just a string",
+                "weird-list": [1, "two", None, {"three": [3]}],
+                "weird-number": 12.5,
+                "weird-nested": {"size": "big", "deep": {"a": [[{}], None, True]}, "n": -1e300, "": "empty key"},
+                "weird-none": None,
+            }
+            await load.create(list(weird), body=lambda name: KOPFEXAMPLES.body(name, weird[name]))
+            await load.create(["big"], body=lambda name: KOPFEXAMPLES.body(name, {"blob": "x" * (1024 * 1024 - 8192)}))
+            dotted = ".".join(["d" * 63, "o" * 63, "t" * 63, "s" * 61])
+            long_names = ["l" * 253, dotted]
+            assert all(len(n) == 253 for n in long_names)
+            await load.create(long_names)
+            await load.create(["fails"], body=lambda name: KOPFEXAMPLES.body(
+                name, {"x": 1}, annotations={FAIL_ANNOTATION: "true"}))
+            normal = [f"after-{i}" for i in range(10)]
+            await load.create(normal)
+
+            groups = {"unexpected spec types": list(weird), "~1 MiB object": ["big"],
+                      "253-character names": long_names, "ordinary objects after them": normal}
+            keys = {"~1 MiB object": "big"}
+            wanted = {load.uids[n] for names in groups.values() for n in names}
+            await wait_until(lambda: log.uids("create") >= wanted, timeout=60)
+
+            async def stored(names: Iterable[str]) -> bool:
+                objects = await stage.objects(ns)
+                return all(_result_of(objects[n]) for n in names)
+
+            others = [n for label, names in groups.items() if label not in keys for n in names]
+            await wait_until(lambda: stored(others), timeout=30)
+            await wait_until(lambda: stored(["big"]), timeout=10)  # its handler ran long ago: only the write is due
+            objects = await stage.objects(ns)
+            handled = log.uids("create")
+            for label, names in groups.items():
+                ok = [n for n in names if load.uids[n] in handled and _result_of(objects[n])]
+                result.add(f"{label}: handled, result stored", f"{len(ok)}/{len(names)}", "all",
+                           len(ok) == len(names), key=keys.get(label, ""))
+                for name in set(names) - set(ok):
+                    ran = load.uids[name] in handled
+                    result.note(f"{name[:40]}: handler {'ran' if ran else 'never ran'}, result "
+                                f"{'stored' if _result_of(objects[name]) else 'missing'}")
+            error = await op.wait_for_output(rf"ERROR .*{re.escape(ns)}/fails\b", timeout=15)
+            lines = [ln for ln in op.output().splitlines() if f"{ns}/fails" in ln and "ERROR" in ln]
+            result.add("the failing handler's error logged with namespace/name", "yes" if error is not None else "no",
+                       "yes", error is not None)
+            if lines:
+                result.note(f"logged: {lines[0].split('ERROR', 1)[1].strip()[:150]}")
+            problems = [ln.split(" opd: ", 1)[-1] for ln in op.output().splitlines()
+                        if ("ERROR" in ln or "WARNING" in ln) and "/fails" not in ln]
+            for line, count in collections.Counter(problems).most_common(3):
+                result.note(f"also logged ({count}x): {line[:200]}")
+        finally:
+            op.stop()
+
+    return await _timed(result, run)
+
+
+# -- 7. Start without a reachable API ----------------------------------------------------------------------------------
+
+async def unreachable_start(stage: Stage) -> Result:
+    """``opd run`` while the API cannot be reached: a clear log line, not ready, retries with
+    backoff; once the API is there it handles objects, without a restart."""
+    scale = stage.scale
+    result = Result("7. start without the API")
+
+    async def run(result: Result) -> None:
+        ns = await stage.namespace("noapi")
+        proxy, kubeconfig = stage.proxy("unreachable")
+        proxy.refuse_new(True)
+        op, log = stage.operator(ns, "unreachable", kubeconfig=kubeconfig, verbose=True, create=True)
+        op.start()
+        try:
+            # From its first attempt on (a loaded machine may take seconds to start Python).
+            first = await op.wait_for_output(r"opd: API server unreachable", timeout=60)
+            attempts = proxy.accepted
+            await asyncio.sleep(scale.unreachable_for)
+            out = op.output()
+            attempts = proxy.accepted - attempts + 1
+            clear = [ln for ln in out.splitlines() if re.search(r"WARNING .*opd: API server unreachable", ln)]
+            ready_early = "opd: ready" in out
+            result.add("a clear log line says the API is unreachable", "yes" if clear else "no", "yes", bool(clear))
+            if clear:
+                result.note(f"logged: {clear[0].split(' opd: ', 1)[-1][:200]}")
+            result.add("ready while the API is away", "yes" if ready_early else "no", "no", not ready_early)
+            result.add(f"connection attempts in its first {scale.unreachable_for:g} s (backoff)", attempts, "3..20",
+                       first is not None and 3 <= attempts <= 20)
+            result.add("still running", "yes" if op.running else f"no (exit {op.returncode})", "yes", op.running)
+            tracebacks = out.count("Traceback")
+            result.add("tracebacks in the log", tracebacks, "0", tracebacks == 0)
+
+            proxy.refuse_new(False)
+            up = time.monotonic()
+            load = LoadGenerator(stage.kube, ns)
+            await load.create(["first"])
+            uid = load.uids["first"]
+            took = await wait_until(lambda: uid in log.uids("create"), timeout=60, interval=0.1)
+            ready = await op.wait_for_output(r"opd: ready\b", timeout=5)
+            since = time.monotonic() - up
+            result.add("first object handled after the API came up (same process)",
+                       f"{since:.1f} s" if took is not None else "no", "<= 30 s (backoff cap)",
+                       took is not None and since <= 30.0 and op.starts == 1)
+            result.add("ready after the API came up", "yes" if ready is not None else "no", "yes", ready is not None)
+        finally:
+            op.stop()
+
+    return await _timed(result, run)
+
+
+# -- 8. A delete handler with a result ---------------------------------------------------------------------------------
+
+async def delete_result(stage: Stage) -> Result:
+    """No fault at all, but what the other scenarios found on the way: a delete handler that returns
+    a value (stored in .status like any result) must still run once, and the finalizer must go."""
+    result = Result("8. delete handler with a result")
+
+    async def run(result: Result) -> None:
+        ns = await stage.namespace("delresult")
+        op, log = stage.operator(ns, "delete-result", create=True, delete=True, delete_result=True)
+        op.start()
+        try:
+            await op.wait_ready()
+            load = LoadGenerator(stage.kube, ns, rate=50)
+            names = [f"obj-{i:02d}" for i in range(10)]
+            await load.create(names)
+
+            async def finalized() -> bool:
+                objects = await stage.objects(ns)
+                return len(objects) == len(names) and all(
+                    "opd.dev/finalizer" in (o["metadata"].get("finalizers") or ()) and _result_of(o)
+                    for o in objects.values())
+
+            await wait_until(finalized, timeout=30)
+            await load.delete(names)
+            want = {d.uid for d in load.deletions.values() if d.had_finalizer and d.uid}
+
+            async def gone_all() -> bool:
+                return not await stage.objects(ns)
+
+            took = await wait_until(gone_all, timeout=30)
+            await asyncio.sleep(1.0)
+            deletes = tally(want, log.counts("delete"))
+            result.add(f"delete handlings lost / duplicated (of {len(want)})",
+                       _lost_dup(len(deletes.lost), deletes.duplicated), "0 / 0",
+                       not deletes.lost and not deletes.duplicated, key="delete-result")
+            result.add("objects gone (finalizer removed)", "yes" if took is not None else "no", "yes",
+                       took is not None)
+        finally:
+            op.stop()
+
+    return await _timed(result, run)
+
+
+# -- 9. A cut while delete handlers run --------------------------------------------------------------------------------
+
+async def cut_during_delete(stage: Stage) -> Result:
+    """The operator is cut off while its delete handlers run: removing the finalizer fails, is
+    retried when the API is back, and succeeds. The handlers must not run again."""
+    result = Result("9. cut during delete handlers")
+
+    async def run(result: Result) -> None:
+        ns = await stage.namespace("cutdel")
+        proxy, kubeconfig = stage.proxy("cut-delete")
+        op, log = stage.operator(ns, "cut-delete", kubeconfig=kubeconfig, create=True, delete=True,
+                                 delete_delay=2.0)
+        op.start()
+        try:
+            await op.wait_ready()
+            load = LoadGenerator(stage.kube, ns, rate=50)
+            names = [f"obj-{i:02d}" for i in range(10)]
+            await load.create(names)
+
+            async def finalized() -> bool:
+                objects = await stage.objects(ns)
+                return len(objects) == len(names) and all(
+                    "opd.dev/finalizer" in (o["metadata"].get("finalizers") or ()) for o in objects.values())
+
+            await wait_until(finalized, timeout=30)
+            await load.delete(names)
+            want = {d.uid for d in load.deletions.values() if d.had_finalizer and d.uid}
+            await wait_until(lambda: log.uids("delete-start") >= want, timeout=30, interval=0.05)
+            async with disconnected(proxy):
+                # The handlers finish while the API is away: their finalizer removal fails.
+                await wait_until(lambda: log.uids("delete") >= want, timeout=30, interval=0.05)
+                await asyncio.sleep(1.0)
+
+            async def gone_all() -> bool:
+                return not await stage.objects(ns)
+
+            took = await wait_until(gone_all, timeout=60)
+            await asyncio.sleep(stage.scale.settle + 1.0)
+            deletes = tally(want, log.counts("delete"))
+            result.add(f"delete handlings lost (of {len(want)})", len(deletes.lost), "0", not deletes.lost)
+            result.add("delete handlings duplicated", deletes.duplicated, "0", not deletes.duplicated,
+                       key="delete-dup")
+            result.add("objects gone (finalizer removed)", "yes" if took is not None else "no", "yes",
+                       took is not None)
+            retried = len(re.findall(r"writing the outcome failed", op.output()))
+            result.note(f"finalizer removals that failed and were retried: {retried}")
+        finally:
+            op.stop()
+
+    return await _timed(result, run)
+
+
+# -- secrets -----------------------------------------------------------------------------------------------------------
+
+def secrets_scan(stage: Stage, extra_logs: Iterable[Path] = ()) -> Result:
+    """No token or key in any log the suite produced (the operators ran at debug level too)."""
+    result = Result("secrets in logs")
+    assert stage.cp.workdir is not None
+    needles = secrets_of(stage.cp.kubeconfig, key_files=sorted((stage.cp.workdir / "pki").glob("*.key")))
+    logs = [p for p in [*stage.logs, *extra_logs] if p.exists()]
+    hits = find_secrets(logs, needles)
+    size = sum(p.stat().st_size for p in logs)
+    debug = sum(p.read_bytes().count(b" DEBUG ") for p in logs)  # -v did reach some of them
+    result.add(f"token or key lines found ({len(needles)} secrets, {len(logs)} logs, {size / 1e6:.1f} MB, "
+               f"{debug} debug lines)", len(hits), "0", not hits and bool(needles) and bool(logs))
+    for path, line in hits[:5]:
+        result.note(f"secret in {path}:{line}")
+    return result
+
+
+SCENARIOS: dict[str, Callable[[Stage], Awaitable[Result]]] = {
+    "restarts": api_restarts,
+    "crash": operator_crash,
+    "partition": silent_partition,
+    "sigterm": graceful_stop,
+    "gone": gone,
+    "bad-input": bad_input,
+    "unreachable": unreachable_start,
+    "delete-result": delete_result,
+    "cut-delete": cut_during_delete,
+}
+
+
+async def run_all(stage: Stage, names: Iterable[str]) -> list[Result]:
+    results = []
+    for name in names:
+        print(f"== {name}", flush=True)
+        try:
+            outcome = await SCENARIOS[name](stage)
+        except Exception as exc:  # one broken scenario must not hide the others' results
+            outcome = Result(name)
+            outcome.add("scenario ran to the end", f"no: {type(exc).__name__}: {exc}"[:200], "yes", False)
+        print(outcome.render(), flush=True)
+        results.append(outcome)
+    return results
+
+
+__all__ = ["FULL", "QUICK", "SCENARIOS", "Result", "Row", "Scale", "Stage", "render", "run_all", "secrets_scan"]
