@@ -1,0 +1,1 @@
+"""Benchmarks (a package only so that its conftest.py does not shadow tests/conftest.py)."""

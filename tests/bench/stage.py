@@ -1,0 +1,121 @@
+"""What every scenario shares: the API, where logs go, starting contenders, waiting on the observer."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from children import Child, cpu_seconds
+from contenders import Contender
+from kubeapi import Api, Observer, create_object
+
+
+@dataclass
+class Stage:
+    api: Api
+    kubeconfig: Path
+    workdir: Path
+    server_pids: dict[str, int]  # kube-apiserver and etcd: their CPU is the cost a contender causes
+    # (contender, N) -> a namespace whose N objects that contender has handled: idle memory reuses them.
+    handled: dict[tuple[str, int], str] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    repeat: int = 1  # rounds of each backlog size and of the live load, contenders in a rotating order
+    profile_dir: Path | None = None  # py-spy flame graphs of every opd contender go here
+    _count: int = 0
+
+    def spawn(self, contender: Contender, namespace: str) -> Child:
+        self._count += 1
+        label = f"{self._count:03d}-{contender.name}-{namespace}"
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        child = Child(contender.name, contender.argv(namespace), env=env, log=self.workdir / f"{label}.log").start()
+        if self.profile_dir is not None and contender.name == "opd":
+            self._profile(child, self.profile_dir / f"{label}.svg")
+        return child
+
+    def _profile(self, child: Child, svg: Path) -> None:
+        """Sample where the contender spends its CPU (--gil: only the thread that holds the GIL)."""
+        argv = [py_spy(), "record", "--pid", str(child.pid), "--gil", "--nonblocking", "--rate", "200",
+                "--output", str(svg)]
+        child.followers.append(Child("py-spy", argv, env=dict(os.environ), log=svg.with_suffix(".log"))
+                               .start())
+        print(f"  profiling {child.name} (PID {child.pid}) into {svg}", flush=True)
+
+    def server_cpu(self) -> float:
+        return sum(cpu_seconds(pid) for pid in self.server_pids.values())
+
+    async def quiesce(self) -> None:
+        """Let the API server and etcd finish what the last contender (or creating objects) left them,
+        so that it is not billed to the next contender."""
+        if not await wait_quiet(self.server_cpu, quiet=0.15, most=60.0):
+            print("  note: the API server is still busy after 60s; going on", flush=True)
+
+    def fail(self, what: str, why: str, child: Child | None = None) -> dict[str, Any]:
+        """Record and print a failed run (with the contender's last output lines)."""
+        message = f"{what}: {why}"
+        self.failures.append(message)
+        print(f"  FAILED {message}", flush=True)
+        if child is not None:
+            print(f"  {child.name} ({child.describe_exit()}), last output:\n{child.tail()}", flush=True)
+        return {"error": message}
+
+
+def py_spy() -> str:
+    """py-spy from PATH or from this interpreter's environment."""
+    found = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if found is None:
+        raise SystemExit("--profile needs py-spy: pip install py-spy")
+    return found
+
+
+async def wait_quiet(cpu_seconds: Callable[[], float], *, quiet: float, window: float = 1.0, least: float = 0.0,
+                     most: float = 60.0) -> bool:
+    """Whether a process (or several: ``cpu_seconds`` adds them up) came to use under ``quiet`` of a core
+    over one window, within ``most`` seconds and not before ``least`` seconds."""
+    started = time.monotonic()
+    before = cpu_seconds()
+    while time.monotonic() - started < most:
+        await asyncio.sleep(window)
+        now = cpu_seconds()
+        if (now - before) / window < quiet and time.monotonic() - started >= least:
+            return True
+        before = now
+    return False
+
+
+def rotated(contenders: list[Contender], round_: int) -> list[Contender]:
+    """Each round starts with another contender: a busy neighbour on the machine hurts none of them always."""
+    shift = round_ % max(1, len(contenders))
+    return contenders[shift:] + contenders[:shift]
+
+
+async def wait_results(observer: Observer, child: Child, count: int, *, stall: float = 60.0) -> str | None:
+    """Wait until ``count`` objects carry the result; None then, else why not (exit, or no progress)."""
+    progress, progressed_at = len(observer.seen), time.monotonic()
+    while not await observer.wait(lambda: len(observer.seen) >= count, timeout=0.5):
+        if not child.alive():
+            return f"{child.describe_exit()} with {len(observer.seen)}/{count} results"
+        if len(observer.seen) != progress:
+            progress, progressed_at = len(observer.seen), time.monotonic()
+        elif time.monotonic() - progressed_at > stall:
+            return f"no progress for {stall:.0f}s at {progress}/{count} results"
+    return None
+
+
+async def wait_ready(stage: Stage, observer: Observer, child: Child, namespace: str, *,
+                     probe: str = "probe", timeout: float = 120.0) -> str | None:
+    """A contender is ready when a probe object created now gets its result (its watch is listed)."""
+    await create_object(stage.api, namespace, probe)
+    deadline = time.monotonic() + timeout
+    while not await observer.wait(lambda: probe in observer.seen, timeout=0.5):
+        if not child.alive():
+            return f"{child.describe_exit()} before it was ready"
+        if time.monotonic() > deadline:
+            return f"probe object not handled within {timeout:.0f}s"
+    return None
