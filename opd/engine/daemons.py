@@ -87,6 +87,8 @@ class Spawner:
         """Keep the object's matching timers and daemons running, with its newest body;
         stop those whose filters no longer match."""
         work = self._objects.get(uid)
+        if work is None and not handlers:
+            return  # nothing runs for it: keep no body in memory
         if work is None:
             work = self._objects[uid] = _ObjectWork(body)
         elif work.body.get("spec") != body.get("spec") or (
@@ -105,6 +107,8 @@ class Spawner:
             task = asyncio.get_running_loop().create_task(run(handler, work, stopped),
                                                           name=f"opd {handler.reason} {handler.id} {uid}")
             work.tasks[handler.id] = (task, stopped, handler)
+        if not work.tasks:
+            del self._objects[uid]
 
     async def stop(self, uid: str, reason: str) -> None:
         work = self._objects.pop(uid, None)
