@@ -63,6 +63,10 @@ def lc_start(detach: bool) -> None:
     """Start the local cluster; in the foreground until Ctrl-C unless --detach."""
     click.echo("==> starting etcd and kube-apiserver", err=True)
     cp = cluster.start(detach=detach)
+    if isinstance(cp, cluster.ClusterState):
+        click.echo(f"==> already running at {cp.server}", err=True)
+        click.echo(f"export KUBECONFIG={cp.kubeconfig}")
+        return
     click.echo(f"==> ready at {cp.server}", err=True)
     click.echo(f"export KUBECONFIG={cp.kubeconfig}")
     if detach:

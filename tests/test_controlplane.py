@@ -143,9 +143,13 @@ def test_cli_detached_cluster_start_status_stop(
     pids = [int(line.rsplit(" ", 1)[1]) for line in status.stdout.splitlines() if ": pid " in line]
     assert len(pids) >= 2 and all(_pid_alive(p) for p in pids)
 
-    again = _opd("local-cluster", "start", "--detach", env=env)
-    assert again.returncode == 1
+    again = _opd("local-cluster", "start", "--detach", env=env)  # repeatable: the README's command 1
+    assert again.returncode == 0
     assert "already running" in again.stderr
+    assert again.stdout == started.stdout
+    foreground = _opd("local-cluster", "start", env=env)
+    assert foreground.returncode == 1
+    assert "already running" in foreground.stderr
 
     stopped = _opd("local-cluster", "stop", env=env)
     assert stopped.returncode == 0, stopped.stderr

@@ -61,10 +61,13 @@ def read_state() -> ClusterState | None:
         return None
 
 
-def start(*, detach: bool) -> LocalControlPlane:
-    """Start the per-user cluster; with ``detach`` its processes outlive this one."""
+def start(*, detach: bool) -> LocalControlPlane | ClusterState:
+    """Start the per-user cluster; with ``detach`` its processes outlive this one, and a
+    cluster that already runs is fine (its state is returned): the command can be repeated."""
     current = read_state()
     if current is not None and current.running():
+        if detach:
+            return current
         raise ControlPlaneError(
             f"the local cluster is already running at {current.server} "
             f"(KUBECONFIG={current.kubeconfig}); 'opd local-cluster stop' first"
