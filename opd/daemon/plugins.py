@@ -8,6 +8,7 @@ in a hook is recorded as ``failed`` with a one-line error, and the rest load as 
 from __future__ import annotations
 
 import contextvars
+import copy
 import enum
 import os
 import re
@@ -158,6 +159,20 @@ def dns_label(name: str) -> str:
 def field_name(name: str) -> str:
     """``name`` as a status field name: no dots or spaces, which JSONPath tools would split on."""
     return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_-") or "plugin"
+
+
+def prepare(obj: object, name: str, config: Mapping[str, Any] | None = None
+            ) -> tuple[OperatorRegistry, OperatorSettings]:
+    """A plugin object's own registry and settings, made as ``opd start`` makes them (for tests)."""
+    registry, settings = OperatorRegistry(), isolated_settings(name)
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    manager.register(obj, name=name)
+    manager.check_pending()
+    options = copy.deepcopy(dict(config or {}))
+    manager.hook.opd_register(registry=registry, config=options)
+    manager.hook.opd_configure(settings=settings, config=options)
+    return registry, settings
 
 
 def installed() -> list[metadata.EntryPoint]:

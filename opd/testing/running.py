@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from opd.orchestration import operator
@@ -44,3 +45,16 @@ class RunningOperator:
     async def __aexit__(self, *exc: object) -> None:
         if self.task is not None and not self.task.done():
             await self.stop()
+
+
+class RunningPlugin(RunningOperator):
+    """``async with RunningPlugin(my_plugin_module, "name", config={...}, namespaces=[ns]):`` runs a
+    plugin as ``opd start`` would: its hooks called through pluggy into its own registry and
+    settings (``<name>.opd.dev`` markers, results under ``.status.<name>``)."""
+
+    def __init__(self, plugin: object, name: str, *, config: Mapping[str, Any] | None = None,
+                 **kwargs: Any) -> None:
+        from opd.daemon.plugins import prepare
+
+        registry, settings = prepare(plugin, name, config)
+        super().__init__(registry=registry, settings=settings, **kwargs)

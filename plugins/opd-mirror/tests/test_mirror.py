@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import opd
-import pluggy
 import pytest
 from kubernetes_asyncio import client
 from opd.daemon import hookspecs
-from opd.daemon.plugins import isolated_settings
+from opd.testing import RunningPlugin
 
 import opd_mirror
 
@@ -56,29 +55,10 @@ async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 10
 
 @contextlib.asynccontextmanager
 async def running(config: dict[str, Any], namespaces: list[str]) -> AsyncIterator[None]:
-    """The plugin in an operator of its own, set up as ``opd start`` does: its hooks called through a
-    pluggy manager, with the plugin's isolated settings; stopped (and waited for) on leaving."""
-    registry = opd.OperatorRegistry()
-    settings = isolated_settings("mirror")
-    manager = pluggy.PluginManager(hookspecs.PROJECT)
-    manager.add_hookspecs(hookspecs)
-    manager.register(opd_mirror, name="mirror")
-    manager.hook.opd_register(registry=registry, config=dict(config))
-    manager.hook.opd_configure(settings=settings, config=dict(config))
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(opd.operator(registry=registry, settings=settings, namespaces=namespaces,
-                                            stop_flag=stop, ready_flag=ready, install_signal_handlers=False))
-    waiting = asyncio.create_task(ready.wait())
-    await asyncio.wait({task, waiting}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
-    waiting.cancel()
-    if task.done():
-        task.result()
-    assert ready.is_set(), "operator not ready within 20s"
-    try:
+    """The plugin in an operator of its own, set up as ``opd start`` does (its hooks through pluggy,
+    its own registry and settings); stopped, and waited for, on leaving."""
+    async with RunningPlugin(opd_mirror, "mirror", config=config, namespaces=namespaces, ready_timeout=20):
         yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
 
 
 async def read(api: client.ApiClient, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
