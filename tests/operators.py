@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from kubernetes_asyncio import client
 
-from opd.testing.running import RunningOperator
+from opd.testing.running import RunningOperator, eventually
 
 __all__ = ["RunningOperator", "ScriptProcess", "create_kex", "eventually", "get_kex", "handled"]
 
@@ -37,16 +34,6 @@ async def get_kex(api: client.ApiClient, namespace: str, name: str) -> dict[str,
     return result
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 30.0, every: float = 0.1) -> Any:
-    """Poll ``check`` until it returns a truthy value; fail with the last value after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(every)
-    raise AssertionError(f"not reached within {timeout}s; last value: {last!r}")
 
 
 def handled(obj: dict[str, Any], field: str = "opd") -> bool:

@@ -2,6 +2,6 @@
 
 from opd.testing.assets import Assets, find_assets, install
 from opd.testing.controlplane import LocalControlPlane
-from opd.testing.running import RunningOperator, RunningPlugin
+from opd.testing.running import RunningOperator, RunningPlugin, eventually
 
-__all__ = ["Assets", "LocalControlPlane", "RunningOperator", "RunningPlugin", "find_assets", "install"]
+__all__ = ["Assets", "LocalControlPlane", "RunningOperator", "RunningPlugin", "eventually", "find_assets", "install"]

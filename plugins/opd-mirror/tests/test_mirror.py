@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import time
+import functools
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ import pytest
 from kubernetes_asyncio import client
 from opd.daemon import hookspecs
 from opd.testing import RunningPlugin
+from opd.testing import eventually as opd_eventually
 
 import opd_mirror
 
@@ -42,15 +43,8 @@ async def targets(api: client.ApiClient, namespace: str) -> AsyncIterator[list[s
             await core.delete_namespace(name)
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 10.0, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(every)
-    raise AssertionError(f"not reached within {timeout}s; last value: {last!r}")
+# These tests wait up to 10 s by default.
+eventually = functools.partial(opd_eventually, timeout=10.0)
 
 
 @contextlib.asynccontextmanager

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
-import time
 import tomllib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,6 +18,7 @@ import pytest
 from kubernetes_asyncio import client
 from opd.daemon import hookspecs
 from opd.testing import RunningPlugin
+from opd.testing import eventually as opd_eventually
 
 import opd_nsdefaults
 from opd_nsdefaults import DEFAULT_OBJECTS, Config, render
@@ -52,15 +53,8 @@ async def namespaces(api: client.ApiClient, kube_env: None) -> AsyncIterator[Cal
             await core.delete_namespace(name)
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 10.0, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(every)
-    raise AssertionError(f"not reached within {timeout}s; last value: {last!r}")
+# These tests wait up to 10 s by default.
+eventually = functools.partial(opd_eventually, timeout=10.0)
 
 
 @contextlib.asynccontextmanager

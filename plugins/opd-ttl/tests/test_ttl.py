@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import functools
+from collections.abc import AsyncIterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ import pytest
 from kubernetes_asyncio import client
 from opd.daemon import hookspecs
 from opd.testing import RunningPlugin
+from opd.testing import eventually as opd_eventually
 
 import opd_ttl
 from opd_ttl import parse_ttl
@@ -28,15 +29,8 @@ def kube_env(kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 10.0, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(every)
-    raise AssertionError(f"not reached within {timeout}s; last value: {last!r}")
+# These tests wait up to 10 s by default.
+eventually = functools.partial(opd_eventually, timeout=10.0)
 
 
 @contextlib.asynccontextmanager
