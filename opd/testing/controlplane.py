@@ -304,9 +304,12 @@ class LocalControlPlane:
 
     def _wait_ready(self, proc: _Proc) -> None:
         ctx = ssl.create_default_context(cafile=str(self.ca_file))
-        request = urllib.request.Request(
-            f"{self.server}/readyz", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        )
+        # /readyz can answer before the apiserver's bootstrap controller has made the
+        # `default` namespace; a test that writes there right away would get a 404.
+        pending = [
+            urllib.request.Request(f"{self.server}{path}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+            for path in ("/readyz", "/api/v1/namespaces/default")
+        ]
         deadline = time.monotonic() + self.startup_timeout
         while True:
             if not proc.running():
@@ -314,9 +317,12 @@ class LocalControlPlane:
                 why = proc.tail() or (etcd.tail() if etcd else "")
                 raise ControlPlaneError(f"kube-apiserver exited while starting: {why}")
             try:
-                with urllib.request.urlopen(request, context=ctx, timeout=2) as response:
+                with urllib.request.urlopen(pending[0], context=ctx, timeout=2) as response:
                     if response.status == 200:
-                        return
+                        pending.pop(0)
+                        if not pending:
+                            return
+                        continue
             except (urllib.error.URLError, OSError, ssl.SSLError):
                 pass
             if time.monotonic() > deadline:
