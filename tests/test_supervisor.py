@@ -16,7 +16,7 @@ from kubernetes_asyncio import client
 from operators import create_kex, eventually
 
 from opd.daemon import config as daemon_config
-from opd.daemon.supervisor import Supervisor
+from opd.daemon.supervisor import PATCH_WINDOW, Supervisor
 
 
 def _eps(*names: str) -> list[metadata.EntryPoint]:
@@ -83,6 +83,7 @@ async def test_plugins_share_one_stream_and_survive_a_crashing_neighbour(
     assert "first start fails" in (supervisor.runners["flaky"].last_error or "")
     assert supervisor.cluster is not None
     assert len(supervisor.cluster.hub.watchers) == 1  # three plugins, one LIST+WATCH
+    assert supervisor.cluster.client.patches.window == PATCH_WINDOW  # and their writes of an object shared
     await create_kex(api, namespace, "daemon-obj")
     await eventually(lambda: asyncio.sleep(0, len(daemon_plugins.CALLS) == 3))
     assert sorted(daemon_plugins.CALLS) == [("a", "daemon-obj"), ("b", "daemon-obj"), ("flaky", "daemon-obj")]

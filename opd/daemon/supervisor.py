@@ -30,6 +30,8 @@ from opd.kube.credentials import Login
 from opd.orchestration import Memo, operator
 from opd.settings import OperatorSettings
 
+PATCH_WINDOW = 0.02  # seconds; see Supervisor._start_plugins
+
 
 class PluginRunner:
     """Runs one loaded plugin's operator and restarts it after a crash, with backoff."""
@@ -181,6 +183,11 @@ class Supervisor:
             runner = PluginRunner(plugin, login=self.login, shutdown_timeout=self.config.opd.shutdown_timeout)
             self.runners[plugin.name] = runner
             runner.start(self.cluster)
+        # Plugins on the shared client handle each event within milliseconds of each other: their
+        # patches of one object share a request when the first waits a little (bench: 20 plugins,
+        # from 9.6 PATCHes per object to about 1). One plugin alone has no one to wait for.
+        sharing = sum(1 for r in self.runners.values() if r.plugin.config.isolation != "thread")
+        self.cluster.client.patches.window = PATCH_WINDOW if sharing > 1 else 0.0
         logger.info(f"opd: running {len(self.runners)} plugin(s): {', '.join(self.runners) or 'none'}")
 
     async def run(self, stop: asyncio.Event, reload: asyncio.Event | None = None) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio import client
 
+from opd.kube.batching import PatchBatcher
 from opd.settings import NetworkingSettings
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -98,6 +99,9 @@ class KubeClient:
         self._closers: set[asyncio.Task[None]] = set()
         self._recycled_at = 0.0
         self.recycles = 0
+        # Operators sharing this client (a daemon's plugins) write the same objects at once: one request.
+        self.patches = PatchBatcher(self._patch, split_on=lambda exc: isinstance(exc, APIError) and (
+            400 <= exc.status < 500 and exc.status not in (404, 409, 429)), window=self.settings.patch_window)
 
     def _new_api(self) -> client.ApiClient:
         api = client.ApiClient(configuration=self._configuration)
@@ -116,6 +120,7 @@ class KubeClient:
         return self._handlers_api
 
     async def close(self) -> None:
+        await self.patches.close()
         for task in self._closers:
             task.cancel()
         if self._handlers_api is not None:
@@ -187,6 +192,10 @@ class KubeClient:
         return await self.request("GET", path, query=query)
 
     async def patch(self, path: str, body: Mapping[str, Any]) -> Any:
+        """A merge-patch; merged with other writers' patches of the same object sent meanwhile."""
+        return await self.patches.patch(path, body)
+
+    async def _patch(self, path: str, body: Mapping[str, Any]) -> Any:
         return await self.request("PATCH", path, body=body, content_type=MERGE_PATCH)
 
     async def stream(self, path: str, query: Mapping[str, Any], *, inactivity_timeout: float,

@@ -19,6 +19,8 @@ class Contender:
         script = str(HERE / self.script)
         if self.name == "kopf":
             return [sys.executable, "-m", "kopf", "run", "--standalone", "-n", namespace, script]
+        if self.name == "opd":
+            return [sys.executable, "-m", "opd", "run", "-n", namespace, script]
         return [sys.executable, script, namespace]
 
     def available(self) -> bool:

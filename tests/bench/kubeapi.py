@@ -199,10 +199,11 @@ class Observer:
     ``time.monotonic()`` at the moment the observer learns of the result.
     """
 
-    def __init__(self, api: Api, namespace: str, key: str = RESULT_KEY) -> None:
+    def __init__(self, api: Api, namespace: str, key: str = RESULT_KEY,
+                 done: Callable[[dict[str, Any]], bool] | None = None) -> None:
         self.api = api
         self.path = objects_path(namespace)
-        self.key = key
+        self.done = done or (lambda status: key in status)  # of an object's .status: is its result there?
         self.seen: dict[str, float] = {}  # name -> when first seen with the result
         self.added: dict[str, float] = {}  # name -> when first seen at all
         self.connected = asyncio.Event()
@@ -241,7 +242,7 @@ class Observer:
         name = obj["metadata"]["name"]
         now = time.monotonic()
         self.added.setdefault(name, now)
-        if name in self.seen or self.key not in (obj.get("status") or {}):
+        if name in self.seen or not self.done(obj.get("status") or {}):
             return
         self.seen[name] = now
         for condition, future in list(self._waiters):

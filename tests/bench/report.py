@@ -16,6 +16,7 @@ KOPF_OVER_OPD = 2.5  # Kopf time >= 2.5x opd
 RSS_OPD_OVER_KOPF = 1 / 3  # opd peak RSS <= 1/3 of Kopf's
 LIVE_P99_MS = 100.0  # opd p99 at 200/s
 IDLE_BYTES = 2048  # opd RSS per watched, handled object
+PLUGINS_THROUGHPUT = 0.9  # results/s with many plugins >= 90% of one plugin's
 
 Result = dict[str, Any]
 
@@ -136,6 +137,31 @@ def idle(results: list[Result]) -> str:
     ])
 
 
+def plugins(results: list[Result]) -> str:
+    columns = [("seconds", 1), ("results_per_second", 0), ("cpu_s", 1), ("peak_rss_mb", 0),
+               ("watch_connections", 0), ("lists", 0), ("patches_per_object", 2)]
+    headers = ["daemon", "ok runs", "time s", "results/s", "CPU s", "peak RSS MB", "watch connections", "LISTs",
+               "PATCHes/object"]
+    rows = summarize(results)
+    ok = [r for r in rows if "error" not in r]
+    one = next((r for r in ok if r["plugins"] == 1), None)
+    many = next((r for r in ok if r["plugins"] > 1), None)
+    ratio = None if one is None or many is None else many["results_per_second"] / one["results_per_second"]
+    watches = None if many is None else many["watch_connections"]
+    k = max(r["plugins"] for r in results)
+    return "\n".join([
+        f"Many plugins: opd start with {k} plugins vs 1, one on.create handler each on one resource; "
+        f"{results[0]['n']} objects; time from the daemon's start; results/s (objects x plugins) from the "
+        "first object done to the last",
+        table(headers, [_row(r, columns) for r in rows]),
+        f"  {k} plugins vs 1, results/s {_num(ratio, 2):>6}   target >= {PLUGINS_THROUGHPUT}: "
+        f"{_verdict(ratio, PLUGINS_THROUGHPUT, operator.ge)}",
+        f"  watch connections with {k} plugins {_num(watches, 0):>3}   target 1: "
+        f"{_verdict(watches, 1, operator.eq)}",
+        "",
+    ])
+
+
 def render(results: dict[str, list[Result]]) -> str:
     """Every scenario's table; with several runs of a contender, the medians (the JSON keeps each run)."""
     parts = []
@@ -145,8 +171,8 @@ def render(results: dict[str, list[Result]]) -> str:
         parts.append(live(results["live"]))
     if results.get("idle"):
         parts.append(idle(results["idle"]))
-    for skipped in results.get("plugins", []):
-        parts.append(f"Many plugins: {skipped['skipped']}\n")
+    if results.get("plugins"):
+        parts.append(plugins(results["plugins"]))
     return "\n".join(parts)
 
 

@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=200.0, help="live: objects created per second")
     parser.add_argument("--seconds", type=float, default=None, help="live: load duration (default 30, --quick: 10)")
     parser.add_argument("--idle-objects", type=int, default=None, help="idle: objects (default 20000, --quick: 5000)")
+    parser.add_argument("--plugins", type=int, default=20, help="plugins: how many, against one (default 20)")
+    parser.add_argument("--plugin-objects", type=int, default=None,
+                        help="plugins: objects each plugin handles (default 2000, --quick: 500)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="rounds of each backlog size and live load (tables show medians); a shared machine "
                              "is noisy")
@@ -66,6 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.sizes = args.sizes or ([1000, 5000] if args.quick else [1000, 5000, 20000])
     args.seconds = args.seconds or (10.0 if args.quick else 30.0)
     args.idle_objects = args.idle_objects or (5000 if args.quick else 20000)
+    args.plugin_objects = args.plugin_objects or (500 if args.quick else 2000)
     return args
 
 
@@ -92,7 +96,7 @@ async def run_scenarios(args: argparse.Namespace, stage: Stage) -> dict[str, lis
         elif scenario == "idle":
             results[scenario] = await idle.run_idle(stage, choose(args.contenders, operators), args.idle_objects)
         else:
-            results[scenario] = await many_plugins.run_plugins()
+            results[scenario] = await many_plugins.run_plugins(stage, args.plugin_objects, args.plugins)
     return results
 
 

@@ -1,0 +1,155 @@
+"""Merge-patches to one object from several writers at once, sent as one request.
+
+Twenty plugins handling the same new object would each send a PATCH at about the same
+moment: twenty writes, twenty watch events that every plugin has to look at, and inside
+the API server twenty updates of one object retrying on each other's conflicts. Instead,
+one PATCH per object is in flight at a time; the patches that arrive meanwhile are merged
+and go as the next one. Each writer gets the response of the request that carried its
+patch. A lone writer pays nothing: its patch goes out at once, as before.
+
+Patches merge only where a merge-patch composes: disjoint keys (dicts merge key by key;
+any other value set by two patches is a clash), and none carries a resourceVersion
+precondition (those go alone, in order). A merged request that the server refuses as
+invalid is re-sent patch by patch, so that one writer's bad patch fails only that writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+Send = Callable[[str, Mapping[str, Any]], Awaitable[Any]]
+_Waiter = tuple[Mapping[str, Any], "asyncio.Future[Any]"]
+
+
+def combine(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any] | None:
+    """One merge-patch with the effect of applying ``a`` and ``b``; None when they set the same field."""
+    merged = dict(a)
+    for key, value in b.items():
+        if key not in merged:
+            merged[key] = value
+            continue
+        mine = merged[key]
+        if not isinstance(mine, Mapping) or not isinstance(value, Mapping):
+            return None
+        inner = combine(mine, value)
+        if inner is None:
+            return None
+        merged[key] = inner
+    return merged
+
+
+def has_precondition(patch: Mapping[str, Any]) -> bool:
+    metadata = patch.get("metadata")
+    return isinstance(metadata, Mapping) and "resourceVersion" in metadata
+
+
+def batches(patches: list[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any], list[int]]]:
+    """Group patches, in order, into merged patches; each with the indexes of the patches it carries."""
+    grouped: list[tuple[Mapping[str, Any], list[int]]] = []
+    open_: tuple[Mapping[str, Any], list[int]] | None = None  # the batch that may still take more
+    for index, patch in enumerate(patches):
+        if has_precondition(patch):
+            grouped.append((patch, [index]))
+            open_ = None  # a later patch must not jump ahead of a preconditioned one
+            continue
+        merged = combine(open_[0], patch) if open_ is not None else None
+        if open_ is not None and merged is not None:
+            open_ = (merged, [*open_[1], index])
+            grouped[-1] = open_
+        else:
+            open_ = (patch, [index])
+            grouped.append(open_)
+    return grouped
+
+
+class PatchBatcher:
+    def __init__(self, send: Send, *, split_on: Callable[[BaseException], bool], window: float = 0.0) -> None:
+        self._send = send
+        # How long the first patch of a quiet object waits for others: 0 for one operator alone; a
+        # daemon's plugins, which handle the same event within milliseconds, share one request then.
+        self.window = window
+        self._split_on = split_on  # a refusal of the merged patch that may be one member's fault
+        self._busy: dict[str, list[_Waiter]] = {}  # path -> patches waiting for the one in flight
+        self._flushers: set[asyncio.Task[None]] = set()
+        self.requests = 0
+        self.merged = 0  # patches that went out inside another one's request
+
+    async def patch(self, path: str, body: Mapping[str, Any]) -> Any:
+        waiting = self._busy.get(path)
+        if waiting is not None:
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            waiting.append((body, future))
+            return await future
+        if self.window > 0:
+            return await self._linger(path, body)
+        self._busy[path] = []
+        try:
+            self.requests += 1
+            return await self._send(path, body)
+        finally:
+            self._hand_over(path)
+
+    async def _linger(self, path: str, body: Mapping[str, Any]) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._busy[path] = [(body, future)]
+        try:
+            await asyncio.sleep(self.window)
+        except asyncio.CancelledError:
+            future.cancel()
+            self._hand_over(path)  # the others still go
+            raise
+        waiting, self._busy[path] = self._busy[path], []
+        await self._flush(path, waiting)
+        return future.result()
+
+    def _hand_over(self, path: str) -> None:
+        """The request in flight for ``path`` is done: send what waited for it (or free the path)."""
+        waiting = [(body, future) for body, future in self._busy.get(path, ()) if not future.done()]
+        if not waiting:
+            self._busy.pop(path, None)
+            return
+        self._busy[path] = []
+        task = asyncio.get_running_loop().create_task(self._flush(path, waiting), name=f"opd patch {path}")
+        self._flushers.add(task)
+        task.add_done_callback(self._flushers.discard)
+
+    async def _flush(self, path: str, waiting: list[_Waiter]) -> None:
+        try:
+            for body, members in batches([body for body, _ in waiting]):
+                futures = [waiting[i][1] for i in members]
+                if all(f.done() for f in futures):  # its writers gave up (cancelled)
+                    continue
+                await self._send_batch(path, body, [waiting[i] for i in members])
+        except BaseException as exc:  # cancelled: nobody may wait forever
+            for _, future in waiting:
+                if not future.done():
+                    future.set_exception(exc if not isinstance(exc, asyncio.CancelledError) else RuntimeError(
+                        f"opd: the patch of {path} was not sent: shutting down"))
+            raise
+        finally:
+            self._hand_over(path)
+
+    async def _send_batch(self, path: str, body: Mapping[str, Any], members: list[_Waiter]) -> None:
+        self.requests += 1
+        self.merged += len(members) - 1
+        try:
+            response = await self._send(path, body)
+        except Exception as exc:
+            if len(members) > 1 and self._split_on(exc):
+                for one in members:
+                    await self._send_batch(path, one[0], [one])
+                return
+            for _, future in members:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for _, future in members:
+            if not future.done():
+                future.set_result(response)
+
+    async def close(self) -> None:
+        for task in list(self._flushers):
+            task.cancel()
+        await asyncio.gather(*self._flushers, return_exceptions=True)

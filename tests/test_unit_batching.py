@@ -1,0 +1,132 @@
+"""Merging patches of one object from several writers (opd.kube.batching): pure logic, a recording sender."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from opd.kube.batching import PatchBatcher, batches, combine
+
+
+class Refused(Exception):
+    pass
+
+
+class Recorder:
+    """Answers every patch with a response naming the request; refuses bodies holding ``bad``."""
+
+    def __init__(self, delay: float = 0.01) -> None:
+        self.sent: list[tuple[str, Mapping[str, Any]]] = []
+        self.delay = delay
+
+    async def __call__(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        self.sent.append((path, body))
+        await asyncio.sleep(self.delay)
+        if "bad" in str(body):
+            raise Refused(f"invalid: {body}")
+        return {"request": len(self.sent)}
+
+
+def test_combine_merges_disjoint_keys_deeply() -> None:
+    a = {"status": {"p1": {"create_fn": 1}, "opd-p1": {"x": 1}}}
+    b = {"status": {"p2": {"create_fn": 2}}, "metadata": {"labels": {"l": "v"}}}
+    assert combine(a, b) == {"status": {"p1": {"create_fn": 1}, "opd-p1": {"x": 1}, "p2": {"create_fn": 2}},
+                             "metadata": {"labels": {"l": "v"}}}
+    assert a == {"status": {"p1": {"create_fn": 1}, "opd-p1": {"x": 1}}}  # inputs untouched
+
+
+@pytest.mark.parametrize("b", [
+    {"status": {"p1": {"create_fn": 2}}},  # the same field twice: order would matter
+    {"status": {"p1": None}},  # a deletion of what the other one sets
+    {"status": {"p1": {"create_fn": {"nested": 1}}}},
+    {"spec": {"items": ["c"]}},  # lists are replaced whole
+])
+def test_combine_refuses_a_clash(b: dict[str, Any]) -> None:
+    a = {"status": {"p1": {"create_fn": 1}}, "spec": {"items": ["a"]}}
+    assert combine(a, b) is None
+
+
+def test_batches_keep_order_and_send_preconditions_alone() -> None:
+    p = [
+        {"status": {"a": 1}},
+        {"status": {"b": 1}},
+        {"metadata": {"finalizers": ["x"], "resourceVersion": "5"}},
+        {"status": {"c": 1}},
+        {"status": {"c": 2}},  # clashes with the one before: a batch of its own, after it
+        {"status": {"d": 1}},
+    ]
+    grouped = batches(p)
+    assert [members for _, members in grouped] == [[0, 1], [2], [3], [4, 5]]
+    assert grouped[0][0] == {"status": {"a": 1, "b": 1}}
+    assert grouped[3][0] == {"status": {"c": 2, "d": 1}}
+
+
+async def test_a_lone_patch_goes_at_once() -> None:
+    send = Recorder()
+    batcher = PatchBatcher(send, split_on=lambda exc: isinstance(exc, Refused))
+    assert await batcher.patch("/o/1", {"status": {"a": 1}}) == {"request": 1}
+    assert send.sent == [("/o/1", {"status": {"a": 1}})]
+
+
+async def test_patches_arriving_meanwhile_share_the_next_request() -> None:
+    send = Recorder(delay=0.05)
+    batcher = PatchBatcher(send, split_on=lambda exc: isinstance(exc, Refused))
+    first = asyncio.ensure_future(batcher.patch("/o/1", {"status": {"a": 1}}))
+    await asyncio.sleep(0.01)  # the first is in flight now
+    rest = [asyncio.ensure_future(batcher.patch("/o/1", {"status": {k: 1}})) for k in "bcd"]
+    other = asyncio.ensure_future(batcher.patch("/o/2", {"status": {"z": 1}}))  # another object: not held up
+    results = await asyncio.gather(first, *rest, other)
+    assert send.sent[0] == ("/o/1", {"status": {"a": 1}})
+    assert ("/o/2", {"status": {"z": 1}}) in send.sent
+    assert ("/o/1", {"status": {"b": 1, "c": 1, "d": 1}}) in send.sent
+    assert len(send.sent) == 3
+    assert results[1] == results[2] == results[3]  # one response for the three that shared it
+    assert batcher.merged == 2
+
+
+async def test_the_window_gathers_patches_sent_within_it() -> None:
+    send = Recorder()
+    batcher = PatchBatcher(send, split_on=lambda exc: isinstance(exc, Refused), window=0.05)
+    patches = [asyncio.ensure_future(batcher.patch("/o/1", {"status": {k: 1}})) for k in "abc"]
+    await asyncio.gather(*patches)
+    assert send.sent == [("/o/1", {"status": {"a": 1, "b": 1, "c": 1}})]
+
+
+async def test_a_refused_merge_is_resent_one_by_one() -> None:
+    send = Recorder()
+    batcher = PatchBatcher(send, split_on=lambda exc: isinstance(exc, Refused), window=0.05)
+    good = asyncio.ensure_future(batcher.patch("/o/1", {"status": {"a": 1}}))
+    bad = asyncio.ensure_future(batcher.patch("/o/1", {"status": {"b": "bad"}}))
+    assert (await good)["request"] == 2  # its own request after the merged one was refused
+    with pytest.raises(Refused):
+        await bad
+    assert [body for _, body in send.sent] == [{"status": {"a": 1, "b": "bad"}}, {"status": {"a": 1}},
+                                               {"status": {"b": "bad"}}]
+
+
+async def test_other_errors_reach_every_writer_of_the_request() -> None:
+    async def down(path: str, body: Mapping[str, Any]) -> Any:
+        await asyncio.sleep(0.01)
+        raise ConnectionError("apiserver down")
+
+    batcher = PatchBatcher(down, split_on=lambda exc: False, window=0.02)
+    outcomes = await asyncio.gather(*(batcher.patch("/o/1", {"status": {k: 1}}) for k in "ab"),
+                                    return_exceptions=True)
+    assert all(isinstance(o, ConnectionError) for o in outcomes)
+    with pytest.raises(ConnectionError):  # and the object is free again: the next patch is tried, not stuck
+        await asyncio.wait_for(batcher.patch("/o/1", {"status": {"c": 1}}), 1)
+
+
+async def test_a_cancelled_first_writer_does_not_strand_the_others() -> None:
+    send = Recorder()
+    batcher = PatchBatcher(send, split_on=lambda exc: False, window=0.05)
+    first = asyncio.ensure_future(batcher.patch("/o/1", {"status": {"a": 1}}))
+    await asyncio.sleep(0.01)
+    second = asyncio.ensure_future(batcher.patch("/o/1", {"status": {"b": 1}}))
+    await asyncio.sleep(0.01)
+    first.cancel()
+    assert await asyncio.wait_for(second, 1) == {"request": 1}
+    assert send.sent == [("/o/1", {"status": {"b": 1}})]
