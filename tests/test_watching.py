@@ -72,6 +72,47 @@ async def test_gone_relists_and_reports_what_changed_meanwhile(
         task.cancel()
 
 
+async def test_the_watch_runs_while_a_throttled_list_is_delivered(
+    kube: KubeClient, api: client.ApiClient, crd: str, namespace: str
+) -> None:
+    """A list held back by its consumers (backpressure) must not delay the watch; the list then
+    skips the objects the watch has reported since the snapshot, deletions included."""
+    resource = await Discovery(kube).resolve(ResourceRef.parse(crd))
+    assert resource is not None
+    names = [f"obj-{i}" for i in range(6)]
+    for name in names:
+        await create_kex(api, namespace, name)
+    events: list[tuple[str, str, str]] = []  # (type, name, spec.x)
+    room = asyncio.Event()
+
+    async def backlog() -> None:
+        await room.wait()
+
+    watcher = Watcher(kube, resource, namespace, settings=WatchingSettings(list_page_size=2),
+                      deliver=lambda kind, body: events.append(
+                          (kind, body["metadata"]["name"], str((body.get("spec") or {}).get("x")))))
+    watcher.backlog = backlog
+    task = asyncio.create_task(watcher.run())
+    try:
+        await eventually(lambda: asyncio.sleep(0, len(events) == 2))  # the first page, then held
+        await eventually(lambda: asyncio.sleep(0, watcher.stats["watches"] == 1))  # watching already
+        objects = client.CustomObjectsApi(api)
+        await objects.patch_namespaced_custom_object(CRD_GROUP, "v1", namespace, crd, "obj-5", {"spec": {"x": 1}},
+                                                     _content_type="application/merge-patch+json")
+        await objects.delete_namespaced_custom_object(CRD_GROUP, "v1", namespace, crd, "obj-3")
+        await eventually(lambda: asyncio.sleep(0, len(events) == 4))
+        assert events[2:] == [("MODIFIED", "obj-5", "1"), ("DELETED", "obj-3", "None")]
+        assert not watcher.listed.is_set()
+        room.set()
+        await eventually(lambda: asyncio.sleep(0, watcher.listed.is_set()))
+        await asyncio.sleep(0.3)
+        # The rest of the list, without the older copies of obj-3 and obj-5.
+        assert events[4:] == [("ADDED", "obj-2", "None"), ("ADDED", "obj-4", "None")]
+        assert watcher.stats["watches"] == 1
+    finally:
+        task.cancel()
+
+
 async def test_label_selector_goes_to_the_server(
     kube: KubeClient, api: client.ApiClient, crd: str, namespace: str
 ) -> None:

@@ -9,6 +9,7 @@ is presumed dead and resumed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -43,6 +44,8 @@ class Watcher:
         self.last_error: str | None = None
         self._last_kind: str | None = None
         self.stats = {"lists": 0, "watches": 0, "events": 0, "gone": 0, "errors": 0}
+        # While a list is delivered: the uids the watch has reported since the list's snapshot.
+        self._fresh: set[str] | None = None
 
     def __str__(self) -> str:
         where = f" in {self.namespace}" if self.namespace else ""
@@ -57,8 +60,9 @@ class Watcher:
         while True:
             try:
                 if self.resource_version is None:
-                    await self._list()
-                await self._watch()
+                    await self._list_and_watch()
+                else:
+                    await self._watch()
                 backoff = self.settings.backoff_initial
             except GoneError:
                 self.stats["gone"] += 1
@@ -125,30 +129,79 @@ class Watcher:
     async def list_all(self) -> list[dict[str, Any]]:
         return [item async for items, _ in self._pages() for item in items]
 
+    async def _list_and_watch(self) -> None:
+        """LIST, and WATCH from the list's snapshot as soon as its first page is in.
+
+        The pages are delivered as the consumers make room (a big backlog is throttled), which
+        can take minutes. A watch started only after that would have to replay everything written
+        meanwhile, and kube-apiserver drops a watcher that falls that far behind: measured here,
+        5 to 16 dropped and resumed watches in one 3000-object backlog, each stalling the server's
+        event delivery. So both run at once; the list skips objects the watch already reported.
+        """
+        pages = self._pages()
+        items, self.resource_version = await anext(pages)  # every page carries this snapshot version
+        self._fresh = set()
+        listing = asyncio.get_running_loop().create_task(self._deliver_list(items, pages, self._fresh))
+        watch: asyncio.Task[None] | None = None
+        try:
+            while not listing.done():
+                watch = asyncio.get_running_loop().create_task(self._watch())
+                await asyncio.wait({watch, listing}, return_when=asyncio.FIRST_COMPLETED)
+                if watch.done():
+                    # Ended by the server, or silent (a quiet resource under a long, throttled list):
+                    # resume it while the list goes on. Any other error ends both.
+                    with contextlib.suppress(InactivityTimeout):
+                        watch.result()
+            listing.result()
+            self._fresh = None
+            if watch is not None and not watch.done():
+                await watch
+        finally:
+            self._fresh = None
+            for task in (listing, watch):
+                if task is not None and not task.done():
+                    task.cancel()
+            await asyncio.gather(listing, *([watch] if watch else []), return_exceptions=True)
+            if not listing.done() or listing.cancelled() or listing.exception() is not None:
+                self.resource_version = None  # the list is incomplete: start over
+
     async def _list(self) -> None:
-        seen: dict[str, tuple[str, str | None, str]] = {}
+        """LIST only (no watch meanwhile), up to date as of its snapshot."""
+        pages = self._pages()
+        items, resource_version = await anext(pages)
+        await self._deliver_list(items, pages, set())
+        self.resource_version = resource_version
+
+    async def _deliver_list(self, items: list[dict[str, Any]],
+                            pages: AsyncIterator[tuple[list[dict[str, Any]], str]], fresh: set[str]) -> None:
+        seen: set[str] = set()
         api_version, kind = self.resource.api_version, self.resource.kind
-        rv = None
-        async for items, page_rv in self._pages():
-            rv = page_rv  # every page of one list carries the same snapshot version
+        before = set(self._known)
+        while True:
             for item in items:
                 meta = item["metadata"]
                 uid = meta["uid"]
-                seen[uid] = (meta["resourceVersion"], meta.get("namespace"), meta["name"])
+                seen.add(uid)
+                if uid in fresh:  # the watch has a newer state (or its deletion) already
+                    continue
                 old = self._known.get(uid)
                 if old is None or old[0] != meta["resourceVersion"]:
                     self._deliver("ADDED" if old is None else "MODIFIED", item)
+                    # Only once delivered: a consumer that raised gets it again after the restart.
+                    self._known[uid] = (meta["resourceVersion"], meta.get("namespace"), meta["name"])
             del items
             if self.backlog is not None:
                 await self.backlog()
-        for uid in self._known.keys() - seen.keys():
-            _, namespace, name = self._known[uid]
+            page = await anext(pages, None)
+            if page is None:
+                break
+            items = page[0]
+        for uid in before - seen - fresh:
+            _, namespace, name = self._known.pop(uid)
             self._deliver("DELETED", {
                 "apiVersion": api_version, "kind": kind,
                 "metadata": {"uid": uid, "name": name, "namespace": namespace},
             })
-        self._known = seen
-        self.resource_version = rv
         self.stats["lists"] += 1
         self._recovered()
         if not self.listed.is_set():
@@ -192,10 +245,13 @@ class Watcher:
             if not self.healthy:
                 self._recovered()
             uid = meta["uid"]
+            self._deliver(kind, obj)
+            # Only once delivered: after a consumer raised, the relist finds this change again.
+            if self._fresh is not None:
+                self._fresh.add(uid)
             if kind == "DELETED":
                 self._known.pop(uid, None)
             else:
                 self._known[uid] = (rv, meta.get("namespace"), meta["name"])
             self.resource_version = rv
             self.stats["events"] += 1
-            self._deliver(kind, obj)
