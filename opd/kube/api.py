@@ -20,7 +20,6 @@ from opd.settings import NetworkingSettings
 MERGE_PATCH = "application/merge-patch+json"
 _PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 JSON = "application/json"
-STREAM_BUFFER = 4 << 20  # bytes a watch stream may buffer before reading pauses (aiohttp's default: 64 KiB)
 
 # Errors after which the same request may succeed later: the connection, not the request, failed.
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
@@ -95,11 +94,6 @@ class KubeClient:
         self._configuration = configuration
         self._api = self._new_api()
         self._streams = self._new_api()
-        # A burst of events (an operator's own writes come back as MODIFIED) must not stall the stream:
-        # when aiohttp's buffer passes its mark it stops reading the socket, the server's writes block,
-        # and kube-apiserver drops a watcher that falls behind (the watch ends; opd resumes it, but the
-        # server first stalls every watcher of the resource for its timeout budget).
-        self._streams.rest_client.pool_manager._read_bufsize = STREAM_BUFFER
         self._retired: set[client.ApiClient] = set()
         self._handlers_api: client.ApiClient | None = None
         self._closers: set[asyncio.Task[None]] = set()
