@@ -1,4 +1,4 @@
-"""Scenario 3, idle memory: RSS of an operator watching N already-handled objects with nothing to do,
+"""Scenario 4 of the issue, idle memory: RSS of an operator watching N already-handled objects with nothing to do,
 against the same operator watching none; the difference per object is what each watched object costs."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Scenario 4, many plugins: K plugins, one ``on.create`` handler each on the same resource, under
+"""Scenario 3 of the issue, many plugins: K plugins, one ``on.create`` handler each on the same resource, under
 ``opd start``, against the same daemon with one such plugin.
 
 Throughput is handler results per second (objects x plugins), from the first object that carries
