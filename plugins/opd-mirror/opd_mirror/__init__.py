@@ -17,8 +17,7 @@ from typing import Any
 
 import opd
 from kubernetes_asyncio import client
-
-from opd_mirror import _kube
+from opd.kube import plain
 
 __all__ = ["Config", "opd_register"]
 
@@ -141,7 +140,7 @@ async def _targets(state: _State, cfg: Config, body: Mapping[str, Any], logger: 
     names = {p for p in patterns if not p.startswith("!") and _NAME.fullmatch(p)}
     if any(not _NAME.fullmatch(p.removeprefix("!")) for p in patterns):
         # Globs need the namespaces that exist now; new ones get their copy at the next resync.
-        found = await _kube.request(state.api, "GET", "/api/v1/namespaces")
+        found = await plain.request(state.api, "GET", "/api/v1/namespaces")
         names |= {ns["metadata"]["name"] for ns in found.get("items", [])
                   if (ns.get("status") or {}).get("phase") != "Terminating"}
     return {n for n in names if _matches(n, patterns)} - {meta["namespace"]}
@@ -192,7 +191,7 @@ async def _copy(state: _State, plural: str, body: Mapping[str, Any], namespace: 
     desired = _desired(plural, body, namespace)
     collection = f"/api/v1/namespaces/{namespace}/{plural}"
     try:
-        existing = await _kube.request(state.api, "GET", f"{collection}/{name}")
+        existing = await plain.request(state.api, "GET", f"{collection}/{name}")
     except client.ApiException as exc:
         if exc.status != 404:
             raise
@@ -211,9 +210,9 @@ async def _copy(state: _State, plural: str, body: Mapping[str, Any], namespace: 
             existing = None
     if existing is None:
         try:
-            await _kube.request(state.api, "POST", collection, body=desired)
+            await plain.request(state.api, "POST", collection, body=desired)
         except client.ApiException as exc:
-            if exc.status == 404 or _kube.being_terminated(exc):
+            if exc.status == 404 or plain.being_terminated(exc):
                 _report(state, body, namespace, "namespace", "MirrorTargetMissing",
                         f"not copying to {namespace}: no such namespace (or it is being deleted)", logger)
                 return
@@ -225,7 +224,7 @@ async def _copy(state: _State, plural: str, body: Mapping[str, Any], namespace: 
         patch = _changes(plural, existing, desired)
         if not patch:
             return
-        await _kube.request(state.api, "PATCH", f"{collection}/{name}", body=patch, content_type=_kube.MERGE_PATCH)
+        await plain.request(state.api, "PATCH", f"{collection}/{name}", body=patch, content_type=plain.MERGE_PATCH)
         logger.info(f"mirror: updated {namespace}/{name}")
     state.reported -= {(uid, namespace, p) for p in ("conflict", "namespace")}
 
@@ -233,7 +232,7 @@ async def _copy(state: _State, plural: str, body: Mapping[str, Any], namespace: 
 async def _prune(state: _State, plural: str, body: Mapping[str, Any], *, keep: set[str], logger: Any) -> None:
     """Delete the source's copies outside ``keep``: found by the uid label, anywhere in the cluster."""
     uid = body["metadata"]["uid"]
-    found = await _kube.request(state.api, "GET", f"/api/v1/{plural}", query={"labelSelector": f"{SOURCE_UID}={uid}"})
+    found = await plain.request(state.api, "GET", f"/api/v1/{plural}", query={"labelSelector": f"{SOURCE_UID}={uid}"})
     for item in found.get("items", []):
         meta = item["metadata"]
         if meta["namespace"] in keep or (meta.get("annotations") or {}).get(MIRRORED_FROM) != _source_id(body):
@@ -245,7 +244,7 @@ async def _prune(state: _State, plural: str, body: Mapping[str, Any], *, keep: s
 async def _delete(state: _State, path: str, uid: str) -> None:
     # The uid precondition: never delete a newer object that took the name meanwhile.
     try:
-        await _kube.request(state.api, "DELETE", path, body={"preconditions": {"uid": uid}})
+        await plain.request(state.api, "DELETE", path, body={"preconditions": {"uid": uid}})
     except client.ApiException as exc:
         if exc.status not in (404, 409):
             raise

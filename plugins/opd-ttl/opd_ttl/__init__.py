@@ -16,8 +16,7 @@ from typing import Any, ClassVar
 
 import opd
 from kubernetes_asyncio import client
-
-from opd_ttl import _kube
+from opd.kube import plain
 
 __all__ = ["Config", "opd_register", "parse_ttl"]
 
@@ -139,7 +138,7 @@ def _register_resource(registry: opd.OperatorRegistry, name: str, cfg: Config) -
             return
         try:
             # The uid precondition: never delete a newer object that took the name meanwhile.
-            await _kube.request(state["api"], "DELETE", _object_path(body, resource.plural),
+            await plain.request(state["api"], "DELETE", _object_path(body, resource.plural),
                                 body={"preconditions": {"uid": meta["uid"]}})
         except client.ApiException as exc:
             if exc.status in (404, 409):  # gone already, or another object by now

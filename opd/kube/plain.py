@@ -1,8 +1,7 @@
-"""A kubernetes_asyncio client for the plugin's own API calls, and plain-dict requests over it.
+"""Plain-dict requests over a kubernetes_asyncio ``ApiClient``: the ``api`` kwarg of handlers.
 
-The client is opd's own (the ``api`` kwarg of handlers): the cluster and credentials the daemon
-was configured with. Requests go through ``call_api`` with dict bodies and dict answers:
-no model classes, and any resource by its path.
+For a handler's (or a plugin's) own API calls with the operator's credentials: any resource by
+its path, dict bodies in, dict answers out, no model classes.
 """
 
 from __future__ import annotations
@@ -11,15 +10,19 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
+from opd.kube.api import JSON, MERGE_PATCH
+
+__all__ = ["MERGE_PATCH", "being_terminated", "request"]
+
 _ANSWERS = {code: "object" for code in (200, 201, 202)}  # keyed by the int status
 
 
 async def request(api: client.ApiClient, method: str, path: str, *, body: Any = None,
-                  query: dict[str, str] | None = None, content_type: str = "application/json") -> dict[str, Any]:
+                  query: dict[str, str] | None = None, content_type: str = JSON) -> dict[str, Any]:
     """One API request; raises ``kubernetes_asyncio.client.ApiException`` for an error status."""
     answer: dict[str, Any] = await api.call_api(
         path, method, query_params=list((query or {}).items()),
-        header_params={"Accept": "application/json", "Content-Type": content_type},
+        header_params={"Accept": JSON, "Content-Type": content_type},
         body=body, response_types_map=_ANSWERS, auth_settings=["BearerToken"], _return_http_data_only=True)
     return answer
 
