@@ -53,9 +53,6 @@ class NetworkingSettings:
     # a request that gets no byte back for this long fails and is retried on a new one.
     read_timeout: float = 10.0
     connect_timeout: float = 10.0
-    # Seconds the first merge-patch of an object waits for other operators' patches of it, to share
-    # one request. 0 (send at once) for one operator; opd start sets it when plugins share a client.
-    patch_window: float = 0.0
 
 
 @dataclass

@@ -12,7 +12,6 @@ from operators import create_kex
 
 from opd.kube.api import APIError, KubeClient
 from opd.kube.credentials import Login, load_configuration
-from opd.settings import NetworkingSettings
 
 PATH = "/apis/kopf.dev/v1/namespaces/{namespace}/kopfexamples/{name}"
 
@@ -20,7 +19,8 @@ PATH = "/apis/kopf.dev/v1/namespaces/{namespace}/kopfexamples/{name}"
 @pytest.fixture
 async def kube(kubeconfig: Path) -> AsyncIterator[KubeClient]:
     cfg, source = await load_configuration(Login(kubeconfig=str(kubeconfig)))
-    async with KubeClient(cfg, NetworkingSettings(patch_window=0.05), source=source) as kube_client:
+    async with KubeClient(cfg, source=source) as kube_client:
+        kube_client.patches.window = 0.05  # as opd start sets it for plugins sharing the client
         yield kube_client
 
 

@@ -101,7 +101,7 @@ class KubeClient:
         self.recycles = 0
         # Operators sharing this client (a daemon's plugins) write the same objects at once: one request.
         self.patches = PatchBatcher(self._patch, split_on=lambda exc: isinstance(exc, APIError) and (
-            400 <= exc.status < 500 and exc.status not in (404, 409, 429)), window=self.settings.patch_window)
+            400 <= exc.status < 500 and exc.status not in (404, 409, 429)))
 
     def _new_api(self) -> client.ApiClient:
         api = client.ApiClient(configuration=self._configuration)

@@ -67,8 +67,8 @@ def batches(patches: list[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any], l
 class PatchBatcher:
     def __init__(self, send: Send, *, split_on: Callable[[BaseException], bool], window: float = 0.0) -> None:
         self._send = send
-        # How long the first patch of a quiet object waits for others: 0 for one operator alone; a
-        # daemon's plugins, which handle the same event within milliseconds, share one request then.
+        # How long the first patch of a quiet object waits for others: 0 for one operator alone; opd
+        # start sets it for plugins sharing the client, which handle one event within milliseconds.
         self.window = window
         self._split_on = split_on  # a refusal of the merged patch that may be one member's fault
         self._busy: dict[str, list[_Waiter]] = {}  # path -> patches waiting for the one in flight
