@@ -48,7 +48,10 @@ async def test_gone_relists_and_reports_what_changed_meanwhile(
                       deliver=lambda kind, body: events.append((kind, body["metadata"]["name"])))
     await create_kex(api, namespace, "kept")
     await create_kex(api, namespace, "deleted")
-    await watcher._list()
+    first = asyncio.create_task(watcher.run())
+    await eventually(lambda: asyncio.sleep(0, watcher.listed.is_set()))
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
     assert sorted(events) == [("ADDED", "deleted"), ("ADDED", "kept")]
     events.clear()
 

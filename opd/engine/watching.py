@@ -165,13 +165,6 @@ class Watcher:
             if not listing.done() or listing.cancelled() or listing.exception() is not None:
                 self.resource_version = None  # the list is incomplete: start over
 
-    async def _list(self) -> None:
-        """LIST only (no watch meanwhile), up to date as of its snapshot."""
-        pages = self._pages()
-        items, resource_version = await anext(pages)
-        await self._deliver_list(items, pages, set())
-        self.resource_version = resource_version
-
     async def _deliver_list(self, items: list[dict[str, Any]],
                             pages: AsyncIterator[tuple[list[dict[str, Any]], str]], fresh: set[str]) -> None:
         seen: set[str] = set()
