@@ -717,6 +717,24 @@ async def unreachable_start(stage: Stage) -> Result:
     return await _timed(result, run)
 
 
+async def _create_then_delete(stage: Stage, ns: str, *, stored: bool) -> set[str]:
+    """Ten objects created; once opd holds its finalizer on each (and, with ``stored``, has stored
+    their create results), all deleted. The uids whose deletion is due a delete handler."""
+    load = LoadGenerator(stage.kube, ns, rate=50)
+    names = [f"obj-{i:02d}" for i in range(10)]
+    await load.create(names)
+
+    async def finalized() -> bool:
+        objects = await stage.objects(ns)
+        return len(objects) == len(names) and all(
+            "opd.dev/finalizer" in (o["metadata"].get("finalizers") or ()) and (not stored or _result_of(o))
+            for o in objects.values())
+
+    await wait_until(finalized, timeout=30)
+    await load.delete(names)
+    return {d.uid for d in load.deletions.values() if d.had_finalizer and d.uid}
+
+
 # -- 8. A delete handler with a result ---------------------------------------------------------------------------------
 
 async def delete_result(stage: Stage) -> Result:
@@ -730,19 +748,7 @@ async def delete_result(stage: Stage) -> Result:
         op.start()
         try:
             await op.wait_ready()
-            load = LoadGenerator(stage.kube, ns, rate=50)
-            names = [f"obj-{i:02d}" for i in range(10)]
-            await load.create(names)
-
-            async def finalized() -> bool:
-                objects = await stage.objects(ns)
-                return len(objects) == len(names) and all(
-                    "opd.dev/finalizer" in (o["metadata"].get("finalizers") or ()) and _result_of(o)
-                    for o in objects.values())
-
-            await wait_until(finalized, timeout=30)
-            await load.delete(names)
-            want = {d.uid for d in load.deletions.values() if d.had_finalizer and d.uid}
+            want = await _create_then_delete(stage, ns, stored=True)
 
             async def gone_all() -> bool:
                 return not await stage.objects(ns)
@@ -776,18 +782,7 @@ async def cut_during_delete(stage: Stage) -> Result:
         op.start()
         try:
             await op.wait_ready()
-            load = LoadGenerator(stage.kube, ns, rate=50)
-            names = [f"obj-{i:02d}" for i in range(10)]
-            await load.create(names)
-
-            async def finalized() -> bool:
-                objects = await stage.objects(ns)
-                return len(objects) == len(names) and all(
-                    "opd.dev/finalizer" in (o["metadata"].get("finalizers") or ()) for o in objects.values())
-
-            await wait_until(finalized, timeout=30)
-            await load.delete(names)
-            want = {d.uid for d in load.deletions.values() if d.had_finalizer and d.uid}
+            want = await _create_then_delete(stage, ns, stored=False)
             await wait_until(lambda: log.uids("delete-start") >= want, timeout=30, interval=0.05)
             async with disconnected(proxy):
                 # The handlers finish while the API is away: their finalizer removal fails.
