@@ -19,6 +19,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,7 @@ def write_config(path: Path, namespace: str, names: list[str]) -> Path:
     return path
 
 
-def has_all(names: list[str]) -> Any:
+def has_all(names: list[str]) -> Callable[[dict[str, Any]], bool]:
     """Every plugin's result is in the object's status (at .status.<plugin>.create_fn)."""
     def check(status: dict[str, Any]) -> bool:
         return all("create_fn" in (status.get(name) or {}) for name in names)
