@@ -262,18 +262,21 @@ def _use_local_cluster_if_nothing_else() -> None:
 def start_cmd(config_path: Path | None, verbose: bool, log_format: str | None) -> None:
     """Run every enabled plugin in the foreground (as the systemd service does).
 
-    SIGTERM/SIGINT stop it gracefully; SIGHUP re-reads the config and restarts only
-    the plugins whose configuration changed. With systemd: READY=1, STOPPING=1,
-    WATCHDOG=1 and STATUS= go to $NOTIFY_SOCKET.
+    SIGTERM/SIGINT stop it gracefully; SIGHUP re-reads the config (the log level and
+    format too) and restarts only the plugins whose configuration changed. With systemd:
+    READY=1, STOPPING=1, WATCHDOG=1 and STATUS= go to $NOTIFY_SOCKET.
     """
     from opd.daemon import service
     from opd.logs import setup_logging
 
+    def logging_for(config: DaemonConfig) -> None:  # at start and at each SIGHUP; the options still win
+        setup_logging("debug" if verbose else config.opd.log_level, log_format or config.opd.log_format)
+
     cfg = _load_config_or_exit(config_path)
-    setup_logging("debug" if verbose else cfg.opd.log_level, log_format or cfg.opd.log_format)
+    logging_for(cfg)
     if cfg.kubernetes.kubeconfig is None and not cfg.kubernetes.in_cluster:
         _use_local_cluster_if_nothing_else()
-    service.start(cfg)
+    service.start(cfg, setup_logging=logging_for)
     _leave_without_waiting_for_handler_threads()
 
 

@@ -15,8 +15,13 @@ import pytest
 from kubernetes_asyncio import client
 from operators import create_kex, eventually
 
+import opd
 from opd.daemon import config as daemon_config
-from opd.daemon.supervisor import PATCH_WINDOW, Supervisor
+from opd.daemon.plugins import Plugin
+from opd.daemon.supervisor import PATCH_WINDOW, PluginRunner, RestartBackoff, Supervisor
+from opd.kube.credentials import Login
+from opd.registry import OperatorRegistry
+from opd.settings import OperatorSettings
 
 
 def _eps(*names: str) -> list[metadata.EntryPoint]:
@@ -156,6 +161,8 @@ async def test_health_endpoints(tmp_path: Path, kubeconfig: Path, namespace: str
             text = await eventually(lambda: _with_runs(metrics))
             assert 'opd_plugin_ready{plugin="recorder_a"} 1.0' in text
             assert "opd_watch_streams 1.0" in text
+            # No process metrics: the unit's ProcSubset=pid hides what they would read.
+            assert "process_" not in text and "python_" not in text
 
 
 async def _with_runs(metrics: object) -> str | None:
@@ -165,9 +172,13 @@ async def _with_runs(metrics: object) -> str | None:
 
 async def test_a_plugin_in_its_own_thread(tmp_path: Path, kubeconfig: Path, namespace: str, crd: str,
                                           api: client.ApiClient) -> None:
+    """It runs, and shows in /readyz, /metrics and the watcher list like the others (its own connection)."""
     import threading
 
+    port = _free_port()
     path = _config(tmp_path, kubeconfig, namespace, extra='isolation = "thread"\n')  # in [plugins.recorder_b]
+    listen = f'shutdown_timeout = 3\nlisten = "127.0.0.1:{port}"'
+    path.write_text(path.read_text().replace("shutdown_timeout = 3", listen))
     config = daemon_config.load(path)
     assert config.plugin("recorder_b").isolation == "thread"
     async with Running(Supervisor(config, env={}, entry_points=_eps("recorder_a", "recorder_b"))) as run:
@@ -176,4 +187,160 @@ async def test_a_plugin_in_its_own_thread(tmp_path: Path, kubeconfig: Path, name
         await create_kex(api, namespace, "threaded")
         both = [("a", "threaded"), ("b", "threaded")]
         await eventually(lambda: asyncio.sleep(0, sorted(daemon_plugins.CALLS) == both))
+        connections = sorted(w["connection"] for w in run.supervisor.report()["watchers"])
+        assert connections == ["recorder_b", "shared"]
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
+                body = await response.json()
+            assert response.status == 200
+            assert body["plugins"]["recorder_b"]["ready"] is True
+            assert body["plugins"]["recorder_b"]["isolation"] == "thread"
+            assert {w["connection"] for w in body["watchers"]} == {"shared", "recorder_b"}
+
+            async def metrics() -> str | None:
+                async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
+                    text = await response.text()
+                return text if 'plugin="recorder_b",resource=' in text and 'outcome="success"' in text else None
+
+            text = await eventually(metrics)
+            assert 'opd_plugin_ready{plugin="recorder_b"} 1.0' in text
+            assert 'opd_handler_runs_total{handler="record",outcome="success",plugin="recorder_b"' in text
+            assert 'connection="recorder_b"' in text  # its own watch stream
+            assert 'opd_patch_requests_total{connection="recorder_b"}' in text
+            assert "opd_watch_streams 1.0" in text  # the shared ones: recorder_b's is its own
     assert not any(t.name == "opd-plugin-recorder_b" for t in threading.enumerate())
+
+
+# -- restarts: backoff, and crashes in any task a plugin's operator spawned ----------------------------------------
+
+
+def test_restart_backoff_doubles_and_resets_after_a_good_run() -> None:
+    backoff = RestartBackoff(initial=1, maximum=8, reset_after=60)
+    assert [backoff.delay(ran_for=0.5) for _ in range(5)] == [1, 2, 4, 8, 8]
+    assert backoff.delay(ran_for=60) == 1  # it ran well for a minute: a new story
+    assert backoff.delay(ran_for=59) == 2
+
+
+def _plugin(name: str) -> Plugin:
+    return Plugin(name=name, value=f"tests:{name}", distribution=None, version=None,
+                  config=daemon_config.DaemonConfig().plugin(name), registry=OperatorRegistry(),
+                  settings=OperatorSettings())
+
+
+async def test_a_runner_restarts_with_backoff_reset_after_a_good_run() -> None:
+    """Crashing at once doubles the delay; a run that lasted past reset_after starts it over."""
+    runs = [0.0, 0.0, 0.0, 0.4, 0.0]  # seconds each run lasts before it crashes; then it runs for good
+    delays: list[float] = []
+    done = asyncio.Event()
+
+    class Counted(RestartBackoff):
+        def delay(self, ran_for: float) -> float:
+            delays.append(super().delay(ran_for))
+            return delays[-1]
+
+    class Runner(PluginRunner):
+        async def _run_once(self, cluster: object) -> None:
+            if not runs:
+                done.set()
+                await asyncio.Event().wait()
+            await asyncio.sleep(runs.pop(0))
+            raise RuntimeError("crash")
+
+    runner = Runner(_plugin("crashy"), login=Login(), shutdown_timeout=1,
+                    backoff=Counted(initial=0.01, maximum=1, reset_after=0.3))
+    runner.start(None)  # type: ignore[arg-type]  # this runner needs no cluster
+    try:
+        await asyncio.wait_for(done.wait(), 10)
+    finally:
+        await runner.stop()
+    assert delays == [0.01, 0.02, 0.04, 0.01, 0.02]
+    assert runner.restarts == 5
+    assert runner.last_error == "RuntimeError: crash"
+
+
+BACKGROUND: list[str] = []
+
+
+class SpawnsAtStartup:
+    """Its startup handler starts a background task that fails, the first time only."""
+
+    @opd.hookimpl
+    def opd_register(self, registry: opd.OperatorRegistry) -> None:
+        @opd.on.startup(registry=registry)
+        async def boot(**_: object) -> None:
+            BACKGROUND.append("startup")
+            if BACKGROUND.count("startup") == 1:
+                asyncio.get_running_loop().create_task(_fail_soon("the startup's task failed"), name="refresher")
+
+        @opd.on.create("kopfexamples", registry=registry)
+        def create_fn(**_: object) -> None:
+            pass
+
+
+class SpawnsInAHandler:
+    """Its handler starts a background task that fails, for the first object only."""
+
+    @opd.hookimpl
+    def opd_register(self, registry: opd.OperatorRegistry) -> None:
+        @opd.on.create("kopfexamples", registry=registry)
+        async def create_fn(name: str, **_: object) -> str:
+            BACKGROUND.append(name)
+            if BACKGROUND.count(name) == 1 and name == "first":
+                asyncio.create_task(_fail_soon("the handler's task failed"), name="notifier")  # noqa: RUF006
+            return name
+
+
+async def _fail_soon(message: str) -> None:
+    await asyncio.sleep(0.2)
+    raise RuntimeError(message)
+
+
+spawns_at_startup = SpawnsAtStartup()
+spawns_in_a_handler = SpawnsInAHandler()
+
+
+async def test_a_crash_in_a_task_a_plugin_spawned_restarts_that_plugin(
+        tmp_path: Path, kubeconfig: Path, namespace: str, crd: str, api: client.ApiClient) -> None:
+    BACKGROUND.clear()
+    config = daemon_config.load(_config(tmp_path, kubeconfig, namespace))
+    eps = [*_eps("recorder_a"), *(metadata.EntryPoint(name, f"{__name__}:{name}", "opd.plugins")
+                                   for name in ("spawns_at_startup", "spawns_in_a_handler"))]
+    async with Running(Supervisor(config, env={}, entry_points=eps)) as run:
+        runners = run.supervisor.runners
+        # The startup's task failed 0.2 s in: that plugin restarted (and its startup ran again).
+        await eventually(lambda: asyncio.sleep(0, runners["spawns_at_startup"].restarts == 1), timeout=30)
+        assert "the startup's task failed" in (runners["spawns_at_startup"].last_error or "")
+        await eventually(lambda: asyncio.sleep(0, run.supervisor.ready()), timeout=30)
+        assert BACKGROUND.count("startup") == 2
+
+        await create_kex(api, namespace, "first")
+        await eventually(lambda: asyncio.sleep(0, runners["spawns_in_a_handler"].restarts == 1), timeout=30)
+        assert "the handler's task failed" in (runners["spawns_in_a_handler"].last_error or "")
+        await eventually(lambda: asyncio.sleep(0, run.supervisor.ready()), timeout=30)
+        # The others did not notice.
+        assert runners["spawns_at_startup"].restarts == 1
+        assert runners["recorder_a"].restarts == 0
+        await create_kex(api, namespace, "second")
+        await eventually(lambda: asyncio.sleep(0, "second" in BACKGROUND))
+
+
+async def test_a_dead_task_of_the_operation_stops_it_with_its_error(
+        kubeconfig: Path, namespace: str, crd: str) -> None:
+    """Operation.run() no longer waits forever when a task of its own (here: its readiness) dies."""
+    from opd.engine.operation import Operation
+
+    registry = OperatorRegistry()
+
+    @opd.on.create("kopfexamples", registry=registry)
+    def create_fn(**_: object) -> None:
+        pass
+
+    operation = Operation(registry=registry, settings=OperatorSettings(), memo={}, namespaces=[namespace],
+                          clusterwide=False, login=Login(kubeconfig=str(kubeconfig)))
+
+    async def broken() -> None:
+        raise LookupError("a bug in a task of the operation")
+
+    operation._announce_ready = broken  # type: ignore[method-assign]
+    with pytest.raises(LookupError, match="a bug in a task"):
+        await asyncio.wait_for(operation.run(), 30)

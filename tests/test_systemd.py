@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from opd.daemon import systemd
+from opd.daemon.supervisor import MONITOR_INTERVAL, READY_TIMEOUT
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -176,7 +177,8 @@ def test_the_unit_file_says_what_the_daemon_does() -> None:
         "User": ["opd"], "ProtectSystem": ["strict"], "ProtectHome": ["yes"], "PrivateTmp": ["yes"],
         "NoNewPrivileges": ["yes"], "RestrictAddressFamilies": ["AF_UNIX AF_INET AF_INET6"],
         "CapabilityBoundingSet": [""], "ProtectKernelTunables": ["yes"], "ProtectKernelModules": ["yes"],
-        "ProtectKernelLogs": ["yes"],
+        "ProtectKernelLogs": ["yes"], "PrivateMounts": ["yes"], "ProtectProc": ["invisible"], "ProcSubset": ["pid"],
+        "IPAddressDeny": ["169.254.169.254"],  # the cloud metadata service: the node's credentials
     }
     for key, values in expected.items():
         assert unit.get(key) == values, key
@@ -184,6 +186,10 @@ def test_the_unit_file_says_what_the_daemon_does() -> None:
     assert int(unit["RestartSec"][0]) > 0
     # Stopping must outlast opd's own graceful shutdown bound.
     assert int(unit["TimeoutStopSec"][0]) > 8
+    # Starting must outlast the bound after which a plugin that has not listed counts as failed:
+    # READY=1 comes by then, whatever the plugins do.
+    assert int(unit["TimeoutStartSec"][0]) > READY_TIMEOUT
+    assert int(unit["WatchdogSec"][0]) > 2 * MONITOR_INTERVAL
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")

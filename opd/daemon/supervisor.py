@@ -4,16 +4,27 @@ Plugins share the watch streams (one per resource and namespace) unless a plugin
 asks for ``isolation = "thread"``: then it runs the seed's "multiple operators"
 way, with its own thread, event loop and connection. A plugin whose operator
 crashes is restarted with backoff; the others never notice.
+
+A broken plugin stays its own problem: the daemon says READY=1 once every plugin
+has either listed its objects or *failed* (crashed, or its resources cannot be
+watched: not served, refused with 401/403/404, or not listed within the ready
+timeout), and pings systemd's watchdog while its event loop runs, whatever the
+plugins do. Failed plugins are named in STATUS=, /healthz, /readyz and the log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import dataclasses
+import os
+import re
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from loguru import logger
 
@@ -21,35 +32,174 @@ from opd.daemon import config as daemon_config
 from opd.daemon import plugins as daemon_plugins
 from opd.daemon import systemd
 from opd.daemon.config import DaemonConfig
-from opd.daemon.health import HealthServer
+from opd.daemon.health import HealthServer, PluginSnapshot, ResourceCounters, Snapshot, WatchSnapshot
 from opd.daemon.plugins import Plugin, Status
 from opd.engine.cluster import Cluster
 from opd.engine.operation import Operation
-from opd.errors import OpdError
+from opd.errors import ConfigError, OpdError
+from opd.kube.api import REQUEST_ERRORS
 from opd.kube.credentials import Login
-from opd.orchestration import Memo, operator
+from opd.orchestration import Memo
+from opd.resources import select
 from opd.settings import OperatorSettings
 
+if TYPE_CHECKING:
+    from opd.engine.processing import ResourceProcessor
+
+T = TypeVar("T")
+
 PATCH_WINDOW = 0.02  # seconds; see Supervisor._start_plugins
+READY_TIMEOUT_ENV = "OPD_READY_TIMEOUT"
+READY_TIMEOUT = 60.0  # seconds; a plugin not listed by then counts as failed (see _diagnose)
+MONITOR_INTERVAL = 0.5  # seconds between looks at the plugins' states
+
+
+# -- which plugin a task belongs to -------------------------------------------------------------------------------
+
+
+class _Attempt:
+    """One run of one plugin's operator. Every task created while it runs belongs to it.
+
+    How a crash in any task of a plugin is seen, its own or one its handlers spawned:
+
+    - ``_current`` (a contextvar) names the attempt in the context the attempt's root task runs in;
+      asyncio copies the context into every task created from there, so everything the operator,
+      its handlers and its startup create carries it, however deep.
+    - A task factory (``track_tasks``) gives such tasks a tag naming the attempt.
+    - An exception nobody retrieved is asyncio's definition of a crash: it reports the task to the
+      loop's exception handler ("Task exception was never retrieved") when the task is released,
+      which CPython does as soon as the last reference to it goes. Ours restarts the plugin the
+      tag names, instead of printing a traceback and carrying on without the task's work. A task
+      whose error its creator awaits (wait_for, gather, the engine's own retries) is not a crash.
+    - The operator's own tasks (``Operation._spawn``) stop ``Operation.run()`` directly.
+
+    A task kept referenced (in a list, say) is reported only once released: a plugin that keeps its
+    tasks must await them. Tasks of the shared connection (watch streams) are created by the first
+    plugin that subscribes, so they carry its tag; they never end with an error of their own.
+    """
+
+    def __init__(self, plugin: str) -> None:
+        self.plugin = plugin
+        self.task: asyncio.Task[Any] | None = None  # the attempt's root task, in its own loop
+        self.error: BaseException | None = None
+
+    def fail(self, exc: BaseException, where: str) -> None:
+        """A task of this attempt died with ``exc``: stop the attempt; the runner restarts it."""
+        task = self.task
+        if self.error is not None or task is None or task.done():
+            return  # already failing, or over (a straggler of an earlier attempt)
+        self.error = exc
+        logger.bind(plugin=self.plugin).error(
+            f"opd: plugin {self.plugin!r}: task {where!r} failed: {_one_line(exc)}")
+        with contextlib.suppress(RuntimeError):  # its loop is closed: the attempt is over anyway
+            task.get_loop().call_soon_threadsafe(task.cancel)
+
+
+_current: contextvars.ContextVar[_Attempt | None] = contextvars.ContextVar("opd_plugin_attempt", default=None)
+
+
+class _PluginTask(asyncio.Task[Any]):
+    """A task created inside a plugin's attempt (C tasks take no attributes; a subclass does)."""
+
+    opd_attempt: _Attempt | None = None
+
+
+def track_tasks(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+    """Install the task factory and exception handler described in ``_Attempt``; returns an undo."""
+    factory, handler = loop.get_task_factory(), loop.get_exception_handler()
+
+    def create(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        context = kwargs.get("context")
+        attempt = context.get(_current) if context is not None else _current.get()
+        if attempt is None:
+            return factory(loop, coro, **kwargs) if factory is not None else asyncio.Task(coro, loop=loop, **kwargs)
+        task = _PluginTask(coro, loop=loop, **kwargs)
+        task.opd_attempt = attempt
+        return task
+
+    def on_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        # "... exception was never retrieved": asyncio names the task "future" (as any future).
+        task, exc = context.get("future") or context.get("task"), context.get("exception")
+        attempt = getattr(task, "opd_attempt", None)
+        if isinstance(attempt, _Attempt) and isinstance(task, asyncio.Task) and isinstance(exc, Exception):
+            attempt.fail(exc, task.get_name())
+        elif handler is not None:
+            handler(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_task_factory(create)
+    loop.set_exception_handler(on_error)
+
+    def undo() -> None:
+        loop.set_task_factory(factory)
+        loop.set_exception_handler(handler)
+
+    return undo
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+# -- restarts -----------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class RestartBackoff:
+    """Delays between restarts: doubling from ``initial`` up to ``maximum``, and back to ``initial``
+    once a run lasted ``reset_after`` seconds: a plugin that ran well and then crashed is restarted
+    promptly, not after the minute its crash loop of last week had reached."""
+
+    initial: float = 1.0
+    maximum: float = 60.0
+    reset_after: float = 60.0
+    _next: float = dataclasses.field(default=0.0, init=False)
+
+    def delay(self, ran_for: float) -> float:
+        """The delay before the next start, after a run that lasted ``ran_for`` seconds."""
+        if self._next <= 0 or ran_for >= self.reset_after:
+            self._next = self.initial
+        delay, self._next = self._next, min(self._next * 2, self.maximum)
+        return delay
+
+
+# -- one plugin ---------------------------------------------------------------------------------------------------
 
 
 class PluginRunner:
     """Runs one loaded plugin's operator and restarts it after a crash, with backoff."""
 
-    def __init__(self, plugin: Plugin, *, login: Login, shutdown_timeout: float) -> None:
+    def __init__(self, plugin: Plugin, *, login: Login, shutdown_timeout: float,
+                 backoff: RestartBackoff | None = None) -> None:
         self.plugin = plugin
         self.login = login
         self.shutdown_timeout = shutdown_timeout
-        self.state = "starting"
+        self.backoff = backoff or RestartBackoff()
+        self.state = "starting"  # starting, ready, failed (crashed: waiting to restart), stopped
         self.restarts = 0
-        self.last_error: str | None = None
+        self.last_error: str | None = None  # for the log: type and message
+        self.error_type: str | None = None  # for health output and STATUS=: messages may hold secrets
+        self.crashed = False  # since it was last ready
+        self.failure: str | None = None  # why it counts as failed; kept by Supervisor._monitor
+        self.started_at = time.monotonic()  # of the current attempt
         self.operation: Operation | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # the operation's loop
         self.ready = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
     @property
     def name(self) -> str:
         return self.plugin.name
+
+    @property
+    def cluster(self) -> Cluster | None:
+        """The operation's connection: the shared one, or its own in its thread."""
+        return self.operation.cluster if self.operation is not None else None
+
+    @property
+    def isolated(self) -> bool:
+        return self.plugin.config.isolation == "thread"
 
     def start(self, cluster: Cluster) -> None:
         self.task = asyncio.get_running_loop().create_task(self._supervise(cluster), name=f"opd plugin {self.name}")
@@ -65,110 +215,304 @@ class PluginRunner:
         return self.plugin.settings
 
     def _became_ready(self) -> None:
-        self.state = "ready"
+        self.state, self.crashed = "ready", False
         self.ready.set()
 
     async def _supervise(self, cluster: Cluster) -> None:
-        backoff = 1.0
+        loop = asyncio.get_running_loop()
         while True:
             self.ready.clear()
-            self.state = "starting"
+            self.state, self.started_at = "starting", time.monotonic()
+            attempt = _Attempt(self.name)
+            context = contextvars.copy_context()
+            context.run(_current.set, attempt)
+            attempt.task = loop.create_task(self._run_once(cluster), name=f"opd plugin {self.name} run",
+                                            context=context)
             try:
-                with logger.contextualize(plugin=self.name):
-                    if self.plugin.config.isolation == "thread":
-                        await self._run_in_thread()
-                    else:
-                        await self._run_shared(cluster)
+                await attempt.task
                 return  # stopped on purpose
             except asyncio.CancelledError:
-                raise
+                current = asyncio.current_task()
+                if attempt.error is None or (current is not None and current.cancelling()):
+                    raise
+                error: BaseException = attempt.error  # one of its tasks died: the attempt was cancelled
             except Exception as exc:
-                self.state, self.restarts = "failed", self.restarts + 1
-                self.last_error = " ".join(f"{type(exc).__name__}: {exc}".split())
-                logger.bind(plugin=self.name).error(
-                    f"opd: plugin {self.name!r} crashed: {self.last_error}; restarting in {backoff:g}s")
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 60.0)
+                error = attempt.error or exc
+            finally:
+                self.operation, self.loop = None, None
+            self.ready.clear()
+            self.state, self.restarts, self.crashed = "failed", self.restarts + 1, True
+            self.last_error, self.error_type = _one_line(error), type(error).__name__
+            delay = self.backoff.delay(time.monotonic() - self.started_at)
+            logger.bind(plugin=self.name).error(
+                f"opd: plugin {self.name!r} crashed: {self.last_error}; restarting in {delay:g}s")
+            await asyncio.sleep(delay)
 
-    async def _run_shared(self, cluster: Cluster) -> None:
+    async def _run_once(self, cluster: Cluster) -> None:
+        """One run of the plugin's operator, until cancelled or it fails."""
+        with logger.contextualize(plugin=self.name):
+            if self.isolated:
+                await self._run_in_thread()
+            else:
+                await self._run_shared(cluster)
+
+    def _operation(self, cluster: Cluster | None, on_ready: Callable[[], None]) -> Operation:
         config = self.plugin.config
-        self.operation = Operation(
+        return Operation(
             registry=self.plugin.registry, settings=self._settings(), memo=Memo(),
             namespaces=list(config.namespaces), clusterwide=config.clusterwide, cluster=cluster,
-            on_ready=self._became_ready, name=self.name,
+            login=self.login if cluster is None else None, on_ready=on_ready, name=self.name,
         )
+
+    async def _run_shared(self, cluster: Cluster) -> None:
+        self.operation, self.loop = self._operation(cluster, self._became_ready), None
         await self.operation.run()
 
     async def _run_in_thread(self) -> None:
-        """The plugin's own thread and loop: blocking code there cannot stall the others."""
-        loop = asyncio.get_running_loop()
-        stop, ready = threading.Event(), threading.Event()
-        failure: list[BaseException] = []
-        config = self.plugin.config
+        """The plugin's own thread, loop and connection: blocking code there cannot stall the others."""
+        main = asyncio.get_running_loop()
+        attempt = _Attempt(self.name)  # its tasks live in the thread's loop: their own attempt
+        outcome: list[BaseException | None] = []
+        ended = main.create_future()
 
-        def main() -> None:
+        def became_ready() -> None:
+            main.call_soon_threadsafe(self._became_ready)
+
+        async def inside() -> None:
+            loop = asyncio.get_running_loop()
+            track_tasks(loop)
+            attempt.task = asyncio.current_task()
+            _current.set(attempt)  # in this task's context: every task it creates inherits it
+            with logger.contextualize(plugin=self.name):
+                operation = self._operation(None, became_ready)
+                self.operation, self.loop = operation, loop
+                try:
+                    await operation.run()
+                finally:
+                    self.operation, self.loop = None, None
+
+        def thread_main() -> None:
             try:
-                asyncio.run(operator(
-                    registry=self.plugin.registry, settings=self._settings(), memo=Memo(),
-                    namespaces=list(config.namespaces), clusterwide=config.clusterwide,
-                    stop_flag=stop, ready_flag=ready, login=self.login, install_signal_handlers=False))
+                asyncio.run(inside())
+                outcome.append(None)
             except BaseException as exc:  # carried over to the supervising loop, which restarts it
-                failure.append(exc)
+                outcome.append(exc)
+            with contextlib.suppress(RuntimeError):  # the main loop is gone: nobody waits
+                main.call_soon_threadsafe(_settle, ended)
 
-        thread = threading.Thread(target=main, name=f"opd-plugin-{self.name}", daemon=True)
+        thread = threading.Thread(target=thread_main, name=f"opd-plugin-{self.name}", daemon=True)
         thread.start()
         try:
-            while thread.is_alive():
-                if ready.is_set() and not self.ready.is_set():
-                    self._became_ready()
-                await asyncio.sleep(0.1)
+            await asyncio.shield(ended)
         finally:
-            stop.set()
-            await loop.run_in_executor(None, thread.join, self.shutdown_timeout + 5)
-        if failure:
-            raise failure[0]
+            if attempt.task is not None and not attempt.task.done():
+                with contextlib.suppress(RuntimeError):
+                    attempt.task.get_loop().call_soon_threadsafe(attempt.task.cancel)
+            await main.run_in_executor(None, thread.join, self.shutdown_timeout + 5)
+        failure = attempt.error or (outcome[0] if outcome else None)
+        if failure is not None:
+            raise failure
+
+    async def in_its_loop(self, make: Callable[[], Coroutine[Any, Any, T]], timeout: float) -> T:
+        """Run a coroutine where the plugin's operation lives (its own thread's loop, if isolated)."""
+        loop = self.loop
+        if loop is None or loop is asyncio.get_running_loop():
+            return await asyncio.wait_for(make(), timeout)
+        coro = make()
+        try:
+            future = asyncio.run_coroutine_threadsafe(coro, loop)
+        except RuntimeError:  # its loop is closing: the plugin is restarting
+            coro.close()
+            raise
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            raise RuntimeError(f"plugin {self.name!r} stopped meanwhile") from None
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+# -- the engine's counters, read -------------------------------------------------------------------------------
+
+
+def _copy(read: Callable[[], T]) -> T | None:
+    """A copy of another thread's dict or list: a copy made while it grows may fail; try again."""
+    for _ in range(5):
+        try:
+            return read()
+        except RuntimeError:  # changed size during iteration
+            continue
+    return None
+
+
+def _resource_counters(processor: ResourceProcessor) -> ResourceCounters:
+    metrics, queue = processor.metrics, processor.queue
+    stats = _copy(queue.stats) or {}
+    return ResourceCounters(runs=_copy(lambda: dict(metrics.runs)) or {},
+                            seconds=_copy(lambda: dict(metrics.seconds)) or {},
+                            queue={"depth": len(queue), **{k: int(v) for k, v in stats.items()}})
+
+
+def engine_counters(operation: Operation | None, cluster: Cluster | None,
+                    connection: str) -> tuple[dict[str, ResourceCounters], int, list[WatchSnapshot], dict[str, int]]:
+    """The engine's counters as plain numbers: the one place that knows their five shapes
+    (processor.metrics, queue.stats(), watcher.stats, client.patches, poster.posted).
+
+    Returns the operation's per-resource counters and events posted, and the cluster's watch streams
+    and patch counts. Either may be None. Safe to call for an operation in another thread: only
+    copies of its dicts and plain reads of ints.
+    """
+    resources: dict[str, ResourceCounters] = {}
+    posted = 0
+    if operation is not None:
+        processors = operation.processors
+        for processor in _copy(lambda: list(processors.values())) or []:
+            resources[str(processor.resource)] = _resource_counters(processor)
+        posted = operation.poster.posted if operation.poster is not None else 0
+    watchers: list[WatchSnapshot] = []
+    patches: dict[str, int] = {}
+    if cluster is not None:
+        hub = cluster.hub
+        for w in _copy(lambda: hub.watchers) or []:
+            watchers.append(WatchSnapshot(
+                resource=str(w.resource), namespace=w.namespace, selector=w.label_selector,
+                listed=w.listed.is_set(), healthy=w.healthy, error=w.last_error, stats=dict(w.stats),
+                connection=connection))
+        patches = {"requests": cluster.client.patches.requests, "merged": cluster.client.patches.merged}
+    return resources, posted, watchers, patches
+
+
+# Watch errors that retrying will not fix by itself: the watcher says these with the status in parentheses.
+_REFUSED = re.compile(r"\((401|403|404)\)")
+
+
+async def _unservable(operation: Operation, cluster: Cluster) -> str | None:
+    """Why a started operation cannot list, when the cluster says so: a resource the server does
+    not serve (or names ambiguously), or a watch it refuses. None: no such reason (yet)."""
+    served = None
+    for ref in operation.registry.resources():
+        if ref in operation.processors:
+            continue  # resolved
+        if served is None:
+            try:
+                served = await cluster.discovery.resources()  # cached: the operation refreshes it
+            except REQUEST_ERRORS:
+                return None  # cannot tell now
+        found = select(ref, served)
+        if not found:
+            return f"unknown resource {ref}"
+        if len(found) > 1:
+            return f"resource {ref} is ambiguous"
+    watchers = {(w.resource, w.namespace, w.label_selector): w for w in cluster.hub.watchers}
+    for sub in list(operation.subscriptions.values()):
+        watcher = watchers.get(sub.key)
+        if not sub.listed.is_set() and watcher is not None and watcher.last_error and _REFUSED.search(
+                watcher.last_error):
+            return f"cannot watch {watcher}: {watcher.last_error}"
+    return None
+
+
+# -- the daemon ---------------------------------------------------------------------------------------------------
+
+
+def _ready_timeout(env: Mapping[str, str]) -> float:
+    raw = env.get(READY_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return READY_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"${READY_TIMEOUT_ENV}: expected a number of seconds above 0, got {raw!r}")
+    return value
+
+
+# Settings that the running daemon cannot change: they are read once, at start.
+_RESTART_ONLY = [("opd", "listen"),
+                 *(("kubernetes", f.name) for f in dataclasses.fields(daemon_config.KubernetesSection))]
 
 
 class Supervisor:
     def __init__(self, config: DaemonConfig, *, env: Mapping[str, str] | None = None,
-                 entry_points: Sequence[metadata.EntryPoint] | None = None) -> None:
+                 entry_points: Sequence[metadata.EntryPoint] | None = None,
+                 setup_logging: Callable[[DaemonConfig], None] | None = None) -> None:
         self.config = config
         self.env = env
         self.entry_points = entry_points  # None: the installed ones
+        self.setup_logging = setup_logging  # called again with each reloaded configuration
+        self.ready_timeout = _ready_timeout(os.environ if env is None else env)
         self.runners: dict[str, PluginRunner] = {}
         self.discovery: daemon_plugins.Discovery | None = None
         self.cluster: Cluster | None = None
+        self.health: HealthServer | None = None
         self.started = asyncio.Event()
+        self.announced = False  # READY=1 sent
+        self._stopping = False
+        self._monitor_task: asyncio.Task[None] | None = None
 
     @property
     def login(self) -> Login:
         return Login(**dataclasses.asdict(self.config.kubernetes))
 
     def ready(self) -> bool:
+        """Every plugin has listed its objects."""
         return bool(self.runners) and all(r.ready.is_set() for r in self.runners.values())
 
-    def healthy(self) -> bool:
-        """Alive: no plugin stuck in a crash loop, and every watch stream's task is running."""
-        if any(r.state == "failed" for r in self.runners.values()):
-            return False
-        return self.cluster is not None
+    def settled(self) -> bool:
+        """Up, and every plugin either ready or failed: READY=1 for systemd, 200 for /readyz."""
+        return self.snapshot().settled
 
-    def report(self) -> dict[str, Any]:
-        plugins: dict[str, Any] = {}
+    def alive(self) -> bool:
+        """What the watchdog asks: the supervisor's loop runs (this is called from it) and so does its
+        monitor. Plugins are not asked: a broken one is restarted, not the daemon."""
+        return self.started.is_set() and not self._stopping and self._monitor_task is not None and (
+            not self._monitor_task.done())
+
+    def healthy(self) -> bool:
+        return self.alive()
+
+    # -- the snapshot everything reads ------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        plugins: dict[str, PluginSnapshot] = {}
+        watchers: list[WatchSnapshot] = []
         for plugin in self.discovery.plugins if self.discovery else []:
             runner = self.runners.get(plugin.name)
-            plugins[plugin.name] = {
-                "status": runner.state if runner else str(plugin.status),
-                "ready": bool(runner and runner.ready.is_set()),
-                "restarts": runner.restarts if runner else 0,
-                "error": (runner.last_error if runner else None) or plugin.error,
-            }
-        watchers = [
-            {"resource": str(w.resource), "namespace": w.namespace, "selector": w.label_selector,
-             "listed": w.listed.is_set(), "healthy": w.healthy, "error": w.last_error}
-            for w in (self.cluster.hub.watchers if self.cluster else [])
-        ]
-        return {"ready": self.ready(), "healthy": self.healthy(), "plugins": plugins, "watchers": watchers}
+            if runner is None:
+                failed = plugin.status is Status.FAILED
+                # Its error's type only ("Type: message (where)"): the message may hold a secret.
+                error = ((plugin.error or "").split(":", 1)[0] or "error") if failed else None
+                plugins[plugin.name] = PluginSnapshot(
+                    name=plugin.name, status=str(plugin.status), ready=False, isolation=plugin.config.isolation,
+                    failure=f"cannot load: {error}" if failed else None, error=error)
+                continue
+            own = runner.cluster if runner.isolated else None
+            resources, posted, own_watchers, own_patches = engine_counters(runner.operation, own, runner.name)
+            watchers += own_watchers
+            plugins[plugin.name] = PluginSnapshot(
+                name=plugin.name, status=runner.state, ready=runner.ready.is_set(),
+                failure=None if runner.ready.is_set() else runner.failure, restarts=runner.restarts,
+                error=runner.error_type, isolation=plugin.config.isolation, resources=resources,
+                events_posted=posted, patches=own_patches)
+        _, _, shared, patches = engine_counters(None, self.cluster, "shared")
+        running = self.started.is_set() and not self._stopping
+        return Snapshot(running=running, plugins=plugins, watchers=[*shared, *watchers], patches=patches)
+
+    def report(self) -> dict[str, Any]:
+        """The supervisor's state as plain data (plugins as ``opd plugins`` names them)."""
+        snap = self.snapshot()
+        return {"ready": self.ready(), "settled": snap.settled, "healthy": self.healthy(),
+                "summary": snap.summary(), "plugins": {n: p.to_dict() for n, p in snap.plugins.items()},
+                "watchers": [w.to_dict() for w in snap.watchers]}
+
+    # -- starting and running ---------------------------------------------------------------------------------
 
     def _load(self, config: DaemonConfig) -> daemon_plugins.Discovery:
         found = daemon_plugins.load_all(config, self.env, self.entry_points)
@@ -177,18 +521,50 @@ class Supervisor:
         found.check(daemon_plugins.strict_mode(self.env))
         return found
 
+    def _runner(self, plugin: Plugin, config: DaemonConfig) -> PluginRunner:
+        runner = PluginRunner(plugin, login=self.login, shutdown_timeout=config.opd.shutdown_timeout)
+        assert self.cluster is not None
+        self.runners[plugin.name] = runner
+        runner.start(self.cluster)
+        if self.health is not None and self.health.probes is not None:
+            self.health.probes.forget(plugin.name)
+        return runner
+
     def _start_plugins(self, found: daemon_plugins.Discovery) -> None:
         assert self.cluster is not None
         for plugin in found.loaded():
-            runner = PluginRunner(plugin, login=self.login, shutdown_timeout=self.config.opd.shutdown_timeout)
-            self.runners[plugin.name] = runner
-            runner.start(self.cluster)
+            self._runner(plugin, self.config)
         # Plugins on the shared client handle each event within milliseconds of each other: their
         # patches of one object share a request when the first waits a little (bench: 20 plugins,
         # from 9.6 PATCHes per object to about 1). One plugin alone has no one to wait for.
-        sharing = sum(1 for r in self.runners.values() if r.plugin.config.isolation != "thread")
+        sharing = sum(1 for r in self.runners.values() if not r.isolated)
         self.cluster.client.patches.window = PATCH_WINDOW if sharing > 1 else 0.0
         logger.info(f"opd: running {len(self.runners)} plugin(s): {', '.join(self.runners) or 'none'}")
+
+    def _health_server(self) -> HealthServer | None:
+        listen = self.config.opd.listen
+        if listen is None:
+            return None
+        server = HealthServer(listen, self.snapshot, probe=self._probe)
+
+        def supervisor() -> str | None:
+            return None if self.alive() else "the supervisor is not running"
+
+        def plugins() -> str | None:
+            snap = self.snapshot()
+            return None if snap.settled else snap.summary()
+
+        server.add_check("healthz", "supervisor", supervisor)
+        server.add_check("readyz", "supervisor", supervisor)
+        server.add_check("readyz", "plugins", plugins)
+        return server
+
+    async def _probe(self, name: str) -> Mapping[str, Any]:
+        runner = self.runners.get(name)
+        operation = runner.operation if runner is not None else None
+        if runner is None or operation is None:
+            return {}
+        return await runner.in_its_loop(operation.probe, timeout=3600)  # Probes bounds it
 
     async def run(self, stop: asyncio.Event, reload: asyncio.Event | None = None) -> None:
         """Until ``stop`` is set; each time ``reload`` is set, re-read the config file."""
@@ -197,17 +573,19 @@ class Supervisor:
         base = OperatorSettings()
         base.shutdown.timeout = self.config.opd.shutdown_timeout
         self.cluster = await Cluster.connect(self.login, base)
+        untrack = track_tasks(asyncio.get_running_loop())
         tasks: list[asyncio.Task[Any]] = []
-        health = HealthServer(self, self.config.opd.listen) if self.config.opd.listen else None
+        self.health = self._health_server()
         try:
-            if health is not None:
-                await health.start()
+            if self.health is not None:
+                await self.health.start()
                 logger.info(f"opd: health and metrics on http://{self.config.opd.listen}/")
             self._start_plugins(self.discovery)
+            self._monitor_task = asyncio.get_running_loop().create_task(self._monitor(), name="opd monitor")
+            tasks.append(self._monitor_task)
             self.started.set()
-            tasks.append(asyncio.get_running_loop().create_task(self._announce_ready(), name="opd announce"))
             tasks.append(asyncio.get_running_loop().create_task(
-                systemd.watchdog_loop(self.healthy), name="opd watchdog"))
+                systemd.watchdog_loop(self.alive), name="opd watchdog"))
             while not stop.is_set():
                 waiters = {asyncio.ensure_future(stop.wait())}
                 if reload is not None:
@@ -219,22 +597,75 @@ class Supervisor:
                     reload.clear()
                     await self.reload()
         finally:
+            self._stopping = True
             systemd.stopping("stopping plugins")
             for task in tasks:
                 task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await asyncio.gather(*(r.stop() for r in self.runners.values()), return_exceptions=True)
-            if health is not None:
-                await health.stop()
+            if self.health is not None:
+                await self.health.stop()
             await self.cluster.close()
+            untrack()
 
-    async def _announce_ready(self) -> None:
-        await asyncio.gather(*(r.ready.wait() for r in self.runners.values()))
-        message = f"{len(self.runners)} plugin(s) ready"
-        logger.info(f"opd: {message}")
-        systemd.ready(message)
+    # -- watching the plugins: readiness, STATUS= -------------------------------------------------------------
+
+    async def _diagnose(self, runner: PluginRunner) -> str | None:
+        """Why the plugin counts as failed, or None (ready, or still starting within the bound)."""
+        if runner.ready.is_set():
+            return None
+        if runner.crashed:
+            return f"crashed: {runner.error_type}; restarting" if runner.state == "failed" else (
+                f"crashed: {runner.error_type}")
+        operation, cluster = runner.operation, runner.cluster
+        if operation is not None and cluster is not None:
+            try:
+                reason = await runner.in_its_loop(lambda: _unservable(operation, cluster), timeout=5.0)
+            except Exception:  # cannot tell now (restarting, a slow server): the bound still holds
+                reason = None
+            if reason is not None:
+                return reason
+        waited = time.monotonic() - runner.started_at
+        return f"not ready within {self.ready_timeout:g}s" if waited >= self.ready_timeout else None
+
+    async def _monitor(self) -> None:
+        """Keeps each plugin's verdict; says READY=1 once settled, and STATUS= whenever it changes."""
+        said: dict[str, str | None] = {}
+        status: str | None = None
+        while True:
+            for runner in list(self.runners.values()):
+                runner.failure = await self._diagnose(runner)
+                if runner.failure != said.get(runner.name) and self.runners.get(runner.name) is runner:
+                    if runner.failure and not runner.failure.startswith("crashed"):  # crashes say so themselves
+                        logger.bind(plugin=runner.name).error(
+                            f"opd: plugin {runner.name!r} counts as failed: {runner.failure}")
+                    elif said.get(runner.name) and runner.ready.is_set():
+                        logger.bind(plugin=runner.name).info(f"opd: plugin {runner.name!r} recovered")
+                    said[runner.name] = runner.failure
+            snap = self.snapshot()
+            summary = snap.summary()
+            if not self.announced and snap.settled:
+                self.announced = True
+                logger.info(f"opd: {summary}")
+                systemd.ready(summary)
+            elif self.announced and summary != status:
+                logger.info(f"opd: {summary}")
+                systemd.status(summary)
+            status = summary if self.announced else None
+            await asyncio.sleep(MONITOR_INTERVAL)
+
+    # -- SIGHUP -----------------------------------------------------------------------------------------------
+
+    def _needs_restart(self, old: DaemonConfig, new: DaemonConfig) -> list[str]:
+        changed = []
+        for section, key in _RESTART_ONLY:
+            if getattr(getattr(old, section), key) != getattr(getattr(new, section), key):
+                changed.append(f"[{section}].{key}")
+        return changed
 
     async def reload(self) -> None:
-        """Re-read the config; restart only the plugins whose configuration changed."""
+        """Re-read the config: logging at once; restart only the plugins whose configuration changed;
+        say which changes need a restart of the daemon (they keep their running values until then)."""
         systemd.reloading("reloading the configuration")
         path = self.config.path
         try:
@@ -244,6 +675,16 @@ class Supervisor:
             logger.error(f"opd: reload refused, keeping the running configuration: {exc}")
             systemd.ready("reload refused")
             return
+        if self.setup_logging is not None:
+            self.setup_logging(new)
+        restart = self._needs_restart(self.config, new)
+        if restart:
+            logger.warning(f"opd: needs a restart: {', '.join(restart)} changed; "
+                           "the running values stay until opd restarts")
+        new = dataclasses.replace(new, kubernetes=self.config.kubernetes,
+                                  opd=dataclasses.replace(new.opd, listen=self.config.opd.listen))
+        for running in self.runners.values():  # read at shutdown: applies to the running plugins too
+            running.shutdown_timeout = running.plugin.settings.shutdown.timeout = new.opd.shutdown_timeout
         old_by_name = {p.name: p for p in (self.discovery.plugins if self.discovery else [])}
         changed = []
         for index, plugin in enumerate(found.plugins):
@@ -260,10 +701,7 @@ class Supervisor:
             if runner is not None:
                 await self.runners.pop(plugin.name).stop()
             if wanted:
-                assert self.cluster is not None
-                runner = PluginRunner(plugin, login=self.login, shutdown_timeout=new.opd.shutdown_timeout)
-                self.runners[plugin.name] = runner
-                runner.start(self.cluster)
+                runner = self._runner(plugin, new)
             if runner is not None or wanted:
                 changed.append(plugin.name)
         for name in set(self.runners) - {p.name for p in found.plugins}:  # uninstalled meanwhile
@@ -271,4 +709,4 @@ class Supervisor:
             changed.append(name)
         self.config, self.discovery = new, found
         logger.info(f"opd: configuration reloaded; restarted: {', '.join(sorted(set(changed))) or 'none'}")
-        systemd.ready(f"{len(self.runners)} plugin(s) running")
+        systemd.ready(self.snapshot().summary())

@@ -27,6 +27,7 @@ from opd.registry import OperatorRegistry, Reason
 from opd.resources import Resource, ResourceRef
 from opd.settings import OperatorSettings
 
+PROBE_TIMEOUT = 5.0  # seconds, for a probe handler without a timeout of its own
 NAMESPACES = Resource(group="", version="v1", plural="namespaces", kind="Namespace", namespaced=False)
 
 
@@ -46,6 +47,7 @@ class Operation:
         self._own_cluster = cluster is None
         self._on_ready = on_ready
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._died: asyncio.Future[asyncio.Task[Any]] | None = None  # see _reap; made by run()
         self.processors: dict[ResourceRef, ResourceProcessor] = {}
         self.subscriptions: dict[tuple[ResourceRef, str | None], Subscription] = {}
         self._resolved: dict[ResourceRef, asyncio.Event] = {}
@@ -58,8 +60,15 @@ class Operation:
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._reap)
         return task
+
+    def _reap(self, task: asyncio.Task[Any]) -> None:
+        """A task of the operator's own that dies stops ``run()`` with its error: a resource that
+        silently stopped being served would be worse than a crash its supervisor can restart."""
+        self._tasks.discard(task)
+        if self._died is not None and not self._died.done() and not task.cancelled() and task.exception():
+            self._died.set_result(task)
 
     @property
     def ready(self) -> bool:
@@ -97,17 +106,19 @@ class Operation:
         return results
 
     async def probe(self) -> dict[str, Any]:
-        """The probe handlers' values, for a health endpoint; a failing probe reports its error."""
+        """The probe handlers' values, for a health endpoint. A failing probe reports only its error's
+        type: the message may hold what must not be shown (a DSN with its password)."""
         report: dict[str, Any] = {}
         for handler in self.registry.operator_handlers(Reason.PROBE):
             try:
                 report[handler.id] = await asyncio.wait_for(
-                    invoke(handler, self._operator_kwargs(), executor=self._executor), handler.timeout)
+                    invoke(handler, self._operator_kwargs(), executor=self._executor), handler.timeout or PROBE_TIMEOUT)
             except Exception as exc:
-                report[handler.id] = {"error": f"{type(exc).__name__}: {exc}"}
+                report[handler.id] = {"error": type(exc).__name__}
         return report
 
     async def run(self) -> None:
+        self._died = asyncio.get_running_loop().create_future()
         self._executor = ThreadPoolExecutor(self.settings.execution.max_workers,
                                             thread_name_prefix=f"opd-handler{'-' + self.name if self.name else ''}")
         if self.cluster is None:
@@ -131,7 +142,8 @@ class Operation:
                 self._resolved[ref] = asyncio.Event()
                 self._spawn(self._serve(ref), f"opd serve {ref}")
             self._spawn(self._announce_ready(), "opd readiness")
-            await asyncio.Event().wait()  # until cancelled
+            died = await self._died  # until cancelled, or one of its tasks fails
+            raise died.exception() or OpdError(f"task {died.get_name()!r} failed")
         finally:
             await self._shutdown()
 
