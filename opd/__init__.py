@@ -6,7 +6,6 @@ The public API: everything a user imports as ``opd.<name>`` is re-exported here.
 from opd import aiocompat as _aiocompat
 from opd import on
 from opd._version import __version__
-from opd.daemon.hookspecs import hookimpl
 from opd.engine.daemons import Stopped
 from opd.engine.diffs import Patch
 from opd.engine.posting import exception, info, warn
@@ -21,6 +20,7 @@ from opd.errors import (
 )
 from opd.kube.credentials import Login
 from opd.orchestration import Memo, operator, run, run_tasks, spawn_tasks
+from opd.plugin import Option, hookimpl
 from opd.registry import ABSENT, PRESENT, ErrorsMode, OperatorRegistry, get_default_registry, set_default_registry
 from opd.settings import OperatorSettings
 
@@ -39,6 +39,7 @@ __all__ = [
     "OpdError",
     "OperatorRegistry",
     "OperatorSettings",
+    "Option",
     "Patch",
     "PermanentError",
     "Stopped",

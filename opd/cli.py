@@ -21,8 +21,10 @@ from opd.testing import assets as cp_assets
 from opd.testing import cluster
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from opd.daemon.config import DaemonConfig
-    from opd.daemon.plugins import Plugin
+    from opd.daemon.plugins import Discovery, Plugin
 
 
 class _Group(click.Group):
@@ -121,29 +123,36 @@ def _load_config_or_exit(path: Path | None) -> DaemonConfig:
         sys.exit(1)
 
 
+def _load_plugins(cfg: DaemonConfig, env: Mapping[str, str] | None = None) -> Discovery:
+    """Every enabled plugin loaded (imported, its table checked, its hooks called), quietly: no cluster needed."""
+    from loguru import logger
+
+    from opd.daemon import plugins
+    from opd.logs import setup_logging
+
+    setup_logging(cfg.opd.log_level, "text")  # a command for people: the daemon's format is not wanted here
+    logger.disable("opd.daemon.plugins")  # its failure lines repeat what the command says
+    try:
+        return plugins.load_all(cfg, env)
+    finally:
+        logger.enable("opd.daemon.plugins")
+
+
 @main.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, sorted by name.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help=_CONFIG_HELP)
 def plugins_cmd(as_json: bool, config_path: Path | None) -> None:
     """List the installed operator plugins: status, errors, handlers.
 
-    Loads every enabled plugin (no cluster needed). Exit 0 even when some failed, unless
-    OPD_STRICT_PLUGINS=1. Plugins are enabled by [plugins] enable/disable in the config, and
-    narrowed by OPD_PLUGINS (a comma list; empty: none) and OPD_DISABLED_PLUGINS.
+    Loads every enabled plugin (no cluster needed); exits 1 after the listing when one cannot
+    load. Plugins are enabled by [plugins] enable/disable in the config, and narrowed by
+    OPD_PLUGINS (a comma list; empty: none) and OPD_DISABLED_PLUGINS.
     """
-    from loguru import logger
-
     from opd.daemon import plugins
-    from opd.logs import setup_logging
 
     cfg = _load_config_or_exit(config_path)
     strict = plugins.strict_mode()
-    setup_logging(cfg.opd.log_level, "text")  # a command for people: the daemon's format is not wanted here
-    logger.disable("opd.daemon.plugins")  # its failure lines repeat what the listing shows
-    try:
-        found = plugins.load_all(cfg)
-    finally:
-        logger.enable("opd.daemon.plugins")
+    found = _load_plugins(cfg)
     for warning in found.warnings:
         click.echo(f"warning: {warning}", err=True)
     if as_json:
@@ -151,6 +160,9 @@ def plugins_cmd(as_json: bool, config_path: Path | None) -> None:
     else:
         click.echo(_plugins_table(found.plugins))
     found.check(strict)
+    failed = found.failed()
+    if failed:
+        raise click.ClickException(f"{len(failed)} plugin(s) cannot load: {', '.join(p.name for p in failed)}")
 
 
 def _plugins_table(found: Sequence[Plugin]) -> str:
@@ -166,8 +178,8 @@ def _plugins_table(found: Sequence[Plugin]) -> str:
     for plugin, row in zip(found, rows[1:], strict=True):
         status = click.style(row[1].ljust(widths[1]), fg=colours[plugin.status])
         lines.append(f"{row[0].ljust(widths[0])}  {status}  {row[2].ljust(widths[2])}  {row[3]}")
-        if plugin.error:
-            lines.append(f"    error: {plugin.error}")
+        for error in plugin.problems or ([plugin.error] if plugin.error else []):
+            lines.append(f"    error: {error}")
         if plugin.disabled_by:
             lines.append(f"    disabled: {plugin.disabled_by}")
         if plugin.hooks:
@@ -195,24 +207,52 @@ def config_group() -> None:
 @config_group.command("check")
 @click.argument("path", required=False, type=click.Path(path_type=Path))
 def config_check(path: Path | None) -> None:
-    """Validate the config file: 'PATH: ok', or every problem (one line each, on stderr) and exit 1."""
-    from opd.daemon import config, plugins
+    """Validate the config file, and each enabled plugin's table against the options it declares.
+
+    Prints 'PATH: ok', or every problem (one line each, on stderr) and exits 1; a plugin that
+    cannot load is a problem too. The file alone decides which plugins are enabled here
+    (OPD_PLUGINS and OPD_DISABLED_PLUGINS are not read).
+    """
+    from opd.daemon import config
 
     target, _ = config.resolve_path(path)
-    cfg = _load_config_or_exit(path)
+    problems: list[str] = []
+    try:
+        cfg = config.load(path)
+    except config.ConfigFileError as exc:
+        if exc.partial is None:  # unreadable, or not TOML: nothing more to check
+            for line in exc.lines():
+                click.echo(line, err=True)
+            sys.exit(1)
+        problems += exc.problems
+        cfg = exc.partial  # what the rest of the file says: the plugins' tables are checked in the same pass
+    found = _load_plugins(cfg, env={})
     # Plugin names that match no installed plugin are likely typos: said, but not an error.
-    for warning in plugins.discover(cfg, env={}).warnings:
+    for warning in found.warnings:
         click.echo(f"{target}: warning: {warning}", err=True)
+    for plugin in found.failed():
+        problems += plugin.problems or [f"plugin {plugin.name!r} cannot load: {plugin.error}"]
+    if problems:
+        for problem in problems:
+            click.echo(f"{target}: {problem}", err=True)
+        sys.exit(1)
     click.echo(f"{target}: ok" if cfg.path else f"{target}: ok (no such file: the defaults apply)")
 
 
 @config_group.command("show")
 @click.argument("path", required=False, type=click.Path(path_type=Path))
 def config_show(path: Path | None) -> None:
-    """Print the effective configuration, defaults included, as TOML."""
+    """Print the effective configuration as TOML: defaults included (the plugins' too), secrets redacted."""
     from opd.daemon import config
 
-    click.echo(config.render(_load_config_or_exit(path)), nl=False)
+    target, _ = config.resolve_path(path)
+    cfg = _load_config_or_exit(path)
+    found = _load_plugins(cfg, env={})
+    for plugin in found.failed():  # shown anyway: as much as is known, with why it is not more
+        for problem in plugin.problems or [f"plugin {plugin.name!r} cannot load: {plugin.error}"]:
+            click.echo(f"{target}: warning: {problem}", err=True)
+    options = {p.name: p.options for p in found.plugins if p.options is not None}
+    click.echo(config.render(cfg, options), nl=False)
 
 
 # -- running operators ---------------------------------------------------------------------------------------------

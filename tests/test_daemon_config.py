@@ -1,15 +1,21 @@
-"""The daemon's TOML config: defaults, every kind of problem (exact one-line messages), the CLI."""
+"""The daemon's TOML config: defaults, every kind of problem (exact one-line messages), rendering, the CLI."""
 
 from __future__ import annotations
 
+import logging
 import re
+import sys
+import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from loguru import logger
 
+from opd import Option
 from opd.cli import main
-from opd.daemon import config
+from opd.daemon import config, plugins
 from opd.daemon.config import ConfigFileError, DaemonConfig, Listen, parse
 
 REPO = Path(__file__).resolve().parents[1]
@@ -253,9 +259,89 @@ def test_etc_opd_toml_is_valid_and_documents_every_key() -> None:
     assert "# shutdown_timeout = 8.0" in text and '# listen = ""' in text
 
 
+def test_a_file_with_problems_still_gives_the_rest() -> None:
+    # config check reads the plugins' tables in the same pass as opd's own problems.
+    with pytest.raises(ConfigFileError) as err:
+        parse('[opd]\nlog_level = "loud"\n[plugins]\nenable = ["a"]\n[plugins.a]\nx = 1\n')
+    assert err.value.problems == ["[opd].log_level: expected one of trace, debug, info, warning, error, got 'loud'"]
+    partial = err.value.partial
+    assert partial is not None
+    assert (partial.opd.log_level, partial.plugins.enable) == ("info", ("a",))
+    assert dict(partial.plugin("a").options) == {"x": 1}
+    with pytest.raises(ConfigFileError) as err:
+        parse("[[[")
+    assert err.value.partial is None
+
+
+# -- config show: secrets redacted, plugins' defaults shown ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("key", "secret"), [
+    ("password", True), ("db_password", True), ("API_TOKEN", True), ("client-secret", True), ("key", True),
+    ("ssh_key_file", True), ("greeting", False), ("namespaces", False), ("kubeconfig", False), ("tokens", True),
+])
+def test_secret_looking_names(key: str, secret: bool) -> None:
+    assert config.secret_name(key) is secret
+
+
+def test_redact_reaches_into_tables_and_lists() -> None:
+    value = {"host": "db", "password": "p", "replicas": [{"name": "r1", "token": "t"}], "keys": ["a", "b"]}
+    assert config.redact("database", value) == {
+        "host": "db", "password": "<redacted>", "replicas": [{"name": "r1", "token": "<redacted>"}],
+        "keys": "<redacted>"}
+    assert config.redact("dsn", "postgres://u:p@db", secret=True) == "<redacted>"
+    assert config.redact("dsn", "postgres://u:p@db") == "postgres://u:p@db"
+
+
+def test_render_redacts_plugin_keys() -> None:
+    cfg = parse('[plugins.p]\npassword = "hunter2"\nnested = { token = "abc", user = "me" }\nplain = "shown"\n')
+    text = config.render(cfg)
+    assert "hunter2" not in text and "abc" not in text
+    assert ('password = "<redacted>"\nnested = {token = "<redacted>", user = "me"}\nplain = "shown"\n') in text
+
+
+OPTIONS = [
+    Option("interval", float, default=30.0, help="seconds\nbetween checks"),
+    Option("bucket", str, help="where backups go"),
+    Option("region", str, default=None),
+    Option("dsn", str, default="postgres://u:hunter2@db", secret=True),
+    Option("tags", list, items=str, default=["a"]),
+]
+
+
+def test_render_shows_declared_options_with_defaults() -> None:
+    cfg = parse('[plugins.p]\ninterval = 5\ndsn = "postgres://u:s3cret@db"\nintervall = 1\n')
+    text = config.render(cfg, {"p": OPTIONS, "q": OPTIONS[:1], "r": None})
+    assert text.endswith(
+        '\n[plugins.p]\nclusterwide = true\nisolation = "shared"\n'
+        "interval = 5.0  # seconds between checks\n"
+        "# bucket: required, not set (a string: where backups go)\n"
+        "# region: not set\n"
+        'dsn = "<redacted>"\n'
+        'tags = ["a"]\n'
+        "intervall = 1  # unknown key\n"
+        '\n[plugins.q]\nclusterwide = true\nisolation = "shared"\n'
+        "interval = 30.0  # seconds between checks\n")
+    assert "s3cret" not in text and "hunter2" not in text
+    tomllib.loads(text)
+
+
 # -- the CLI ---------------------------------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def no_plugins(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The CLI in this process with no plugins installed; the logging it sets up is undone afterwards."""
+    monkeypatch.setattr(plugins, "installed", list)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", root.handlers[:])
+    monkeypatch.setattr(root, "level", root.level)
+    yield
+    logger.remove()
+    logger.add(sys.stderr)
+
+
+@pytest.mark.usefixtures("no_plugins")
 def test_cli_config_check_ok(tmp_path: Path) -> None:
     path = tmp_path / "opd.toml"
     path.write_text('[opd]\nnamespaces = ["default"]\n')
@@ -263,6 +349,7 @@ def test_cli_config_check_ok(tmp_path: Path) -> None:
     assert (result.exit_code, result.stdout, result.stderr) == (0, f"{path}: ok\n", "")
 
 
+@pytest.mark.usefixtures("no_plugins")
 def test_cli_config_check_problems_one_line_each_on_stderr(tmp_path: Path) -> None:
     path = tmp_path / "opd.toml"
     path.write_text('[opd]\nnamespace = ["a"]\nshutdown_timeout = 0\n')
@@ -275,6 +362,7 @@ def test_cli_config_check_problems_one_line_each_on_stderr(tmp_path: Path) -> No
     ]
 
 
+@pytest.mark.usefixtures("no_plugins")
 @pytest.mark.parametrize("content", [b"\x00\xff\xfe garbage", b"[[[", b"a = 1\na = 2\n"])
 def test_cli_config_check_never_shows_a_traceback(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "opd.toml"
@@ -285,6 +373,7 @@ def test_cli_config_check_never_shows_a_traceback(tmp_path: Path, content: bytes
     assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(f"{path}: ")
 
 
+@pytest.mark.usefixtures("no_plugins")
 def test_cli_config_check_missing_and_default_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(config, "DEFAULT_PATH", tmp_path / "absent.toml")
     monkeypatch.delenv("OPD_CONFIG", raising=False)
@@ -296,6 +385,7 @@ def test_cli_config_check_missing_and_default_files(tmp_path: Path, monkeypatch:
     assert result.stderr == f"{tmp_path / 'nope.toml'}: cannot read: No such file or directory\n"
 
 
+@pytest.mark.usefixtures("no_plugins")
 def test_cli_config_check_warns_about_unknown_plugin_names(tmp_path: Path) -> None:
     path = tmp_path / "opd.toml"
     path.write_text('[plugins]\ndisable = ["surely-not-installed"]\n')
@@ -305,6 +395,7 @@ def test_cli_config_check_warns_about_unknown_plugin_names(tmp_path: Path) -> No
     assert result.stderr == f"{path}: warning: [plugins].disable: no installed plugin 'surely-not-installed'\n"
 
 
+@pytest.mark.usefixtures("no_plugins")
 def test_cli_config_show_prints_the_effective_config(tmp_path: Path) -> None:
     path = tmp_path / "opd.toml"
     path.write_text('[opd]\nlog_level = "debug"\n[plugins.p]\nkey = "v"\n')
@@ -313,7 +404,7 @@ def test_cli_config_show_prints_the_effective_config(tmp_path: Path) -> None:
     assert result.stdout == config.render(config.load(path))
     assert 'log_level = "debug"' in result.stdout
     assert "shutdown_timeout = 8.0" in result.stdout  # a default, shown
-    assert '[plugins.p]\nclusterwide = true\nisolation = "shared"\nkey = "v"\n' in result.stdout
+    assert '[plugins.p]\nclusterwide = true\nisolation = "shared"\nkey = "<redacted>"\n' in result.stdout
 
 
 def test_the_kubernetes_section_is_a_login() -> None:

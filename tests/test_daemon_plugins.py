@@ -1,4 +1,4 @@
-"""Plugins: discovery, isolation and failure handling, in-process and as installed distributions.
+"""Plugins: discovery, options, isolation and failure handling, in-process and as installed distributions.
 
 The in-process tests hand the loader entry points to modules written on the fly. The
 installed ones build a fresh virtualenv once per session with opd and the plugins of
@@ -24,6 +24,7 @@ from plugin_venv import opd_cmd
 import opd
 from opd.daemon import config, plugins
 from opd.daemon.plugins import Discovery, PluginError, Status
+from opd.plugin import naming
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "plugins"
@@ -246,12 +247,12 @@ def test_results_and_markers_share_the_status_namespace(make_plugin: MakePlugin)
 
 
 def test_persistence_names_are_valid() -> None:
-    assert plugins.dns_label("My_Plugin.v2") == "my-plugin-v2"
-    assert plugins.dns_label("__") == "plugin"
-    assert len(plugins.dns_label("x" * 100)) == 63
-    assert plugins.field_name("My Plugin.v2") == "My_Plugin_v2"
-    assert plugins.field_name("acme-dns") == "acme-dns"
-    persistence = plugins.isolated_settings("Acme DNS").persistence
+    assert naming.dns_label("My_Plugin.v2") == "my-plugin-v2"
+    assert naming.dns_label("__") == "plugin"
+    assert len(naming.dns_label("x" * 100)) == 63
+    assert naming.field_name("My Plugin.v2") == "My_Plugin_v2"
+    assert naming.field_name("acme-dns") == "acme-dns"
+    persistence = naming.isolated_settings("Acme DNS").persistence
     assert (persistence.prefix, persistence.status_field, persistence.results_field) == (
         "acme-dns.opd.dev", "opd-Acme_DNS", "Acme_DNS")
     assert persistence.finalizer == "acme-dns.opd.dev/finalizer"
@@ -335,7 +336,163 @@ def test_to_dict_has_every_field(make_plugin: MakePlugin) -> None:
     json.dumps(good.to_dict())
 
 
+# -- declared options ---------------------------------------------------------------------------------------------
+
+OPTIONS = """
+    import opd
+
+    def positive(seconds):
+        return None if seconds > 0 else f"expected seconds > 0, got {seconds:g}"
+
+    @opd.hookimpl
+    def opd_options():
+        return [
+            opd.Option("interval", float, default=30.0, check=positive),
+            opd.Option("bucket", str, help="where backups go"),
+            opd.Option("tags", list, items=str, default=[]),
+        ]
+
+    @opd.hookimpl
+    def opd_register(registry, config):
+        seen = {**config, "tags": list(config["tags"])}
+        config["tags"].append("mine")  # the plugin's own copy: the default stays as declared
+
+        @opd.on.create("kopfexamples", registry=registry)
+        def create_fn(**_):
+            return seen
+
+    @opd.hookimpl
+    def opd_configure(settings, config):
+        settings.processing.workers = len(config["tags"])  # the same config as opd_register's
+"""
+
+
+def test_declared_options_get_their_defaults(make_plugin: MakePlugin) -> None:
+    cfg = config.parse('[plugins.opts]\nbucket = "b"\ninterval = 2\n')
+    ep = make_plugin(OPTIONS, name="opts")
+    [opts] = load(ep, cfg=cfg).plugins
+    assert (opts.status, opts.error, opts.problems) == (Status.LOADED, None, [])
+    assert opts.hooks == ("opd_configure", "opd_options", "opd_register")
+    assert opts.options is not None and [o.name for o in opts.options] == ["interval", "bucket", "tags"]
+    seen = opts.registry.handlers[0].fn()
+    assert seen == {"interval": 2.0, "bucket": "b", "tags": []} and isinstance(seen["interval"], float)
+    assert opts.settings.processing.workers == 1
+    # Loaded again: a fresh default, not the list the first load appended to.
+    [again] = load(make_plugin(OPTIONS, name="opts"), cfg=cfg).plugins
+    assert again.registry.handlers[0].fn()["tags"] == []
+
+
+def test_a_table_that_does_not_fit_fails_only_its_plugin(make_plugin: MakePlugin) -> None:
+    cfg = config.parse('[plugins.opts]\nintervall = 2\ninterval = 0\ntags = ["a", 1]\n[plugins.good]\nanything = 1\n')
+    found = load(make_plugin(OPTIONS, name="opts"), make_plugin(GOOD, name="good"), cfg=cfg)
+    good, opts = found.plugins
+    assert opts.status is Status.FAILED
+    assert opts.problems == [
+        "[plugins.opts].intervall: unknown key (did you mean 'interval'?)",
+        "[plugins.opts].interval: expected seconds > 0, got 0",
+        "[plugins.opts].tags[1]: expected a string, got integer",
+        "[plugins.opts].bucket: required key missing (a string: where backups go)",
+    ]
+    assert opts.error == "; ".join(opts.problems)
+    assert not opts.registry.handlers  # its hooks never ran with a config that does not fit
+    assert good.status is Status.LOADED  # no opd_options: its table goes to it unchecked
+    with pytest.raises(PluginError, match=r"plugin 'opts' failed: \[plugins\.opts\]\.intervall: unknown key"):
+        found.check(strict=True)
+
+
+@pytest.mark.parametrize(("declaration", "error"), [
+    ('"interval"', "TypeError: opd_options must return a list of opd.Option, got str"),
+    ("None", "TypeError: opd_options must return a list of opd.Option, got NoneType"),
+    ('["interval"]', "TypeError: opd_options must return a list of opd.Option, got an item 'interval'"),
+    ('[opd.Option("a", str, default=""), opd.Option("a", int, default=1)]',
+     "ValueError: opd_options declares 'a' twice"),
+    ('[opd.Option("interval", float, default="30s")]',
+     "TypeError: Option 'interval': default '30s': expected a number, got string (at {module}.py:6)"),
+    ('[opd.Option("namespaces", list)]',
+     "ValueError: Option 'namespaces': opd reads 'namespaces' itself (one of namespaces, clusterwide, isolation) "
+     "(at {module}.py:6)"),
+    ('[opd.Option("tags", set)]',
+     "TypeError: Option 'tags': type set is not one of str, int, float, bool, list, dict (at {module}.py:6)"),
+])
+def test_a_bad_declaration_fails_the_plugin(make_plugin: MakePlugin, declaration: str, error: str) -> None:
+    ep = make_plugin(f"""
+        import opd
+
+        @opd.hookimpl
+        def opd_options():
+            return {declaration}
+    """)
+    [plugin] = load(ep).plugins
+    assert (plugin.status, plugin.error) == (Status.FAILED, error.format(module=ep.module))
+
+
+def test_prepare_checks_the_table_as_the_daemon_does(make_plugin: MakePlugin) -> None:
+    from opd.plugin.manager import OptionsError, prepare
+
+    module = importlib.import_module(make_plugin(OPTIONS).module)
+    prepared = prepare(module, "opts", {"bucket": "b"})
+    assert prepared.config == {"interval": 30.0, "bucket": "b", "tags": ["mine"]}
+    assert prepared.settings.persistence.prefix == "opts.opd.dev"
+    assert prepared.hooks.options() is not None
+    with pytest.raises(OptionsError) as err:
+        prepare(module, "opts", {"bucket": 1})
+    assert str(err.value) == "[plugins.opts].bucket: expected a string, got integer"
+    good = importlib.import_module(make_plugin(GOOD).module)
+    assert prepare(good, "good", {"workers": 3}).config == {"workers": 3, "seen_by_configure": True}
+
+
+# -- trust: login handlers, the allow-list -------------------------------------------------------------------------
+
+LOGIN = """
+    import opd
+
+    @opd.hookimpl
+    def opd_register(registry):
+        @opd.on.login(registry=registry)
+        def my_login(**_):
+            return None
+"""
+
+
+def test_login_handlers_need_a_thread_of_their_own(make_plugin: MakePlugin) -> None:
+    good, shared = load(make_plugin(LOGIN, name="l"), make_plugin(GOOD, name="good")).plugins
+    assert shared.status is Status.FAILED
+    assert shared.error == ('on.login handlers (my_login) need isolation = "thread" in [plugins.l] '
+                            "(a shared plugin uses the daemon's connection)")
+    assert good.status is Status.LOADED
+    [threaded] = load(make_plugin(LOGIN, name="l"), cfg=config.parse('[plugins.l]\nisolation = "thread"\n')).plugins
+    assert (threaded.status, threaded.error) == (Status.LOADED, None)
+
+
+@pytest.mark.parametrize(("toml", "env", "expected"), [
+    ("", {}, ["[plugins].enable is not set: every installed plugin runs (a, b, c), in opd's process and with its "
+              'credentials; pin the list with [plugins] enable = ["a", "b", "c"]']),
+    ('[plugins]\ndisable = ["b"]', {},
+     ["[plugins].enable is not set: every installed plugin runs (a, c), in opd's process and with its "
+      'credentials; pin the list with [plugins] enable = ["a", "c"]']),
+    ('[plugins]\nenable = ["a"]', {}, ["installed but not in [plugins].enable, so not run: b, c"]),
+    ('[plugins]\nenable = ["a", "b", "c"]', {}, []),
+    ("", {"OPD_PLUGINS": "b"}, ["installed but not in $OPD_PLUGINS, so not run: a, c"]),
+    ('[plugins]\nenable = ["a", "b"]', {"OPD_PLUGINS": "a"},
+     ["installed but not in $OPD_PLUGINS, so not run: b, c"]),
+])
+def test_the_allow_list_is_said(make_plugin: MakePlugin, toml: str, env: dict[str, str],
+                                expected: list[str]) -> None:
+    eps = [make_plugin(GOOD, name=name) for name in ("a", "b", "c")]
+    assert plugins.discover(config.parse(toml), env=env, entry_points=eps).warnings == expected
+    assert plugins.discover(config.parse(""), env={}, entry_points=[]).warnings == []  # nothing installed
+
+
 # -- installed distributions, in a virtualenv of their own (the `venv` fixture in conftest.py) ---------------------
+
+INSTALLED = ["broken-import", "broken-register", "decorated", "good", "mirror", "nsdefaults", "options", "ttl"]
+NO_ALLOW_LIST = (
+    f"warning: [plugins].enable is not set: every installed plugin runs ({', '.join(INSTALLED)}), in opd's process "
+    "and with its credentials; pin the list with [plugins] enable = [" + ", ".join(f'"{n}"' for n in INSTALLED) + "]"
+)
+CANNOT_LOAD = "Error: 2 plugin(s) cannot load: broken-import, broken-register"
+BROKEN_IMPORT = "RuntimeError: no API token configured (set ACME_TOKEN) (at opd_test_broken_import/__init__.py:7)"
+
 
 @pytest.fixture
 def empty_config(tmp_path: Path) -> Path:
@@ -351,11 +508,11 @@ def by_name(listing: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 @pytest.mark.timeout(300)
 def test_installed_plugins_as_json(venv: Path, empty_config: Path) -> None:
     result = opd_cmd(venv, "plugins", "--json", "--config", str(empty_config))
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr
+    # The listing first; then, as two enabled plugins cannot load, one line and exit 1.
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [NO_ALLOW_LIST, CANNOT_LOAD]
     listing = json.loads(result.stdout)
-    assert [p["name"] for p in listing] == [
-        "broken-import", "broken-register", "decorated", "good", "mirror", "nsdefaults", "ttl"]
+    assert [p["name"] for p in listing] == INSTALLED
     found = by_name(listing)
     assert found["good"] == {
         "name": "good", "distribution": "opd-test-good", "version": "1.2.3", "entry_point": "opd_test_good",
@@ -366,8 +523,7 @@ def test_installed_plugins_as_json(venv: Path, empty_config: Path) -> None:
         "prefix": "good.opd.dev", "status_field": "opd-good", "results_field": "good",
     }
     assert found["broken-import"]["status"] == "failed"
-    assert found["broken-import"]["error"] == (
-        "RuntimeError: no API token configured (set ACME_TOKEN) (at opd_test_broken_import/__init__.py:7)")
+    assert found["broken-import"]["error"] == BROKEN_IMPORT
     assert found["broken-import"]["hooks"] == []
     assert found["broken-register"]["status"] == "failed"
     assert found["broken-register"]["error"] == "KeyError: 'region' (at opd_test_broken_register/helpers.py:6)"
@@ -375,40 +531,42 @@ def test_installed_plugins_as_json(venv: Path, empty_config: Path) -> None:
     assert found["broken-register"]["entry_point"] == "opd_test_broken_register.plugin"
     assert found["decorated"]["status"] == "loaded"
     assert found["decorated"]["handlers"] == [{"id": "watch_configmaps", "reason": "event", "resource": "configmaps"}]
+    assert found["options"]["hooks"] == ["opd_options", "opd_register"]
     for example in ("mirror", "nsdefaults", "ttl"):  # the example plugins of plugins/
         assert found[example]["status"] == "loaded", found[example]
         assert found[example]["distribution"] == f"opd-{example}"
+        assert "opd_options" in found[example]["hooks"]
 
 
 @pytest.mark.timeout(300)
 def test_installed_plugins_as_a_table(venv: Path, empty_config: Path) -> None:
     result = opd_cmd(venv, "plugins", "--config", str(empty_config))
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["NAME", "STATUS", "DISTRIBUTION", "ENTRY", "POINT"]
     assert lines[1].split() == ["broken-import", "failed", "opd-test-broken-import", "0.1.0", "opd_test_broken_import"]
-    assert ("    error: RuntimeError: no API token configured (set ACME_TOKEN) "
-            "(at opd_test_broken_import/__init__.py:7)") in lines
+    assert f"    error: {BROKEN_IMPORT}" in lines
     assert "    error: KeyError: 'region' (at opd_test_broken_register/helpers.py:6)" in lines
     assert "    handlers: create_fn (create kopfexamples)" in lines
     assert ("    runs: cluster-wide; isolation shared; markers good.opd.dev, .status.opd-good; "
             "results .status.good") in lines
-    assert lines[-1] == "7 plugin(s): 5 loaded, 2 failed, 0 disabled"
-    assert result.stderr == ""
+    assert lines[-1] == "8 plugin(s): 6 loaded, 2 failed, 0 disabled"
+    assert result.stderr.splitlines() == [NO_ALLOW_LIST, CANNOT_LOAD]
 
 
 @pytest.mark.timeout(300)
 def test_strict_mode_makes_a_failed_plugin_an_error(venv: Path, empty_config: Path) -> None:
     result = opd_cmd(venv, "plugins", "--json", "--config", str(empty_config), env={"OPD_STRICT_PLUGINS": "1"})
     assert result.returncode == 1
-    assert len(json.loads(result.stdout)) == 7  # the listing still comes first
-    assert result.stderr.count("\n") == 1
-    assert result.stderr.startswith("Error: strict mode (OPD_STRICT_PLUGINS=1): plugin 'broken-import' failed: ")
-    # With the broken ones disabled, strict mode is content.
+    assert len(json.loads(result.stdout)) == 8  # the listing still comes first
+    [warning, error] = result.stderr.splitlines()
+    assert warning == NO_ALLOW_LIST
+    assert error.startswith("Error: strict mode (OPD_STRICT_PLUGINS=1): plugin 'broken-import' failed: ")
+    # With the broken ones disabled, strict mode is content, and so is the command.
     result = opd_cmd(venv, "plugins", "--config", str(empty_config),
                      env={"OPD_STRICT_PLUGINS": "1", "OPD_DISABLED_PLUGINS": "broken-import, broken-register"})
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == "7 plugin(s): 5 loaded, 0 failed, 2 disabled"
+    assert result.stdout.splitlines()[-1] == "8 plugin(s): 6 loaded, 0 failed, 2 disabled"
 
 
 @pytest.mark.timeout(300)
@@ -417,38 +575,50 @@ def test_enable_and_disable_by_config_and_environment(venv: Path, tmp_path: Path
     path.write_text('[plugins]\nenable = ["good", "decorated", "broken-import"]\n'
                     '[plugins.good]\nnamespaces = ["dev-*"]\nisolation = "thread"\n')
     result = opd_cmd(venv, "plugins", "--json", "--config", str(path))
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1  # broken-import is enabled, and cannot load
+    assert result.stderr.splitlines() == [
+        "warning: installed but not in [plugins].enable, so not run: broken-register, mirror, nsdefaults, options, ttl",
+        "Error: 1 plugin(s) cannot load: broken-import",
+    ]
     found = by_name(json.loads(result.stdout))
     assert {n: p["status"] for n, p in found.items()} == {
         "broken-import": "failed", "broken-register": "disabled", "decorated": "loaded", "good": "loaded",
-        "mirror": "disabled", "nsdefaults": "disabled", "ttl": "disabled"}
+        "mirror": "disabled", "nsdefaults": "disabled", "options": "disabled", "ttl": "disabled"}
     assert found["broken-register"]["enabled"] is False
     assert found["broken-register"]["disabled_by"] == f"not in [plugins].enable ({path})"
     assert (found["good"]["namespaces"], found["good"]["clusterwide"], found["good"]["isolation"]) == (
         ["dev-*"], False, "thread")
 
     result = opd_cmd(venv, "plugins", "--json", "--config", str(path), env={"OPD_PLUGINS": "good"})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ("warning: installed but not in $OPD_PLUGINS, so not run: broken-import, broken-register, "
+                             "decorated, mirror, nsdefaults, options, ttl\n")
     found = by_name(json.loads(result.stdout))
     assert [n for n, p in found.items() if p["status"] != "disabled"] == ["good"]
     assert found["decorated"]["disabled_by"] == "not in $OPD_PLUGINS"
 
     result = opd_cmd(venv, "plugins", "--json", "--config", str(path), env={"OPD_PLUGINS": ""})
+    assert result.returncode == 0, result.stderr
     assert {p["status"] for p in json.loads(result.stdout)} == {"disabled"}
 
 
 @pytest.mark.timeout(300)
 def test_config_reaches_the_plugin(venv: Path, tmp_path: Path) -> None:
     path = tmp_path / "opd.toml"
-    path.write_text('[plugins.good]\nworkers = 3\ngreeting = "hi"\n')
+    path.write_text('[plugins.good]\nworkers = 3\ngreeting = "hi"\n[plugins.options]\ninterval = 5\n')
     probe = textwrap.dedent(f"""
         from opd.daemon import config, plugins
-        found = plugins.load_all(config.load({str(path)!r}), env={{"OPD_PLUGINS": "good"}})
-        good = next(p for p in found.plugins if p.name == "good")
+        found = plugins.load_all(config.load({str(path)!r}), env={{"OPD_PLUGINS": "good,options"}})
+        good, options = (next(p for p in found.plugins if p.name == name) for name in ("good", "options"))
         print(good.settings.processing.workers, good.registry.handlers[0].fn(spec={{"size": 2}}))
+        print(options.registry.handlers[0].fn())
     """)
     result = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "3 {'size': 2, 'greeting': 'hi'}"
+    assert result.stdout.splitlines() == [
+        "3 {'size': 2, 'greeting': 'hi'}",
+        "{'interval': 5.0, 'resources': ['configmaps']}",  # the defaults filled in, the integer a float
+    ]
 
 
 @pytest.mark.timeout(300)
@@ -458,17 +628,118 @@ def test_config_problems_and_name_warnings(venv: Path, tmp_path: Path) -> None:
     assert result.stderr == f"{tmp_path / 'missing.toml'}: cannot read: No such file or directory\n"
 
     path = tmp_path / "opd.toml"
-    path.write_text('[plugins]\ndisable = ["broken-imprt"]\n[plugins.goood]\nx = 1\n')
+    path.write_text('[plugins]\nenable = ["good", "options"]\ndisable = ["broken-imprt"]\n[plugins.goood]\nx = 1\n')
     result = opd_cmd(venv, "config", "check", str(path))
-    assert result.returncode == 0
+    assert result.returncode == 0, result.stderr
     assert result.stdout == f"{path}: ok\n"
     assert result.stderr.splitlines() == [
         f"{path}: warning: [plugins].disable: no installed plugin 'broken-imprt' (did you mean 'broken-import'?)",
         f"{path}: warning: [plugins.goood]: no installed plugin 'goood' (did you mean 'good'?)",
+        f"{path}: warning: installed but not in [plugins].enable, so not run: "
+        "broken-import, broken-register, decorated, mirror, nsdefaults, ttl",
     ]
     result = opd_cmd(venv, "plugins", "--json", env={"OPD_CONFIG": str(path)})
     assert result.returncode == 0
     assert "warning: [plugins.goood]: no installed plugin 'goood' (did you mean 'good'?)" in result.stderr
+
+
+@pytest.mark.timeout(300)
+def test_config_check_reports_every_problem_of_the_file_and_the_plugins(venv: Path, tmp_path: Path) -> None:
+    path = tmp_path / "opd.toml"
+    path.write_text("""
+[opd]
+log_level = "loud"
+
+[plugins]
+enable = ["options", "good", "broken-import", "ttl"]
+
+[plugins.options]
+intervall = 5
+interval = 0
+resources = ["configmaps", 1]
+
+[plugins.ttl]
+intervall = 10
+""")
+    result = opd_cmd(venv, "config", "check", str(path))
+    assert (result.returncode, result.stdout) == (1, "")
+    assert "Traceback" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if ": warning: " not in line] == [
+        f"{path}: [opd].log_level: expected one of trace, debug, info, warning, error, got 'loud'",
+        f"{path}: plugin 'broken-import' cannot load: {BROKEN_IMPORT}",
+        f"{path}: [plugins.options].intervall: unknown key (did you mean 'interval'?)",
+        f"{path}: [plugins.options].interval: expected seconds > 0, got 0",
+        f"{path}: [plugins.options].resources[1]: expected a string, got integer",
+        f"{path}: [plugins.ttl].intervall: unknown key (did you mean 'interval'?)",
+    ]
+    # `opd plugins` says the same of the plugins, one line each, and exits 1 after the listing.
+    path.write_text(path.read_text().replace('log_level = "loud"', ""))
+    result = opd_cmd(venv, "plugins", "--config", str(path))
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert "    error: [plugins.options].intervall: unknown key (did you mean 'interval'?)" in lines
+    assert "    error: [plugins.options].interval: expected seconds > 0, got 0" in lines
+    assert result.stderr.splitlines()[-1] == "Error: 3 plugin(s) cannot load: broken-import, options, ttl"
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.timeout(300)
+def test_config_show_fills_in_plugin_defaults_and_redacts_secrets(venv: Path, tmp_path: Path) -> None:
+    path = tmp_path / "opd.toml"
+    path.write_text("""
+[plugins]
+enable = ["options", "good"]
+
+[plugins.options]
+interval = 5
+password = "s3cret-password"
+
+[plugins.good]
+greeting = "hi"
+api_token = "s3cret-token"
+database = { host = "db", password = "s3cret-db" }
+""")
+    result = opd_cmd(venv, "config", "show", str(path))
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    assert "s3cret" not in result.stdout and "hunter2" not in result.stdout  # hunter2: the dsn option's default
+    assert """
+[plugins.options]
+clusterwide = true
+isolation = "shared"
+interval = 5.0  # seconds between checks
+resources = ["configmaps"]  # where to look
+password = "<redacted>"  # the backend's password
+dsn = "<redacted>"  # where state goes
+""" in result.stdout
+    assert """
+[plugins.good]
+clusterwide = true
+isolation = "shared"
+greeting = "hi"
+api_token = "<redacted>"
+database = {host = "db", password = "<redacted>"}
+""" in result.stdout
+    config.parse(result.stdout)  # TOML that opd reads
+
+    # A plugin with options and no table: its table is shown all the same, with the defaults.
+    path.write_text('[plugins]\nenable = ["options"]\n')
+    result = opd_cmd(venv, "config", "show", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith('\n[plugins.options]\nclusterwide = true\nisolation = "shared"\n'
+                                  "interval = 30.0  # seconds between checks\n"
+                                  'resources = ["configmaps"]  # where to look\n'
+                                  "# password: not set (the backend's password)\n"
+                                  'dsn = "<redacted>"  # where state goes\n')
+
+    # A table that does not fit, or a plugin that cannot load: shown as far as known, and said on stderr.
+    path.write_text('[plugins]\nenable = ["options", "broken-import"]\n[plugins.options]\nintervall = 5\n')
+    result = opd_cmd(venv, "config", "show", str(path))
+    assert result.returncode == 0
+    assert result.stderr.splitlines() == [
+        f"{path}: warning: plugin 'broken-import' cannot load: {BROKEN_IMPORT}",
+        f"{path}: warning: [plugins.options].intervall: unknown key (did you mean 'interval'?)",
+    ]
+    assert "intervall = 5  # unknown key\n" in result.stdout
 
 
 def test_cli_without_plugins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
-"""The daemon's building blocks: its TOML config, the plugin contract and loader, systemd notification.
+"""The daemon's building blocks: its TOML config, the plugin loader, supervisor, health, systemd notification.
 
-Nothing is imported here on purpose: ``opd/__init__.py`` imports ``opd.daemon.hookspecs``
-for ``opd.hookimpl``, and must not pull the loader (and its dependencies) in with it.
+The plugin contract itself (hook specs, ``hookimpl``, ``Option``) is ``opd.plugin``, below
+the daemon: a plugin imports that, never the daemon.
 """

@@ -2,14 +2,14 @@
 
 Validation reports every problem at once, one line each, naming the key path
 (``[opd].namespaces: expected a list of strings, got integer``), so a person fixes
-a file in one pass instead of one restart per mistake.
+a file in one pass instead of one restart per mistake. A plugin's own keys are checked
+against the options it declares, once it is loaded (``opd.plugin.options``).
 """
 
 from __future__ import annotations
 
 import copy
 import datetime
-import difflib
 import json
 import math
 import os
@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import Any
 
 from opd.errors import ConfigError
+from opd.plugin.options import RESERVED, Option, closest, table_key, toml_type, unknown
 
 # pyproject requires 3.11 today; the tomli fallback (a conditional dependency) keeps 3.10 a one-line change.
 if sys.version_info >= (3, 11):  # noqa: UP036
@@ -38,18 +39,27 @@ ISOLATIONS = ("shared", "thread")
 DEFAULT_SHUTDOWN_TIMEOUT = 8.0
 
 # The keys opd reads (and removes) from a plugin's own table [plugins.<name>].
-PLUGIN_OWN_KEYS = ("namespaces", "clusterwide", "isolation")
+PLUGIN_OWN_KEYS = RESERVED
+
+# Keys whose values `opd config show` never prints: any name with one of these words in it.
+SECRET_WORDS = ("password", "token", "secret", "key")
+REDACTED = "<redacted>"
 
 # A namespace is a DNS label; globs add * ? [ ], and a leading ! negates.
 _NAMESPACE_PATTERN = re.compile(r"!?[a-z0-9*?\[\]-]{1,63}")
 
 
 class ConfigFileError(ConfigError):
-    """Every problem of one config file; ``lines()`` gives one line per problem, prefixed with the path."""
+    """Every problem of one config file; ``lines()`` gives one line per problem, prefixed with the path.
 
-    def __init__(self, source: str, problems: Sequence[str]) -> None:
+    ``partial`` is what the valid rest of the file says (None when it could not be read or
+    parsed), so that the plugins' tables can still be checked in the same pass.
+    """
+
+    def __init__(self, source: str, problems: Sequence[str], partial: DaemonConfig | None = None) -> None:
         self.source = source
         self.problems = list(problems)
+        self.partial = partial
         super().__init__(self._summary())
 
     def lines(self) -> list[str]:
@@ -194,10 +204,11 @@ def parse(data: bytes | str, path: Path | None = None) -> DaemonConfig:
         raise ConfigFileError(source, [_syntax_problem(exc)]) from None
     problems: list[str] = []
     base = (path.parent if path is not None else Path.cwd()).absolute()
-    config = _Validator(problems, base).document(document)
+    parsed = _Validator(problems, base).document(document)
+    config = DaemonConfig(opd=parsed.opd, kubernetes=parsed.kubernetes, plugins=parsed.plugins, path=path)
     if problems:
-        raise ConfigFileError(source, problems)
-    return DaemonConfig(opd=config.opd, kubernetes=config.kubernetes, plugins=config.plugins, path=path)
+        raise ConfigFileError(source, problems, partial=config)
+    return config
 
 
 def _syntax_problem(exc: tomllib.TOMLDecodeError) -> str:
@@ -216,45 +227,6 @@ def _syntax_problem(exc: tomllib.TOMLDecodeError) -> str:
 
 
 # -- validation ----------------------------------------------------------------------------------------------------
-
-
-def toml_type(value: Any) -> str:
-    """The TOML name of a parsed value's type, as messages say it."""
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "table"
-    if isinstance(value, datetime.datetime):
-        return "datetime"
-    if isinstance(value, datetime.date):
-        return "date"
-    if isinstance(value, datetime.time):
-        return "time"
-    return type(value).__name__
-
-
-def closest(word: str, candidates: Sequence[str]) -> str | None:
-    """The candidate a misspelt word most likely meant (``namespace`` → ``namespaces``)."""
-
-    def norm(text: str) -> str:
-        return text.lower().replace("-", "_")
-
-    by_norm = {norm(c): c for c in candidates}
-    found = difflib.get_close_matches(norm(word), list(by_norm), n=1, cutoff=0.6)
-    return by_norm[found[0]] if found else None
-
-
-def _unknown(word: str, candidates: Sequence[str], what: str = "key") -> str:
-    guess = closest(word, candidates)
-    return f"unknown {what} (did you mean {guess!r}?)" if guess else f"unknown {what}"
 
 
 @dataclass(frozen=True)
@@ -293,13 +265,13 @@ class _Validator:
                 else:
                     self.problem(f"[{key}]", f"expected a table, got {toml_type(value)}")
             elif isinstance(value, dict):
-                self.problem(f"[{key}]", _unknown(key, list(_SECTIONS), "section"))
+                self.problem(f"[{key}]", unknown(key, list(_SECTIONS), "section"))
             else:
                 home = [name for name, keys in _SECTIONS.items() if key in keys]
                 if home:  # a key written above its section header: say where it belongs
                     self.problem(key, f"unknown top-level key (did you mean '[{home[0]}].{key}'?)")
                 else:
-                    self.problem(key, _unknown(key, list(_SECTIONS), "top-level key"))
+                    self.problem(key, unknown(key, list(_SECTIONS), "top-level key"))
         return _Parsed(
             opd=parsed.get("opd") or OpdSection(),
             kubernetes=parsed.get("kubernetes") or KubernetesSection(),
@@ -309,7 +281,7 @@ class _Validator:
     def unknown_keys(self, where: str, table: Mapping[str, Any], known: Sequence[str]) -> None:
         for key in table:
             if key not in known:
-                self.problem(f"{where}.{_key(key)}", _unknown(key, known))
+                self.problem(f"{where}.{table_key(key)}", unknown(key, known))
 
     # Each getter returns None when the key is absent or wrong (the problem is recorded).
 
@@ -433,7 +405,7 @@ class _Validator:
         where = "[plugins]"
         for key, value in table.items():
             if key not in _PLUGINS_KEYS and not isinstance(value, dict):
-                self.problem(f"{where}.{_key(key)}", _unknown(key, _PLUGINS_KEYS)
+                self.problem(f"{where}.{table_key(key)}", unknown(key, _PLUGINS_KEYS)
                              + " (a plugin's own settings go in a table [plugins.<name>])")
         enable = self.names(where, table, "enable")
         disable = self.names(where, table, "disable") or ()
@@ -447,7 +419,7 @@ class _Validator:
         return PluginsSection(enable=enable, disable=disable, tables=MappingProxyType(tables))
 
     def plugin_table(self, name: str, table: dict[str, Any]) -> PluginTable:
-        where = f"[plugins.{_key(name)}]"
+        where = f"[plugins.{table_key(name)}]"
         namespaces, clusterwide = self.scope(where, table)
         isolation = self.choice(where, table, "isolation", ISOLATIONS)
         options = {k: v for k, v in table.items() if k not in PLUGIN_OWN_KEYS}
@@ -462,10 +434,6 @@ def _namespace_problem(pattern: str) -> str | None:
 
 
 # -- rendering -----------------------------------------------------------------------------------------------------
-
-
-def _key(name: str) -> str:
-    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
 
 
 def toml_value(value: Any) -> str:
@@ -485,44 +453,93 @@ def toml_value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{_key(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{table_key(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
     return json.dumps(str(value))
 
 
-def render(config: DaemonConfig) -> str:
-    """The effective configuration, defaults included, as TOML (unset optional keys as comments)."""
+def secret_name(key: str) -> bool:
+    """A key whose value ``config show`` keeps to itself: its name has password, token, secret or key in it."""
+    return any(word in key.lower() for word in SECRET_WORDS)
+
+
+def redact(key: str, value: Any, secret: bool = False) -> Any:
+    """``value`` as ``config show`` prints it: secret values, also inside tables and lists, as "<redacted>"."""
+    if secret or secret_name(key):
+        return REDACTED
+    if isinstance(value, Mapping):
+        return {k: redact(k, v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact("", v) for v in value]
+    return value
+
+
+def _assign(key: str, value: Any, secret: bool = False, comment: str = "") -> str:
+    line = f"{table_key(key)} = {toml_value(redact(key, value, secret))}"
+    return f"{line}  # {comment}" if comment else line
+
+
+def render(config: DaemonConfig, options: Mapping[str, Sequence[Option] | None] | None = None) -> str:
+    """The effective configuration, defaults included, as TOML (unset optional keys as comments).
+
+    ``options`` are the loaded plugins' declared options by plugin name: their tables are shown
+    with every default (and each option's help), also when the file has no table for them.
+    Secret values are redacted, so the output can be pasted into a bug report.
+    """
     o, k, p = config.opd, config.kubernetes, config.plugins
+    options = options or {}
     source = str(config.path) if config.path else "no file: defaults only"
     lines = [f"# effective configuration ({source})", "", "[opd]"]
     if o.clusterwide:
-        lines.append("clusterwide = true")
+        lines.append(_assign("clusterwide", True))
     else:
-        lines.append(f"namespaces = {toml_value(o.namespaces)}")
+        lines.append(_assign("namespaces", o.namespaces))
     lines += [
-        f"log_level = {toml_value(o.log_level)}",
-        f"log_format = {toml_value(o.log_format)}",
-        f"listen = {toml_value(str(o.listen) if o.listen else '')}" + ("" if o.listen else "  # off"),
-        f"shutdown_timeout = {toml_value(o.shutdown_timeout)}",
+        _assign("log_level", o.log_level),
+        _assign("log_format", o.log_format),
+        _assign("listen", str(o.listen) if o.listen else "", comment="" if o.listen else "off"),
+        _assign("shutdown_timeout", o.shutdown_timeout),
         "",
         "[kubernetes]",
     ]
-    lines.append(f"kubeconfig = {toml_value(k.kubeconfig)}" if k.kubeconfig
+    lines.append(_assign("kubeconfig", k.kubeconfig) if k.kubeconfig
                  else "# kubeconfig: not set ($KUBECONFIG, then ~/.kube/config)")
-    lines.append(f"context = {toml_value(k.context)}" if k.context
+    lines.append(_assign("context", k.context) if k.context
                  else "# context: not set (the kubeconfig's current context)")
-    lines.append(f"in_cluster = {toml_value(k.in_cluster)}" if k.in_cluster is not None
-                 else "# in_cluster: not set (in-cluster when a service account is mounted)")
+    lines.append(_assign("in_cluster", k.in_cluster) if k.in_cluster is not None
+                 else "# in_cluster: not set (in-cluster when a service account is mounted and $KUBECONFIG is not set)")
     lines += ["", "[plugins]"]
-    lines.append(f"enable = {toml_value(p.enable)}" if p.enable is not None
+    lines.append(_assign("enable", p.enable) if p.enable is not None
                  else "# enable: not set (every installed plugin)")
-    lines.append(f"disable = {toml_value(p.disable)}")
-    for name in p.tables:
+    lines.append(_assign("disable", p.disable))
+    declared = [name for name, found in sorted(options.items()) if found and name not in p.tables]
+    for name in [*p.tables, *declared]:
         resolved = config.plugin(name)
-        lines += ["", f"[plugins.{_key(name)}]"]
+        lines += ["", f"[plugins.{table_key(name)}]"]
         if resolved.clusterwide:
-            lines.append("clusterwide = true")
+            lines.append(_assign("clusterwide", True))
         else:
-            lines.append(f"namespaces = {toml_value(resolved.namespaces)}")
-        lines.append(f"isolation = {toml_value(resolved.isolation)}")
-        lines += [f"{_key(key)} = {toml_value(value)}" for key, value in resolved.options.items()]
+            lines.append(_assign("namespaces", resolved.namespaces))
+        lines.append(_assign("isolation", resolved.isolation))
+        lines += _plugin_options(resolved.options, options.get(name))
     return "\n".join(lines) + "\n"
+
+
+def _plugin_options(table: Mapping[str, Any], options: Sequence[Option] | None) -> list[str]:
+    """A plugin's own keys: as written, or, when it declares options, each one with its value or default."""
+    if options is None:
+        return [_assign(key, value) for key, value in table.items()]
+    lines = []
+    for option in options:
+        about = " ".join(option.help.split())
+        if option.name in table:
+            value, _ = option.accept(table[option.name])
+            lines.append(_assign(option.name, value, option.secret, about))
+        elif option.required:
+            lines.append(f"# {option.name}: required, not set ({option.expected()}{': ' + about if about else ''})")
+        elif option.default is None:
+            lines.append(f"# {option.name}: not set" + (f" ({about})" if about else ""))
+        else:
+            lines.append(_assign(option.name, option.default, option.secret, about))
+    known = {option.name for option in options}
+    lines += [_assign(key, value, comment="unknown key") for key, value in table.items() if key not in known]
+    return lines

@@ -1,30 +1,36 @@
 """Operator plugins: found by entry point (group ``opd.plugins``), each loaded on its own, never fatal.
 
-One broken plugin must not take the others down: a plugin that fails to import or raises
-in a hook is recorded as ``failed`` with a one-line error, and the rest load as usual
+One broken plugin must not take the others down: a plugin that fails to import, raises in
+a hook, has a table that does not fit its declared options, or asks for what its isolation
+cannot give is recorded as ``failed`` with a one-line error, and the rest load as usual
 (unless strict mode, ``OPD_STRICT_PLUGINS=1``, turns that into an error for the caller).
+
+Plugins are trusted code: they run in opd's process with its credentials. ``[plugins]
+enable`` is the allow-list; discovery warns when there is none, and names the installed
+plugins it leaves out.
 """
 
 from __future__ import annotations
 
 import contextvars
-import copy
 import enum
+import json
 import os
-import re
 import traceback
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-import pluggy
 from loguru import logger
 
-from opd.daemon import hookspecs
-from opd.daemon.config import DaemonConfig, PluginConfig, closest
+from opd.daemon.config import DaemonConfig, PluginConfig
 from opd.errors import ConfigError, OpdError
-from opd.registry import OperatorRegistry, set_default_registry
+from opd.plugin import ENTRY_POINT_GROUP
+from opd.plugin.manager import OptionsError, PluginHooks, plugin_config
+from opd.plugin.naming import isolated_settings
+from opd.plugin.options import Option, closest, table_key
+from opd.registry import OperatorRegistry, Reason, set_default_registry
 from opd.settings import OperatorSettings
 
 ENABLE_ENV = "OPD_PLUGINS"  # comma-separated allow-list; set but empty: no plugin at all
@@ -36,8 +42,8 @@ class PluginError(OpdError):
     """Strict mode: a plugin failed, or an allow-listed plugin is not installed."""
 
 
-class _NotAPlugin(Exception):
-    """The entry point's object implements no hook: reported as it is, without a type name."""
+class _Refused(Exception):
+    """opd refuses the plugin (no hooks, a login handler it cannot honour): said as it is, without a type name."""
 
 
 class Status(enum.StrEnum):
@@ -67,8 +73,11 @@ class Plugin:
     status: Status = Status.DISABLED
     disabled_by: str | None = None  # which rule disabled it, for people
     error: str | None = None  # one line: type, message, and where in the plugin
+    # The table's problems against the plugin's options, one line each (``error`` joins them).
+    problems: list[str] = field(default_factory=list)
     hooks: tuple[str, ...] = ()
-    manager: pluggy.PluginManager | None = None
+    options: tuple[Option, ...] | None = None  # None: the plugin declares none (opd_options)
+    manager: PluginHooks | None = None
     entry_point: metadata.EntryPoint | None = field(default=None, repr=False)
 
     @property
@@ -141,43 +150,9 @@ def strict_mode(env: Mapping[str, str] | None = None) -> bool:
     raise ConfigError(f"${STRICT_ENV}: expected 1 or 0, got {env[STRICT_ENV]!r}")
 
 
-def isolated_settings(name: str) -> OperatorSettings:
-    """Settings whose persistence names are the plugin's own: no two plugins share markers or finalizers."""
-    settings = OperatorSettings()
-    settings.persistence.prefix = f"{dns_label(name)}.opd.dev"
-    settings.persistence.status_field = f"opd-{field_name(name)}"  # markers: opd's own business
-    settings.persistence.results_field = field_name(name)  # results: status.<plugin>.<handler id>
-    return settings
-
-
-def dns_label(name: str) -> str:
-    """``name`` as one DNS label (annotation prefixes and finalizers must be DNS subdomains)."""
-    label = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63].strip("-")
-    return label or "plugin"
-
-
-def field_name(name: str) -> str:
-    """``name`` as a status field name: no dots or spaces, which JSONPath tools would split on."""
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_-") or "plugin"
-
-
-def prepare(obj: object, name: str, config: Mapping[str, Any] | None = None
-            ) -> tuple[OperatorRegistry, OperatorSettings]:
-    """A plugin object's own registry and settings, made as ``opd start`` makes them (for tests)."""
-    registry, settings = OperatorRegistry(), isolated_settings(name)
-    manager = pluggy.PluginManager(hookspecs.PROJECT)
-    manager.add_hookspecs(hookspecs)
-    manager.register(obj, name=name)
-    manager.check_pending()
-    options = copy.deepcopy(dict(config or {}))
-    manager.hook.opd_register(registry=registry, config=options)
-    manager.hook.opd_configure(settings=settings, config=options)
-    return registry, settings
-
-
 def installed() -> list[metadata.EntryPoint]:
     """The entry points of the group ``opd.plugins`` of every installed distribution."""
-    return sorted(metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP), key=_sort_key)
+    return sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=_sort_key)
 
 
 def _sort_key(ep: metadata.EntryPoint) -> tuple[str, str]:
@@ -211,6 +186,7 @@ def discover(config: DaemonConfig, env: Mapping[str, str] | None = None,
         plugins.append(plugin)
     found = Discovery(plugins=plugins)
     _name_warnings(found, config, env)
+    _trust_warnings(found, config, env)
     return found
 
 
@@ -242,8 +218,10 @@ def load(plugin: Plugin) -> None:
     try:
         with logger.contextualize(plugin=plugin.name):
             contextvars.copy_context().run(_load_in_context, plugin, ep)
-    except _NotAPlugin as exc:
+    except _Refused as exc:
         plugin.status, plugin.error = Status.FAILED, str(exc)
+    except OptionsError as exc:  # the user's table, not the plugin's code: no type, no place
+        plugin.status, plugin.error, plugin.problems = Status.FAILED, str(exc), exc.problems
     except (Exception, SystemExit) as exc:  # a plugin's failure of any kind stays the plugin's
         plugin.status, plugin.error = Status.FAILED, describe_error(exc, roots)
     else:
@@ -255,22 +233,26 @@ def load(plugin: Plugin) -> None:
 def _load_in_context(plugin: Plugin, ep: metadata.EntryPoint) -> None:
     set_default_registry(plugin.registry)
     obj = ep.load()
-    # Each plugin gets its OWN manager: a hook call on a shared manager would call every plugin's
-    # implementation with the same registry and config, mixing their handlers and settings.
-    # Separate managers make that impossible, and let one plugin fail without touching the others.
-    manager = pluggy.PluginManager(hookspecs.PROJECT)
-    manager.add_hookspecs(hookspecs)
-    manager.register(obj, name=plugin.name)
-    manager.check_pending()  # an @opd.hookimpl whose name matches no spec (a typo) is an error
-    plugin.manager = manager
-    plugin.hooks = tuple(sorted(caller.name for caller in manager.get_hookcallers(obj) or ()))
+    hooks = plugin.manager = PluginHooks(obj, plugin.name)
+    plugin.hooks = hooks.implemented
     if not plugin.hooks and not plugin.registry.handlers:  # module-level decorators alone are a plugin too
         unmarked = [n for n in ("opd_register", "opd_configure") if callable(getattr(obj, n, None))]
         hint = f"{unmarked[0]} is not marked with @opd.hookimpl" if unmarked else "mark opd_register with @opd.hookimpl"
-        raise _NotAPlugin(f"no opd hooks in {ep.value}: {hint}")
-    options = plugin.config.options_copy()
-    manager.hook.opd_register(registry=plugin.registry, config=options)
-    manager.hook.opd_configure(settings=plugin.settings, config=options)
+        raise _Refused(f"no opd hooks in {ep.value}: {hint}")
+    plugin.options = hooks.options()
+    config = plugin_config(plugin.name, plugin.config.options, plugin.options)
+    hooks.register(plugin.registry, config)
+    hooks.configure(plugin.settings, config)
+    _check_isolation(plugin)
+
+
+def _check_isolation(plugin: Plugin) -> None:
+    """What a shared plugin asks for but cannot have is refused, never silently left out."""
+    logins = [h.id for h in plugin.registry.handlers if h.reason is Reason.LOGIN]
+    if logins and plugin.config.isolation != "thread":
+        # A shared plugin runs on the daemon's connection: its login handlers would never be called.
+        raise _Refused(f"on.login handlers ({', '.join(logins)}) need isolation = \"thread\" in "
+                       f"[plugins.{table_key(plugin.name)}] (a shared plugin uses the daemon's connection)")
 
 
 def _disabled_by(name: str, config: DaemonConfig, env: Mapping[str, str]) -> str | None:
@@ -315,6 +297,22 @@ def _name_warnings(found: Discovery, config: DaemonConfig, env: Mapping[str, str
         hint = f" (did you mean {guess!r}?)" if guess else ""
         found.warnings.append(f"[plugins.{name}]: no installed plugin {name!r}{hint}")
     found.missing = sorted(set(found.missing))
+
+
+def _trust_warnings(found: Discovery, config: DaemonConfig, env: Mapping[str, str]) -> None:
+    """Plugins are trusted code: say when any installed one may run, and which ones an allow-list leaves out."""
+    if config.plugins.enable is None and ENABLE_ENV not in env:
+        running = [p.name for p in found.plugins if p.enabled]
+        if running:
+            pinned = "[" + ", ".join(json.dumps(name) for name in running) + "]"
+            found.warnings.append(
+                f"[plugins].enable is not set: every installed plugin runs ({', '.join(running)}), in opd's "
+                f"process and with its credentials; pin the list with [plugins] enable = {pinned}")
+        return
+    for rule in (f"not in ${ENABLE_ENV}", "not in [plugins].enable"):
+        left = [p.name for p in found.plugins if p.disabled_by and p.disabled_by.startswith(rule)]
+        if left:
+            found.warnings.append(f"installed but {rule}, so not run: {', '.join(left)}")
 
 
 def _check_clashes(plugins: Sequence[Plugin]) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from opd.orchestration import operator
+from opd.plugin.manager import prepare
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 30.0, every: float = 0.1) -> Any:
@@ -61,12 +62,11 @@ class RunningOperator:
 
 class RunningPlugin(RunningOperator):
     """``async with RunningPlugin(my_plugin_module, "name", config={...}, namespaces=[ns]):`` runs a
-    plugin as ``opd start`` would: its hooks called through pluggy into its own registry and
-    settings (``<name>.opd.dev`` markers, results under ``.status.<name>``)."""
+    plugin as ``opd start`` would: its table checked against its options (defaults filled in),
+    its hooks called through pluggy into its own registry and settings (``<name>.opd.dev``
+    markers, results under ``.status.<name>``)."""
 
     def __init__(self, plugin: object, name: str, *, config: Mapping[str, Any] | None = None,
                  **kwargs: Any) -> None:
-        from opd.daemon.plugins import prepare
-
-        registry, settings = prepare(plugin, name, config)
-        super().__init__(registry=registry, settings=settings, **kwargs)
+        prepared = prepare(plugin, name, config)  # a config that misses the plugin's options raises here
+        super().__init__(registry=prepared.registry, settings=prepared.settings, **kwargs)

@@ -3,24 +3,23 @@
 The objects are manifests from the plugin's config (by default one ConfigMap ``defaults``), created
 once in each namespace that opd sees for the first time. An object that already exists is left
 as it is (a 409 is success): the plugin never overwrites what a namespace's owners changed.
+The options (``[plugins.nsdefaults]``) are declared in ``opd_options``: opd checks the table.
 """
 
 from __future__ import annotations
 
-import copy
-import difflib
 import fnmatch
 import json
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import opd
 from kubernetes_asyncio import client
 from opd.kube import plain
 
-__all__ = ["DEFAULT_OBJECTS", "Config", "opd_configure", "opd_register"]
+__all__ = ["DEFAULT_OBJECTS", "Config", "opd_configure", "opd_options", "opd_register"]
 
 MEMO_KEY = "opd_nsdefaults"  # one memo may serve several plugins: keep ours under one key
 LABEL = "opd.dev/nsdefaults"  # on every object the plugin creates, to find them: -l opd.dev/nsdefaults
@@ -31,40 +30,16 @@ DEFAULT_OBJECTS: tuple[dict[str, Any], ...] = (
 
 @dataclass(frozen=True)
 class Config:
-    """The plugin's table ``[plugins.nsdefaults]`` in opd.toml."""
+    """The plugin's table ``[plugins.nsdefaults]`` as opd hands it over: checked, defaults filled in."""
 
-    KNOWN: ClassVar[tuple[str, ...]] = ("exclude", "include", "objects")
-
-    objects: tuple[dict[str, Any], ...] = DEFAULT_OBJECTS  # manifests, without metadata.namespace
-    include: tuple[str, ...] = ("*",)  # namespace globs that get the objects...
-    exclude: tuple[str, ...] = ("kube-*",)  # ...unless they match one of these
+    objects: tuple[dict[str, Any], ...]  # manifests, without metadata.namespace
+    include: tuple[str, ...]  # namespace globs that get the objects...
+    exclude: tuple[str, ...]  # ...unless they match one of these
 
     @classmethod
-    def parse(cls, config: Mapping[str, Any]) -> Config:
-        where = "[plugins.nsdefaults]"
-        for key in config:
-            if key not in cls.KNOWN:
-                guess = difflib.get_close_matches(key, cls.KNOWN, n=1)
-                hint = f" (did you mean {guess[0]!r}?)" if guess else ""
-                raise opd.ConfigError(f"{where}: unknown key {key!r}{hint}; known: {', '.join(cls.KNOWN)}")
-        globs = {}
-        for key in ("include", "exclude"):
-            value = config.get(key, list(getattr(cls, key)))
-            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-                raise opd.ConfigError(f"{where}.{key}: expected a list of namespace globs, got {value!r}")
-            globs[key] = tuple(value)
-        objects = config.get("objects", [copy.deepcopy(o) for o in DEFAULT_OBJECTS])
-        if not isinstance(objects, list):
-            raise opd.ConfigError(f"{where}.objects: expected a list of manifests (tables), got {objects!r}")
-        for index, manifest in enumerate(objects):
-            problem = _manifest_problem(manifest)
-            if problem:
-                raise opd.ConfigError(f"{where}.objects[{index}]: {problem}")
-        names = [(m["apiVersion"], m["kind"], m["metadata"]["name"]) for m in objects]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise opd.ConfigError(f"{where}.objects: {twice[0][1]} {twice[0][2]!r} is listed twice")
-        return cls(objects=tuple(objects), include=globs["include"], exclude=globs["exclude"])
+    def of(cls, config: Mapping[str, Any]) -> Config:
+        return cls(objects=tuple(config["objects"]), include=tuple(config["include"]),
+                   exclude=tuple(config["exclude"]))
 
     def selects(self, namespace: str) -> bool:
         def matches(globs: tuple[str, ...]) -> bool:
@@ -73,9 +48,35 @@ class Config:
         return matches(self.include) and not matches(self.exclude)
 
 
-def _manifest_problem(manifest: Any) -> str | None:
-    if not isinstance(manifest, dict):
-        return f"expected a manifest (a table), got {manifest!r}"
+def _globs(globs: list[str]) -> str | None:
+    return None if all(globs) else "expected namespace globs, got an empty string"
+
+
+def _manifests(objects: list[dict[str, Any]]) -> str | None:
+    for index, manifest in enumerate(objects):
+        problem = _manifest_problem(manifest)
+        if problem:
+            return f"item {index}: {problem}"
+    names = [(m["apiVersion"], m["kind"], m["metadata"]["name"]) for m in objects]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        return f"{twice[0][1]} {twice[0][2]!r} is listed twice"
+    return None
+
+
+@opd.hookimpl
+def opd_options() -> list[opd.Option]:
+    return [
+        opd.Option("include", list, items=str, default=["*"], check=_globs,
+                   help="namespace globs that get the objects..."),
+        opd.Option("exclude", list, items=str, default=["kube-*"], check=_globs,
+                   help="...unless they match one of these"),
+        opd.Option("objects", list, items=dict, default=list(DEFAULT_OBJECTS), check=_manifests,
+                   help="the manifests to create, without metadata.namespace; ${namespace} is filled in"),
+    ]
+
+
+def _manifest_problem(manifest: dict[str, Any]) -> str | None:
     for key in ("apiVersion", "kind"):
         if not isinstance(manifest.get(key), str) or not manifest[key]:
             return f"{key}: expected a string, e.g. apiVersion = \"v1\", kind = \"ConfigMap\""
@@ -107,7 +108,7 @@ def render(manifest: Mapping[str, Any], namespace: str) -> dict[str, Any]:
 
 @opd.hookimpl
 def opd_register(registry: opd.OperatorRegistry, config: dict[str, Any]) -> None:
-    cfg = Config.parse(config)
+    cfg = Config.of(config)  # opd has checked the table against opd_options and filled in the defaults
 
     @opd.on.startup(registry=registry, id="nsdefaults_connect")
     async def connect(memo: opd.Memo, api: client.ApiClient, **_: Any) -> None:

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import functools
 import re
+import subprocess
+import sys
 import tomllib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -13,10 +15,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import opd
 import pytest
 from kubernetes_asyncio import client
-from opd.daemon import hookspecs
+from opd.plugin import ENTRY_POINT_GROUP
+from opd.plugin.manager import OptionsError, prepare
 from opd.testing import RunningPlugin
 from opd.testing import eventually as opd_eventually
 
@@ -91,14 +93,20 @@ async def handled(api: client.ApiClient, namespace: str) -> bool:
 
 
 def test_entry_point_is_installed() -> None:
-    eps = {ep.name: ep for ep in metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP)}
+    eps = {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
     assert eps["nsdefaults"].value == "opd_nsdefaults"
     assert eps["nsdefaults"].load() is opd_nsdefaults
 
 
+def config_of(table: dict[str, Any]) -> Config:
+    """The plugin's Config from a table, as opd hands it over (checked, defaults filled in)."""
+    return Config.of(prepare(opd_nsdefaults, "nsdefaults", table).config)
+
+
 def test_defaults_and_the_readme_example() -> None:
-    assert Config.parse({}).objects == DEFAULT_OBJECTS
-    cfg = Config.parse(readme_config())
+    defaults = config_of({})
+    assert (defaults.objects, defaults.include, defaults.exclude) == (DEFAULT_OBJECTS, ("*",), ("kube-*",))
+    cfg = config_of(readme_config())
     assert [o["kind"] for o in cfg.objects] == ["ConfigMap", "ResourceQuota", "LimitRange"]
     assert cfg.selects("team-a")
     assert not cfg.selects("kube-system") and not cfg.selects("default")
@@ -113,19 +121,49 @@ def test_render_fills_the_namespace_and_labels() -> None:
     assert "namespace" not in manifest["metadata"]  # the config's manifest is not changed
 
 
+WHERE = "[plugins.nsdefaults]"
+
+
 @pytest.mark.parametrize(("config", "error"), [
-    ({"exclud": []}, "did you mean 'exclude'"),
-    ({"exclude": "kube-*"}, "expected a list of namespace globs"),
-    ({"objects": {"kind": "ConfigMap"}}, "expected a list of manifests"),
-    ({"objects": [{"kind": "ConfigMap", "metadata": {"name": "a"}}]}, r"objects\[0\]: apiVersion"),
-    ({"objects": [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "a-"}}]}, "metadata.name"),
+    ({"exclud": []}, f"{WHERE}.exclud: unknown key (did you mean 'exclude'?)"),
+    ({"exclude": "kube-*"}, f"{WHERE}.exclude: expected a list of strings, got string"),
+    ({"include": ["a-*", ""]}, f"{WHERE}.include: expected namespace globs, got an empty string"),
+    ({"objects": {"kind": "ConfigMap"}}, f"{WHERE}.objects: expected a list of tables, got table"),
+    ({"objects": ["ConfigMap"]}, f"{WHERE}.objects[0]: expected a table, got string"),
+    ({"objects": [{"kind": "ConfigMap", "metadata": {"name": "a"}}]},
+     f'{WHERE}.objects: item 0: apiVersion: expected a string, e.g. apiVersion = "v1", kind = "ConfigMap"'),
+    ({"objects": [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "a-"}}]},
+     f"{WHERE}.objects: item 0: metadata.name: expected a string (generateName is not idempotent)"),
     ({"objects": [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "x"}}]},
-     "metadata.namespace: leave it out"),
-    ({"objects": [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}}] * 2}, "listed twice"),
+     f"{WHERE}.objects: item 0: metadata.namespace: leave it out (each object goes into the new namespace)"),
+    ({"objects": [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}}] * 2},
+     f"{WHERE}.objects: ConfigMap 'a' is listed twice"),
 ])
 def test_bad_config_is_one_line(config: dict[str, Any], error: str) -> None:
-    with pytest.raises(opd.ConfigError, match=error):
-        opd_nsdefaults.opd_register(registry=opd.OperatorRegistry(), config=config)
+    with pytest.raises(OptionsError) as err:
+        prepare(opd_nsdefaults, "nsdefaults", config)
+    assert err.value.problems == [error]
+
+
+def test_opd_config_check_reports_bad_options(tmp_path: Path) -> None:
+    path = tmp_path / "opd.toml"
+    path.write_text('[plugins]\nenable = ["nsdefaults"]\n[plugins.nsdefaults]\nexclud = []\n'
+                    '[[plugins.nsdefaults.objects]]\nkind = "ConfigMap"\nmetadata = { name = "a" }\n')
+    result = subprocess.run([sys.executable, "-m", "opd", "config", "check", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (1, "")
+    problems = [line for line in result.stderr.splitlines() if ": warning: " not in line]
+    assert problems == [
+        f"{path}: {WHERE}.exclud: unknown key (did you mean 'exclude'?)",
+        f'{path}: {WHERE}.objects: item 0: apiVersion: expected a string, e.g. apiVersion = "v1", kind = "ConfigMap"',
+    ]
+    # The README's example passes.
+    block = re.search(r"```toml\n(.*?)```", README.read_text(), re.DOTALL)
+    assert block is not None
+    path.write_text('[plugins]\nenable = ["nsdefaults"]\n' + block.group(1))
+    result = subprocess.run([sys.executable, "-m", "opd", "config", "check", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (0, f"{path}: ok\n"), result.stderr
 
 
 @pytest.mark.apiserver

@@ -3,22 +3,21 @@
 A TTL is seconds (``"90"``) or a duration (``"30s"``, ``"5m"``, ``"2h"``, ``"1d"``, ``"1h30m"``),
 counted from ``metadata.creationTimestamp``. A timer per annotated object checks it every
 ``interval`` seconds, so an object goes at most ``interval`` seconds after it expired.
+The options (``[plugins.ttl]``) are declared in ``opd_options``: opd checks the table.
 """
 
 from __future__ import annotations
 
 import datetime
-import difflib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import opd
 from kubernetes_asyncio import client
 from opd.kube import plain
 
-__all__ = ["Config", "opd_register", "parse_ttl"]
+__all__ = ["opd_options", "opd_register", "parse_ttl"]
 
 TTL = "opd.dev/ttl"
 MEMO_KEY = "opd_ttl"  # one memo may serve several plugins: keep ours under one key
@@ -40,31 +39,26 @@ def parse_ttl(text: str) -> float | None:
     return None
 
 
-@dataclass(frozen=True)
-class Config:
-    """The plugin's table ``[plugins.ttl]`` in opd.toml."""
+def _resource_names(names: list[str]) -> str | None:
+    if not names:
+        return 'expected at least one resource name, e.g. ["configmaps", "secrets"]'
+    if not all(name.strip() for name in names):
+        return "expected resource names, got an empty string"
+    return None
 
-    KNOWN: ClassVar[tuple[str, ...]] = ("interval", "resources")
 
-    resources: tuple[str, ...] = ("configmaps",)  # where to look for the annotation (any name opd resolves)
-    interval: float = 30.0  # seconds between checks of each annotated object
+def _positive(seconds: float) -> str | None:
+    return None if seconds > 0 else f"expected seconds > 0, got {seconds:g}"
 
-    @classmethod
-    def parse(cls, config: Mapping[str, Any]) -> Config:
-        for key in config:
-            if key not in cls.KNOWN:
-                guess = difflib.get_close_matches(key, cls.KNOWN, n=1)
-                hint = f" (did you mean {guess[0]!r}?)" if guess else ""
-                raise opd.ConfigError(f"[plugins.ttl]: unknown key {key!r}{hint}; known: {', '.join(cls.KNOWN)}")
-        resources = config.get("resources", ["configmaps"])
-        if (not isinstance(resources, list) or not resources
-                or not all(isinstance(r, str) and r.strip() for r in resources)):
-            raise opd.ConfigError(f"[plugins.ttl].resources: expected a non-empty list of resource names, "
-                                  f"e.g. [\"configmaps\", \"secrets\"], got {resources!r}")
-        interval = config.get("interval", 30.0)
-        if isinstance(interval, bool) or not isinstance(interval, int | float) or not interval > 0:
-            raise opd.ConfigError(f"[plugins.ttl].interval: expected seconds > 0, got {interval!r}")
-        return cls(resources=tuple(dict.fromkeys(r.strip() for r in resources)), interval=float(interval))
+
+@opd.hookimpl
+def opd_options() -> list[opd.Option]:
+    return [
+        opd.Option("resources", list, items=str, default=["configmaps"], check=_resource_names,
+                   help="where to look for the annotation: any resource names opd resolves"),
+        opd.Option("interval", float, default=30.0, check=_positive,
+                   help="seconds between checks of each annotated object"),
+    ]
 
 
 def _valid(value: str, **_: Any) -> bool:
@@ -91,7 +85,8 @@ def expires_at(body: Mapping[str, Any], ttl: float) -> datetime.datetime:
 
 @opd.hookimpl
 def opd_register(registry: opd.OperatorRegistry, config: dict[str, Any]) -> None:
-    cfg = Config.parse(config)
+    # opd has checked the table against opd_options and filled in the defaults.
+    interval: float = config["interval"]
 
     @opd.on.startup(registry=registry, id="ttl_connect")
     async def connect(memo: opd.Memo, api: client.ApiClient, **_: Any) -> None:
@@ -103,11 +98,11 @@ def opd_register(registry: opd.OperatorRegistry, config: dict[str, Any]) -> None
     async def disconnect(memo: opd.Memo, **_: Any) -> None:
         memo.pop(MEMO_KEY, None)  # the client is opd's: it closes it
 
-    for name in cfg.resources:
-        _register_resource(registry, name, cfg)
+    for name in dict.fromkeys(r.strip() for r in config["resources"]):
+        _register_resource(registry, name, interval)
 
 
-def _register_resource(registry: opd.OperatorRegistry, name: str, cfg: Config) -> None:
+def _register_resource(registry: opd.OperatorRegistry, name: str, interval: float) -> None:
     # A create handler, not the timer, reports an invalid TTL: its PermanentError is final and
     # recorded on the object, so the report is made once, and no timer (nor finalizer) is kept
     # for an object that will never expire. opd posts its own "Failed" Event too.
@@ -117,7 +112,7 @@ def _register_resource(registry: opd.OperatorRegistry, name: str, cfg: Config) -
         opd.warn(body, reason="InvalidTTL", message=message)
         raise opd.PermanentError(message)
 
-    @opd.on.timer(name, registry=registry, id="expire", interval=cfg.interval, annotations={TTL: _valid})
+    @opd.on.timer(name, registry=registry, id="expire", interval=interval, annotations={TTL: _valid})
     async def expire(body: dict[str, Any], annotations: dict[str, str], resource: Any, memo: opd.Memo,
                      logger: Any, **_: Any) -> None:
         state = memo[MEMO_KEY]

@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import opd
 import pytest
 from kubernetes_asyncio import client
-from opd.daemon import hookspecs
+from opd.plugin import ENTRY_POINT_GROUP
+from opd.plugin.manager import OptionsError, prepare
 from opd.testing import RunningPlugin
 from opd.testing import eventually as opd_eventually
 
@@ -73,21 +75,51 @@ def test_parse_ttl(text: str, seconds: float | None) -> None:
 
 
 def test_entry_point_is_installed() -> None:
-    eps = {ep.name: ep for ep in metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP)}
+    eps = {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
     assert eps["ttl"].value == "opd_ttl"
     assert eps["ttl"].load() is opd_ttl
 
 
+def test_options_and_their_defaults() -> None:
+    # What opd hands the hooks: defaults filled in, an integer interval as the float it is declared.
+    assert prepare(opd_ttl, "ttl").config == {"resources": ["configmaps"], "interval": 30.0}
+    prepared = prepare(opd_ttl, "ttl", {"interval": 5, "resources": ["configmaps", " secrets", "configmaps"]})
+    assert prepared.config["interval"] == 5.0 and isinstance(prepared.config["interval"], float)
+    timers = [h for h in prepared.registry.handlers if h.id == "expire"]
+    assert [(str(h.resource), h.interval) for h in timers] == [("configmaps", 5.0), ("secrets", 5.0)]
+
+
 @pytest.mark.parametrize(("config", "error"), [
-    ({"intervall": 5}, "did you mean 'interval'"),
-    ({"interval": 0}, "expected seconds > 0"),
-    ({"interval": True}, "expected seconds > 0"),
-    ({"resources": "configmaps"}, "expected a non-empty list"),
-    ({"resources": []}, "expected a non-empty list"),
+    ({"intervall": 5}, "[plugins.ttl].intervall: unknown key (did you mean 'interval'?)"),
+    ({"interval": 0}, "[plugins.ttl].interval: expected seconds > 0, got 0"),
+    ({"interval": True}, "[plugins.ttl].interval: expected a number, got boolean"),
+    ({"interval": "30s"}, "[plugins.ttl].interval: expected a number, got string"),
+    ({"resources": "configmaps"}, "[plugins.ttl].resources: expected a list of strings, got string"),
+    ({"resources": []}, '[plugins.ttl].resources: expected at least one resource name, e.g. ["configmaps", "secrets"]'),
+    ({"resources": ["configmaps", " "]}, "[plugins.ttl].resources: expected resource names, got an empty string"),
+    ({"resources": ["configmaps", 7]}, "[plugins.ttl].resources[1]: expected a string, got integer"),
 ])
 def test_bad_config_is_one_line(config: dict[str, Any], error: str) -> None:
-    with pytest.raises(opd.ConfigError, match=error):
-        opd_ttl.opd_register(registry=opd.OperatorRegistry(), config=config)
+    with pytest.raises(OptionsError) as err:
+        prepare(opd_ttl, "ttl", config)
+    assert err.value.problems == [error]
+
+
+def test_opd_config_check_reports_bad_options(tmp_path: Path) -> None:
+    path = tmp_path / "opd.toml"
+    path.write_text('[plugins]\nenable = ["ttl"]\n[plugins.ttl]\nintervall = 10\nresources = []\n')
+    result = subprocess.run([sys.executable, "-m", "opd", "config", "check", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (1, "")
+    problems = [line for line in result.stderr.splitlines() if ": warning: " not in line]
+    assert problems == [
+        f"{path}: [plugins.ttl].intervall: unknown key (did you mean 'interval'?)",
+        f'{path}: [plugins.ttl].resources: expected at least one resource name, e.g. ["configmaps", "secrets"]',
+    ]
+    path.write_text('[plugins]\nenable = ["ttl"]\n[plugins.ttl]\ninterval = 10\n')
+    result = subprocess.run([sys.executable, "-m", "opd", "config", "check", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (0, f"{path}: ok\n"), result.stderr
 
 
 @pytest.mark.apiserver

@@ -1,0 +1,45 @@
+"""The hooks an operator plugin may implement (each optional; an implementation may take fewer arguments).
+
+opd calls them in this order, once per load of the plugin: ``opd_options`` (to check the
+plugin's table and fill in its defaults), ``opd_register``, ``opd_configure``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opd.plugin import hookspec
+from opd.plugin.options import Option
+from opd.registry import OperatorRegistry
+from opd.settings import OperatorSettings
+
+
+@hookspec
+def opd_options() -> list[Option]:  # type: ignore[empty-body]
+    """The keys the plugin reads from its table ``[plugins.<name>]``: names, types, defaults, help.
+
+    With it, ``opd config check`` reports unknown keys, wrong types and missing required
+    keys in the table as it does for opd's own, and ``config`` has every default filled in.
+    Without it, the table is handed over unchecked.
+    """
+
+
+@hookspec
+def opd_register(registry: OperatorRegistry, config: dict[str, Any]) -> None:
+    """Register the plugin's handlers into ``registry``, its own (never shared with other plugins).
+
+    ``config`` is the plugin's table ``[plugins.<name>]`` from opd.toml, without the keys opd
+    itself reads there (``namespaces``, ``clusterwide``, ``isolation``), with the defaults of
+    ``opd_options`` filled in; empty when absent and undeclared. A copy: changes stay the plugin's.
+    """
+
+
+@hookspec
+def opd_configure(settings: OperatorSettings, config: dict[str, Any]) -> None:
+    """Tune the plugin's own ``settings``; called after ``opd_register``, with the same ``config``.
+
+    opd has already given the plugin its own persistence names (annotation prefix and
+    finalizer ``<name>.opd.dev``, markers in ``.status.opd-<name>``, handler results in
+    ``.status.<name>``), so that no two plugins ever touch each other's data on a shared
+    object; change them only knowingly (a clash fails the later plugin).
+    """
