@@ -637,7 +637,7 @@ class Supervisor:
                 runner.failure = await self._diagnose(runner)
                 if runner.failure != said.get(runner.name) and self.runners.get(runner.name) is runner:
                     if runner.failure and not runner.failure.startswith("crashed"):  # crashes say so themselves
-                        logger.bind(plugin=runner.name).error(
+                        logger.bind(plugin=runner.name).warning(  # the engine logged the cause
                             f"opd: plugin {runner.name!r} counts as failed: {runner.failure}")
                     elif said.get(runner.name) and runner.ready.is_set():
                         logger.bind(plugin=runner.name).info(f"opd: plugin {runner.name!r} recovered")
@@ -677,6 +677,7 @@ class Supervisor:
             return
         if self.setup_logging is not None:
             self.setup_logging(new)
+        logger.debug(f"opd: configuration re-read from {path} ([opd].log_level = {new.opd.log_level!r})")
         restart = self._needs_restart(self.config, new)
         if restart:
             logger.warning(f"opd: needs a restart: {', '.join(restart)} changed; "
