@@ -344,3 +344,59 @@ async def test_a_dead_task_of_the_operation_stops_it_with_its_error(
     operation._announce_ready = broken  # type: ignore[method-assign]
     with pytest.raises(LookupError, match="a bug in a task"):
         await asyncio.wait_for(operation.run(), 30)
+
+
+# -- what counts as failed, for READY=1 --------------------------------------------------------------------------
+
+
+class _Watcher:
+    def __init__(self, resource: object, error: str | None) -> None:
+        self.resource, self.namespace, self.label_selector = resource, "ns", None
+        self.last_error = error
+
+    def __str__(self) -> str:
+        return "kopfexamples.v1.kopf.dev in ns"
+
+
+async def test_a_watch_refused_for_good_counts_as_failed_a_passing_error_does_not() -> None:
+    """What the shared streams say, read for a plugin that has not listed (fakes: the 403 is the watcher's)."""
+    from types import SimpleNamespace
+
+    from opd.daemon.supervisor import _unservable
+    from opd.resources import Resource
+
+    resource = Resource(group="kopf.dev", version="v1", plural="kopfexamples", kind="KopfExample", namespaced=True)
+    ref = "kopfexamples"  # resolved already: it has a processor
+    sub = SimpleNamespace(key=(resource, "ns", None), listed=asyncio.Event())  # the hub's Subscription, as read
+    registry = SimpleNamespace(resources=lambda: [ref])
+    operation = SimpleNamespace(registry=registry, processors={ref: object()}, subscriptions={(ref, "ns", None): sub})
+
+    def cluster(error: str | None) -> object:
+        return SimpleNamespace(hub=SimpleNamespace(watchers=[_Watcher(resource, error)]))
+
+    refused = "not allowed (403): kopfexamples is forbidden; check the credentials and RBAC"
+    assert await _unservable(operation, cluster(refused)) == f"cannot watch kopfexamples.v1.kopf.dev in ns: {refused}"  # type: ignore[arg-type]
+    assert await _unservable(operation, cluster("Connection reset by peer")) is None  # type: ignore[arg-type]
+    sub.listed.set()
+    assert await _unservable(operation, cluster(refused)) is None  # type: ignore[arg-type]  # listed since
+
+
+async def test_a_plugin_not_ready_within_the_bound_counts_as_failed() -> None:
+    supervisor = Supervisor(daemon_config.DaemonConfig(), env={"OPD_READY_TIMEOUT": "0.2"})
+    runner = PluginRunner(_plugin("slow"), login=Login(), shutdown_timeout=1)
+    assert await supervisor._diagnose(runner) is None  # still within the bound
+    await asyncio.sleep(0.3)
+    assert await supervisor._diagnose(runner) == "not ready within 0.2s"
+    runner.ready.set()
+    assert await supervisor._diagnose(runner) is None
+    runner.ready.clear()
+    runner.crashed, runner.error_type, runner.state = True, "KeyError", "failed"
+    assert await supervisor._diagnose(runner) == "crashed: KeyError; restarting"
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-5"])
+def test_a_bad_ready_timeout_is_one_line(value: str) -> None:
+    from opd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"\$OPD_READY_TIMEOUT: expected a number of seconds above 0, got '{value}'"):
+        Supervisor(daemon_config.DaemonConfig(), env={"OPD_READY_TIMEOUT": value})
