@@ -17,8 +17,7 @@ import click
 
 from opd._version import __version__
 from opd.errors import OpdError
-from opd.testing import assets as cp_assets
-from opd.testing import cluster
+from opd.localcluster import build, cluster
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -51,8 +50,8 @@ def local_cluster() -> None:
 @local_cluster.command("install")
 @click.option("--force", is_flag=True, help="Rebuild even when the cache has the binaries.")
 def lc_install(force: bool) -> None:
-    """Build kube-apiserver from Debian's sources into opd's cache (once, ~5 minutes)."""
-    found = cp_assets.install(force=force, progress=lambda line: click.echo(line, err=True))
+    """Build kube-apiserver from Debian's sources into opd's cache (once, 5-10 minutes; says what it installs)."""
+    found = build.install(force=force, progress=lambda line: click.echo(line, err=True))
     click.echo(f"kube-apiserver: {found.kube_apiserver}")
     click.echo(f"etcd: {found.etcd}")
     kcm = found.kube_controller_manager

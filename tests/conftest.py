@@ -1,5 +1,5 @@
 """Fixtures of opd's own tests; the generic ones (control_plane, kubeconfig, api, namespace)
-come from opd.testing.fixtures, a pytest plugin installed with opd."""
+come from opd.testing.fixtures, opted in here."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import pytest
 from plugin_venv import build_venv
 
 from opd.testing.fixtures import ensure_crd, make_api
+
+pytest_plugins = ["opd.testing.fixtures"]
 
 __all__ = ["CRD_GROUP", "CRD_PLURAL", "KOPFEXAMPLE_CRD", "ensure_crd", "make_api"]
 

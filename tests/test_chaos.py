@@ -17,7 +17,7 @@ from chaos import scenarios
 from chaos.scenarios import QUICK, Result, Stage
 
 from opd.errors import ControlPlaneError
-from opd.testing import LocalControlPlane
+from opd.localcluster import LocalControlPlane
 from opd.testing.chaos import Kube
 
 SIDE_BY_SIDE = ("partition", "sigterm", "unreachable", "bad-input", "delete-result", "cut-delete", "crash")

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.client
 import os
+import socket
+import ssl
+import stat
 import subprocess
 import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import CRD_GROUP, make_api
 from kubernetes_asyncio import client, watch
 
-from opd.testing import LocalControlPlane
+from opd.localcluster import LocalControlPlane
 
 
 def _pid_alive(pid: int) -> bool:
@@ -130,6 +138,101 @@ def test_apiserver_restart_keeps_data(control_plane: LocalControlPlane) -> None:
         assert asyncio.run(roundtrip(create=False)) == "v"
 
 
+@pytest.fixture(scope="module")
+def second_cluster(control_plane: LocalControlPlane) -> Iterator[LocalControlPlane]:
+    """Another cluster beside the session's, with every process opd starts."""
+    with LocalControlPlane(assets=control_plane.assets) as cp:
+        yield cp
+
+
+def _get(cp: LocalControlPlane, path: str, token: str) -> int:
+    ctx = ssl.create_default_context(cafile=str(cp.ca_file))
+    request = urllib.request.Request(f"{cp.server}{path}", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, context=ctx, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_each_cluster_has_its_own_random_admin_token(
+    control_plane: LocalControlPlane, second_cluster: LocalControlPlane
+) -> None:
+    tokens = {control_plane.token, second_cluster.token}
+    assert len(tokens) == 2 and all(len(t) >= 40 for t in tokens)
+    assert second_cluster.token in (second_cluster.workdir or Path()).joinpath("tokens.csv").read_text()
+    assert second_cluster.token in second_cluster.kubeconfig.read_text()
+    assert _get(second_cluster, "/api/v1/namespaces", second_cluster.token) == 200
+    assert _get(second_cluster, "/api/v1/namespaces", control_plane.token) == 401
+    assert _get(second_cluster, "/api/v1/namespaces", "opd-local-admin-token") == 401  # the old fixed one
+
+
+def _modes(folder: Path) -> dict[str, list[str]]:
+    """What in ``folder`` others could read or enter: folders not 0700, files not 0600."""
+    wrong: dict[str, list[str]] = {"folders": [], "files": []}
+    for path in [folder, *folder.rglob("*")]:
+        mode = path.lstat().st_mode
+        if stat.S_ISDIR(mode) and stat.S_IMODE(mode) != 0o700:
+            wrong["folders"].append(f"{path.relative_to(folder)} {stat.S_IMODE(mode):o}")
+        elif stat.S_ISREG(mode) and stat.S_IMODE(mode) != 0o600:
+            wrong["files"].append(f"{path.relative_to(folder)} {stat.S_IMODE(mode):o}")
+    return wrong
+
+
+def test_a_clusters_folder_is_its_users_alone(second_cluster: LocalControlPlane) -> None:
+    folder = second_cluster.workdir
+    assert folder is not None
+    names = {p.name for p in folder.rglob("*")}
+    assert {"tokens.csv", "kubeconfig", "ca.key", "apiserver.key", "sa.key", "etcd", "etcd.log"} <= names
+    assert _modes(folder) == {"folders": [], "files": []}
+
+
+def _listening_tcp_inodes() -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                inodes.add(fields[9])
+    return inodes
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                found.add(target[len("socket:["):-1])
+    return found
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=10)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self._path)
+
+
+def test_etcd_listens_on_no_tcp_port_only_on_its_unix_socket(second_cluster: LocalControlPlane) -> None:
+    etcd, apiserver = second_cluster.pids["etcd"], second_cluster.pids["kube-apiserver"]
+    listening = _listening_tcp_inodes()
+    assert _socket_inodes(apiserver) & listening  # the check sees a TCP listener where there is one
+    assert not _socket_inodes(etcd) & listening
+    argv = Path(f"/proc/{etcd}/cmdline").read_bytes().decode().split("\0")
+    assert not any("http://" in arg or "https://" in arg for arg in argv), argv
+    assert "--etcd-servers=unix://" in Path(f"/proc/{apiserver}/cmdline").read_bytes().decode()
+    sock = second_cluster.etcd_socket
+    assert stat.S_ISSOCK(sock.lstat().st_mode)
+    connection = _UnixHTTPConnection(str(sock))  # the way in, for the folder's owner
+    connection.request("GET", "/version")
+    assert b"etcdserver" in connection.getresponse().read()
+    connection.close()
+
+
 def test_cli_detached_cluster_start_status_stop(
     control_plane: LocalControlPlane, tmp_path: Path
 ) -> None:
@@ -138,6 +241,9 @@ def test_cli_detached_cluster_start_status_stop(
     started = _opd("local-cluster", "start", "--detach", env=env)
     assert started.returncode == 0, started.stderr
     assert started.stdout.startswith("export KUBECONFIG=")
+    folder = tmp_path / "opd" / "local-cluster"
+    assert {"state.json", "kubeconfig", "tokens.csv"} <= {p.name for p in folder.iterdir()}
+    assert _modes(folder) == {"folders": [], "files": []}
     status = _opd("local-cluster", "status", env=env)
     assert status.returncode == 0
     pids = [int(line.rsplit(" ", 1)[1]) for line in status.stdout.splitlines() if ": pid " in line]

@@ -15,7 +15,7 @@ from loguru import logger
 from operators import RunningOperator, create_kex, eventually, get_kex, handled
 
 import opd
-from opd.testing import LocalControlPlane
+from opd.localcluster import LocalControlPlane
 from opd.testing.proxy import FaultProxy
 
 

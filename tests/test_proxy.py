@@ -15,7 +15,7 @@ import pytest
 from conftest import make_api
 from kubernetes_asyncio import client
 
-from opd.testing import LocalControlPlane
+from opd.localcluster import LocalControlPlane
 from opd.testing.proxy import FaultProxy
 
 WAIT = 2.0  # the bound on every wait for something that should happen at once

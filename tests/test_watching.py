@@ -19,9 +19,9 @@ from opd.engine.watching import Watcher
 from opd.kube.api import KubeClient
 from opd.kube.credentials import Login, load_configuration
 from opd.kube.discovery import Discovery
+from opd.localcluster import LocalControlPlane
 from opd.resources import ResourceRef
 from opd.settings import WatchingSettings
-from opd.testing import LocalControlPlane
 from opd.testing.proxy import FaultProxy
 
 

@@ -1,7 +1,7 @@
-"""Testing aids: a real local control plane (etcd + kube-apiserver) for opd and plugin authors."""
+"""The test kit: pytest fixtures against a real local control plane (opt in with
+``pytest_plugins = ["opd.testing.fixtures"]``), running operators and plugins in a test,
+the chaos kit. The control plane itself is ``opd.localcluster``."""
 
-from opd.testing.assets import Assets, find_assets, install
-from opd.testing.controlplane import LocalControlPlane
 from opd.testing.running import RunningOperator, RunningPlugin, eventually
 
-__all__ = ["Assets", "LocalControlPlane", "RunningOperator", "RunningPlugin", "eventually", "find_assets", "install"]
+__all__ = ["RunningOperator", "RunningPlugin", "eventually"]

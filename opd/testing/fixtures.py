@@ -1,10 +1,14 @@
-"""pytest fixtures for tests against a real local control plane (a pytest plugin:
-installed with opd, so plugin authors get them too).
+"""pytest fixtures for tests against a real local control plane, opt-in: a project's
+top-level conftest.py says ``pytest_plugins = ["opd.testing.fixtures"]``. They need
+pytest-asyncio (``opd[test]``), so opd does not register them for every project with pytest.
 
 - ``control_plane``: one LocalControlPlane per test session (etcd + kube-apiserver).
 - ``kubeconfig``: its kubeconfig file.
 - ``api``: a kubernetes_asyncio ApiClient for it.
 - ``namespace``: a fresh namespace per test, deleted afterwards.
+
+PYTEST_DONT_REWRITE: a conftest may import ``make_api``/``ensure_crd`` from here before pytest
+loads the module as a plugin (which would warn that it cannot rewrite it); it has no asserts.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import pytest_asyncio
 from kubernetes_asyncio import client, config
 
 from opd.errors import ControlPlaneError
-from opd.testing.controlplane import LocalControlPlane
+from opd.localcluster import LocalControlPlane
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ from contenders import ALL, Contender
 from kubeapi import Api, ensure_crd
 from stage import Stage
 
-from opd.testing import LocalControlPlane
+from opd.localcluster import LocalControlPlane
 
 SCENARIOS = ("backlog", "live", "idle", "plugins")
 

@@ -22,7 +22,7 @@ from types import FrameType
 import scenarios
 from scenarios import FULL, QUICK, SCENARIOS, Result, Stage
 
-from opd.testing import LocalControlPlane
+from opd.localcluster import LocalControlPlane
 from opd.testing.chaos import Kube
 
 

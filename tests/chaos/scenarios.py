@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opd.testing import LocalControlPlane
+from opd.localcluster import LocalControlPlane
 from opd.testing.chaos import (
     FAIL_ANNOTATION,
     KOPFEXAMPLES,

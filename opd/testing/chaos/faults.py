@@ -9,8 +9,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
+from opd.localcluster import LocalControlPlane
 from opd.testing.chaos.processes import _Lifeline
-from opd.testing.controlplane import LocalControlPlane
 from opd.testing.proxy import FaultProxy
 
 _T = TypeVar("_T")

@@ -1,7 +1,7 @@
 """The local control plane as a long-lived, per-user service: ``opd local-cluster ...``.
 
-One fixed folder holds its data, kubeconfig and a state file with the PIDs,
-so ``stop`` and ``status`` work from another shell.
+One fixed folder (0700, like everything in it) holds its data, kubeconfig and a
+state file with the PIDs, so ``stop`` and ``status`` work from another shell.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from opd.errors import ControlPlaneError
-from opd.testing.assets import cache_dir
-from opd.testing.controlplane import LocalControlPlane
+from opd.localcluster.assets import cache_dir
+from opd.localcluster.controlplane import LocalControlPlane
+from opd.localcluster.credentials import private_dir, write_private
 
 
 def state_dir() -> Path:
@@ -75,14 +76,14 @@ def start(*, detach: bool) -> LocalControlPlane | ClusterState:
     folder = state_dir()
     if folder.exists():
         shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    private_dir(folder)
     cp = LocalControlPlane(workdir=folder, die_with_parent=not detach, keep_workdir=True)
     cp.start()
     assert cp.assets is not None
     binaries = {"etcd": str(cp.assets.etcd), "kube-apiserver": str(cp.assets.kube_apiserver)}
     if cp.assets.kube_controller_manager is not None:
         binaries["kube-controller-manager"] = str(cp.assets.kube_controller_manager)
-    _state_file().write_text(json.dumps({
+    write_private(_state_file(), json.dumps({
         "kubeconfig": str(cp.kubeconfig),
         "server": cp.server,
         "pids": cp.pids,

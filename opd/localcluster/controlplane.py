@@ -2,8 +2,9 @@
 
 etcd and kube-apiserver (and, when built, a kube-controller-manager running
 only the garbage-collector and namespace controllers) run as child processes
-on free loopback ports, with TLS from a throw-away CA, a static bearer token
-and RBAC on. Every process is stopped by its PID.
+on loopback, with TLS from a throw-away CA, a random admin token and RBAC on.
+etcd listens on unix sockets only, in the cluster's folder (0700): nothing else on
+the machine reaches its data. Every process is stopped by its PID.
 """
 
 from __future__ import annotations
@@ -26,10 +27,22 @@ from pathlib import Path
 from types import TracebackType
 
 from opd.errors import ControlPlaneError
-from opd.testing.assets import Assets, find_assets
+from opd.localcluster.assets import Assets, find_assets
+from opd.localcluster.credentials import (
+    ADMIN_USER,
+    make_certificates,
+    new_admin_token,
+    private_dir,
+    write_private,
+    write_token_file,
+)
 
-ADMIN_TOKEN = "opd-local-admin-token"  # loopback-only, throw-away cluster
 SERVICE_CIDR = "10.0.0.0/24"
+# etcd 3.4 wants host:port even in a unix:// URL, and takes the host as a socket path relative
+# to its working directory; every process runs in the cluster's folder, so the name is short
+# (a socket path has a limit of 107 bytes) and the folder's mode guards the sockets.
+ETCD_SOCKET = "etcd.sock:0"
+ETCD_PEER_SOCKET = "etcd-peer.sock:0"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -47,40 +60,12 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    try:
-        subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, text=True)
-    except FileNotFoundError as exc:
-        raise ControlPlaneError("openssl is not installed: apt-get install openssl") from exc
-    except subprocess.CalledProcessError as exc:
-        last = (exc.stderr or "").strip().splitlines()[-1:] or ["?"]
-        raise ControlPlaneError(f"openssl {args[0]} failed: {last[0]}") from exc
-
-
-def make_certificates(pki: Path) -> None:
-    """A CA, a serving certificate for 127.0.0.1/localhost, a service-account key."""
-    pki.mkdir(parents=True, exist_ok=True)
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650",
-             "-subj", "/CN=opd-local-ca", cwd=pki)
-    _openssl("req", *ec, "-keyout", "apiserver.key", "-out", "apiserver.csr",
-             "-subj", "/CN=kube-apiserver", cwd=pki)
-    (pki / "san.cnf").write_text(
-        "subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,"
-        "DNS:kubernetes.default,DNS:kubernetes.default.svc\n"
-        "extendedKeyUsage=serverAuth\n"
-    )
-    _openssl("x509", "-req", "-in", "apiserver.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-             "-CAcreateserial", "-out", "apiserver.crt", "-days", "3650", "-extfile", "san.cnf",
-             cwd=pki)
-    _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
-
-
 @dataclass
 class _Proc:
     name: str
     argv: list[str]
     log: Path
+    cwd: Path
     popen: subprocess.Popen[bytes] | None = None
 
     @property
@@ -88,9 +73,10 @@ class _Proc:
         return self.popen.pid if self.popen is not None else None
 
     def start(self, *, die_with_parent: bool) -> None:
-        with self.log.open("ab") as out:
+        with os.fdopen(os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:
             self.popen = subprocess.Popen(
                 self.argv,
+                cwd=self.cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -138,7 +124,7 @@ class LocalControlPlane:
     startup_timeout: float = 90.0
     keep_workdir: bool = False
     apiserver_port: int = 0
-    etcd_port: int = 0
+    _token: str | None = field(default=None, repr=False)
     _procs: dict[str, _Proc] = field(default_factory=dict, repr=False)
     _own_workdir: bool = field(default=False, repr=False)
 
@@ -157,7 +143,14 @@ class LocalControlPlane:
 
     @property
     def token(self) -> str:
-        return ADMIN_TOKEN
+        """The admin's bearer token (``system:masters``), made at random for this cluster."""
+        if self._token is None:
+            raise ControlPlaneError("the control plane has not been started")
+        return self._token
+
+    @property
+    def etcd_socket(self) -> Path:
+        return self._dir / ETCD_SOCKET
 
     @property
     def pids(self) -> dict[str, int]:
@@ -187,7 +180,7 @@ class LocalControlPlane:
             shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
             self.workdir = Path(tempfile.mkdtemp(prefix="opd-cp-", dir=shm))
             self._own_workdir = True
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.workdir)
         try:
             self._prepare()
             self._start_etcd()
@@ -212,8 +205,8 @@ class LocalControlPlane:
     def _prepare(self) -> None:
         d = self._dir
         make_certificates(d / "pki")
-        (d / "tokens.csv").write_text(f'{ADMIN_TOKEN},opd-admin,opd-admin,"system:masters"\n')
-        self.etcd_port = self.etcd_port or free_port()
+        self._token = new_admin_token()
+        write_token_file(d / "tokens.csv", self._token)
         self.apiserver_port = self.apiserver_port or free_port()
         self.write_kubeconfig(self.kubeconfig)
 
@@ -226,16 +219,14 @@ class LocalControlPlane:
                 "server": server or self.server,
                 "certificate-authority": str(self.ca_file),
             }}],
-            "users": [{"name": "opd-admin", "user": {"token": ADMIN_TOKEN}}],
-            "contexts": [{"name": "opd-local", "context": {"cluster": "opd-local", "user": "opd-admin"}}],
+            "users": [{"name": ADMIN_USER, "user": {"token": self.token}}],
+            "contexts": [{"name": "opd-local", "context": {"cluster": "opd-local", "user": ADMIN_USER}}],
             "current-context": "opd-local",
         }
-        path.write_text(json.dumps(config, indent=2))
-        path.chmod(0o600)
-        return path
+        return write_private(path, json.dumps(config, indent=2))
 
     def _spawn(self, name: str, argv: list[str]) -> _Proc:
-        proc = self._procs.get(name) or _Proc(name, argv, self._dir / f"{name}.log")
+        proc = self._procs.get(name) or _Proc(name, argv, self._dir / f"{name}.log", self._dir)
         proc.argv = argv
         self._procs[name] = proc
         try:
@@ -246,8 +237,8 @@ class LocalControlPlane:
 
     def _start_etcd(self) -> None:
         assert self.assets is not None
-        url = f"http://127.0.0.1:{self.etcd_port}"
-        peer = f"http://127.0.0.1:{free_port()}"
+        url = f"unix://{ETCD_SOCKET}"
+        peer = f"unix://{ETCD_PEER_SOCKET}"
         self._spawn("etcd", [
             str(self.assets.etcd),
             "--name=opd", f"--data-dir={self._dir / 'etcd'}",
@@ -263,7 +254,7 @@ class LocalControlPlane:
         pki = self._dir / "pki"
         proc = self._spawn("kube-apiserver", [
             str(self.assets.kube_apiserver),
-            f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
+            f"--etcd-servers=unix://{ETCD_SOCKET}",
             "--bind-address=127.0.0.1", f"--secure-port={self.apiserver_port}",
             "--insecure-port=0", f"--cert-dir={pki}",
             f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
@@ -307,7 +298,7 @@ class LocalControlPlane:
         # /readyz can answer before the apiserver's bootstrap controller has made the
         # `default` namespace; a test that writes there right away would get a 404.
         pending = [
-            urllib.request.Request(f"{self.server}{path}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+            urllib.request.Request(f"{self.server}{path}", headers={"Authorization": f"Bearer {self.token}"})
             for path in ("/readyz", "/api/v1/namespaces/default")
         ]
         deadline = time.monotonic() + self.startup_timeout

@@ -1,4 +1,4 @@
-"""Where the control plane's binaries come from, and how they are built.
+"""Where the control plane's binaries come from (the build that makes them: ``build.py``).
 
 Order of lookup: an explicit folder (argument or ``OPD_CONTROL_PLANE_ASSETS``,
 laid out like envtest's: ``etcd`` and ``kube-apiserver`` side by side), then
@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from opd.errors import ControlPlaneError
@@ -76,42 +72,3 @@ def find_assets(folder: str | os.PathLike[str] | None = None) -> Assets:
             f"run 'opd local-cluster install' (Debian, root) or set {ENV_ASSETS}"
         )
     return found
-
-
-def build_script() -> Path:
-    return Path(str(resources.files("opd.testing").joinpath("build-control-plane.sh")))
-
-
-def install(*, force: bool = False, progress: Callable[[str], None] | None = None) -> Assets:
-    """Build the binaries from Debian's sources unless the cache has them already."""
-    say = progress or (lambda line: print(line, file=sys.stderr))
-    if not force:
-        try:
-            assets = find_assets()
-        except ControlPlaneError:
-            pass
-        else:
-            say(f"==> already installed: {assets.folder}")
-            return assets
-    dest = cache_dir()
-    say(f"==> building Kubernetes {KUBERNETES_VERSION} control plane into {dest} (once; ~5 minutes)")
-    try:
-        proc = subprocess.Popen(
-            ["bash", str(build_script()), str(dest)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    except OSError as exc:
-        raise ControlPlaneError(f"cannot run the build script {build_script()}: {exc}") from exc
-    assert proc.stdout is not None
-    tail: list[str] = []
-    for line in proc.stdout:
-        line = line.rstrip("\n")
-        if line.startswith("==>"):
-            say(line)
-        tail = [*tail[-20:], line]
-    if proc.wait() != 0:
-        reason = next((t for t in reversed(tail) if t.startswith("error:")), tail[-1] if tail else "")
-        raise ControlPlaneError(f"building the control plane failed: {reason.removeprefix('error: ')}")
-    return find_assets()
