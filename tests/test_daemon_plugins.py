@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -481,6 +482,24 @@ def test_the_allow_list_is_said(make_plugin: MakePlugin, toml: str, env: dict[st
     eps = [make_plugin(GOOD, name=name) for name in ("a", "b", "c")]
     assert plugins.discover(config.parse(toml), env=env, entry_points=eps).warnings == expected
     assert plugins.discover(config.parse(""), env={}, entry_points=[]).warnings == []  # nothing installed
+
+
+def test_the_readmes_example_plugin_and_messages(make_plugin: MakePlugin) -> None:
+    readme = (REPO / "README.md").read_text()
+    found = re.search(r"```python\n# opd_hello/__init__.py\n(.*?)```", readme, re.DOTALL)
+    assert found is not None
+    source = found.group(1)
+    [hello] = load(make_plugin(source, name="hello"), cfg=config.parse('[plugins.hello]\napi_token = "t"\n')).plugins
+    assert (hello.status, hello.hooks) == (Status.LOADED, ("opd_configure", "opd_options", "opd_register"))
+    assert hello.registry.handlers[0].fn(name="x") == {"message": "hello, x"}
+    assert hello.settings.processing.workers == 16
+    [hello] = load(make_plugin(source, name="hello"), cfg=config.parse("[plugins.hello]\ngreting = 1\n")).plugins
+    assert hello.problems == ["[plugins.hello].greting: unknown key (did you mean 'greeting'?)",
+                              "[plugins.hello].api_token: required key missing (a string: for the greeting service)"]
+    prose = " ".join(readme.split())
+    assert f"opd.toml: {hello.problems[0]}" in prose
+    [x] = load(make_plugin(LOGIN.replace("my_login", "login_fn"), name="x")).plugins
+    assert f"`{x.error}`" in prose  # the Trust model's example is the real message
 
 
 # -- installed distributions, in a virtualenv of their own (the `venv` fixture in conftest.py) ---------------------

@@ -166,6 +166,26 @@ def test_opd_config_check_reports_bad_options(tmp_path: Path) -> None:
     assert (result.returncode, result.stdout) == (0, f"{path}: ok\n"), result.stderr
 
 
+
+def test_readme_and_etc_opd_toml_show_the_declared_options() -> None:
+    """The README's table of options and the commented [plugins.nsdefaults] of etc/opd.toml: as declared."""
+    options = {o.name: o for o in opd_nsdefaults.opd_options()}
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| [^|]+ \| ([^|]+) \|", readme, re.MULTILINE)
+    assert [name for name, _ in rows] == list(options)
+    for name, default in rows:
+        if default.strip().startswith("`"):  # a TOML value: the default itself
+            assert tomllib.loads(f"v = {default.strip().strip('`')}")["v"] == options[name].default
+    etc = (Path(__file__).parents[3] / "etc" / "opd.toml").read_text()
+    found = re.search(r"^# \[plugins\.nsdefaults\]\n((?:#.*\n)*)", etc, re.MULTILINE)
+    assert found is not None
+    # Uncommented, its example lines are exactly the defaults.
+    example = [line[2:] for line in found.group(1).splitlines() if re.match(r"# (\w+ = |\[\[)", line)]
+    table = tomllib.loads("[plugins.nsdefaults]\n" + "\n".join(example))["plugins"]["nsdefaults"]
+    assert prepare(opd_nsdefaults, "nsdefaults", table).config == prepare(opd_nsdefaults, "nsdefaults").config
+    assert sorted(table) == sorted(options)
+
+
 @pytest.mark.apiserver
 async def test_new_namespaces_get_defaults(api: client.ApiClient, namespaces: Any) -> None:
     core = client.CoreV1Api(api)

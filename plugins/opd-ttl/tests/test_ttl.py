@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import AsyncIterator
 from importlib import metadata
 from pathlib import Path
@@ -120,6 +122,26 @@ def test_opd_config_check_reports_bad_options(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "opd", "config", "check", str(path)],
                             capture_output=True, text=True, timeout=60)
     assert (result.returncode, result.stdout) == (0, f"{path}: ok\n"), result.stderr
+
+
+
+def test_readme_and_etc_opd_toml_show_the_declared_options() -> None:
+    """The README's table of options and the commented [plugins.ttl] of etc/opd.toml: as declared."""
+    options = {o.name: o for o in opd_ttl.opd_options()}
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| [^|]+ \| ([^|]+) \|", readme, re.MULTILINE)
+    assert [name for name, _ in rows] == list(options)
+    for name, default in rows:
+        if default.strip().startswith("`"):  # a TOML value: the default itself
+            assert tomllib.loads(f"v = {default.strip().strip('`')}")["v"] == options[name].default
+    etc = (Path(__file__).parents[3] / "etc" / "opd.toml").read_text()
+    found = re.search(r"^# \[plugins\.ttl\]\n((?:#.*\n)*)", etc, re.MULTILINE)
+    assert found is not None
+    # Uncommented, its example lines are exactly the defaults.
+    example = [line[2:] for line in found.group(1).splitlines() if re.match(r"# (\w+ = |\[\[)", line)]
+    table = tomllib.loads("[plugins.ttl]\n" + "\n".join(example))["plugins"]["ttl"]
+    assert prepare(opd_ttl, "ttl", table).config == prepare(opd_ttl, "ttl").config
+    assert sorted(table) == sorted(options)
 
 
 @pytest.mark.apiserver
