@@ -274,6 +274,7 @@ class PluginRunner:
         attempt = _Attempt(self.name)  # its tasks live in the thread's loop: their own attempt
         outcome: list[BaseException | None] = []
         ended = main.create_future()
+        stopping = threading.Event()  # for a stop that comes before the thread's loop runs
 
         def became_ready() -> None:
             main.call_soon_threadsafe(self._became_ready)
@@ -282,6 +283,8 @@ class PluginRunner:
             loop = asyncio.get_running_loop()
             track_tasks(loop)
             attempt.task = asyncio.current_task()
+            if stopping.is_set():  # checked after the task is published: one of the two sides sees the other
+                return
             _current.set(attempt)  # in this task's context: every task it creates inherits it
             with logger.contextualize(plugin=self.name):
                 operation = self._operation(None, became_ready)
@@ -305,6 +308,7 @@ class PluginRunner:
         try:
             await asyncio.shield(ended)
         finally:
+            stopping.set()
             if attempt.task is not None and not attempt.task.done():
                 with contextlib.suppress(RuntimeError):
                     attempt.task.get_loop().call_soon_threadsafe(attempt.task.cancel)
