@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import socket
 from collections.abc import AsyncIterator
@@ -310,6 +311,7 @@ async def test_a_crash_in_a_task_a_plugin_spawned_restarts_that_plugin(
         # The startup's task failed 0.2 s in: that plugin restarted (and its startup ran again).
         await eventually(lambda: asyncio.sleep(0, runners["spawns_at_startup"].restarts == 1), timeout=30)
         assert "the startup's task failed" in (runners["spawns_at_startup"].last_error or "")
+        assert run.supervisor.healthy()  # a plugin waiting to restart does not stop the watchdog
         await eventually(lambda: asyncio.sleep(0, run.supervisor.ready()), timeout=30)
         assert BACKGROUND.count("startup") == 2
 
@@ -400,3 +402,35 @@ def test_a_bad_ready_timeout_is_one_line(value: str) -> None:
 
     with pytest.raises(ConfigError, match=rf"\$OPD_READY_TIMEOUT: expected a number of seconds above 0, got '{value}'"):
         Supervisor(daemon_config.DaemonConfig(), env={"OPD_READY_TIMEOUT": value})
+
+
+async def test_task_tracking_restarts_on_an_unhandled_task_error_only() -> None:
+    """A task's error that its creator awaits is handled; one nobody retrieves fails the attempt it belongs to."""
+    from opd.daemon.supervisor import _Attempt, _current, track_tasks
+
+    undo = track_tasks(asyncio.get_running_loop())
+    try:
+        async def fails() -> None:
+            raise KeyError("lost")
+
+        async def run(handled: bool) -> None:
+            if handled:
+                with pytest.raises(KeyError):
+                    await asyncio.wait_for(asyncio.create_task(fails()), 5)  # the creator sees it: no crash
+                await asyncio.gather(fails(), return_exceptions=True)
+            else:
+                asyncio.create_task(fails(), name="fire and forget")  # noqa: RUF006
+            await asyncio.sleep(5)
+
+        outcomes = []
+        for handled in (True, False):
+            attempt = _Attempt("p")
+            context = contextvars.copy_context()
+            context.run(_current.set, attempt)
+            attempt.task = asyncio.get_running_loop().create_task(run(handled), context=context)
+            await asyncio.wait({attempt.task}, timeout=1)
+            outcomes.append((attempt.task.done(), repr(attempt.error)))
+            attempt.task.cancel()
+        assert outcomes == [(False, "None"), (True, "KeyError('lost')")]
+    finally:
+        undo()
