@@ -43,3 +43,37 @@ class Flaky:
 recorder_a = Recorder()
 recorder_b = Recorder()
 flaky = Flaky()
+
+
+class Checked:
+    """Declares its options: a table that does not fit fails it at start, and only it."""
+
+    @opd.hookimpl
+    def opd_options(self) -> list[opd.Option]:
+        return [opd.Option("interval", float, default=1.0)]
+
+    @opd.hookimpl
+    def opd_register(self, registry: opd.OperatorRegistry, config: dict[str, Any]) -> None:
+        @opd.on.create("kopfexamples", registry=registry, id="record")
+        def record(name: str, **_: Any) -> float:
+            CALLS.append(("checked", name))
+            return float(config["interval"])
+
+
+class SharedLogin:
+    """Brings its own login handler: refused unless it runs with isolation = "thread"."""
+
+    @opd.hookimpl
+    def opd_register(self, registry: opd.OperatorRegistry) -> None:
+        @opd.on.login(registry=registry)
+        def custom_login(**_: Any) -> None:
+            return None
+
+        @opd.on.create("kopfexamples", registry=registry, id="record")
+        def record(name: str, **_: Any) -> str:
+            CALLS.append(("login", name))
+            return "login"
+
+
+checked = Checked()
+shared_login = SharedLogin()
