@@ -233,9 +233,10 @@ class PluginRunner:
                 return  # stopped on purpose
             except asyncio.CancelledError:
                 current = asyncio.current_task()
-                if attempt.error is None or (current is not None and current.cancelling()):
-                    raise
-                error: BaseException = attempt.error  # one of its tasks died: the attempt was cancelled
+                if current is not None and current.cancelling():
+                    raise  # stopped
+                # One of its tasks died (the attempt was cancelled for it), or its own code cancelled it.
+                error: BaseException = attempt.error or RuntimeError("its operator was cancelled from within")
             except Exception as exc:
                 error = attempt.error or exc
             finally:
@@ -314,8 +315,10 @@ class PluginRunner:
                     attempt.task.get_loop().call_soon_threadsafe(attempt.task.cancel)
             await main.run_in_executor(None, thread.join, self.shutdown_timeout + 5)
         failure = attempt.error or (outcome[0] if outcome else None)
-        if failure is not None:
+        if isinstance(failure, Exception):
             raise failure
+        if failure is not None:  # cancelled from within, SystemExit...: a crash all the same, never a silent end
+            raise RuntimeError(f"its thread ended with {type(failure).__name__}") from failure
 
     async def in_its_loop(self, make: Callable[[], Coroutine[Any, Any, T]], timeout: float) -> T:
         """Run a coroutine where the plugin's operation lives (its own thread's loop, if isolated)."""
