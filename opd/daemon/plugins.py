@@ -202,7 +202,8 @@ def load_all(config: DaemonConfig, env: Mapping[str, str] | None = None,
 
 
 def load(plugin: Plugin) -> None:
-    """Import the plugin, then call its ``opd_register`` and ``opd_configure``; sets status and error.
+    """Import the plugin, check its table against its options, call its ``opd_register`` and
+    ``opd_configure``, and refuse what its isolation cannot give it; sets status and error.
 
     Once per Plugin: to reload, ``discover`` again (fresh registries and settings). Python
     imports a module once per process, so a plugin whose handlers come only from module-level
