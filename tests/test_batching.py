@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
 from operators import create_kex
 
 from opd.kube.api import APIError, KubeClient
+from opd.kube.batching import PatchNotJSON
 from opd.kube.credentials import Login, load_configuration
 
 PATH = "/apis/kopf.dev/v1/namespaces/{namespace}/kopfexamples/{name}"
@@ -51,3 +54,23 @@ async def test_an_invalid_patch_fails_alone(
     assert isinstance(outcomes[1], APIError) and outcomes[1].status == 422
     assert not isinstance(outcomes[0], BaseException)
     assert (await kube.get(path))["metadata"]["labels"] == {"good": "yes"}
+
+
+@pytest.mark.parametrize("bad", [{"x", "y"}, math.nan])
+async def test_a_patch_that_is_not_json_fails_only_its_writer(
+    kube: KubeClient, api: client.ApiClient, crd: str, namespace: str, bad: Any
+) -> None:
+    await create_kex(api, namespace, "mixed")
+    path = PATH.format(namespace=namespace, name="mixed")
+    good = kube.patch(path, {"metadata": {"labels": {"good": "yes"}}})
+    wrong = kube.patch(path, {"metadata": {"annotations": {"bad": bad}}})
+    other = kube.patch(path, {"spec": {"kept": True}})
+    outcomes = await asyncio.gather(good, wrong, other, return_exceptions=True)
+    assert isinstance(outcomes[1], PatchNotJSON), outcomes
+    assert str(outcomes[1]).startswith(f"the patch of {path} is not JSON at metadata.annotations.bad: ")
+    assert not isinstance(outcomes[0], BaseException) and not isinstance(outcomes[2], BaseException), outcomes
+    assert outcomes[0]["metadata"]["resourceVersion"] == outcomes[2]["metadata"]["resourceVersion"]  # one write
+    obj = await kube.get(path)
+    assert obj["metadata"]["labels"] == {"good": "yes"}
+    assert obj["spec"] == {"kept": True}
+    assert "bad" not in (obj["metadata"].get("annotations") or {})

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
-from opd.kube.batching import PatchBatcher, batches, combine
+from opd.kube.api import APIError, one_writers_fault
+from opd.kube.batching import PatchBatcher, PatchNotJSON, batches, combine
 
 
 class Refused(Exception):
@@ -130,3 +132,55 @@ async def test_a_cancelled_first_writer_does_not_strand_the_others() -> None:
     first.cancel()
     assert await asyncio.wait_for(second, 1) == {"request": 1}
     assert send.sent == [("/o/1", {"status": {"b": 1}})]
+
+
+@pytest.mark.parametrize(("bad", "field", "reason"), [
+    ({"b": {1, 2}}, "status.b", "Object of type set is not JSON serializable"),
+    ({"b": math.nan}, "status.b", "Out of range float values are not JSON compliant"),
+    ({"b": -math.inf}, "status.b", "Out of range float values are not JSON compliant"),
+    ({"b": {"deep": [1, {"x": object()}]}}, "status.b.deep[1].x", "Object of type object is not JSON serializable"),
+    ({"b": {("a", 1): "tuple key"}}, "status.b", "keys must be str, int, float, bool or None, not tuple"),
+])
+async def test_a_patch_that_is_not_json_fails_alone_before_any_merge(
+    bad: dict[str, Any], field: str, reason: str
+) -> None:
+    send = Recorder()
+    batcher = PatchBatcher(send, split_on=lambda exc: True, window=0.05)
+    good_a = asyncio.ensure_future(batcher.patch("/o/1", {"status": {"a": 1}}))
+    wrong = asyncio.ensure_future(batcher.patch("/o/1", {"status": bad}))
+    good_c = asyncio.ensure_future(batcher.patch("/o/1", {"status": {"c": 1}}))
+    outcomes = await asyncio.gather(good_a, wrong, good_c, return_exceptions=True)
+    assert outcomes[0] == outcomes[2] == {"request": 1}  # the good ones: one request, together
+    assert send.sent == [("/o/1", {"status": {"a": 1, "c": 1}})]
+    error = outcomes[1]
+    assert isinstance(error, PatchNotJSON) and isinstance(error, TypeError)
+    assert str(error) == f"the patch of /o/1 is not JSON at {field}: {reason}"
+
+
+async def test_a_lone_patch_that_is_not_json_sends_nothing() -> None:
+    send = Recorder()
+    batcher = PatchBatcher(send, split_on=lambda exc: True)
+    with pytest.raises(PatchNotJSON, match=r"^the patch of /o/1 is not JSON at status\.s: Object of type set"):
+        await batcher.patch("/o/1", {"status": {"s": {"x"}}})
+    assert send.sent == []
+    assert await batcher.patch("/o/1", {"status": {"ok": 1}}) == {"request": 1}  # the object is not left busy
+
+
+@pytest.mark.parametrize(("status", "message", "split"), [
+    (400, "invalid JSON", True),
+    (422, "metadata.annotations: Invalid value", True),
+    (403, "admission webhook \"policy\" denied the request", True),
+    (413, "request entity too large", True),
+    (500, "etcdserver: request is too large", True),
+    (401, "Unauthorized", False),
+    (404, "not found", False),
+    (409, "conflict", False),
+    (429, "too many requests", False),
+    (500, "internal error", False),
+])
+def test_which_refusals_split_a_merged_patch(status: int, message: str, split: bool) -> None:
+    assert one_writers_fault(APIError(status, "", message)) is split
+
+
+def test_connection_errors_do_not_split_a_merged_patch() -> None:
+    assert not one_writers_fault(ConnectionError("apiserver down"))

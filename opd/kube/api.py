@@ -57,6 +57,15 @@ class ConflictError(APIError):
 REQUEST_ERRORS: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, APIError)
 
 
+def one_writers_fault(exc: BaseException) -> bool:
+    """A refusal of a merged patch that one of its writers may have caused (re-sent patch by patch):
+    invalid (400, 422), denied for its content (403: an admission webhook or policy), too large
+    (413, or etcd's limit, which kube-apiserver reports as a 500). Not: gone (404), conflicts
+    (409, a patch without precondition cannot meet one), throttled (429), the credentials (401)."""
+    return isinstance(exc, APIError) and (
+        exc.status in (400, 403, 413, 422) or "too large" in exc.message.lower())
+
+
 class InactivityTimeout(asyncio.TimeoutError):
     """A watch stream stayed silent longer than allowed."""
 
@@ -100,8 +109,7 @@ class KubeClient:
         self._recycled_at = 0.0
         self.recycles = 0
         # Operators sharing this client (a daemon's plugins) write the same objects at once: one request.
-        self.patches = PatchBatcher(self._patch, split_on=lambda exc: isinstance(exc, APIError) and (
-            400 <= exc.status < 500 and exc.status not in (404, 409, 429)))
+        self.patches = PatchBatcher(self._patch, split_on=one_writers_fault)
 
     def _new_api(self) -> client.ApiClient:
         api = client.ApiClient(configuration=self._configuration)

@@ -9,18 +9,64 @@ patch. A lone writer pays nothing: its patch goes out at once, as before.
 
 Patches merge only where a merge-patch composes: disjoint keys (dicts merge key by key;
 any other value set by two patches is a clash), and none carries a resourceVersion
-precondition (those go alone, in order). A merged request that the server refuses as
-invalid is re-sent patch by patch, so that one writer's bad patch fails only that writer.
+precondition (those go alone, in order). A merged request that the server refuses for a
+reason one member may have caused is re-sent patch by patch, so that one writer's bad patch
+fails only that writer. A patch that is not JSON at all (a set, NaN) never gets that far: each
+is serialised when handed over, and one that cannot be fails at once, for its writer alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 Send = Callable[[str, Mapping[str, Any]], Awaitable[Any]]
 _Waiter = tuple[Mapping[str, Any], "asyncio.Future[Any]"]
+
+
+class PatchNotJSON(TypeError):
+    """A patch that cannot be sent: some value in it has no strict JSON form."""
+
+
+def _first_bad(value: Any, where: str) -> str:
+    """Where in ``value`` the first value without a JSON form is (for the message)."""
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            if (not isinstance(key, str | int | float | bool) and key is not None) or (
+                    isinstance(key, float) and not math.isfinite(key)):
+                return where or "the top level"
+            found = _first_bad(inner, f"{where}.{key}" if where else str(key))
+            if found:
+                return found
+        return ""
+    if isinstance(value, list | tuple):
+        for index, inner in enumerate(value):
+            found = _first_bad(inner, f"{where}[{index}]")
+            if found:
+                return found
+        return ""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return where or "the top level"
+    return ""
+
+
+def check_json(path: str, body: Mapping[str, Any]) -> None:
+    """Raise PatchNotJSON, naming the patch and the field, unless ``body`` is strict JSON."""
+    try:
+        json.dumps(body, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        try:
+            field = _first_bad(body, "")
+        except RecursionError:  # a value that contains itself
+            field = ""
+        at = f" at {field}" if field else ""
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise PatchNotJSON(f"the patch of {path} is not JSON{at}: {reason}") from None
 
 
 def combine(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -77,6 +123,7 @@ class PatchBatcher:
         self.merged = 0  # patches that went out inside another one's request
 
     async def patch(self, path: str, body: Mapping[str, Any]) -> Any:
+        check_json(path, body)  # before it can share a request: a bad patch fails its writer alone
         waiting = self._busy.get(path)
         if waiting is not None:
             future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
