@@ -2,14 +2,39 @@
 operator in the process that wants it: the daemon runs many plugins on one
 set of streams, each plugin with its own processing.
 
-A subscriber that joins a stream which has already listed gets its own
-one-off LIST, so it sees the objects that exist; an object the stream
-reports meanwhile is not replayed from that (possibly older) LIST.
+A subscriber that joins before the stream has delivered anything simply takes
+the stream's own LIST. One that joins later (a plugin starting a little after
+the others, or restarted) has missed what was delivered so far, and catches up
+with a LIST of its own, page by page, each page only once its ``backlog`` has
+made room: as throttled as the stream's own list, never the whole backlog in
+memory. (Replaying the stream's known set instead would mean a GET per object:
+the stream keeps versions, not bodies.) Meanwhile the stream goes on delivering
+to it, and the two sources are reconciled by resourceVersion, compared as
+numbers (etcd revisions; the processor relies on that too) by a
+:class:`CatchUp`, so that the subscriber gets every object once per state, and
+never an older state of an object after a newer one:
+
+- an object that the subscriber has been given at version ``v`` is given
+  again, by either source, only in a state newer than ``v``;
+- a stream event for an object it has not been given yet is held back when it
+  is no newer than the catch-up LIST's snapshot (the horizon), which holds
+  that state or a newer one; a newer event goes through at once;
+- a deletion goes through when the object was given; one that was not given
+  is only noted, so that the LIST's older copy is not given either.
+
+That takes a version per object while the catch-up runs, dropped when it ends.
+The watch may lag behind the catch-up's snapshot, so the horizon stays: an
+event no newer than it is a state the LIST covered (deletions still go
+through). When the catch-up LIST's snapshot expires (410 on a continue token)
+it starts over; what was given is not given again. A stream that relists
+meanwhile needs nothing special: its reports, deletions without a version
+among them, are events like any other. Unsubscribing cancels the catch-up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,11 +42,64 @@ from typing import Any
 from loguru import logger
 
 from opd.engine.watching import Deliver, Watcher
-from opd.kube.api import REQUEST_ERRORS, KubeClient
+from opd.kube.api import REQUEST_ERRORS, GoneError, KubeClient
 from opd.resources import Resource
 from opd.settings import WatchingSettings
 
 StreamKey = tuple[Resource, str | None, str | None]  # resource, namespace, label selector
+
+
+def _version(body: dict[str, Any]) -> int | None:
+    try:
+        return int(body["metadata"]["resourceVersion"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+class CatchUp:
+    """What a late subscriber has been given, while its own LIST and the stream both deliver to it."""
+
+    def __init__(self) -> None:
+        # uid -> the version of the newest state given (inf once deleted); dropped when caught up.
+        self.seen: dict[str, float] | None = {}
+        self.horizon: int | None = None  # the snapshot version of the current catch-up LIST
+
+    def snapshot(self, version: str) -> None:
+        """A catch-up LIST (or its restart) has this snapshot version."""
+        try:
+            self.horizon = int(version)
+        except ValueError:
+            self.horizon = None  # not comparable: let every stream event through
+
+    def admit(self, kind: str, body: dict[str, Any]) -> bool:
+        """Whether a stream event goes to the subscriber."""
+        version = _version(body)
+        if self.seen is None:  # caught up: the list covered every state up to the horizon
+            return kind == "DELETED" or version is None or self.horizon is None or version > self.horizon
+        uid = body["metadata"]["uid"]
+        given = self.seen.get(uid)
+        if kind == "DELETED":
+            self.seen[uid] = math.inf  # whatever the catch-up LIST still holds of it is older
+            return given is not None and given != math.inf  # never given: nothing to take back
+        floor = given if given is not None else -1 if self.horizon is None else self.horizon
+        if version is not None and version <= floor:
+            return False
+        self.seen[uid] = math.inf if version is None else version
+        return True
+
+    def take(self, item: dict[str, Any]) -> str | None:
+        """The event type to give an item of the catch-up LIST as, or None when it is not newer."""
+        assert self.seen is not None
+        uid = item["metadata"]["uid"]
+        version = _version(item)
+        given = self.seen.get(uid)
+        if given is not None and (version is None or version <= given):
+            return None
+        self.seen[uid] = math.inf if version is None else version
+        return "ADDED" if given is None else "MODIFIED"
+
+    def finish(self) -> None:
+        self.seen = None
 
 
 @dataclass(eq=False)
@@ -30,8 +108,8 @@ class Subscription:
     deliver: Deliver
     backlog: Callable[[], Awaitable[None]] | None = None  # awaited between LIST pages
     listed: asyncio.Event = field(default_factory=asyncio.Event)
-    # uids the stream reported while this subscriber's own LIST was running
-    touched: set[str] | None = None
+    catch_up: CatchUp | None = None  # a late subscriber's reconciliation (see the module's docstring)
+    task: asyncio.Task[None] | None = None  # its catch-up LIST, while it runs
 
 
 @dataclass(eq=False)
@@ -46,7 +124,6 @@ class WatchHub:
         self.client = client
         self.settings = settings
         self._streams: dict[StreamKey, _Stream] = {}
-        self._replays: set[asyncio.Task[None]] = set()
 
     @property
     def watchers(self) -> list[Watcher]:
@@ -63,23 +140,24 @@ class WatchHub:
             watcher.backlog = self._backlog(key)
             task = asyncio.get_running_loop().create_task(watcher.run(), name=f"opd watch {watcher}")
             stream = self._streams[key] = _Stream(watcher, task)
-            watcher.listed_callbacks.append(lambda: sub.listed.set())
-        elif stream.watcher.listed.is_set():
-            sub.touched = set()
-            replay = asyncio.get_running_loop().create_task(self._replay(stream.watcher, sub),
-                                                            name=f"opd replay {stream.watcher}")
-            self._replays.add(replay)
-            replay.add_done_callback(self._replays.discard)
-        else:
-            stream.watcher.listed_callbacks.append(lambda: sub.listed.set())
+        if stream.watcher.started:
+            sub.catch_up = CatchUp()
+            sub.task = asyncio.get_running_loop().create_task(self._catch_up(stream.watcher, sub),
+                                                              name=f"opd catch-up {stream.watcher}")
+        else:  # nothing delivered yet: the stream's own list is all this subscriber needs
+            stream.watcher.listed_callbacks.append(sub.listed.set)
         stream.subscribers.append(sub)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
+        if sub.task is not None:
+            sub.task.cancel()
         stream = self._streams.get(sub.key)
         if stream is None or sub not in stream.subscribers:
             return
         stream.subscribers.remove(sub)
+        if sub.listed.set in stream.watcher.listed_callbacks:
+            stream.watcher.listed_callbacks.remove(sub.listed.set)
         if not stream.subscribers:
             stream.task.cancel()
             del self._streams[sub.key]
@@ -88,8 +166,8 @@ class WatchHub:
         def deliver(kind: str, body: dict[str, Any]) -> None:
             stream = self._streams.get(key)
             for sub in stream.subscribers if stream is not None else ():
-                if sub.touched is not None:
-                    sub.touched.add(body["metadata"]["uid"])
+                if sub.catch_up is not None and not sub.catch_up.admit(kind, body):
+                    continue
                 try:
                     sub.deliver(kind, body)
                 except Exception:  # one subscriber's fault must not starve the others
@@ -104,28 +182,56 @@ class WatchHub:
                     await sub.backlog()
         return wait
 
-    async def _replay(self, watcher: Watcher, sub: Subscription) -> None:
+    async def _catch_up(self, watcher: Watcher, sub: Subscription) -> None:
+        """A late subscriber's own LIST, page by page as its backlog makes room."""
+        catch_up = sub.catch_up
+        assert catch_up is not None
         backoff = self.settings.backoff_initial
+        reported: str | None = None  # each kind of trouble once, not at every retry
+        token: str | None = None
+        first = True  # the next page starts a LIST (a new snapshot)
         while True:
             try:
-                items = await watcher.list_all()
-                break
+                items, version, token = await watcher.page(token)
             except REQUEST_ERRORS as exc:
-                logger.warning(f"opd: listing {watcher} for a new subscriber: {exc}; retrying")
-                await asyncio.sleep(backoff)
+                if isinstance(exc, GoneError) and token is not None:
+                    # The continue token outlived its snapshot: list again, from a new one.
+                    logger.info(f"opd: listing {watcher} for a new subscriber: the snapshot expired; relisting")
+                    token, first = None, True
+                    continue
+                trouble = f"{type(exc).__name__}:{getattr(exc, 'status', '')}"
+                if trouble != reported:
+                    logger.warning(f"opd: listing {watcher} for a new subscriber: {exc}; retrying")
+                    reported = trouble
+                await asyncio.sleep(backoff)  # then the same page again: its token stays valid
                 backoff = min(backoff * 2, self.settings.backoff_max)
-        touched = sub.touched or set()
-        sub.touched = None
-        for item in items:
-            if item["metadata"]["uid"] not in touched:
-                sub.deliver("ADDED", item)
+                continue
+            backoff, reported = self.settings.backoff_initial, None
+            if first:
+                catch_up.snapshot(version)
+                first = False
+            for item in items:
+                kind = catch_up.take(item)
+                if kind is None:
+                    continue
+                try:
+                    sub.deliver(kind, item)
+                except Exception:  # as for the stream's events: the subscriber's fault, logged, not fatal
+                    logger.opt(exception=True).error(f"opd: a subscriber of {watcher} failed")
+            del items
+            if token is None:
+                break
+            if sub.backlog is not None:
+                await sub.backlog()
+        catch_up.finish()
+        sub.task = None
         sub.listed.set()
 
     async def close(self) -> None:
-        tasks = [s.task for s in self._streams.values()] + list(self._replays)
+        tasks = [s.task for s in self._streams.values()]
+        tasks += [sub.task for s in self._streams.values() for sub in s.subscribers if sub.task is not None]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=2.0)
         self._streams.clear()
-

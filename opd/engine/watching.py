@@ -15,6 +15,7 @@ from typing import Any
 
 from loguru import logger
 
+from opd.engine.backoff import Backoff
 from opd.kube.api import TRANSIENT_ERRORS, APIError, GoneError, InactivityTimeout, KubeClient
 from opd.resources import Resource
 from opd.settings import WatchingSettings
@@ -56,14 +57,14 @@ class Watcher:
         return self.resource.path(self.namespace)
 
     async def run(self) -> None:
-        backoff = self.settings.backoff_initial
+        backoff = Backoff(self.settings.backoff_initial, self.settings.backoff_max)
         while True:
             try:
                 if self.resource_version is None:
                     await self._list_and_watch()
                 else:
                     await self._watch()
-                backoff = self.settings.backoff_initial
+                backoff.reset()
             except GoneError:
                 self.stats["gone"] += 1
                 logger.info(f"opd: watch {self}: resourceVersion {self.resource_version} expired (410); relisting")
@@ -76,19 +77,15 @@ class Watcher:
             except asyncio.CancelledError:
                 raise
             except APIError as exc:
-                delay = self._failed(exc, backoff)
-                backoff = min(backoff * 2, self.settings.backoff_max)
+                delay = self._failed(exc, backoff.next())
                 await asyncio.sleep(exc.retry_after or delay)
             except TRANSIENT_ERRORS as exc:
-                delay = self._failed(exc, backoff)
-                backoff = min(backoff * 2, self.settings.backoff_max)
-                await asyncio.sleep(delay)
+                await asyncio.sleep(self._failed(exc, backoff.next()))
             except Exception as exc:  # a bug: log it loudly, never leave a dead watcher behind
                 logger.opt(exception=exc).error(f"opd: watch {self} crashed; restarting it")
-                self._failed(exc, backoff)
-                backoff = min(backoff * 2, self.settings.backoff_max)
+                delay = self._failed(exc, backoff.next())
                 self.resource_version = None
-                await asyncio.sleep(backoff)
+                await asyncio.sleep(delay)
 
     def _failed(self, exc: BaseException, delay: float) -> float:
         self.healthy = False
@@ -109,25 +106,34 @@ class Watcher:
     def _query(self) -> dict[str, Any]:
         return {"labelSelector": self.label_selector} if self.label_selector else {}
 
+    @property
+    def started(self) -> bool:
+        """Whether it has delivered objects already: a consumer joining now has missed those."""
+        return self.listed.is_set() or bool(self._known)
+
+    async def page(self, token: str | None = None) -> tuple[list[dict[str, Any]], str, str | None]:
+        """One page of the current objects: its items, the list's resourceVersion, the next page's token."""
+        query = {**self._query(), "limit": self.settings.list_page_size}
+        if token:
+            query["continue"] = token
+        page = await self.client.get(self.path, **query)
+        items = page.get("items") or []
+        api_version, kind = self.resource.api_version, self.resource.kind
+        for item in items:
+            # Items of a list carry no apiVersion/kind; handlers expect a whole body.
+            item.setdefault("apiVersion", api_version)
+            item.setdefault("kind", kind)
+        meta = page.get("metadata") or {}
+        return items, meta["resourceVersion"], meta.get("continue") or None
+
     async def _pages(self) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
         """The current objects, page by page, with the list's resourceVersion."""
-        query = {**self._query(), "limit": self.settings.list_page_size}
-        api_version, kind = self.resource.api_version, self.resource.kind
+        token: str | None = None
         while True:
-            page = await self.client.get(self.path, **query)
-            items = page.get("items") or []
-            for item in items:
-                # Items of a list carry no apiVersion/kind; handlers expect a whole body.
-                item.setdefault("apiVersion", api_version)
-                item.setdefault("kind", kind)
-            token = page.get("metadata", {}).get("continue")
-            yield items, page["metadata"]["resourceVersion"]
-            if not token:
+            items, version, token = await self.page(token)
+            yield items, version
+            if token is None:
                 return
-            query["continue"] = token
-
-    async def list_all(self) -> list[dict[str, Any]]:
-        return [item async for items, _ in self._pages() for item in items]
 
     async def _list_and_watch(self) -> None:
         """LIST, and WATCH from the list's snapshot as soon as its first page is in.
