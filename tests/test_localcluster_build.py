@@ -163,8 +163,11 @@ def _pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_interrupted_install_stops_the_build_and_removes_the_apt_source(stubbed: dict[str, str]) -> None:
-    """Ctrl-C reaches only opd (the build runs in a session of its own): opd stops the whole build."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_stopped_install_stops_the_build_and_removes_the_apt_source(
+    stubbed: dict[str, str], sig: signal.Signals
+) -> None:
+    """A signal reaches only opd (the build runs in a session of its own): opd stops the whole build."""
     code = "from opd.localcluster import build; build.install(force=True)"
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPD_", "STUB_"))}
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -177,14 +180,14 @@ def test_interrupted_install_stops_the_build_and_removes_the_apt_source(stubbed:
             time.sleep(0.1)
         make_pid = int(pid_file.read_text())
         assert _source(stubbed).exists()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         output, _ = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode != 0
-    assert "KeyboardInterrupt" in output
+    # An uncaught KeyboardInterrupt ends Python by SIGINT; SIGTERM became SystemExit(143).
+    assert proc.returncode == (-signal.SIGINT if sig == signal.SIGINT else 128 + signal.SIGTERM), output
     assert not _pid_alive(make_pid)
     assert not _source(stubbed).exists()
 
@@ -238,6 +241,13 @@ def test_failed_install_is_one_error_and_stops_its_ticker(tmp_path: Path, monkey
     time.sleep(1.0)
     assert len(lines) == count
     assert not any(t.name == "opd-build-progress" for t in threading.enumerate())
+
+    quiet = _stub_script(tmp_path, """
+        echo "==> unpacking"
+        exit 4
+    """)
+    with pytest.raises(ControlPlaneError, match=r"^building the control plane failed: unpacking \(exit 4\)$"):
+        build.install(script=quiet, progress=lines.append)
 
 
 def test_install_with_the_binaries_in_place_runs_no_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

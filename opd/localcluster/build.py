@@ -13,10 +13,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 
 from opd.errors import ControlPlaneError
 from opd.localcluster.assets import KUBERNETES_VERSION, Assets, cache_dir, find_assets
@@ -35,8 +35,8 @@ def what_it_installs(dest: Path) -> list[str]:
         "Debian packages: golang-go (golang-1.19-go on Debian 13), etcd-server, make, rsync, openssl,"
         " ca-certificates, golang-github-modern-go-reflect2-dev",
         "while it runs: an apt source for Debian bookworm (deb-src; deb too on Debian 13), removed afterwards",
-        f"Kubernetes {KUBERNETES_VERSION}'s source package (~35 MB), built in a temporary folder"
-        " (~3 GB at its peak) removed afterwards",
+        f"Kubernetes {KUBERNETES_VERSION}'s source package (~35 MB), unpacked (1.3 GB) and compiled"
+        " in a temporary folder removed afterwards",
         f"the binaries in {dest}",
     ]
 
@@ -69,6 +69,10 @@ class _Progress:
         self._done.set()
         self._ticker.join()
 
+    @property
+    def current(self) -> str:
+        return self._step
+
     def step(self, text: str) -> None:
         with self._lock:
             self._step = text
@@ -97,6 +101,26 @@ def _stop_build(proc: subprocess.Popen[str]) -> None:
             return
 
 
+@contextlib.contextmanager
+def _signals_end_the_build() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise SystemExit here, as Ctrl-C raises KeyboardInterrupt, so that a
+    stopped ``install`` stops the build it started (in a session of its own, no signal to its
+    group reaches it). Only the main thread may set handlers; elsewhere this changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def leave(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, leave) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def install(
     *,
     force: bool = False,
@@ -120,32 +144,34 @@ def install(
         " (once; 5-10 minutes on 2 cores). It puts on this system:")
     for line in what_it_installs(dest):
         say(f"      {line}")
-    try:
-        # A session of its own: an interruption stops the script and everything it started, as one.
-        proc = subprocess.Popen(
-            ["bash", str(script), str(dest)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        raise ControlPlaneError(f"cannot run the build script {script}: {exc.strerror}") from exc
-    assert proc.stdout is not None
     tail: list[str] = []
-    with _Progress(say, interval) as ticker:
+    with _signals_end_the_build():
         try:
-            for raw in proc.stdout:
-                line = raw.rstrip("\n")
-                if line.startswith("==> "):
-                    ticker.step(line.removeprefix("==> "))
-                tail = [*tail[-20:], line]
-            code = proc.wait()
-        except BaseException:
-            _stop_build(proc)
-            raise
+            # A session of its own: an interruption stops the script and everything it started, as one.
+            proc = subprocess.Popen(
+                ["bash", str(script), str(dest)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise ControlPlaneError(f"cannot run the build script {script}: {exc.strerror}") from exc
+        assert proc.stdout is not None
+        with _Progress(say, interval) as ticker:
+            try:
+                for raw in proc.stdout:
+                    line = raw.rstrip("\n")
+                    if line.startswith("==> "):
+                        ticker.step(line.removeprefix("==> "))
+                    tail = [*tail[-20:], line]
+                code = proc.wait()
+            except BaseException:
+                _stop_build(proc)
+                raise
     if code != 0:
-        reason = next((t for t in reversed(tail) if t.startswith("error:")), tail[-1] if tail else f"exit {code}")
-        raise ControlPlaneError(f"building the control plane failed: {reason.removeprefix('error: ')}")
+        said = next((t.removeprefix("error: ") for t in reversed(tail) if t.startswith("error: ")), None)
+        reason = said or f"{ticker.current} (exit {code})"
+        raise ControlPlaneError(f"building the control plane failed: {reason}")
     return find_assets()
