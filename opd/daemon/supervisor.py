@@ -34,6 +34,7 @@ from opd.daemon import systemd
 from opd.daemon.config import DaemonConfig
 from opd.daemon.health import HealthServer, PluginSnapshot, ResourceCounters, Snapshot, WatchSnapshot
 from opd.daemon.plugins import Plugin, Status
+from opd.engine.backoff import Backoff
 from opd.engine.cluster import Cluster
 from opd.engine.operation import Operation
 from opd.errors import ConfigError, OpdError
@@ -154,14 +155,16 @@ class RestartBackoff:
     initial: float = 1.0
     maximum: float = 60.0
     reset_after: float = 60.0
-    _next: float = dataclasses.field(default=0.0, init=False)
+    _backoff: Backoff = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self._backoff = Backoff(self.initial, self.maximum)
 
     def delay(self, ran_for: float) -> float:
         """The delay before the next start, after a run that lasted ``ran_for`` seconds."""
-        if self._next <= 0 or ran_for >= self.reset_after:
-            self._next = self.initial
-        delay, self._next = self._next, min(self._next * 2, self.maximum)
-        return delay
+        if ran_for >= self.reset_after:
+            self._backoff.reset()
+        return self._backoff.next()
 
 
 # -- one plugin ---------------------------------------------------------------------------------------------------

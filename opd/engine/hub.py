@@ -41,6 +41,7 @@ from typing import Any
 
 from loguru import logger
 
+from opd.engine.backoff import Backoff
 from opd.engine.watching import Deliver, Watcher
 from opd.kube.api import REQUEST_ERRORS, GoneError, KubeClient
 from opd.resources import Resource
@@ -124,6 +125,7 @@ class WatchHub:
         self.client = client
         self.settings = settings
         self._streams: dict[StreamKey, _Stream] = {}
+        self._ending: set[asyncio.Task[Any]] = set()  # cancelled (unsubscribed), not yet ended
 
     @property
     def watchers(self) -> list[Watcher]:
@@ -149,9 +151,15 @@ class WatchHub:
         stream.subscribers.append(sub)
         return sub
 
+    def _cancel(self, task: asyncio.Task[Any]) -> None:
+        """Cancel a task of the hub's; ``close()`` still waits for it to end."""
+        task.cancel()
+        self._ending.add(task)
+        task.add_done_callback(self._ending.discard)
+
     def unsubscribe(self, sub: Subscription) -> None:
         if sub.task is not None:
-            sub.task.cancel()
+            self._cancel(sub.task)
         stream = self._streams.get(sub.key)
         if stream is None or sub not in stream.subscribers:
             return
@@ -159,7 +167,7 @@ class WatchHub:
         if sub.listed.set in stream.watcher.listed_callbacks:
             stream.watcher.listed_callbacks.remove(sub.listed.set)
         if not stream.subscribers:
-            stream.task.cancel()
+            self._cancel(stream.task)
             del self._streams[sub.key]
 
     def _fan_out(self, key: StreamKey) -> Deliver:
@@ -186,7 +194,7 @@ class WatchHub:
         """A late subscriber's own LIST, page by page as its backlog makes room."""
         catch_up = sub.catch_up
         assert catch_up is not None
-        backoff = self.settings.backoff_initial
+        backoff = Backoff(self.settings.backoff_initial, self.settings.backoff_max)
         reported: str | None = None  # each kind of trouble once, not at every retry
         token: str | None = None
         first = True  # the next page starts a LIST (a new snapshot)
@@ -203,10 +211,10 @@ class WatchHub:
                 if trouble != reported:
                     logger.warning(f"opd: listing {watcher} for a new subscriber: {exc}; retrying")
                     reported = trouble
-                await asyncio.sleep(backoff)  # then the same page again: its token stays valid
-                backoff = min(backoff * 2, self.settings.backoff_max)
+                await asyncio.sleep(backoff.next())  # then the same page again: its token stays valid
                 continue
-            backoff, reported = self.settings.backoff_initial, None
+            backoff.reset()
+            reported = None
             if first:
                 catch_up.snapshot(version)
                 first = False
@@ -232,6 +240,7 @@ class WatchHub:
         tasks += [sub.task for s in self._streams.values() for sub in s.subscribers if sub.task is not None]
         for task in tasks:
             task.cancel()
+        tasks += list(self._ending)
         if tasks:
             await asyncio.wait(tasks, timeout=2.0)
         self._streams.clear()

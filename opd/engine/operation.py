@@ -14,6 +14,7 @@ from typing import Any
 from loguru import logger
 
 from opd.engine import namespaces as ns_patterns
+from opd.engine.backoff import Backoff
 from opd.engine.cluster import Cluster
 from opd.engine.execution import execute
 from opd.engine.hub import Subscription
@@ -49,7 +50,8 @@ class Operation:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._died: asyncio.Future[asyncio.Task[Any]] | None = None  # see _reap; made by run()
         self.processors: dict[ResourceRef, ResourceProcessor] = {}
-        self.subscriptions: dict[tuple[ResourceRef, str | None], Subscription] = {}
+        # (resource, namespace, selector): the handlers' stream, and the narrow one of held objects.
+        self.subscriptions: dict[tuple[ResourceRef, str | None, str | None], Subscription] = {}
         self._resolved: dict[ResourceRef, asyncio.Event] = {}
         self._namespaces: set[str] | None = None  # matching namespaces, when globs are used
         self._namespace_sub: Subscription | None = None
@@ -183,7 +185,7 @@ class Operation:
 
     async def _resolve(self, ref: ResourceRef) -> Resource | None:
         assert self.cluster is not None
-        backoff = self.settings.watching.backoff_initial
+        backoff = Backoff(self.settings.watching.backoff_initial, self.settings.watching.backoff_max)
         reported = None  # say each kind of trouble once, not at every retry
         while True:
             try:
@@ -195,8 +197,7 @@ class Operation:
                 if reported != "unreachable":
                     logger.warning(f"opd: API server unreachable while resolving {ref} ({exc!s}); retrying")
                     reported = "unreachable"
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.settings.watching.backoff_max)
+                await asyncio.sleep(backoff.next())
                 continue
             if resource is not None:
                 if reported == "unreachable":
@@ -231,11 +232,15 @@ class Operation:
 
     def _subscribe(self, ref: ResourceRef, processor: ResourceProcessor, namespace: str | None) -> None:
         assert self.cluster is not None
-        if (ref, namespace) not in self.subscriptions:
-            room = 2 * self.settings.watching.list_page_size
-            self.subscriptions[(ref, namespace)] = self.cluster.hub.subscribe(
-                processor.resource, namespace, self.registry.label_selector(ref), processor.deliver,
-                backlog=lambda: processor.queue.wait_for_room(room))
+        room = 2 * self.settings.watching.list_page_size
+        streams = [(processor.selector, processor.deliver)]
+        if processor.holding_selector is not None:
+            streams.append((processor.holding_selector, processor.deliver_held))
+        for selector, deliver in streams:
+            if (ref, namespace, selector) not in self.subscriptions:
+                self.subscriptions[(ref, namespace, selector)] = self.cluster.hub.subscribe(
+                    processor.resource, namespace, selector, deliver,
+                    backlog=lambda: processor.queue.wait_for_room(room))
 
     def _namespace_event(self, event_type: str, body: dict[str, Any]) -> None:
         assert self._namespaces is not None and self.cluster is not None
