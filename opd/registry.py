@@ -206,12 +206,10 @@ class OperatorRegistry:
     def label_selector(self, ref: ResourceRef) -> str | None:
         """Label requirements every handler of the resource shares: safe to filter server-side.
 
-        None when a handler may hold a finalizer: an object whose label goes would leave the
-        filtered stream, and opd would never see it again to let it go."""
+        Also when handlers hold finalizers: an object that leaves this selector while opd holds
+        one is found by a second, narrow stream on the label opd sets with it (see processing)."""
         handlers = self.for_resource(ref)
         if not handlers or any(not h.labels for h in handlers):
-            return None
-        if any(h.reason in SPAWNING or (h.reason == Reason.DELETE and not h.optional) for h in handlers):
             return None
         keys = set.intersection(*(set(h.labels or ()) for h in handlers))
         found = (_common_requirement(k, [(h.labels or {})[k] for h in handlers]) for k in sorted(keys))

@@ -1,60 +1,112 @@
-"""Why an object is processed (its cause), and which handlers that calls for."""
+"""Why an object is processed (its cause), and which handlers that calls for.
+
+One pure function, ``detect()``, computed once per change: every handler's
+filters (``labels``, ``annotations``, ``value``, ``when``) are evaluated exactly
+once, and everything the processor decides — the cause, the handlers to run,
+the timers and daemons to keep, whether opd may write to the object at all and
+whether it holds a finalizer — is derived from that one evaluation.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from opd.engine.diffs import diff
 from opd.registry import SPAWNING, Handler, Reason, matches, resolve_field, value_ok
 
 ByReason = Mapping[Reason, list[Handler]]
+Selected = list[tuple[Handler, dict[str, Any]]]  # a handler with its own kwargs
 
 
-def detect(*, meta: Mapping[str, Any], diff_base: str | None, current: str, first_seen: bool,
-           has_progress: bool, finalizer: str, by_reason: ByReason) -> Reason | None:
-    if meta.get("deletionTimestamp"):
-        return Reason.DELETE if finalizer in (meta.get("finalizers") or ()) else None
-    if diff_base is None:
-        return Reason.CREATE
-    if diff_base != current:
-        return Reason.UPDATE
-    if by_reason.get(Reason.RESUME) and (first_seen or has_progress):
-        return Reason.RESUME
-    return None
+@dataclass
+class Change:
+    reason: Reason | None  # the cause to handle now, or None
+    handlers: Selected = field(default_factory=list)  # change/delete handlers to run for it
+    spawning: list[Handler] = field(default_factory=list)  # timers and daemons that match
+    # Some stateful handler of this operator selects the object: only then may opd write
+    # to it (diff-base, markers, finalizer). Event handlers never write, so they do not count.
+    in_scope: bool = False
+    wants_finalizer: bool = False  # delete handlers (not optional), timers or daemons hold it
 
 
-def select(reason: Reason, by_reason: ByReason, body: Mapping[str, Any], kwargs: dict[str, Any],
-           old: Any, new: Any) -> list[tuple[Handler, dict[str, Any]]]:
-    """Matching handlers for a cause, each with its own kwargs: a field-scoped
-    handler sees that field's old/new/diff, and runs on a change only if the field changed."""
-    candidates = list(by_reason.get(reason, ()))
-    if reason in (Reason.CREATE, Reason.UPDATE):
-        candidates += by_reason.get(Reason.FIELD, ())
-    chosen = []
-    for handler in candidates:
-        own = kwargs
-        if handler.field is not None and handler.reason in (Reason.UPDATE, Reason.FIELD):
-            was, old_value = resolve_field(old, handler.field)
-            now, new_value = resolve_field(new, handler.field)
-            if (was, old_value) == (now, new_value):
+def _field_kwargs(handler: Handler, kwargs: dict[str, Any], old: Any, new: Any) -> tuple[bool, dict[str, Any]]:
+    """A field-scoped handler's own kwargs (the field's old/new/diff), and whether this change
+    is one for it: the field changed, and its ``old=``/``new=`` value filters accept the change."""
+    assert handler.field is not None
+    was, old_value = resolve_field(old, handler.field)
+    now, new_value = resolve_field(new, handler.field)
+    changed = (was, old_value) != (now, new_value)
+    if changed and handler.reason == Reason.FIELD:
+        changed = value_ok(was, old_value, handler.old, **kwargs) and value_ok(now, new_value, handler.new, **kwargs)
+    own = {**kwargs, "old": old_value, "new": new_value, "diff": diff(old_value, new_value)}
+    return changed, own
+
+
+def detect(*, body: Mapping[str, Any], by_reason: ByReason, kwargs: dict[str, Any], old: Any, new: Any,
+           diff_base: str | None, current: str, first_seen: bool, has_progress: bool,
+           finalizer: str) -> Change:
+    """The cause of this change and what follows from it.
+
+    ``old``/``new`` are the essences (``old`` is None without a diff-base, or when only its
+    digest is kept); ``diff_base``/``current`` their stored forms, compared for "changed".
+    """
+    meta = body.get("metadata") or {}
+    deleting = bool(meta.get("deletionTimestamp"))
+    holding = finalizer in (meta.get("finalizers") or ())
+    if deleting:
+        reason: Reason | None = Reason.DELETE
+    elif diff_base is None:
+        reason = Reason.CREATE
+    elif diff_base != current:
+        reason = Reason.UPDATE
+    elif by_reason.get(Reason.RESUME) and (first_seen or has_progress):
+        reason = Reason.RESUME
+    else:
+        reason = None
+
+    if reason is not None:
+        kwargs = {**kwargs, "reason": str(reason)}
+    change = Change(reason=None)
+    candidates: Selected = []
+    for r, handlers in by_reason.items():
+        if r == Reason.EVENT:
+            continue
+        for handler in handlers:
+            own = kwargs
+            field_changed = True
+            if handler.field is not None and r in (Reason.UPDATE, Reason.FIELD):
+                field_changed, own = _field_kwargs(handler, kwargs, old, new)
+            if not matches(handler, body, own):  # the one evaluation of its filters for this change
                 continue
-            wanted_old = value_ok(was, old_value, handler.old, **kwargs)
-            wanted_new = value_ok(now, new_value, handler.new, **kwargs)
-            if handler.reason == Reason.FIELD and not (wanted_old and wanted_new):
+            change.in_scope = True
+            if r in SPAWNING:
+                change.spawning.append(handler)
+                change.wants_finalizer = True
                 continue
-            own = {**kwargs, "old": old_value, "new": new_value, "diff": diff(old_value, new_value)}
-        if matches(handler, body, own):
-            chosen.append((handler, own))
-    return chosen
+            if r == Reason.DELETE and not handler.optional:
+                change.wants_finalizer = True
+            if _runs_for(handler, reason, field_changed):
+                candidates.append((handler, own))
+
+    if reason == Reason.DELETE:
+        # With opd's finalizer, the deletion waits for opd: its delete handlers run (or none match,
+        # and opd lets go). Without it, only optional delete handlers run, best effort.
+        runnable = [(h, k) for h, k in candidates if holding or h.optional]
+        change.reason = reason if holding or runnable else None
+        change.handlers = runnable
+    elif reason is not None and change.in_scope:
+        change.reason = reason
+        change.handlers = candidates
+    return change
 
 
-def spawning(by_reason: ByReason, body: Mapping[str, Any], kwargs: dict[str, Any]) -> list[Handler]:
-    return [h for r in SPAWNING for h in by_reason.get(r, ()) if matches(h, body, kwargs)]
-
-
-def needs_finalizer(by_reason: ByReason, body: Mapping[str, Any], kwargs: dict[str, Any]) -> bool:
-    """Delete handlers (unless optional), timers and daemons keep the object until opd lets go."""
-    if any(not h.optional and matches(h, body, kwargs) for h in by_reason.get(Reason.DELETE, ())):
-        return True
-    return bool(spawning(by_reason, body, kwargs))
+def _runs_for(handler: Handler, reason: Reason | None, field_changed: bool) -> bool:
+    if reason is None:
+        return False
+    if handler.reason == Reason.FIELD:
+        return reason in (Reason.CREATE, Reason.UPDATE) and field_changed
+    if handler.reason == Reason.UPDATE and handler.field is not None:
+        return reason == Reason.UPDATE and field_changed
+    return handler.reason == reason

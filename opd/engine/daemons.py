@@ -3,6 +3,13 @@
 These are the only per-object tasks opd runs, and only for objects that have
 timer or daemon handlers. Each sees the newest body of its object; each is
 stopped when the object is being deleted, is gone, or the operator stops.
+
+Both run through the same execution as change handlers (``execution.execute``):
+``errors=``, ``retries=``, ``backoff=`` and ``timeout=`` mean the same. A timer's
+run is retried after an error as any handler is, and a final failure ends that
+run only: the timer fires again at its next interval. A daemon is one long run:
+retried (restarted) after an error, stopped for good by a final failure. After
+each try the handler's result and its ``patch`` are written.
 """
 
 from __future__ import annotations
@@ -15,16 +22,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from loguru import logger
-
-from opd.engine.invocation import invoke
-from opd.errors import PermanentError, TemporaryError
+from opd.engine.diffs import Patch
+from opd.engine.execution import Outcome, execute
 from opd.registry import Handler, Reason
+from opd.settings import RetrySettings
 
-# Builds a handler's kwargs from the newest body: (handler, body, stopped) -> kwargs.
-KwargsFactory = Callable[[Handler, dict[str, Any], "Stopped"], dict[str, Any]]
-# Stores a timer's or daemon's return value: (handler, body, result) -> awaitable.
-ResultWriter = Callable[[Handler, dict[str, Any], Any], Awaitable[None]]
+# Builds a handler's kwargs from the newest body: (handler, body, stopped, patch) -> kwargs.
+KwargsFactory = Callable[[Handler, dict[str, Any], "Stopped", Patch], dict[str, Any]]
+# After each try: (handler, body, outcome, patch) -> awaitable; writes the result and patch, logs.
+OutcomeWriter = Callable[[Handler, dict[str, Any], Outcome, Patch], Awaitable[None]]
 
 
 class Stopped:
@@ -70,12 +76,12 @@ class _ObjectWork:
 
 
 class Spawner:
-    def __init__(self, *, kwargs_for: KwargsFactory, write_result: ResultWriter,
-                 executor: Any, where: Callable[[dict[str, Any]], str], stop_timeout: float) -> None:
+    def __init__(self, *, kwargs_for: KwargsFactory, write_outcome: OutcomeWriter,
+                 executor: Any, retries: RetrySettings, stop_timeout: float) -> None:
         self._kwargs_for = kwargs_for
-        self._write_result = write_result
+        self._write_outcome = write_outcome
         self._executor = executor
-        self._where = where
+        self._retries = retries
         self._objects: dict[str, _ObjectWork] = {}
         self._stop_timeout = stop_timeout  # for daemons without a cancellation_timeout of their own
 
@@ -134,9 +140,19 @@ class Spawner:
             await stopped._wait_async(seconds)
         return stopped.is_set()
 
-    async def _call(self, handler: Handler, work: _ObjectWork, stopped: Stopped) -> Any:
-        kwargs = self._kwargs_for(handler, work.body, stopped)
-        return await invoke(handler, kwargs, executor=self._executor)
+    async def _run(self, handler: Handler, work: _ObjectWork, stopped: Stopped) -> Outcome | None:
+        """One run: tries until success or a final failure; None when stopped meanwhile."""
+        record: dict[str, Any] = {"started": time.time()}
+        while True:
+            patch = Patch()
+            outcome = await execute(handler, record, self._kwargs_for(handler, work.body, stopped, patch),
+                                    executor=self._executor, retries=self._retries)
+            await self._write_outcome(handler, work.body, outcome, patch)
+            if outcome.delay is None:
+                return outcome
+            if await self._sleep(outcome.delay, stopped):
+                return None
+            record = outcome.record
 
     async def _timer(self, handler: Handler, work: _ObjectWork, stopped: Stopped) -> None:
         if await self._sleep(handler.initial_delay, stopped):
@@ -148,45 +164,12 @@ class Spawner:
                     if await self._sleep(handler.idle - quiet, stopped):
                         return
                     continue
-            delay = handler.interval or 0.0
-            try:
-                result = await asyncio.wait_for(self._call(handler, work, stopped), handler.timeout)
-                if result is not None:
-                    await self._write_result(handler, work.body, result)
-            except asyncio.CancelledError:
-                raise
-            except TemporaryError as exc:
-                delay = exc.delay if exc.delay is not None else delay
-                logger.warning(f"opd: timer {handler.id!r} for {self._where(work.body)}: {exc}")
-            except PermanentError as exc:
-                logger.error(f"opd: timer {handler.id!r} for {self._where(work.body)} stopped: {exc}")
+            if await self._run(handler, work, stopped) is None:
                 return
-            except Exception as exc:
-                logger.opt(exception=exc).error(f"opd: timer {handler.id!r} failed for {self._where(work.body)}: {exc}")
-            if await self._sleep(delay, stopped):
+            if await self._sleep(handler.interval or 0.0, stopped):
                 return
 
     async def _daemon(self, handler: Handler, work: _ObjectWork, stopped: Stopped) -> None:
         if await self._sleep(handler.initial_delay, stopped):
             return
-        failures = 0
-        while not stopped:
-            try:
-                result = await self._call(handler, work, stopped)
-            except asyncio.CancelledError:
-                raise
-            except PermanentError as exc:
-                logger.error(f"opd: daemon {handler.id!r} for {self._where(work.body)} failed permanently: {exc}")
-                return
-            except Exception as exc:
-                failures += 1
-                delay = exc.delay if isinstance(exc, TemporaryError) and exc.delay is not None else min(
-                    300.0, (handler.backoff or 1.0) * 2 ** min(failures, 8))
-                logger.opt(exception=exc).error(
-                    f"opd: daemon {handler.id!r} failed for {self._where(work.body)}: {exc}; restarting in {delay:g}s")
-                if await self._sleep(delay, stopped):
-                    return
-                continue
-            if result is not None:
-                await self._write_result(handler, work.body, result)
-            return  # a daemon that returns is done for this object
+        await self._run(handler, work, stopped)  # returned, failed for good, or stopped: done for this object

@@ -1,5 +1,6 @@
 """Calling handlers: only the keyword arguments they name; sync ones in a thread
-with the caller's context copied (so contextvars reach them); bounded by timeouts."""
+with the caller's context copied (so contextvars reach them). Timeouts are the
+caller's (``execution.execute``): one place that knows what a timeout means."""
 
 from __future__ import annotations
 
@@ -20,6 +21,4 @@ async def invoke(handler: Handler, kwargs: dict[str, Any], *, executor: Executor
         ctx = contextvars.copy_context()
         loop = asyncio.get_running_loop()
         call = loop.run_in_executor(executor, functools.partial(ctx.run, handler.fn, **chosen))
-    if handler.timeout is None:
-        return await call
-    return await asyncio.wait_for(call, handler.timeout)
+    return await call

@@ -59,7 +59,7 @@ class EventPoster:
         event = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"generateName": f"{ref.get('name') or 'object'}.", "namespace": namespace},
-            "involvedObject": ref, "type": type, "reason": reason[:128], "message": message[:1024],
+            "involvedObject": ref, "type": type, "reason": reason[:128], "message": _clip(message, MAX_MESSAGE),
             "source": {"component": "opd"}, "reportingComponent": "opd", "reportingInstance": self._instance,
             "firstTimestamp": first, "lastTimestamp": _now(), "count": count,
         }
@@ -68,6 +68,17 @@ class EventPoster:
             self.posted += 1
         except REQUEST_ERRORS as exc:
             logger.debug(f"opd: posting an event for {namespace}/{ref.get('name')} failed: {exc}")
+
+
+MAX_MESSAGE = 1024  # bytes of an Event's message: it is read by people, and stored in etcd
+
+
+def _clip(text: str, limit: int) -> str:
+    """At most ``limit`` bytes of UTF-8, cut at a character boundary, marked as cut."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    return data[:limit - 3].decode(errors="ignore") + "…"
 
 
 def _now() -> str:

@@ -1,16 +1,19 @@
-"""Processing one object's change: which cause, which handlers, run them, persist.
+"""Processing one object's change: its cause, the handlers it calls for, their outcome written.
 
-Per processed change: at most one PATCH to ``/status`` (handler results, and
-the markers when they live in status) and then at most one PATCH to the body
-(the handlers' own patches, markers in annotations, finalizers). Results are
-always written before the markers that say their handlers ran.
+The walk of one change: recall what this process remembers of the object
+(``inventory``), compute the cause once (``causes``), keep timers and daemons in
+step (``daemons``), run the handlers (``execution``), and write results, markers,
+the handlers' patch and the finalizer as one plan (``applying``).
+
+opd writes nothing to an object that no handler of this operator selects: no
+diff-base, no marker, no finalizer — except to let go of its own finalizer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
+import datetime
 import json
 import time
 from collections.abc import Mapping
@@ -20,35 +23,25 @@ from typing import Any
 from loguru import logger
 
 from opd.engine import causes
+from opd.engine.applying import Applier, Plan, merge
+from opd.engine.backoff import Backoff
 from opd.engine.daemons import Spawner, Stopped
 from opd.engine.diffs import Patch, diff
-from opd.engine.execution import execute
-from opd.engine.invocation import invoke
+from opd.engine.execution import Outcome, brief, execute
+from opd.engine.inventory import Inventory, Item, Memory, version
 from opd.engine.posting import EventPoster
 from opd.engine.queueing import WorkQueue
-from opd.engine.state import State, Storage, Writes, compact, dump, essence, is_digest
-from opd.errors import HandlerError
+from opd.engine.state import Storage, compact, dump, essence, holding_label, is_digest, is_secret
+from opd.errors import HandlerError, PermanentError
 from opd.kube.api import REQUEST_ERRORS, APIError, ConflictError, KubeClient, NotFoundError
-from opd.registry import Handler, OperatorRegistry, Reason, matches
+from opd.kube.batching import PatchNotJSON
+from opd.registry import SPAWNING, Handler, OperatorRegistry, Reason, matches
 from opd.resources import Resource, ResourceRef
 from opd.settings import OperatorSettings
-
-Item = tuple[str, dict[str, Any]]  # (event type, body)
-# What _apply() needs to write one processed change: body, writes, diff-base, old state, progress.
-_Outcome = tuple[dict[str, Any], Writes, "str | None", State, "dict[str, dict[str, Any] | None]"]
 
 
 def _done(record: Mapping[str, Any] | None) -> bool:
     return bool(record and (record.get("success") or record.get("failure")))
-
-
-def _merge(into: dict[str, Any], other: Mapping[str, Any]) -> dict[str, Any]:
-    for key, value in other.items():
-        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
-        else:
-            into[key] = value
-    return into
 
 
 class HandlerMetrics:
@@ -68,11 +61,26 @@ def _unwritable(exc: APIError) -> bool:
     return exc.status in (413, 422) or "too large" in exc.message.lower()
 
 
-def _version(body: Mapping[str, Any]) -> int:
-    try:
-        return int(body["metadata"]["resourceVersion"])
-    except (KeyError, ValueError, TypeError):
-        return -1
+def _refused(exc: BaseException) -> bool:
+    """Refused by the server for a reason that retrying alone does not fix (400, 403, ...)."""
+    return isinstance(exc, APIError) and 400 <= exc.status < 500 and exc.status not in (404, 409, 429)
+
+
+WRITE_ERRORS: tuple[type[Exception], ...] = (*REQUEST_ERRORS, PatchNotJSON)
+
+
+def _sendable(handler: Handler, outcome: Outcome, patch: Patch) -> Outcome:
+    """A handler whose result or patch has no JSON form (a set, NaN) fails, for good and alone:
+    nothing of it is written, and the other handlers' outputs go as usual."""
+    for what, value in (("result", outcome.result), ("patch", patch)):
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            patch.clear()
+            error = PermanentError(f"its {what} is not JSON: {brief(exc)}")
+            record = {k: v for k, v in outcome.record.items() if k not in ("success", "delayed")}
+            return Outcome({**record, "failure": True, "message": brief(error)}, error=error)
+    return outcome
 
 
 def where(body: Mapping[str, Any]) -> str:
@@ -96,90 +104,135 @@ class ResourceProcessor:
         self.by_reason: dict[Reason, list[Handler]] = {r: [h for h in handlers if h.reason == r] for r in Reason}
         self.stateful = any(self.by_reason[r] for r in Reason if r != Reason.EVENT)
         self.finalizer = settings.persistence.finalizer
+        self.prefix = settings.persistence.prefix
+        self.secret = is_secret(resource.api_version, resource.kind)
+        # Server-side filtering: the label requirements all handlers share. When handlers may hold
+        # a finalizer, a second, narrow stream follows the label opd sets while it holds one, so an
+        # object that leaves the selector is still found and let go of (after a restart too).
+        self.selector = registry.label_selector(ref)
+        may_hold = bool(self.by_reason[Reason.TIMER] or self.by_reason[Reason.DAEMON] or any(
+            not h.optional for h in self.by_reason[Reason.DELETE]))
+        self.holding_selector = holding_label(self.prefix) if self.selector is not None and may_hold else None
         self.storage = Storage(settings.persistence, has_status_subresource="status" in resource.subresources,
                                handler_ids=[h.id for h in handlers])
+        self.applier = Applier(client, resource, settings.persistence, self.storage,
+                               holding_label=self.holding_selector is not None)
+        self.inventory = Inventory()
         self.queue: WorkQueue[str, Item] = WorkQueue(self._process, workers=settings.processing.workers,
                                                      name=str(resource))
-        self.spawner = Spawner(kwargs_for=self._spawned_kwargs, write_result=self._write_result,
-                               executor=executor, where=where, stop_timeout=settings.shutdown.timeout)
-        self._written: dict[str, int] = {}  # uid -> resourceVersion of our last write
-        self._seen: set[str] = set()  # uids seen by this process (for resume handlers)
-        self._unwritten: dict[str, _Outcome] = {}  # outcomes whose write failed, to retry as they are
-        self._events: dict[str, list[Item]] = {}  # raw events not yet shown to event handlers
-        # uids whose deletion opd released (its finalizer removed): their last events before
-        # DELETED carry an old resourceVersion and must not run delete handlers again.
-        self._released: set[str] = set()
+        self.spawner = Spawner(kwargs_for=self._spawned_kwargs, write_outcome=self._write_outcome,
+                               executor=executor, retries=settings.retries, stop_timeout=settings.shutdown.timeout)
         self.metrics = HandlerMetrics()
 
+    # -- events in ------------------------------------------------------------------------------------------------
     def deliver(self, event_type: str, body: dict[str, Any]) -> None:
-        uid = body["metadata"]["uid"]
+        """An event of the main stream."""
+        meta = body["metadata"]
+        uid = meta["uid"]
+        if event_type == "DELETED" and self.finalizer in (meta.get("finalizers") or ()):
+            # Still held by opd, so it still exists: it left the label selector. Let it go.
+            event_type = "MODIFIED"
+        if self.holding_selector is not None and event_type != "DELETED":
+            memory = self.inventory.peek(uid)
+            held = self.holding_selector in (meta.get("labels") or {})
+            if memory is not None and version(body) <= memory.delivered:
+                return  # the narrow stream brought this state (or a newer one) already
+            if held or memory is not None:
+                memory = memory or self.inventory.recall(uid)
+                memory.delivered, memory.held = version(body), held
         if self.by_reason[Reason.EVENT]:
             # Event handlers see every event, in order; the rest works on the newest state only.
-            self._events.setdefault(uid, []).append((event_type, body))
+            self.inventory.recall(uid).events.append((event_type, body))
         self.queue.put(uid, (event_type, body))
+
+    def deliver_held(self, event_type: str, body: dict[str, Any]) -> None:
+        """An event of the narrow stream of objects opd holds a finalizer on (they carry its label).
+        Its DELETED means the object left that stream: opd let go of it (nothing more to do), or
+        somebody removed the label while opd's finalizer is still there (let go of it, or label it)."""
+        meta = body["metadata"]
+        if event_type == "DELETED" and self.finalizer not in (meta.get("finalizers") or ()):
+            return
+        uid = meta["uid"]
+        memory = self.inventory.recall(uid)
+        if version(body) <= memory.delivered:
+            return
+        memory.delivered, memory.held = version(body), True
+        self.queue.put(uid, ("MODIFIED", body))
 
     async def close(self) -> None:
         # Together, so the shutdown bound holds for both at once.
         await asyncio.gather(self.queue.close(self.settings.shutdown.timeout),
                              self.spawner.stop_all("operator stopping"))
 
-    # -- one object -----------------------------------------------------------
+    # -- one object -----------------------------------------------------------------------------------------------
     async def _process(self, uid: str, item: Item) -> None:
         event_type, body = item
-        for raw_type, raw_body in self._events.pop(uid, ()):
-            await self._run_event_handlers(raw_type, raw_body)
+        memory = self.inventory.peek(uid)
+        if memory is not None and memory.events:
+            events, memory.events = memory.events, []
+            for raw_type, raw_body in events:
+                await self._run_event_handlers(raw_type, raw_body)
         if event_type == "DELETED":
-            self._released.discard(uid)
-            self._written.pop(uid, None)
-            self._unwritten.pop(uid, None)
-            self._seen.discard(uid)
-            self.queue.forget(uid)
-            await self.spawner.stop(uid, "object deleted")
+            await self._deleted(uid, body)
             return
         if not self.stateful:
+            self.inventory.tidy(uid)
             return
+        memory = self.inventory.recall(uid)
         try:
-            unwritten = self._unwritten.pop(uid, None)
-            if unwritten is not None:  # an outcome computed earlier: write it, do not run handlers again
-                try:
-                    await self._apply(uid, *unwritten)
-                except (NotFoundError, ConflictError):
-                    raise
-                except REQUEST_ERRORS:
-                    self._unwritten[uid] = unwritten
-                    raise
-                if _version(body) <= _version(unwritten[0]):
+            if memory.unwritten is not None:  # an outcome computed earlier: write it, do not run handlers again
+                plan, memory.unwritten = memory.unwritten, None
+                response = await self._apply(uid, memory, plan, body)
+                if version(body) <= plan.version:
                     return  # this state is the one that outcome was computed from: done with it
-            if uid in self._released or self._stale(uid, body):
+                body = response or body
+            if memory.released or self._stale(memory, body):
                 return  # opd let go of it (its deletion goes on), or our own write's echo is due
-            await self._handle(uid, body)
-        except (NotFoundError, ConflictError):
-            pass  # gone, or changed under us: the watch brings the newer state
+            await self._handle(uid, memory, body)
+            if memory.failing is not None:
+                logger.info(f"opd: {self.resource} {where(body)}: written again after failures")
+                memory.failing, memory.retry = None, None
+        except PatchNotJSON as exc:  # checked per handler before; this is the batcher's own backstop
+            memory.unwritten = None
+            logger.error(f"opd: {self.resource} {where(body)}: the outcome cannot be written: {brief(exc)}")
+        except NotFoundError:
+            memory.unwritten = None  # gone: the watch brings its deletion
+        except ConflictError:
+            pass  # changed under us: the watch brings the newer state, the unwritten plan goes with it
         except REQUEST_ERRORS as exc:
-            if isinstance(exc, APIError) and _unwritable(exc):
-                self._unwritten.pop(uid, None)
-                logger.error(f"opd: {self.resource} {where(body)}: the outcome cannot be written, not retried: {exc}")
-                if self.poster is not None:
-                    self.poster.post(body, "Warning", "Unwritable", f"opd cannot write its outcome: {exc.message}",
-                                     level="error")
-                return
-            delay = getattr(exc, "retry_after", None) or self.settings.watching.backoff_initial * 4
-            logger.warning(f"opd: {self.resource} {where(body)}: writing the outcome failed ({exc}); "
-                           f"retrying in {delay:.0f}s")
-            self.queue.put_after(delay, uid, item)
+            self._write_failed(uid, memory, item, exc)
+        finally:
+            self.inventory.tidy(uid)
 
-    def _stale(self, uid: str, body: Mapping[str, Any]) -> bool:
+    async def _deleted(self, uid: str, body: dict[str, Any]) -> None:
+        """Gone from the cluster (or from the label selector, unheld). Optional delete handlers
+        that did not see its deletion coming run now, best effort: there is nowhere to write."""
+        memory = self.inventory.peek(uid)
+        self.inventory.forget(uid)
+        self.queue.forget(uid)
+        await self.spawner.stop(uid, "object deleted")
+        if memory is not None and memory.optional_deleted:
+            return
+        optional = [h for h in self.by_reason[Reason.DELETE] if h.optional]
+        if not optional:
+            return
+        meta = body.get("metadata") or {}
+        stamp = meta.get("deletionTimestamp") or datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        gone = {**body, "metadata": {**meta, "deletionTimestamp": stamp}}
+        kwargs = self._kwargs(gone, reason=str(Reason.DELETE), patch=Patch())
+        for handler in optional:
+            if matches(handler, gone, kwargs):
+                outcome = await self._execute(handler, {"started": time.time()}, kwargs)
+                self._report(handler, gone, outcome)
+
+    def _stale(self, memory: Memory, body: Mapping[str, Any]) -> bool:
         """An event older than our own last write of this object (its echo is still on the way)."""
-        written = self._written.get(uid)
+        written = memory.written
         if written is None or not self.settings.processing.skip_stale_events:
             return False
-        try:
-            rv = int(body["metadata"]["resourceVersion"])
-        except (KeyError, ValueError):
-            return False
-        if rv < written:
+        if version(body) < written:
             return True
-        del self._written[uid]
+        memory.written = None
         return False
 
     def _kwargs(self, body: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -194,189 +247,201 @@ class ResourceProcessor:
             **extra,
         }
 
-    def _spawned_kwargs(self, handler: Handler, body: dict[str, Any], stopped: Stopped) -> dict[str, Any]:
-        return self._kwargs(body, reason=str(handler.reason), patch=Patch(), stopped=stopped)
+    def _spawned_kwargs(self, handler: Handler, body: dict[str, Any], stopped: Stopped, patch: Patch
+                        ) -> dict[str, Any]:
+        return self._kwargs(body, reason=str(handler.reason), patch=patch, stopped=stopped)
+
+    def _refresh(self, kwargs: dict[str, Any], body: dict[str, Any]) -> None:
+        if kwargs.get("body") is not body:
+            meta = body.get("metadata") or {}
+            kwargs.update(body=body, meta=meta, labels=meta.get("labels") or {},
+                          annotations=meta.get("annotations") or {}, status=body.get("status") or {})
+
+    async def _execute(self, handler: Handler, record: dict[str, Any], kwargs: dict[str, Any]) -> Outcome:
+        began = time.perf_counter()
+        outcome = await execute(handler, record, kwargs, executor=self.executor, retries=self.settings.retries)
+        self.metrics.ran(handler.id, "success" if outcome.error is None else "error", time.perf_counter() - began)
+        return outcome
 
     async def _run_event_handlers(self, event_type: str, body: dict[str, Any]) -> None:
-        kwargs = self._kwargs(body, event={"type": event_type, "object": body}, type=event_type,
-                              patch=Patch(), reason="event")
         for handler in self.by_reason[Reason.EVENT]:
+            patch = Patch()
+            kwargs = self._kwargs(body, event={"type": event_type, "object": body}, type=event_type,
+                                  patch=patch, reason="event")
             if not matches(handler, body, kwargs):
                 continue
-            try:
-                await invoke(handler, kwargs, executor=self.executor)
-            except Exception as exc:
-                logger.opt(exception=exc).error(f"opd: event handler {handler.id!r} failed for {where(body)}: {exc}")
+            outcome = _sendable(handler, await self._execute(handler, {"started": time.time()}, kwargs), patch)
+            if outcome.error is not None:
+                logger.opt(exception=outcome.error).error(
+                    f"opd: event handler {handler.id!r} failed for {where(body)}: {brief(outcome.error)}")
+            if patch and event_type != "DELETED":
+                await self._write_quietly(handler, body, Plan(patch=dict(patch)))
 
-    async def _handle(self, uid: str, body: dict[str, Any]) -> None:
+    async def _write_outcome(self, handler: Handler, body: dict[str, Any], outcome: Outcome, patch: Patch) -> None:
+        """A timer's or daemon's try: reported, its result and patch written."""
+        outcome = _sendable(handler, outcome, patch)
+        self._report(handler, body, outcome)
+        plan = Plan(patch=dict(patch))
+        if outcome.success and outcome.error is None and outcome.result is not None:
+            plan.results[handler.id] = outcome.result
+        if not plan.empty:
+            await self._write_quietly(handler, body, plan)
+
+    async def _write_quietly(self, handler: Handler, body: Mapping[str, Any], plan: Plan) -> None:
+        """Outputs of handlers that keep no progress (timers, daemons, event handlers): a failed
+        write is said, not retried — the handler runs again and writes again."""
+        try:
+            response = await self.applier.apply(plan, body)
+        except WRITE_ERRORS as exc:
+            logger.warning(f"opd: writing the output of {handler.id!r} for {where(body)} failed: {brief(exc)}")
+            return
+        if response is not None:
+            self.inventory.recall(body["metadata"]["uid"]).written = version(response)
+
+    async def _handle(self, uid: str, memory: Memory, body: dict[str, Any]) -> None:
         meta = body["metadata"]
-        new_essence = essence(body, self.settings.persistence.prefix)
+        new_essence = essence(body, self.prefix, secret=self.secret)
         current = compact(dump(new_essence), self.settings.persistence.max_diff_base)
         state = self.storage.read(body)
-        first_seen = uid not in self._seen
+        first_seen = not memory.seen
         if self.by_reason[Reason.RESUME]:
-            self._seen.add(uid)
-        reason = causes.detect(meta=meta, diff_base=state.diff_base, current=current, first_seen=first_seen,
-                               has_progress=bool(state.progress), finalizer=self.finalizer, by_reason=self.by_reason)
+            memory.seen = True
+        # A digest (for a huge object) says that it changed, not how: old is None then.
+        old_essence = json.loads(state.diff_base) if state.diff_base and not is_digest(state.diff_base) else None
+        patch = Patch()
+        updating = state.diff_base is not None and state.diff_base != current
+        kwargs = self._kwargs(body, patch=patch, old=old_essence if updating else None, new=new_essence,
+                              diff=diff(old_essence, new_essence) if updating else ())
+        change = causes.detect(body=body, by_reason=self.by_reason, kwargs=kwargs, old=old_essence,
+                               new=new_essence, diff_base=state.diff_base, current=current, first_seen=first_seen,
+                               has_progress=bool(state.progress), finalizer=self.finalizer)
         deleting = bool(meta.get("deletionTimestamp"))
-        plain = self._kwargs(body)
-
-        finalizers = list(meta.get("finalizers") or ())
+        holding = self.finalizer in (meta.get("finalizers") or ())
         if not deleting:
-            wanted = causes.needs_finalizer(self.by_reason, body, plain)
-            if wanted != (self.finalizer in finalizers):
+            labelled = holding_label(self.prefix) in (meta.get("labels") or {})
+            wanted = change.wants_finalizer
+            if wanted != holding or (holding and self.applier.label and not labelled):
                 # Before any handler runs: a deletion from now on waits for opd (or no longer does).
-                changed = [*finalizers, self.finalizer] if wanted else [f for f in finalizers if f != self.finalizer]
-                body = await self._write_body(uid, body, {"metadata": {
-                    "finalizers": changed, "resourceVersion": meta["resourceVersion"]}})
-                meta = body["metadata"]
-                finalizers = changed
-            await self.spawner.ensure(uid, body, causes.spawning(self.by_reason, body, plain))
+                body = await self._apply(uid, memory, Plan(finalizer=wanted), body) or body
+            await self.spawner.ensure(uid, body, change.spawning)
         elif self.spawner.running(uid):
             await self.spawner.stop(uid, "object deleted")
+        reason = change.reason
         if reason is None:
             return
+        for values in (kwargs, *(own for _, own in change.handlers)):
+            self._refresh(values, body)  # the finalizer's write moved the object on
 
-        # A digest (for a huge object) says that it changed, not how: old is None then.
-        old_essence = json.loads(state.diff_base) if (
-            reason == Reason.UPDATE and state.diff_base and not is_digest(state.diff_base)) else None
-        patch = Patch()
-        kwargs = self._kwargs(body, reason=str(reason), patch=patch, old=old_essence, new=new_essence,
-                              diff=diff(old_essence, new_essence) if reason == Reason.UPDATE else ())
-        selected = causes.select(reason, self.by_reason, body, kwargs, old_essence, new_essence)
-        if not selected and not state.progress and reason != Reason.DELETE and not (
+        if not change.handlers and not state.progress and reason != Reason.DELETE and not (
                 self.by_reason[Reason.UPDATE] or self.by_reason[Reason.FIELD]):
             return  # nobody's business: no diff-base to keep when no update could ever need it
 
         now = time.time()
         progress: dict[str, dict[str, Any] | None] = {}
         results: dict[str, Any] = {}
-        for handler, own in selected:
+        for handler, own in change.handlers:
             record = state.progress.get(handler.id)
             if _done(record) or (record and float(record.get("delayed") or 0) > now):
                 continue
             record = {**(record or {}), "started": (record or {}).get("started", now)}
-            began = time.perf_counter()
-            outcome = await execute(handler, record, own, executor=self.executor, retries=self.settings.retries)
-            self.metrics.ran(handler.id, "success" if outcome.error is None else "error", time.perf_counter() - began)
+            own["patch"] = mine = Patch()  # each its own: a bad one is dropped alone
+            outcome = _sendable(handler, await self._execute(handler, record, own), mine)
+            merge(patch, mine)
             progress[handler.id] = outcome.record
-            self._report(handler, body, outcome.record, outcome.error, outcome.delay)
-            if outcome.success and outcome.error is None:
+            self._report(handler, body, outcome)
+            if outcome.success and outcome.error is None and outcome.result is not None:
                 results[handler.id] = outcome.result
 
         merged = {**state.progress, **progress}
-        ids = {h.id for h, _ in selected}
-        pending = [h for h, _ in selected if not _done(merged.get(h.id))]
-        writes = Writes()
-        for hid, result in results.items():
-            if result is not None:
-                writes.set_result(hid, result, self.settings.persistence.results_field)
-        own_status = patch.pop("status", None)
-        if own_status:
-            _merge(writes.status.setdefault("status", {}), own_status)
-        _merge(writes.body, patch)
-
-        diff_base: str | None = None
-        if pending:
-            for hid in merged.keys() - ids:
-                progress.setdefault(hid, merged[hid])
+        pending = [h for h, _ in change.handlers if not _done(merged.get(h.id))]
+        plan = Plan(results=results, patch=dict(patch), old=state, marks=True, version=version(body))
+        if pending or (reason == Reason.DELETE and not holding):
+            plan.progress = progress  # more to do; or optional delete handlers, whose marks say they ran
+        elif reason == Reason.DELETE:
+            # The marks stay until opd's finalizer is gone: a conflict on that write must not
+            # make the delete handlers run again.
+            plan.progress = progress
+            plan.finalizer = False
         else:
-            progress = {hid: None for hid in state.progress}
+            plan.progress = {hid: None for hid in state.progress}
             if reason in (Reason.CREATE, Reason.UPDATE) or state.diff_base is None:
-                diff_base = current
-            if reason == Reason.DELETE:
-                kept = [f for f in finalizers if f != self.finalizer]
-                _merge(writes.body, {"metadata": {"finalizers": kept, "resourceVersion": meta["resourceVersion"]}})
-        self.storage.write(writes, old=state, diff_base=diff_base, progress=progress)
-        outcome_: _Outcome = (body, writes, diff_base, state, progress)
-        try:
-            await self._apply(uid, *outcome_)
-        except (NotFoundError, ConflictError):
-            raise
-        except REQUEST_ERRORS:
-            self._unwritten[uid] = outcome_
-            raise
-
+                plan.diff_base = current
+        if reason == Reason.DELETE and not holding:
+            memory.optional_deleted = True
+        response = await self._apply(uid, memory, plan, body)
         if pending:
             delays = [float((merged.get(h.id) or {}).get("delayed") or now) for h in pending]
-            self.queue.put_after(max(0.0, min(delays) - time.time()), uid, ("MODIFIED", body))
+            self.queue.put_after(max(0.0, min(delays) - time.time()), uid, ("MODIFIED", response or body))
 
-    def _report(self, handler: Handler, body: Mapping[str, Any], record: Mapping[str, Any],
-                error: BaseException | None, delay: float | None) -> None:
+    async def _apply(self, uid: str, memory: Memory, plan: Plan, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Write a plan; until it is written, the inventory keeps it (never recomputed: its handlers ran)."""
+        if plan.empty:
+            return None
+        if plan.marks or plan.results:
+            memory.unwritten = plan
+        response = await self.applier.apply(plan, body)
+        memory.unwritten = None
+        if response is not None:
+            memory.written = version(response)
+        if plan.finalizer is False and body["metadata"].get("deletionTimestamp"):
+            memory.released = True  # its last events before DELETED must not run delete handlers again
+        return response
+
+    def _write_failed(self, uid: str, memory: Memory, item: Item, exc: Exception) -> None:
+        """A write failed: retried with backoff, said once per object and kind of failure."""
+        body = item[1]
+        text = brief(exc)
+        if isinstance(exc, APIError) and _unwritable(exc):
+            memory.unwritten = None
+            logger.error(f"opd: {self.resource} {where(body)}: the outcome cannot be written, not retried: {text}")
+            if self.poster is not None:
+                self.poster.post(body, "Warning", "Unwritable", f"opd cannot write its outcome: {text}", level="error")
+            return
+        refused = _refused(exc)
+        kind = f"{type(exc).__name__}:{getattr(exc, 'status', '')}"
+        if memory.retry is None:
+            # Refusals (403: missing RBAC; 400) wait long; a connection that failed comes back soon.
+            memory.retry = Backoff(initial=2.0, maximum=300.0, jitter=0.1) if refused else Backoff(
+                initial=self.settings.watching.backoff_initial * 2, maximum=8.0, jitter=0.1)
+        delay = getattr(exc, "retry_after", None) or memory.retry.next()
+        if memory.failing != kind:
+            memory.failing = kind
+            if refused:
+                logger.error(f"opd: {self.resource} {where(body)}: writing the outcome was refused: {text}; "
+                             f"retrying with backoff (at most every {memory.retry.maximum:g}s)")
+                if self.poster is not None:
+                    self.poster.post(body, "Warning", "WriteRefused", f"opd's write was refused: {text}",
+                                     level="error")
+            else:
+                logger.warning(f"opd: {self.resource} {where(body)}: writing the outcome failed ({text}); "
+                               f"retrying in {delay:.1f}s")
+        else:
+            logger.debug(f"opd: {self.resource} {where(body)}: writing failed again ({text}); retrying in {delay:.1f}s")
+        self.queue.put_after(delay, uid, item)
+
+    def _report(self, handler: Handler, body: Mapping[str, Any], outcome: Outcome) -> None:
         """One log line (with namespace/name) and one Kubernetes Event per outcome."""
+        error, record, delay = outcome.error, outcome.record, outcome.delay
         log = logger.bind(object=where(body), resource=str(self.resource))
-        name = f"handler {handler.id!r} for {where(body)}"
+        kind_name = {Reason.TIMER: "timer", Reason.DAEMON: "daemon"}.get(handler.reason, "handler")
+        name = f"{kind_name} {handler.id!r} for {where(body)}"
         if error is None:
             log.debug(f"opd: {name} succeeded")
-            if self.poster is not None:
+            if self.poster is not None and handler.reason not in SPAWNING:
                 self.poster.post(body, "Normal", "Handled", f"Handler {handler.id!r} succeeded.", level="info")
             return
         trace = error if not isinstance(error, HandlerError | TimeoutError) else None
+        text = brief(error)
         if delay is not None:
             # An unexpected exception is an error even when retried; a TemporaryError is the plan.
             log.opt(exception=trace).log("ERROR" if trace else "WARNING",
-                                         f"opd: {name} failed: {error!r}; retrying in {delay:g}s")
+                                         f"opd: {name} failed: {text}; retrying in {delay:g}s")
             kind, reason, level = "Warning", "Retrying", "warning"
         elif record.get("failure"):
-            log.opt(exception=trace).error(f"opd: {name} failed permanently: {error!r}")
+            log.opt(exception=trace).error(f"opd: {name} failed permanently: {text}")
             kind, reason, level = "Warning", "Failed", "error"
         else:
-            log.warning(f"opd: {name} failed (ignored): {error!r}")
+            log.warning(f"opd: {name} failed (ignored): {text}")
             kind, reason, level = "Normal", "Ignored", "warning"
         if self.poster is not None:
-            self.poster.post(body, kind, reason, f"Handler {handler.id!r}: {error}", level=level)
-
-    async def _write_result(self, handler: Handler, body: Mapping[str, Any], result: Any) -> None:
-        """A timer's or daemon's return value, stored like any handler's result."""
-        meta = body["metadata"]
-        writes = Writes()
-        writes.set_result(handler.id, result, self.settings.persistence.results_field)
-        patch = writes.status
-        sub = "status" if "status" in self.resource.subresources else None
-        try:
-            await self.client.patch(self.resource.path(meta.get("namespace"), meta["name"], sub), patch)
-        except REQUEST_ERRORS as exc:
-            logger.warning(f"opd: storing the result of {handler.id!r} for {where(body)} failed: {exc}")
-
-    async def _apply(self, uid: str, body: Mapping[str, Any], writes: Writes, diff_base: str | None,
-                     old: State, progress: Mapping[str, dict[str, Any] | None]) -> None:
-        meta = body["metadata"]
-        name, namespace = meta["name"], meta.get("namespace")
-        new_finalizers = writes.body.get("metadata", {}).get("finalizers")
-        releasing = bool(meta.get("deletionTimestamp")) and new_finalizers is not None and (
-            self.finalizer not in new_finalizers)
-        if "status" not in self.resource.subresources:
-            merged = _merge(writes.body, writes.status)
-            if merged:
-                await self._write_body(uid, body, merged)
-            if releasing:
-                self._released.add(uid)
-            return
-        if writes.status:
-            path = self.resource.path(namespace, name, "status")
-            response = await self.client.patch(path, writes.status)
-            self._remember(uid, response)
-            precondition = writes.body.get("metadata", {})
-            if "resourceVersion" in precondition:  # the status write moved it on: follow, not conflict
-                precondition["resourceVersion"] = response["metadata"]["resourceVersion"]
-            if not self.storage.confirms(response, diff_base):
-                logger.warning(f"opd: {self.resource} drops unknown status fields (structural schema): "
-                               f"keeping opd's markers in annotations instead")
-                self.storage.fall_back_to_annotations()
-                self.storage.write(writes, old=State(None, {}), diff_base=diff_base,
-                                   progress={k: v for k, v in progress.items() if v is not None})
-        if writes.body:
-            await self._write_body(uid, body, writes.body)
-        if releasing:
-            self._released.add(uid)
-
-    async def _write_body(self, uid: str, body: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-        meta = body["metadata"]
-        response: dict[str, Any] = await self.client.patch(
-            self.resource.path(meta.get("namespace"), meta["name"]), patch)
-        self._remember(uid, response)
-        return response
-
-    def _remember(self, uid: str, response: Mapping[str, Any]) -> None:
-        with contextlib.suppress(KeyError, ValueError, TypeError):
-            self._written[uid] = int(response["metadata"]["resourceVersion"])
+            self.poster.post(body, kind, reason, f"Handler {handler.id!r}: {text}", level=level)

@@ -3,6 +3,10 @@
 Two places, chosen per resource: annotations (``<prefix>/...``), or one field in
 ``.status`` (when the resource has a status subresource), so handler results
 and the markers that say a handler ran travel in one atomic write.
+
+The diff-base of a Secret never holds its values: each key of ``data`` and
+``stringData`` is kept as a digest (salted with the object's uid), which is
+enough to see that, and which, keys changed.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from opd.settings import PersistenceSettings
 LAST_HANDLED = "last-handled-configuration"
 _IGNORED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
 _SYSTEM_KEYS = frozenset({"apiVersion", "kind", "metadata", "status"})
+_SECRET_FIELDS = ("data", "stringData")
+RESULT_PREFIX = "result."  # annotation names of results kept in annotations: <prefix>/result.<handler>
 
 
 def _is_ours(key: str, prefix: str) -> bool:
@@ -28,11 +34,32 @@ def _is_ours(key: str, prefix: str) -> bool:
     return domain == prefix or domain.endswith(".opd.dev")
 
 
-def essence(body: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-    """What a change is measured on: everything but status and system metadata."""
+def holding_label(prefix: str) -> str:
+    """The label opd sets while it holds its finalizer on an object: a second, narrow watch on it
+    finds the objects opd must still let go of after they left the handlers' label selector."""
+    return f"{prefix}/finalizer"
+
+
+def is_holding_label(key: str, prefix: str) -> bool:
+    return key.endswith("/finalizer") and _is_ours(key, prefix)
+
+
+def is_secret(api_version: str, kind: str) -> bool:
+    return api_version == "v1" and kind == "Secret"
+
+
+def essence(body: Mapping[str, Any], prefix: str, *, secret: bool = False) -> dict[str, Any]:
+    """What a change is measured on: everything but status and system metadata (and opd's own
+    labels and annotations). For a Secret (``secret=True``), its values are digests."""
     result = {k: v for k, v in body.items() if k not in _SYSTEM_KEYS}
     meta = body.get("metadata") or {}
-    labels = meta.get("labels")
+    if secret:
+        salt = str(meta.get("uid") or "")
+        for name in _SECRET_FIELDS:
+            values = result.get(name)
+            if isinstance(values, Mapping):
+                result[name] = {key: _digest(salt, key, value) for key, value in values.items()}
+    labels = {k: v for k, v in (meta.get("labels") or {}).items() if not is_holding_label(k, prefix)}
     annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
                    if not _is_ours(k, prefix) and k not in _IGNORED_ANNOTATIONS}
     if labels or annotations:
@@ -40,13 +67,24 @@ def essence(body: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     return result
 
 
-def annotation_name(handler_id: str) -> str:
-    """A valid annotation name part for a handler id (e.g. ``<lambda>``, ``Class.method``)."""
+def _digest(salt: str, key: str, value: Any) -> str:
+    text = value if isinstance(value, str) else dump(value)
+    return _DIGEST + hashlib.sha256(f"{salt}\0{key}\0{text}".encode()).hexdigest()
+
+
+def annotation_name(handler_id: str, prefix: str = "") -> str:
+    """A valid annotation name part (at most 63 characters) for a handler id (e.g. ``<lambda>``,
+    ``Class.method``), after ``prefix`` (e.g. ``result.``)."""
+    room = 63 - len(prefix)
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", handler_id).strip("-._") or "handler"
-    if name != handler_id or len(name) > 63:
+    if name != handler_id or len(name) > room:
         digest = hashlib.sha1(handler_id.encode()).hexdigest()[:8]
-        name = f"{name[:54]}-{digest}"
-    return name
+        name = f"{name[:room - 9]}-{digest}"
+    return prefix + name
+
+
+def result_annotation(prefix: str, handler_id: str) -> str:
+    return f"{prefix}/{annotation_name(handler_id, RESULT_PREFIX)}"
 
 
 _DIGEST = "sha256:"
@@ -119,6 +157,8 @@ class Storage:
         for key, value in annotations.items():
             if key.startswith(marker) and key != f"{self.prefix}/{LAST_HANDLED}":
                 name = key[len(marker):]
+                if name.startswith(RESULT_PREFIX) or name == "finalizer":
+                    continue
                 if self._ids and name not in self._ids:
                     continue  # not one of our handlers: somebody's own annotation in the same domain
                 try:
