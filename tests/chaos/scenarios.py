@@ -21,6 +21,7 @@ from typing import Any
 from opd.localcluster import LocalControlPlane
 from opd.testing.chaos import (
     FAIL_ANNOTATION,
+    HANDLED_LABEL,
     KOPFEXAMPLES,
     SLEEP_ANNOTATION,
     ApiServerFaults,
@@ -317,7 +318,7 @@ async def operator_crash(stage: Stage) -> Result:
 
     async def run(result: Result) -> None:
         ns = await stage.namespace("crash")
-        op, log = stage.operator(ns, "crash", create=True, delay=scale.crash_delay)
+        op, log = stage.operator(ns, "crash", create=True, delay=scale.crash_delay, label=True)
         op.start()
         try:
             await op.wait_ready()
@@ -353,6 +354,9 @@ async def operator_crash(stage: Stage) -> Result:
             done = log.uids("create")
             creates = tally(created, log.counts("create"))
             lost_results = [n for n, uid in load.uids.items() if uid in done and not _result_of(objects[n])]
+            # The handler's patch goes with, or before, the marker: never a result without its label.
+            lost_patches = [n for n in load.uids if _result_of(objects[n]) and (
+                objects[n]["metadata"].get("labels") or {}).get(HANDLED_LABEL) != "yes"]
 
             # A duplicate is explained when the run before it belonged to a killed process and ended
             # shortly before the kill (or never ended): its result could not have been written yet.
@@ -370,6 +374,8 @@ async def operator_crash(stage: Stage) -> Result:
                         unexplained += 1
             result.add(f"handlings lost (of {len(created)})", len(creates.lost), "0", not creates.lost)
             result.add("results lost (ran, no .status.create_fn)", len(lost_results), "0", not lost_results)
+            result.add("patches lost (a result without its handler's label)", len(lost_patches), "0",
+                       not lost_patches)
             result.add("duplicated handlings", f"{creates.duplicated} ({unexplained} not due to a crash)",
                        "only in-flight ones", unexplained == 0)
             result.add("converged after the load ended", f"{took:.1f} s" if took is not None else "no",

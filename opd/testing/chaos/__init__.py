@@ -34,13 +34,14 @@ Building blocks, for opd's own chaos scenarios (``tests/chaos/run.py``) and for 
 
 from opd.testing.chaos.faults import ApiServerFaults, disconnected
 from opd.testing.chaos.handlerlog import Entry, HandlerLog, Tally, record, tally
-from opd.testing.chaos.handlers import FAIL_ANNOTATION, SLEEP_ANNOTATION, handlers_source
+from opd.testing.chaos.handlers import FAIL_ANNOTATION, HANDLED_LABEL, SLEEP_ANNOTATION, handlers_source
 from opd.testing.chaos.load import KOPFEXAMPLES, Deletion, Kind, Kube, LoadGenerator, crd_body, wait_until
 from opd.testing.chaos.processes import OperatorProcess
 from opd.testing.chaos.secrets import find_secrets, secrets_of
 
 __all__ = [
     "FAIL_ANNOTATION",
+    "HANDLED_LABEL",
     "KOPFEXAMPLES",
     "SLEEP_ANNOTATION",
     "ApiServerFaults",

@@ -8,15 +8,19 @@ from pathlib import Path
 # its own *.opd.dev annotations when diffing, and these must count as the user's).
 SLEEP_ANNOTATION = "chaos.opd-test/sleep"
 FAIL_ANNOTATION = "chaos.opd-test/fail"
+# The label create_fn sets through its ``patch``: it must land whenever the result does.
+HANDLED_LABEL = "chaos.opd-test/handled"
 
 
 def handlers_source(log: Path, *, resource: str = "kopfexamples", create: bool = True, update: bool = False,
                     delete: bool = False, delete_result: bool = False, delay: float = 0.0,
-                    delete_delay: float | None = None, is_async: bool = False) -> str:
+                    delete_delay: float | None = None, is_async: bool = False, label: bool = False) -> str:
     """A handlers file for ``opd run`` whose handlers record every run in ``log``.
 
-    ``create_fn`` records ``create-start`` and then ``create`` (or ``create-error``), and returns
-    ``{"by": pid}`` (stored as ``.status.create_fn``); ``update_fn`` records ``update``; ``delete_fn``
+    ``create_fn`` records ``create-start`` and then ``create`` (or ``create-error``), with ``label``
+    sets the label ``chaos.opd-test/handled: "yes"`` through its ``patch`` (a change of the object:
+    update handlers would see it), and returns ``{"by": pid}`` (stored as ``.status.create_fn``);
+    ``update_fn`` records ``update``; ``delete_fn``
     (which makes opd hold a finalizer) records ``delete-start`` and then ``delete``, and with
     ``delete_result`` returns ``{"by": pid}`` too (stored as ``.status.delete_fn``). Each sleeps
     ``delay`` seconds (``delete_fn``: ``delete_delay``, if given), or what the object's
@@ -37,6 +41,7 @@ LOG = {str(log)!r}
 RESOURCE = {resource!r}
 DELAY = {float(delay)!r}
 DELETE_RESULT = {bool(delete_result)!r}
+LABEL = {bool(label)!r}
 DELETE_DELAY = {float(delay if delete_delay is None else delete_delay)!r}
 
 
@@ -47,8 +52,10 @@ def _pause_seconds(annotations, default=DELAY):
         parts.append(f'''
 
 @opd.on.create(RESOURCE)
-{d} create_fn(uid, name, annotations, **_):
+{d} create_fn(uid, name, annotations, patch, **_):
     record(LOG, "create-start", uid, name)
+    if LABEL:
+        patch.metadata.labels[{HANDLED_LABEL!r}] = "yes"
     s = _pause_seconds(annotations)
     if s > 0:
         {pause}
