@@ -243,6 +243,7 @@ enable = ["mirror", "ttl", "nsdefaults"]
 
 [plugins.mirror]
 resync = 0
+allowed_targets = ["{stem}-*"]
 
 [plugins.ttl]
 interval = 0.5
