@@ -3,11 +3,12 @@ authenticated client, API discovery, and the shared watch streams."""
 
 from __future__ import annotations
 
-from kubernetes_asyncio import client
+from typing import Any
 
 from opd.engine.hub import WatchHub
+from opd.kube import credentials
 from opd.kube.api import KubeClient
-from opd.kube.credentials import Login, load_configuration
+from opd.kube.credentials import Login
 from opd.kube.discovery import Discovery
 from opd.settings import OperatorSettings
 
@@ -19,13 +20,10 @@ class Cluster:
         self.hub = WatchHub(client, settings.watching)
 
     @classmethod
-    async def connect(cls, login: Login | client.Configuration | None, settings: OperatorSettings) -> Cluster:
-        """From an ``opd.Login`` (or None: find credentials), or a ready Configuration from a login handler."""
-        if isinstance(login, client.Configuration):
-            configuration, source = login, "a login handler"
-        else:
-            configuration, source = await load_configuration(login)
-        return cls(KubeClient(configuration, settings.networking, source=source), settings)
+    async def connect(cls, login: Login | Any, settings: OperatorSettings) -> Cluster:
+        """From an ``opd.Login`` (or None: find credentials), or a ready kubernetes_asyncio
+        Configuration from a login handler."""
+        return cls(await credentials.connect(login, settings.networking), settings)
 
     async def close(self) -> None:
         await self.hub.close()

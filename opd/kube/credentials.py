@@ -14,6 +14,8 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.config.config_exception import ConfigException
 
 from opd.errors import ConfigError
+from opd.kube.api import KubeClient
+from opd.settings import NetworkingSettings
 
 _SA_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
@@ -70,3 +72,13 @@ async def load_configuration(login: Login | None = None) -> tuple[client.Configu
         raise ConfigError(f"kubeconfig {path}: {_one_line(exc)}") from exc
     where = f"kubeconfig {path}" + (f" context {login.context}" if login.context else "")
     return cfg, where
+
+
+async def connect(login: Login | client.Configuration | None, settings: NetworkingSettings) -> KubeClient:
+    """An authenticated client from an ``opd.Login`` (None: find credentials), or from a ready
+    kubernetes_asyncio Configuration (what a login handler may return)."""
+    if isinstance(login, client.Configuration):
+        configuration, source = login, "a login handler"
+    else:
+        configuration, source = await load_configuration(login)
+    return KubeClient(configuration, settings, source=source)
