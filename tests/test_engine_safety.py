@@ -313,3 +313,57 @@ async def test_a_result_that_is_not_json_fails_only_its_own_handler(
         await asyncio.sleep(1.0)
         obj = await get_kex(api, namespace, "mixed")
         assert obj["status"]["opd"]["lastHandled"]  # all three are done: two of them failed for good
+
+
+async def test_timers_and_daemons_retry_and_time_out_as_every_handler_does(
+        api: client.ApiClient, crd: str, namespace: str) -> None:
+    """Design step of #11: errors=, retries=, backoff=, timeout= and the retry kwarg mean the same for
+    timers and daemons as for change handlers."""
+    registry = opd.OperatorRegistry()
+    tries: list[int] = []
+    daemon_runs: list[int] = []
+
+    @opd.on.timer(crd, registry=registry, interval=0.5, backoff=0.1, retries=5)
+    def flaky(retry: int, **_: Any) -> None:
+        tries.append(retry)
+        if retry < 2:
+            raise RuntimeError("not yet")
+
+    @opd.on.daemon(crd, registry=registry, timeout=0.5, backoff=0.1)
+    async def slow(retry: int, stopped: opd.Stopped, **_: Any) -> None:
+        daemon_runs.append(retry)
+        await asyncio.sleep(30)
+
+    logs: list[str] = []
+    sink = logger.add(lambda m: logs.append(str(m)), level="ERROR")
+    try:
+        async with RunningOperator(registry=registry, namespaces=[namespace]):
+            await create_kex(api, namespace, "ticking")
+            await eventually(lambda: asyncio.sleep(0, tries.count(0) >= 2))
+            await asyncio.sleep(0.5)
+    finally:
+        logger.remove(sink)
+    assert tries[:4] == [0, 1, 2, 0]  # retried within a run; the next run starts afresh
+    assert daemon_runs == [0]  # its timeout is over all its tries: one run, then a final failure
+    assert sum("daemon 'slow'" in line and "HandlerTimeoutError" in line for line in logs) == 1, logs
+
+
+async def test_leaving_the_label_selector_is_not_a_deletion(api: client.ApiClient, crd: str, namespace: str) -> None:
+    """With a server-side selector, an object that loses the label leaves the stream with a DELETED
+    event carrying its earlier content: optional delete handlers must not take it for a deletion."""
+    registry = opd.OperatorRegistry()
+    ran: list[str] = []
+    opd.on.delete(crd, registry=registry, labels={"x": opd.PRESENT}, optional=True)(
+        lambda name, **_: ran.append(name))
+    custom = client.CustomObjectsApi(api)
+    async with RunningOperator(registry=registry, namespaces=[namespace]):
+        await create_kex(api, namespace, "leaves", labels={"x": "1"})
+        await create_kex(api, namespace, "goes", labels={"x": "1"})
+        await asyncio.sleep(0.5)
+        await custom.patch_namespaced_custom_object("kopf.dev", "v1", namespace, PLURAL, "leaves",
+                                                    {"metadata": {"labels": {"x": None}}},
+                                                    _content_type="application/merge-patch+json")
+        await custom.delete_namespaced_custom_object("kopf.dev", "v1", namespace, PLURAL, "goes")
+        await eventually(lambda: asyncio.sleep(0, ran == ["goes"]))
+        await asyncio.sleep(1.0)
+    assert ran == ["goes"]

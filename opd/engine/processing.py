@@ -39,6 +39,8 @@ from opd.registry import SPAWNING, Handler, OperatorRegistry, Reason, matches
 from opd.resources import Resource, ResourceRef
 from opd.settings import OperatorSettings
 
+REFRESH = "REFRESH"  # a queue item whose body is out of date: read the object afresh first
+
 
 def _done(record: Mapping[str, Any] | None) -> bool:
     return bool(record and (record.get("success") or record.get("failure")))
@@ -130,8 +132,10 @@ class ResourceProcessor:
         meta = body["metadata"]
         uid = meta["uid"]
         if event_type == "DELETED" and self.finalizer in (meta.get("finalizers") or ()):
-            # Still held by opd, so it still exists: it left the label selector. Let it go.
-            event_type = "MODIFIED"
+            # Still held by opd, so it still exists: it left the label selector. The event carries
+            # the object as it was before (the API server's watch does so): read it afresh.
+            self.queue.put(uid, (REFRESH, body))
+            return
         if self.holding_selector is not None and event_type != "DELETED":
             memory = self.inventory.peek(uid)
             held = self.holding_selector in (meta.get("labels") or {})
@@ -150,9 +154,11 @@ class ResourceProcessor:
         Its DELETED means the object left that stream: opd let go of it (nothing more to do), or
         somebody removed the label while opd's finalizer is still there (let go of it, or label it)."""
         meta = body["metadata"]
-        if event_type == "DELETED" and self.finalizer not in (meta.get("finalizers") or ()):
-            return
         uid = meta["uid"]
+        if event_type == "DELETED":
+            if self.finalizer in (meta.get("finalizers") or ()):
+                self.queue.put(uid, (REFRESH, body))  # its content is the state before: read it afresh
+            return
         memory = self.inventory.recall(uid)
         if version(body) <= memory.delivered:
             return
@@ -172,6 +178,12 @@ class ResourceProcessor:
             events, memory.events = memory.events, []
             for raw_type, raw_body in events:
                 await self._run_event_handlers(raw_type, raw_body)
+        if event_type == REFRESH:
+            fresh = await self._read(body)
+            if fresh is None:
+                event_type = "DELETED"
+            else:
+                event_type, body = "MODIFIED", fresh
         if event_type == "DELETED":
             await self._deleted(uid, body)
             return
@@ -204,6 +216,25 @@ class ResourceProcessor:
         finally:
             self.inventory.tidy(uid)
 
+    async def _read(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The object as it is now; None when it is gone. Retried until the API server answers."""
+        meta = body["metadata"]
+        backoff = Backoff(self.settings.watching.backoff_initial, self.settings.watching.backoff_max)
+        while True:
+            try:
+                found: dict[str, Any] = await self.client.get(self.resource.path(meta.get("namespace"), meta["name"]))
+            except NotFoundError:
+                return None
+            except REQUEST_ERRORS as exc:
+                logger.debug(f"opd: reading {self.resource} {where(body)} failed ({brief(exc)}); retrying")
+                await asyncio.sleep(backoff.next())
+                continue
+            if found["metadata"].get("uid") != meta.get("uid"):
+                return None  # gone, and another object took its name
+            found.setdefault("apiVersion", self.resource.api_version)
+            found.setdefault("kind", self.resource.kind)
+            return found
+
     async def _deleted(self, uid: str, body: dict[str, Any]) -> None:
         """Gone from the cluster (or from the label selector, unheld). Optional delete handlers
         that did not see its deletion coming run now, best effort: there is nowhere to write."""
@@ -217,6 +248,8 @@ class ResourceProcessor:
         if not optional:
             return
         meta = body.get("metadata") or {}
+        if self.selector is not None and not meta.get("deletionTimestamp") and await self._read(body) is not None:
+            return  # it only left the label selector (the event carries its earlier content): not a deletion
         stamp = meta.get("deletionTimestamp") or datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         gone = {**body, "metadata": {**meta, "deletionTimestamp": stamp}}
         kwargs = self._kwargs(gone, reason=str(Reason.DELETE), patch=Patch())
@@ -431,7 +464,7 @@ class ResourceProcessor:
                 self.poster.post(body, "Normal", "Handled", f"Handler {handler.id!r} succeeded.", level="info")
             return
         trace = error if not isinstance(error, HandlerError | TimeoutError) else None
-        text = brief(error)
+        text = f"{type(error).__name__}: {brief(error)}"
         if delay is not None:
             # An unexpected exception is an error even when retried; a TemporaryError is the plan.
             log.opt(exception=trace).log("ERROR" if trace else "WARNING",
