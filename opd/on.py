@@ -124,28 +124,34 @@ def timer(*resource: str, interval: float, initial_delay: float = 0.0, idle: flo
           plural: str | None = None, id: str | None = None, registry: OperatorRegistry | None = None,
           labels: Filters = None, annotations: Filters = None, when: Callable[..., bool] | None = None,
           field: str | None = None, value: FilterValue | None = None, errors: ErrorsMode | str | None = None,
-          timeout: float | None = None, backoff: float | None = None) -> Callable[[F], F]:
+          timeout: float | None = None, retries: int | None = None, backoff: float | None = None,
+          ) -> Callable[[F], F]:
     """Run every ``interval`` seconds per object (after ``initial_delay``; with ``idle``, only
-    once the object has not changed for that long). Holds a finalizer while it runs."""
+    once the object has not changed for that long). Holds a finalizer while it runs. A failed
+    run is retried as any handler's (``errors``, ``retries``, ``backoff``, ``timeout`` over its
+    tries); a final failure ends that run only: the timer fires again at its next interval."""
     return _register(Reason.TIMER, resource, group=group, version=version, kind=kind, plural=plural, id=id,
                      registry=registry, labels=labels, annotations=annotations, when=when, field=field,
-                     value=value, errors=errors, timeout=timeout, backoff=backoff, interval=interval,
-                     initial_delay=initial_delay, idle=idle)
+                     value=value, errors=errors, timeout=timeout, retries=retries, backoff=backoff,
+                     interval=interval, initial_delay=initial_delay, idle=idle)
 
 
 def daemon(*resource: str, initial_delay: float = 0.0, cancellation_timeout: float | None = None,
            group: str | None = None, version: str | None = None, kind: str | None = None,
            plural: str | None = None, id: str | None = None, registry: OperatorRegistry | None = None,
            labels: Filters = None, annotations: Filters = None, when: Callable[..., bool] | None = None,
-           field: str | None = None, value: FilterValue | None = None, errors: ErrorsMode | str | None = None,
-           backoff: float | None = None) -> Callable[[F], F]:
-    """Run a long-lived function per object, restarted after errors; it gets ``stopped``
+            field: str | None = None, value: FilterValue | None = None, errors: ErrorsMode | str | None = None,
+           timeout: float | None = None, retries: int | None = None, backoff: float | None = None,
+           ) -> Callable[[F], F]:
+    """Run a long-lived function per object, restarted after errors as any handler is retried
+    (``errors``, ``retries``, ``backoff``; ``timeout`` bounds its whole run); it gets ``stopped``
     (truthy once stopping, awaitable) and is stopped when the object is deleted or the
-    operator stops: cancelled after ``cancellation_timeout``. Holds a finalizer."""
+    operator stops: cancelled after ``cancellation_timeout``. Holds a finalizer. Its ``patch``
+    is written when it returns or fails."""
     return _register(Reason.DAEMON, resource, group=group, version=version, kind=kind, plural=plural, id=id,
                      registry=registry, labels=labels, annotations=annotations, when=when, field=field,
-                     value=value, errors=errors, backoff=backoff, initial_delay=initial_delay,
-                     cancellation_timeout=cancellation_timeout)
+                     value=value, errors=errors, timeout=timeout, retries=retries, backoff=backoff,
+                     initial_delay=initial_delay, cancellation_timeout=cancellation_timeout)
 
 
 def startup(*, id: str | None = None, registry: OperatorRegistry | None = None,
