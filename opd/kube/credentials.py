@@ -1,6 +1,6 @@
 """Credentials and connection settings, loaded by kubernetes_asyncio (never hand-rolled).
 
-Order: an explicit kubeconfig; in-cluster service account when running in a pod;
+Order: an explicit kubeconfig; in a pod, its service account unless ``$KUBECONFIG`` is set;
 ``$KUBECONFIG``; ``~/.kube/config``. Exec plugins and token refresh come with it.
 """
 
