@@ -254,6 +254,7 @@ def test_etc_opd_toml_is_valid_and_documents_every_key() -> None:
     assert documented["opd"] >= {"namespaces", "clusterwide", "log_level", "log_format", "listen", "shutdown_timeout"}
     assert documented["kubernetes"] >= {"kubeconfig", "context", "in_cluster"}
     assert documented["plugins"] >= {"enable", "disable"}
+    assert documented["ha"] >= set(config._HA_KEYS)
     assert documented["plugins.backups"] >= set(config.PLUGIN_OWN_KEYS)
     assert '# log_level = "info"' in text and '# log_format = "auto"' in text
     assert "# shutdown_timeout = 8.0" in text and '# listen = ""' in text
@@ -415,3 +416,17 @@ def test_the_kubernetes_section_is_a_login() -> None:
     cfg = parse('[kubernetes]\nkubeconfig = "/etc/opd/kubeconfig"\ncontext = "c"\n')
     assert Login(**asdict(cfg.kubernetes)) == Login(kubeconfig="/etc/opd/kubeconfig", context="c")
     assert Login(**asdict(DaemonConfig().kubernetes)) == Login()
+
+
+def test_ha_section() -> None:
+    ha = parse('[ha]\nmode = "shards"\nshards = 3\nlease = "ops"\nlease_namespace = "opd-system"\n').ha
+    assert (ha.mode, ha.shards, ha.lease, ha.lease_namespace, ha.lease_duration) == ("shards", 3, "ops", "opd-system",
+                                                                                   15.0)
+    with pytest.raises(ConfigFileError) as err:
+        parse('[ha]\nmode = "lead"\nshards = 0\nlease = "Bad_Name"\nrenew_deadline = 20\n')
+    assert err.value.problems == [
+        "[ha].lease: expected a DNS name (lowercase letters, digits, '-', '.'), got 'Bad_Name'",
+        "[ha].shards: expected a whole number from 1 to 1024, got 0",
+        "[ha].mode: expected one of off, leader, shards, got 'lead' (did you mean 'leader'?)",
+        "[ha]: expected lease_duration > renew_deadline > retry_period, got 15 > 20 > 2",
+    ]

@@ -102,6 +102,23 @@ class KubernetesSection:
     in_cluster: bool | None = None
 
 
+HA_MODES = ("off", "leader", "shards")
+
+
+@dataclass(frozen=True)
+class HaSection:
+    """Replicas coordinated through coordination.k8s.io/v1 Leases (timings: client-go's defaults)."""
+
+    mode: str = "off"  # off: one process does everything; leader: active/standby; shards: split the objects
+    lease: str = "opd"  # the Lease's name (shards: <lease>-<i>)
+    lease_namespace: str = "default"
+    identity: str | None = None  # None: <hostname>-<pid>
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+    shards: int = 1
+
+
 @dataclass(frozen=True)
 class PluginTable:
     """``[plugins.<name>]`` as written: opd's keys (None when absent) and the plugin's own options."""
@@ -138,6 +155,7 @@ class DaemonConfig:
     opd: OpdSection = field(default_factory=OpdSection)
     kubernetes: KubernetesSection = field(default_factory=KubernetesSection)
     plugins: PluginsSection = field(default_factory=PluginsSection)
+    ha: HaSection = field(default_factory=HaSection)
     # The file it was read from; None when no file was read (all defaults).
     path: Path | None = None
 
@@ -205,7 +223,8 @@ def parse(data: bytes | str, path: Path | None = None) -> DaemonConfig:
     problems: list[str] = []
     base = (path.parent if path is not None else Path.cwd()).absolute()
     parsed = _Validator(problems, base).document(document)
-    config = DaemonConfig(opd=parsed.opd, kubernetes=parsed.kubernetes, plugins=parsed.plugins, path=path)
+    config = DaemonConfig(opd=parsed.opd, kubernetes=parsed.kubernetes, plugins=parsed.plugins, ha=parsed.ha,
+                          path=path)
     if problems:
         raise ConfigFileError(source, problems, partial=config)
     return config
@@ -234,12 +253,16 @@ class _Parsed:
     opd: OpdSection
     kubernetes: KubernetesSection
     plugins: PluginsSection
+    ha: HaSection
 
 
 _OPD_KEYS = ("namespaces", "clusterwide", "log_level", "log_format", "listen", "shutdown_timeout")
 _KUBERNETES_KEYS = ("kubeconfig", "context", "in_cluster")
 _PLUGINS_KEYS = ("enable", "disable")
-_SECTIONS = {"opd": _OPD_KEYS, "kubernetes": _KUBERNETES_KEYS, "plugins": _PLUGINS_KEYS}
+_DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+_HA_KEYS = ("mode", "lease", "lease_namespace", "identity", "lease_duration", "renew_deadline", "retry_period",
+            "shards")
+_SECTIONS = {"opd": _OPD_KEYS, "kubernetes": _KUBERNETES_KEYS, "plugins": _PLUGINS_KEYS, "ha": _HA_KEYS}
 
 
 class _Validator:
@@ -256,6 +279,7 @@ class _Validator:
         # Sections are checked in the order the file has them, so problems read top to bottom.
         parsers: dict[str, Callable[[dict[str, Any]], Any]] = {
             "opd": self.opd_section, "kubernetes": self.kubernetes_section, "plugins": self.plugins_section,
+            "ha": self.ha_section,
         }
         parsed: dict[str, Any] = {}
         for key, value in doc.items():
@@ -276,6 +300,7 @@ class _Validator:
             opd=parsed.get("opd") or OpdSection(),
             kubernetes=parsed.get("kubernetes") or KubernetesSection(),
             plugins=parsed.get("plugins") or PluginsSection(),
+            ha=parsed.get("ha") or HaSection(),
         )
 
     def unknown_keys(self, where: str, table: Mapping[str, Any], known: Sequence[str]) -> None:
@@ -401,6 +426,47 @@ class _Validator:
             path = str(self.base / Path(kubeconfig).expanduser())  # relative to the file, as kubeconfig does it
         return KubernetesSection(kubeconfig=path, context=context or None, in_cluster=in_cluster)
 
+    def ha_section(self, table: dict[str, Any]) -> HaSection:
+        where = "[ha]"
+        self.unknown_keys(where, table, _HA_KEYS)
+        d = HaSection()
+        names: dict[str, str | None] = {}
+        for key in ("lease", "lease_namespace", "identity"):
+            value = self.string(where, table, key)
+            if key != "identity" and value is not None and not _DNS_NAME.fullmatch(value):
+                self.problem(f"{where}.{key}", f"expected a DNS name (lowercase letters, digits, '-', '.'), "
+                                               f"got {value!r}")
+                value = None
+            if value is not None and not value.strip():
+                self.problem(f"{where}.{key}", "empty string (leave the key out for the default)")
+                value = None
+            names[key] = value
+        shards = d.shards
+        if "shards" in table:
+            value = table["shards"]
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1024:
+                self.problem(f"{where}.shards", f"expected a whole number from 1 to 1024, got {value!r}")
+            else:
+                shards = value
+        mode = self.choice(where, table, "mode", HA_MODES)
+        section = HaSection(
+            mode=mode or d.mode,
+            lease=names["lease"] or d.lease,
+            lease_namespace=names["lease_namespace"] or d.lease_namespace,
+            identity=names["identity"],
+            lease_duration=self.seconds(where, table, "lease_duration") or d.lease_duration,
+            renew_deadline=self.seconds(where, table, "renew_deadline") or d.renew_deadline,
+            retry_period=self.seconds(where, table, "retry_period") or d.retry_period,
+            shards=shards,
+        )
+        # client-go's rules: the leader renews well before its lease can run out.
+        if not section.lease_duration > section.renew_deadline > section.retry_period:
+            self.problem(where, f"expected lease_duration > renew_deadline > retry_period, got "
+                                f"{section.lease_duration:g} > {section.renew_deadline:g} > {section.retry_period:g}")
+        if "shards" in table and section.mode != "shards" and (mode is not None or "mode" not in table):
+            self.problem(f"{where}.shards", f"only with mode = \"shards\" (mode is {section.mode!r})")
+        return section
+
     def plugins_section(self, table: dict[str, Any]) -> PluginsSection:
         where = "[plugins]"
         for key, value in table.items():
@@ -507,6 +573,14 @@ def render(config: DaemonConfig, options: Mapping[str, Sequence[Option] | None] 
                  else "# context: not set (the kubeconfig's current context)")
     lines.append(_assign("in_cluster", k.in_cluster) if k.in_cluster is not None
                  else "# in_cluster: not set (in-cluster when a service account is mounted and $KUBECONFIG is not set)")
+    h = config.ha
+    lines += ["", "[ha]", _assign("mode", h.mode), _assign("lease", h.lease),
+              _assign("lease_namespace", h.lease_namespace)]
+    lines.append(_assign("identity", h.identity) if h.identity else "# identity: not set (<hostname>-<pid>)")
+    lines += [_assign("lease_duration", h.lease_duration), _assign("renew_deadline", h.renew_deadline),
+              _assign("retry_period", h.retry_period)]
+    if h.mode == "shards":
+        lines.append(_assign("shards", h.shards))
     lines += ["", "[plugins]"]
     lines.append(_assign("enable", p.enable) if p.enable is not None
                  else "# enable: not set (every installed plugin)")
