@@ -416,3 +416,19 @@ async def test_wait_for_room_holds_a_producer_until_the_queue_drains() -> None:
     await asyncio.wait_for(waiter, 1)
     assert len(queue) < 3
     await queue.close(1)
+
+
+async def test_forget_drops_a_pending_state_and_a_retry(closing: Callable[..., WorkQueue[str, int]]) -> None:
+    rec = Recorder(hold=True)
+    q = make(rec, closing, workers=1)
+    q.put("busy", 1)
+    await rec.started_event("busy").wait()
+    q.put("waiting", 2)  # queued behind the one worker
+    q.put_after(0.05, "later", 3)
+    assert sorted(q.keys()) == ["busy", "later", "waiting"] and q.is_active("busy")
+    q.forget("waiting")
+    q.forget("later")
+    rec.release_event("busy").set()
+    await asyncio.sleep(0.1)
+    await idle(q)
+    assert rec.calls == [("busy", 1)]

@@ -85,6 +85,9 @@ class Spawner:
         self._objects: dict[str, _ObjectWork] = {}
         self._stop_timeout = stop_timeout  # for daemons without a cancellation_timeout of their own
 
+    def uids(self) -> list[str]:
+        return list(self._objects)
+
     def running(self, uid: str) -> list[str]:
         work = self._objects.get(uid)
         return [hid for hid, (task, _, _) in work.tasks.items() if not task.done()] if work else []

@@ -59,6 +59,9 @@ class Inventory:
             memory = self._memories[uid] = Memory()
         return memory
 
+    def uids(self) -> list[str]:
+        return list(self._memories)
+
     def peek(self, uid: str) -> Memory | None:
         return self._memories.get(uid)
 

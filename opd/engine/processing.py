@@ -29,6 +29,7 @@ from opd.engine.daemons import Spawner, Stopped
 from opd.engine.diffs import Patch, diff
 from opd.engine.execution import Outcome, brief, execute
 from opd.engine.inventory import Inventory, Item, Memory, version
+from opd.engine.ownership import EVERYTHING, Fenced, Ownership
 from opd.engine.posting import EventPoster
 from opd.engine.queueing import WorkQueue
 from opd.engine.state import Storage, compact, dump, essence, holding_label, is_digest, is_secret
@@ -95,8 +96,10 @@ class ResourceProcessor:
 
     def __init__(self, *, client: KubeClient, resource: Resource, ref: ResourceRef,
                  registry: OperatorRegistry, settings: OperatorSettings, memo: Any,
-                 executor: Executor | None, poster: EventPoster | None = None) -> None:
+                 executor: Executor | None, poster: EventPoster | None = None,
+                 ownership: Ownership = EVERYTHING) -> None:
         self.client = client
+        self.ownership = ownership
         self.resource = resource
         self.settings = settings
         self.memo = memo
@@ -118,7 +121,7 @@ class ResourceProcessor:
         self.storage = Storage(settings.persistence, has_status_subresource="status" in resource.subresources,
                                handler_ids=[h.id for h in handlers])
         self.applier = Applier(client, resource, settings.persistence, self.storage,
-                               holding_label=self.holding_selector is not None)
+                               holding_label=self.holding_selector is not None, ownership=ownership)
         self.inventory = Inventory()
         self.queue: WorkQueue[str, Item] = WorkQueue(self._process, workers=settings.processing.workers,
                                                      name=str(resource))
@@ -131,6 +134,8 @@ class ResourceProcessor:
         """An event of the main stream."""
         meta = body["metadata"]
         uid = meta["uid"]
+        if not self.ownership.owns(uid):
+            return  # another replica's (opd.ha): when it becomes ours, its state is listed again
         if event_type == "DELETED" and self.finalizer in (meta.get("finalizers") or ()):
             # Still held by opd, so it still exists: it left the label selector. The event carries
             # the object as it was before (the API server's watch does so): read it afresh.
@@ -155,6 +160,8 @@ class ResourceProcessor:
         somebody removed the label while opd's finalizer is still there (let go of it, or label it)."""
         meta = body["metadata"]
         uid = meta["uid"]
+        if not self.ownership.owns(uid):
+            return
         if event_type == "DELETED":
             if self.finalizer in (meta.get("finalizers") or ()):
                 self.queue.put(uid, (REFRESH, body))  # its content is the state before: read it afresh
@@ -173,6 +180,9 @@ class ResourceProcessor:
     # -- one object -----------------------------------------------------------------------------------------------
     async def _process(self, uid: str, item: Item) -> None:
         event_type, body = item
+        if not self.ownership.owns(uid):
+            await self.disown(uid, "no longer this replica's")
+            return
         memory = self.inventory.peek(uid)
         if memory is not None and memory.events:
             events, memory.events = memory.events, []
@@ -204,6 +214,9 @@ class ResourceProcessor:
             if memory.failing is not None:
                 logger.info(f"opd: {self.resource} {where(body)}: written again after failures")
                 memory.failing, memory.retry = None, None
+        except Fenced as exc:
+            logger.warning(f"opd: {exc}: its outcome is dropped (the replica that owns it now handles it)")
+            await self.disown(uid, "no longer this replica's")
         except PatchNotJSON as exc:  # checked per handler before; this is the batcher's own backstop
             memory.unwritten = None
             logger.error(f"opd: {self.resource} {where(body)}: the outcome cannot be written: {brief(exc)}")
@@ -215,6 +228,21 @@ class ResourceProcessor:
             self._write_failed(uid, memory, item, exc)
         finally:
             self.inventory.tidy(uid)
+
+    async def disown(self, uid: str, reason: str) -> None:
+        """Stop everything of one object here (it is another replica's now): its queued state,
+        retries, timers and daemons, and what this process remembered of it."""
+        self.queue.forget(uid)
+        self.inventory.forget(uid)
+        await self.spawner.stop(uid, reason)
+
+    def known(self) -> list[str]:
+        """The uids this processor keeps anything for: queued, remembered, or with timers/daemons."""
+        return list({*self.queue.keys(), *self.inventory.uids(), *self.spawner.uids()})
+
+    def busy(self, uid: str) -> bool:
+        """Whether the object is being processed right now (a replica hands a shard over only after)."""
+        return self.queue.is_active(uid)
 
     async def _read(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
         """The object as it is now; None when it is gone. Retried until the API server answers."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import contextvars
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
@@ -43,6 +44,13 @@ class WorkQueue(Generic[K, V]):
     @property
     def active(self) -> int:
         return len(self._active)
+
+    def keys(self) -> list[K]:
+        """Keys with a pending state, a delayed retry, or in process."""
+        return list({*self._latest, *self._timers, *self._active})
+
+    def is_active(self, key: K) -> bool:
+        return key in self._active
 
     async def wait_for_room(self, limit: int) -> None:
         """Until fewer than ``limit`` objects wait: a producer that can pause (a LIST) keeps
@@ -81,9 +89,13 @@ class WorkQueue(Generic[K, V]):
             self.put(key, value)
 
     def forget(self, key: K) -> None:
+        """Drop a key's delayed retry and pending state (one in process finishes)."""
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
+        if self._latest.pop(key, None) is not None and key not in self._active:
+            with contextlib.suppress(ValueError):
+                self._ready.remove(key)
 
     def _spawn(self) -> None:
         if len(self._workers) < self._max_workers and len(self._workers) < len(self._ready) + len(self._active):

@@ -1,0 +1,33 @@
+"""Which objects this process may act on: the seam between the engine and high availability.
+
+With one replica, every object is this process's (``EVERYTHING``). With several (leader
+election, shards over Kubernetes Leases: ``opd.ha``), an ``Ownership`` says, per object uid,
+whether this replica runs its handlers and writes to it right now. The processor asks at each
+step: before it takes an event, before it runs handlers, and before every write (a replica
+that lost its lease while a handler ran drops that outcome: fencing by time).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Ownership(Protocol):
+    def owns(self, uid: str) -> bool:
+        """Whether this replica may handle and write the object with this uid now."""
+        ...
+
+
+class _Everything:
+    def owns(self, uid: str) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        return "EVERYTHING"
+
+
+EVERYTHING: Ownership = _Everything()
+
+
+class Fenced(Exception):
+    """A write was refused inside opd: this replica no longer owns the object."""
