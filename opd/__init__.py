@@ -23,6 +23,7 @@ from opd.orchestration import Memo, operator, run, run_tasks, spawn_tasks
 from opd.plugin import Option, hookimpl
 from opd.registry import ABSENT, PRESENT, ErrorsMode, OperatorRegistry, get_default_registry, set_default_registry
 from opd.settings import OperatorSettings
+from opd.subhandlers import execute, subhandler
 
 _aiocompat.install()
 
@@ -46,6 +47,7 @@ __all__ = [
     "TemporaryError",
     "__version__",
     "exception",
+    "execute",
     "get_default_registry",
     "hookimpl",
     "info",
@@ -55,5 +57,6 @@ __all__ = [
     "run_tasks",
     "set_default_registry",
     "spawn_tasks",
+    "subhandler",
     "warn",
 ]

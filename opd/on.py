@@ -19,6 +19,7 @@ from opd.registry import (
     get_default_registry,
 )
 from opd.resources import ResourceRef
+from opd.subhandlers import subhandler
 
 F = TypeVar("F", bound=Callable[..., Any])
 Filters = Mapping[str, FilterValue] | None
@@ -178,3 +179,10 @@ def login(*, id: str | None = None, registry: OperatorRegistry | None = None) ->
     """Provide credentials: return an ``opd.Login`` or a kubernetes_asyncio ``Configuration``
     (the first that returns one wins); without login handlers opd finds them itself."""
     return _register(Reason.LOGIN, None, id=id, registry=registry)
+
+
+def this(*, id: str | None = None, errors: ErrorsMode | str | None = None, timeout: float | None = None,
+         retries: int | None = None, backoff: float | None = None) -> Callable[[F], F]:
+    """Declare a sub-handler inside a running change handler (Kopf's ``on.this``): ``opd.subhandler``."""
+
+    return subhandler(id=id, errors=errors, timeout=timeout, retries=retries, backoff=backoff)

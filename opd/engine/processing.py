@@ -22,6 +22,7 @@ from typing import Any
 
 from loguru import logger
 
+from opd import subhandlers
 from opd.engine import causes
 from opd.engine.applying import Applier, Plan, merge
 from opd.engine.backoff import Backoff
@@ -32,7 +33,7 @@ from opd.engine.inventory import Inventory, Item, Memory, version
 from opd.engine.ownership import EVERYTHING, Fenced, Ownership
 from opd.engine.posting import EventPoster
 from opd.engine.queueing import WorkQueue
-from opd.engine.state import Storage, compact, dump, essence, holding_label, is_digest, is_secret
+from opd.engine.state import State, Storage, compact, dump, essence, holding_label, is_digest, is_secret
 from opd.errors import HandlerError, PermanentError
 from opd.kube.api import REQUEST_ERRORS, APIError, ConflictError, KubeClient, NotFoundError
 from opd.kube.batching import PatchNotJSON
@@ -397,24 +398,14 @@ class ResourceProcessor:
                 self.by_reason[Reason.UPDATE] or self.by_reason[Reason.FIELD]):
             return  # nobody's business: no diff-base to keep when no update could ever need it
 
-        now = time.time()
         progress: dict[str, dict[str, Any] | None] = {}
         results: dict[str, Any] = {}
+        dues = []
         for handler, own in change.handlers:
-            record = state.progress.get(handler.id)
-            if _done(record) or (record and float(record.get("delayed") or 0) > now):
-                continue
-            record = {**(record or {}), "started": (record or {}).get("started", now)}
-            own["patch"] = mine = Patch()  # each its own: a bad one is dropped alone
-            outcome = _sendable(handler, await self._execute(handler, record, own), mine)
-            merge(patch, mine)
-            progress[handler.id] = outcome.record
-            self._report(handler, body, outcome)
-            if outcome.success and outcome.error is None and outcome.result is not None:
-                results[handler.id] = outcome.result
-
-        merged = {**state.progress, **progress}
-        pending = [h for h, _ in change.handlers if not _done(merged.get(h.id))]
+            due = await self._run_handler(handler, own, state, progress, results, body, patch)
+            if due is not None:
+                dues.append(due)
+        pending = bool(dues)
         plan = Plan(results=results, patch=dict(patch), old=state, marks=True, version=version(body))
         if pending or (reason == Reason.DELETE and not holding):
             plan.progress = progress  # more to do; or optional delete handlers, whose marks say they ran
@@ -431,8 +422,52 @@ class ResourceProcessor:
             memory.optional_deleted = True
         response = await self._apply(uid, memory, plan, body)
         if pending:
-            delays = [float((merged.get(h.id) or {}).get("delayed") or now) for h in pending]
-            self.queue.put_after(max(0.0, min(delays) - time.time()), uid, ("MODIFIED", response or body))
+            self.queue.put_after(max(0.0, min(dues) - time.time()), uid, ("MODIFIED", response or body))
+
+    async def _run_handler(self, handler: Handler, own: dict[str, Any], state: State,
+                           progress: dict[str, dict[str, Any] | None], results: dict[str, Any],
+                           body: dict[str, Any], patch: Patch) -> float | None:
+        """Run one change handler and the sub-handlers it declares, unless done or not due yet;
+        record their progress and results. None when done, else when it is due again (a time)."""
+        now = time.time()
+        record = progress.get(handler.id, state.progress.get(handler.id))
+        if _done(record):
+            return None
+        if record and float(record.get("delayed") or 0) > now:
+            return float(record["delayed"])
+        record = {**(record or {}), "started": (record or {}).get("started", now)}
+        mine = Patch()  # each handler its own: a bad one is dropped alone
+        kwargs = {**own, "patch": mine}
+        children = subhandlers.Children(handler)
+        ran_now: set[str] = set()
+
+        async def run_now(batch: list[Handler]) -> float | None:  # opd.execute() inside the handler
+            ran_now.update(h.id for h in batch)
+            later = [d for h in batch if (d := await self._run_handler(h, own, state, progress, results, body,
+                                                                        patch)) is not None]
+            return max(0.0, min(later) - time.time()) if later else None
+
+        children.run_now = run_now
+        token = subhandlers.current.set(children)
+        try:
+            outcome = _sendable(handler, await self._execute(handler, record, kwargs), mine)
+        finally:
+            subhandlers.current.reset(token)
+        merge(patch, mine)
+        if outcome.success and outcome.error is None:
+            later = [d for h in children.declared if h.id not in ran_now
+                     and (d := await self._run_handler(h, own, state, progress, results, body, patch)) is not None]
+            if later:
+                # Not done until its sub-handlers are: it runs again when the first of them is due
+                # (to declare them again), which is not a retry of its own.
+                progress[handler.id] = {**{k: v for k, v in record.items() if k != "success"},
+                                        "delayed": min(later)}
+                return min(later)
+        progress[handler.id] = outcome.record
+        self._report(handler, body, outcome)
+        if outcome.success and outcome.error is None and outcome.result is not None:
+            results[handler.id] = outcome.result
+        return None if _done(outcome.record) else float(outcome.record.get("delayed") or now)
 
     async def _apply(self, uid: str, memory: Memory, plan: Plan, body: Mapping[str, Any]) -> dict[str, Any] | None:
         """Write a plan; until it is written, the inventory keeps it (never recomputed: its handlers ran)."""

@@ -159,13 +159,16 @@ class Storage:
                 name = key[len(marker):]
                 if name.startswith(RESULT_PREFIX) or name == "finalizer":
                     continue
-                if self._ids and name not in self._ids:
-                    continue  # not one of our handlers: somebody's own annotation in the same domain
                 try:
                     record = json.loads(value)
                 except ValueError:
                     continue
-                if isinstance(record, dict):
+                if not isinstance(record, dict):
+                    continue
+                child = record.pop("id", None)  # a sub-handler's record names its id ("<parent>/<id>")
+                if isinstance(child, str) and (not self._ids or child.split("/", 1)[0] in self._ids.values()):
+                    progress[child] = record
+                elif not self._ids or name in self._ids:  # else: somebody's own annotation in our domain
                     progress[self._ids.get(name, name)] = record
         return State(base, progress)
 
@@ -192,7 +195,9 @@ class Storage:
             writes.set_annotation(f"{self.prefix}/{LAST_HANDLED}", diff_base)
         for hid, rec in progress.items():
             if old.progress.get(hid) != rec:
-                writes.set_annotation(f"{self.prefix}/{annotation_name(hid)}", None if rec is None else dump(rec))
+                child = "/" in hid  # a sub-handler's: its annotation name alone does not say which
+                writes.set_annotation(f"{self.prefix}/{annotation_name(hid)}",
+                                      None if rec is None else dump({**rec, "id": hid} if child else rec))
 
     def confirms(self, response: Mapping[str, Any], diff_base: str | None) -> bool:
         """Whether a status write survived (a structural schema may prune unknown fields)."""
