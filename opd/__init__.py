@@ -5,9 +5,11 @@ The public API: everything a user imports as ``opd.<name>`` is re-exported here.
 
 from opd import aiocompat as _aiocompat
 from opd import on
+from opd.on import index
 from opd._version import __version__
 from opd.engine.daemons import Stopped
 from opd.engine.diffs import Patch
+from opd.engine.indexing import Index, Store
 from opd.engine.posting import exception, info, warn
 from opd.errors import (
     ConfigError,
@@ -35,6 +37,7 @@ __all__ = [
     "ErrorsMode",
     "HandlerRetriesError",
     "HandlerTimeoutError",
+    "Index",
     "Login",
     "Memo",
     "OpdError",
@@ -44,12 +47,14 @@ __all__ = [
     "Patch",
     "PermanentError",
     "Stopped",
+    "Store",
     "TemporaryError",
     "__version__",
     "exception",
     "execute",
     "get_default_registry",
     "hookimpl",
+    "index",
     "info",
     "on",
     "operator",

@@ -155,6 +155,21 @@ def daemon(*resource: str, initial_delay: float = 0.0, cancellation_timeout: flo
                      initial_delay=initial_delay, cancellation_timeout=cancellation_timeout)
 
 
+def index(*resource: str, group: str | None = None, version: str | None = None, kind: str | None = None,
+          plural: str | None = None, id: str | None = None, registry: OperatorRegistry | None = None,
+          labels: Filters = None, annotations: Filters = None, when: Callable[..., bool] | None = None,
+          field: str | None = None, value: FilterValue | None = None, errors: ErrorsMode | str | None = None,
+          timeout: float | None = None, retries: int | None = None, backoff: float | None = None,
+          ) -> Callable[[F], F]:
+    """An in-memory index of the resource's objects (Kopf's ``kopf.index``): the function returns
+    ``{key: value}`` (or a value, kept under ``None``; or ``None``: no change) per object; every
+    handler gets the index as a kwarg named after it. Errors are ignored unless ``errors=`` says."""
+    return _register(Reason.INDEX, resource, group=group, version=version, kind=kind, plural=plural, id=id,
+                     registry=registry, labels=labels, annotations=annotations, when=when, field=field,
+                     value=value, errors=errors if errors is not None else ErrorsMode.IGNORED, timeout=timeout,
+                     retries=retries, backoff=backoff)
+
+
 def startup(*, id: str | None = None, registry: OperatorRegistry | None = None,
             errors: ErrorsMode | str | None = None, timeout: float | None = None, retries: int | None = None,
             backoff: float | None = None) -> Callable[[F], F]:

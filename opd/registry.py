@@ -31,10 +31,13 @@ class Reason(enum.StrEnum):
     CLEANUP = "cleanup"
     PROBE = "probe"
     LOGIN = "login"
+    INDEX = "index"  # an in-memory index of a resource's objects (opd.index)
 
 
 CHANGING = frozenset({Reason.CREATE, Reason.UPDATE, Reason.DELETE, Reason.RESUME, Reason.FIELD})
 SPAWNING = frozenset({Reason.TIMER, Reason.DAEMON})
+# The handlers that keep state on objects (progress, diff-base, finalizers): only they put one in scope.
+STATEFUL = CHANGING | SPAWNING
 OPERATOR_LEVEL = frozenset({Reason.STARTUP, Reason.CLEANUP, Reason.PROBE, Reason.LOGIN})
 
 

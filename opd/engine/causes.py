@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opd.engine.diffs import diff
-from opd.registry import SPAWNING, Handler, Reason, matches, resolve_field, value_ok
+from opd.registry import SPAWNING, STATEFUL, Handler, Reason, matches, resolve_field, value_ok
 
 ByReason = Mapping[Reason, list[Handler]]
 Selected = list[tuple[Handler, dict[str, Any]]]  # a handler with its own kwargs
@@ -71,7 +71,7 @@ def detect(*, body: Mapping[str, Any], by_reason: ByReason, kwargs: dict[str, An
     change = Change(reason=None)
     candidates: Selected = []
     for r, handlers in by_reason.items():
-        if r == Reason.EVENT:
+        if r not in STATEFUL:
             continue
         for handler in handlers:
             own = kwargs

@@ -18,6 +18,7 @@ from opd.engine.backoff import Backoff
 from opd.engine.cluster import Cluster
 from opd.engine.execution import execute
 from opd.engine.hub import Subscription
+from opd.engine.indexing import Indexes
 from opd.engine.invocation import invoke
 from opd.engine.posting import EventPoster, current_poster
 from opd.engine.processing import ResourceProcessor
@@ -50,6 +51,7 @@ class Operation:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._died: asyncio.Future[asyncio.Task[Any]] | None = None  # see _reap; made by run()
         self.processors: dict[ResourceRef, ResourceProcessor] = {}
+        self.indexes: Indexes | None = None  # made in run(): they need the executor
         # (resource, namespace, selector): the handlers' stream, and the narrow one of held objects.
         self.subscriptions: dict[tuple[ResourceRef, str | None, str | None], Subscription] = {}
         self._resolved: dict[ResourceRef, asyncio.Event] = {}
@@ -81,6 +83,8 @@ class Operation:
         kwargs = {"settings": self.settings, "memo": self.memo, "logger": logger.bind(operator=self.name)}
         if self.cluster is not None:  # not yet for login handlers: they say how to connect
             kwargs["api"] = self.cluster.client.handler_client()
+        if self.indexes is not None:
+            kwargs.update(self.indexes.kwargs())
         return kwargs
 
     async def _run_operator_handlers(self, reason: Reason, *, fatal: bool) -> list[Any]:
@@ -123,6 +127,8 @@ class Operation:
         self._died = asyncio.get_running_loop().create_future()
         self._executor = ThreadPoolExecutor(self.settings.execution.max_workers,
                                             thread_name_prefix=f"opd-handler{'-' + self.name if self.name else ''}")
+        self.indexes = Indexes([h for h in self.registry.handlers if h.reason == Reason.INDEX],
+                               executor=self._executor, retries=self.settings.retries)
         if self.cluster is None:
             logins = [r for r in await self._run_operator_handlers(Reason.LOGIN, fatal=True) if r is not None]
             self.cluster = await Cluster.connect(logins[0] if logins else self.login, self.settings)
@@ -144,6 +150,8 @@ class Operation:
                 self._resolved[ref] = asyncio.Event()
                 self._spawn(self._serve(ref), f"opd serve {ref}")
             self._spawn(self._announce_ready(), "opd readiness")
+            if self.indexes:
+                self._spawn(self._indexes_complete(), "opd indexes")
             died = await self._died  # until cancelled, or one of its tasks fails
             raise died.exception() or OpdError(f"task {died.get_name()!r} failed")
         finally:
@@ -209,6 +217,17 @@ class Operation:
                 reported = "unknown"
             await asyncio.sleep(10.0)
 
+    async def _indexes_complete(self) -> None:
+        """Handlers wait until every index has seen its resource listed once (and indexed it)."""
+        assert self.indexes is not None
+        await asyncio.gather(*(e.wait() for e in self._resolved.values()))
+        indexed = [ref for ref, processor in self.processors.items() if processor.indexers]
+        await asyncio.gather(*(sub.listed.wait() for key, sub in self.subscriptions.items() if key[0] in indexed))
+        await asyncio.gather(*(self.processors[ref].indexed() for ref in indexed))
+        self.indexes.ready.set()
+        sizes = ", ".join(f"{name}: {index.objects} object(s)" for name, index in self.indexes.indexes.items())
+        logger.info(f"opd: indexes complete ({sizes}); handlers start")
+
     async def _serve(self, ref: ResourceRef) -> None:
         resource = await self._resolve(ref)
         if resource is None:
@@ -216,7 +235,7 @@ class Operation:
         assert self.cluster is not None
         processor = ResourceProcessor(client=self.cluster.client, resource=resource, ref=ref,
                                       registry=self.registry, settings=self.settings, memo=self.memo,
-                                      executor=self._executor, poster=self.poster)
+                                      executor=self._executor, poster=self.poster, indexes=self.indexes)
         self.processors[ref] = processor
         if not resource.namespaced or self.clusterwide:
             self._subscribe(ref, processor, None)
@@ -240,7 +259,7 @@ class Operation:
             if (ref, namespace, selector) not in self.subscriptions:
                 self.subscriptions[(ref, namespace, selector)] = self.cluster.hub.subscribe(
                     processor.resource, namespace, selector, deliver,
-                    backlog=lambda: processor.queue.wait_for_room(room))
+                    backlog=lambda: processor.wait_for_room(room))
 
     def _namespace_event(self, event_type: str, body: dict[str, Any]) -> None:
         assert self._namespaces is not None and self.cluster is not None

@@ -29,6 +29,7 @@ from opd.engine.backoff import Backoff
 from opd.engine.daemons import Spawner, Stopped
 from opd.engine.diffs import Patch, diff
 from opd.engine.execution import Outcome, brief, execute
+from opd.engine.indexing import Indexes
 from opd.engine.inventory import Inventory, Item, Memory, version
 from opd.engine.ownership import EVERYTHING, Fenced, Ownership
 from opd.engine.posting import EventPoster
@@ -37,7 +38,7 @@ from opd.engine.state import State, Storage, compact, dump, essence, holding_lab
 from opd.errors import HandlerError, PermanentError
 from opd.kube.api import REQUEST_ERRORS, APIError, ConflictError, KubeClient, NotFoundError
 from opd.kube.batching import PatchNotJSON
-from opd.registry import SPAWNING, Handler, OperatorRegistry, Reason, matches
+from opd.registry import SPAWNING, STATEFUL, Handler, OperatorRegistry, Reason, matches
 from opd.resources import Resource, ResourceRef
 from opd.settings import OperatorSettings
 
@@ -98,7 +99,7 @@ class ResourceProcessor:
     def __init__(self, *, client: KubeClient, resource: Resource, ref: ResourceRef,
                  registry: OperatorRegistry, settings: OperatorSettings, memo: Any,
                  executor: Executor | None, poster: EventPoster | None = None,
-                 ownership: Ownership = EVERYTHING) -> None:
+                 ownership: Ownership = EVERYTHING, indexes: Indexes | None = None) -> None:
         self.client = client
         self.ownership = ownership
         self.resource = resource
@@ -108,7 +109,7 @@ class ResourceProcessor:
         self.poster = poster
         handlers = registry.for_resource(ref)
         self.by_reason: dict[Reason, list[Handler]] = {r: [h for h in handlers if h.reason == r] for r in Reason}
-        self.stateful = any(self.by_reason[r] for r in Reason if r != Reason.EVENT)
+        self.stateful = any(self.by_reason[r] for r in STATEFUL)
         self.finalizer = settings.persistence.finalizer
         self.prefix = settings.persistence.prefix
         self.secret = is_secret(resource.api_version, resource.kind)
@@ -126,6 +127,12 @@ class ResourceProcessor:
         self.inventory = Inventory()
         self.queue: WorkQueue[str, Item] = WorkQueue(self._process, workers=settings.processing.workers,
                                                      name=str(resource))
+        # Indexes: this operator's, fed by a queue of their own, so that handlers waiting for them
+        # to be complete never hold up the indexing itself.
+        self.indexes = indexes or Indexes([], executor=executor, retries=settings.retries)
+        self.indexers = self.by_reason[Reason.INDEX]
+        self.index_queue: WorkQueue[str, Item] | None = WorkQueue(
+            self._index, workers=settings.processing.workers, name=f"{resource} index") if self.indexers else None
         self.spawner = Spawner(kwargs_for=self._spawned_kwargs, write_outcome=self._write_outcome,
                                executor=executor, retries=settings.retries, stop_timeout=settings.shutdown.timeout)
         self.metrics = HandlerMetrics()
@@ -135,6 +142,8 @@ class ResourceProcessor:
         """An event of the main stream."""
         meta = body["metadata"]
         uid = meta["uid"]
+        if self.index_queue is not None:  # every replica keeps whole indexes, whoever owns the object
+            self.index_queue.put(uid, (event_type, body))
         if not self.ownership.owns(uid):
             return  # another replica's (opd.ha): when it becomes ours, its state is listed again
         if event_type == "DELETED" and self.finalizer in (meta.get("finalizers") or ()):
@@ -173,10 +182,36 @@ class ResourceProcessor:
         memory.delivered, memory.held = version(body), True
         self.queue.put(uid, ("MODIFIED", body))
 
+    async def wait_for_room(self, limit: int) -> None:
+        """Backpressure for a LIST: until the queues have room. Not while this operator's handlers wait
+        for its indexes to be complete: a LIST held up then could be the one they wait for."""
+        if self.index_queue is not None:
+            await self.index_queue.wait_for_room(limit)
+        if self.indexes.ready.is_set():
+            await self.queue.wait_for_room(limit)
+
+    async def indexed(self) -> None:
+        """Until every object delivered so far is in this resource's indexes."""
+        if self.index_queue is not None:
+            await self.index_queue.drained()
+
+    async def _index(self, uid: str, item: Item) -> None:
+        event_type, body = item
+        if event_type in ("DELETED", REFRESH):  # gone, or left the label selector
+            self.indexes.forget(self.indexers, uid)
+            return
+        kwargs = self._kwargs(body, reason="index")
+        for handler in self.indexers:
+            if matches(handler, body, kwargs):
+                await self.indexes.feed(handler, uid, kwargs, where(body))
+            else:
+                self.indexes.forget([handler], uid)
+
     async def close(self) -> None:
         # Together, so the shutdown bound holds for both at once.
-        await asyncio.gather(self.queue.close(self.settings.shutdown.timeout),
-                             self.spawner.stop_all("operator stopping"))
+        timeout = self.settings.shutdown.timeout
+        await asyncio.gather(self.queue.close(timeout), self.spawner.stop_all("operator stopping"),
+                             *([self.index_queue.close(timeout)] if self.index_queue is not None else []))
 
     # -- one object -----------------------------------------------------------------------------------------------
     async def _process(self, uid: str, item: Item) -> None:
@@ -184,6 +219,8 @@ class ResourceProcessor:
         if not self.ownership.owns(uid):
             await self.disown(uid, "no longer this replica's")
             return
+        if not self.indexes.ready.is_set():
+            await self.indexes.ready.wait()  # every index has seen its objects listed once
         memory = self.inventory.peek(uid)
         if memory is not None and memory.events:
             events, memory.events = memory.events, []
@@ -307,6 +344,7 @@ class ResourceProcessor:
             "memo": self.memo, "resource": self.resource, "settings": self.settings,
             "api": self.client.handler_client(),
             **extra,
+            **self.indexes.kwargs(),  # an index wins over a framework kwarg of its name (as in Kopf)
         }
 
     def _spawned_kwargs(self, handler: Handler, body: dict[str, Any], stopped: Stopped, patch: Patch

@@ -34,6 +34,8 @@ class WorkQueue(Generic[K, V]):
         self._closed = False
         self._room = asyncio.Event()
         self._room_limit = 0
+        self._drained = asyncio.Event()  # nothing pending, nothing in process
+        self._drained.set()
         # Workers start in the context of the queue's owner (its operator), not of whoever
         # happens to put (a shared watch stream): each gets a copy, so nothing leaks between them.
         self._context = contextvars.copy_context()
@@ -44,6 +46,10 @@ class WorkQueue(Generic[K, V]):
     @property
     def active(self) -> int:
         return len(self._active)
+
+    async def drained(self) -> None:
+        """Until nothing is pending or in process (delayed retries do not count)."""
+        await self._drained.wait()
 
     def keys(self) -> list[K]:
         """Keys with a pending state, a delayed retry, or in process."""
@@ -69,6 +75,7 @@ class WorkQueue(Generic[K, V]):
             timer.cancel()  # the new state is processed now, which re-plans any retry
         pending = key in self._latest
         self._latest[key] = value
+        self._drained.clear()
         if not pending and key not in self._active:
             self._ready.append(key)
             self._spawn()
@@ -129,6 +136,8 @@ class WorkQueue(Generic[K, V]):
                 self._active.discard(key)
                 if key in self._latest:  # changed while processed: once more, newest state
                     self._ready.append(key)
+                elif not self._latest and not self._active:
+                    self._drained.set()
 
     async def close(self, timeout: float) -> None:
         """Stop taking work; let in-flight items finish within ``timeout``, then cancel them."""
