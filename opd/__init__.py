@@ -5,12 +5,12 @@ The public API: everything a user imports as ``opd.<name>`` is re-exported here.
 
 from opd import aiocompat as _aiocompat
 from opd import on
-from opd.on import index
 from opd._version import __version__
+from opd.callbacks import all_, any_, none_, not_
 from opd.engine.daemons import Stopped
 from opd.engine.diffs import Patch
 from opd.engine.indexing import Index, Store
-from opd.engine.posting import exception, info, warn
+from opd.engine.posting import event, exception, info, warn
 from opd.errors import (
     ConfigError,
     ControlPlaneError,
@@ -20,48 +20,151 @@ from opd.errors import (
     PermanentError,
     TemporaryError,
 )
-from opd.kube.credentials import Login
+from opd.kube.credentials import (
+    ConnectionInfo,
+    Login,
+    LoginError,
+    login_via_async_client,
+    login_with_kubeconfig,
+    login_with_service_account,
+)
+from opd.logs import LogFormat, configure
+from opd.on import daemon, index, timer
 from opd.orchestration import Memo, operator, run, run_tasks, spawn_tasks
 from opd.plugin import Option, hookimpl
-from opd.registry import ABSENT, PRESENT, ErrorsMode, OperatorRegistry, get_default_registry, set_default_registry
+from opd.registry import (
+    ABSENT,
+    PRESENT,
+    ErrorsMode,
+    OperatorRegistry,
+    Reason,
+    get_default_registry,
+    set_default_registry,
+)
+from opd.resources import Resource
 from opd.settings import OperatorSettings
 from opd.subhandlers import execute, subhandler
+from opd.toolkits import (
+    adjust_namespace,
+    adopt,
+    append_owner_reference,
+    build_object_reference,
+    build_owner_reference,
+    harmonize_naming,
+    label,
+    remove_owner_reference,
+)
+from opd.typedefs import (
+    Annotations,
+    Body,
+    BodyEssence,
+    DaemonStoppingReason,
+    Diff,
+    DiffItem,
+    DiffOperation,
+    FieldPath,
+    FieldSpec,
+    HandlerId,
+    Headers,
+    Labels,
+    Logger,
+    Meta,
+    ObjectReference,
+    OwnerReference,
+    RawBody,
+    RawEvent,
+    RawEventType,
+    Spec,
+    SSLPeer,
+    Status,
+    UserInfo,
+)
 
 _aiocompat.install()
+
+DaemonStopped = Stopped  # Kopf's name for a daemon's ``stopped``
 
 __all__ = [
     "ABSENT",
     "PRESENT",
+    "Annotations",
+    "Body",
+    "BodyEssence",
     "ConfigError",
+    "ConnectionInfo",
     "ControlPlaneError",
+    "DaemonStopped",
+    "DaemonStoppingReason",
+    "Diff",
+    "DiffItem",
+    "DiffOperation",
     "ErrorsMode",
+    "FieldPath",
+    "FieldSpec",
+    "HandlerId",
     "HandlerRetriesError",
     "HandlerTimeoutError",
+    "Headers",
     "Index",
+    "Labels",
+    "LogFormat",
+    "Logger",
     "Login",
+    "LoginError",
     "Memo",
+    "Meta",
+    "ObjectReference",
     "OpdError",
     "OperatorRegistry",
     "OperatorSettings",
     "Option",
+    "OwnerReference",
     "Patch",
     "PermanentError",
+    "RawBody",
+    "RawEvent",
+    "RawEventType",
+    "Reason",
+    "Resource",
+    "SSLPeer",
+    "Spec",
+    "Status",
     "Stopped",
     "Store",
     "TemporaryError",
+    "UserInfo",
     "__version__",
+    "adjust_namespace",
+    "adopt",
+    "all_",
+    "any_",
+    "append_owner_reference",
+    "build_object_reference",
+    "build_owner_reference",
+    "configure",
+    "daemon",
+    "event",
     "exception",
     "execute",
     "get_default_registry",
+    "harmonize_naming",
     "hookimpl",
     "index",
     "info",
+    "label",
+    "login_via_async_client",
+    "login_with_kubeconfig",
+    "login_with_service_account",
+    "none_",
+    "not_",
     "on",
     "operator",
+    "remove_owner_reference",
     "run",
     "run_tasks",
     "set_default_registry",
     "spawn_tasks",
     "subhandler",
+    "timer",
     "warn",
 ]

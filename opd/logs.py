@@ -12,6 +12,7 @@ every format. The stdlib ``logging`` (plugins, kubernetes_asyncio, aiohttp) is r
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import os
@@ -56,6 +57,27 @@ def setup_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None 
         logger.add(_json_sink(stream), format="{message}", colorize=False, **common)
     _route_stdlib_logging()
     return fmt
+
+
+class LogFormat(enum.Enum):
+    """Kopf's log formats, for ``configure(log_format=...)``: PLAIN and FULL are opd's ``text``."""
+
+    PLAIN = "text"
+    FULL = "text"  # an alias of PLAIN: opd's text lines always carry the time and level
+    JSON = "json"
+
+
+def configure(*, debug: bool | None = None, verbose: bool | None = None, quiet: bool | None = None,
+              log_format: LogFormat | str = LogFormat.FULL, log_prefix: bool | None = None,
+              log_refkey: str | None = None) -> None:
+    """Kopf's ``kopf.configure()`` for embedded operators: opd's logging on stderr, at debug level
+    with ``verbose`` or ``debug``, warnings and errors only with ``quiet``, else info.
+    ``log_prefix`` and ``log_refkey`` are accepted: opd's lines always name their object."""
+    del log_prefix, log_refkey
+    level = "debug" if debug or verbose else "warning" if quiet else "info"
+    fmt = log_format.value if isinstance(log_format, LogFormat) else {"plain": "text", "full": "text"}.get(
+        str(log_format), str(log_format))
+    setup_logging(level, fmt)
 
 
 def is_journal_stream(stream: TextIO) -> bool:

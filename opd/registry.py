@@ -85,7 +85,11 @@ class Handler:
     interval: float | None = None
     initial_delay: float = 0.0
     idle: float | None = None
+    sharp: bool = False  # a timer's interval counts from the start of a run, not its end
     cancellation_timeout: float | None = None
+    cancellation_backoff: float | None = None  # Kopf's: the wait between ``stopped`` and cancelling
+    # Kopf's ``param=``: any value, handed to the handler as its ``param`` kwarg.
+    param: Any = None
     # The keyword arguments the function names; None when it takes **kwargs.
     accepts: frozenset[str] | None = None
 

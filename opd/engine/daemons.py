@@ -129,13 +129,21 @@ class Spawner:
         await asyncio.gather(*(self.stop(uid, reason) for uid in list(self._objects)))
 
     async def _stop_one(self, task: asyncio.Task[None], stopped: Stopped, handler: Handler, reason: str) -> None:
+        """``stopped`` first; after a grace period, cancellation; then a bounded wait for the end.
+        The grace is ``cancellation_backoff`` (Kopf's name; then ``cancellation_timeout`` bounds
+        the wait after cancelling, as in Kopf), else ``cancellation_timeout``, else the shutdown bound."""
         stopped.set(reason)
-        timeout = handler.cancellation_timeout if handler.cancellation_timeout is not None else self._stop_timeout
-        if not task.done() and timeout:
-            await asyncio.wait({task}, timeout=timeout)
+        if handler.cancellation_backoff is not None:
+            grace: float | None = handler.cancellation_backoff
+            after = handler.cancellation_timeout if handler.cancellation_timeout is not None else 5.0
+        else:
+            grace = handler.cancellation_timeout if handler.cancellation_timeout is not None else self._stop_timeout
+            after = 5.0
+        if not task.done() and grace:
+            await asyncio.wait({task}, timeout=grace)
         if not task.done():
             task.cancel()
-            await asyncio.wait({task}, timeout=5.0)
+            await asyncio.wait({task}, timeout=after)
 
     async def _sleep(self, seconds: float, stopped: Stopped) -> bool:
         """Sleep unless stopped; returns True when stopped."""
@@ -167,9 +175,13 @@ class Spawner:
                     if await self._sleep(handler.idle - quiet, stopped):
                         return
                     continue
+            began = time.monotonic()
             if await self._run(handler, work, stopped) is None:
                 return
-            if await self._sleep(handler.interval or 0.0, stopped):
+            pause = handler.interval or 0.0
+            if handler.sharp:  # a steady beat: the run's own time counts towards the interval
+                pause = max(0.0, pause - (time.monotonic() - began))
+            if await self._sleep(pause, stopped):
                 return
 
     async def _daemon(self, handler: Handler, work: _ObjectWork, stopped: Stopped) -> None:

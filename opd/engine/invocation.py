@@ -12,13 +12,21 @@ from typing import Any
 
 from opd.registry import Handler
 
+# The object the running handler was called for (None for startup, cleanup, probe, login
+# handlers): what ``opd.adopt(child)`` and friends take as the owner when none is given.
+current_body: contextvars.ContextVar[Any] = contextvars.ContextVar("opd_current_body", default=None)
+
 
 async def invoke(handler: Handler, kwargs: dict[str, Any], *, executor: Executor | None) -> Any:
-    chosen = handler.select_kwargs(kwargs)
+    chosen = handler.select_kwargs({**kwargs, "param": handler.param})
+    body = kwargs.get("body")
     if handler.is_async:
-        call = handler.fn(**chosen)
-    else:
-        ctx = contextvars.copy_context()
-        loop = asyncio.get_running_loop()
-        call = loop.run_in_executor(executor, functools.partial(ctx.run, handler.fn, **chosen))
-    return await call
+        token = current_body.set(body)
+        try:
+            return await handler.fn(**chosen)
+        finally:
+            current_body.reset(token)
+    ctx = contextvars.copy_context()
+    ctx.run(current_body.set, body)
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(executor, functools.partial(ctx.run, handler.fn, **chosen))

@@ -1,4 +1,4 @@
-"""Kubernetes Events about objects: handler outcomes, and ``opd.info/warn/exception``.
+"""Kubernetes Events about objects: handler outcomes, and ``opd.event/info/warn/exception``.
 
 Posting never blocks processing: events go to a queue that one task drains,
 folding identical events (same object, type, reason, message) into one with a
@@ -12,6 +12,7 @@ import contextvars
 import datetime
 import socket
 import sys
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,26 +31,37 @@ class EventPoster:
         self.settings = settings
         self._pending: dict[_Key, tuple[dict[str, Any], int, str]] = {}
         self._wake = asyncio.Event()
+        self._loop = asyncio.get_running_loop()  # sync handlers post from their threads: handed over to it
+        self._lock = threading.Lock()
         self._instance = socket.gethostname()
         self.posted = 0
 
-    def post(self, body: Mapping[str, Any], type: str, reason: str, message: str, *, level: str = "info") -> None:
+    def post(self, body: Any, type: str, reason: str, message: str, *, level: str = "info") -> None:
+        """Queue an event about ``body``: a dict, or an object of kubernetes' or kubernetes_asyncio's
+        models (anything with ``metadata``). Safe from any thread."""
         if not self.settings.enabled or _LEVELS.get(level, 20) < _LEVELS.get(self.settings.level, 20):
             return
-        meta = body.get("metadata") or {}
-        ref = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "name": meta.get("name"),
-               "namespace": meta.get("namespace"), "uid": meta.get("uid")}
-        key = (str(meta.get("uid")), type, reason, message)
-        _, count, first = self._pending.get(key, (ref, 0, _now()))
-        self._pending[key] = (ref, count + 1, first)
-        self._wake.set()
+        ref = reference(body)
+        key = (str(ref.get("uid")), type, reason, message)
+        with self._lock:
+            _, count, first = self._pending.get(key, (ref, 0, _now()))
+            self._pending[key] = (ref, count + 1, first)
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._wake.set()
+        elif not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake.set)
 
     async def run(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
             await asyncio.sleep(self.settings.batch_window)  # fold bursts into one event each
-            batch, self._pending = self._pending, {}
+            with self._lock:
+                batch, self._pending = self._pending, {}
             for (_, type, reason, message), (ref, count, first) in batch.items():
                 await self._send(ref, type, reason, message, count, first)
 
@@ -85,29 +97,57 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _get(obj: Any, key: str, attr: str) -> Any:
+    """A field of a dict (by its API name) or of a client's model object (by its attribute name)."""
+    if isinstance(obj, Mapping):
+        return obj.get(key)
+    return getattr(obj, attr, None)
+
+
+def reference(body: Any) -> dict[str, Any]:
+    """The ``involvedObject`` of an event about ``body`` (a dict or a kubernetes/kubernetes_asyncio model)."""
+    meta = _get(body, "metadata", "metadata") or {}
+    return {"apiVersion": _get(body, "apiVersion", "api_version"), "kind": _get(body, "kind", "kind"),
+            "name": _get(meta, "name", "name"), "namespace": _get(meta, "namespace", "namespace"),
+            "uid": _get(meta, "uid", "uid")}
+
+
 current_poster: contextvars.ContextVar[EventPoster | None] = contextvars.ContextVar("opd_poster", default=None)
 
+# One object (a dict or a client's model), or several (Kopf's ``objs``: a list of children).
+Objects = Any
 
-def _post(body: Mapping[str, Any], type: str, reason: str, message: str, level: str) -> None:
+
+def _post(objs: Objects, type: str, reason: str, message: str, level: str) -> None:
+    many = isinstance(objs, list | tuple)
+    if many and not objs:
+        return
     poster = current_poster.get()
     if poster is None:
-        logger.warning("opd: opd.info/warn/exception called outside a running operator; event not posted")
+        logger.warning("opd: opd.event/info/warn/exception called outside a running operator; event not posted")
         return
-    poster.post(body, type, reason, message, level=level)
+    for body in objs if many else [objs]:
+        poster.post(body, type, reason, message, level=level)
 
 
-def info(body: Mapping[str, Any], *, reason: str, message: str) -> None:
-    """Post a Normal event about the object, from a handler."""
-    _post(body, "Normal", reason, message, "info")
+def event(objs: Objects, *, type: str, reason: str, message: str = "") -> None:
+    """Post an event of any ``type`` about one object or each of a list (e.g. the children a handler
+    made), from a handler. The API server keeps a type other than Normal or Warning as given."""
+    _post(objs, type, reason, message, "warning" if type.lower() != "normal" else "info")
 
 
-def warn(body: Mapping[str, Any], *, reason: str, message: str) -> None:
-    """Post a Warning event about the object, from a handler."""
-    _post(body, "Warning", reason, message, "warning")
+def info(objs: Objects, *, reason: str, message: str = "") -> None:
+    """Post a Normal event about the object (or each of a list), from a handler."""
+    _post(objs, "Normal", reason, message, "info")
 
 
-def exception(body: Mapping[str, Any], *, reason: str, message: str = "", exc: BaseException | None = None) -> None:
+def warn(objs: Objects, *, reason: str, message: str = "") -> None:
+    """Post a Warning event about the object (or each of a list), from a handler."""
+    _post(objs, "Warning", reason, message, "warning")
+
+
+def exception(objs: Objects, *, reason: str, message: str = "", exc: BaseException | None = None) -> None:
     """Post a Warning event with the exception being handled (or ``exc``)."""
     error = exc if exc is not None else sys.exc_info()[1]
     text = f"{message} {type(error).__name__}: {error}".strip() if error is not None else message
-    _post(body, "Warning", reason, text, "error")
+    _post(objs, "Warning", reason, text, "error")
