@@ -12,6 +12,7 @@ from opd.engine.diffs import Patch
 from opd.engine.indexing import Index, Store
 from opd.engine.posting import event, exception, info, warn
 from opd.errors import (
+    AdmissionError,
     ConfigError,
     ControlPlaneError,
     HandlerRetriesError,
@@ -79,6 +80,18 @@ from opd.typedefs import (
     Status,
     UserInfo,
 )
+from opd.webhooks.server import (
+    ClientConfig as WebhookClientConfig,
+)
+from opd.webhooks.server import (
+    WebhookAutoServer,
+    WebhookAutoTunnel,
+    WebhookFn,
+    WebhookK3dServer,
+    WebhookMinikubeServer,
+    WebhookNgrokTunnel,
+    WebhookServer,
+)
 
 _aiocompat.install()
 
@@ -87,6 +100,7 @@ DaemonStopped = Stopped  # Kopf's name for a daemon's ``stopped``
 __all__ = [
     "ABSENT",
     "PRESENT",
+    "AdmissionError",
     "Annotations",
     "Body",
     "BodyEssence",
@@ -133,6 +147,14 @@ __all__ = [
     "Store",
     "TemporaryError",
     "UserInfo",
+    "WebhookAutoServer",
+    "WebhookAutoTunnel",
+    "WebhookClientConfig",
+    "WebhookFn",
+    "WebhookK3dServer",
+    "WebhookMinikubeServer",
+    "WebhookNgrokTunnel",
+    "WebhookServer",
     "__version__",
     "adjust_namespace",
     "adopt",

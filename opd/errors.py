@@ -37,3 +37,17 @@ class HandlerTimeoutError(PermanentError):
 
 class HandlerRetriesError(PermanentError):
     """The handler failed more than ``retries`` times."""
+
+
+class AdmissionError(PermanentError):
+    """Raised by an admission handler (``on.validate``, ``on.mutate``) to refuse the request:
+    the API server answers its client with ``message`` and the HTTP status ``code``."""
+
+    def __init__(self, message: str = "", code: int | None = 500) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class WebhookError(Exception):
+    """A webhook request opd cannot answer: not a review, or for nothing this operator serves
+    (answered with HTTP 400, not as a refusal of the request under review)."""

@@ -6,7 +6,7 @@ registry of the current context.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 from opd.errors import ConfigError
@@ -16,6 +16,7 @@ from opd.registry import (
     Handler,
     OperatorRegistry,
     Reason,
+    WebhookHandler,
     accepted_kwargs,
     get_default_registry,
 )
@@ -31,7 +32,7 @@ def _register(reason: Reason, resource: tuple[str, ...] | None, *, group: str | 
               singular: str | None = None, shortcut: str | None = None, category: str | None = None,
               id: str | None = None, registry: OperatorRegistry | None = None,
               errors: ErrorsMode | str | None = None, field: str | Sequence[str] | None = None,
-              **options: Any) -> Callable[[F], F]:
+              cls: type[Handler] = Handler, **options: Any) -> Callable[[F], F]:
     if category is not None:
         raise ConfigError(f"category={category!r}: opd selects resources by name, not by category: name the resource")
     if resource and len(resource) == 3 and resource[0] == "":  # Kopf's ('', 'v1', 'pods'): the core group
@@ -47,7 +48,7 @@ def _register(reason: Reason, resource: tuple[str, ...] | None, *, group: str | 
 
     def decorate(fn: F) -> F:
         target = registry if registry is not None else get_default_registry()
-        target.append(Handler(
+        target.append(cls(
             fn=fn, id=id or fn.__name__, reason=reason, resource=ref, field=path,
             errors=ErrorsMode(errors) if errors is not None else ErrorsMode.TEMPORARY,
             accepts=accepted_kwargs(fn), **options,
@@ -257,3 +258,101 @@ def this(*, id: str | None = None, errors: ErrorsMode | str | None = None, timeo
     """Declare a sub-handler inside a running change handler (Kopf's ``on.this``): ``opd.subhandler``."""
 
     return subhandler(id=id, errors=errors, timeout=timeout, retries=retries, backoff=backoff)
+
+
+# -- webhooks: called by the API server (opd.webhooks), never by the engine's watch streams --------------------------
+
+ADMISSION_OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
+MAX_WEBHOOK_TIMEOUT = 30  # seconds: the most the API server waits for a webhook
+
+
+def _operations(operation: str | None, operations: Collection[str] | None) -> frozenset[str] | None:
+    wanted = {o.upper() for o in [*([operation] if operation else []), *(operations or ())]}
+    unknown = sorted(wanted - {*ADMISSION_OPERATIONS, "*"})
+    if unknown:
+        raise ConfigError(f"operation {unknown[0]!r}: expected one of {', '.join(ADMISSION_OPERATIONS)} (or '*')")
+    return None if not wanted or "*" in wanted else frozenset(wanted)
+
+
+def _webhook_timeout(timeout: float | None) -> float | None:
+    if timeout is not None and not 0 < timeout <= MAX_WEBHOOK_TIMEOUT:
+        raise ConfigError(f"timeout={timeout!r}: a webhook's timeout is from 1 to {MAX_WEBHOOK_TIMEOUT} seconds "
+                          "(the API server waits no longer)")
+    return timeout
+
+
+def _admission(reason: Reason, resource: tuple[str, ...], *, operation: str | None,
+               operations: Collection[str] | None, persistent: bool | None, side_effects: bool | None,
+               ignore_failures: bool | None, timeout: float | None, **common: Any) -> Callable[[F], F]:
+    return _register(reason, resource, cls=WebhookHandler, operations=_operations(operation, operations),
+                     persistent=bool(persistent), side_effects=bool(side_effects),
+                     ignore_failures=bool(ignore_failures), timeout=_webhook_timeout(timeout),
+                     errors=ErrorsMode.PERMANENT, **common)
+
+
+def validate(*resource: str, group: str | None = None, version: str | None = None, kind: str | None = None,
+             plural: str | None = None, singular: str | None = None, shortcut: str | None = None,
+             category: str | None = None, id: str | None = None, param: Any = None,
+             operation: str | None = None, operations: Collection[str] | None = None,
+             subresource: str | None = None, persistent: bool | None = None, side_effects: bool | None = None,
+             ignore_failures: bool | None = None, timeout: float | None = None,
+             registry: OperatorRegistry | None = None, labels: Filters = None, annotations: Filters = None,
+             when: Callable[..., bool] | None = None, field: str | None = None, value: FilterValue | None = None,
+             ) -> Callable[[F], F]:
+    """A validating admission webhook: the API server asks it before it stores (or deletes, or
+    connects to) an object. Raise ``opd.AdmissionError(message, code=)`` to refuse; append to
+    ``warnings`` to warn the client. ``operation``/``operations`` (CREATE, UPDATE, DELETE,
+    CONNECT; default all) and ``subresource`` ("status", "scale", "*") narrow the requests; label
+    filters go to the API server as the webhook's ``objectSelector``. ``persistent``: stays in the
+    managed configuration when opd stops; ``side_effects``: the handler has some (then never when
+    ``dryrun``); ``ignore_failures``: the request is admitted when the webhook fails or is away;
+    ``timeout``: seconds the API server waits (default 10, at most 30)."""
+    return _admission(Reason.VALIDATE, resource, group=group, version=version, kind=kind, plural=plural,
+                      singular=singular, shortcut=shortcut, category=category, id=id, param=param,
+                      operation=operation, operations=operations, subresource=subresource, persistent=persistent,
+                      side_effects=side_effects, ignore_failures=ignore_failures, timeout=timeout,
+                      registry=registry, labels=labels, annotations=annotations, when=when, field=field,
+                      value=value)
+
+
+def mutate(*resource: str, group: str | None = None, version: str | None = None, kind: str | None = None,
+           plural: str | None = None, singular: str | None = None, shortcut: str | None = None,
+           category: str | None = None, id: str | None = None, param: Any = None,
+           operation: str | None = None, operations: Collection[str] | None = None,
+           subresource: str | None = None, persistent: bool | None = None, side_effects: bool | None = None,
+           ignore_failures: bool | None = None, timeout: float | None = None,
+           registry: OperatorRegistry | None = None, labels: Filters = None, annotations: Filters = None,
+           when: Callable[..., bool] | None = None, field: str | None = None, value: FilterValue | None = None,
+           ) -> Callable[[F], F]:
+    """A mutating admission webhook: fill ``patch`` (``patch.spec['x'] = 1``; ``None`` removes a
+    key) and the object is stored with it. Refuses and warns as ``on.validate`` does, with the
+    same options."""
+    return _admission(Reason.MUTATE, resource, group=group, version=version, kind=kind, plural=plural,
+                      singular=singular, shortcut=shortcut, category=category, id=id, param=param,
+                      operation=operation, operations=operations, subresource=subresource, persistent=persistent,
+                      side_effects=side_effects, ignore_failures=ignore_failures, timeout=timeout,
+                      registry=registry, labels=labels, annotations=annotations, when=when, field=field,
+                      value=value)
+
+
+def convert(*resource: str, from_version: str, to_version: str, group: str | None = None,
+            plural: str | None = None, kind: str | None = None, id: str | None = None, param: Any = None,
+            timeout: float | None = None, registry: OperatorRegistry | None = None) -> Callable[[F], F]:
+    """A converter of a custom resource's objects from one of its versions to another ("v1",
+    or "group/v1"): it gets the object as ``body`` (and ``spec``, ``meta``...) in ``from_version``
+    and returns it in ``to_version`` (or changes ``body`` in place and returns None); opd sets
+    ``apiVersion`` and keeps ``metadata`` but for labels and annotations. The API server calls
+    converters through the CRD's ``spec.conversion`` webhook, which opd sets (``settings.conversion``).
+    Converters chain: v1 -> v2 and v2 -> v3 also convert v1 to v3. Raise to refuse a conversion."""
+    source, target = from_version.rsplit("/", 1)[-1], to_version.rsplit("/", 1)[-1]
+    if not source or not target or source == target:
+        raise ConfigError(f"on.convert: from_version={from_version!r}, to_version={to_version!r}: "
+                          "expected two different versions")
+
+    def decorate(fn: F) -> F:
+        return _register(Reason.CONVERT, resource, cls=WebhookHandler, group=group, plural=plural, kind=kind,
+                         id=id or f"{fn.__name__}/{source}-{target}", param=param, registry=registry,
+                         from_version=source, to_version=target, timeout=_webhook_timeout(timeout),
+                         errors=ErrorsMode.PERMANENT)(fn)
+
+    return decorate

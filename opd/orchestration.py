@@ -21,6 +21,7 @@ from opd.engine.operation import Operation
 from opd.kube.credentials import Login
 from opd.registry import OperatorRegistry, get_default_registry
 from opd.settings import OperatorSettings
+from opd.webhooks.serving import Webhooks
 
 Flag = asyncio.Event | threading.Event | asyncio.Future[Any] | concurrent.futures.Future[Any]
 
@@ -127,6 +128,7 @@ async def spawn_tasks(
         clusterwide=clusterwide,
         login=login,
         on_ready=lambda: raise_flag(ready_flag),
+        services=[Webhooks()],  # its admission handlers and converters, if it has any
     )
     loop = asyncio.get_running_loop()
     tasks = [loop.create_task(_run_operation(operation), name="opd operator")]

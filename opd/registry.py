@@ -32,6 +32,9 @@ class Reason(enum.StrEnum):
     PROBE = "probe"
     LOGIN = "login"
     INDEX = "index"  # an in-memory index of a resource's objects (opd.index)
+    VALIDATE = "validate"  # admission and conversion webhooks: called by the API server, never
+    MUTATE = "mutate"  # by the engine's watch streams (kept out of resources() and for_resource())
+    CONVERT = "convert"
 
 
 CHANGING = frozenset({Reason.CREATE, Reason.UPDATE, Reason.DELETE, Reason.RESUME, Reason.FIELD})
@@ -39,6 +42,7 @@ SPAWNING = frozenset({Reason.TIMER, Reason.DAEMON})
 # The handlers that keep state on objects (progress, diff-base, finalizers): only they put one in scope.
 STATEFUL = CHANGING | SPAWNING
 OPERATOR_LEVEL = frozenset({Reason.STARTUP, Reason.CLEANUP, Reason.PROBE, Reason.LOGIN})
+WEBHOOKS = frozenset({Reason.VALIDATE, Reason.MUTATE, Reason.CONVERT})
 
 
 class _Marker(enum.Enum):
@@ -101,6 +105,19 @@ class Handler:
         if self.accepts is None:
             return kwargs
         return {k: v for k, v in kwargs.items() if k in self.accepts}
+
+
+@dataclass(frozen=True, eq=False)
+class WebhookHandler(Handler):
+    """An admission handler (on.validate, on.mutate) or a converter (on.convert)."""
+
+    operations: frozenset[str] | None = None  # CREATE, UPDATE, DELETE, CONNECT; None: all of them
+    subresource: str | None = None  # the requests for this subresource only ("*": any); None: the object's
+    persistent: bool = False  # stays in the managed configuration when the operator stops
+    side_effects: bool = False  # has side effects, except when ``dryrun``
+    ignore_failures: bool = False  # the API server admits the request when the webhook fails or is away
+    from_version: str | None = None  # a converter's versions (e.g. "v1" -> "v2")
+    to_version: str | None = None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -201,14 +218,22 @@ class OperatorRegistry:
         return tuple(self._handlers)
 
     def resources(self) -> list[ResourceRef]:
-        return list(dict.fromkeys(h.resource for h in self._handlers if h.resource is not None))
+        """The resources to watch: webhooks' resources are not watched for them."""
+        return list(dict.fromkeys(h.resource for h in self._handlers
+                                  if h.resource is not None and h.reason not in WEBHOOKS))
+
+    def webhooks(self, *reasons: Reason) -> list[WebhookHandler]:
+        """Admission handlers and converters (those of ``reasons``, or all), in registration order."""
+        wanted = set(reasons or WEBHOOKS)
+        return [h for h in self._handlers if isinstance(h, WebhookHandler) and h.reason in wanted]
 
     def operator_handlers(self, reason: Reason) -> list[Handler]:
         return [h for h in self._handlers if h.reason == reason]
 
     def for_resource(self, ref: ResourceRef, reasons: Iterable[Reason] | None = None) -> list[Handler]:
         wanted = set(reasons) if reasons is not None else None
-        return [h for h in self._handlers if h.resource == ref and (wanted is None or h.reason in wanted)]
+        return [h for h in self._handlers if h.resource == ref and h.reason not in WEBHOOKS
+                and (wanted is None or h.reason in wanted)]
 
     def label_selector(self, ref: ResourceRef) -> str | None:
         """Label requirements every handler of the resource shares: safe to filter server-side.

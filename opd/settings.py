@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -83,6 +84,23 @@ class PostingSettings:
 
 
 @dataclass
+class AdmissionSettings:
+    # The server the API server calls with admission (and conversion) reviews: an opd.WebhookServer
+    # (or a variant), or any callable(fn) -> async iterator of client configs, as with Kopf. Under
+    # `opd start`, every plugin's webhooks go to the daemon's one server ([webhooks]) instead.
+    server: Any = None
+    # The name of the Validating/MutatingWebhookConfiguration opd creates and keeps current
+    # (e.g. "auto.opd.dev"); None: not managed (the cluster's configuration is yours to write).
+    managed: str | None = None
+
+
+@dataclass
+class ConversionSettings:
+    # opd sets `spec.conversion` (strategy Webhook, its URL and CA) of each CRD it has converters for.
+    managed: bool = True
+
+
+@dataclass
 class OperatorSettings:
     watching: WatchingSettings = field(default_factory=WatchingSettings)
     processing: ProcessingSettings = field(default_factory=ProcessingSettings)
@@ -92,3 +110,5 @@ class OperatorSettings:
     shutdown: ShutdownSettings = field(default_factory=ShutdownSettings)
     retries: RetrySettings = field(default_factory=RetrySettings)
     posting: PostingSettings = field(default_factory=PostingSettings)
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
+    conversion: ConversionSettings = field(default_factory=ConversionSettings)

@@ -120,6 +120,18 @@ class HaSection:
 
 
 @dataclass(frozen=True)
+class WebhooksSection:
+    """The one HTTPS server for every plugin's admission handlers and converters (a path each)."""
+
+    listen: Listen = Listen("127.0.0.1", 9443)
+    host: str | None = None  # the name or address the API server dials; None: listen's (localhost for 0.0.0.0)
+    url: str | None = None  # or the base URL it dials (a proxy in front)
+    service: str | None = None  # or a Service in front: "namespace/name[:port]"
+    cert_dir: str | None = None  # absolute; None: a CA and certificate made per process
+    managed: str = "opd.dev"  # the webhook configurations' name; "": not managed
+
+
+@dataclass(frozen=True)
 class PluginTable:
     """``[plugins.<name>]`` as written: opd's keys (None when absent) and the plugin's own options."""
 
@@ -156,6 +168,7 @@ class DaemonConfig:
     kubernetes: KubernetesSection = field(default_factory=KubernetesSection)
     plugins: PluginsSection = field(default_factory=PluginsSection)
     ha: HaSection = field(default_factory=HaSection)
+    webhooks: WebhooksSection = field(default_factory=WebhooksSection)
     # The file it was read from; None when no file was read (all defaults).
     path: Path | None = None
 
@@ -224,6 +237,7 @@ def parse(data: bytes | str, path: Path | None = None) -> DaemonConfig:
     base = (path.parent if path is not None else Path.cwd()).absolute()
     parsed = _Validator(problems, base).document(document)
     config = DaemonConfig(opd=parsed.opd, kubernetes=parsed.kubernetes, plugins=parsed.plugins, ha=parsed.ha,
+                          webhooks=parsed.webhooks,
                           path=path)
     if problems:
         raise ConfigFileError(source, problems, partial=config)
@@ -254,6 +268,7 @@ class _Parsed:
     kubernetes: KubernetesSection
     plugins: PluginsSection
     ha: HaSection
+    webhooks: WebhooksSection
 
 
 _OPD_KEYS = ("namespaces", "clusterwide", "log_level", "log_format", "listen", "shutdown_timeout")
@@ -262,7 +277,10 @@ _PLUGINS_KEYS = ("enable", "disable")
 _DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 _HA_KEYS = ("mode", "lease", "lease_namespace", "identity", "lease_duration", "renew_deadline", "retry_period",
             "shards")
-_SECTIONS = {"opd": _OPD_KEYS, "kubernetes": _KUBERNETES_KEYS, "plugins": _PLUGINS_KEYS, "ha": _HA_KEYS}
+_HOST = re.compile(r"\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]+|[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?")
+_WEBHOOKS_KEYS = ("listen", "host", "url", "service", "cert_dir", "managed")
+_SECTIONS = {"opd": _OPD_KEYS, "kubernetes": _KUBERNETES_KEYS, "plugins": _PLUGINS_KEYS, "ha": _HA_KEYS,
+             "webhooks": _WEBHOOKS_KEYS}
 
 
 class _Validator:
@@ -279,7 +297,7 @@ class _Validator:
         # Sections are checked in the order the file has them, so problems read top to bottom.
         parsers: dict[str, Callable[[dict[str, Any]], Any]] = {
             "opd": self.opd_section, "kubernetes": self.kubernetes_section, "plugins": self.plugins_section,
-            "ha": self.ha_section,
+            "ha": self.ha_section, "webhooks": self.webhooks_section,
         }
         parsed: dict[str, Any] = {}
         for key, value in doc.items():
@@ -301,6 +319,7 @@ class _Validator:
             kubernetes=parsed.get("kubernetes") or KubernetesSection(),
             plugins=parsed.get("plugins") or PluginsSection(),
             ha=parsed.get("ha") or HaSection(),
+            webhooks=parsed.get("webhooks") or WebhooksSection(),
         )
 
     def unknown_keys(self, where: str, table: Mapping[str, Any], known: Sequence[str]) -> None:
@@ -467,6 +486,39 @@ class _Validator:
             self.problem(f"{where}.shards", f"only with mode = \"shards\" (mode is {section.mode!r})")
         return section
 
+    def webhooks_section(self, table: dict[str, Any]) -> WebhooksSection:
+        where = "[webhooks]"
+        self.unknown_keys(where, table, _WEBHOOKS_KEYS)
+        d = WebhooksSection()
+        host, url, service = (self.string(where, table, k) for k in ("host", "url", "service"))
+        if host is not None and not _HOST.fullmatch(host):
+            self.problem(f"{where}.host", f"expected a host name or an IP address (no scheme, port or path), "
+                                          f"got {host!r}")
+            host = None
+        if url is not None and (not url.startswith("https://") or "?" in url or "#" in url or len(url) <= 8):
+            self.problem(f"{where}.url", f"expected an https:// URL without query or fragment, got {url!r}")
+            url = None
+        if service is not None and not re.fullmatch(r"[a-z0-9-]+/[a-z0-9-]+(:\d{1,5})?", service):
+            self.problem(f"{where}.service", f"expected \"namespace/name\" or \"namespace/name:port\", got {service!r}")
+            service = None
+        given = [k for k in ("host", "url", "service") if k in table]
+        if len(given) > 1:
+            self.problem(where, f"{' and '.join(given)}: set one of them (how the API server reaches opd)")
+        managed = self.string(where, table, "managed")
+        if managed and (not _DNS_NAME.fullmatch(managed) or "." not in managed):
+            self.problem(f"{where}.managed", "expected a DNS name with a dot (webhooks are named "
+                                             f"<handler>.<plugin>.<managed>), or \"\" for none; got {managed!r}")
+            managed = None
+        cert_dir = self.string(where, table, "cert_dir")
+        if cert_dir is not None and not cert_dir.strip():
+            self.problem(f"{where}.cert_dir", "empty string (leave the key out for certificates made per process)")
+            cert_dir = None
+        return WebhooksSection(
+            listen=self.listen(where, table) or d.listen, host=host, url=url, service=service,
+            cert_dir=str(self.base / Path(cert_dir).expanduser()) if cert_dir else None,
+            managed=managed if managed is not None else d.managed,
+        )
+
     def plugins_section(self, table: dict[str, Any]) -> PluginsSection:
         where = "[plugins]"
         for key, value in table.items():
@@ -581,6 +633,13 @@ def render(config: DaemonConfig, options: Mapping[str, Sequence[Option] | None] 
               _assign("retry_period", h.retry_period)]
     if h.mode == "shards":
         lines.append(_assign("shards", h.shards))
+    w = config.webhooks
+    lines += ["", "[webhooks]", _assign("listen", str(w.listen))]
+    for key, value, unset in (("host", w.host, "the listen address; localhost for 0.0.0.0"), ("url", w.url, ""),
+                              ("service", w.service, ""),
+                              ("cert_dir", w.cert_dir, "a CA and certificate made per process")):
+        lines.append(_assign(key, value) if value else f"# {key}: not set" + (f" ({unset})" if unset else ""))
+    lines.append(_assign("managed", w.managed, comment="" if w.managed else "not managed"))
     lines += ["", "[plugins]"]
     lines.append(_assign("enable", p.enable) if p.enable is not None
                  else "# enable: not set (every installed plugin)")

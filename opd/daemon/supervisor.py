@@ -36,13 +36,15 @@ from opd.daemon.health import HealthServer, PluginSnapshot, ResourceCounters, Sn
 from opd.daemon.plugins import Plugin, Status
 from opd.engine.backoff import Backoff
 from opd.engine.cluster import Cluster
-from opd.engine.operation import Operation
+from opd.engine.operation import Operation, Service
 from opd.errors import ConfigError, OpdError
 from opd.kube.api import REQUEST_ERRORS
 from opd.kube.credentials import Login
 from opd.orchestration import Memo
 from opd.resources import select
 from opd.settings import OperatorSettings
+from opd.webhooks.server import SharedMount, WebhookServer
+from opd.webhooks.serving import Webhooks
 
 if TYPE_CHECKING:
     from opd.engine.processing import ResourceProcessor
@@ -174,8 +176,10 @@ class PluginRunner:
     """Runs one loaded plugin's operator and restarts it after a crash, with backoff."""
 
     def __init__(self, plugin: Plugin, *, login: Login, shutdown_timeout: float,
-                 backoff: RestartBackoff | None = None) -> None:
+                 backoff: RestartBackoff | None = None,
+                 services: Callable[[], Sequence[Service]] = tuple) -> None:
         self.plugin = plugin
+        self.services = services  # made anew for each run of its operator (its webhooks)
         self.login = login
         self.shutdown_timeout = shutdown_timeout
         self.backoff = backoff or RestartBackoff()
@@ -266,6 +270,7 @@ class PluginRunner:
             registry=self.plugin.registry, settings=self._settings(), memo=Memo(),
             namespaces=list(config.namespaces), clusterwide=config.clusterwide, cluster=cluster,
             login=self.login if cluster is None else None, on_ready=on_ready, name=self.name,
+            services=self.services(),
         )
 
     async def _run_shared(self, cluster: Cluster) -> None:
@@ -446,7 +451,8 @@ def _ready_timeout(env: Mapping[str, str]) -> float:
 
 # Settings that the running daemon cannot change: they are read once, at start.
 _RESTART_ONLY = [("opd", "listen"),
-                 *(("kubernetes", f.name) for f in dataclasses.fields(daemon_config.KubernetesSection))]
+                 *(("kubernetes", f.name) for f in dataclasses.fields(daemon_config.KubernetesSection)),
+                 *(("webhooks", f.name) for f in dataclasses.fields(daemon_config.WebhooksSection))]
 
 
 class Supervisor:
@@ -462,6 +468,9 @@ class Supervisor:
         self.discovery: daemon_plugins.Discovery | None = None
         self.cluster: Cluster | None = None
         self.health: HealthServer | None = None
+        hooks = config.webhooks  # every plugin's webhooks on one server, a path each; it listens once needed
+        self.webhook_server = WebhookServer(addr=hooks.listen.host, port=hooks.listen.port, host=hooks.host,
+                                            url=hooks.url, service=hooks.service, cert_dir=hooks.cert_dir)
         self.started = asyncio.Event()
         self.announced = False  # READY=1 sent
         self._stopping = False
@@ -532,13 +541,20 @@ class Supervisor:
         return found
 
     def _runner(self, plugin: Plugin, config: DaemonConfig) -> PluginRunner:
-        runner = PluginRunner(plugin, login=self.login, shutdown_timeout=config.opd.shutdown_timeout)
+        home = asyncio.get_running_loop()  # where the webhook server lives, whatever thread a plugin runs in
+        runner = PluginRunner(plugin, login=self.login, shutdown_timeout=config.opd.shutdown_timeout,
+                              services=lambda: self._webhooks(plugin.name, home))
         assert self.cluster is not None
         self.runners[plugin.name] = runner
         runner.start(self.cluster)
         if self.health is not None and self.health.probes is not None:
             self.health.probes.forget(plugin.name)
         return runner
+
+    def _webhooks(self, plugin: str, home: asyncio.AbstractEventLoop) -> list[Service]:
+        """A plugin's webhooks, on the daemon's one server (started by the first plugin that has some)."""
+        return [Webhooks(server=SharedMount(self.webhook_server, plugin, home=home), owner=plugin,
+                         managed=self.config.webhooks.managed or None)]
 
     def _start_plugins(self, found: daemon_plugins.Discovery) -> None:
         assert self.cluster is not None
@@ -615,6 +631,7 @@ class Supervisor:
             await asyncio.gather(*(r.stop() for r in self.runners.values()), return_exceptions=True)
             if self.health is not None:
                 await self.health.stop()
+            await self.webhook_server.stop()
             await self.cluster.close()
             untrack()
 
@@ -692,7 +709,7 @@ class Supervisor:
         if restart:
             logger.warning(f"opd: needs a restart: {', '.join(restart)} changed; "
                            "the running values stay until opd restarts")
-        new = dataclasses.replace(new, kubernetes=self.config.kubernetes,
+        new = dataclasses.replace(new, kubernetes=self.config.kubernetes, webhooks=self.config.webhooks,
                                   opd=dataclasses.replace(new.opd, listen=self.config.opd.listen))
         for running in self.runners.values():  # read at shutdown: applies to the running plugins too
             running.shutdown_timeout = running.plugin.settings.shutdown.timeout = new.opd.shutdown_timeout

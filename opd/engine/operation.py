@@ -9,7 +9,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 from loguru import logger
 
@@ -31,14 +31,28 @@ from opd.settings import OperatorSettings
 
 PROBE_TIMEOUT = 5.0  # seconds, for a probe handler without a timeout of its own
 NAMESPACES = Resource(group="", version="v1", plural="namespaces", kind="Namespace", namespaced=False)
+SERVICE_STOP_TIMEOUT = 5.0  # seconds for a service's stop (e.g. removing its webhook configurations)
+
+
+class Service(Protocol):
+    """A part of an operator besides its watches, living as long as it does (the webhook server):
+    started after the startup handlers (they may configure it), its ``run()`` is one of the
+    operator's tasks (an error stops the operator), stopped first at shutdown, connection still up."""
+
+    async def start(self, operation: Operation) -> None: ...
+
+    async def run(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class Operation:
     def __init__(self, *, registry: OperatorRegistry, settings: OperatorSettings, memo: Any,
                  namespaces: Sequence[str] | None, clusterwide: bool, login: Login | None = None,
                  cluster: Cluster | None = None, on_ready: Callable[[], None] | None = None,
-                 name: str = "") -> None:
+                 name: str = "", services: Sequence[Service] = ()) -> None:
         self.registry = registry
+        self.services = list(services)
         self.settings = settings
         self.memo = memo
         self.patterns = list(namespaces or [])
@@ -139,10 +153,13 @@ class Operation:
         refs = self.registry.resources()
         where = "cluster-wide" if self.clusterwide else f"namespaces {', '.join(self.patterns)}"
         logger.info(f"opd: serving {len(refs)} resource(s) {where} at {cluster.client.host} ({cluster.client.source})")
-        if not refs:
+        if not refs and not self.registry.webhooks():
             logger.warning("opd: the registry has no handlers: nothing to watch")
         try:
             await self._run_operator_handlers(Reason.STARTUP, fatal=True)
+            for service in self.services:  # before readiness: a ready operator's webhooks answer
+                await service.start(self)
+                self._spawn(service.run(), f"opd {type(service).__name__}")
             if not self.clusterwide and not ns_patterns.is_static(self.patterns):
                 self._namespaces = set()
                 self._namespace_sub = cluster.hub.subscribe(NAMESPACES, None, None, self._namespace_event)
@@ -160,6 +177,11 @@ class Operation:
     async def _shutdown(self) -> None:
         if self.cluster is None:
             return
+        for service in self.services:  # first: its server still answers while it tidies up
+            try:
+                await asyncio.wait_for(service.stop(), SERVICE_STOP_TIMEOUT)
+            except Exception as exc:
+                logger.error(f"opd: stopping {type(service).__name__}: {type(exc).__name__}: {exc}")
         for sub in [*self.subscriptions.values(), *([self._namespace_sub] if self._namespace_sub else [])]:
             self.cluster.hub.unsubscribe(sub)
         self.subscriptions.clear()

@@ -1,15 +1,21 @@
-"""Scenario 1, backlog: N objects exist, then the operator starts; time until all N carry the result."""
+"""Scenario 1, backlog: N objects exist, then the operator starts; time until all N carry the result.
+
+Each round runs raw and opd (and, in the first rounds, opd with Event posting and Kopf) on fresh
+namespaces of N objects, in an order that rotates from round to round.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import Counter
 from typing import Any
 
 from contenders import Contender
 from kubeapi import Observer, create_namespace, create_objects, request_counts
-from stage import Stage, rotated, wait_results
+from stage import Stage, wait_results
 
-WRITES = ("POST", "PATCH", "PUT", "DELETE")  # API requests that change something (of our resource, or events)
+WRITES = ("POST", "PATCH", "PUT", "DELETE")  # API requests that change something
 
 
 async def prepare(stage: Stage, stem: str, n: int) -> tuple[str, float]:
@@ -20,11 +26,30 @@ async def prepare(stage: Stage, stem: str, n: int) -> tuple[str, float]:
     return namespace, time.monotonic() - started
 
 
+def writes(requests: Counter[str], resource: str) -> int:
+    """Writes to ``resource`` (with any subresource) among request counts keyed "VERB resource[/sub] code"."""
+    return sum(count for key, count in requests.items()
+               if key.split()[0] in WRITES and key.split()[1].split("/")[0] == resource)
+
+
+async def drained(stage: Stage, since: Counter[str], *, quiet: float = 2.0, most: float = 60.0) -> tuple[int, float]:
+    """Event writes since ``since`` once they stop coming (none for ``quiet`` seconds); and when that was."""
+    count, changed_at, started = -1, time.monotonic(), time.monotonic()
+    while time.monotonic() - started < most:
+        now = writes(await request_counts(stage.api) - since, "events")
+        if now != count:
+            count, changed_at = now, time.monotonic()
+        elif time.monotonic() - changed_at >= quiet:
+            break
+        await asyncio.sleep(0.5)
+    return count, changed_at
+
+
 async def handle_all(stage: Stage, contender: Contender, namespace: str, n: int) -> dict[str, Any]:
     """Start the contender on a namespace of N unhandled objects; measure until the observer sees N results."""
     observer = await Observer(stage.api, namespace).start()
     await stage.quiesce()
-    server_cpu, requests = stage.server_cpu(), await request_counts(stage.api)
+    server_cpu, before = stage.server_cpu(), await request_counts(stage.api)
     child = stage.spawn(contender, namespace)
     try:
         why = await wait_results(observer, child, n)
@@ -32,12 +57,21 @@ async def handle_all(stage: Stage, contender: Contender, namespace: str, n: int)
             return stage.fail(f"backlog {contender.name} N={n}", why, child)
         seconds = time.monotonic() - child.started_at
         usage = child.usage()  # at completion: what the work cost, not the shutdown
+        server = stage.server_cpu() - server_cpu
         stage.handled[(contender.name, n)] = namespace
-        requests = await request_counts(stage.api) - requests
-        writes = sum(count for key, count in requests.items() if key.split()[0] in WRITES)
-        return {"seconds": seconds, "cpu_s": usage.cpu_s, "peak_rss_mb": usage.peak_rss_mb,
-                "server_cpu_s": stage.server_cpu() - server_cpu, "per_second": n / seconds,
-                "writes_per_object": writes / n, "requests": dict(sorted(requests.items()))}
+        requests = await request_counts(stage.api) - before
+        result = {"seconds": seconds, "cpu_s": usage.cpu_s, "cpu_per_1000": usage.cpu_s * 1000 / n,
+                  "peak_rss_mb": usage.peak_rss_mb, "server_cpu_s": server, "per_second": n / seconds,
+                  "writes_per_object": writes(requests, "kopfexamples") / n}
+        if contender.env.get("BENCH_POSTING") == "1":
+            # Events go out after the results (one task drains a queue): count them once they stop.
+            events, last = await drained(stage, before)
+            result |= {"events_per_object": events / n, "events_done_s": last - child.started_at,
+                       "cpu_with_events_s": child.cpu_seconds()}
+            requests = await request_counts(stage.api) - before
+        else:
+            result["events_per_object"] = writes(requests, "events") / n
+        return result | {"requests": dict(sorted(requests.items()))}
     finally:
         child.stop()
         await observer.close()
@@ -46,13 +80,16 @@ async def handle_all(stage: Stage, contender: Contender, namespace: str, n: int)
 async def run_backlog(stage: Stage, contenders: list[Contender], sizes: list[int]) -> list[dict[str, Any]]:
     results = []
     for n in sizes:
-        for contender in [c for round_ in range(stage.repeat) for c in rotated(contenders, round_)]:
+        for round_, contender in stage.rounds.schedule(contenders):
+            what = f"  backlog N={n} round {round_} {contender.name}"
             namespace, creation = await prepare(stage, f"backlog-{contender.name}-{n}", n)
-            print(f"  backlog N={n} {contender.name}: {n} objects created in {creation:.1f}s", flush=True)
-            result = {"scenario": "backlog", "contender": contender.name, "n": n, "namespace": namespace,
-                      **await handle_all(stage, contender, namespace, n)}
+            print(f"{what}: {n} objects created in {creation:.1f}s", flush=True)
+            result = {"scenario": "backlog", "contender": contender.name, "n": n, "round": round_,
+                      "namespace": namespace, **await handle_all(stage, contender, namespace, n)}
             if "error" not in result:
-                print(f"  backlog N={n} {contender.name}: {result['seconds']:.1f}s, CPU {result['cpu_s']:.1f}s, "
-                      f"peak RSS {result['peak_rss_mb']:.0f} MB", flush=True)
+                events = (f", {result['events_per_object']:.2f} Events/object (last {result['events_done_s']:.1f}s)"
+                          if "events_done_s" in result else "")
+                print(f"{what}: {result['seconds']:.1f}s, CPU {result['cpu_s']:.1f}s, "
+                      f"peak RSS {result['peak_rss_mb']:.0f} MB{events}", flush=True)
             results.append(result)
     return results

@@ -1,16 +1,33 @@
-"""Scenario 4 of the issue, idle memory: RSS of an operator watching N already-handled objects with nothing to do,
-against the same operator watching none; the difference per object is what each watched object costs."""
+"""Scenario 4 of the issue, idle memory: RSS of an operator watching already-handled objects with nothing to do.
+
+Each contender starts afresh three times: on no object, on N1 and on N2 objects it handled before,
+and is measured once it is ready and quiet. What a watched object costs is the slope
+(RSS(N2) - RSS(N1)) / (N2 - N1): listing leaves a fixed amount behind (a page of parsed objects
+that the allocator keeps), which (RSS(N) - RSS(0)) / N, shown too, spreads over the objects.
+
+Contenders: ``opd run`` with one handler, Kopf, and ``opd start`` with K plugins (one handler each,
+every object handled by all of them: the goal). ``opd start`` says READY=1 on a stand-in for
+systemd's socket: how long after its start (the API answers all along) is the readiness goal.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from backlog import handle_all, prepare
 from children import Child
 from contenders import Contender
 from kubeapi import Observer, create_namespace
-from stage import Stage, wait_quiet, wait_ready
+from many_plugins import has_all, spawn_daemon, write_plugins
+from notify import NotifySocket
+from stage import Stage, wait_quiet, wait_ready, wait_results
+
+READY_TIMEOUT = 120.0
+
+Start = Callable[[str, int], Awaitable[dict[str, Any]]]  # a fresh operator on (namespace, N): its figures
 
 
 async def settle(child: Child) -> bool:
@@ -19,20 +36,50 @@ async def settle(child: Child) -> bool:
     return await wait_quiet(child.cpu_seconds, quiet=0.02, window=2.0, least=10.0, most=120.0)
 
 
+async def quiet_usage(stage: Stage, what: str, child: Child, observer: Observer, namespace: str) -> dict[str, Any]:
+    """RSS once the contender has handled a new probe object (its watches are up) and is quiet."""
+    probe = f"probe-{time.monotonic_ns()}"  # the namespace may be reused: a name not seen before
+    why = await wait_ready(stage, observer, child, namespace, probe=probe)
+    if why is not None:
+        return stage.fail(what, why, child)
+    if not await settle(child):
+        print(f"  {what}: still busy after 120s; measuring anyway", flush=True)
+    usage = child.usage()
+    return {"rss_mb": usage.rss_mb, "peak_rss_mb": usage.peak_rss_mb}
+
+
+def per_object(found: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """The figures of three starts on 0 < N1 < N2 objects."""
+    (_, empty), (small, mid), (n, full) = sorted(found.items())
+    result = {"n_small": small, "rss_0_mb": empty["rss_mb"], "rss_small_mb": mid["rss_mb"], "rss_n_mb": full["rss_mb"],
+              "bytes_per_object": (full["rss_mb"] - mid["rss_mb"]) * 2**20 / (n - small),
+              "bytes_per_object_from_empty": (full["rss_mb"] - empty["rss_mb"]) * 2**20 / n}
+    if "ready_s" in empty:
+        result |= {"ready_0_s": empty["ready_s"], "ready_small_s": mid["ready_s"], "ready_n_s": full["ready_s"]}
+    return result
+
+
+async def three_starts(stage: Stage, label: str, sizes: tuple[int, int], start: Start,
+                       handled: Callable[[int], Awaitable[str | None]]) -> dict[str, Any]:
+    found = {0: await start(await create_namespace(stage.api, f"idle-{label}-0"), 0)}
+    for n in sizes:
+        if any("error" in r for r in found.values()):
+            break
+        namespace = await handled(n)
+        if namespace is None:
+            return {"error": f"idle {label}: could not prepare {n} handled objects"}
+        found[n] = await start(namespace, n)
+    failed = next((r for r in found.values() if "error" in r), None)
+    return failed if failed is not None else per_object(found)
+
+
+# -- opd run and Kopf --------------------------------------------------------------------------------------------------
 async def idle_rss(stage: Stage, contender: Contender, namespace: str, n: int) -> dict[str, Any]:
     """A fresh contender on a namespace whose objects are all handled: RSS once it is ready and quiet."""
-    what = f"idle {contender.name} N={n}"
     observer = await Observer(stage.api, namespace).start()
     child = stage.spawn(contender, namespace)
     try:
-        probe = f"probe-{time.monotonic_ns()}"  # the namespace may be reused: a name not seen before
-        why = await wait_ready(stage, observer, child, namespace, probe=probe)
-        if why is not None:
-            return stage.fail(what, why, child)
-        if not await settle(child):
-            print(f"  {what}: still busy after 120s; measuring anyway", flush=True)
-        usage = child.usage()
-        return {"rss_mb": usage.rss_mb, "peak_rss_mb": usage.peak_rss_mb}
+        return await quiet_usage(stage, f"idle {contender.name} N={n}", child, observer, namespace)
     finally:
         child.stop()
         await observer.close()
@@ -48,26 +95,86 @@ async def handled_namespace(stage: Stage, contender: Contender, n: int) -> str |
     return stage.handled[(contender.name, n)]
 
 
-async def measure(stage: Stage, contender: Contender, n: int) -> dict[str, Any]:
-    empty = await idle_rss(stage, contender, await create_namespace(stage.api, f"idle-{contender.name}-0"), 0)
-    if "error" in empty:
-        return empty
-    namespace = await handled_namespace(stage, contender, n)
-    if namespace is None:
-        return {"error": f"idle {contender.name}: could not prepare {n} handled objects"}
-    full = await idle_rss(stage, contender, namespace, n)
-    if "error" in full:
-        return full
-    return {"rss_0_mb": empty["rss_mb"], "rss_n_mb": full["rss_mb"],
-            "bytes_per_object": (full["rss_mb"] - empty["rss_mb"]) * 2**20 / n}
+async def measure(stage: Stage, contender: Contender, sizes: tuple[int, int]) -> dict[str, Any]:
+    async def start(namespace: str, n: int) -> dict[str, Any]:
+        return await idle_rss(stage, contender, namespace, n)
+
+    async def handled(n: int) -> str | None:
+        return await handled_namespace(stage, contender, n)
+
+    return await three_starts(stage, contender.name, sizes, start, handled)
 
 
-async def run_idle(stage: Stage, contenders: list[Contender], n: int) -> list[dict[str, Any]]:
+# -- opd start with K plugins ----------------------------------------------------------------------------------------
+async def daemon_idle(stage: Stage, plugins_dir: Path, names: list[str], namespace: str, n: int) -> dict[str, Any]:
+    """A fresh ``opd start``: seconds from its start to READY=1; RSS once it is ready and quiet."""
+    what = f"idle opd start, {len(names)} plugins, N={n}"
+    observer = await Observer(stage.api, namespace, done=has_all(names)).start()
+    await stage.quiesce()
+    async with NotifySocket(stage.log_path("notify.sock")) as systemd:
+        child = spawn_daemon(stage, plugins_dir, names, namespace, notify_socket=systemd.path)
+        try:
+            ready_at = await systemd.wait("READY=1", timeout=READY_TIMEOUT, alive=child.alive)
+            if ready_at is None:
+                return stage.fail(what, f"no READY=1 within {READY_TIMEOUT:.0f}s ({child.describe_exit()})", child)
+            usage = await quiet_usage(stage, what, child, observer, namespace)
+            return usage if "error" in usage else {"ready_s": ready_at - child.started_at, **usage}
+        finally:
+            child.stop()
+            await observer.close()
+
+
+async def daemon_handled(stage: Stage, plugins_dir: Path, names: list[str], n: int) -> str | None:
+    """A namespace of N objects that every one of these plugins has handled."""
+    namespace, _ = await prepare(stage, f"idle-{len(names)}plugins-{n}", n)
+    print(f"  idle opd start ({len(names)} plugins): handling {n} objects first", flush=True)
+    observer = await Observer(stage.api, namespace, done=has_all(names)).start()
+    child = spawn_daemon(stage, plugins_dir, names, namespace)
+    try:
+        why = await wait_results(observer, child, n)
+        if why is not None:
+            stage.fail(f"idle opd start ({len(names)} plugins): handling {n} objects", why, child)
+            return None
+        return namespace
+    finally:
+        child.stop()
+        await observer.close()
+
+
+async def measure_daemon(stage: Stage, count: int, sizes: tuple[int, int]) -> dict[str, Any]:
+    plugins_dir = stage.workdir / "plugins"
+    names = write_plugins(plugins_dir, count)
+
+    async def start(namespace: str, n: int) -> dict[str, Any]:
+        return await daemon_idle(stage, plugins_dir, names, namespace, n)
+
+    async def handled(n: int) -> str | None:
+        return await daemon_handled(stage, plugins_dir, names, n)
+
+    return {"plugins": count, **await three_starts(stage, f"{count}plugins", sizes, start, handled)}
+
+
+def say(result: dict[str, Any]) -> None:
+    if "error" in result:
+        return
+    n, small = result["n"], result["n_small"]
+    if "ready_0_s" in result:
+        print(f"  idle {result['contender']}: READY=1 {result['ready_0_s']:.2f}s after its start with no object, "
+              f"{result['ready_small_s']:.2f}s with {small}, {result['ready_n_s']:.2f}s with {n}", flush=True)
+    print(f"  idle {result['contender']}: RSS {result['rss_0_mb']:.1f} MB empty, {result['rss_small_mb']:.1f} MB "
+          f"with {small} objects, {result['rss_n_mb']:.1f} MB with {n}: {result['bytes_per_object']:.0f} B/object "
+          f"({result['bytes_per_object_from_empty']:.0f} B counted from empty)", flush=True)
+
+
+async def run_idle(stage: Stage, contenders: list[Contender], sizes: tuple[int, int],
+                   plugins: int) -> list[dict[str, Any]]:
     results = []
+    base = {"scenario": "idle", "n": sizes[1]}
     for contender in contenders:
-        result = {"scenario": "idle", "contender": contender.name, "n": n, **await measure(stage, contender, n)}
-        if "error" not in result:
-            print(f"  idle {contender.name}: {result['rss_0_mb']:.1f} MB empty, {result['rss_n_mb']:.1f} MB "
-                  f"with {n} objects: {result['bytes_per_object']:.0f} B/object", flush=True)
-        results.append(result)
+        results.append({**base, "contender": contender.name, **await measure(stage, contender, sizes)})
+        say(results[-1])
+    if plugins:
+        results.append({**base, "contender": f"opd start, {plugins} plugins",
+                        **await measure_daemon(stage, plugins, sizes)})
+        say(results[-1])
     return results

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from typing import Any
 
 from backlog import prepare
 from children import Child
-from kubeapi import PLURAL, Api, Observer, request_counts
+from kubeapi import PLURAL, Observer, open_watches, request_counts
 from stage import Stage, wait_results
 
 DIST = "opd_bench_plugins"
@@ -78,32 +77,29 @@ def has_all(names: list[str]) -> Callable[[dict[str, Any]], bool]:
     return check
 
 
-async def open_watches(api: Api) -> int:
-    """WATCH requests on our resource open right now (kube-apiserver 1.20's apiserver_longrunning_gauge)."""
-    async with api.session.get(api.server + "/metrics") as response:
-        text = await response.text()
-    total = 0
-    for line in text.splitlines():
-        if line.startswith("apiserver_longrunning_gauge{"):
-            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
-            if labels.get("verb") == "WATCH" and labels.get("resource") == PLURAL:
-                total += int(float(line.rsplit(" ", 1)[1]))
-    return total
+def spawn_daemon(stage: Stage, plugins_dir: Path, names: list[str], namespace: str, *,
+                 notify_socket: Path | None = None) -> Child:
+    """``opd start`` with these plugins enabled, serving one namespace; systemd's socket only if given."""
+    config = write_config(stage.log_path(f"opd-{namespace}.toml"), namespace, names)
+    drop = ("OPD_PLUGINS", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env |= {"KUBECONFIG": str(stage.kubeconfig), "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(p for p in (str(plugins_dir), os.environ.get("PYTHONPATH")) if p)}
+    if notify_socket is not None:
+        env["NOTIFY_SOCKET"] = str(notify_socket)
+    argv = [sys.executable, "-m", "opd", "start", "--config", str(config)]
+    return Child(f"opd start ({len(names)} plugins)", argv, env=env,
+                 log=stage.log_path(f"opd-start-{namespace}.log")).start()
 
 
 async def run_daemon(stage: Stage, plugins_dir: Path, names: list[str], n: int) -> dict[str, Any]:
     """``opd start`` with these plugins on a fresh namespace of N objects: until all carry every result."""
     what = f"plugins K={len(names)} N={n}"
     namespace, _ = await prepare(stage, f"plugins-{len(names)}-{n}", n)
-    config = write_config(stage.workdir / f"opd-{namespace}.toml", namespace, names)
     observer = await Observer(stage.api, namespace, done=has_all(names)).start()
     await stage.quiesce()
     watches_before, requests = await open_watches(stage.api), await request_counts(stage.api)
-    env = {**os.environ, "KUBECONFIG": str(stage.kubeconfig), "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join(p for p in (str(plugins_dir), os.environ.get("PYTHONPATH")) if p)}
-    env.pop("OPD_PLUGINS", None)
-    argv = [sys.executable, "-m", "opd", "start", "--config", str(config)]
-    child = Child("opd start", argv, env=env, log=stage.workdir / f"{namespace}.log").start()
+    child = spawn_daemon(stage, plugins_dir, names, namespace)
     watches: list[int] = []
 
     async def sample() -> None:
@@ -138,14 +134,14 @@ async def run_plugins(stage: Stage, n: int, count: int = 20) -> list[dict[str, A
     plugins_dir = stage.workdir / "plugins"
     names = write_plugins(plugins_dir, count)
     results: list[dict[str, Any]] = []
-    for round_ in range(stage.repeat):
-        for k in ((1, count) if round_ % 2 == 0 else (count, 1)):
+    for round_ in range(1, stage.rounds.plugins + 1):
+        for k in ((1, count) if round_ % 2 else (count, 1)):
             result = {"scenario": "plugins", "contender": f"{k} plugin{'s' if k > 1 else ''}", "plugins": k, "n": n,
-                      **await run_daemon(stage, plugins_dir, names[:k], n)}
+                      "round": round_, **await run_daemon(stage, plugins_dir, names[:k], n)}
             if "error" not in result:
-                print(f"  plugins K={k} N={n}: {result['seconds']:.1f}s, {result['results_per_second']:.0f} "
-                      f"results/s, CPU {result['cpu_s']:.1f}s, peak RSS {result['peak_rss_mb']:.0f} MB, "
-                      f"{result['watch_connections']} watch connection(s), {result['lists']} LIST(s), "
-                      f"{result['patches_per_object']:.2f} PATCHes/object", flush=True)
+                print(f"  plugins round {round_} K={k} N={n}: {result['seconds']:.1f}s, "
+                      f"{result['results_per_second']:.0f} results/s, CPU {result['cpu_s']:.1f}s, "
+                      f"peak RSS {result['peak_rss_mb']:.0f} MB, {result['watch_connections']} watch connection(s), "
+                      f"{result['lists']} LIST(s), {result['patches_per_object']:.2f} PATCHes/object", flush=True)
             results.append(result)
     return results

@@ -1,180 +1,314 @@
-"""Tables for people, with the issue's targets next to the measured ratios; JSON for machines."""
+"""Tables for people: each scenario's medians with their range over rounds, the ratios taken round by round,
+the machine's load while it ran; then the summary of the issue's goals. JSON for machines (every run)."""
 
 from __future__ import annotations
 
 import json
-import operator
-import statistics
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-# The issue's targets; the backlog ones are set at N=5000.
-TARGET_N = 5000
-OPD_OVER_RAW = 1.25  # opd time <= 1.25x raw
-KOPF_OVER_OPD = 2.5  # Kopf time >= 2.5x opd
-RSS_OPD_OVER_KOPF = 1 / 3  # opd peak RSS <= 1/3 of Kopf's
-LIVE_P99_MS = 100.0  # opd p99 at 200/s
-IDLE_BYTES = 2048  # opd RSS per watched, handled object
-PLUGINS_THROUGHPUT = 0.9  # results/s with many plugins >= 90% of one plugin's
+import goals
+from goals import Goal, Outcome, table
+from stats import Result, Spread, number, ok, round_ratios, spread, values
 
-Result = dict[str, Any]
+GOAL_SIZES = (5000, 20000)  # the backlog sizes the issue sets its goals at
+BACKLOG_TIME = Goal("opd/raw time", "<=", 1.2, "x")
+BACKLOG_CPU = Goal("opd/raw CPU s per 1000 objects", "<=", 1.3, "x")
+BACKLOG_KOPF = Goal("Kopf/opd time", ">=", 3.0, "x")
+LIVE_P50 = Goal("live: opd/raw p50 latency", "<=", 2.0, "x")
+LIVE_P99 = Goal("live: opd/raw p99 latency", "<=", 1.5, "x")
+STREAM_REQUESTS = Goal("idle streams: API requests a minute per quiet stream", "<=", 1.0)
+MEMORY = Goal("idle memory per watched object, opd start with {k} plugins", "<=", 1024, " B", 0)
+READY = Goal("opd start with {k} plugins: READY=1 after its start, {what}", "<=", 2.0, " s")
+PLUGINS_RATE = Goal("many plugins: results/s with {k} plugins vs 1 (earlier target)", ">=", 0.9, "x")
+PLUGINS_WATCHES = Goal("many plugins: watch connections with {k} plugins (earlier target)", "==", 1, "", 0)
 
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
-
-    def line(cells: Sequence[str]) -> str:
-        first, *rest = cells
-        return "  ".join([first.ljust(widths[0]), *(c.rjust(w) for c, w in zip(rest, widths[1:], strict=True))])
-
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+Cell = str | Callable[[Result], float | None]
 
 
-def _num(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+def _contenders(results: Sequence[Result]) -> list[str]:
+    return list(dict.fromkeys(r["contender"] for r in results))
 
 
-def _verdict(value: float | None, target: float, better: Callable[[float, float], bool]) -> str:
-    if value is None:
-        return "n/a"
-    return "ok" if better(value, target) else "MISSED"
+def _cell(results: Sequence[Result], contender: str, key: Cell, digits: int) -> str:
+    found = spread(values(results, contender, key))
+    return "-" if found is None else found.format(digits)
 
 
-def _by_contender(results: list[Result]) -> dict[str, Result]:
-    return {r["contender"]: r for r in results if "error" not in r}
+def _runs(results: Sequence[Result], contender: str) -> str:
+    mine = [r for r in results if r["contender"] == contender]
+    return f"{len(ok(mine))}/{len(mine)}"
 
 
-def _ratio(results: dict[str, Result], top: str, bottom: str, key: str) -> float | None:
-    if top in results and bottom in results and results[bottom][key]:
-        return float(results[top][key] / results[bottom][key])
-    return None
+def _table(results: Sequence[Result], columns: Sequence[tuple[str, Cell, int]], first: str = "contender") -> str:
+    rows = [[name, _runs(results, name), *(_cell(results, name, key, digits) for _, key, digits in columns)]
+            for name in _contenders(results)]
+    return table([first, "ok runs", *(header for header, _, _ in columns)], rows)
 
 
-def summarize(results: list[Result]) -> list[Result]:
-    """One row per contender, in the order they first ran: each number the median of its successful runs."""
-    rows = []
-    for name in dict.fromkeys(r["contender"] for r in results):
-        runs = [r for r in results if r["contender"] == name]
-        ok = [r for r in runs if "error" not in r]
-        row = dict(ok[0] if ok else runs[0])
-        for key, value in row.items():
-            if ok and isinstance(value, int | float) and not isinstance(value, bool):
-                row[key] = statistics.median(r[key] for r in ok)
-        row["runs"] = f"{len(ok)}/{len(runs)}"
-        rows.append(row)
-    return rows
+def _ratio_line(label: str, ratios: Spread | None, note: str = "") -> str:
+    text = "-" if ratios is None else ratios.format(2)
+    rounds = "" if ratios is None else f"  ({ratios.count} round{'s' if ratios.count > 1 else ''})"
+    return f"  {label:<34} {text}{rounds}{'  ' + note if note else ''}"
 
 
-def _row(result: Result, columns: Sequence[tuple[str, int]]) -> list[str]:
-    if "error" in result:
-        return [result["contender"], result["runs"], "FAILED", *["-"] * (len(columns) - 1)]
-    return [result["contender"], result["runs"], *(_num(result.get(key), digits) for key, digits in columns)]
+def _load(load: dict[str, float] | None) -> str:
+    if not load:
+        return ""
+    return (f"  machine load (1-min average) during the scenario: {load['min']:.1f}-{load['max']:.1f}, "
+            f"mean {load['mean']:.1f} (the bench itself adds ~1.5-2 while a contender works)")
 
 
-def backlog(results: list[Result]) -> str:
-    columns = [("seconds", 1), ("per_second", 0), ("cpu_s", 1), ("peak_rss_mb", 0), ("server_cpu_s", 1),
-               ("writes_per_object", 2)]
-    headers = ["contender", "ok runs", "time s", "objects/s", "CPU s", "peak RSS MB", "apiserver+etcd CPU s",
-               "API writes/object"]
+def ratios(results: Sequence[Result], top: str, bottom: str, key: Cell) -> Spread | None:
+    return spread(round_ratios(results, top, bottom, key))
+
+
+# -- the scenarios ---------------------------------------------------------------------------------------------------
+BACKLOG_TIME_COLUMNS: list[tuple[str, Cell, int]] = [
+    ("time s", "seconds", 1), ("objects/s", "per_second", 0), ("CPU s", "cpu_s", 1),
+    ("CPU s/1000 objects", "cpu_per_1000", 2), ("peak RSS MB", "peak_rss_mb", 0)]
+BACKLOG_API_COLUMNS: list[tuple[str, Cell, int]] = [
+    ("apiserver+etcd CPU s", "server_cpu_s", 1), ("object writes/object", "writes_per_object", 2),
+    ("Events/object", "events_per_object", 2)]
+
+
+def backlog(results: list[Result], load: dict[str, float] | None = None) -> str:
     parts = []
     for n in sorted({r["n"] for r in results}):
-        runs = summarize([r for r in results if r["n"] == n])
-        ok = _by_contender(runs)
-        opd_raw = _ratio(ok, "opd", "raw", "seconds")
-        kopf_opd = _ratio(ok, "kopf", "opd", "seconds")
-        rss = _ratio(ok, "opd", "kopf", "peak_rss_mb")
-        scope = "" if n == TARGET_N else f" (targets are set at N={TARGET_N})"
+        runs = [r for r in results if r["n"] == n]
         parts += [
-            f"Backlog N={n}: from operator start until the observer sees all {n} results",
-            table(headers, [_row(r, columns) for r in runs]),
-            f"  opd/raw time   {_num(opd_raw, 2):>6}   target <= {OPD_OVER_RAW}: "
-            f"{_verdict(opd_raw, OPD_OVER_RAW, operator.le)}{scope}",
-            f"  Kopf/opd time  {_num(kopf_opd, 2):>6}   target >= {KOPF_OVER_OPD}: "
-            f"{_verdict(kopf_opd, KOPF_OVER_OPD, operator.ge)}{scope}",
-            f"  RSS opd/Kopf   {_num(rss, 2):>6}   target <= 0.33: "
-            f"{_verdict(rss, RSS_OPD_OVER_KOPF, operator.le)}{scope}",
-            "",
+            f"Backlog N={n}: from operator start until the observer sees all {n} results "
+            "(median, and the range over rounds)",
+            _table(runs, BACKLOG_TIME_COLUMNS),
+            "what it cost the API server (Events: counted once they stop coming)",
+            _table(runs, BACKLOG_API_COLUMNS),
+            "ratios taken within each round, then the median (range):",
+            _ratio_line("opd/raw time", ratios(runs, "opd", "raw", "seconds"), f"goal {BACKLOG_TIME.target}"),
+            _ratio_line("opd/raw CPU s per 1000 objects", ratios(runs, "opd", "raw", "cpu_per_1000"),
+                        f"goal {BACKLOG_CPU.target}"),
+            _ratio_line("Kopf/opd time", ratios(runs, "kopf", "opd", "seconds"), f"goal {BACKLOG_KOPF.target}"),
+            _ratio_line("opd+events/opd time", ratios(runs, "opd+events", "opd", "seconds"),
+                        "Event posting on vs off"),
+            _ratio_line("opd+events/raw time", ratios(runs, "opd+events", "raw", "seconds"), "opd as it comes"),
+            _ratio_line("peak RSS opd/Kopf", ratios(runs, "opd", "kopf", "peak_rss_mb")),
         ]
+        events = spread(values(runs, "opd+events", "events_done_s"))
+        if events is not None:
+            parts.append(f"  opd+events: its last Event written {events.format(1)} s after its start "
+                         "(results came first: Events are posted from a queue)")
+        parts.append("")
+    parts.append(_load(load))
     return "\n".join(parts)
 
 
-def live(results: list[Result]) -> str:
-    columns = [("ready_s", 1), ("sent", 0), ("rate", 0), ("p50_ms", 0), ("p99_ms", 0), ("max_ms", 0),
-               ("missing", 0), ("create_p50_ms", 0), ("seen_to_result_p50_ms", 0), ("seen_to_result_p99_ms", 0),
-               ("cpu_s", 1), ("peak_rss_mb", 0), ("server_cpu_s", 1), ("bench_cpu_s", 1)]
-    headers = ["contender", "ok runs", "ready s", "sent", "rate/s", "p50 ms", "p99 ms", "max ms", "missing",
-               "create p50", "seen>result p50", "p99", "CPU s", "peak RSS MB", "server CPU s", "bench CPU s"]
-    results = summarize(results)
+LIVE_LATENCY: list[tuple[str, Cell, int]] = [
+    ("p50 ms", "p50_ms", 0), ("p99 ms", "p99_ms", 0), ("max ms", "max_ms", 0), ("missing", "missing", 0),
+    ("create p50 ms", "create_p50_ms", 0), ("seen>result p50", "seen_to_result_p50_ms", 0),
+    ("seen>result p99", "seen_to_result_p99_ms", 0)]
+LIVE_COST: list[tuple[str, Cell, int]] = [
+    ("ready s", "ready_s", 1), ("sent", "sent", 0), ("rate/s", "rate", 0), ("CPU s", "cpu_s", 1),
+    ("apiserver+etcd CPU s", "server_cpu_s", 1), ("bench CPU s", "bench_cpu_s", 1),
+    ("loop lag p99 ms", "lag_p99_ms", 1), ("loop lag max ms", "lag_max_ms", 0)]
+
+
+def live(results: list[Result], load: dict[str, float] | None = None) -> str:
     first = results[0]
-    opd = _by_contender(results).get("opd")
-    p99 = None if opd is None or opd["missing"] else opd["p99_ms"]
     return "\n".join([
         f"Live: {first['target_rate']:.0f} objects/s for {first['seconds']:.0f}s; latency from the create "
-        "request's send time to the observer seeing the result",
-        "(create: the create request's round trip; seen>result: the observer sees the object, then its result;"
-        " CPU: during the load; server: apiserver+etcd; bench: this process, creating and observing)",
-        table(headers, [_row(r, columns) for r in results]),
-        f"  opd p99        {_num(p99, 0):>6}   target <= {LIVE_P99_MS:.0f} ms with none missing: "
-        f"{_verdict(p99, LIVE_P99_MS, operator.le)}",
+        "request's send time to the observer seeing the result (median, and the range over rounds)",
+        "(create: the create request's round trip; seen>result: from the observer seeing the object to seeing "
+        "its result; a result that never came counts as infinitely late)",
+        _table(results, LIVE_LATENCY),
+        "what it cost during the load (bench: this process, creating and observing; loop lag: how late opd's "
+        "10 ms ticker came)",
+        _table(results, LIVE_COST),
+        "ratios taken within each round, then the median (range):",
+        _ratio_line("opd/raw p50", ratios(results, "opd", "raw", "p50_ms"), f"goal {LIVE_P50.target}"),
+        _ratio_line("opd/raw p99", ratios(results, "opd", "raw", "p99_ms"), f"goal {LIVE_P99.target}"),
+        _ratio_line("opd/raw CPU s", ratios(results, "opd", "raw", "cpu_s")),
+        _load(load),
         "",
     ])
 
 
-def idle(results: list[Result]) -> str:
-    columns = [("rss_0_mb", 1), ("rss_n_mb", 1), ("bytes_per_object", 0)]
-    results = summarize(results)
+def idle(results: list[Result], load: dict[str, float] | None = None) -> str:
     n = results[0]["n"]
-    headers = ["contender", "ok runs", "RSS, 0 objects MB", f"RSS, {n} objects MB", "bytes/object"]
-    opd = _by_contender(results).get("opd")
-    per_object = None if opd is None else opd["bytes_per_object"]
-    return "\n".join([
-        f"Idle memory: a fresh operator, ready and quiet, watching {n} already-handled objects vs none",
-        table(headers, [_row(r, columns) for r in results]),
-        f"  opd per object {_num(per_object, 0):>6}   target <= {IDLE_BYTES} B: "
-        f"{_verdict(per_object, IDLE_BYTES, operator.le)}",
-        "",
-    ])
+    small = next((r["n_small"] for r in ok(results)), "N1")
+    memory: list[tuple[str, Cell, int]] = [
+        ("RSS, 0 objects MB", "rss_0_mb", 1), (f"RSS, {small} MB", "rss_small_mb", 1), (f"RSS, {n} MB", "rss_n_mb", 1),
+        (f"B/object, {small} to {n}", "bytes_per_object", 0), ("B/object, 0 to N", "bytes_per_object_from_empty", 0)]
+    ready: list[tuple[str, Cell, int]] = [
+        ("READY=1 s, 0 objects", "ready_0_s", 2), (f"{small} objects", "ready_small_s", 2),
+        (f"{n} objects", "ready_n_s", 2)]
+    daemons = [r for r in results if "ready_0_s" in r or ("error" in r and r["contender"].startswith("opd start"))]
+    lines = [
+        "Idle memory: fresh operators, ready and quiet, watching already-handled objects: what a watched object "
+        f"costs is the RSS difference from {small} to {n} objects, per object (0 to N also counts what listing "
+        "leaves behind)",
+        _table(results, memory),
+    ]
+    if daemons:
+        lines += ["opd start: READY=1 on systemd's socket, seconds after its start (the API answers all along)",
+                  _table(daemons, ready, "daemon")]
+    lines += [_load(load), ""]
+    return "\n".join(lines)
 
 
-def plugins(results: list[Result]) -> str:
-    columns = [("seconds", 1), ("results_per_second", 0), ("cpu_s", 1), ("peak_rss_mb", 0),
-               ("watch_connections", 0), ("lists", 0), ("patches_per_object", 2)]
-    headers = ["daemon", "ok runs", "time s", "results/s", "CPU s", "peak RSS MB", "watch connections", "LISTs",
-               "PATCHes/object"]
-    rows = summarize(results)
-    ok = [r for r in rows if "error" not in r]
-    one = next((r for r in ok if r["plugins"] == 1), None)
-    many = next((r for r in ok if r["plugins"] > 1), None)
-    ratio = None if one is None or many is None else many["results_per_second"] / one["results_per_second"]
-    watches = None if many is None else many["watch_connections"]
+def streams(results: list[Result], load: dict[str, float] | None = None) -> str:
+    columns: list[tuple[str, Cell, int]] = [
+        ("streams", "streams", 0), ("minutes", lambda r: r["seconds"] / 60, 1),
+        ("requests/min", "requests_per_min", 1), ("WATCH/min", "watch_per_min", 1),
+        ("new connections/min", "connections_per_min", 1), ("requests/min/stream", "requests_per_stream_min", 2),
+        ("opd CPU s/min", "cpu_s_per_min", 2), ("RSS MB", "rss_mb", 0)]
+    lines = [
+        "Idle cost: opd watching empty namespaces, one quiet watch stream each; requests counted by the API "
+        "server (apiserver_request_total, clients only), new connections by a TCP proxy in between",
+        _table(results, columns),
+    ]
+    for result in ok(results):
+        before, after = result["open_watches"]
+        lines.append(f"  open WATCH streams on the resource: {before} at the start, {after} at the end")
+        top = sorted(result["requests"].items(), key=lambda kv: -kv[1])[:8]
+        if top:
+            lines.append("  requests in the window: " + ", ".join(f"{key} x{count}" for key, count in top))
+    lines += [_load(load), ""]
+    return "\n".join(lines)
+
+
+def plugins(results: list[Result], load: dict[str, float] | None = None) -> str:
+    columns: list[tuple[str, Cell, int]] = [
+        ("time s", "seconds", 1), ("results/s", "results_per_second", 0), ("CPU s", "cpu_s", 1),
+        ("peak RSS MB", "peak_rss_mb", 0), ("watch connections", "watch_connections", 0), ("LISTs", "lists", 0),
+        ("PATCHes/object", "patches_per_object", 2)]
     k = max(r["plugins"] for r in results)
+    many = f"{k} plugins"
     return "\n".join([
         f"Many plugins: opd start with {k} plugins vs 1, one on.create handler each on one resource; "
         f"{results[0]['n']} objects; time from the daemon's start; results/s (objects x plugins) from the "
         "first object done to the last",
-        table(headers, [_row(r, columns) for r in rows]),
-        f"  {k} plugins vs 1, results/s {_num(ratio, 2):>6}   target >= {PLUGINS_THROUGHPUT}: "
-        f"{_verdict(ratio, PLUGINS_THROUGHPUT, operator.ge)}",
-        f"  watch connections with {k} plugins {_num(watches, 0):>3}   target 1: "
-        f"{_verdict(watches, 1, operator.eq)}",
+        _table(results, columns, "daemon"),
+        _ratio_line(f"results/s, {k} plugins vs 1", ratios(results, many, "1 plugin", "results_per_second"),
+                    f"goal {PLUGINS_RATE.target}"),
+        _load(load),
         "",
     ])
 
 
-def render(results: dict[str, list[Result]]) -> str:
-    """Every scenario's table; with several runs of a contender, the medians (the JSON keeps each run)."""
-    parts = []
-    if results.get("backlog"):
-        parts.append(backlog(results["backlog"]))
-    if results.get("live"):
-        parts.append(live(results["live"]))
-    if results.get("idle"):
-        parts.append(idle(results["idle"]))
-    if results.get("plugins"):
-        parts.append(plugins(results["plugins"]))
+RENDERERS: dict[str, Callable[[list[Result], dict[str, float] | None], str]] = {
+    "backlog": backlog, "live": live, "streams": streams, "idle": idle, "plugins": plugins}
+
+
+# -- the goals -------------------------------------------------------------------------------------------------------
+def _named(goal: Goal, prefix: str = "", **fields: Any) -> Goal:
+    """The goal with its blanks filled in: {k} plugins, N={n}."""
+    return Goal((prefix + goal.what).format(**fields), goal.op, goal.bound, goal.unit, goal.digits)
+
+
+def _single(value: float | None) -> Spread | None:
+    return None if value is None else Spread(value, value, value, 1)
+
+
+def _outcome(goal: Goal, measured: Spread | None, why_not: str) -> Outcome:
+    return Outcome(goal, measured, "" if measured is not None else why_not)
+
+
+def outcomes(results: dict[str, list[Result]]) -> list[Outcome]:
+    """Every goal of the issue with what this run measured for it (None where it did not)."""
+    found: list[Outcome] = []
+    runs = results.get("backlog") or []
+    for n in sorted({r["n"] for r in runs} | set(GOAL_SIZES)):
+        mine = [r for r in runs if r["n"] == n]
+        why = "not in this run's backlog sizes" if not mine else "no round with both"
+        for goal, top, bottom, key in ((BACKLOG_TIME, "opd", "raw", "seconds"),
+                                       (BACKLOG_CPU, "opd", "raw", "cpu_per_1000"),
+                                       (BACKLOG_KOPF, "kopf", "opd", "seconds")):
+            found.append(_outcome(_named(goal, n=n, prefix="backlog N={n}: "), ratios(mine, top, bottom, key), why))
+    runs = results.get("live") or []
+    why = "no live round with both raw and opd" if runs else "live not run"
+    found += [_outcome(LIVE_P50, ratios(runs, "opd", "raw", "p50_ms"), why),
+              _outcome(LIVE_P99, ratios(runs, "opd", "raw", "p99_ms"), why)]
+    runs = ok(results.get("streams") or [])
+    found.append(_outcome(STREAM_REQUESTS, spread(r["requests_per_stream_min"] for r in runs),
+                          "streams not run" if not results.get("streams") else "failed"))
+    runs = results.get("idle") or []
+    daemon = next((r for r in runs if r["contender"].startswith("opd start")), None)
+    why = "idle not run" if not runs else ("failed" if daemon is not None else "no plugins")
+    good = daemon if daemon is not None and "error" not in daemon else {}
+    k, n = good.get("plugins", 20), runs[0]["n"] if runs else 0
+    found += [_outcome(_named(MEMORY, k=k), _single(good.get("bytes_per_object")), why),
+              _outcome(_named(READY, k=k, what="no object"), _single(good.get("ready_0_s")), why),
+              _outcome(_named(READY, k=k, what=f"{n or 'N'} objects"), _single(good.get("ready_n_s")), why)]
+    runs = results.get("plugins") or []
+    if runs:
+        k = max(r["plugins"] for r in runs)
+        found.append(_outcome(_named(PLUGINS_RATE, k=k),
+                              ratios(runs, f"{k} plugins", "1 plugin", "results_per_second"), "failed"))
+        found.append(_outcome(_named(PLUGINS_WATCHES, k=k),
+                              spread(values(runs, f"{k} plugins", "watch_connections")), "failed"))
+    return found
+
+
+def reported(results: dict[str, list[Result]]) -> list[tuple[str, str]]:
+    """Figures the issue asks to report next to the goals, without a target of their own."""
+    lines: list[tuple[str, str]] = []
+    runs = results.get("backlog") or []
+    for n in sorted({r["n"] for r in runs}):
+        mine = [r for r in runs if r["n"] == n]
+        events = spread(values(mine, "opd+events", "events_per_object"))
+        if events is not None:
+            on_off = ratios(mine, "opd+events", "opd", "seconds")
+            lines.append((f"backlog N={n}: Events written per object, posting on (opd's default)",
+                          events.format(2)))
+            lines.append((f"backlog N={n}: time with posting on / off", "-" if on_off is None else on_off.format(2)))
+        for name in ("raw", "opd", "kopf"):
+            cpu = spread(values(mine, name, "cpu_per_1000"))
+            if cpu is not None:
+                lines.append((f"backlog N={n}: {name} CPU s per 1000 objects", cpu.format(2)))
+    runs = results.get("live") or []
+    for key, label in (("lag_p99_ms", "p99"), ("lag_max_ms", "max")):
+        lag = spread(values(runs, "opd", key))
+        if lag is not None:
+            lines.append((f"live: opd event loop lag {label} (10 ms ticker), ms", lag.format(1)))
+    for name in _contenders(runs):
+        p50, p99 = spread(values(runs, name, "p50_ms")), spread(values(runs, name, "p99_ms"))
+        if p50 is not None and p99 is not None:
+            lines.append((f"live: {name} p50 / p99 ms", f"{p50.format(0)} / {p99.format(0)}"))
+    for result in ok(results.get("streams") or []):
+        lines.append(("idle streams: WATCH requests a minute per stream", number(result["watch_per_stream_min"], 2)))
+        lines.append(("idle streams: new TLS connections a minute per stream",
+                      number(result["connections_per_stream_min"], 2)))
+    for result in ok(results.get("idle") or []):
+        lines.append((f"idle memory per watched object, {result['contender']}",
+                      f"{number(result['bytes_per_object'], 0)} B"))
+    return lines
+
+
+def summary(results: dict[str, list[Result]]) -> str:
+    parts = [goals.render(outcomes(results))]
+    extra = reported(results)
+    if extra:
+        parts += ["", "Also measured (no target):", table(["figure", "value"], [list(row) for row in extra],
+                                                          right=False)]
     return "\n".join(parts)
 
 
+def render(results: dict[str, list[Result]], loads: dict[str, dict[str, float]] | None = None) -> str:
+    """Every scenario's table, in the order they ran; the JSON keeps each run."""
+    loads = loads or {}
+    return "\n".join(RENDERERS[name](runs, loads.get(name)) for name, runs in results.items()
+                     if name in RENDERERS and runs)
+
+
 def write_json(path: Path, meta: dict[str, Any], results: dict[str, list[Result]]) -> None:
-    path.write_text(json.dumps({"meta": meta, **results}, indent=2) + "\n")
+    def finite(value: Any) -> Any:  # JSON has no infinity: a latency that never came is null
+        if isinstance(value, float) and math.isinf(value):
+            return None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [finite(v) for v in value]
+        return value
+
+    path.write_text(json.dumps(finite({"meta": meta, **results}), indent=2) + "\n")

@@ -17,6 +17,28 @@ from contenders import Contender
 from kubeapi import Api, Observer, create_object
 
 
+@dataclass(frozen=True)
+class Rounds:
+    """How many rounds each contender runs: raw and opd in every round, the others in the first few."""
+
+    rounds: int = 1  # backlog and live: raw and opd, alternating
+    kopf: int = 1  # Kopf joins the first rounds only: it is slow, and only its ratio to opd is a goal
+    events: int = 1  # opd with Event posting on, in the backlog's first rounds
+    plugins: int = 1  # many plugins: 1 vs K plugins
+
+    def lineup(self, contenders: list[Contender], round_: int) -> list[Contender]:
+        """Who runs in round ``round_`` (1-based), each round starting with another contender."""
+        extra = {"kopf": self.kopf, "opd+events": self.events}
+        present = [c for c in contenders if round_ <= extra.get(c.name, self.rounds)]
+        return rotated(present, round_ - 1)
+
+    def schedule(self, contenders: list[Contender]) -> list[tuple[int, Contender]]:
+        """Every (round, contender) run, in order."""
+        most = max([self.rounds, *(self.kopf for c in contenders if c.name == "kopf"),
+                    *(self.events for c in contenders if c.name == "opd+events")], default=0)
+        return [(r, c) for r in range(1, most + 1) for c in self.lineup(contenders, r)]
+
+
 @dataclass
 class Stage:
     api: Api
@@ -26,18 +48,27 @@ class Stage:
     # (contender, N) -> a namespace whose N objects that contender has handled: idle memory reuses them.
     handled: dict[tuple[str, int], str] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
-    repeat: int = 1  # rounds of each backlog size and of the live load, contenders in a rotating order
+    rounds: Rounds = field(default_factory=Rounds)
     profile_dir: Path | None = None  # py-spy flame graphs of every opd contender go here
     _count: int = 0
 
-    def spawn(self, contender: Contender, namespace: str) -> Child:
+    def spawn(self, contender: Contender, namespaces: str | list[str], *, kubeconfig: Path | None = None,
+              env: dict[str, str] | None = None) -> Child:
         self._count += 1
-        label = f"{self._count:03d}-{contender.name}-{namespace}"
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
-        child = Child(contender.name, contender.argv(namespace), env=env, log=self.workdir / f"{label}.log").start()
-        if self.profile_dir is not None and contender.name == "opd":
+        first = namespaces if isinstance(namespaces, str) else f"{namespaces[0]}-and-{len(namespaces) - 1}"
+        label = f"{self._count:03d}-{contender.name.replace('+', '-')}-{first}"
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig or self.kubeconfig), "PYTHONUNBUFFERED": "1",
+               **contender.env, **(env or {})}
+        child = Child(contender.name, contender.argv(namespaces), env=env,
+                      log=self.workdir / f"{label}.log").start()
+        if self.profile_dir is not None and contender.framework == "opd":
             self._profile(child, self.profile_dir / f"{label}.svg")
         return child
+
+    def log_path(self, name: str) -> Path:
+        """A file in the work folder, numbered like the contenders' logs."""
+        self._count += 1
+        return self.workdir / f"{self._count:03d}-{name}"
 
     def _profile(self, child: Child, svg: Path) -> None:
         """Sample where the contender spends its CPU (--gil: only the thread that holds the GIL)."""
@@ -87,6 +118,35 @@ async def wait_quiet(cpu_seconds: Callable[[], float], *, quiet: float, window: 
             return True
         before = now
     return False
+
+
+class LoadWatch:
+    """The machine's 1-minute load average, sampled every few seconds while a scenario runs: it counts the
+    bench's own processes too (about 1.5-2 while a contender works), so what stands above that is other work."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        self.every = every
+        self.samples: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _sample(self) -> None:
+        while True:
+            self.samples.append(os.getloadavg()[0])
+            await asyncio.sleep(self.every)
+
+    async def __aenter__(self) -> LoadWatch:
+        self._task = asyncio.get_running_loop().create_task(self._sample())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self.samples.append(os.getloadavg()[0])
+
+    def summary(self) -> dict[str, float]:
+        return {"min": min(self.samples), "max": max(self.samples),
+                "mean": sum(self.samples) / len(self.samples)} if self.samples else {}
 
 
 def rotated(contenders: list[Contender], round_: int) -> list[Contender]:

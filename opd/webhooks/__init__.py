@@ -1,0 +1,11 @@
+"""Admission and conversion webhooks: the HTTPS server the API server calls, its certificates,
+the reviews it answers, and the cluster objects that point the API server at it.
+
+- ``certificates``: a self-signed CA and a serving certificate (``cryptography``), per process
+  or kept in a folder.
+- ``server``: ``WebhookServer`` (aiohttp over TLS) and its variants for clusters in a VM; one
+  server can carry the webhooks of several operators (the daemon's plugins), a path each.
+- ``admission``, ``conversion``: AdmissionReview and ConversionReview in, responses out.
+- ``management``: the Validating/MutatingWebhookConfiguration and the CRDs' ``spec.conversion``.
+- ``serving``: one operator's webhooks, started by its Operation after its startup handlers.
+"""

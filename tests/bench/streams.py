@@ -1,0 +1,102 @@
+"""Scenario 5, idle cost: opd watching S empty namespaces (S quiet watch streams) for some minutes.
+
+What the quiet streams cost the API server, from its own ``apiserver_request_total`` (every verb, from
+clients; not its own loopback controllers'): requests and WATCH requests a minute, per stream. New
+connections (a TLS handshake each) are counted by a loopback TCP proxy between opd and the API server
+(``opd.testing.proxy.FaultProxy``, only relaying here): kube-apiserver counts no handshakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from children import Child
+from contenders import OPD
+from kubeapi import client_request_counts, create_namespace, open_watches
+from stage import Stage, wait_quiet
+
+from opd.testing.proxy import FaultProxy
+
+READY_LINE = "opd: ready"  # opd's log line once every watch has listed its objects
+READY_TIMEOUT = 120.0
+
+
+def proxied_kubeconfig(source: Path, dest: Path, address: str) -> Path:
+    """The bench's kubeconfig with the server at ``address`` (the proxy; the certificate names 127.0.0.1)."""
+    config = json.loads(source.read_text())
+    config["clusters"][0]["cluster"]["server"] = f"https://{address}"
+    dest.write_text(json.dumps(config))
+    dest.chmod(0o600)
+    return dest
+
+
+async def wait_log(child: Child, text: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and child.alive():
+        try:
+            if text in child.log.read_text(errors="replace"):
+                return True
+        except OSError:
+            pass
+        await asyncio.sleep(0.2)
+    return False
+
+
+def costs(requests: dict[str, int], accepted: int, streams: int, seconds: float) -> dict[str, Any]:
+    """Per minute, in all and per quiet stream, from the request counts and connections of a window."""
+    minutes = seconds / 60
+    total = sum(requests.values())
+    watches = sum(count for key, count in requests.items() if key.startswith("WATCH "))
+    return {"requests_per_min": total / minutes, "watch_per_min": watches / minutes,
+            "connections_per_min": accepted / minutes, "requests_per_stream_min": total / minutes / streams,
+            "watch_per_stream_min": watches / minutes / streams,
+            "connections_per_stream_min": accepted / minutes / streams}
+
+
+async def run_streams(stage: Stage, streams: int, minutes: float) -> list[dict[str, Any]]:
+    what = f"streams S={streams}"
+    namespaces = [await create_namespace(stage.api, f"quiet-{i:03d}") for i in range(streams)]
+    server = urlsplit(stage.api.server)
+    proxy = FaultProxy(server.hostname or "127.0.0.1", server.port or 443)
+    proxy.start()
+    child: Child | None = None
+    try:
+        kubeconfig = proxied_kubeconfig(stage.kubeconfig, stage.log_path("kubeconfig-proxied"), proxy.address)
+        await stage.quiesce()
+        child = stage.spawn(OPD, namespaces, kubeconfig=kubeconfig)
+        if not await wait_log(child, READY_LINE, READY_TIMEOUT):
+            return [{"scenario": "streams", "contender": "opd", "streams": streams,
+                     **stage.fail(what, f"not ready within {READY_TIMEOUT:.0f}s", child)}]
+        ready = time.monotonic() - child.started_at
+        await wait_quiet(child.cpu_seconds, quiet=0.05, window=2.0, least=4.0, most=30.0)
+        print(f"  {what}: opd ready in {ready:.1f}s; watching {streams} quiet namespaces for {minutes:g} min",
+              flush=True)
+        before, accepted, cpu = await client_request_counts(stage.api), proxy.accepted, child.cpu_seconds()
+        open_before, started = await open_watches(stage.api), time.monotonic()
+        for _ in range(round(minutes * 60)):  # while nothing happens, looking at opd every second
+            if not child.alive():
+                break
+            await asyncio.sleep(1.0)
+        if not child.alive():
+            return [{"scenario": "streams", "contender": "opd", "streams": streams,
+                     **stage.fail(what, "opd exited while idle", child)}]
+        seconds = time.monotonic() - started
+        requests = dict(sorted((await client_request_counts(stage.api) - before).items()))
+        result = {"scenario": "streams", "contender": "opd", "streams": streams, "seconds": seconds,
+                  "ready_s": ready, "open_watches": [open_before, await open_watches(stage.api)],
+                  "cpu_s_per_min": (child.cpu_seconds() - cpu) / (seconds / 60),
+                  "rss_mb": child.usage().rss_mb, "connections": proxy.accepted - accepted, "requests": requests,
+                  **costs(requests, proxy.accepted - accepted, streams, seconds)}
+        print(f"  {what}: {result['requests_per_min']:.1f} requests/min ({result['watch_per_min']:.1f} WATCH), "
+              f"{result['connections_per_min']:.1f} new connections/min; per stream "
+              f"{result['requests_per_stream_min']:.2f} requests/min", flush=True)
+        return [result]
+    finally:
+        if child is not None:
+            child.stop()
+        proxy.stop()
