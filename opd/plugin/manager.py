@@ -9,7 +9,7 @@ method here.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +56,14 @@ class PluginHooks:
 
     def configure(self, settings: OperatorSettings, config: dict[str, Any]) -> None:
         self.manager.hook.opd_configure(settings=settings, config=config)
+
+    def rbac(self, config: dict[str, Any], resources: list[dict[str, list[str]]],
+             lookup: Callable[[str, str], dict[str, list[str]] | None]) -> object:
+        """What ``opd_rbac`` returned, unchecked (``opd.rbac`` checks it); None without the hook or a result."""
+        if "opd_rbac" not in self.implemented:
+            return None
+        results = self.manager.hook.opd_rbac(config=config, resources=resources, lookup=lookup)
+        return results[0] if results else None
 
 
 def plugin_config(name: str, table: Mapping[str, Any], options: tuple[Option, ...] | None) -> dict[str, Any]:

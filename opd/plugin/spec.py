@@ -1,11 +1,13 @@
 """The hooks an operator plugin may implement (each optional; an implementation may take fewer arguments).
 
 opd calls them in this order, once per load of the plugin: ``opd_options`` (to check the
-plugin's table and fill in its defaults), ``opd_register``, ``opd_configure``.
+plugin's table and fill in its defaults), ``opd_register``, ``opd_configure``. ``opd_rbac`` is
+called only by ``opd rbac`` and ``opd manifests``, after those three.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from opd.plugin import hookspec
@@ -42,4 +44,26 @@ def opd_configure(settings: OperatorSettings, config: dict[str, Any]) -> None:
     finalizer ``<name>.opd.dev``, markers in ``.status.opd-<name>``, handler results in
     ``.status.<name>``), so that no two plugins ever touch each other's data on a shared
     object; change them only knowingly (a clash fails the later plugin).
+    """
+
+
+@hookspec
+def opd_rbac(  # type: ignore[empty-body]
+    config: dict[str, Any], resources: list[dict[str, list[str]]],
+    lookup: Callable[[str, str], dict[str, list[str]] | None],
+) -> list[dict[str, Any]]:
+    """The Kubernetes permissions the plugin needs for its own API calls (through the ``api`` kwarg).
+
+    ``opd rbac`` grants what opd itself does for the plugin's handlers (list, watch, patch of their
+    resources, their status, Events); this hook adds the rest, as PolicyRules: dicts with
+    ``apiGroups``, ``resources``, ``verbs`` and optionally ``resourceNames``, or ``nonResourceURLs``
+    and ``verbs``. Each rule applies where the plugin runs (its namespaces, or cluster-wide) unless
+    it says otherwise with one of two keys of opd's: ``namespaces`` (a list of namespace names: a
+    Role in each) or ``clusterwide = True`` (the ClusterRole). A rule on a cluster-scoped resource
+    always goes to the ClusterRole.
+
+    ``config`` is the plugin's table, as ``opd_register`` gets it. ``resources`` has one
+    ``{"apiGroups": [group], "resources": [plural]}`` per resource its handlers serve, resolved by
+    API discovery (add ``verbs`` to make a rule of one). ``lookup(api_version, kind)`` gives the same
+    for any kind the API server serves (``lookup("v1", "ConfigMap")``), None for one it does not.
     """
