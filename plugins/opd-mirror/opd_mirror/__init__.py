@@ -15,10 +15,11 @@ from typing import Any
 import opd
 from kubernetes_asyncio import client
 
+from opd_mirror import patterns
 from opd_mirror.config import OPTIONS, Config
 from opd_mirror.mirroring import COPIED_FIELDS, LABEL, State, enabled, forget, prune, reconcile
 
-__all__ = ["Config", "opd_options", "opd_register"]
+__all__ = ["Config", "opd_options", "opd_rbac", "opd_register"]
 
 MEMO_KEY = "opd_mirror"  # one memo may serve several plugins: keep ours under one key
 
@@ -46,6 +47,27 @@ def opd_register(registry: opd.OperatorRegistry, config: dict[str, Any]) -> None
 
     for plural in COPIED_FIELDS:
         _register_resource(registry, plural, cfg)
+
+
+@opd.hookimpl
+def opd_rbac(config: dict[str, Any]) -> list[dict[str, Any]]:
+    # The plugin's own calls (opd grants list, watch and patch of the sources where it runs).
+    cfg = Config.of(config)
+    copied = {"apiGroups": [""], "resources": sorted(COPIED_FIELDS)}
+    rules: list[dict[str, Any]] = [
+        # prune(): a source's copies, found by their label in every namespace.
+        {**copied, "verbs": ["list"], "clusterwide": True},
+        # _wanted(): the namespaces that exist, for glob targets in a source's annotation.
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list"]},
+        # _record_refused(): the refused targets, in an annotation of the source.
+        {**copied, "verbs": ["patch"]},
+    ]
+    if cfg.allowed_targets:
+        # _copy() and _delete(): only in allowed_targets; by name, a Role in each, else (globs) everywhere.
+        names = all(patterns.is_name(t) for t in cfg.allowed_targets)
+        where = {"namespaces": list(cfg.allowed_targets)} if names else {"clusterwide": True}
+        rules.append({**copied, "verbs": ["create", "delete", "get", "patch"], **where})
+    return rules
 
 
 def _register_resource(registry: opd.OperatorRegistry, plural: str, cfg: Config) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ import opd
 from kubernetes_asyncio import client
 from opd.kube import plain
 
-__all__ = ["DEFAULT_OBJECTS", "Config", "opd_configure", "opd_options", "opd_register"]
+__all__ = ["DEFAULT_OBJECTS", "Config", "opd_configure", "opd_options", "opd_rbac", "opd_register"]
 
 MEMO_KEY = "opd_nsdefaults"  # one memo may serve several plugins: keep ours under one key
 LABEL = "opd.dev/nsdefaults"  # on every object the plugin creates, to find them: -l opd.dev/nsdefaults
@@ -137,6 +137,31 @@ def opd_configure(settings: opd.OperatorSettings, config: dict[str, Any]) -> Non
     # Namespaces have a status subresource, but a core type prunes unknown status fields: opd would
     # try its markers there first, notice, and log that it falls back. Say so from the start.
     settings.persistence.storage = "annotations"
+
+
+@opd.hookimpl
+def opd_rbac(config: dict[str, Any], lookup: Callable[[str, str], dict[str, list[str]] | None]
+             ) -> list[dict[str, Any]]:
+    """create on each configured kind: in the namespaces ``include`` names, or in any (globs)."""
+    cfg = Config.of(config)
+    if all(_is_name(g) for g in cfg.include):  # names only: a Role in each that is not excluded
+        where: dict[str, Any] = {"namespaces": [n for n in cfg.include if cfg.selects(n)]}
+        if not where["namespaces"]:
+            return []
+    else:  # namespaces yet to come, by pattern: only a ClusterRole can allow that
+        where = {"clusterwide": True}
+    rules = []
+    for index, manifest in enumerate(cfg.objects):
+        found = lookup(manifest["apiVersion"], manifest["kind"])
+        if found is None:
+            raise opd.ConfigError(f"[plugins.nsdefaults].objects[{index}]: the API server serves no kind "
+                                  f"{manifest['kind']} in {manifest['apiVersion']}")
+        rules.append({**found, "verbs": ["create"], **where})
+    return rules
+
+
+def _is_name(glob: str) -> bool:
+    return not any(ch in glob for ch in "*?[")
 
 
 async def _create_all(state: dict[str, Any], cfg: Config, namespace: str, body: Mapping[str, Any],

@@ -17,7 +17,7 @@ import opd
 from kubernetes_asyncio import client
 from opd.kube import plain
 
-__all__ = ["opd_options", "opd_register", "parse_ttl"]
+__all__ = ["opd_options", "opd_rbac", "opd_register", "parse_ttl"]
 
 TTL = "opd.dev/ttl"
 MEMO_KEY = "opd_ttl"  # one memo may serve several plugins: keep ours under one key
@@ -100,6 +100,13 @@ def opd_register(registry: opd.OperatorRegistry, config: dict[str, Any]) -> None
 
     for name in dict.fromkeys(r.strip() for r in config["resources"]):
         _register_resource(registry, name, interval)
+
+
+@opd.hookimpl
+def opd_rbac(resources: list[dict[str, list[str]]]) -> list[dict[str, Any]]:
+    # The plugin's own call: expire() deletes an expired object, of the resources its handlers serve
+    # (opd grants list, watch and patch of those itself), where the plugin runs.
+    return [{**resource, "verbs": ["delete"]} for resource in resources]
 
 
 def _register_resource(registry: opd.OperatorRegistry, name: str, interval: float) -> None:
