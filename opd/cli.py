@@ -254,6 +254,98 @@ def config_show(path: Path | None) -> None:
     click.echo(config.render(cfg, options), nl=False)
 
 
+# -- running in a cluster: RBAC and manifests ----------------------------------------------------------------------
+
+
+def _k8s_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    import re
+
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value):
+        raise click.BadParameter(f"{value!r} is not a Kubernetes name (lowercase letters, digits, '-')")
+    return value
+
+
+def _cluster_options(command: Any) -> Any:
+    """The options ``opd rbac`` and ``opd manifests`` share."""
+    for option in reversed([
+        click.option("--config", "config_path", type=click.Path(path_type=Path), help=_CONFIG_HELP),
+        click.option("--name", default="opd", show_default=True, callback=_k8s_name,
+                     help="The ServiceAccount's name (and its roles', bindings', ConfigMap's, Deployment's)."),
+        click.option("--namespace", default="opd", show_default=True, callback=_k8s_name,
+                     help="The ServiceAccount's namespace (it must exist)."),
+        click.option("--kubeconfig", type=click.Path(path_type=Path),
+                     help="The cluster to resolve resources against (default: [kubernetes] of the config)."),
+        click.option("--context", help="The kubeconfig context to use."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _discovery_login(cfg: DaemonConfig, kubeconfig: Path | None, context: str | None) -> Any:
+    import dataclasses
+
+    from opd.kube.credentials import Login
+
+    if kubeconfig is not None:
+        return Login(kubeconfig=str(kubeconfig), context=context, in_cluster=False)
+    login = Login(**dataclasses.asdict(cfg.kubernetes))
+    if context is not None:
+        login = dataclasses.replace(login, context=context)
+    if login.kubeconfig is None and not login.in_cluster:
+        _use_local_cluster_if_nothing_else()
+    return login
+
+
+def _plugins_for_rbac(cfg: DaemonConfig) -> Discovery:
+    found = _load_plugins(cfg, env={})
+    for warning in found.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    return found
+
+
+@main.command("rbac")
+@_cluster_options
+def rbac_cmd(config_path: Path | None, name: str, namespace: str, kubeconfig: Path | None,
+             context: str | None) -> None:
+    """Print the RBAC that the enabled plugins need, as YAML for kubectl apply.
+
+    A ServiceAccount, a ClusterRole (or Roles, where every plugin that needs a rule serves
+    namespaces by name) and their bindings: list, watch and patch of what the handlers serve,
+    their status, Events, namespaces for namespace patterns, the Leases of [ha], and what each
+    plugin declares for its own calls (opd_rbac). Resources are resolved against the cluster
+    (required). The config file alone decides which plugins are enabled (not OPD_PLUGINS).
+    """
+    from opd.rbac import generate
+
+    cfg = _load_config_or_exit(config_path)
+    found = _plugins_for_rbac(cfg)
+    login = _discovery_login(cfg, kubeconfig, context)
+    click.echo(generate.rbac(cfg, found, login, name=name, namespace=namespace), nl=False)
+
+
+@main.command("manifests")
+@_cluster_options
+@click.option("--image", default=f"opd:{__version__}", show_default=True,
+              help="The container image (built from etc/Containerfile).")
+def manifests_cmd(config_path: Path | None, name: str, namespace: str, kubeconfig: Path | None,
+                  context: str | None, image: str) -> None:
+    """Print what runs opd in a cluster, as YAML for kubectl apply: the RBAC of 'opd rbac', the
+    config file as a ConfigMap, and a Deployment running 'opd start' with it.
+
+    The ConfigMap's copy of the config listens on 0.0.0.0 (the probes and /metrics are reached
+    from outside the container) and uses the pod's service account ([kubernetes] in_cluster).
+    """
+    from opd.rbac import generate
+
+    cfg = _load_config_or_exit(config_path)
+    found = _plugins_for_rbac(cfg)
+    login = _discovery_login(cfg, kubeconfig, context)
+    text, warnings = generate.manifests(cfg, found, login, name=name, namespace=namespace, image=image)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(text, nl=False)
+
+
 # -- running operators ---------------------------------------------------------------------------------------------
 
 _LOG_LEVELS = click.Choice(["trace", "debug", "info", "warning", "error"])

@@ -8,8 +8,14 @@ from typing import Any
 
 @dataclass
 class WatchingSettings:
-    # A stream silent this long is presumed dead (a dropped NAT entry sends no RST) and resumed.
-    inactivity_timeout: float = 10.0
+    # A quiet stream is not a dead one: opd does not reconnect streams for silence. A dead peer is
+    # found by TCP keepalive on each stream's socket; a path that hangs silently (every connection
+    # blackholed) by one cheap request per cluster, sent every ``probe_interval`` seconds when
+    # nothing else came from the API server meanwhile, which must answer within ``probe_timeout``.
+    probe_interval: float = 4.0
+    probe_timeout: float = 3.0
+    # A backstop: a stream silent this long (past the server's own bound) is resumed.
+    inactivity_timeout: float = 330.0
     # Server-side bound of one watch request; the stream is resumed from its resourceVersion.
     server_timeout: int = 300
     connect_timeout: float = 10.0

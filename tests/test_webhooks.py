@@ -402,3 +402,65 @@ isolation = "thread"
         await asyncio.wait_for(task, 30)
         await _delete_configurations(raw, managed)
     assert not supervisor.webhook_server.started
+
+
+async def test_a_kopf_style_admission_operator(raw: Raw, namespace: str, gadgets: str, kubeconfig: Path) -> None:
+    """Written as Kopf documents admission (its 17-admission example's behaviours), with
+    ``import opd as kopf``: an auto-server, headers and sslpeer, a dry-run exception, a field
+    filter with a custom code, a label-filtered mutation."""
+    import opd as kopf
+
+    mark = uuid.uuid4().hex[:8]
+    managed = f"k{mark}.{GROUP}"
+    registry = kopf.OperatorRegistry()
+    path = f"/apis/{GROUP}/v1/namespaces/{namespace}/gadgets"
+    servers: list[Any] = []
+
+    @kopf.on.startup(registry=registry)
+    def config(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.admission.server = kopf.WebhookAutoServer()
+        settings.admission.managed = managed
+        servers.append(settings.admission.server)
+
+    @kopf.on.validate("gadgets", registry=registry)
+    def authhook(headers: kopf.Headers, sslpeer: kopf.SSLPeer, warnings: list[str], **_: Any) -> None:
+        warnings.append(f"user agent: {headers.get('User-Agent', '(unidentified)').split('/')[0]}")
+        if not sslpeer.get("subject"):
+            warnings.append("no client certificate")
+
+    @kopf.on.validate("gadgets", registry=registry)
+    def validate1(spec: kopf.Spec, dryrun: bool, **_: Any) -> None:
+        if not dryrun and spec.get("field") == "wrong":
+            raise kopf.AdmissionError("not with a wrong field")
+
+    @kopf.on.validate("gadgets", field="spec.field", value="not-allowed", registry=registry)
+    def validate2(**_: Any) -> None:
+        raise kopf.AdmissionError("never this value", code=555)
+
+    @kopf.on.mutate("gadgets", labels={"somelabel": "somevalue"}, registry=registry)
+    def mutate1(patch: kopf.Patch, **_: Any) -> None:
+        patch.spec["injected"] = 123
+
+    try:
+        async with RunningOperator(registry=registry, namespaces=[namespace],
+                                   login=kopf.Login(kubeconfig=str(kubeconfig))):
+            assert servers[0].base_url.startswith("https://127.0.0.1:")  # detected: a local cluster
+
+            async def refused() -> dict[str, Any] | None:
+                status, _, answer = await raw("POST", path, _gadget("wrong", {"field": "wrong"}))
+                return answer if status == 500 else None
+
+            answer = await eventually(refused, timeout=20)
+            assert "not with a wrong field" in answer["message"]
+            status, warnings, _ = await raw("POST", path, _gadget("wrong", {"field": "wrong"}),
+                                            query={"dryRun": "All"})
+            assert status == 201 and any("user agent: kube-apiserver" in w for w in warnings)
+            assert any("no client certificate" in w for w in warnings)
+            status, _, answer = await raw("POST", path, _gadget("never", {"field": "not-allowed"}))
+            assert status == 555 and "never this value" in answer["message"]
+            status, _, made = await raw("POST", path, _gadget("marked", {}, somelabel="somevalue"))
+            assert status == 201 and made["spec"] == {"injected": 123}
+            status, _, made = await raw("POST", path, _gadget("plain", {}))
+            assert status == 201 and made["spec"] == {}
+    finally:
+        await _delete_configurations(raw, managed)
