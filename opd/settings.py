@@ -10,8 +10,8 @@ from typing import Any
 class WatchingSettings:
     # A quiet stream is not a dead one: opd does not reconnect streams for silence. A dead peer is
     # found by TCP keepalive on each stream's socket; a path that hangs silently (every connection
-    # blackholed) by one cheap request per cluster, sent every ``probe_interval`` seconds when
-    # nothing else came from the API server meanwhile, which must answer within ``probe_timeout``.
+    # blackholed) by one cheap request per cluster every ``probe_interval`` seconds, on a connection
+    # kept for it, which the API server must answer within ``probe_timeout``.
     probe_interval: float = 4.0
     probe_timeout: float = 3.0
     # A backstop: a stream silent this long (past the server's own bound) is resumed.

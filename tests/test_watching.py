@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -184,18 +185,34 @@ async def test_silent_connection_is_detected_and_resumed(
 ) -> None:
     kubeconfig = control_plane.write_kubeconfig(tmp_path / "kc", server=f"https://{proxy.address}")
     registry, calls = _counting_registry(crd)
-    settings = opd.OperatorSettings()
-    settings.watching.inactivity_timeout = 2.0
-    settings.networking.read_timeout = 2.0
-    async with RunningOperator(registry=registry, settings=settings, namespaces=[namespace],
-                               login=opd.Login(kubeconfig=str(kubeconfig))):
+    # Default settings: no stream is torn down for silence; the cluster's liveness probe finds the hang.
+    async with RunningOperator(registry=registry, namespaces=[namespace], login=opd.Login(kubeconfig=str(kubeconfig))):
         await create_kex(api, namespace, "before")
         await eventually(lambda: asyncio.sleep(0, calls["before"] == 1))
         assert proxy.blackhole_all() >= 1  # the watch stream (and pooled connections) go silent
+        cut = time.monotonic()
         for i in range(5):
             await create_kex(api, namespace, f"during-{i}")
         await eventually(lambda: asyncio.sleep(0, all(calls[f"during-{i}"] for i in range(5))), timeout=30)
+        assert time.monotonic() - cut < 15.0
     assert calls == {"before": 1, **{f"during-{i}": 1 for i in range(5)}}
+
+
+async def test_quiet_streams_are_not_reconnected(
+    control_plane: LocalControlPlane, proxy: FaultProxy, api: client.ApiClient, crd: str, namespace: str,
+    tmp_path: Path,
+) -> None:
+    """A quiet stream is not a dead one: 3 idle streams for 14 s cost no new connection (they were
+    torn down every 10 s of silence before), only the cluster's probe on its one kept connection."""
+    kubeconfig = control_plane.write_kubeconfig(tmp_path / "kc", server=f"https://{proxy.address}")
+    registry = opd.OperatorRegistry()
+    for plural in ("kopfexamples", "configmaps", "secrets"):
+        opd.on.create(plural, registry=registry, id=f"on_{plural}")(lambda **_: None)
+    async with RunningOperator(registry=registry, namespaces=[namespace], login=opd.Login(kubeconfig=str(kubeconfig))):
+        await asyncio.sleep(2.0)  # listed and watching; the request pool settles
+        before = proxy.accepted
+        await asyncio.sleep(14.0)
+        assert proxy.accepted - before <= 1  # at most the probe's own connection, made once
 
 
 async def test_a_watch_on_a_crd_that_appears_later(

@@ -43,7 +43,7 @@ from loguru import logger
 
 from opd.engine.backoff import Backoff
 from opd.engine.watching import Deliver, Watcher
-from opd.kube.api import REQUEST_ERRORS, GoneError, KubeClient
+from opd.kube.api import REQUEST_ERRORS, TRANSIENT_ERRORS, APIError, GoneError, KubeClient
 from opd.resources import Resource
 from opd.settings import WatchingSettings
 
@@ -126,6 +126,8 @@ class WatchHub:
         self.settings = settings
         self._streams: dict[StreamKey, _Stream] = {}
         self._ending: set[asyncio.Task[Any]] = set()  # cancelled (unsubscribed), not yet ended
+        self._liveness: asyncio.Task[None] | None = None
+        self.hung = 0  # times the path to the API server was found hung
 
     @property
     def watchers(self) -> list[Watcher]:
@@ -136,6 +138,8 @@ class WatchHub:
         key = (resource, namespace, selector)
         sub = Subscription(key, deliver, backlog)
         stream = self._streams.get(key)
+        if self._liveness is None:
+            self._liveness = asyncio.get_running_loop().create_task(self._keep_alive(), name="opd liveness")
         if stream is None:
             watcher = Watcher(self.client, resource, namespace, settings=self.settings,
                               deliver=self._fan_out(key), label_selector=selector)
@@ -235,7 +239,37 @@ class WatchHub:
         sub.task = None
         sub.listed.set()
 
+    async def _keep_alive(self) -> None:
+        """One probe per cluster, not per stream: quiet streams cost nothing, and a path that hangs
+        silently (every open connection blackholed, no RST) is found within interval + timeout. The
+        probe's connection is made with the first stream and kept busy, so it is as old as they are."""
+        hung = False
+        while True:
+            try:
+                if self._streams:
+                    await self.client.probe(self.settings.probe_timeout)
+            except TRANSIENT_ERRORS as exc:
+                streams = self.client.interrupt_streams()
+                self.client.recycle(hung=True)
+                self.hung += 1
+                if not hung:
+                    logger.warning(f"opd: the API server did not answer within {self.settings.probe_timeout:g}s "
+                                   f"({type(exc).__name__}): reconnecting {streams} watch stream(s) and the "
+                                   "request connections")
+                hung = True
+            except APIError:
+                hung = False  # it answered: the path works (whatever it thinks of the request)
+            else:
+                if hung:
+                    logger.info("opd: the API server answers again")
+                hung = False
+            await asyncio.sleep(self.settings.probe_interval)
+
     async def close(self) -> None:
+        if self._liveness is not None:
+            self._liveness.cancel()
+            self._ending.add(self._liveness)
+            self._liveness = None
         tasks = [s.task for s in self._streams.values()]
         tasks += [sub.task for s in self._streams.values() for sub in s.subscribers if sub.task is not None]
         for task in tasks:

@@ -6,8 +6,10 @@ Bodies are parsed once, straight from bytes to dicts: no model classes on the ho
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import socket
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -84,6 +86,23 @@ def _error(status: int, data: bytes, method: str, path: str, retry_after: str | 
     return cls(status, reason, message, method=method, path=path, retry_after=delay)
 
 
+# TCP keepalive on watch connections: a peer that is gone without a word (a dropped NAT entry, a
+# host that vanished) is noticed by the kernel within 10 + 3 x 5 s, with no request of opd's.
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 10, 5, 3
+
+
+def _keepalive(response: aiohttp.ClientResponse) -> None:
+    connection = response.connection
+    sock = connection.transport.get_extra_info("socket") if connection and connection.transport else None
+    if sock is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):  # not every platform has every option
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
+
+
 class KubeClient:
     """Authenticated connections to one API server.
 
@@ -108,6 +127,9 @@ class KubeClient:
         self._closers: set[asyncio.Task[None]] = set()
         self._recycled_at = 0.0
         self.recycles = 0
+        self._open_streams: set[aiohttp.ClientResponse] = set()
+        self._probe_api: client.ApiClient | None = None  # one kept-alive connection, for liveness probes
+        self.probes = 0
         # Operators sharing this client (a daemon's plugins) write the same objects at once: one request.
         self.patches = PatchBatcher(self._patch, split_on=one_writers_fault)
 
@@ -133,11 +155,15 @@ class KubeClient:
             task.cancel()
         if self._handlers_api is not None:
             await self._handlers_api.close()
+        if self._probe_api is not None:
+            await self._probe_api.close()
         await asyncio.gather(self._api.close(), self._streams.close(),
                              *(old.close() for old in self._retired), return_exceptions=True)
         self._retired.clear()
 
-    def recycle(self) -> None:
+    def recycle(self, *, hung: bool = False) -> None:
+        """A fresh pool of request connections. ``hung``: the old ones are dead (a liveness probe
+        says so): close them now, so that requests on them fail and are retried at once."""
         now = asyncio.get_running_loop().time()
         if now - self._recycled_at < 1.0:  # one replacement serves every request failing together
             return
@@ -148,13 +174,40 @@ class KubeClient:
 
         async def close_later() -> None:
             # Requests still running on the old pool finish (or time out) first.
-            await asyncio.sleep(self.settings.request_timeout)
+            if not hung:
+                await asyncio.sleep(self.settings.request_timeout)
             self._retired.discard(old)
             await old.close()
 
         task = asyncio.get_running_loop().create_task(close_later(), name="opd close retired pool")
         self._closers.add(task)
         task.add_done_callback(self._closers.discard)
+
+    def interrupt_streams(self) -> int:
+        """End every open watch stream (their watchers resume them on new connections); how many."""
+        streams = list(self._open_streams)
+        for response in streams:
+            response.close()
+        return len(streams)
+
+    async def probe(self, timeout: float) -> None:
+        """One cheap request (``GET /version``) on a connection kept for it: raises when the path to
+        the API server does not answer within ``timeout``. The connection lives as long as the
+        streams do, so a path that silently drops long-lived connections drops it too."""
+        if self._probe_api is None:
+            self._probe_api = self._new_api()
+        self.probes += 1
+        limits = aiohttp.ClientTimeout(total=timeout, sock_connect=timeout, sock_read=timeout)
+        try:
+            response = await self._send("GET", "/version", None, None, JSON, limits, api=self._probe_api)
+            try:
+                await response.read()
+            finally:
+                response.release()
+        except BaseException:
+            old, self._probe_api = self._probe_api, None
+            await old.close()
+            raise
 
     async def __aenter__(self) -> KubeClient:
         return self
@@ -214,10 +267,12 @@ class KubeClient:
             self._send("GET", path, query, None, JSON, timeout, api=self._streams),
             connect_timeout + inactivity_timeout,
         )
+        self._open_streams.add(response)
         try:
             if response.status >= 400:
                 data = await response.read()
                 raise _error(response.status, data, "WATCH", path, response.headers.get("Retry-After"))
+            _keepalive(response)
             buffer = bytearray()
             while True:
                 try:
@@ -235,4 +290,5 @@ class KubeClient:
                 del buffer[:start]
         finally:
             # A half-read stream must not go back to the pool.
+            self._open_streams.discard(response)
             response.close()
