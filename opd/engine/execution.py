@@ -12,6 +12,7 @@ are permanent.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -26,10 +27,24 @@ from opd.settings import RetrySettings
 MAX_MESSAGE = 500  # characters of an error kept in a progress record (it lives on the object)
 
 
+def api_answer(error: BaseException) -> str | None:
+    """The API server's refusal of a handler's own call (kubernetes_asyncio's ApiException) as it says
+    it, ``(403) Forbidden: pods is forbidden: ...``: the exception's own text puts headers first."""
+    status, body = getattr(error, "status", None), getattr(error, "body", None)
+    if not isinstance(status, int) or not isinstance(body, str | bytes):
+        return None
+    try:
+        message = json.loads(body).get("message")
+    except (ValueError, AttributeError):
+        message = None
+    head = f"({status}) {getattr(error, 'reason', '') or ''}".strip()
+    return f"{head}: {message}" if message else head
+
+
 def brief(error: BaseException | str, limit: int = MAX_MESSAGE) -> str:
     """An error as one line of at most ``limit`` characters."""
     text = " ".join(str(error).split()) if isinstance(error, str) else " ".join(
-        (str(error) or type(error).__name__).split())
+        (api_answer(error) or str(error) or type(error).__name__).split())
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 

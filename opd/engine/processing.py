@@ -28,7 +28,7 @@ from opd.engine.applying import Applier, Plan, merge
 from opd.engine.backoff import Backoff
 from opd.engine.daemons import Spawner, Stopped
 from opd.engine.diffs import Patch, diff
-from opd.engine.execution import Outcome, brief, execute
+from opd.engine.execution import Outcome, api_answer, brief, execute
 from opd.engine.indexing import Indexes
 from opd.engine.inventory import Inventory, Item, Memory, version
 from opd.engine.ownership import EVERYTHING, Fenced, Ownership
@@ -564,7 +564,8 @@ class ResourceProcessor:
             if self.poster is not None and handler.reason not in SPAWNING:
                 self.poster.post(body, "Normal", "Handled", f"Handler {handler.id!r} succeeded.", level="info")
             return
-        trace = error if not isinstance(error, HandlerError | TimeoutError) else None
+        # The API server's answer to a handler's own call says it all (e.g. a 403: RBAC): one line.
+        trace = None if isinstance(error, HandlerError | TimeoutError) or api_answer(error) else error
         text = f"{type(error).__name__}: {brief(error)}"
         if delay is not None:
             # An unexpected exception is an error even when retried; a TemporaryError is the plan.
