@@ -25,6 +25,7 @@ import opd
 from opd.daemon import config as daemon_config
 from opd.daemon.supervisor import Supervisor
 from opd.localcluster import LocalControlPlane
+from opd.webhooks import serving
 
 GROUP = "hooks.opd.dev"
 GADGET_CRD: dict[str, Any] = {
@@ -404,11 +405,14 @@ isolation = "thread"
     assert not supervisor.webhook_server.started
 
 
-async def test_a_kopf_style_admission_operator(raw: Raw, namespace: str, gadgets: str, kubeconfig: Path) -> None:
+async def test_a_kopf_style_admission_operator(raw: Raw, namespace: str, gadgets: str, kubeconfig: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Written as Kopf documents admission (its 17-admission example's behaviours), with
     ``import opd as kopf``: an auto-server, headers and sslpeer, a dry-run exception, a field
-    filter with a custom code, a label-filtered mutation."""
+    filter with a custom code, a label-filtered mutation. A configuration deleted by hand comes back."""
     import opd as kopf
+
+    monkeypatch.setattr(serving, "RECONCILE_INTERVAL", 0.5)  # a minute, normally
 
     mark = uuid.uuid4().hex[:8]
     managed = f"k{mark}.{GROUP}"
@@ -462,5 +466,14 @@ async def test_a_kopf_style_admission_operator(raw: Raw, namespace: str, gadgets
             assert status == 201 and made["spec"] == {"injected": 123}
             status, _, made = await raw("POST", path, _gadget("plain", {}))
             assert status == 201 and made["spec"] == {}
+
+            where = f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{managed}"
+            assert (await raw("DELETE", where))[0] == 200
+
+            async def back() -> bool:
+                status, _, found = await raw("GET", where)
+                return status == 200 and len(found["webhooks"]) == 3
+
+            await eventually(back, timeout=10)
     finally:
         await _delete_configurations(raw, managed)
