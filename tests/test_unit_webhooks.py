@@ -432,3 +432,16 @@ def test_the_webhooks_section_is_checked_and_documented(tmp_path: Path) -> None:
     assert set(re.findall(r"^# ([a-z_]+) = ", block, re.M)) == set(config._WEBHOOKS_KEYS)
     assert '# listen = "127.0.0.1:9443"' in block and '# managed = "opd.dev"' in block
     assert ipaddress.ip_address(config.WebhooksSection().listen.host).is_loopback
+
+
+async def test_a_server_with_certificates_that_cannot_be_read_says_so_in_one_line(tmp_path: Path) -> None:
+    server = WebhookServer(certfile=tmp_path / "missing.crt", pkeyfile=tmp_path / "missing.key")
+    with pytest.raises(ConfigError, match=r"webhook server: cannot read .*missing.crt: No such file"):
+        await server.start()
+    assert not server.started
+    made = certificates.make(["127.0.0.1"])
+    (tmp_path / "tls.crt").write_bytes(made.cert)
+    (tmp_path / "tls.key").write_bytes(b"not a key")
+    server = WebhookServer(certfile=tmp_path / "tls.crt", pkeyfile=tmp_path / "tls.key")
+    with pytest.raises(ConfigError, match="cannot load its certificate"):
+        await server.start()

@@ -256,9 +256,12 @@ class WebhookServer:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         if self.certfile is not None and self.pkeyfile is not None:
             certfile, keyfile = Path(self.certfile), Path(self.pkeyfile)
-            ca = Path(self.cafile).read_bytes() if self.cafile is not None else (
-                self.cadata.encode() if isinstance(self.cadata, str) else self.cadata or b"")
-            self.certificates = Certificates(ca=ca, cert=certfile.read_bytes(), key=b"")
+            try:
+                ca = Path(self.cafile).read_bytes() if self.cafile is not None else (
+                    self.cadata.encode() if isinstance(self.cadata, str) else self.cadata or b"")
+                self.certificates = Certificates(ca=ca, cert=certfile.read_bytes(), key=b"")
+            except OSError as exc:
+                raise ConfigError(f"webhook server: cannot read {exc.filename}: {exc.strerror or exc}") from exc
         else:
             if self.cert_dir is not None:
                 self.certificates, done = certificates.keep(self.cert_dir, self.hosts())
