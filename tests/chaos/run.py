@@ -1,6 +1,6 @@
 """opd's chaos scenarios: an operator must lose no event through the faults real clusters have.
 
-    python tests/chaos/run.py [--quick] [--scenarios restarts,crash,...] [--keep DIR]
+    python tests/chaos/run.py [--quick] [--scenarios restarts,crash,...] [--keep DIR] [--kopf]
 
 One local control plane (etcd + kube-apiserver) for all scenarios, each in its own namespace;
 every operator is a child process (``opd run``). Every process started is stopped by its PID at
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import shutil
 import signal
 import sys
@@ -39,10 +40,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="comma-separated, of: " + ", ".join(SCENARIOS))
     parser.add_argument("--keep", type=Path, default=None, metavar="DIR",
                         help="keep every operator's log and handler log in DIR (default: a temporary folder)")
+    parser.add_argument("--kopf", action="store_true",
+                        help="also put Kopf (its defaults) through the silent partition, for comparison: "
+                             "reported, not judged (needs kopf installed, as tox -e bench has it)")
     args = parser.parse_args(argv)
     unknown = [s for s in args.scenarios if s not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario: {', '.join(unknown)} (choose from {', '.join(SCENARIOS)})")
+    if args.kopf and importlib.util.find_spec("kopf") is None:
+        parser.error("--kopf: kopf is not installed in this environment (pip install kopf)")
     return args
 
 
@@ -52,6 +58,10 @@ async def run(args: argparse.Namespace, cp: LocalControlPlane, workdir: Path) ->
         await stage.prepare()
         try:
             results = await scenarios.run_all(stage, [s for s in SCENARIOS if s in args.scenarios])
+            if args.kopf:
+                print("== partition, Kopf", flush=True)
+                results.append(await scenarios.silent_partition(stage, kopf=True))
+                print(results[-1].render(), flush=True)
         finally:
             stage.stop_all()
         results.append(scenarios.secrets_scan(stage))
