@@ -411,6 +411,12 @@ def start_cmd(config_path: Path | None, verbose: bool, log_format: str | None) -
     _leave_without_waiting_for_handler_threads()
 
 
+_RUN_LOG_FORMATS = click.Choice(["auto", "text", "json", "journal", "plain", "full"])  # Kopf's plain, full: text
+_NO_PEERING = ("opd run does not peer with other operators (Kopf's KopfPeering): two of them would both "
+               "handle every object; run one (--standalone), or replicas with --ha (Leases)")
+
+
+
 @main.command("run")
 @click.argument("files", nargs=-1, type=click.Path(path_type=Path))
 @click.option("-m", "--module", "modules", multiple=True, help="Import handlers from this module (repeatable).")
@@ -420,24 +426,51 @@ def start_cmd(config_path: Path | None, verbose: bool, log_format: str | None) -
 @click.option("--kubeconfig", type=click.Path(path_type=Path), help="Default: in-cluster, $KUBECONFIG, ~/.kube/config.")
 @click.option("--context", help="The kubeconfig context to use.")
 @click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
-@click.option("--log-format", type=_LOG_FORMATS, default="auto", show_default=True)
+@click.option("--debug", is_flag=True, help="As --verbose (Kopf's flag; libraries' own debug lines stay off).")
+@click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
+@click.option("--log-format", type=_RUN_LOG_FORMATS, default="auto", show_default=True,
+              help="Kopf's 'plain' and 'full' mean 'text'.")
+@click.option("--liveness", "liveness_url", metavar="URL",
+              help="Serve the probe handlers' values as JSON at this URL, e.g. http://0.0.0.0:8080/healthz.")
+@click.option("--standalone", is_flag=True, help="Accepted (Kopf's flag): opd run never peers, always standalone.")
+@click.option("--peering", hidden=True, help="Kopf's peering: refused.")
+@click.option("--priority", hidden=True, type=int, help="Kopf's peering priority: refused.")
+@click.option("--dev", is_flag=True, hidden=True, help="Kopf's peering priority 666: refused.")
 def run_cmd(files: tuple[Path, ...], modules: tuple[str, ...], namespaces: tuple[str, ...], clusterwide: bool,
-            kubeconfig: Path | None, context: str | None, verbose: bool, log_format: str) -> None:
-    """Development mode: load handlers from FILES and modules into one registry and run them."""
+            kubeconfig: Path | None, context: str | None, verbose: bool, debug: bool, quiet: bool, log_format: str,
+            liveness_url: str | None, standalone: bool, peering: str | None, priority: int | None,
+            dev: bool) -> None:
+    """Development mode: load handlers from FILES and modules into one registry and run them.
+
+    Takes kopf run's flags: -n/-A, -m, --verbose, --debug, --quiet, --liveness and --standalone
+    (opd never peers); --peering, --priority and --dev are refused.
+    """
     import asyncio
 
     from opd import devrun
     from opd.kube.credentials import Login
     from opd.logs import setup_logging
-    from opd.orchestration import operator
+    from opd.orchestration import Memo, operator
+    from opd.settings import OperatorSettings
 
     if namespaces and clusterwide:
         raise click.UsageError("give --namespace or --all-namespaces, not both")
-    setup_logging("debug" if verbose else "info", log_format)
+    for flag, given in (("--peering", peering is not None), ("--priority", priority is not None), ("--dev", dev)):
+        if given:
+            raise click.UsageError(f"{flag}: {_NO_PEERING}")
+    del standalone  # what opd run always is
+    setup_logging("debug" if verbose or debug else "warning" if quiet else "info",
+                  {"plain": "text", "full": "text"}.get(log_format, log_format))
     registry = devrun.load([str(f) for f in files], modules)
     if kubeconfig is None:
         _use_local_cluster_if_nothing_else()
     login = Login(kubeconfig=str(kubeconfig) if kubeconfig else None, context=context)
-    asyncio.run(operator(registry=registry, namespaces=list(namespaces) or None,
-                         clusterwide=clusterwide or not namespaces, login=login))
+
+    async def run() -> None:
+        settings, memo = OperatorSettings(), Memo()  # shared with the liveness endpoint's probes
+        async with devrun.liveness(liveness_url, registry, settings=settings, memo=memo):
+            await operator(registry=registry, settings=settings, memo=memo, namespaces=list(namespaces) or None,
+                           clusterwide=clusterwide or not namespaces, login=login)
+
+    asyncio.run(run())
     _leave_without_waiting_for_handler_threads()

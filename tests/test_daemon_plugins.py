@@ -410,8 +410,8 @@ def test_a_table_that_does_not_fit_fails_only_its_plugin(make_plugin: MakePlugin
     ('[opd.Option("interval", float, default="30s")]',
      "TypeError: Option 'interval': default '30s': expected a number, got string (at {module}.py:6)"),
     ('[opd.Option("namespaces", list)]',
-     "ValueError: Option 'namespaces': opd reads 'namespaces' itself (one of namespaces, clusterwide, isolation) "
-     "(at {module}.py:6)"),
+     "ValueError: Option 'namespaces': opd reads 'namespaces' itself (one of namespaces, clusterwide, isolation, "
+     "module, file) (at {module}.py:6)"),
     ('[opd.Option("tags", set)]',
      "TypeError: Option 'tags': type set is not one of str, int, float, bool, list, dict (at {module}.py:6)"),
 ])

@@ -179,6 +179,8 @@ def test_filter_combinators_pass_only_the_kwargs_each_callback_names() -> None:
 
 
 def test_decorators_take_kopf_spellings() -> None:
+    import opd.daemon.plugins  # binds the name opd.daemon to the daemon's package: it must still decorate
+
     registry = opd.OperatorRegistry()
 
     @opd.daemon("kex", backoff=3, cancellation_backoff=1.0, cancellation_timeout=0.5, cancellation_polling=2,
@@ -243,9 +245,9 @@ def test_connection_info_becomes_a_client_configuration(tmp_path: Path) -> None:
     assert cfg.verify_ssl is True
     assert Path(cfg.ssl_ca_cert).read_bytes() == pem
     assert Path(cfg.ssl_ca_cert).stat().st_mode & 0o077 == 0  # readable by this user alone
-    assert cfg.api_key == {"authorization": "Bearer t0k"}
+    assert cfg.api_key == {"BearerToken": "Bearer t0k"}  # what kubernetes_asyncio sends as Authorization
     basic = configuration_from(ConnectionInfo(server="https://h", username="u", password="p", insecure=True))
-    assert (basic.username, basic.password, basic.verify_ssl) == ("u", "p", False)
+    assert (basic.api_key, basic.verify_ssl) == ({"BearerToken": "Basic dTpw"}, False)
     assert "t0k" not in repr(ConnectionInfo(server="https://h", token="t0k"))
     with pytest.raises(opd.LoginError, match="ca_data: neither PEM nor base64"):
         configuration_from(ConnectionInfo(server="https://h", ca_data="not base64!"))

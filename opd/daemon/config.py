@@ -139,6 +139,9 @@ class PluginTable:
     clusterwide: bool | None = None
     isolation: str | None = None
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # A plugin without an entry point (a Kopf operator as it is): its module's dotted name, or its file.
+    module: str | None = None
+    file: str | None = None  # absolute: a relative path in the file is relative to the file
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,8 @@ class PluginConfig:
     clusterwide: bool
     isolation: str
     options: Mapping[str, Any]
+    module: str | None = None  # where a plugin without an entry point is (see PluginTable)
+    file: str | None = None
 
     def options_copy(self) -> dict[str, Any]:
         """A fresh deep copy for the plugin's hooks: whatever a plugin mutates stays its own."""
@@ -186,6 +191,8 @@ class DaemonConfig:
             clusterwide=clusterwide,
             isolation=table.isolation or "shared",
             options=table.options,
+            module=table.module,
+            file=table.file,
         )
 
 
@@ -274,6 +281,7 @@ class _Parsed:
 _OPD_KEYS = ("namespaces", "clusterwide", "log_level", "log_format", "listen", "shutdown_timeout")
 _KUBERNETES_KEYS = ("kubeconfig", "context", "in_cluster")
 _PLUGINS_KEYS = ("enable", "disable")
+_MODULE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 _DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 _HA_KEYS = ("mode", "lease", "lease_namespace", "identity", "lease_duration", "renew_deadline", "retry_period",
             "shards")
@@ -540,9 +548,20 @@ class _Validator:
         where = f"[plugins.{table_key(name)}]"
         namespaces, clusterwide = self.scope(where, table)
         isolation = self.choice(where, table, "isolation", ISOLATIONS)
+        module, file = self.string(where, table, "module"), self.string(where, table, "file")
+        if module is not None and not _MODULE.fullmatch(module):
+            self.problem(f"{where}.module", f"expected a module's dotted name (e.g. \"operators.handlers\"), "
+                                            f"got {module!r}")
+            module = None
+        if file is not None and not file.strip():
+            self.problem(f"{where}.file", "empty string (a path to a Python file, e.g. \"handlers.py\")")
+            file = None
+        if module is not None and file is not None:
+            self.problem(where, "module and file: set one of them (where the plugin's code is)")
         options = {k: v for k, v in table.items() if k not in PLUGIN_OWN_KEYS}
         return PluginTable(namespaces=namespaces, clusterwide=clusterwide, isolation=isolation,
-                           options=MappingProxyType(options))
+                           options=MappingProxyType(options), module=module,
+                           file=str(self.base / Path(file).expanduser()) if file else None)
 
 
 def _namespace_problem(pattern: str) -> str | None:
@@ -653,6 +672,8 @@ def render(config: DaemonConfig, options: Mapping[str, Sequence[Option] | None] 
         else:
             lines.append(_assign("namespaces", resolved.namespaces))
         lines.append(_assign("isolation", resolved.isolation))
+        if resolved.module or resolved.file:
+            lines.append(_assign("module", resolved.module) if resolved.module else _assign("file", resolved.file))
         lines += _plugin_options(resolved.options, options.get(name))
     return "\n".join(lines) + "\n"
 

@@ -1,4 +1,6 @@
-"""Operator plugins: found by entry point (group ``opd.plugins``), each loaded on its own, never fatal.
+"""Operator plugins: found by entry point (group ``opd.plugins``), or named in the config file
+(``[plugins.<name>] module = "pkg.handlers"`` or ``file = "handlers.py"``: a Kopf operator as it
+is, with its module-level decorators), each loaded on its own, never fatal.
 
 One broken plugin must not take the others down: a plugin that fails to import, raises in
 a hook, has a table that does not fit its declared options, or asks for what its isolation
@@ -14,8 +16,12 @@ from __future__ import annotations
 
 import contextvars
 import enum
+import importlib
+import importlib.util
 import json
 import os
+import re
+import sys
 import traceback
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -64,7 +70,7 @@ class Plugin:
     """One installed plugin: what its entry point says, whether it runs, and what it registered."""
 
     name: str
-    value: str  # the entry point's object reference, "module:attr"
+    value: str  # the entry point's object reference, "module:attr"; "module pkg.mod" or "file /path.py"
     distribution: str | None
     version: str | None
     config: PluginConfig
@@ -184,9 +190,35 @@ def discover(config: DaemonConfig, env: Mapping[str, str] | None = None,
             plugin.error = f"the plugin name {ep.name!r} is taken by distribution {owners[ep.name]}"
         owners.setdefault(ep.name, plugin.distribution)
         plugins.append(plugin)
+    plugins += _configured(config, env, owners)
+    plugins.sort(key=lambda p: p.name)  # stable: entry points of one name keep their order
     found = Discovery(plugins=plugins)
     _name_warnings(found, config, env)
     _trust_warnings(found, config, env)
+    return found
+
+
+def _configured(config: DaemonConfig, env: Mapping[str, str], owners: Mapping[str, str | None]) -> list[Plugin]:
+    """The plugins that the config file names by module or file instead of an installed entry point."""
+    found = []
+    for name, table in config.plugins.tables.items():
+        if table.module is None and table.file is None:
+            continue
+        plugin = Plugin(
+            name=name,
+            value=f"module {table.module}" if table.module else f"file {table.file}",
+            distribution=None,
+            version=None,
+            config=config.plugin(name),
+            registry=OperatorRegistry(),
+            settings=isolated_settings(name),
+        )
+        plugin.disabled_by = _disabled_by(name, config, env)
+        if name in owners:
+            plugin.status = Status.FAILED
+            plugin.error = (f"[plugins.{table_key(name)}] names a {'module' if table.module else 'file'}, and the "
+                            f"installed distribution {owners[name]} has a plugin named {name!r} too: rename the table")
+        found.append(plugin)
     return found
 
 
@@ -209,16 +241,16 @@ def load(plugin: Plugin) -> None:
     imports a module once per process, so a plugin whose handlers come only from module-level
     decorators registers nothing the second time: a reload should keep such a plugin's Plugin.
     """
-    if plugin.entry_point is None:
-        raise ValueError(f"plugin {plugin.name!r} has no entry point to load")
+    if plugin.entry_point is None and plugin.config.module is None and plugin.config.file is None:
+        raise ValueError(f"plugin {plugin.name!r} has no entry point, module or file to load")
     ep = plugin.entry_point
-    roots = _package_roots(ep)
+    roots = _package_roots(ep) if ep is not None else [_module_name(plugin).split(".")[0]]
     # Module-level decorators without registry= run during the import: a fresh context whose
     # default registry is the plugin's own catches them (and keeps the process default clean).
     # Log lines of the plugin's import and hooks carry plugin=<name>.
     try:
         with logger.contextualize(plugin=plugin.name):
-            contextvars.copy_context().run(_load_in_context, plugin, ep)
+            contextvars.copy_context().run(_load_in_context, plugin)
     except _Refused as exc:
         plugin.status, plugin.error = Status.FAILED, str(exc)
     except OptionsError as exc:  # the user's table, not the plugin's code: no type, no place
@@ -231,20 +263,52 @@ def load(plugin: Plugin) -> None:
         logger.bind(plugin=plugin.name).error(f"opd: plugin {plugin.name!r} failed: {plugin.error}")
 
 
-def _load_in_context(plugin: Plugin, ep: metadata.EntryPoint) -> None:
+def _load_in_context(plugin: Plugin) -> None:
     set_default_registry(plugin.registry)
-    obj = ep.load()
+    obj = plugin.entry_point.load() if plugin.entry_point is not None else _import(plugin)
     hooks = plugin.manager = PluginHooks(obj, plugin.name)
     plugin.hooks = hooks.implemented
     if not plugin.hooks and not plugin.registry.handlers:  # module-level decorators alone are a plugin too
         unmarked = [n for n in ("opd_register", "opd_configure") if callable(getattr(obj, n, None))]
         hint = f"{unmarked[0]} is not marked with @opd.hookimpl" if unmarked else "mark opd_register with @opd.hookimpl"
-        raise _Refused(f"no opd hooks in {ep.value}: {hint}")
+        where = plugin.entry_point.value if plugin.entry_point is not None else plugin.value
+        raise _Refused(f"no opd hooks in {where}: {hint}")
     plugin.options = hooks.options()
     config = plugin_config(plugin.name, plugin.config.options, plugin.options)
     hooks.register(plugin.registry, config)
     hooks.configure(plugin.settings, config)
     _check_isolation(plugin)
+
+
+def _module_name(plugin: Plugin) -> str:
+    """The module a configured plugin is imported as (a file's: one of its own per plugin)."""
+    if plugin.config.module is not None:
+        return plugin.config.module
+    return "opd_plugin_" + re.sub(r"\W", "_", plugin.name)
+
+
+def _import(plugin: Plugin) -> Any:
+    """A configured plugin's module, its top-level code run now (so its decorators register into the
+    plugin's registry), also when Python imported it before: a module is re-run, a file read anew."""
+    name = _module_name(plugin)
+    if plugin.config.module is not None:
+        if name in sys.modules:
+            return importlib.reload(sys.modules[name])
+        return importlib.import_module(name)
+    path = plugin.config.file
+    assert path is not None
+    if not os.path.isfile(path):
+        raise _Refused(f"file {path}: no such file")
+    folder = os.path.dirname(path)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)  # its sibling modules import as they would with `opd run FILE`
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise _Refused(f"file {path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def _check_isolation(plugin: Plugin) -> None:

@@ -101,10 +101,12 @@ def configuration_from(info: ConnectionInfo) -> client.Configuration:
         cfg.cert_file = info.certificate_path or _data_file(info.certificate_data or b"", "certificate_data")
     if info.private_key_path or info.private_key_data:
         cfg.key_file = info.private_key_path or _data_file(info.private_key_data or b"", "private_key_data")
+    # kubernetes_asyncio sends api_key["BearerToken"] as the Authorization header, scheme included.
     if info.token:
-        cfg.api_key = {"authorization": f"{info.scheme or 'Bearer'} {info.token}"}
+        cfg.api_key = {"BearerToken": f"{info.scheme or 'Bearer'} {info.token}"}
     elif info.username and info.password:
-        cfg.username, cfg.password = info.username, info.password
+        basic = base64.b64encode(f"{info.username}:{info.password}".encode()).decode()
+        cfg.api_key = {"BearerToken": f"Basic {basic}"}
     return cfg
 
 

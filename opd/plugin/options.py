@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Final, cast
 
 # The keys opd itself reads (and removes) from a plugin's table: no option may take them.
-RESERVED = ("namespaces", "clusterwide", "isolation")
+RESERVED = ("namespaces", "clusterwide", "isolation", "module", "file")
 
 # What a value of each type is called in messages: one of them, many of them.
 _TYPES: Final[dict[type, tuple[str, str]]] = {
