@@ -416,6 +416,30 @@ _NO_PEERING = ("opd run does not peer with other operators (Kopf's KopfPeering):
                "handle every object; run one (--standalone), or replicas with --ha (Leases)")
 
 
+_HA_FLAGS = {"lease": "--lease", "namespace": "--lease-namespace", "identity": "--identity", "shards": "--shards",
+             "lease_duration": "--lease-duration", "renew_deadline": "--renew-deadline",
+             "retry_period": "--retry-period", "mode": "--ha"}
+
+
+def _ha_settings(mode: str, **given: Any) -> Any:
+    """``opd run``'s --ha flags as opd.ha settings (None: --ha off); a usage error names the flag."""
+    from opd.errors import ConfigError
+    from opd.ha.settings import HaSettings
+
+    flags = {key: value for key, value in given.items() if value is not None}
+    if mode == "off":
+        if flags:
+            raise click.UsageError(f"{_HA_FLAGS[next(iter(flags))]}: only with --ha leader or --ha shards")
+        return None
+    if mode == "shards" and "shards" not in flags:
+        raise click.UsageError("--shards: required with --ha shards")
+    if mode != "shards" and "shards" in flags:
+        raise click.UsageError("--shards: only with --ha shards")
+    try:
+        return HaSettings(mode=mode, **flags).check(_HA_FLAGS)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
 
 @main.command("run")
 @click.argument("files", nargs=-1, type=click.Path(path_type=Path))
@@ -436,10 +460,24 @@ _NO_PEERING = ("opd run does not peer with other operators (Kopf's KopfPeering):
 @click.option("--peering", hidden=True, help="Kopf's peering: refused.")
 @click.option("--priority", hidden=True, type=int, help="Kopf's peering priority: refused.")
 @click.option("--dev", is_flag=True, hidden=True, help="Kopf's peering priority 666: refused.")
+@click.option("--ha", "ha_mode", type=click.Choice(["off", "leader", "shards"]), default="off", show_default=True,
+              help="Run as one replica of several, coordinated through Leases: 'leader' (one runs the handlers, "
+                   "the others stand by) or 'shards' (the objects are split between them).")
+@click.option("--lease", help="With --ha: the Lease's name (shards: NAME-0 ... NAME-<S-1>).  [default: opd]")
+@click.option("--lease-namespace", help="With --ha: the Leases' namespace.  [default: default]")
+@click.option("--identity", help="With --ha: this replica's name in the Leases.  [default: <hostname>-<pid>]")
+@click.option("--shards", type=int, help="With --ha shards: how many shards (Leases).")
+@click.option("--lease-duration", type=float, help="With --ha: seconds before an unrenewed Lease may be taken "
+                                                   "over.  [default: 15]")
+@click.option("--renew-deadline", type=float, help="With --ha: seconds without a renewal after which a holder "
+                                                   "stops acting.  [default: 10]")
+@click.option("--retry-period", type=float, help="With --ha: seconds between renewals and tries.  [default: 2]")
 def run_cmd(files: tuple[Path, ...], modules: tuple[str, ...], namespaces: tuple[str, ...], clusterwide: bool,
             kubeconfig: Path | None, context: str | None, verbose: bool, debug: bool, quiet: bool, log_format: str,
             liveness_url: str | None, standalone: bool, peering: str | None, priority: int | None,
-            dev: bool) -> None:
+            dev: bool, ha_mode: str, lease: str | None, lease_namespace: str | None, identity: str | None,
+            shards: int | None, lease_duration: float | None, renew_deadline: float | None,
+            retry_period: float | None) -> None:
     """Development mode: load handlers from FILES and modules into one registry and run them.
 
     Takes kopf run's flags: -n/-A, -m, --verbose, --debug, --quiet, --liveness and --standalone
@@ -459,6 +497,8 @@ def run_cmd(files: tuple[Path, ...], modules: tuple[str, ...], namespaces: tuple
         if given:
             raise click.UsageError(f"{flag}: {_NO_PEERING}")
     del standalone  # what opd run always is
+    ha = _ha_settings(ha_mode, lease=lease, namespace=lease_namespace, identity=identity, shards=shards,
+                      lease_duration=lease_duration, renew_deadline=renew_deadline, retry_period=retry_period)
     setup_logging("debug" if verbose or debug else "warning" if quiet else "info",
                   {"plain": "text", "full": "text"}.get(log_format, log_format))
     registry = devrun.load([str(f) for f in files], modules)
@@ -469,6 +509,11 @@ def run_cmd(files: tuple[Path, ...], modules: tuple[str, ...], namespaces: tuple
     async def run() -> None:
         settings, memo = OperatorSettings(), Memo()  # shared with the liveness endpoint's probes
         async with devrun.liveness(liveness_url, registry, settings=settings, memo=memo):
+            if ha is not None:
+                await devrun.replicated(registry=registry, settings=settings, memo=memo,
+                                        namespaces=list(namespaces) or None, clusterwide=clusterwide or not namespaces,
+                                        login=login, ha=ha)
+                return
             await operator(registry=registry, settings=settings, memo=memo, namespaces=list(namespaces) or None,
                            clusterwide=clusterwide or not namespaces, login=login)
 

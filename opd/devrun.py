@@ -9,6 +9,7 @@ import contextvars
 import importlib
 import json
 import runpy
+import signal
 import sys
 import traceback
 import urllib.parse
@@ -21,6 +22,8 @@ from loguru import logger
 
 from opd.engine.invocation import invoke
 from opd.errors import ConfigError
+from opd.ha.settings import HaSettings
+from opd.kube.credentials import Login
 from opd.registry import OperatorRegistry, Reason, set_default_registry
 from opd.settings import OperatorSettings
 
@@ -112,3 +115,48 @@ async def liveness(url: str | None, registry: OperatorRegistry, *, settings: Ope
         yield
     finally:
         await runner.cleanup()
+
+
+async def replicated(*, registry: OperatorRegistry, settings: OperatorSettings, memo: Any,
+                     namespaces: Sequence[str] | None, clusterwide: bool, login: Login | None,
+                     ha: HaSettings) -> None:
+    """Run the operator as one replica of several (``opd run --ha``) until SIGINT or SIGTERM.
+
+    Its watches run from the start; handlers run only for what this replica owns (the Lease, or
+    its shards). Stopping stops the operator first (handlers in flight finish and write), then
+    releases the Leases, so that another replica takes over at once; kill -9 leaves them to expire.
+    """
+    from opd.engine.operation import Operation
+    from opd.ha import Replica
+
+    replica = Replica(ha, login=login, networking=settings.networking)
+    await replica.start()
+    view = replica.view()
+    try:
+        operation = Operation(registry=registry, settings=settings, memo=memo, namespaces=namespaces,
+                              clusterwide=clusterwide, login=login, ownership=view)
+        view.attach(operation)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        signals = (signal.SIGINT, signal.SIGTERM)
+        for sig in signals:
+            loop.add_signal_handler(sig, stop.set)
+        running = loop.create_task(operation.run(), name="opd operator")
+        stopping = loop.create_task(stop.wait(), name="opd signals")
+        try:
+            await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+            stopping.cancel()
+            if not running.done():
+                logger.info("opd: signal received: stopping")
+                running.cancel()
+                # The operation bounds its own stop (shutdown timeout, cleanup handlers); this only
+                # guards against a stop that never ends, so the Leases are released in any case.
+                await asyncio.wait({running}, timeout=2 * settings.shutdown.timeout + 10)
+        if running.done() and not running.cancelled():
+            running.result()  # the operator's own error (a failed startup handler, say)
+    finally:
+        view.detach()
+        await replica.stop()

@@ -109,11 +109,39 @@ class PluginSnapshot:
 
 
 @dataclass(frozen=True)
+class HaSnapshot:
+    """This daemon as one replica of several ([ha]): its role and what it holds."""
+
+    mode: str  # leader, shards
+    identity: str
+    lease: str
+    namespace: str
+    role: str  # leader or standby (leader mode); shards
+    held: tuple[int, ...]  # the shards it holds (leader mode: (0,) while leading)
+    shards: int
+    members: int  # replicas it knows of (shards mode)
+    requests: int = 0  # Lease requests sent
+
+    def to_dict(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"mode": self.mode, "role": self.role, "identity": self.identity,
+                                 "lease": f"{self.namespace}/{self.lease}"}
+        if self.mode == "shards":
+            found.update(shards=list(self.held), of=self.shards, replicas=self.members)
+        return found
+
+    def summary(self) -> str:
+        if self.mode == "leader":
+            return self.role
+        return f"shards {','.join(map(str, self.held)) or 'none'} of {self.shards}"
+
+
+@dataclass(frozen=True)
 class Snapshot:
     running: bool  # the plugins were started and the daemon is not stopping
     plugins: Mapping[str, PluginSnapshot] = field(default_factory=dict)
     watchers: Sequence[WatchSnapshot] = ()
     patches: Mapping[str, int] = field(default_factory=dict)  # the shared connection's: requests, merged
+    ha: HaSnapshot | None = None  # with [ha]
 
     @property
     def settled(self) -> bool:
@@ -132,6 +160,8 @@ class Snapshot:
             text += "; failed: " + ", ".join(failed)
         if waiting:
             text += "; starting: " + ", ".join(waiting)
+        if self.ha is not None:
+            text += f"; {self.ha.summary()}"
         return text
 
 
@@ -248,6 +278,25 @@ class _Collector(Collector):
             merged.add_metric([connection], counts.get("merged", 0))
         yield from (runs, seconds, depth, active, ready, failed, restarts, posted, events, errors, lists, streams,
                     patches, merged)
+        if snap.ha is not None:
+            yield from _ha_metrics(snap.ha)
+
+
+def _ha_metrics(ha: HaSnapshot) -> Iterator[Metric]:
+    labels = [ha.mode, ha.identity]
+    leader = GaugeMetricFamily("opd_ha_leader", "1 while this replica holds the leader Lease ([ha] mode leader).",
+                               labels=["mode", "identity"])
+    leader.add_metric(labels, 1.0 if ha.role == "leader" else 0.0)
+    held = GaugeMetricFamily("opd_ha_shards_held", "Leases this replica holds (shards; leader mode: 0 or 1).",
+                             labels=["mode", "identity"])
+    held.add_metric(labels, len(ha.held))
+    replicas = GaugeMetricFamily("opd_ha_replicas", "Replicas this one knows of (shards mode).",
+                                 labels=["mode", "identity"])
+    replicas.add_metric(labels, ha.members)
+    requests = CounterMetricFamily("opd_ha_lease_requests", "Lease requests sent (acquire, renew, release).",
+                                   labels=["mode", "identity"])
+    requests.add_metric(labels, ha.requests)
+    yield from (leader, held, replicas, requests)
 
 
 class HealthServer:
@@ -317,8 +366,11 @@ class HealthServer:
             for name, result in zip(names, results, strict=True):
                 if result:
                     plugins[name]["probes"] = result
-        return self._json(ok, {"status": "ok" if ok else "failed", "ready": snap.settled, "checks": checks,
-                               "plugins": plugins, "watchers": [w.to_dict() for w in snap.watchers]})
+        body = {"status": "ok" if ok else "failed", "ready": snap.settled, "checks": checks,
+                "plugins": plugins, "watchers": [w.to_dict() for w in snap.watchers]}
+        if snap.ha is not None:  # a standby is ready too: warm, watching; the role says what it does
+            body["ha"] = snap.ha.to_dict()
+        return self._json(ok, body)
 
     async def _one(self, request: web.Request) -> web.Response:
         endpoint: Endpoint = "healthz" if request.path.startswith("/healthz/") else "readyz"

@@ -32,12 +32,14 @@ from opd.daemon import config as daemon_config
 from opd.daemon import plugins as daemon_plugins
 from opd.daemon import systemd
 from opd.daemon.config import DaemonConfig
-from opd.daemon.health import HealthServer, PluginSnapshot, ResourceCounters, Snapshot, WatchSnapshot
+from opd.daemon.health import HaSnapshot, HealthServer, PluginSnapshot, ResourceCounters, Snapshot, WatchSnapshot
 from opd.daemon.plugins import Plugin, Status
 from opd.engine.backoff import Backoff
 from opd.engine.cluster import Cluster
 from opd.engine.operation import Operation, Service
+from opd.engine.ownership import EVERYTHING
 from opd.errors import ConfigError, OpdError
+from opd.ha import HaSettings, Replica, View, default_identity
 from opd.kube.api import REQUEST_ERRORS
 from opd.kube.credentials import Login
 from opd.orchestration import Memo
@@ -177,8 +179,9 @@ class PluginRunner:
 
     def __init__(self, plugin: Plugin, *, login: Login, shutdown_timeout: float,
                  backoff: RestartBackoff | None = None,
-                 services: Callable[[], Sequence[Service]] = tuple) -> None:
+                 services: Callable[[], Sequence[Service]] = tuple, replica: Replica | None = None) -> None:
         self.plugin = plugin
+        self.replica = replica  # with [ha]: which objects this daemon's replica owns
         self.services = services  # made anew for each run of its operator (its webhooks)
         self.login = login
         self.shutdown_timeout = shutdown_timeout
@@ -265,17 +268,25 @@ class PluginRunner:
                 await self._run_shared(cluster)
 
     def _operation(self, cluster: Cluster | None, on_ready: Callable[[], None]) -> Operation:
+        """In the loop the operation runs in (its view of the replica's ownership is bound to it)."""
         config = self.plugin.config
-        return Operation(
+        view = self.replica.view() if self.replica is not None else None
+        operation = Operation(
             registry=self.plugin.registry, settings=self._settings(), memo=Memo(),
             namespaces=list(config.namespaces), clusterwide=config.clusterwide, cluster=cluster,
             login=self.login if cluster is None else None, on_ready=on_ready, name=self.name,
-            services=self.services(),
+            services=self.services(), ownership=view or EVERYTHING,
         )
+        if view is not None:
+            view.attach(operation)
+        return operation
 
     async def _run_shared(self, cluster: Cluster) -> None:
         self.operation, self.loop = self._operation(cluster, self._became_ready), None
-        await self.operation.run()
+        try:
+            await self.operation.run()
+        finally:
+            _detach(self.operation)
 
     async def _run_in_thread(self) -> None:
         """The plugin's own thread, loop and connection: blocking code there cannot stall the others."""
@@ -301,6 +312,7 @@ class PluginRunner:
                 try:
                     await operation.run()
                 finally:
+                    _detach(operation)
                     self.operation, self.loop = None, None
 
         def thread_main() -> None:
@@ -346,6 +358,12 @@ class PluginRunner:
             if current is not None and current.cancelling():
                 raise
             raise RuntimeError(f"plugin {self.name!r} stopped meanwhile") from None
+
+
+def _detach(operation: Operation | None) -> None:
+    """An operation's run is over: its view of the replica's ownership goes with it."""
+    if operation is not None and isinstance(operation.ownership, View):
+        operation.ownership.detach()
 
 
 def _settle(future: asyncio.Future[None]) -> None:
@@ -449,10 +467,21 @@ def _ready_timeout(env: Mapping[str, str]) -> float:
     return value
 
 
+def ha_settings(config: DaemonConfig) -> HaSettings | None:
+    """[ha] as opd.ha's settings; None when it is off."""
+    h = config.ha
+    if h.mode == "off":
+        return None
+    return HaSettings(mode=h.mode, lease=h.lease, namespace=h.lease_namespace,
+                      identity=h.identity or default_identity(), lease_duration=h.lease_duration,
+                      renew_deadline=h.renew_deadline, retry_period=h.retry_period, shards=h.shards)
+
+
 # Settings that the running daemon cannot change: they are read once, at start.
 _RESTART_ONLY = [("opd", "listen"),
                  *(("kubernetes", f.name) for f in dataclasses.fields(daemon_config.KubernetesSection)),
-                 *(("webhooks", f.name) for f in dataclasses.fields(daemon_config.WebhooksSection))]
+                 *(("webhooks", f.name) for f in dataclasses.fields(daemon_config.WebhooksSection)),
+                 *(("ha", f.name) for f in dataclasses.fields(daemon_config.HaSection))]
 
 
 class Supervisor:
@@ -468,6 +497,7 @@ class Supervisor:
         self.discovery: daemon_plugins.Discovery | None = None
         self.cluster: Cluster | None = None
         self.health: HealthServer | None = None
+        self.replica: Replica | None = None  # with [ha]: this daemon as one replica of several
         hooks = config.webhooks  # every plugin's webhooks on one server, a path each; it listens once needed
         self.webhook_server = WebhookServer(addr=hooks.listen.host, port=hooks.listen.port, host=hooks.host,
                                             url=hooks.url, service=hooks.service, cert_dir=hooks.cert_dir)
@@ -522,7 +552,9 @@ class Supervisor:
                 events_posted=posted, patches=own_patches)
         _, _, shared, patches = engine_counters(None, self.cluster, "shared")
         running = self.started.is_set() and not self._stopping
-        return Snapshot(running=running, plugins=plugins, watchers=[*shared, *watchers], patches=patches)
+        state = self.replica.state() if self.replica is not None else None
+        return Snapshot(running=running, plugins=plugins, watchers=[*shared, *watchers], patches=patches,
+                        ha=HaSnapshot(**dataclasses.asdict(state)) if state is not None else None)
 
     def report(self) -> dict[str, Any]:
         """The supervisor's state as plain data (plugins as ``opd plugins`` names them)."""
@@ -543,7 +575,7 @@ class Supervisor:
     def _runner(self, plugin: Plugin, config: DaemonConfig) -> PluginRunner:
         home = asyncio.get_running_loop()  # where the webhook server lives, whatever thread a plugin runs in
         runner = PluginRunner(plugin, login=self.login, shutdown_timeout=config.opd.shutdown_timeout,
-                              services=lambda: self._webhooks(plugin.name, home))
+                              services=lambda: self._webhooks(plugin.name, home), replica=self.replica)
         assert self.cluster is not None
         self.runners[plugin.name] = runner
         runner.start(self.cluster)
@@ -606,6 +638,10 @@ class Supervisor:
             if self.health is not None:
                 await self.health.start()
                 logger.info(f"opd: health and metrics on http://{self.config.opd.listen}/")
+            ha = ha_settings(self.config)
+            if ha is not None:  # before the plugins: each one's operation gets a view of what it owns
+                self.replica = Replica(ha, login=self.login, networking=base.networking)
+                await self.replica.start()
             self._start_plugins(self.discovery)
             self._monitor_task = asyncio.get_running_loop().create_task(self._monitor(), name="opd monitor")
             tasks.append(self._monitor_task)
@@ -629,6 +665,8 @@ class Supervisor:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await asyncio.gather(*(r.stop() for r in self.runners.values()), return_exceptions=True)
+            if self.replica is not None:  # the plugins' work is done: the others may take over now
+                await self.replica.stop()
             if self.health is not None:
                 await self.health.stop()
             await self.webhook_server.stop()
@@ -711,6 +749,7 @@ class Supervisor:
                            "the running values stay until opd restarts")
         new = dataclasses.replace(new, kubernetes=self.config.kubernetes, webhooks=self.config.webhooks,
                                   opd=dataclasses.replace(new.opd, listen=self.config.opd.listen))
+        new = dataclasses.replace(new, ha=self.config.ha)  # [ha]: the replica keeps its Leases until a restart
         for running in self.runners.values():  # read at shutdown: applies to the running plugins too
             running.shutdown_timeout = running.plugin.settings.shutdown.timeout = new.opd.shutdown_timeout
         old_by_name = {p.name: p for p in (self.discovery.plugins if self.discovery else [])}

@@ -20,6 +20,7 @@ from opd.engine.execution import execute
 from opd.engine.hub import Subscription
 from opd.engine.indexing import Indexes
 from opd.engine.invocation import invoke
+from opd.engine.ownership import EVERYTHING, Ownership
 from opd.engine.posting import EventPoster, current_poster
 from opd.engine.processing import ResourceProcessor
 from opd.errors import ConfigError, OpdError
@@ -46,12 +47,18 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
+async def _forward(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()
+
+
 class Operation:
     def __init__(self, *, registry: OperatorRegistry, settings: OperatorSettings, memo: Any,
                  namespaces: Sequence[str] | None, clusterwide: bool, login: Login | None = None,
                  cluster: Cluster | None = None, on_ready: Callable[[], None] | None = None,
-                 name: str = "", services: Sequence[Service] = ()) -> None:
+                 name: str = "", services: Sequence[Service] = (), ownership: Ownership = EVERYTHING) -> None:
         self.registry = registry
+        self.ownership = ownership  # which objects are this replica's (opd.ha); all of them by default
         self.services = list(services)
         self.settings = settings
         self.memo = memo
@@ -257,7 +264,8 @@ class Operation:
         assert self.cluster is not None
         processor = ResourceProcessor(client=self.cluster.client, resource=resource, ref=ref,
                                       registry=self.registry, settings=self.settings, memo=self.memo,
-                                      executor=self._executor, poster=self.poster, indexes=self.indexes)
+                                      executor=self._executor, poster=self.poster, indexes=self.indexes,
+                                      ownership=self.ownership)
         self.processors[ref] = processor
         if not resource.namespaced or self.clusterwide:
             self._subscribe(ref, processor, None)
@@ -282,6 +290,19 @@ class Operation:
                 self.subscriptions[(ref, namespace, selector)] = self.cluster.hub.subscribe(
                     processor.resource, namespace, selector, deliver,
                     backlog=lambda: processor.wait_for_room(room))
+
+    def relist(self) -> None:
+        """Have every object listed again for the processors: their subscriptions are made afresh,
+        and the hub gives each new one its own LIST, reconciled with the stream. For a replica that
+        has just come to own objects (opd.ha) whose events its processors dropped until now."""
+        if self.cluster is None:
+            return
+        hub = self.cluster.hub
+        for key, old in list(self.subscriptions.items()):
+            new = self.subscriptions[key] = hub.subscribe(*old.key, old.deliver, old.backlog)  # first: the stream stays
+            hub.unsubscribe(old)
+            if not old.listed.is_set():  # readiness (or the indexes) may be waiting for the old one's first list
+                self._spawn(_forward(new.listed, old.listed), f"opd relist {key[0]}")
 
     def _namespace_event(self, event_type: str, body: dict[str, Any]) -> None:
         assert self._namespaces is not None and self.cluster is not None

@@ -1,0 +1,332 @@
+"""A replica's decisions, one step at a time: which Leases to hold, and what to tell its operations.
+
+Leader mode: one Lease (``<lease>``), key 0 for every object. A candidate takes the Lease when it
+is free or expired; the holder renews it every ``retry_period``; a holder whose renewal has not
+succeeded within ``renew_deadline`` is fenced (its operations stop acting at once, by time) and
+stands by again.
+
+Shards mode: ``S`` Leases (``<lease>-<i>``), the key of an object is its shard (``shards.shard_of``),
+and a member Lease per replica; each step renews what this replica holds, then follows
+``shards.plan``: claim free shards while below the fair share, hand extras over. A hand-over
+stops taking new work on the shard, waits (bounded) until none of its objects is in process,
+fences, and only then releases the Lease: another replica starts on a shard only after that
+release, or after the lease expired.
+
+Nothing here waits for the operations: what they must do (gain, drain, lose) goes through one
+ordered queue, so a slow operation never delays a renewal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from loguru import logger
+
+from opd.ha.election import Claim, Timings
+from opd.ha.leases import GROUP_LABEL, ROLE_LABEL, SHARDS_ANNOTATION, LeaseStore, group_label
+from opd.ha.observing import Observations
+from opd.ha.settings import HaSettings
+from opd.ha.shards import member_name, plan, shard_name, shard_of
+from opd.kube.api import REQUEST_ERRORS
+
+HANDOVER_TIMEOUT = 30.0  # seconds a hand-over waits for work in process before it fences anyway
+TIDY_AFTER = 3  # a member Lease expired this many lease durations ago is deleted
+
+
+class Listener(Protocol):
+    """The operations of this replica, as the coordinator sees them."""
+
+    async def gain(self, keys: frozenset[int], reason: str) -> None: ...
+
+    async def drain(self, keys: frozenset[int], reason: str) -> None: ...
+
+    async def lose(self, keys: frozenset[int], reason: str) -> None: ...
+
+    async def drained(self, keys: frozenset[int], timeout: float) -> bool:
+        """Until no object of these keys that was in process when they began to drain still is."""
+        ...
+
+
+@dataclass(frozen=True)
+class State:
+    """For health output and logs: plain data."""
+
+    mode: str
+    identity: str
+    lease: str
+    namespace: str
+    role: str  # leader, standby, shards
+    held: tuple[int, ...]
+    shards: int
+    members: int
+    requests: int = 0  # Lease requests sent so far
+
+
+class Coordinator:
+    def __init__(self, settings: HaSettings, store: LeaseStore, seen: Observations, listener: Listener, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], datetime.datetime] | None = None,
+                 request_timeout: float = 10.0, handover_timeout: float = HANDOVER_TIMEOUT) -> None:
+        self.settings = settings
+        self.store = store
+        self.seen = seen
+        self.listener = listener
+        self.clock = clock
+        self.handover_timeout = handover_timeout
+        self.identity = settings.identity
+        self.leader_mode = settings.mode == "leader"
+        self.timings = Timings(settings.lease_duration, settings.renew_deadline, settings.retry_period,
+                               request_timeout=request_timeout)
+        group = group_label(settings.lease)
+        extra = {"wall": wall} if wall is not None else {}
+
+        def claim(name: str, role: str, annotations: dict[str, str] | None = None) -> Claim:
+            return Claim(name, self.identity, store, seen, self.timings, labels={GROUP_LABEL: group, ROLE_LABEL: role},
+                         annotations=annotations, clock=clock, **extra)
+
+        if self.leader_mode:
+            self.claims = {0: claim(settings.lease, "leader")}
+            self.member: Claim | None = None
+        else:
+            self.claims = {i: claim(shard_name(settings.lease, i), "shard") for i in range(settings.shards)}
+            self.member = claim(member_name(settings.lease, self.identity), "member",
+                                {SHARDS_ANNOTATION: str(settings.shards)})
+        self._granted: frozenset[int] = frozenset()  # keys held and told to the operations
+        self._handovers: dict[int, asyncio.Task[None]] = {}
+        self._notices: asyncio.Queue[tuple[str, frozenset[int], str, asyncio.Future[None]]] | None = None
+        self._notifier: asyncio.Task[None] | None = None
+        self._members: frozenset[str] = frozenset({self.identity})
+        self._said: str | None = None  # the last role line logged
+        self._mismatch: set[str] = set()  # members with another shard count, said once each
+        self.stopping = False
+
+    # -- read from any thread (the operations' views) ----------------------------------------------------------
+    def key_of(self, uid: str) -> int:
+        return 0 if self.leader_mode else shard_of(uid, self.settings.shards)
+
+    def holds(self, key: int) -> bool:
+        claim = self.claims.get(key)
+        return claim is not None and claim.held
+
+    def granted(self) -> frozenset[int]:
+        return self._granted
+
+    def state(self) -> State:
+        held = tuple(sorted(self._granted))
+        role = ("leader" if held and self.holds(0) else "standby") if self.leader_mode else "shards"
+        return State(mode=self.settings.mode, identity=self.identity, lease=self.settings.lease,
+                     namespace=self.settings.namespace, role=role, held=held, shards=len(self.claims),
+                     members=len(self._members), requests=getattr(self.store, "requests", 0))
+
+    # -- one step ----------------------------------------------------------------------------------------------
+    async def step(self) -> None:
+        now = self.clock()
+        period = self.timings.retry_period
+        renewing = [c for c in self.claims.values() if c.renewed_at is not None and now - c.renewed_at >= period]
+        if self.member is not None and (self.member.renewed_at is None or now - self.member.renewed_at >= period):
+            renewing.append(self.member)
+        if renewing:
+            await asyncio.gather(*(c.step() for c in renewing))
+        self._fence()
+        if self.stopping:
+            return
+        tried = {c.name for c in renewing}  # one request per lease and step
+        if self.leader_mode:
+            claim = self.claims[0]
+            if not claim.held and claim.free() and claim.name not in tried:
+                await claim.step()
+        else:
+            await self._shards(tried)
+        gained = frozenset(k for k, c in self.claims.items()
+                           if c.held and k not in self._granted and k not in self._handovers)
+        if gained:
+            self._granted |= gained
+            self._tell("gain", gained, "lease acquired")
+        self._say()
+        if not self.leader_mode:
+            await self._tidy()
+
+    def _fence(self) -> None:
+        """Keys whose lease is no longer held (not renewed in time, or taken): stop acting on them."""
+        lost = frozenset(k for k in self._granted if not self.claims[k].held)
+        if not lost:
+            return
+        self._granted -= lost
+        for key in lost:
+            task = self._handovers.pop(key, None)
+            if task is not None:
+                task.cancel()
+        names = ", ".join(self.claims[k].name for k in sorted(lost))
+        why = f"not renewed within {self.timings.renew_deadline:g}s"
+        logger.warning(f"opd: ha: lost Lease {self.settings.namespace}/{names} ({why}): its objects' handlers "
+                       "stopped, outcomes in flight are dropped")
+        self._tell("lose", lost, f"Lease {why}")
+
+    async def _shards(self, tried: set[str]) -> None:
+        now = self.clock()
+        holders: dict[int, str] = {}
+        for key, claim in self.claims.items():
+            if key in self._handovers:
+                continue  # on its way out: neither ours to keep nor free to take
+            if claim.held:
+                holders[key] = self.identity
+            elif (holder := claim.holder()) and holder != self.identity and not claim.free(now):
+                holders[key] = holder
+        members, active = self._live_members(now)
+        self._members = frozenset(members | set(holders.values()))
+        todo = plan(self.identity, self._members, holders, len(self.claims), active | set(holders.values()))
+        for key in todo.release:
+            self._handovers[key] = asyncio.get_running_loop().create_task(
+                self._hand_over(key), name=f"opd ha hand-over {self.claims[key].name}")
+        taken = 0
+        for key in todo.claim:
+            if taken >= todo.want or self.stopping:
+                break
+            claim = self.claims[key]
+            if claim.held or (claim.name not in tried and claim.free() and await claim.step()):
+                taken += 1
+
+    def _live_members(self, now: float) -> tuple[set[str], set[str]]:
+        """The members whose Leases have not expired, and those of them seen renewing."""
+        found, active = {self.identity}, {self.identity}
+        for seen in self.seen:
+            lease = seen.lease
+            if lease.labels.get(ROLE_LABEL) != "member" or not lease.record.holder:
+                continue
+            if now < seen.expires(self.timings.lease_duration):
+                found.add(lease.record.holder)
+                if seen.renewed:
+                    active.add(lease.record.holder)
+                count = lease.annotations.get(SHARDS_ANNOTATION)
+                if count not in (None, str(len(self.claims))) and lease.record.holder not in self._mismatch:
+                    self._mismatch.add(lease.record.holder)
+                    logger.error(f"opd: ha: replica {lease.record.holder!r} runs with {count} shards, this one with "
+                                 f"{len(self.claims)}: give every replica the same [ha].shards")
+        return found, active
+
+    async def _hand_over(self, key: int) -> None:
+        claim = self.claims[key]
+        began = self.clock()
+        try:
+            await self._tell("drain", frozenset({key}), "shard handed over to another replica")
+            drained = await self.listener.drained(frozenset({key}), self.handover_timeout)
+            if not drained:
+                logger.warning(f"opd: ha: handing {claim.name} over: work still in process after "
+                               f"{self.handover_timeout:g}s; its outcomes are dropped")
+            claim.stop()  # the fence first: nothing of it is written from here on
+            self._granted -= {key}
+            await self._tell("lose", frozenset({key}), "shard handed over to another replica")
+            await claim.release()
+        finally:
+            if self._handovers.get(key) is asyncio.current_task():
+                del self._handovers[key]
+        logger.info(f"opd: ha: released {claim.name} after {self.clock() - began:.1f}s (fair share: "
+                    f"{len(self.claims)} shards over {len(self._members)} replicas)")
+
+    async def _tidy(self) -> None:
+        """Delete member Leases long expired (replicas that crashed): the first live member does it."""
+        if min(self._members) != self.identity:
+            return
+        now = self.clock()
+        for seen in self.seen:
+            lease = seen.lease
+            if lease.labels.get(ROLE_LABEL) == "member" and lease.name != (self.member.name if self.member else "") \
+                    and now >= seen.at + TIDY_AFTER * max(float(lease.record.duration), self.timings.lease_duration):
+                try:
+                    await self.store.delete(lease, timeout=self.timings.request_timeout)
+                    self.seen.forget(lease.name)
+                except REQUEST_ERRORS as exc:
+                    logger.debug(f"opd: ha: deleting the expired member Lease {lease.name} failed: {exc}")
+
+    def _say(self) -> None:
+        state = self.state()
+        if self.leader_mode:
+            holder = self.claims[0].holder()
+            line = "leading: running handlers" if state.role == "leader" else (
+                f"standing by: Lease held by {holder!r}" if holder and holder != self.identity else "standing by")
+        else:
+            held = ", ".join(map(str, state.held)) or "none"
+            line = f"holding shards {held} ({len(state.held)} of {state.shards}; {state.members} replica(s))"
+        if line != self._said:
+            self._said = line
+            logger.info(f"opd: ha: {line} [{self.identity}, Lease {self.settings.namespace}/{self.settings.lease}]")
+
+    def next_step(self) -> float:
+        """When the next step is due (monotonic): a renewal, a fence, or a lease that expires."""
+        now = self.clock()
+        due = now + self.timings.retry_period
+        for claim in [*self.claims.values(), *([self.member] if self.member else [])]:
+            if claim.renewed_at is not None:
+                due = min(due, claim.renewed_at + self.timings.retry_period)
+                if claim.deadline is not None and claim.deadline > now:
+                    due = min(due, claim.deadline)
+            expires = claim.expires()
+            if expires is not None and expires > now:
+                due = min(due, expires)
+        for seen in self.seen:
+            if seen.lease.labels.get(ROLE_LABEL) == "member" and seen.lease.record.holder:
+                expires = seen.expires(self.timings.lease_duration)
+                if expires > now:
+                    due = min(due, expires)
+        return due
+
+    # -- telling the operations, in order ----------------------------------------------------------------------
+    def _tell(self, kind: str, keys: frozenset[int], reason: str) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        if self._notices is None:
+            self._notices = asyncio.Queue()
+            self._notifier = loop.create_task(self._notify(self._notices), name="opd ha notices")
+        done: asyncio.Future[None] = loop.create_future()
+        self._notices.put_nowait((kind, keys, reason, done))
+        return done
+
+    async def _notify(self, notices: asyncio.Queue[tuple[str, frozenset[int], str, asyncio.Future[None]]]) -> None:
+        while True:
+            kind, keys, reason, done = await notices.get()
+            try:
+                await getattr(self.listener, kind)(keys, reason)
+            except Exception:  # a bug: said loudly; the next notice still goes out
+                logger.opt(exception=True).error(f"opd: ha: telling the operations to {kind} {sorted(keys)} failed")
+            finally:
+                if not done.done():
+                    done.set_result(None)
+                notices.task_done()
+
+    async def settled(self) -> None:
+        """Until every hand-over begun has ended and every notice given has been acted on."""
+        while self._handovers:
+            await asyncio.gather(*self._handovers.values(), return_exceptions=True)
+        if self._notices is not None:
+            await self._notices.join()
+
+    # -- the end -----------------------------------------------------------------------------------------------
+    async def stop(self) -> None:
+        """Stop acting, then release every Lease held (and delete the member Lease): the others
+        take over at once instead of after lease_duration. The operations should have stopped."""
+        self.stopping = True
+        handovers = list(self._handovers.values())
+        for task in handovers:
+            task.cancel()
+        await asyncio.gather(*handovers, return_exceptions=True)
+        self._handovers.clear()
+        for claim in self.claims.values():
+            claim.stop()
+        if self._granted:
+            lost, self._granted = self._granted, frozenset()
+            await self._tell("lose", lost, "replica stopping")
+        released = await asyncio.gather(*(c.release() for c in self.claims.values()))
+        if self.member is not None:
+            self.member.stop()
+            await self.member.release(delete=True)
+        if any(released):
+            logger.info(f"opd: ha: released {sum(released)} Lease(s) in {self.settings.namespace}: "
+                        "the other replicas take over now")
+        if self._notifier is not None:
+            self._notifier.cancel()
+            await asyncio.gather(self._notifier, return_exceptions=True)
+            self._notifier = self._notices = None

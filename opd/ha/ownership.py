@@ -1,0 +1,147 @@
+"""One operation's share of what this replica owns: the engine's ``Ownership``, kept in step.
+
+The engine asks ``owns(uid)`` before it takes an event, before it runs handlers and before
+every write. Here that is: the object's key (its shard; the one lease in leader mode) has been
+*granted* to this operation, and the replica's lease for it is still valid now (a fence by
+time, read from any thread), and, while the key is being handed over, the object was in
+process when the hand-over began.
+
+Events of objects that are not owned are dropped when they arrive, so a key gained means the
+objects must be listed again: the operation subscribes its streams afresh, and the shared
+watch gives each new subscription its own paged LIST, reconciled with the stream by
+resourceVersion (see ``opd.engine.hub``). The grant and the new subscription happen in one
+step of the operation's own loop, so no event falls between the two. This lists every object
+of the resource, also those of keys held before (their handlers do not run again: nothing
+changed since their markers were written); in exchange a standby keeps no bodies in memory.
+
+A key lost stops everything of its objects here (queued states, retries, timers, daemons):
+the operation ``disown``s them. A key handed over first stops taking new work, then waits
+until none of its objects is in process, so the outcomes of handlers that ran are written
+before another replica can start on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from opd.engine.operation import Operation
+
+T = TypeVar("T")
+CALL_TIMEOUT = 60.0  # seconds for one call into an operation's loop (stopping daemons is bounded)
+
+
+class Keys(Protocol):
+    """What a view asks the replica (from any thread)."""
+
+    def key_of(self, uid: str) -> int: ...
+
+    def holds(self, key: int) -> bool: ...
+
+    def granted(self) -> frozenset[int]: ...
+
+
+class View:
+    """Implements ``opd.engine.ownership.Ownership`` for one operation (one plugin's, or ``opd run``'s)."""
+
+    def __init__(self, keys: Keys, *, on_detach: Callable[[View], None] | None = None) -> None:
+        self.keys = keys
+        self._on_detach = on_detach
+        # Replaced whole, never mutated: read from the operation's thread, written in its loop.
+        self.granted: frozenset[int] = keys.granted()
+        self.draining: frozenset[int] = frozenset()
+        self.allowed: frozenset[str] = frozenset()  # uids in process when their key began to drain
+        self.operation: Operation | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        return f"View(granted={sorted(self.granted)})"
+
+    def owns(self, uid: str) -> bool:
+        key = self.keys.key_of(uid)
+        if key not in self.granted or not self.keys.holds(key):
+            return False
+        return key not in self.draining or uid in self.allowed
+
+    def attach(self, operation: Operation) -> None:
+        """In the operation's loop, before it runs."""
+        self.operation, self.loop = operation, asyncio.get_running_loop()
+
+    def detach(self) -> None:
+        self.operation, self.loop = None, None
+        if self._on_detach is not None:
+            self._on_detach(self)
+
+    # -- told by the replica (from its own loop) ---------------------------------------------------------------
+    async def gain(self, keys: frozenset[int]) -> None:
+        async def gain() -> None:
+            new = keys - self.granted
+            self.granted |= keys
+            self.draining -= keys
+            if new and self.operation is not None:
+                self.operation.relist()
+        await self._in_loop(gain)
+
+    async def drain(self, keys: frozenset[int], reason: str) -> None:
+        """Stop taking new work on these keys; what is in process goes on (and writes)."""
+        async def drain() -> None:
+            busy = frozenset(self._uids(keys, busy=True))
+            self.allowed |= busy
+            self.draining |= keys
+            await self._disown(keys, reason, keep=busy)
+        await self._in_loop(drain)
+
+    async def busy(self, keys: frozenset[int]) -> bool:
+        """Whether objects of these keys that were in process when they began to drain still are."""
+        async def busy() -> bool:
+            mine = frozenset(uid for uid in self.allowed if self.keys.key_of(uid) in keys)
+            still = frozenset(self._uids(keys, busy=True, among=mine))
+            self.allowed = (self.allowed - mine) | still  # one that is done may not start again
+            return bool(still)
+        return bool(await self._in_loop(busy))
+
+    async def lose(self, keys: frozenset[int], reason: str) -> None:
+        async def lose() -> None:
+            self.granted -= keys
+            self.draining -= keys
+            self.allowed = frozenset(uid for uid in self.allowed if self.keys.key_of(uid) not in keys)
+            await self._disown(keys, reason)
+        await self._in_loop(lose)
+
+    # -- inside the operation's loop ---------------------------------------------------------------------------
+    def _uids(self, keys: frozenset[int], *, busy: bool = False, among: frozenset[str] | None = None) -> set[str]:
+        found: set[str] = set()
+        operation = self.operation
+        for processor in list(operation.processors.values()) if operation is not None else ():
+            for uid in (processor.known() if among is None else among):
+                if self.keys.key_of(uid) in keys and (not busy or processor.busy(uid)):
+                    found.add(uid)
+        return found
+
+    async def _disown(self, keys: frozenset[int], reason: str, keep: frozenset[str] = frozenset()) -> None:
+        operation = self.operation
+        if operation is None:
+            return
+        await asyncio.gather(*(
+            processor.disown(uid, reason)
+            for processor in list(operation.processors.values()) for uid in processor.known()
+            if uid not in keep and self.keys.key_of(uid) in keys))
+
+    async def _in_loop(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T | None:
+        """Run in the operation's loop (its own thread's, for an isolated plugin); None when it is gone."""
+        loop = self.loop
+        if loop is None or loop is asyncio.get_running_loop():  # not attached yet: bookkeeping only
+            return await make()
+        coro = make()
+        try:
+            future = asyncio.run_coroutine_threadsafe(coro, loop)
+        except RuntimeError:  # its loop is closed: the operation has ended
+            coro.close()
+            return None
+        waiter: Awaitable[T] = asyncio.wrap_future(future)
+        try:
+            return await asyncio.wait_for(waiter, CALL_TIMEOUT)
+        except (TimeoutError, RuntimeError):
+            return None

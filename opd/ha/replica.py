@@ -1,0 +1,140 @@
+"""This process as one of several replicas: its own connection, a watch on its group of Leases,
+the coordinator's steps, and the views it gives its operations.
+
+The Leases go over a connection of their own (not the operations'): a renewal never waits
+behind a burst of the handlers' writes for a pooled connection. The watch only wakes the
+coordinator early (a lease released, a replica joining); its steps also come on time without it.
+
+    replica = Replica(HaSettings(mode="leader", lease="my-operator"), login=login)
+    await replica.start()
+    view = replica.view()                       # an opd.engine Ownership
+    operation = Operation(..., ownership=view)
+    view.attach(operation)                      # in the operation's loop
+    ...                                         # run it; stop it
+    await replica.stop()                        # after the operations stopped: releases the Leases
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from typing import Any
+
+from loguru import logger
+
+from opd.engine.watching import Watcher
+from opd.ha.coordination import Coordinator, State
+from opd.ha.leases import GROUP_LABEL, LEASES, KubeLeases, group_label
+from opd.ha.observing import Observations
+from opd.ha.ownership import View
+from opd.ha.settings import HaSettings
+from opd.kube import credentials
+from opd.kube.api import KubeClient
+from opd.kube.credentials import Login
+from opd.settings import NetworkingSettings, WatchingSettings
+
+BUSY_POLL = 0.05  # seconds between looks at the work in process of a shard being handed over
+MIN_PAUSE = 0.05  # seconds at least between two steps (a burst of lease changes is one look)
+
+
+class Replica:
+    def __init__(self, settings: HaSettings, *, login: Login | None = None,
+                 networking: NetworkingSettings | None = None, watching: WatchingSettings | None = None) -> None:
+        self.settings = settings.check()
+        self.login = login
+        self.networking = networking or NetworkingSettings()
+        self.watching = watching or WatchingSettings()
+        self.client: KubeClient | None = None
+        self.coordinator: Coordinator | None = None
+        self._views: list[View] = []
+        self._views_lock = threading.Lock()  # views come and go in the operations' threads
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.watcher: Watcher | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Connect and begin: watch the group's Leases, and take steps (acquire, renew, hand over)."""
+        self.client = await credentials.connect(self.login, self.networking)
+        seen = Observations(time.monotonic)
+        store = KubeLeases(self.client, self.settings.namespace)
+        self.coordinator = Coordinator(self.settings, store, seen, self,
+                                       request_timeout=self.networking.request_timeout)
+        self.watcher = Watcher(self.client, LEASES, self.settings.namespace, settings=self.watching,
+                               deliver=seen.deliver, label_selector=f"{GROUP_LABEL}={group_label(self.settings.lease)}")
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self.watcher.run(), name="opd ha watch"),
+                       loop.create_task(self._run(), name="opd ha steps")]
+        s = self.settings
+        what = f"Lease {s.namespace}/{s.lease}" if s.mode == "leader" else (
+            f"{s.shards} shard Leases {s.namespace}/{s.lease}-0..{s.shards - 1}")
+        logger.info(f"opd: ha: {s.mode} mode as {s.identity!r}: {what} (lease {s.lease_duration:g}s, renew deadline "
+                    f"{s.renew_deadline:g}s, retry every {s.retry_period:g}s)")
+
+    async def _run(self) -> None:
+        coordinator = self.coordinator
+        assert coordinator is not None
+        while True:
+            coordinator.seen.changed.clear()
+            began = time.monotonic()
+            try:
+                await coordinator.step()
+            except Exception:  # a bug: said loudly; the fence still holds by time, the next step comes
+                logger.opt(exception=True).error("opd: ha: a coordination step failed")
+            pause = max(MIN_PAUSE, coordinator.next_step() - time.monotonic(), began + MIN_PAUSE - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(coordinator.seen.changed.wait(), pause)
+
+    async def stop(self) -> None:
+        """Release what this replica holds; call it after its operations have stopped."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        try:
+            if self.coordinator is not None:
+                await self.coordinator.stop()
+        finally:
+            if self.client is not None:
+                await self.client.close()
+                self.client = None
+
+    def state(self) -> State | None:
+        return self.coordinator.state() if self.coordinator is not None else None
+
+    # -- the operations ----------------------------------------------------------------------------------------
+    def view(self) -> View:
+        """A new operation's Ownership; ``attach`` it to the operation in the operation's loop."""
+        if self.coordinator is None:
+            raise RuntimeError("Replica.view() before start()")
+        with self._views_lock:
+            view = View(self.coordinator, on_detach=self._forget)
+            self._views.append(view)
+        return view
+
+    def _forget(self, view: View) -> None:
+        with self._views_lock:
+            if view in self._views:
+                self._views.remove(view)
+
+    def _each(self) -> list[View]:
+        with self._views_lock:
+            return list(self._views)
+
+    async def gain(self, keys: frozenset[int], reason: str) -> None:
+        await asyncio.gather(*(v.gain(keys) for v in self._each()))
+
+    async def drain(self, keys: frozenset[int], reason: str) -> None:
+        await asyncio.gather(*(v.drain(keys, reason) for v in self._each()))
+
+    async def lose(self, keys: frozenset[int], reason: str) -> None:
+        await asyncio.gather(*(v.lose(keys, reason) for v in self._each()))
+
+    async def drained(self, keys: frozenset[int], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while any(await asyncio.gather(*(v.busy(keys) for v in self._each()))):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(BUSY_POLL)
+        return True

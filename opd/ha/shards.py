@@ -1,0 +1,74 @@
+"""Shards: which object is in which shard, and which shards a replica should hold.
+
+An object's shard is a stable hash of its uid (sha1, the same in every process and version).
+Replicas learn of each other from Leases only: each keeps a member Lease of its own
+(``<lease>-member-<digest of its identity>``) renewed like any lease, and holders of shard
+Leases count as members too. Every replica sorts the live members by identity and computes
+the same fair share for each: ``S // N``, one more for the first ``S % N``. A replica below its
+share claims free (released or expired) shards; one above it releases its extras, but only as
+many as the others who are short cannot find free. With consistent views the extras released
+are exactly what the short ones need (the excesses add up to the shortfalls less the free
+shards), so shards move only towards a replica that needs them.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+
+def shard_of(uid: str, shards: int) -> int:
+    """The shard of an object: the first 8 bytes of sha1(uid) as a number, modulo ``shards``."""
+    return int.from_bytes(hashlib.sha1(uid.encode()).digest()[:8], "big") % shards
+
+
+def shard_name(lease: str, shard: int) -> str:
+    return f"{lease}-{shard}"
+
+
+def member_name(lease: str, identity: str) -> str:
+    """A member Lease's name: identities are free text, names are DNS names."""
+    return f"{lease}-member-{hashlib.sha1(identity.encode()).hexdigest()[:10]}"
+
+
+def shares(members: Iterable[str], shards: int) -> dict[str, int]:
+    """Each member's fair share, by rank in identity order: they add up to ``shards``."""
+    ranked = sorted(set(members))
+    base, extra = divmod(shards, len(ranked))
+    return {member: base + (1 if rank < extra else 0) for rank, member in enumerate(ranked)}
+
+
+@dataclass(frozen=True)
+class Plan:
+    release: tuple[int, ...] = ()  # shards to release (after their work in flight is done)
+    claim: tuple[int, ...] = ()  # free shards to try, in this order...
+    want: int = 0  # ...until this many are taken
+
+    def __bool__(self) -> bool:
+        return bool(self.release or self.want)
+
+
+def plan(me: str, members: Iterable[str], holders: Mapping[int, str], shards: int,
+         active: Iterable[str] | None = None) -> Plan:
+    """What ``me`` should do now. ``holders``: each shard's live holder ('' or absent: free).
+    ``active``: the members known to be at work (default: all); only they are waited for to take
+    free shards, a member that may be a crashed one's leftover is not."""
+    ranked = sorted(set(members) | {me})
+    share = shares(ranked, shards)
+    counts = collections.Counter(h for k, h in holders.items() if h and k < shards)
+    mine = sorted(k for k, h in holders.items() if h == me and k < shards)
+    free = [k for k in range(shards) if not holders.get(k)]
+    waiting = set(ranked if active is None else active) & set(ranked)
+    short = sum(max(0, share[m] - counts[m]) for m in ranked if m != me and m in waiting)
+    if len(mine) > share[me]:
+        # Only what the short ones cannot take from the free shards (guards against views that
+        # disagree for a moment: a replica that counts a member the others do not yet see).
+        n = min(len(mine) - share[me], max(0, short - len(free)))
+        return Plan(release=tuple(mine[len(mine) - n:]))
+    # At its share already, a replica still takes free shards that nobody short will take.
+    want = share[me] - len(mine) if len(mine) < share[me] else (len(free) if short == 0 else 0)
+    # Short replicas start at different places in the free list: fewer of them race for one shard.
+    start = ranked.index(me) * len(free) // len(ranked) if free else 0
+    return Plan(claim=tuple(free[start:] + free[:start]), want=min(want, len(free)))

@@ -1,0 +1,498 @@
+"""Unit tests for opd.ha on a fake clock and an in-memory Lease store: client-go's election on one
+Lease (acquire, expiry by the observer's clock, fencing by time from a renewal's start, release,
+conflicts), the fair share of shards, and three or four coordinators sharing shards through the
+store, checked at every step: never two replicas holding one shard at the same moment."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+from opd.ha.coordination import Coordinator
+from opd.ha.election import Claim, Timings
+from opd.ha.leases import Lease
+from opd.ha.observing import Observations
+from opd.ha.settings import HaSettings
+from opd.ha.shards import member_name, plan, shard_name, shard_of, shares
+from opd.kube.api import ConflictError
+
+TIMINGS = Timings(lease_duration=15.0, renew_deadline=10.0, retry_period=2.0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def wall(self) -> datetime.datetime:
+        return datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC) + datetime.timedelta(seconds=self.now)
+
+
+class Store:
+    """Leases in a dict, with the API server's resourceVersion preconditions; every write is shown
+    at once to the observers (a watch without delay) unless ``blind``."""
+
+    namespace = "test"
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.leases: dict[str, Lease] = {}
+        self.version = 0
+        self.observers: list[Observations] = []
+        self.requests: collections.Counter[str] = collections.Counter()
+        self.fail: Callable[[str], Exception | None] = lambda verb: None
+        self.takes = 0.0  # clock seconds each request takes (its effect lands at its end)
+
+    async def _request(self, verb: str) -> None:
+        self.requests[verb] += 1
+        self.clock.now += self.takes
+        error = self.fail(verb)
+        if error is not None:
+            raise error
+
+    def _store(self, lease: Lease) -> Lease:
+        self.version += 1
+        stored = dataclasses.replace(lease, version=str(self.version))
+        self.leases[lease.name] = stored
+        for seen in self.observers:
+            seen.saw(stored)
+        return stored
+
+    async def get(self, name: str, *, timeout: float) -> Lease | None:
+        await self._request("get")
+        return self.leases.get(name)
+
+    async def create(self, lease: Lease, *, timeout: float) -> Lease:
+        await self._request("create")
+        if lease.name in self.leases:
+            raise ConflictError(409, "AlreadyExists", lease.name)
+        return self._store(lease)
+
+    async def update(self, lease: Lease, *, timeout: float) -> Lease:
+        await self._request("update")
+        current = self.leases.get(lease.name)
+        if current is None or current.version != lease.version:
+            raise ConflictError(409, "Conflict", lease.name)
+        return self._store(lease)
+
+    async def delete(self, lease: Lease, *, timeout: float) -> None:
+        await self._request("delete")
+        current = self.leases.get(lease.name)
+        if current is not None and current.version == lease.version:
+            del self.leases[lease.name]
+            for seen in self.observers:
+                seen.forget(lease.name)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(clock: Clock) -> Store:
+    return Store(clock)
+
+
+def claim(store: Store, clock: Clock, identity: str, *, watch: bool = True, name: str = "opd") -> Claim:
+    seen = Observations(clock)
+    if watch:
+        store.observers.append(seen)
+    return Claim(name, identity, store, seen, TIMINGS, clock=clock, wall=clock.wall)
+
+
+# -- one Lease ----------------------------------------------------------------------------------------------------
+
+
+async def test_a_free_lease_is_created_and_held_until_the_renew_deadline(store: Store, clock: Clock) -> None:
+    a = claim(store, clock, "a")
+    assert await a.step()
+    record = store.leases["opd"].record
+    assert (record.holder, record.duration, record.transitions) == ("a", 15, 0)
+    assert record.acquired == record.renewed
+    clock.now += TIMINGS.renew_deadline - 0.01
+    assert a.held  # no request needed to know
+    clock.now += 0.02
+    assert not a.held  # fenced by time alone: no renewal within the deadline
+
+
+async def test_the_fence_counts_from_the_renewals_start_not_its_answer(store: Store, clock: Clock) -> None:
+    a = claim(store, clock, "a")
+    assert await a.step()
+    clock.now += TIMINGS.retry_period
+    store.takes = 3.0  # a slow server: each request lands 3 s after it was sent
+    began = clock.now
+    assert await a.step()  # one request: the renewal
+    assert clock.now == began + 3.0
+    assert a.deadline == began + TIMINGS.renew_deadline
+    clock.now = began + TIMINGS.renew_deadline
+    assert not a.held
+
+
+async def test_a_held_lease_is_taken_only_after_the_observer_saw_it_unchanged_for_its_duration(
+        store: Store, clock: Clock) -> None:
+    a, b = claim(store, clock, "a"), claim(store, clock, "b")
+    assert await a.step()
+    assert not await b.step()
+    for _ in range(3):  # the holder renews: each renewal restarts the observer's count
+        clock.now += TIMINGS.retry_period
+        assert await a.step()
+        assert not await b.step()
+    requests = sum(store.requests.values())
+    clock.now += TIMINGS.lease_duration - 0.01  # a stops renewing (crashed)
+    assert not b.free()
+    assert not await b.step()
+    assert sum(store.requests.values()) == requests  # nothing to ask: the observations say it is held
+    clock.now += 0.02
+    assert b.free()
+    assert await b.step()
+    record = store.leases["opd"].record
+    assert (record.holder, record.transitions) == ("b", 1)
+    assert not a.held  # long fenced by then
+    assert not await a.step()  # and it cannot take it back: b renewed it just now
+
+
+async def test_expiry_is_judged_by_when_the_observer_first_saw_the_record(store: Store, clock: Clock) -> None:
+    a = claim(store, clock, "a")
+    assert await a.step()
+    clock.now += 100.0  # the record is old by the holder's timestamps...
+    late = claim(store, clock, "late", watch=False)  # ...but this replica sees it only now
+    assert not await late.step()
+    clock.now += TIMINGS.lease_duration - 0.01
+    assert not await late.step()
+    clock.now += 0.02
+    assert await late.step()
+
+
+async def test_release_clears_the_holder_and_another_takes_it_at_once(store: Store, clock: Clock) -> None:
+    a, b = claim(store, clock, "a"), claim(store, clock, "b")
+    assert await a.step()
+    assert not await b.step()
+    assert await a.release()
+    assert not a.held
+    assert store.leases["opd"].record.holder == ""
+    assert b.free()
+    assert await b.step()
+    assert store.leases["opd"].record.transitions == 1
+
+
+async def test_two_candidates_racing_for_an_expired_lease_one_wins(store: Store, clock: Clock) -> None:
+    a = claim(store, clock, "a")
+    assert await a.step()
+    c, d = claim(store, clock, "c", watch=False), claim(store, clock, "d", watch=False)
+    for x in (c, d):
+        x.seen.saw(store.leases["opd"])  # both saw a's last renewal
+    clock.now += TIMINGS.lease_duration + 1  # a crashed
+    assert c.free() and d.free()
+    assert [await c.step(), await d.step()] == [True, False]  # d wrote with a's resourceVersion: 409
+    assert store.leases["opd"].record.holder == "c"
+    assert not d.free()  # d read it afresh
+
+
+async def test_a_stale_observation_cannot_take_a_renewed_lease(store: Store, clock: Clock) -> None:
+    a = claim(store, clock, "a")
+    stale = claim(store, clock, "stale", watch=False)
+    assert await a.step()
+    assert not await stale.step()  # reads it: held by a
+    for _ in range(10):  # a keeps renewing; the stale replica's watch is dead and never hears of it
+        clock.now += TIMINGS.retry_period
+        assert await a.step()
+    assert stale.free()  # by its own (stale) view the lease expired...
+    assert not await stale.step()  # ...but its write carries the old resourceVersion: 409
+    assert store.leases["opd"].record.holder == "a"
+    assert a.held
+    assert not stale.free()  # it read the lease afresh after the conflict
+
+
+async def test_failing_renewals_keep_the_lease_only_until_the_deadline(store: Store, clock: Clock) -> None:
+    a = claim(store, clock, "a")
+    assert await a.step()
+    store.fail = lambda verb: OSError("connection reset") if verb == "update" else None
+    for _ in range(4):
+        clock.now += TIMINGS.retry_period
+        assert await a.step()  # failed, but still within the deadline
+    clock.now += TIMINGS.retry_period
+    assert not await a.step()
+    assert not a.held
+    store.fail = lambda verb: None
+    assert await a.step()  # nobody took it meanwhile: ours again
+    assert store.leases["opd"].record.transitions == 0
+
+
+async def test_release_does_not_clear_a_lease_another_replica_took(store: Store, clock: Clock) -> None:
+    a, b = claim(store, clock, "a", watch=False), claim(store, clock, "b")
+    assert await a.step()
+    clock.now += TIMINGS.lease_duration + 1  # a is cut off: b takes over
+    assert await b.step()
+    assert not await a.release()  # a's view says it holds it; the precondition says otherwise
+    assert store.leases["opd"].record.holder == "b"
+
+
+# -- shards -------------------------------------------------------------------------------------------------------
+
+
+def test_shards_are_stable_and_even() -> None:
+    uids = [str(uuid.UUID(int=i * 7919 + 1)) for i in range(12000)]
+    first = [shard_of(uid, 12) for uid in uids]
+    assert first == [shard_of(uid, 12) for uid in uids]
+    counts = collections.Counter(first)
+    assert set(counts) == set(range(12))
+    assert all(800 <= n <= 1200 for n in counts.values()), counts
+    assert all(shard_of(uid, 1) == 0 for uid in uids[:50])
+
+
+def test_fair_shares_add_up_and_differ_by_one_at_most() -> None:
+    for n in range(1, 9):
+        for s in (1, 5, 12, 64):
+            share = shares([f"r{i}" for i in range(n)], s)
+            assert sum(share.values()) == s
+            assert max(share.values()) - min(share.values()) <= 1
+    assert shares(["b", "a", "c"], 10) == {"a": 4, "b": 3, "c": 3}  # the extra goes by identity order
+
+
+def test_a_lone_replica_claims_every_shard() -> None:
+    todo = plan("a", ["a"], {}, 6)
+    assert (todo.release, sorted(todo.claim), todo.want) == ((), list(range(6)), 6)
+
+
+def test_a_newcomer_gets_what_the_others_release_and_only_that() -> None:
+    holders = {k: ("a" if k < 6 else "b") for k in range(12)}
+    members = ["a", "b", "c"]
+    released = [plan(m, members, holders, 12).release for m in ("a", "b")]
+    assert [len(r) for r in released] == [2, 2]
+    assert not plan("c", members, holders, 12).want  # nothing free yet: it waits for the releases
+    for key in [*released[0], *released[1]]:
+        holders.pop(key)
+    todo = plan("c", members, holders, 12)
+    assert todo.want == 4 and set(todo.claim) == {*released[0], *released[1]}
+    assert [plan(m, members, holders, 12).want for m in ("a", "b")] == [0, 0]  # c is short: they leave them
+
+
+def test_shards_of_a_replica_gone_go_to_those_short_of_their_share() -> None:
+    holders = {k: "abc"[k % 3] for k in range(12)}
+    for key in [k for k, h in holders.items() if h == "c"]:
+        del holders[key]  # c's leases expired
+    wants = {m: plan(m, ["a", "b"], holders, 12) for m in ("a", "b")}
+    assert [wants[m].want for m in ("a", "b")] == [2, 2]
+    assert wants["a"].claim[0] != wants["b"].claim[0]  # they start at different free shards
+
+
+def test_a_member_that_others_do_not_see_yet_makes_no_one_release_more_than_needed() -> None:
+    holders = {k: "a" for k in range(12)}
+    # a sees b and c; b sees only a and itself: b is short of 6, a of nothing
+    todo = plan("a", ["a", "b", "c"], holders, 12)
+    assert len(todo.release) == 8
+    todo = plan("a", ["a", "b"], {**holders, **{k: "" for k in range(6)}}, 12)
+    assert not todo.release  # 6 free already cover b's share
+
+
+def test_names() -> None:
+    assert shard_name("opd", 3) == "opd-3"
+    assert member_name("opd", "host-1") != member_name("opd", "host-2")
+    assert len(member_name("x" * 235, "any identity at all")) <= 253
+
+
+# -- coordinators sharing shards ----------------------------------------------------------------------------------
+
+
+class Operations:
+    """The listener: what a replica's operations were told, in order."""
+
+    def __init__(self) -> None:
+        self.told: list[tuple[str, frozenset[int]]] = []
+        self.keys: set[int] = set()
+
+    async def gain(self, keys: frozenset[int], reason: str) -> None:
+        self.told.append(("gain", keys))
+        self.keys |= keys
+
+    async def drain(self, keys: frozenset[int], reason: str) -> None:
+        self.told.append(("drain", keys))
+
+    async def lose(self, keys: frozenset[int], reason: str) -> None:
+        self.told.append(("lose", keys))
+        self.keys -= keys
+
+    async def drained(self, keys: frozenset[int], timeout: float) -> bool:
+        return True
+
+
+class Cut:
+    """One replica's way to the store, which can be cut (every request fails, as in a blackhole)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.namespace = store.namespace
+        self.cut = False
+
+    def _check(self) -> None:
+        if self.cut:
+            raise TimeoutError("blackholed")
+
+    async def get(self, name: str, *, timeout: float) -> Lease | None:
+        self._check()
+        return await self.store.get(name, timeout=timeout)
+
+    async def create(self, lease: Lease, *, timeout: float) -> Lease:
+        self._check()
+        return await self.store.create(lease, timeout=timeout)
+
+    async def update(self, lease: Lease, *, timeout: float) -> Lease:
+        self._check()
+        return await self.store.update(lease, timeout=timeout)
+
+    async def delete(self, lease: Lease, *, timeout: float) -> None:
+        self._check()
+        await self.store.delete(lease, timeout=timeout)
+
+
+class Replicas:
+    def __init__(self, store: Store, clock: Clock, shards: int) -> None:
+        self.store, self.clock, self.shards = store, clock, shards
+        self.running: dict[str, tuple[Coordinator, Operations]] = {}
+        self.gone: list[Coordinator] = []
+
+    def add(self, identity: str, mode: str = "shards", store: Store | Cut | None = None) -> Coordinator:
+        seen = Observations(self.clock)
+        self.store.observers.append(seen)
+        for lease in self.store.leases.values():
+            seen.saw(lease)  # what a new watch lists
+        ops = Operations()
+        settings = HaSettings(mode=mode, lease="opd", namespace="test", identity=identity, shards=self.shards)
+        coordinator = Coordinator(settings, store or self.store, seen, ops, clock=self.clock, wall=self.clock.wall)
+        self.running[identity] = (coordinator, ops)
+        return coordinator
+
+    def crash(self, identity: str) -> None:
+        coordinator, _ = self.running.pop(identity)
+        self.store.observers.remove(coordinator.seen)
+        self.gone.append(coordinator)
+
+    async def stop(self) -> None:
+        """The test is over: the ones running stop (releasing), the crashed ones' tasks end."""
+        for coordinator in [*(c for c, _ in self.running.values()), *self.gone]:
+            await coordinator.stop()
+
+    def check(self) -> None:
+        """At this moment no key is held by two replicas (by time: what a view's owns() asks)."""
+        holders = collections.defaultdict(list)
+        for identity, (coordinator, _) in self.running.items():
+            for key in range(len(coordinator.claims)):
+                if coordinator.holds(key):
+                    holders[key].append(identity)
+        doubled = {k: v for k, v in holders.items() if len(v) > 1}
+        assert not doubled, doubled
+
+    async def rounds(self, n: int, step: float = 0.5) -> None:
+        for _ in range(n):
+            for coordinator, _ in list(self.running.values()):
+                await coordinator.step()
+                await coordinator.settled()
+                self.check()
+            self.clock.now += step
+            self.check()
+
+    def held(self) -> dict[str, int]:
+        return {i: len(ops.keys) for i, (_, ops) in self.running.items()}
+
+
+async def test_three_replicas_share_twelve_shards_then_survive_a_crash_and_a_newcomer(
+        store: Store, clock: Clock) -> None:
+    replicas = Replicas(store, clock, 12)
+    for identity in ("a", "b", "c"):
+        replicas.add(identity)
+    await replicas.rounds(20)
+    assert replicas.held() == {"a": 4, "b": 4, "c": 4}
+
+    replicas.crash("c")
+    crashed = clock.now
+    await replicas.rounds(8)
+    assert replicas.held() == {"a": 4, "b": 4}  # c's leases have not expired yet
+    owned_again = None
+    for _ in range(40):
+        await replicas.rounds(1)
+        if sum(replicas.held().values()) == 12:
+            owned_again = clock.now - crashed
+            break
+    assert owned_again is not None and owned_again <= TIMINGS.lease_duration + TIMINGS.retry_period + 1
+    assert replicas.held() == {"a": 6, "b": 6}
+
+    before = {identity: len(ops.told) for identity, (_, ops) in replicas.running.items()}
+    replicas.add("d")  # c's member Lease is still there: d counts it until it expires by its clock
+    await replicas.rounds(10)
+    assert replicas.held() == {"a": 4, "b": 4, "d": 4}
+    _, d_ops = replicas.running["d"]
+    assert all(kind == "gain" for kind, _ in d_ops.told)
+    told = [replicas.running[i][1].told[before[i]:] for i in ("a", "b")]
+    drained = [key for steps in told for kind, keys in steps if kind == "drain" for key in keys]
+    lost = [key for steps in told for kind, keys in steps if kind == "lose" for key in keys]
+    assert sorted(drained) == sorted(lost) and len(drained) == 4  # exactly what d needed, each drained first
+    await replicas.stop()
+
+
+async def test_a_stopping_replica_releases_its_shards_and_the_others_take_them_at_once(
+        store: Store, clock: Clock) -> None:
+    replicas = Replicas(store, clock, 6)
+    for identity in ("a", "b"):
+        replicas.add(identity)
+    await replicas.rounds(20)
+    assert replicas.held() == {"a": 3, "b": 3}
+    b, _ = replicas.running["b"]
+    await b.stop()
+    replicas.crash("b")
+    assert member_name("opd", "b") not in store.leases  # its member Lease deleted
+    assert all(store.leases[shard_name("opd", k)].record.holder in ("", "a") for k in range(6))
+    await replicas.rounds(2)  # well within lease_duration: released leases need no waiting
+    assert replicas.held() == {"a": 6}
+    await replicas.stop()
+
+
+async def test_leader_mode_one_leads_the_other_stands_by_and_takes_over(store: Store, clock: Clock) -> None:
+    replicas = Replicas(store, clock, 1)
+    a = replicas.add("a", mode="leader")
+    b = replicas.add("b", mode="leader")
+    await replicas.rounds(10)
+    assert (a.state().role, b.state().role) == ("leader", "standby")
+    assert a.key_of("any-uid") == b.key_of("other") == 0
+    requests = sum(store.requests.values())
+    await replicas.rounds(8)  # 4 s: the leader renews twice; the standby only watches
+    assert sum(store.requests.values()) - requests == 2
+    await a.stop()
+    replicas.crash("a")
+    await replicas.rounds(1)
+    assert b.state().role == "leader"
+    assert replicas.running["b"][1].told == [("gain", frozenset({0}))]
+    await replicas.stop()
+
+
+async def test_a_leader_cut_off_is_fenced_before_the_standby_takes_over(store: Store, clock: Clock) -> None:
+    replicas = Replicas(store, clock, 1)
+    way = Cut(store)
+    a = replicas.add("a", mode="leader", store=way)
+    b = replicas.add("b", mode="leader")
+    await replicas.rounds(4)
+    assert a.state().role == "leader"
+    way.cut = True
+    cut = clock.now
+    fenced_at = took_at = None
+    for _ in range(100):
+        await replicas.rounds(1, step=0.25)
+        if fenced_at is None and not a.holds(0):
+            fenced_at = clock.now
+        if took_at is None and b.holds(0):
+            took_at = clock.now
+    assert fenced_at is not None and took_at is not None
+    assert fenced_at - cut <= TIMINGS.renew_deadline  # from its last renewal's start, before the cut
+    assert took_at - fenced_at >= TIMINGS.lease_duration - TIMINGS.renew_deadline - 0.5
+    assert ("lose", frozenset({0})) in replicas.running["a"][1].told
+    way.cut = False
+    await replicas.rounds(10)
+    assert (a.state().role, b.state().role) == ("standby", "leader")  # a stays fenced: b renews
+    await replicas.stop()
