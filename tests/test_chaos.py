@@ -3,7 +3,8 @@
 Every scenario runs once, on a control plane of this module's own (its apiserver gets killed),
 and each test checks the rows of one scenario. The scenarios that leave the apiserver alone run
 side by side, to keep the module near a minute and a half; the two that restart it run alone after
-them. Rows of faults the scenarios found in the engine (since fixed) are checked by tests of their own.
+them; the replicas' (opd.ha) last, side by side. Rows of faults the scenarios found in the engine
+(since fixed) are checked by tests of their own.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from opd.testing.chaos import Kube
 
 SIDE_BY_SIDE = ("partition", "sigterm", "unreachable", "bad-input", "delete-result", "cut-delete", "crash")
 ALONE = ("restarts", "gone")
+HA = ("ha-leader", "ha-fence", "ha-shards")  # replicas on Leases, side by side (ha-measure: run.py only)
 
 
 async def _run_all(cp: LocalControlPlane, workdir: Path) -> dict[str, Result]:
@@ -33,6 +35,7 @@ async def _run_all(cp: LocalControlPlane, workdir: Path) -> dict[str, Result]:
             results = dict(zip(SIDE_BY_SIDE, together, strict=True))
             for name in ALONE:
                 results[name] = await _one(stage, name)
+            results.update(zip(HA, await asyncio.gather(*(_one(stage, name) for name in HA)), strict=True))
         finally:
             stage.stop_all()
         results["secrets"] = scenarios.secrets_scan(stage)
@@ -134,3 +137,15 @@ def test_a_retried_finalizer_removal_does_not_rerun_delete_handlers(results: dic
 
 def test_no_secret_in_any_log(results: dict[str, Result]) -> None:
     _check(results["secrets"])
+
+
+def test_standbys_run_nothing_and_a_killed_leader_is_replaced(results: dict[str, Result]) -> None:
+    _check(results["ha-leader"])
+
+
+def test_a_blackholed_leader_stops_before_the_standby_starts(results: dict[str, Result]) -> None:
+    _check(results["ha-fence"])
+
+
+def test_shards_are_shared_survive_a_crash_and_move_to_a_newcomer(results: dict[str, Result]) -> None:
+    _check(results["ha-shards"])

@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import importlib.metadata
+import json
+import os
 import re
+import ssl
 import sys
 import time
 import uuid
@@ -19,6 +22,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from opd.localcluster import LocalControlPlane
 from opd.testing.chaos import (
@@ -861,6 +866,451 @@ async def cut_during_delete(stage: Stage) -> Result:
     return await _timed(result, run)
 
 
+# -- 10-13. Replicas on Leases (opd.ha) --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class HaTimings:
+    lease_duration: float
+    renew_deadline: float
+    retry_period: float
+
+    def flags(self) -> list[str]:
+        return ["--lease-duration", f"{self.lease_duration:g}", "--renew-deadline", f"{self.renew_deadline:g}",
+                "--retry-period", f"{self.retry_period:g}"]
+
+
+CLIENT_GO = HaTimings(15.0, 10.0, 2.0)  # opd's defaults, client-go's
+
+
+@dataclass(frozen=True)
+class HaScale:
+    """How big the replicas' scenarios are (``HA_FULL`` for run.py, ``HA_QUICK`` for --quick and the suite)."""
+
+    leader_timings: HaTimings  # 10: lease timings of the leader scenario
+    leader_warm: int  # 10: objects created while the standbys stand by
+    leader_objects: int  # 10: a stream of creates with a kill -9 of the leader in it
+    leader_rate: float
+    fence_timings: HaTimings  # 11: the blackholed leader
+    shards_timings: HaTimings  # 12
+    shards: int
+    shards_objects: int  # 12: objects for three replicas
+    shards_after_kill: int  # 12: objects created after one of them was killed
+    shards_after_join: int  # 12: objects created while a fourth joins
+    shards_rate: float
+    scale_objects: int  # 13: objects per measurement
+    idle_seconds: float  # 13: how long the Lease requests of idle replicas are counted
+    converge_timeout: float
+
+
+# The leader scenario's 12 s lease: a replica crashed right after its renewal is replaced
+# lease_duration after it, plus the relist; with 15 s that is just over the 15 s target.
+HA_FULL = HaScale(leader_timings=HaTimings(12.0, 8.0, 2.0), leader_warm=30, leader_objects=600, leader_rate=50,
+                  fence_timings=CLIENT_GO, shards_timings=CLIENT_GO, shards=12, shards_objects=900,
+                  shards_after_kill=300, shards_after_join=150, shards_rate=100, scale_objects=1500,
+                  idle_seconds=30.0, converge_timeout=180)
+HA_QUICK = HaScale(leader_timings=HaTimings(4.0, 3.0, 1.0), leader_warm=10, leader_objects=90, leader_rate=30,
+                   fence_timings=HaTimings(6.0, 3.0, 1.0), shards_timings=HaTimings(4.0, 3.0, 1.0), shards=6,
+                   shards_objects=90, shards_after_kill=30, shards_after_join=30, shards_rate=50, scale_objects=200,
+                   idle_seconds=10.0, converge_timeout=90)
+
+
+def ha_scale(stage: Stage) -> HaScale:
+    return HA_FULL if stage.scale.name == "full" else HA_QUICK
+
+
+LEASES_PATH = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+
+
+class Replicas:
+    """Replicas of one operator (``opd run --ha``) in one namespace: one handlers file, one handler
+    log (each line names the pid that ran the handler), the Leases in the same namespace."""
+
+    def __init__(self, stage: Stage, namespace: str, stem: str, *, mode: str, timings: HaTimings,
+                 source: Callable[[Path], str], shards: int | None = None) -> None:
+        self.stage, self.namespace, self.stem = stage, namespace, stem
+        self.mode, self.timings, self.shards = mode, timings, shards
+        self.folder = stage.workdir / stem
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.log = HandlerLog(self.folder / "handled.log")
+        self.source = self.folder / "handlers.py"
+        self.source.write_text(source(self.log.path))
+        stage.logs.append(self.log.path)
+        self.procs: dict[str, OperatorProcess] = {}
+
+    def start(self, name: str, *, kubeconfig: Path | None = None, verbose: bool = False) -> OperatorProcess:
+        argv = [sys.executable, "-m", "opd", "run", str(self.source), "-n", self.namespace,
+                "--kubeconfig", str(kubeconfig or self.stage.cp.kubeconfig), "--log-format", "text",
+                "--ha", self.mode, "--lease", self.stem, "--lease-namespace", self.namespace, "--identity", name,
+                *self.timings.flags(), *(["--shards", str(self.shards)] if self.shards else []),
+                *(["-v"] if verbose else [])]
+        op = OperatorProcess(argv=argv, log=self.folder / f"{name}.log")
+        self.procs[name] = op
+        self.stage.operators.append(op)
+        self.stage.logs.append(op.log)
+        return op.start()
+
+    def names(self) -> dict[int, str]:
+        """pid -> replica, for every start of every replica."""
+        return {pid: name for name, op in self.procs.items() for pid in op.pids}
+
+    def alive(self) -> set[str]:
+        return {name for name, op in self.procs.items() if op.running}
+
+    def runs_by(self, kind: str = "create", uids: Iterable[str] | None = None) -> collections.Counter[str]:
+        """Handler runs per replica (of the given objects)."""
+        names, wanted = self.names(), set(uids) if uids is not None else None
+        return collections.Counter(names.get(e.pid, str(e.pid)) for e in self.log.entries(kind)
+                                   if wanted is None or e.uid in wanted)
+
+    async def leases(self) -> dict[str, dict[str, Any]]:
+        """Every Lease of the namespace: name -> spec."""
+        found = await self.stage.kube.get(LEASES_PATH.format(namespace=self.namespace))
+        return {item["metadata"]["name"]: item.get("spec") or {} for item in found.get("items") or []}
+
+    async def holders(self) -> dict[str, str]:
+        """Lease (the leader's, or each shard's) -> its holder ('' when free)."""
+        leases = await self.leases()
+        names = [self.stem] if self.mode == "leader" else [f"{self.stem}-{i}" for i in range(self.shards or 0)]
+        return {name: str((leases.get(name) or {}).get("holderIdentity") or "") for name in names}
+
+    async def balanced(self, members: Iterable[str]) -> bool:
+        """Every shard held by one of ``members``, each of them holding its fair share."""
+        members = sorted(members)
+        holders = await self.holders()
+        counts = collections.Counter(holders.values())
+        base, extra = divmod(len(holders), len(members))
+        return all(h in members for h in holders.values()) and all(
+            counts[m] in (base, base + (1 if extra else 0)) for m in members)
+
+    async def watch_lease(self, name: str, seen: list[tuple[float, str]]) -> None:
+        """Every state of one Lease, as (time.time(), holder), until cancelled."""
+        path = LEASES_PATH.format(namespace=self.namespace)
+        version = (await self.stage.kube.get(path))["metadata"]["resourceVersion"]
+        query = {"watch": "true", "fieldSelector": f"metadata.name={name}", "resourceVersion": version,
+                 "timeoutSeconds": 300}
+        async for event in self.stage.kube.client.stream(path, query, inactivity_timeout=600, connect_timeout=10):
+            spec = (event.get("object") or {}).get("spec") or {}
+            seen.append((time.time(), str(spec.get("holderIdentity") or "")))
+
+
+def _created_source(log: Path) -> str:
+    return handlers_source(log, create=True, label=True)
+
+
+def _ticking_source(log: Path) -> str:
+    """Create handlers, and a timer every 0.25 s on every object: each run is one line (kind 'tick').
+    The timer writes nothing: its runs show when a replica acts, not when its writes get through."""
+    return handlers_source(log, create=True) + '''
+
+@opd.on.timer(RESOURCE, interval=0.25)
+def tick(uid, name, **_):
+    record(LOG, "tick", uid, name)
+'''
+
+
+async def ha_leader(stage: Stage) -> Result:
+    """Three replicas with leader election: the standbys run nothing while the leader lives; kill -9
+    of the leader during a stream of creates: the standby handles the rest (within 15 s, nothing
+    lost, at most 5 duplicated); SIGTERM of the next leader: its Lease is released (holder empty)
+    and a standby leads within 3 s."""
+    ha = ha_scale(stage)
+    result = Result("10. leader election")
+
+    async def run(result: Result) -> None:
+        ns = await stage.namespace("leader")
+        reps = Replicas(stage, ns, "ha-leader", mode="leader", timings=ha.leader_timings, source=_created_source)
+        first = reps.start("r1")
+        await first.wait_for_output(r"opd: ha: leading", timeout=60)
+        others = [reps.start("r2"), reps.start("r3")]
+        await asyncio.gather(first.wait_ready(), *(op.wait_ready() for op in others))
+        warm = LoadGenerator(stage.kube, ns, rate=50)
+        await warm.create([f"warm-{i:03d}" for i in range(ha.leader_warm)])
+        await wait_until(lambda: reps.log.uids("create") >= set(warm.uids.values()), timeout=60)
+        await asyncio.sleep(1.0)
+        runs = reps.runs_by(uids=warm.uids.values())
+        result.add(f"handler runs by the standbys while the leader lives (of {ha.leader_warm} objects)",
+                   runs["r2"] + runs["r3"], "0", runs["r2"] + runs["r3"] == 0 and runs["r1"] == ha.leader_warm)
+
+        # kill -9 of the leader a third into a stream of creates
+        load = LoadGenerator(stage.kube, ns, rate=ha.leader_rate)
+        names = [f"obj-{i:04d}" for i in range(ha.leader_objects)]
+        killed: list[float] = []
+
+        async def crash() -> None:
+            await wait_until(lambda: load.counters["created"] >= len(names) // 3, timeout=300, interval=0.05)
+            killed.append(time.time())
+            first.sigkill()
+
+        await asyncio.gather(load.create(names), crash())
+        created = set(load.uids.values())
+        took = await wait_until(lambda: reps.log.uids("create") >= created, timeout=ha.converge_timeout, interval=0.5)
+        await asyncio.sleep(stage.scale.settle)
+        creates = tally(created, reps.log.counts("create"))
+        after = [e for e in reps.log.entries("create") if e.at > killed[0] and e.pid != first.pids[0]]
+        takeover = min(e.at for e in after) - killed[0] if after else float("inf")
+        result.add("kill -9 of the leader: first handler run by a standby after", f"{takeover:.1f} s", "<= 15 s",
+                   takeover <= 15.0, key="takeover")
+        result.add(f"handlings lost / duplicated (of {len(created)}, kill -9 a third in)",
+                   _lost_dup(len(creates.lost), creates.duplicated), "0 / <= 5",
+                   not creates.lost and creates.duplicated <= 5 and took is not None)
+
+        # SIGTERM of the new leader: released at once
+        leader = (await reps.holders())[reps.stem]
+        standby = next(iter(reps.alive() - {leader}))
+        states: list[tuple[float, str]] = []
+        watcher = asyncio.create_task(reps.watch_lease(reps.stem, states))
+        try:
+            await asyncio.sleep(0.5)  # the watch is open
+            stopped = time.time()
+            reps.procs[leader].sigterm()
+            await wait_until(lambda: any(h == standby for _, h in states), timeout=30, interval=0.05)
+        finally:
+            watcher.cancel()
+        released = any(h == "" for t, h in states if t >= stopped)
+        leads = next((t - stopped for t, h in states if h == standby), None)
+        result.add("SIGTERM of the leader: its Lease's holder emptied", "yes" if released else "no", "yes", released)
+        result.add("... and the standby leads after", f"{leads:.1f} s" if leads is not None else "no", "<= 3 s",
+                   leads is not None and leads <= 3.0)
+        exit_took = await reps.procs[leader].wait_exit(30)
+        result.note(f"timings: lease {ha.leader_timings.lease_duration:g} s, renew deadline "
+                    f"{ha.leader_timings.renew_deadline:g} s, retry {ha.leader_timings.retry_period:g} s; the whole "
+                    f"stream handled {took:.0f} s after it ended; SIGTERMed leader exited in "
+                    f"{exit_took if exit_took is not None else float('nan'):.1f} s")
+
+    return await _timed(result, run)
+
+
+async def ha_fence(stage: Stage) -> Result:
+    """The leader's connections are blackholed (the chaos proxy): it stops acting (its timers stop,
+    nothing is written) before the standby starts; no second has runs of both."""
+    ha = ha_scale(stage)
+    t = ha.fence_timings
+    result = Result("11. blackholed leader")
+
+    async def run(result: Result) -> None:
+        ns = await stage.namespace("fence")
+        proxy, kubeconfig = stage.proxy("ha-fence")
+        reps = Replicas(stage, ns, "ha-fence", mode="leader", timings=t, source=_ticking_source)
+        cut_off = reps.start("f1", kubeconfig=kubeconfig)
+        await cut_off.wait_for_output(r"opd: ha: leading", timeout=60)
+        other = reps.start("f2")
+        await asyncio.gather(cut_off.wait_ready(), other.wait_ready())
+        load = LoadGenerator(stage.kube, ns, rate=20)
+        await load.create([f"ticking-{i}" for i in range(5)])
+        uids = set(load.uids.values())
+        await wait_until(lambda: {e.uid for e in reps.log.entries("tick")} >= uids, timeout=30)
+        a_pid, b_pid = cut_off.pids[-1], other.pids[-1]
+
+        def ticks_of(pid: int) -> list[float]:
+            return [e.at for e in reps.log.entries("tick") if e.pid == pid]
+
+        cut = time.time()
+        async with disconnected(proxy, silent=True):
+            took = await wait_until(lambda: len(ticks_of(b_pid)) >= 5, timeout=t.lease_duration * 3)
+            await asyncio.sleep(1.0)
+        healed = time.time()
+        await asyncio.sleep(3 * t.retry_period + 1.0)  # the cut-off one is back: it must stay a standby
+        a_ticks, b_ticks = ticks_of(a_pid), ticks_of(b_pid)
+        a_last = max((x for x in a_ticks if x >= cut - 1.0), default=cut)
+        b_first = min(b_ticks, default=float("inf"))
+        both = {int(x) for x in a_ticks} & {int(x) for x in b_ticks}
+        result.add("the standby took over", f"{b_first - cut:.1f} s after the cut" if took is not None else "no",
+                   f"<= {t.lease_duration + 2 * t.retry_period:g} s", took is not None)
+        result.add("the cut-off leader's last run, after the cut", f"{a_last - cut:.1f} s",
+                   f"<= renew deadline ({t.renew_deadline:g} s)", a_last - cut <= t.renew_deadline + 0.5)
+        result.add("gap between its last run and the new leader's first", f"{b_first - a_last:.1f} s", "> 0",
+                   b_first > a_last)
+        result.add("seconds with runs of both replicas", len(both), "0", not both)
+        late = [x for x in a_ticks if x > b_first]
+        result.add("runs of the cut-off replica after the takeover (also once reconnected)", len(late), "0",
+                   not late)
+        lost = "lost Lease" in cut_off.output()
+        result.note(f"timings: lease {t.lease_duration:g} s, renew deadline {t.renew_deadline:g} s, retry "
+                    f"{t.retry_period:g} s; the cut-off replica said it lost the Lease: {lost}; healed "
+                    f"{healed - cut:.1f} s after the cut")
+
+    return await _timed(result, run)
+
+
+async def ha_shards(stage: Stage) -> Result:
+    """Three replicas share the shards: every object handled exactly once, each replica 15-55 %; kill -9
+    of one, more objects: all handled, at most 5 duplicated, every shard owned again within 20 s; a
+    fourth replica joins: shards move to it, without duplicates."""
+    ha = ha_scale(stage)
+    result = Result("12. shards")
+
+    async def run(result: Result) -> None:
+        ns = await stage.namespace("shards")
+        reps = Replicas(stage, ns, "ha-shards", mode="shards", timings=ha.shards_timings, source=_created_source,
+                        shards=ha.shards)
+        for name in ("s1", "s2", "s3"):
+            reps.start(name)
+        await asyncio.gather(*(op.wait_ready() for op in reps.procs.values()))
+        spread = await wait_until(lambda: reps.balanced(["s1", "s2", "s3"]), timeout=60, interval=0.5)
+        load = LoadGenerator(stage.kube, ns, rate=ha.shards_rate)
+        await load.create([f"obj-{i:04d}" for i in range(ha.shards_objects)])
+        first = set(load.uids.values())
+        took = await wait_until(lambda: reps.log.uids("create") >= first, timeout=ha.converge_timeout, interval=0.5)
+        await asyncio.sleep(stage.scale.settle)
+        creates = tally(first, reps.log.counts("create"))
+        runs = reps.runs_by(uids=first)
+        shares = {name: runs[name] / max(1, len(first)) for name in ("s1", "s2", "s3")}
+        result.add(f"{len(first)} objects, 3 replicas: lost / duplicated", _lost_dup(len(creates.lost),
+                   creates.duplicated), "0 / 0", not creates.lost and not creates.duplicated and took is not None)
+        result.add("each replica's part", ", ".join(f"{n} {p:.0%}" for n, p in shares.items()), "15..55 %",
+                   all(0.15 <= p <= 0.55 for p in shares.values()))
+
+        # kill -9 of one; more objects
+        victim = reps.procs["s3"]
+        killed = time.monotonic()
+        victim.sigkill()
+        more = LoadGenerator(stage.kube, ns, rate=ha.shards_rate / 2)
+        owned: list[float] = []
+
+        async def owned_again() -> None:
+            await wait_until(lambda: reps.balanced(["s1", "s2"]), timeout=120, interval=0.25)
+            owned.append(time.monotonic() - killed)
+
+        await asyncio.gather(more.create([f"more-{i:04d}" for i in range(ha.shards_after_kill)]), owned_again())
+        second = set(more.uids.values())
+        took = await wait_until(lambda: reps.log.uids("create") >= second, timeout=ha.converge_timeout, interval=0.5)
+        await asyncio.sleep(stage.scale.settle)
+        creates = tally(second, reps.log.counts("create"))
+        result.add(f"kill -9 of one, {len(second)} more: lost / duplicated",
+                   _lost_dup(len(creates.lost), creates.duplicated), "0 / <= 5",
+                   not creates.lost and creates.duplicated <= 5 and took is not None)
+        result.add("every shard owned again after", f"{owned[0]:.1f} s" if owned else "no", "<= 20 s",
+                   bool(owned) and owned[0] <= 20.0)
+
+        # a fourth joins while objects come
+        before = reps.log.counts("create")
+        joined = time.monotonic()
+        reps.start("s4")
+        join = LoadGenerator(stage.kube, ns, rate=ha.shards_after_join / 5)
+        moved: list[float] = []
+
+        async def moves() -> None:
+            if await wait_until(lambda: reps.balanced(["s1", "s2", "s4"]), timeout=120, interval=0.25) is not None:
+                moved.append(time.monotonic() - joined)
+
+        await asyncio.gather(join.create([f"join-{i:04d}" for i in range(ha.shards_after_join)]), moves())
+        third = set(join.uids.values())
+        took = await wait_until(lambda: reps.log.uids("create") >= third, timeout=ha.converge_timeout, interval=0.5)
+        await asyncio.sleep(stage.scale.settle + 1.0)
+        counts = reps.log.counts("create")
+        again = sum(counts[uid] - before[uid] for uid in before)  # objects handled before the join, run again
+        creates = tally(third, counts)
+        holds = collections.Counter((await reps.holders()).values())
+        result.add("a fourth replica joins: its shards", f"{holds['s4']} of {ha.shards}"
+                   + (f", balanced after {moved[0]:.1f} s" if moved else ""), "its share", bool(moved))
+        result.add(f"... duplicated while shards moved (of {len(third)} new, {len(before)} old)",
+                   _lost_dup(len(creates.lost), creates.duplicated + again), "0 / 0",
+                   not creates.lost and not creates.duplicated and not again and took is not None)
+        result.note(f"{ha.shards} shards; timings: lease {ha.shards_timings.lease_duration:g} s, renew deadline "
+                    f"{ha.shards_timings.renew_deadline:g} s, retry {ha.shards_timings.retry_period:g} s; "
+                    f"balanced {spread:.1f} s after all three were ready" if spread is not None else
+                    "never balanced at the start")
+
+    return await _timed(result, run)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _lease_requests(stage: Stage) -> int:
+    """The API server's own count of requests on Leases (apiserver_request_total), all verbs."""
+    config = json.loads(stage.cp.kubeconfig.read_text())
+    server = config["clusters"][0]["cluster"]["server"]
+    context = ssl.create_default_context(cafile=config["clusters"][0]["cluster"]["certificate-authority"])
+    headers = {"Authorization": f"Bearer {config['users'][0]['user']['token']}"}
+    async with aiohttp.ClientSession() as http, http.get(f"{server}/metrics", headers=headers, ssl=context) as got:
+        text = await got.text()
+    total = 0
+    for line in text.splitlines():
+        if line.startswith("apiserver_request_total{") and 'resource="leases"' in line:
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+async def ha_measure(stage: Stage) -> Result:
+    """Figures for the README: objects per second and CPU per replica with 1, 2 and 3 replicas
+    (shards), and the Lease requests per second of idle replicas (leader election, and shards)."""
+    ha = ha_scale(stage)
+    result = Result("13. replicas: throughput, CPU, Lease requests")
+
+    async def one(count: int) -> None:
+        ns = await stage.namespace(f"scale{count}")
+        reps = Replicas(stage, ns, f"ha-scale-{count}", mode="shards", timings=CLIENT_GO, source=_created_source,
+                        shards=12)
+        names = [f"s{i}" for i in range(1, count + 1)]
+        for name in names:
+            reps.start(name)
+        try:
+            await asyncio.gather(*(op.wait_ready() for op in reps.procs.values()))
+            await wait_until(lambda: reps.balanced(names), timeout=90, interval=0.5)
+            await asyncio.sleep(2.0)
+            cpu = {n: _cpu_seconds(reps.procs[n].pids[-1]) for n in names}
+            began = time.monotonic()
+            load = LoadGenerator(stage.kube, ns, rate=1000, concurrency=32)
+            await load.create([f"obj-{i:05d}" for i in range(ha.scale_objects)])
+            uids = set(load.uids.values())
+
+            async def stored() -> bool:
+                if not reps.log.uids("create") >= uids:
+                    return False
+                return all(_result_of(o) for o in (await stage.objects(ns)).values())
+
+            await wait_until(stored, timeout=ha.converge_timeout, interval=0.2)
+            took = time.monotonic() - began
+            used = {n: _cpu_seconds(reps.procs[n].pids[-1]) - cpu[n] for n in names}
+            per_object = sum(used.values()) / len(uids) * 1000
+            result.add(f"{count} replica(s): {len(uids)} objects created and handled",
+                       f"{len(uids) / took:.0f} objects/s", "report")
+            result.add(f"{count} replica(s): CPU per replica",
+                       ", ".join(f"{used[n]:.1f} s" for n in names) + f" ({per_object:.1f} ms per object)", "report")
+            if count == 3:
+                before = await _lease_requests(stage)
+                await asyncio.sleep(ha.idle_seconds)
+                idle = (await _lease_requests(stage) - before) / ha.idle_seconds
+                result.add("idle: Lease requests per second, 3 replicas, 12 shards", f"{idle:.2f}", "report")
+        finally:
+            for op in reps.procs.values():
+                op.stop()
+
+    async def leader_idle() -> None:
+        ns = await stage.namespace("idle-leader")
+        reps = Replicas(stage, ns, "ha-idle", mode="leader", timings=CLIENT_GO, source=_created_source)
+        try:
+            for name in ("l1", "l2"):
+                reps.start(name)
+            await asyncio.gather(*(op.wait_ready() for op in reps.procs.values()))
+            await wait_until(lambda: any((reps.procs[n].output().count("opd: ha: leading")) for n in reps.procs),
+                             timeout=60)
+            await asyncio.sleep(2.0)
+            before = await _lease_requests(stage)
+            await asyncio.sleep(ha.idle_seconds)
+            idle = (await _lease_requests(stage) - before) / ha.idle_seconds
+            result.add("idle: Lease requests per second, leader + standby", f"{idle:.2f}", "report")
+        finally:
+            for op in reps.procs.values():
+                op.stop()
+
+    async def run(result: Result) -> None:
+        for count in (1, 2, 3):
+            await one(count)
+        await leader_idle()
+        result.note("client-go's timings (lease 15 s, renew deadline 10 s, retry 2 s); create handlers that only "
+                    f"record their run; objects created as fast as the API takes them; {os.cpu_count()} CPU(s)")
+
+    return await _timed(result, run)
+
+
 # -- secrets -----------------------------------------------------------------------------------------------------------
 
 def secrets_scan(stage: Stage, extra_logs: Iterable[Path] = ()) -> Result:
@@ -889,6 +1339,10 @@ SCENARIOS: dict[str, Callable[[Stage], Awaitable[Result]]] = {
     "unreachable": unreachable_start,
     "delete-result": delete_result,
     "cut-delete": cut_during_delete,
+    "ha-leader": ha_leader,
+    "ha-fence": ha_fence,
+    "ha-shards": ha_shards,
+    "ha-measure": ha_measure,
 }
 
 
@@ -906,4 +1360,5 @@ async def run_all(stage: Stage, names: Iterable[str]) -> list[Result]:
     return results
 
 
-__all__ = ["FULL", "QUICK", "SCENARIOS", "Result", "Row", "Scale", "Stage", "render", "run_all", "secrets_scan"]
+__all__ = ["FULL", "HA_FULL", "HA_QUICK", "QUICK", "SCENARIOS", "HaScale", "HaTimings", "Replicas", "Result", "Row",
+           "Scale", "Stage", "render", "run_all", "secrets_scan"]
