@@ -78,15 +78,18 @@ def update(*resource: str, group: str | None = None, version: str | None = None,
            category: str | None = None, id: str | None = None, param: Any = None,
            registry: OperatorRegistry | None = None,
            labels: Filters = None, annotations: Filters = None, when: Callable[..., bool] | None = None,
-           field: str | None = None, value: FilterValue | None = None, errors: ErrorsMode | str | None = None,
+           field: str | None = None, value: FilterValue | None = None, old: FilterValue | None = None,
+           new: FilterValue | None = None, errors: ErrorsMode | str | None = None,
            timeout: float | None = None, retries: int | None = None, backoff: float | None = None,
            ) -> Callable[[F], F]:
     """Run when spec, labels or annotations changed since last handled; with ``field=``,
-    only when that field changed (``old``/``new``/``diff`` are then the field's)."""
+    only when that field changed (``old``/``new``/``diff`` are then the field's, and the
+    ``old=``/``new=`` filters judge its values before and after, as Kopf's)."""
     return _register(Reason.UPDATE, resource, group=group, version=version, kind=kind, plural=plural, id=id,
                      singular=singular, shortcut=shortcut, category=category, param=param,
                      registry=registry, labels=labels, annotations=annotations, when=when, field=field,
-                     value=value, errors=errors, timeout=timeout, retries=retries, backoff=backoff)
+                     value=value, old=old, new=new, errors=errors, timeout=timeout, retries=retries,
+                     backoff=backoff)
 
 
 def resume(*resource: str, group: str | None = None, version: str | None = None, kind: str | None = None,

@@ -85,7 +85,7 @@ class RetrySettings:
 class PostingSettings:
     # Kubernetes Events for handler outcomes and opd.info/warn/exception.
     enabled: bool = True
-    level: str = "info"  # debug, info, warning, error: the least severe one posted
+    level: str | int = "info"  # debug, info, warning, error (or logging's numbers): the least severe posted
     batch_window: float = 0.5
 
 

@@ -112,3 +112,20 @@ def test_event_handlers_alone_never_put_an_object_in_scope() -> None:
     opd.on.event("configmaps", registry=registry)(lambda **_: None)
     change = _detect(registry, _body())
     assert not change.in_scope and change.reason is None
+
+
+def test_update_with_field_takes_old_and_new_filters_as_kopf_does() -> None:
+    registry = OperatorRegistry()
+    opd.on.update("configmaps", registry=registry, field="spec.size", old=1, new=opd.PRESENT, id="u")(
+        lambda **_: None)
+    from_one = _detect(registry, _body(spec={"size": 2}), old={"spec": {"size": 1}})
+    assert [h.id for h, _ in from_one.handlers] == ["u"]
+    from_three = _detect(registry, _body(spec={"size": 2}), old={"spec": {"size": 3}})
+    assert from_three.reason == Reason.UPDATE and from_three.handlers == []
+
+
+def test_posting_level_takes_logging_numbers_as_kopf_users_set_them() -> None:
+    import logging
+
+    from opd.engine.posting import _threshold
+    assert _threshold(logging.WARNING) == 30 and _threshold("warning") == 30 and _threshold("ERROR") == 40

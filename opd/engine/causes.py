@@ -38,7 +38,7 @@ def _field_kwargs(handler: Handler, kwargs: dict[str, Any], old: Any, new: Any) 
     was, old_value = resolve_field(old, handler.field)
     now, new_value = resolve_field(new, handler.field)
     changed = (was, old_value) != (now, new_value)
-    if changed and handler.reason == Reason.FIELD:
+    if changed and (handler.old is not None or handler.new is not None):  # on.field, or on.update(field=)
         changed = value_ok(was, old_value, handler.old, **kwargs) and value_ok(now, new_value, handler.new, **kwargs)
     own = {**kwargs, "old": old_value, "new": new_value, "diff": diff(old_value, new_value)}
     return changed, own

@@ -152,6 +152,8 @@ class Operation:
                                executor=self._executor, retries=self.settings.retries)
         if self.cluster is None:
             logins = [r for r in await self._run_operator_handlers(Reason.LOGIN, fatal=True) if r is not None]
+            # Kopf's ConnectionInfo.priority: the highest wins; among equals, the first handler's.
+            logins.sort(key=lambda found: -int(getattr(found, "priority", 0) or 0))
             self.cluster = await Cluster.connect(logins[0] if logins else self.login, self.settings)
         cluster = self.cluster
         self.poster = EventPoster(cluster.client, self.settings.posting)

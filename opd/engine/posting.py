@@ -22,6 +22,11 @@ from opd.kube.api import REQUEST_ERRORS, KubeClient
 from opd.settings import PostingSettings
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+
+
+def _threshold(level: str | int) -> int:
+    """A level's name, or a number as Kopf users set it (``logging.WARNING``)."""
+    return level if isinstance(level, int) else _LEVELS.get(str(level).lower(), 20)
 _Key = tuple[str, str, str, str]  # uid, type, reason, message
 
 
@@ -39,7 +44,7 @@ class EventPoster:
     def post(self, body: Any, type: str, reason: str, message: str, *, level: str = "info") -> None:
         """Queue an event about ``body``: a dict, or an object of kubernetes' or kubernetes_asyncio's
         models (anything with ``metadata``). Safe from any thread."""
-        if not self.settings.enabled or _LEVELS.get(level, 20) < _LEVELS.get(self.settings.level, 20):
+        if not self.settings.enabled or _LEVELS.get(level, 20) < _threshold(self.settings.level):
             return
         ref = reference(body)
         key = (str(ref.get("uid")), type, reason, message)

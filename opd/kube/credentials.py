@@ -44,7 +44,7 @@ class ConnectionInfo:
     Used: ``server``, ``scheme`` (Basic or Bearer for ``token``), ``token``, ``username`` and
     ``password``, ``ca_path``/``ca_data``, ``insecure``, ``certificate_path``/``certificate_data``,
     ``private_key_path``/``private_key_data`` (data: bytes or PEM text). Accepted and not used:
-    ``default_namespace``, ``priority`` (the first login handler that returns credentials wins),
+    ``default_namespace``, ``priority`` (the highest wins; among equals, the first login handler's),
     ``expiration`` (opd does not log in again: a token that expires needs a kubeconfig whose
     exec plugin or refresh kubernetes_asyncio runs)."""
 
