@@ -478,3 +478,32 @@ def test_ttl_deletes_what_it_watches_where_it_runs() -> None:
         {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["delete", "list", "patch", "watch"]},
         {"apiGroups": ["batch"], "resources": ["jobs/status"], "verbs": ["patch"]},
     ]
+
+
+class Webhooks:
+    """A plugin with an admission handler and a converter."""
+
+    @opd.hookimpl
+    def opd_register(self, registry: opd.OperatorRegistry) -> None:
+        opd.on.validate("kopfexamples", registry=registry, id="check")(lambda **_: None)
+        opd.on.convert("kopfexamples", registry=registry, from_version="v1", to_version="v2", id="up")(
+            lambda body, **_: body)
+
+
+webhooks = Webhooks()
+
+
+def test_webhook_configurations_and_converted_crds() -> None:
+    policy = _policy("""
+        [opd]
+        namespaces = ["team-a"]
+        [webhooks]
+        managed = "ops.example.com"
+    """, hooks="webhooks")
+    admission = {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"]}
+    crds = {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"]}
+    rules = _rules(policy, None)
+    assert {**admission, "verbs": ["create"]} in rules
+    assert {**admission, "verbs": ["delete", "get", "update"], "resourceNames": ["ops.example.com"]} in rules
+    assert {**crds, "verbs": ["get", "patch"], "resourceNames": ["kopfexamples.kopf.dev"]} in rules
+    assert not any("mutatingwebhookconfigurations" in r["resources"] for r in rules)  # no mutating handler

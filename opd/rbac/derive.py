@@ -32,6 +32,7 @@ from opd.engine import namespaces as ns_patterns
 from opd.errors import OpdError
 from opd.plugin.manager import plugin_config
 from opd.rbac.policy import DeclaredRule, Grant, Grants, Place, PolicyError, declared_rules
+from opd.registry import Reason
 from opd.resources import Resource, ResourceRef, select
 
 # The reasons next to the rules, explained once in the output's head.
@@ -44,6 +45,7 @@ LEGEND = (
     "namespace patterns: opd follows the namespaces that match the plugin's patterns",
     "opd_rbac: the plugin's own calls, as it declares them",
     "[ha]: the Leases that coordinate replicas",
+    "webhooks: the webhook configurations and CRD conversion stanzas opd keeps pointing at its server",
 )
 
 
@@ -86,6 +88,7 @@ def derive(config: DaemonConfig, plugins: Sequence[Plugin], served: Sequence[Res
         policy.plugins.append(plugin.name)
         _plugin(policy, plugin, served)
     _leases(policy, config.ha)
+    _webhooks(policy, config, plugins, served)
     return policy
 
 
@@ -197,3 +200,28 @@ def _leases(policy: Policy, ha: HaSection) -> None:
     grants.add_all((Grant(place, group, "leases", verb) for verb in ("get", "update", "delete")),
                    f"{reason}: holds and renews {names[0]}...{names[-1]} and a member Lease per replica, named after "
                    "its identity (unknown in advance), and deletes members long expired")
+
+
+def _webhooks(policy: Policy, config: DaemonConfig, plugins: Sequence[Plugin], served: Sequence[Resource]) -> None:
+    """What ``opd.webhooks.management`` asks: the managed Validating/MutatingWebhookConfiguration (by
+    its name; create cannot be limited to one), and get/patch on the CRDs that have converters."""
+    group = "admissionregistration.k8s.io"
+    managed = config.webhooks.managed
+    for plural, reason in (("validatingwebhookconfigurations", Reason.VALIDATE),
+                           ("mutatingwebhookconfigurations", Reason.MUTATE)):
+        owners = [p.name for p in plugins if p.registry.webhooks(reason)]
+        if not owners or not managed:
+            continue
+        why = f"webhooks: {', '.join(owners)} ({reason} handlers), configuration {managed!r}"
+        policy.because(f"plugin {owners[0]!r} has {reason} handlers: webhook configurations are cluster-scoped")
+        policy.grants.add(Grant(None, group, plural, "create"), why + " (create: not limited to a name)")
+        policy.grants.add_all((Grant(None, group, plural, verb, managed) for verb in ("get", "update", "delete")),
+                              why)
+    for plugin in plugins:
+        for handler in plugin.registry.webhooks(Reason.CONVERT):
+            assert handler.resource is not None
+            crd = resolve(plugin.name, handler.resource, served)
+            name = f"{crd.plural}.{crd.group}"
+            policy.because(f"plugin {plugin.name!r} converts {name}: CRDs are cluster-scoped")
+            policy.grants.add_all((Grant(None, "apiextensions.k8s.io", "customresourcedefinitions", verb, name)
+                                   for verb in ("get", "patch")), f"webhooks: {plugin.name} converts {name}")
