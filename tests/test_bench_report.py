@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import run
 import stats
 import streams
 from contenders import ALL, KOPF, OPD, OPD_EVENTS, RAW
+from kubeapi import ServerCounts
 from stage import Rounds
 
 
@@ -122,7 +124,7 @@ def complete_results() -> dict[str, list[dict[str, Any]]]:
                                                 (3, "raw", 10.0, 100.0), (3, "opd", 18.0, 140.0)]]
     streams_run = {"scenario": "streams", "contender": "opd", "streams": 50, "seconds": 300.0,
                    "open_watches": [50, 50], "requests": {"WATCH kopfexamples 0": 25}, **streams.costs(
-        {"WATCH kopfexamples 0": 25, "LIST kopfexamples 200": 5}, 10, 50, 300.0)}
+                       window({"WATCH kopfexamples 0": 25, "LIST kopfexamples 200": 5}, 0), 10, 50, 300.0)}
     rss_n = 110.0 + 900 * 4000 / 2**20  # 900 B per object from 1000 to 5000 objects
     idle_runs = [{"scenario": "idle", "contender": "opd start, 20 plugins", "n": 5000, "plugins": 20,
                   **idle.per_object({0: {"rss_mb": 100.0, "ready_s": 1.5}, 1000: {"rss_mb": 110.0, "ready_s": 2.0},
@@ -230,13 +232,29 @@ def test_latencies_count_a_missing_result_as_infinitely_late() -> None:
     assert live.latencies(load, Seen())["p99_ms"] == math.inf  # type: ignore[arg-type]
 
 
+def window(listed: dict[str, int], unlisted: int, loopback: int = 30) -> ServerCounts:
+    """The difference of two scrapes: the later scrape itself and the API server's loopback counted in."""
+    requests = Counter(listed)
+    return ServerCounts(requests, loopback, sum(requests.values()) + unlisted + loopback + 1, {})
+
+
 def test_stream_costs_per_minute_and_stream() -> None:
-    figures = streams.costs({"WATCH kopfexamples 0": 100, "LIST kopfexamples 200": 20}, 40, 50, 120.0)
-    assert figures["requests_per_min"] == 60.0
+    figures = streams.costs(window({"WATCH kopfexamples 0": 100, "LIST kopfexamples 200": 20}, 30), 40, 50, 120.0)
+    assert figures["requests_per_min"] == 75.0  # 150 in 2 minutes: the scrape and the loopback are not opd's
+    assert figures["unlisted_per_min"] == 15.0  # GET /version: not in apiserver_request_total
     assert figures["watch_per_min"] == 50.0
     assert figures["connections_per_min"] == 20.0
-    assert figures["requests_per_stream_min"] == pytest.approx(1.2)
+    assert figures["requests_per_stream_min"] == pytest.approx(1.5)
     assert figures["connections_per_stream_min"] == pytest.approx(0.4)
+
+
+def test_server_counts_subtract_and_keep_the_gauge() -> None:
+    before = ServerCounts(Counter({"WATCH kopfexamples 0": 3}), 10, 50, {"kopfexamples": 50})
+    after = ServerCounts(Counter({"WATCH kopfexamples 0": 5, "GET -/healthz 200": 1}), 25, 90, {"kopfexamples": 49})
+    diff = after - before
+    assert diff.requests == Counter({"WATCH kopfexamples 0": 2, "GET -/healthz 200": 1})
+    assert (diff.loopback, diff.authenticated, diff.watches_open) == (15, 40, {"kopfexamples": 49})
+    assert diff.clients(own_scrapes=1) == 24
 
 
 def test_memory_per_object_is_the_slope_between_two_sizes() -> None:
@@ -262,7 +280,7 @@ def test_defaults_are_the_goals_sizes_and_quick_is_small() -> None:
     full, quick = run.parse_args([]), run.parse_args(["--quick"])
     assert (full.sizes, full.rounds, full.seconds, full.streams, full.idle_minutes) == ([5000, 20000], 5, 20.0,
                                                                                        50, 3.0)
-    assert full.idle_objects == (1000, 5000) and full.plugins == 20
+    assert full.idle_objects == (5000, 20000) and full.plugins == 20 and not full.idle_kopf
     assert quick.sizes == [1000] and quick.rounds == 2 and quick.idle_minutes == 1.0
     assert run.parse_args(["--rounds", "7", "--quick"]).rounds == 7
 

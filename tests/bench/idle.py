@@ -88,10 +88,12 @@ async def idle_rss(stage: Stage, contender: Contender, namespace: str, n: int) -
 async def handled_namespace(stage: Stage, contender: Contender, n: int) -> str | None:
     """A namespace of N objects this contender has handled: the backlog's, or one made now."""
     if (contender.name, n) not in stage.handled:
-        namespace, _ = await prepare(stage, f"idle-{contender.name}-{n}", n)
-        print(f"  idle {contender.name}: handling {n} objects first", flush=True)
-        if "error" in await handle_all(stage, contender, namespace, n):
+        namespace, creation = await prepare(stage, f"idle-{contender.name}-{n}", n)
+        handled = await handle_all(stage, contender, namespace, n)
+        if "error" in handled:
             return None
+        print(f"  idle {contender.name}: {n} objects created in {creation:.0f}s, handled in "
+              f"{handled['seconds']:.0f}s", flush=True)
     return stage.handled[(contender.name, n)]
 
 
@@ -126,8 +128,7 @@ async def daemon_idle(stage: Stage, plugins_dir: Path, names: list[str], namespa
 
 async def daemon_handled(stage: Stage, plugins_dir: Path, names: list[str], n: int) -> str | None:
     """A namespace of N objects that every one of these plugins has handled."""
-    namespace, _ = await prepare(stage, f"idle-{len(names)}plugins-{n}", n)
-    print(f"  idle opd start ({len(names)} plugins): handling {n} objects first", flush=True)
+    namespace, creation = await prepare(stage, f"idle-{len(names)}plugins-{n}", n)
     observer = await Observer(stage.api, namespace, done=has_all(names)).start()
     child = spawn_daemon(stage, plugins_dir, names, namespace)
     try:
@@ -135,6 +136,8 @@ async def daemon_handled(stage: Stage, plugins_dir: Path, names: list[str], n: i
         if why is not None:
             stage.fail(f"idle opd start ({len(names)} plugins): handling {n} objects", why, child)
             return None
+        print(f"  idle opd start ({len(names)} plugins): {n} objects created in {creation:.0f}s, handled by "
+              f"every plugin in {time.monotonic() - child.started_at:.0f}s", flush=True)
         return namespace
     finally:
         child.stop()

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -191,39 +192,63 @@ async def request_counts(api: Api) -> Counter[str]:
     return counts
 
 
-async def client_request_counts(api: Api) -> Counter[str]:
-    """Every request the API server counted from clients, by "VERB resource[/subresource] code".
+@dataclass
+class ServerCounts:
+    """One scrape of the API server's /metrics: its request counters.
 
-    Not the API server's own loopback clients (its controllers keep ~30 requests a minute going even
-    in an idle cluster): they speak protobuf, every client here speaks JSON. Requests that are not for
-    a resource (/version, /healthz) are not counted by kube-apiserver 1.20 at all.
+    ``requests``: apiserver_request_total by "VERB resource[/subresource] code", from clients only: the API
+    server's own loopback controllers (~30 requests a minute in an idle cluster) speak protobuf, every
+    client here JSON; ``loopback``: theirs, in all. kube-apiserver 1.20 leaves some requests out of
+    apiserver_request_total (/version, /api, /apis: the discovery a client's liveness probe may use), and
+    counts a WATCH when it ends; ``authenticated``: every request as it came in, every client's and the
+    loopback's, this scrape included (authenticated_user_requests).
     """
-    counts: Counter[str] = Counter()
+
+    requests: Counter[str]
+    loopback: int
+    authenticated: int
+    watches_open: dict[str, int]  # resource -> WATCH requests open now (apiserver_longrunning_gauge)
+
+    def __sub__(self, before: ServerCounts) -> ServerCounts:
+        return ServerCounts(self.requests - before.requests, self.loopback - before.loopback,
+                            self.authenticated - before.authenticated, self.watches_open)
+
+    def clients(self, own_scrapes: int = 1) -> int:
+        """Of a difference of two scrapes: every request of the clients but the scraper, counted as it came in.
+
+        ``own_scrapes``: the scrapes that came in between the two, the later one included.
+        """
+        return self.authenticated - own_scrapes - self.loopback
+
+
+async def server_counts(api: Api) -> ServerCounts:
     async with api.session.get(api.server + "/metrics") as response:
         text = await response.text()
+    requests: Counter[str] = Counter()
+    loopback = authenticated = 0
+    watches: Counter[str] = Counter()
     for line in text.splitlines():
-        if not line.startswith("apiserver_request_total{"):
+        if not line.startswith(("apiserver_request_total{", "authenticated_user_requests{",
+                                "apiserver_longrunning_gauge{")):
             continue
         labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
-        if "protobuf" in labels.get("contentType", ""):
-            continue
-        sub = f"/{labels['subresource']}" if labels.get("subresource") else ""
-        counts[f"{labels['verb']} {labels.get('resource') or '-'}{sub} {labels['code']}"] += \
-            int(float(line.rsplit(" ", 1)[1]))
-    return counts
+        value = int(float(line.rsplit(" ", 1)[1]))
+        if line.startswith("authenticated_user_requests{"):
+            authenticated += value
+        elif line.startswith("apiserver_longrunning_gauge{"):
+            if labels.get("verb") == "WATCH":
+                watches[labels.get("resource", "")] += value
+        elif "protobuf" in labels.get("contentType", ""):
+            loopback += value
+        else:
+            sub = f"/{labels['subresource']}" if labels.get("subresource") else ""
+            requests[f"{labels['verb']} {labels.get('resource') or '-'}{sub} {labels['code']}"] += value
+    return ServerCounts(requests, loopback, authenticated, dict(watches))
 
 
 async def open_watches(api: Api, resource: str = PLURAL) -> int:
     """WATCH requests on ``resource`` open right now (kube-apiserver 1.20's apiserver_longrunning_gauge)."""
-    async with api.session.get(api.server + "/metrics") as response:
-        text = await response.text()
-    total = 0
-    for line in text.splitlines():
-        if line.startswith("apiserver_longrunning_gauge{"):
-            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
-            if labels.get("verb") == "WATCH" and labels.get("resource") == resource:
-                total += int(float(line.rsplit(" ", 1)[1]))
-    return total
+    return (await server_counts(api)).watches_open.get(resource, 0)
 
 
 # -- the observer ---------------------------------------------------------------------------------------------------

@@ -159,12 +159,14 @@ def idle(results: list[Result], load: dict[str, float] | None = None) -> str:
 def streams(results: list[Result], load: dict[str, float] | None = None) -> str:
     columns: list[tuple[str, Cell, int]] = [
         ("streams", "streams", 0), ("minutes", lambda r: r["seconds"] / 60, 1),
-        ("requests/min", "requests_per_min", 1), ("WATCH/min", "watch_per_min", 1),
-        ("new connections/min", "connections_per_min", 1), ("requests/min/stream", "requests_per_stream_min", 2),
-        ("opd CPU s/min", "cpu_s_per_min", 2), ("RSS MB", "rss_mb", 0)]
+        ("requests/min", "requests_per_min", 1), ("of which unlisted", "unlisted_per_min", 1),
+        ("WATCH/min", "watch_per_min", 1), ("new connections/min", "connections_per_min", 1),
+        ("requests/min/stream", "requests_per_stream_min", 2), ("opd CPU s/min", "cpu_s_per_min", 2),
+        ("RSS MB", "rss_mb", 0)]
     lines = [
-        "Idle cost: opd watching empty namespaces, one quiet watch stream each; requests counted by the API "
-        "server (apiserver_request_total, clients only), new connections by a TCP proxy in between",
+        "Idle cost: opd watching empty namespaces, one quiet watch stream each; every request counted by the API "
+        "server as it came in (unlisted: not in apiserver_request_total, e.g. GET /version), new connections by a "
+        "TCP proxy in between",
         _table(results, columns),
     ]
     for result in ok(results):
@@ -172,7 +174,8 @@ def streams(results: list[Result], load: dict[str, float] | None = None) -> str:
         lines.append(f"  open WATCH streams on the resource: {before} at the start, {after} at the end")
         top = sorted(result["requests"].items(), key=lambda kv: -kv[1])[:8]
         if top:
-            lines.append("  requests in the window: " + ", ".join(f"{key} x{count}" for key, count in top))
+            lines.append("  in apiserver_request_total (a WATCH counted as it ends): "
+                         + ", ".join(f"{key} x{count}" for key, count in top))
     lines += [_load(load), ""]
     return "\n".join(lines)
 

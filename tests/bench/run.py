@@ -7,7 +7,7 @@ Contenders alternate within each round (raw, opd; opd with Event posting and Kop
 only); every figure is a median over rounds with its range, and every ratio is taken within a round.
 Every contender is a child process, measured from /proc and stopped by its PID; so are the control
 plane's processes, also on Ctrl-C. Kopf is compared when it is installed (``tox -e bench``).
-With the defaults the run takes about 30 minutes on 2 cores; --quick about 8.
+With the defaults the run takes about 40 minutes on 2 cores (--rounds 3: about 30); --quick about 7.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def _two_sizes(text: str) -> tuple[int, int]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="a smoke run of every scenario (~8 min): N=1000, 2 rounds, 10 s of live load, "
+                        help="a smoke run of every scenario (~7 min): N=1000, 2 rounds, 10 s of live load, "
                              "1 minute of idle streams; its figures are not the goals' sizes")
     parser.add_argument("--scenarios", type=_csv, default=list(SCENARIOS), help="comma-separated, of: "
                         + ", ".join(SCENARIOS))
@@ -76,8 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "--quick: 2)")
     parser.add_argument("--kopf-rounds", type=int, default=1,
                         help="the first rounds Kopf joins, in backlog and live (default 1: it is slow)")
-    parser.add_argument("--events-rounds", type=int, default=None,
-                        help="the first backlog rounds opd+events joins (default 2, --quick: 1)")
+    parser.add_argument("--events-rounds", type=int, default=1,
+                        help="the first backlog rounds opd+events joins, at the first size only (default 1)")
     parser.add_argument("--sizes", type=_ints, default=None,
                         help="backlog sizes N (default 5000,20000: the goals'; --quick: 1000)")
     parser.add_argument("--rate", type=float, default=200.0, help="live: objects created per second (default 200)")
@@ -88,8 +88,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="idle cost: minutes of watching them (default 3, --quick: 1)")
     parser.add_argument("--idle-objects", type=_two_sizes, default=None, metavar="N1,N2",
                         help="idle memory: the two numbers of watched objects whose RSS difference is measured "
-                             "(default 1000,5000, --quick: 1000,2000; a backlog size lets opd and Kopf reuse the "
-                             "namespace they handled there)")
+                             "(default 5000,20000, --quick: 1000,2000; a backlog size lets opd and Kopf reuse the "
+                             "namespace they handled there; below ~5000 what listing leaves behind still grows)")
+    parser.add_argument("--idle-kopf", action="store_true",
+                        help="idle memory: Kopf's too (no goal needs it: ~2 min more)")
     parser.add_argument("--plugins", type=int, default=20,
                         help="idle memory and many plugins: plugins under opd start (default 20)")
     parser.add_argument("--plugin-objects", type=int, default=None,
@@ -105,11 +107,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown scenario or contender: {', '.join(unknown)}")
     quick = args.quick
     args.rounds = args.rounds or (2 if quick else 5)
-    args.events_rounds = args.events_rounds if args.events_rounds is not None else (1 if quick else 2)
     args.sizes = args.sizes or ([1000] if quick else [5000, 20000])
     args.seconds = args.seconds or (10.0 if quick else 20.0)
     args.idle_minutes = args.idle_minutes or (1.0 if quick else 3.0)
-    args.idle_objects = args.idle_objects or ((1000, 2000) if quick else (1000, 5000))
+    args.idle_objects = args.idle_objects or ((1000, 2000) if quick else (5000, 20000))
     args.plugin_objects = args.plugin_objects or (500 if quick else 2000)
     return args
 
@@ -138,8 +139,9 @@ async def run_scenarios(args: argparse.Namespace, stage: Stage,
             elif scenario == "streams":
                 results[scenario] = await streams.run_streams(stage, args.streams, args.idle_minutes)
             elif scenario == "idle":
-                results[scenario] = await idle.run_idle(stage, choose(args.contenders, {"kopf", "opd"}),
-                                                        args.idle_objects, args.plugins)
+                results[scenario] = await idle.run_idle(
+                    stage, choose(args.contenders, {"kopf", "opd"} if args.idle_kopf else {"opd"}),
+                    args.idle_objects, args.plugins)
             else:
                 results[scenario] = await many_plugins.run_plugins(stage, args.plugin_objects, args.plugins)
         loads[scenario] = load.summary()

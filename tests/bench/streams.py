@@ -1,9 +1,11 @@
 """Scenario 5, idle cost: opd watching S empty namespaces (S quiet watch streams) for some minutes.
 
-What the quiet streams cost the API server, from its own ``apiserver_request_total`` (every verb, from
-clients; not its own loopback controllers'): requests and WATCH requests a minute, per stream. New
-connections (a TLS handshake each) are counted by a loopback TCP proxy between opd and the API server
-(``opd.testing.proxy.FaultProxy``, only relaying here): kube-apiserver counts no handshakes.
+What the quiet streams cost the API server, from its own metrics: every request opd made as the API
+server took it in (authenticated_user_requests, less the bench's scrape and the API server's own
+loopback requests), and of those what apiserver_request_total shows by verb (it leaves out /version
+and discovery, and counts a WATCH when it ends). New connections (a TLS handshake each) are counted by
+a loopback TCP proxy between opd and the API server (``opd.testing.proxy.FaultProxy``, only relaying
+here): kube-apiserver counts no handshakes.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from urllib.parse import urlsplit
 
 from children import Child
 from contenders import OPD
-from kubeapi import client_request_counts, create_namespace, open_watches
+from kubeapi import PLURAL, ServerCounts, create_namespace, server_counts
 from stage import Stage, wait_quiet
 
 from opd.testing.proxy import FaultProxy
@@ -47,15 +49,18 @@ async def wait_log(child: Child, text: str, timeout: float) -> bool:
     return False
 
 
-def costs(requests: dict[str, int], accepted: int, streams: int, seconds: float) -> dict[str, Any]:
-    """Per minute, in all and per quiet stream, from the request counts and connections of a window."""
-    minutes = seconds / 60
-    total = sum(requests.values())
-    watches = sum(count for key, count in requests.items() if key.startswith("WATCH "))
-    return {"requests_per_min": total / minutes, "watch_per_min": watches / minutes,
-            "connections_per_min": accepted / minutes, "requests_per_stream_min": total / minutes / streams,
-            "watch_per_stream_min": watches / minutes / streams,
-            "connections_per_stream_min": accepted / minutes / streams}
+def costs(window: ServerCounts, accepted: int, streams: int, seconds: float) -> dict[str, Any]:
+    """Per minute, in all and per quiet stream, from the difference of two scrapes around the window (no
+    other scrape between them) and the connections the proxy accepted in it."""
+    per_minute = 60 / seconds
+    total = window.clients(own_scrapes=1)
+    listed = sum(window.requests.values())
+    watches = sum(count for key, count in window.requests.items() if key.startswith("WATCH "))
+    return {"requests_per_min": total * per_minute, "unlisted_per_min": (total - listed) * per_minute,
+            "watch_per_min": watches * per_minute, "connections_per_min": accepted * per_minute,
+            "requests_per_stream_min": total * per_minute / streams,
+            "watch_per_stream_min": watches * per_minute / streams,
+            "connections_per_stream_min": accepted * per_minute / streams}
 
 
 async def run_streams(stage: Stage, streams: int, minutes: float) -> list[dict[str, Any]]:
@@ -76,22 +81,25 @@ async def run_streams(stage: Stage, streams: int, minutes: float) -> list[dict[s
         await wait_quiet(child.cpu_seconds, quiet=0.05, window=2.0, least=4.0, most=30.0)
         print(f"  {what}: opd ready in {ready:.1f}s; watching {streams} quiet namespaces for {minutes:g} min",
               flush=True)
-        before, accepted, cpu = await client_request_counts(stage.api), proxy.accepted, child.cpu_seconds()
-        open_before, started = await open_watches(stage.api), time.monotonic()
+        before, accepted, cpu, started = (await server_counts(stage.api), proxy.accepted, child.cpu_seconds(),
+                                          time.monotonic())
         for _ in range(round(minutes * 60)):  # while nothing happens, looking at opd every second
             if not child.alive():
                 break
             await asyncio.sleep(1.0)
+        after = await server_counts(stage.api)  # nothing else scrapes in between: costs() counts on it
+        seconds = time.monotonic() - started
         if not child.alive():
             return [{"scenario": "streams", "contender": "opd", "streams": streams,
                      **stage.fail(what, "opd exited while idle", child)}]
-        seconds = time.monotonic() - started
-        requests = dict(sorted((await client_request_counts(stage.api) - before).items()))
+        window = after - before
         result = {"scenario": "streams", "contender": "opd", "streams": streams, "seconds": seconds,
-                  "ready_s": ready, "open_watches": [open_before, await open_watches(stage.api)],
+                  "ready_s": ready, "open_watches": [before.watches_open.get(PLURAL, 0),
+                                                     after.watches_open.get(PLURAL, 0)],
                   "cpu_s_per_min": (child.cpu_seconds() - cpu) / (seconds / 60),
-                  "rss_mb": child.usage().rss_mb, "connections": proxy.accepted - accepted, "requests": requests,
-                  **costs(requests, proxy.accepted - accepted, streams, seconds)}
+                  "rss_mb": child.usage().rss_mb, "connections": proxy.accepted - accepted,
+                  "requests": dict(sorted(window.requests.items())),
+                  **costs(window, proxy.accepted - accepted, streams, seconds)}
         print(f"  {what}: {result['requests_per_min']:.1f} requests/min ({result['watch_per_min']:.1f} WATCH), "
               f"{result['connections_per_min']:.1f} new connections/min; per stream "
               f"{result['requests_per_stream_min']:.2f} requests/min", flush=True)
