@@ -949,6 +949,11 @@ class Replicas:
         self.stage.logs.append(op.log)
         return op.start()
 
+    def stop(self) -> None:
+        """Every replica, by its PID (SIGTERM, then SIGKILL)."""
+        for op in self.procs.values():
+            op.stop()
+
     def names(self) -> dict[int, str]:
         """pid -> replica, for every start of every replica."""
         return {pid: name for name, op in self.procs.items() for pid in op.pids}
@@ -1019,6 +1024,12 @@ async def ha_leader(stage: Stage) -> Result:
     async def run(result: Result) -> None:
         ns = await stage.namespace("leader")
         reps = Replicas(stage, ns, "ha-leader", mode="leader", timings=ha.leader_timings, source=_created_source)
+        try:
+            await leader_run(result, reps, ns)
+        finally:
+            reps.stop()
+
+    async def leader_run(result: Result, reps: Replicas, ns: str) -> None:
         first = reps.start("r1")
         await first.wait_for_output(r"opd: ha: leading", timeout=60)
         others = [reps.start("r2"), reps.start("r3")]
@@ -1091,6 +1102,12 @@ async def ha_fence(stage: Stage) -> Result:
         ns = await stage.namespace("fence")
         proxy, kubeconfig = stage.proxy("ha-fence")
         reps = Replicas(stage, ns, "ha-fence", mode="leader", timings=t, source=_ticking_source)
+        try:
+            await fence_run(result, reps, ns, proxy, kubeconfig)
+        finally:
+            reps.stop()
+
+    async def fence_run(result: Result, reps: Replicas, ns: str, proxy: FaultProxy, kubeconfig: Path) -> None:
         cut_off = reps.start("f1", kubeconfig=kubeconfig)
         await cut_off.wait_for_output(r"opd: ha: leading", timeout=60)
         other = reps.start("f2")
@@ -1143,6 +1160,12 @@ async def ha_shards(stage: Stage) -> Result:
         ns = await stage.namespace("shards")
         reps = Replicas(stage, ns, "ha-shards", mode="shards", timings=ha.shards_timings, source=_created_source,
                         shards=ha.shards)
+        try:
+            await shards_run(result, reps, ns)
+        finally:
+            reps.stop()
+
+    async def shards_run(result: Result, reps: Replicas, ns: str) -> None:
         for name in ("s1", "s2", "s3"):
             reps.start(name)
         await asyncio.gather(*(op.wait_ready() for op in reps.procs.values()))
@@ -1280,8 +1303,7 @@ async def ha_measure(stage: Stage) -> Result:
                 idle = (await _lease_requests(stage) - before) / ha.idle_seconds
                 result.add("idle: Lease requests per second, 3 replicas, 12 shards", f"{idle:.2f}", "report")
         finally:
-            for op in reps.procs.values():
-                op.stop()
+            reps.stop()
 
     async def leader_idle() -> None:
         ns = await stage.namespace("idle-leader")
@@ -1298,8 +1320,7 @@ async def ha_measure(stage: Stage) -> Result:
             idle = (await _lease_requests(stage) - before) / ha.idle_seconds
             result.add("idle: Lease requests per second, leader + standby", f"{idle:.2f}", "report")
         finally:
-            for op in reps.procs.values():
-                op.stop()
+            reps.stop()
 
     async def run(result: Result) -> None:
         for count in (1, 2, 3):
