@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from loguru import logger
 
-from opd.ha.election import Claim, Timings
+from opd.ha.election import CLOCK, Claim, Timings
 from opd.ha.leases import GROUP_LABEL, ROLE_LABEL, SHARDS_ANNOTATION, LeaseStore, group_label
 from opd.ha.observing import Observations
 from opd.ha.settings import HaSettings
@@ -69,7 +68,7 @@ class State:
 
 class Coordinator:
     def __init__(self, settings: HaSettings, store: LeaseStore, seen: Observations, listener: Listener, *,
-                 clock: Callable[[], float] = time.monotonic,
+                 clock: Callable[[], float] = CLOCK,
                  wall: Callable[[], datetime.datetime] | None = None,
                  request_timeout: float = 10.0, handover_timeout: float = HANDOVER_TIMEOUT) -> None:
         self.settings = settings

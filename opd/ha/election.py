@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
@@ -31,6 +32,16 @@ from opd.kube.api import REQUEST_ERRORS, APIError, ConflictError
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
+
+
+def _boot_clock() -> float:
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+# The fence's clock: seconds since boot with the time suspended included (Linux's CLOCK_BOOTTIME),
+# so that a host waking from sleep does not take a lease it renewed before it slept for fresh, as
+# time.monotonic (which stops while suspended) would; elsewhere time.monotonic.
+CLOCK: Callable[[], float] = _boot_clock if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from loguru import logger
 
 from opd.engine.watching import Watcher
 from opd.ha.coordination import Coordinator, State
+from opd.ha.election import CLOCK
 from opd.ha.leases import GROUP_LABEL, LEASES, KubeLeases, group_label
 from opd.ha.observing import Observations
 from opd.ha.ownership import View
@@ -57,7 +58,7 @@ class Replica:
     async def start(self) -> None:
         """Connect and begin: watch the group's Leases, and take steps (acquire, renew, hand over)."""
         self.client = await credentials.connect(self.login, self.networking)
-        seen = Observations(time.monotonic)
+        seen = Observations(CLOCK)
         store = KubeLeases(self.client, self.settings.namespace)
         self.coordinator = Coordinator(self.settings, store, seen, self,
                                        request_timeout=self.networking.request_timeout)
@@ -75,14 +76,15 @@ class Replica:
     async def _run(self) -> None:
         coordinator = self.coordinator
         assert coordinator is not None
+        clock = coordinator.clock
         while True:
             coordinator.seen.changed.clear()
-            began = time.monotonic()
+            began = clock()
             try:
                 await coordinator.step()
             except Exception:  # a bug: said loudly; the fence still holds by time, the next step comes
                 logger.opt(exception=True).error("opd: ha: a coordination step failed")
-            pause = max(MIN_PAUSE, coordinator.next_step() - time.monotonic(), began + MIN_PAUSE - time.monotonic())
+            pause = max(MIN_PAUSE, coordinator.next_step() - clock(), began + MIN_PAUSE - clock())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(coordinator.seen.changed.wait(), pause)
 
