@@ -20,7 +20,7 @@ BACKLOG_KOPF = Goal("Kopf/opd time", ">=", 3.0, "x")
 LIVE_P50 = Goal("live: opd/raw p50 latency", "<=", 2.0, "x")
 LIVE_P99 = Goal("live: opd/raw p99 latency", "<=", 1.5, "x")
 STREAM_REQUESTS = Goal("idle streams: API requests a minute per quiet stream", "<=", 1.0)
-MEMORY = Goal("idle memory per watched object, opd start with {k} plugins", "<=", 1024, " B", 0)
+MEMORY = Goal("idle memory per watched object, opd start with {k} plugins{span}", "<=", 1024, " B", 0)
 READY = Goal("opd start with {k} plugins: READY=1 after its start, {what}", "<=", 2.0, " s")
 PLUGINS_RATE = Goal("many plugins: results/s with {k} plugins vs 1 (earlier target)", ">=", 0.9, "x")
 PLUGINS_WATCHES = Goal("many plugins: watch connections with {k} plugins (earlier target)", "==", 1, "", 0)
@@ -240,7 +240,8 @@ def outcomes(results: dict[str, list[Result]]) -> list[Outcome]:
     why = "idle not run" if not runs else ("failed" if daemon is not None else "no plugins")
     good = daemon if daemon is not None and "error" not in daemon else {}
     k, n = good.get("plugins", 20), runs[0]["n"] if runs else 0
-    found += [_outcome(_named(MEMORY, k=k), _single(good.get("bytes_per_object")), why),
+    span = f" ({good['n_small']} to {good['n']} objects)" if "n_small" in good else ""
+    found += [_outcome(_named(MEMORY, k=k, span=span), _single(good.get("bytes_per_object")), why),
               _outcome(_named(READY, k=k, what="no object"), _single(good.get("ready_0_s")), why),
               _outcome(_named(READY, k=k, what=f"{n or 'N'} objects"), _single(good.get("ready_n_s")), why)]
     runs = results.get("plugins") or []
