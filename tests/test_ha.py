@@ -50,7 +50,8 @@ def _free_port() -> int:
 class Daemon:
     """A supervisor in a thread of its own, as ``opd start`` runs it; stopped as SIGTERM would."""
 
-    def __init__(self, tmp_path: Path, kubeconfig: Path, namespace: str, identity: str) -> None:
+    def __init__(self, tmp_path: Path, kubeconfig: Path, namespace: str, identity: str,
+                 isolation: str = "shared") -> None:
         self.port = _free_port()
         path = tmp_path / f"{identity}.toml"
         path.write_text(f"""
@@ -71,6 +72,7 @@ identity = "{identity}"
 
 [plugins.recorder_a]
 label = "{identity}"
+isolation = "{isolation}"
 """)
         entry = metadata.EntryPoint("recorder_a", "daemon_plugins:recorder_a", "opd.plugins")
         self.supervisor = Supervisor(daemon_config.load(path), env={}, entry_points=[entry])
@@ -124,7 +126,9 @@ label = "{identity}"
 @pytest.fixture
 def daemons(tmp_path: Path, kubeconfig: Path, namespace: str, crd: str) -> Iterator[dict[str, Daemon]]:
     daemon_plugins.CALLS.clear()
-    made = {identity: Daemon(tmp_path, kubeconfig, namespace, identity) for identity in ("one", "two")}
+    # The second runs its plugin in a thread of its own: its view of the Lease lives in another loop.
+    made = {"one": Daemon(tmp_path, kubeconfig, namespace, "one"),
+            "two": Daemon(tmp_path, kubeconfig, namespace, "two", isolation="thread")}
     try:
         yield made
     finally:

@@ -293,6 +293,16 @@ def test_a_member_that_others_do_not_see_yet_makes_no_one_release_more_than_need
     assert not todo.release  # 6 free already cover b's share
 
 
+def test_a_member_never_seen_renewing_does_not_hold_back_a_free_shard() -> None:
+    # c crashed; its member Lease lingers until d has watched it for lease_duration: d counts it
+    # in the shares, but only a member seen renewing is waited for to take a free shard.
+    holders = {0: "a", 1: "a", 2: "b", 3: "b", 4: "d"}
+    members = ["a", "b", "c", "d"]
+    assert plan("d", members, holders, 6).want == 0  # c is short: d would wait for it...
+    todo = plan("d", members, holders, 6, active=["a", "b", "d"])
+    assert (todo.want, todo.claim) == (1, (5,))  # ...but c never renewed while d watched
+
+
 def test_names() -> None:
     assert shard_name("opd", 3) == "opd-3"
     assert member_name("opd", "host-1") != member_name("opd", "host-2")
