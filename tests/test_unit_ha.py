@@ -19,7 +19,7 @@ from opd.ha.leases import Lease
 from opd.ha.observing import Observations
 from opd.ha.settings import HaSettings
 from opd.ha.shards import member_name, plan, shard_name, shard_of, shares
-from opd.kube.api import ConflictError
+from opd.kube.api import ConflictError, NotFoundError
 
 TIMINGS = Timings(lease_duration=15.0, renew_deadline=10.0, retry_period=2.0)
 
@@ -78,7 +78,9 @@ class Store:
     async def update(self, lease: Lease, *, timeout: float) -> Lease:
         await self._request("update")
         current = self.leases.get(lease.name)
-        if current is None or current.version != lease.version:
+        if current is None:
+            raise NotFoundError(404, "NotFound", lease.name)
+        if current.version != lease.version:
             raise ConflictError(409, "Conflict", lease.name)
         return self._store(lease)
 
@@ -226,6 +228,18 @@ async def test_failing_renewals_keep_the_lease_only_until_the_deadline(store: St
     assert store.leases["opd"].record.transitions == 0
 
 
+async def test_a_lease_deleted_under_its_holder_is_created_again(store: Store, clock: Clock) -> None:
+    a = claim(store, clock, "a", watch=False)  # no watch: it does not hear of the deletion
+    assert await a.step()
+    del store.leases["opd"]
+    clock.now += TIMINGS.retry_period
+    assert await a.step()  # the renewal finds nothing (404): still held until the deadline...
+    assert "opd" not in store.leases
+    clock.now += TIMINGS.retry_period
+    assert await a.step()  # ...and the next step creates it again
+    assert store.leases["opd"].record.holder == "a"
+
+
 async def test_release_does_not_clear_a_lease_another_replica_took(store: Store, clock: Clock) -> None:
     a, b = claim(store, clock, "a", watch=False), claim(store, clock, "b")
     assert await a.step()
@@ -341,8 +355,10 @@ class Cut:
         self.store = store
         self.namespace = store.namespace
         self.cut = False
+        self.attempts = 0
 
     def _check(self) -> None:
+        self.attempts += 1
         if self.cut:
             raise TimeoutError("blackholed")
 
@@ -506,3 +522,19 @@ async def test_a_leader_cut_off_is_fenced_before_the_standby_takes_over(store: S
     await replicas.rounds(10)
     assert (a.state().role, b.state().role) == ("standby", "leader")  # a stays fenced: b renews
     await replicas.stop()
+
+
+async def test_a_replica_without_the_api_does_not_try_every_shard_at_every_step(store: Store, clock: Clock) -> None:
+    replicas = Replicas(store, clock, 12)
+    way = Cut(store)
+    way.cut = True
+    lone = replicas.add("a", store=way)
+    for _ in range(5):
+        await lone.step()
+        clock.now += TIMINGS.retry_period
+    assert way.attempts <= 5 * 2  # its member Lease (and one shard at most) per step, not 13
+    way.cut = False
+    await replicas.rounds(3)
+    assert replicas.held() == {"a": 12}
+    await replicas.stop()
+

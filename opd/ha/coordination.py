@@ -182,6 +182,8 @@ class Coordinator:
         for key in todo.release:
             self._handovers[key] = asyncio.get_running_loop().create_task(
                 self._hand_over(key), name=f"opd ha hand-over {self.claims[key].name}")
+        if self.member is not None and self.member.failure is not None and not self._granted:
+            return  # the API did not answer its renewal: claiming shards now would only add requests
         taken = 0
         for key in todo.claim:
             if taken >= todo.want or self.stopping:
@@ -189,6 +191,8 @@ class Coordinator:
             claim = self.claims[key]
             if claim.held or (claim.name not in tried and claim.free() and await claim.step()):
                 taken += 1
+            elif claim.failure is not None:
+                break  # the API is away (or refuses): the next step tries again, not the next shard now
 
     def _live_members(self, now: float) -> tuple[set[str], set[str]]:
         """The members whose Leases have not expired, and those of them seen renewing."""

@@ -27,7 +27,7 @@ from loguru import logger
 
 from opd.ha.leases import Lease, LeaseRecord, LeaseStore, micro_time
 from opd.ha.observing import Observations
-from opd.kube.api import REQUEST_ERRORS, APIError, ConflictError
+from opd.kube.api import REQUEST_ERRORS, APIError, ConflictError, NotFoundError
 
 
 def _now() -> datetime.datetime:
@@ -161,6 +161,10 @@ class Claim:
                 await self._refresh(timeout)
                 if self.holder() != self.identity:
                     self._lost()
+                return self.held
+            except NotFoundError as exc:  # deleted (or its namespace is missing): read it afresh next time
+                self.seen.forget(self.name)
+                self._trouble("renewing" if self.renewed_at is not None else "acquiring", exc)
                 return self.held
             except REQUEST_ERRORS as exc:
                 self._trouble("renewing" if self.renewed_at is not None else "acquiring", exc)

@@ -40,6 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="comma-separated, of: " + ", ".join(SCENARIOS))
     parser.add_argument("--keep", type=Path, default=None, metavar="DIR",
                         help="keep every operator's log and handler log in DIR (default: a temporary folder)")
+    parser.add_argument("--ha", choices=["leader", "shards"], default=None,
+                        help="run every operator of the scenarios 1-9 as a replica with Leases (one replica: "
+                             "leader election, or 4 shards), to see their targets hold with HA on")
     parser.add_argument("--kopf", action="store_true",
                         help="also put Kopf (its defaults) through the silent partition, for comparison: "
                              "reported, not judged (needs kopf installed, as tox -e bench has it)")
@@ -55,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def run(args: argparse.Namespace, cp: LocalControlPlane, workdir: Path) -> list[Result]:
     async with await Kube.connect(cp.kubeconfig) as kube:
         stage = Stage(cp, kube, workdir, QUICK if args.quick else FULL)
+        stage.ha = args.ha
         await stage.prepare()
         try:
             results = await scenarios.run_all(stage, [s for s in SCENARIOS if s in args.scenarios])

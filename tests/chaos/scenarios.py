@@ -153,6 +153,7 @@ class Stage:
         self.logs: list[Path] = []  # every log any scenario produced: scanned for secrets
         self.operators: list[OperatorProcess] = []
         self.proxies: list[FaultProxy] = []
+        self.ha: str | None = None  # run.py --ha: every operator() a replica with Leases, alone
 
     async def prepare(self) -> None:
         await self.kube.ensure_crd(crd_body(KOPFEXAMPLES))
@@ -171,6 +172,9 @@ class Stage:
         source.write_text(handlers_source(log.path, **handlers))
         op = OperatorProcess(source, namespaces=[namespace], kubeconfig=kubeconfig or self.cp.kubeconfig,
                              log=folder / "operator.log", verbose=verbose)
+        if self.ha is not None:
+            op.argv += ["--ha", self.ha, "--lease", re.sub(r"[^a-z0-9-]", "-", name.lower()),
+                        "--lease-namespace", namespace, *(["--shards", "4"] if self.ha == "shards" else [])]
         self.operators.append(op)
         self.logs += [op.log, log.path]
         return op, log
