@@ -30,11 +30,11 @@ from opd.engine.daemons import Spawner, Stopped
 from opd.engine.diffs import Patch, diff
 from opd.engine.execution import Outcome, api_answer, brief, execute
 from opd.engine.indexing import Indexes
-from opd.engine.inventory import Inventory, Item, Memory, version
+from opd.engine.inventory import Inventory, Item, Memory
 from opd.engine.ownership import EVERYTHING, Fenced, Ownership
 from opd.engine.posting import EventPoster
 from opd.engine.queueing import WorkQueue
-from opd.engine.state import State, Storage, compact, dump, essence, holding_label, is_digest, is_secret
+from opd.engine.state import State, Storage, compact, dump, essence, holding_label, is_digest, is_secret, version
 from opd.errors import HandlerError, PermanentError
 from opd.kube.api import REQUEST_ERRORS, APIError, ConflictError, KubeClient, NotFoundError
 from opd.kube.batching import PatchNotJSON
@@ -43,6 +43,7 @@ from opd.resources import Resource, ResourceRef
 from opd.settings import OperatorSettings
 
 REFRESH = "REFRESH"  # a queue item whose body is out of date: read the object afresh first
+RETRY = "RETRY"  # a queue item of opd's own: handlers are due again (never taken for an echo)
 
 
 def _done(record: Mapping[str, Any] | None) -> bool:
@@ -159,6 +160,9 @@ class ResourceProcessor:
             if held or memory is not None:
                 memory = memory or self.inventory.recall(uid)
                 memory.delivered, memory.held = version(body), held
+        memory = self.inventory.peek(uid)
+        if memory is not None and memory.arrived is not None:
+            memory.arrived.append(version(body))
         if self.by_reason[Reason.EVENT]:
             # Event handlers see every event, in order; the rest works on the newest state only.
             self.inventory.recall(uid).events.append((event_type, body))
@@ -180,6 +184,8 @@ class ResourceProcessor:
         if version(body) <= memory.delivered:
             return
         memory.delivered, memory.held = version(body), True
+        if memory.arrived is not None:
+            memory.arrived.append(version(body))
         self.queue.put(uid, ("MODIFIED", body))
 
     async def wait_for_room(self, limit: int) -> None:
@@ -246,7 +252,13 @@ class ResourceProcessor:
                 if version(body) <= plan.version:
                     return  # this state is the one that outcome was computed from: done with it
                 body = response or body
-            if memory.released or self._stale(memory, body):
+            if event_type != RETRY and memory.own_echo(version(body)):
+                memory.written = None  # the echo of opd's own write, nothing else in between: nothing new
+                memory.settled()
+                if memory.due is not None:  # its arrival replaced the planned retry: plan it again
+                    self.queue.put_after(max(0.0, memory.due - time.time()), uid, (RETRY, body))
+                return
+            if memory.released or (event_type != RETRY and self._stale(memory, body)):
                 return  # opd let go of it (its deletion goes on), or our own write's echo is due
             await self._handle(uid, memory, body)
             if memory.failing is not None:
@@ -265,6 +277,8 @@ class ResourceProcessor:
         except REQUEST_ERRORS as exc:
             self._write_failed(uid, memory, item, exc)
         finally:
+            if memory.own is not None and not memory.own:
+                memory.settled()  # nothing written: no echo to wait for
             self.inventory.tidy(uid)
 
     async def disown(self, uid: str, reason: str) -> None:
@@ -400,16 +414,21 @@ class ResourceProcessor:
 
     async def _handle(self, uid: str, memory: Memory, body: dict[str, Any]) -> None:
         meta = body["metadata"]
+        memory.base, memory.own, memory.arrived = version(body), [], []
         new_essence = essence(body, self.prefix, secret=self.secret)
         current = compact(dump(new_essence), self.settings.persistence.max_diff_base)
         state = self.storage.read(body)
         first_seen = not memory.seen
         if self.by_reason[Reason.RESUME]:
             memory.seen = True
-        # A digest (for a huge object) says that it changed, not how: old is None then.
-        old_essence = json.loads(state.diff_base) if state.diff_base and not is_digest(state.diff_base) else None
-        patch = Patch()
+        # A digest (for a huge object) says that it changed, not how: old is None then. Unchanged (our
+        # own write's echo, mostly), old is new: no need to parse it.
         updating = state.diff_base is not None and state.diff_base != current
+        if not updating:
+            old_essence = new_essence if state.diff_base is not None else None
+        else:
+            old_essence = json.loads(state.diff_base) if state.diff_base and not is_digest(state.diff_base) else None
+        patch = Patch()
         kwargs = self._kwargs(body, patch=patch, old=old_essence if updating else None, new=new_essence,
                               diff=diff(old_essence, new_essence) if updating else ())
         change = causes.detect(body=body, by_reason=self.by_reason, kwargs=kwargs, old=old_essence,
@@ -460,7 +479,10 @@ class ResourceProcessor:
             memory.optional_deleted = True
         response = await self._apply(uid, memory, plan, body)
         if pending:
-            self.queue.put_after(max(0.0, min(dues) - time.time()), uid, ("MODIFIED", response or body))
+            memory.due = min(dues)
+            self.queue.put_after(max(0.0, memory.due - time.time()), uid, (RETRY, response or body))
+        else:
+            memory.due = None
 
     async def _run_handler(self, handler: Handler, own: dict[str, Any], state: State,
                            progress: dict[str, dict[str, Any] | None], results: dict[str, Any],
@@ -513,7 +535,7 @@ class ResourceProcessor:
             return None
         if plan.marks or plan.results:
             memory.unwritten = plan
-        response = await self.applier.apply(plan, body)
+        response = await self.applier.apply(plan, body, memory.own)
         memory.unwritten = None
         if response is not None:
             memory.written = version(response)

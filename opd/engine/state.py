@@ -102,6 +102,14 @@ def is_digest(diff_base: str) -> bool:
     return diff_base.startswith(_DIGEST)
 
 
+def version(body: Any) -> int:
+    """The object's resourceVersion as a number (-1 if absent): etcd's revisions only grow."""
+    try:
+        return int(body["metadata"]["resourceVersion"])
+    except (KeyError, ValueError, TypeError):
+        return -1
+
+
 def dump(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
