@@ -257,6 +257,57 @@ async def test_an_operator_relisting_before_its_first_list_is_done_still_gets_re
         await asyncio.gather(running, return_exceptions=True)
 
 
+def _daemon_source(log: Path) -> str:
+    return handlers_source(log, create=False) + '''
+
+@opd.daemon(RESOURCE)
+async def watcher(uid, name, stopped, **_):
+    record(LOG, "daemon-start", uid, name)
+    await stopped.wait()
+    record(LOG, "daemon-stop", uid, name)
+    return {"stopped": os.getpid()}
+'''
+
+
+async def test_daemons_of_a_shard_handed_over_stop_and_write_before_it_moves(
+        control_plane: LocalControlPlane, tmp_path: Path, crd: str) -> None:
+    """A shard handed over stops its daemons first, while their last outcome may still be written
+    (it was refused as no longer this replica's, and the daemon's task died of it); then the new
+    owner starts them."""
+    async with await Kube.connect(control_plane.kubeconfig) as kube:
+        stage = Stage(control_plane, kube, tmp_path, QUICK)
+        ns = await stage.namespace("daemons")
+        reps = Replicas(stage, ns, "daemons", mode="shards", shards=2, timings=HaTimings(4.0, 3.0, 1.0),
+                        source=_daemon_source)
+        try:
+            first = reps.start("d1")
+            await first.wait_ready()
+            assert await wait_until(lambda: reps.balanced(["d1"]), timeout=30) is not None
+            load = LoadGenerator(kube, ns, rate=50)
+            await load.create([f"daemon-{i}" for i in range(6)])
+            uids = set(load.uids.values())
+            assert await wait_until(lambda: reps.log.uids("daemon-start") >= uids, timeout=30) is not None
+            second = reps.start("d2")
+            assert await wait_until(lambda: reps.balanced(["d1", "d2"]), timeout=60, interval=0.2) is not None
+            moved = {uid for uid in uids if f"daemons-{shard_of(uid, 2)}" in
+                     {name for name, holder in (await reps.holders()).items() if holder == "d2"}}
+            assert moved
+
+            def started_by_d2() -> bool:
+                return {e.uid for e in reps.log.entries("daemon-start") if e.pid == second.pids[-1]} >= moved
+
+            assert await wait_until(started_by_d2, timeout=30) is not None
+            stops = {e.uid: e for e in reps.log.entries("daemon-stop")}
+            assert set(stops) == moved and all(e.pid == first.pids[-1] for e in stops.values())
+            objects = {o["metadata"]["uid"]: o for o in (await stage.objects(ns)).values()}
+            written = {uid for uid in moved if (objects[uid].get("status") or {}).get("watcher") == {
+                "stopped": first.pids[-1]}}
+            assert written == moved  # each stopped daemon's last outcome reached its object
+            assert "no longer this replica's" not in first.output()
+            assert "never retrieved" not in first.output()
+        finally:
+            stage.stop_all()
+
 class _Flip:
     """An Ownership that owns everything until flipped (a fence, without a disown yet)."""
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from opd.engine.operation import Operation
+    from opd.engine.processing import ResourceProcessor
 
 T = TypeVar("T")
 CALL_TIMEOUT = 60.0  # seconds for one call into an operation's loop (stopping daemons is bounded)
@@ -88,8 +89,15 @@ class View:
         """Stop taking new work on these keys; what is in process goes on (and writes)."""
         async def drain() -> None:
             busy = frozenset(self._uids(keys, busy=True))
-            self.allowed |= busy
+            spawned = frozenset(uid for processor in self._processors() for uid in processor.spawner.uids()
+                                if self.keys.key_of(uid) in keys)
+            self.allowed |= busy | spawned
             self.draining |= keys
+            # Timers and daemons first, while their last outcomes may still be written...
+            await asyncio.gather(*(processor.spawner.stop(uid, reason) for processor in self._processors()
+                                   for uid in processor.spawner.uids() if uid in spawned))
+            self.allowed -= spawned - busy
+            # ...then what is queued or remembered of the objects that are not in process.
             await self._disown(keys, reason, keep=busy)
         await self._in_loop(drain)
 
@@ -111,22 +119,18 @@ class View:
         await self._in_loop(lose)
 
     # -- inside the operation's loop ---------------------------------------------------------------------------
-    def _uids(self, keys: frozenset[int], *, busy: bool = False, among: frozenset[str] | None = None) -> set[str]:
-        found: set[str] = set()
+    def _processors(self) -> list[ResourceProcessor]:
         operation = self.operation
-        for processor in list(operation.processors.values()) if operation is not None else ():
-            for uid in (processor.known() if among is None else among):
-                if self.keys.key_of(uid) in keys and (not busy or processor.busy(uid)):
-                    found.add(uid)
-        return found
+        return list(operation.processors.values()) if operation is not None else []
+
+    def _uids(self, keys: frozenset[int], *, busy: bool = False, among: frozenset[str] | None = None) -> set[str]:
+        """The uids of these keys the processors know (of ``among``), or only those in process now."""
+        return {uid for processor in self._processors() for uid in (processor.known() if among is None else among)
+                if self.keys.key_of(uid) in keys and (not busy or processor.busy(uid))}
 
     async def _disown(self, keys: frozenset[int], reason: str, keep: frozenset[str] = frozenset()) -> None:
-        operation = self.operation
-        if operation is None:
-            return
         await asyncio.gather(*(
-            processor.disown(uid, reason)
-            for processor in list(operation.processors.values()) for uid in processor.known()
+            processor.disown(uid, reason) for processor in self._processors() for uid in processor.known()
             if uid not in keep and self.keys.key_of(uid) in keys))
 
     async def _in_loop(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T | None:
