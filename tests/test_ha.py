@@ -184,6 +184,14 @@ async def test_one_daemon_leads_the_other_stands_by_and_takes_over_when_it_stops
     assert one.error is None and two.error is None
 
 
+async def _in_both_shards(kube: Kube, namespace: str, stem: str) -> LoadGenerator:
+    """Objects, at least two in each of two shards (uids are the server's: created until they are)."""
+    load = LoadGenerator(kube, namespace, rate=50)
+    while min(sum(1 for uid in load.uids.values() if shard_of(uid, 2) == k) for k in (0, 1)) < 2:
+        await load.create([f"{stem}-{len(load.uids) + i}" for i in range(3)])
+    return load
+
+
 async def test_a_shard_moves_only_after_its_work_in_flight_is_done(control_plane: LocalControlPlane,
                                                                    tmp_path: Path, crd: str) -> None:
     """One replica holds both shards and runs slow handlers; a second joins: the first releases a
@@ -197,8 +205,7 @@ async def test_a_shard_moves_only_after_its_work_in_flight_is_done(control_plane
             first = reps.start("h1")
             await first.wait_ready()
             assert await wait_until(lambda: reps.balanced(["h1"]), timeout=30) is not None
-            load = LoadGenerator(kube, ns, rate=50)
-            await load.create([f"slow-{i}" for i in range(6)])
+            load = await _in_both_shards(kube, ns, "slow")
             uids = set(load.uids.values())
             assert await wait_until(lambda: reps.log.uids("create-start") >= uids, timeout=30) is not None
             began = time.time()
@@ -209,7 +216,7 @@ async def test_a_shard_moves_only_after_its_work_in_flight_is_done(control_plane
             await asyncio.sleep(2.0)  # a second run would start now
             counts = reps.log.counts("create")
             assert all(counts[uid] == 1 for uid in uids), counts
-            assert reps.runs_by(uids=uids) == {"h1": 6}
+            assert reps.runs_by(uids=uids) == {"h1": len(uids)}
             leases = await reps.leases()
             taken = {shard: datetime.datetime.fromisoformat(spec["acquireTime"]).timestamp()
                      for shard in (0, 1) if (spec := leases[f"handover-{shard}"]).get("holderIdentity") == "h2"}
@@ -283,8 +290,7 @@ async def test_daemons_of_a_shard_handed_over_stop_and_write_before_it_moves(
             first = reps.start("d1")
             await first.wait_ready()
             assert await wait_until(lambda: reps.balanced(["d1"]), timeout=30) is not None
-            load = LoadGenerator(kube, ns, rate=50)
-            await load.create([f"daemon-{i}" for i in range(6)])
+            load = await _in_both_shards(kube, ns, "daemon")
             uids = set(load.uids.values())
             assert await wait_until(lambda: reps.log.uids("daemon-start") >= uids, timeout=30) is not None
             second = reps.start("d2")
