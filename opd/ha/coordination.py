@@ -161,7 +161,8 @@ class Coordinator:
             if task is not None:
                 task.cancel()
         names = ", ".join(self.claims[k].name for k in sorted(lost))
-        why = f"not renewed within {self.timings.renew_deadline:g}s"
+        taken = [self.claims[k].holder() for k in sorted(lost) if self.claims[k].renewed_at is None]
+        why = f"taken by {taken[0]!r}" if taken and taken[0] else f"not renewed within {self.timings.renew_deadline:g}s"
         logger.warning(f"opd: ha: lost Lease {self.settings.namespace}/{names} ({why}): its objects' handlers "
                        "stopped, outcomes in flight are dropped")
         self._tell("lose", lost, f"Lease {why}")
