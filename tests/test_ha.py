@@ -324,8 +324,6 @@ class _Flip:
         return self.mine
 
 
-@pytest.mark.xfail(strict=True, reason="opd/engine/processing.py: _write_quietly lets Fenced escape a timer's "
-                                       "write, and the timer's task dies with it (the lead's file: reported)")
 async def test_a_timer_fenced_between_its_run_and_its_write_keeps_its_task(
         kubeconfig: Path, namespace: str, crd: str, api: client.ApiClient) -> None:
     """A lease lost while a timer runs: its write is refused inside opd (Fenced). The outcome is

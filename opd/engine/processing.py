@@ -406,6 +406,9 @@ class ResourceProcessor:
         write is said, not retried — the handler runs again and writes again."""
         try:
             response = await self.applier.apply(plan, body)
+        except Fenced as exc:
+            logger.warning(f"opd: {exc}: the output of {handler.id!r} is dropped")
+            return
         except WRITE_ERRORS as exc:
             logger.warning(f"opd: writing the output of {handler.id!r} for {where(body)} failed: {brief(exc)}")
             return
