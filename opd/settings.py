@@ -53,8 +53,12 @@ class PersistenceSettings:
 
 @dataclass
 class NetworkingSettings:
-    # Concurrent HTTP connections to the API server (watch streams hold one each).
+    # Concurrent watch streams' connections to the API server (each stream holds one).
     connection_limit: int = 256
+    # Connections for requests (writes, reads), shared by every operator of the process: requests
+    # beyond wait for one. 256 made ~256 TLS connections under a backlog (a handshake and buffers
+    # each) for no more throughput: the API server is the limit (the bench's raw client: 32).
+    request_connections: int = 32
     request_timeout: float = 60.0
     # A pooled keep-alive connection may be dead without an RST (dropped NAT entry):
     # a request that gets no byte back for this long fails and is retried on a new one.

@@ -118,12 +118,11 @@ class KubeClient:
     def __init__(self, configuration: client.Configuration, settings: NetworkingSettings | None = None,
                  *, source: str = "") -> None:
         self.settings = settings or NetworkingSettings()
-        configuration.connection_pool_maxsize = self.settings.connection_limit
         self.source = source
         self.host = configuration.host
         self._configuration = configuration
         self._api = self._new_api()
-        self._streams = self._new_api()
+        self._streams = self._new_api(streams=True)
         self._default_headers = dict(self._api.default_headers)  # User-Agent
         self._retired: set[client.ApiClient] = set()
         self._handlers_api: client.ApiClient | None = None
@@ -136,7 +135,10 @@ class KubeClient:
         # Operators sharing this client (a daemon's plugins) write the same objects at once: one request.
         self.patches = PatchBatcher(self._patch, split_on=one_writers_fault)
 
-    def _new_api(self) -> client.ApiClient:
+    def _new_api(self, *, streams: bool = False) -> client.ApiClient:
+        # kubernetes_asyncio sizes a pool from the configuration it is made with.
+        self._configuration.connection_pool_maxsize = (
+            self.settings.connection_limit if streams else self.settings.request_connections)
         api = client.ApiClient(configuration=self._configuration)
         if not any(os.environ.get(v) for v in _PROXY_VARS):
             # kubernetes_asyncio asks aiohttp to read the environment on every request (.netrc and proxy
