@@ -62,3 +62,28 @@ async def test_a_change_made_while_opd_writes_is_handled(api: client.ApiClient, 
             "kopf.dev", "v1", namespace, crd, "busy", {"spec": {"size": 2}},
             _content_type="application/merge-patch+json")
         await eventually(lambda: asyncio.sleep(0, updates == [{"size": 2}]))
+
+
+async def test_a_deletion_that_came_before_opds_write_is_handled(
+        api: client.ApiClient, crd: str, namespace: str) -> None:
+    """The object is deleted while its create handler runs; opd's write lands on the deleting object:
+    its answer shows the deletion, so the echo is processed and the delete handler runs."""
+    registry = opd.OperatorRegistry()
+    deleted: list[str] = []
+
+    @opd.on.create(crd, registry=registry)
+    def slow(**_: Any) -> dict[str, Any]:
+        time.sleep(1.0)
+        return {"done": True}
+
+    opd.on.delete(crd, registry=registry)(lambda name, **_: deleted.append(name))
+    async with RunningOperator(registry=registry, namespaces=[namespace]):
+        await create_kex(api, namespace, "doomed")
+
+        async def held() -> bool:
+            meta = (await get_kex(api, namespace, "doomed"))["metadata"]
+            return "opd.dev/finalizer" in (meta.get("finalizers") or [])
+
+        await eventually(held, every=0.05)
+        await client.CustomObjectsApi(api).delete_namespaced_custom_object("kopf.dev", "v1", namespace, crd, "doomed")
+        await eventually(lambda: asyncio.sleep(0, deleted == ["doomed"]))

@@ -30,7 +30,7 @@ from typing import Any
 from loguru import logger
 
 from opd.engine.ownership import EVERYTHING, Fenced, Ownership
-from opd.engine.state import State, Storage, Writes, dump, holding_label, result_annotation, version
+from opd.engine.state import State, Storage, Writes, dump, holding_label, result_annotation
 from opd.kube.api import KubeClient
 from opd.resources import Resource
 from opd.settings import PersistenceSettings
@@ -118,10 +118,8 @@ class Applier:
         return all(hid in status for hid in results)
 
     # -- writing ----------------------------------------------------------------------------------------------------
-    async def apply(self, plan: Plan, body: Mapping[str, Any], versions: list[int] | None = None
-                    ) -> dict[str, Any] | None:
-        """Write ``plan`` to the object (``body`` is its newest known state); returns the last response.
-        ``versions`` gets the resourceVersion of every write (their echoes are opd's own)."""
+    async def apply(self, plan: Plan, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Write ``plan`` to the object (``body`` is its newest known state); returns the last response."""
         meta = body["metadata"]
         namespace, name, uid = meta.get("namespace"), meta["name"], meta["uid"]
         response: dict[str, Any] | None = None
@@ -135,7 +133,7 @@ class Applier:
             probe_body: dict[str, Any] = {}
             self._place_results(results, probe_status, probe_body)
             sub = "status" if self.placement is Placement.STATUS else None
-            response = await self._patch(versions, uid, namespace, name, sub, probe_status or probe_body)
+            response = await self._patch(uid, namespace, name, sub, probe_status or probe_body)
             if self._kept(response, results):
                 self._confirmed = True
                 results = {}
@@ -157,10 +155,10 @@ class Applier:
             self.storage.write(markers, old=plan.old, diff_base=plan.diff_base, progress=plan.progress)
         if self.storage.in_status:
             if payload_body:
-                response = await self._patch(versions, uid, namespace, name, None, payload_body)
+                response = await self._patch(uid, namespace, name, None, payload_body)
             status = merge(payload_status, markers.status)
             if status:
-                response = await self._patch(versions, uid, namespace, name, "status", status)
+                response = await self._patch(uid, namespace, name, "status", status)
                 if plan.marks and not self.storage.confirms(response, plan.diff_base):
                     logger.warning(f"opd: {self.resource} drops unknown status fields (structural schema): "
                                    f"keeping opd's markers in annotations instead")
@@ -170,14 +168,14 @@ class Applier:
                                        progress={k: v for k, v in plan.progress.items() if v is not None})
             last = merge(merge({}, markers.body), self._finalizers(plan, response or body))
             if last:
-                response = await self._patch(versions, uid, namespace, name, None, last)
+                response = await self._patch(uid, namespace, name, None, last)
             return response
 
         if payload_status:
-            response = await self._patch(versions, uid, namespace, name, "status", payload_status)
+            response = await self._patch(uid, namespace, name, "status", payload_status)
         last = merge(merge(payload_body, markers.body), self._finalizers(plan, response or body))
         if last:
-            response = await self._patch(versions, uid, namespace, name, None, last)
+            response = await self._patch(uid, namespace, name, None, last)
         return response
 
     def _finalizers(self, plan: Plan, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -199,11 +197,9 @@ class Applier:
             meta["labels"] = {key: None}
         return {"metadata": meta}
 
-    async def _patch(self, versions: list[int] | None, uid: str, namespace: str | None, name: str,
-                     sub: str | None, patch: Mapping[str, Any]) -> dict[str, Any]:
+    async def _patch(self, uid: str, namespace: str | None, name: str, sub: str | None,
+                     patch: Mapping[str, Any]) -> dict[str, Any]:
         if not self.ownership.owns(uid):
             raise Fenced(f"{self.resource} {namespace + '/' if namespace else ''}{name}: no longer this replica's")
         response: dict[str, Any] = await self.client.patch(self.resource.path(namespace, name, sub), patch)
-        if versions is not None:
-            versions.append(version(response))
         return response

@@ -31,27 +31,14 @@ class Memory:
     optional_deleted: bool = False  # optional delete handlers ran (they run once per deletion)
     failing: str | None = None  # the kind of the last failed write, to log each outcome once
     retry: Backoff | None = None  # while writes of it fail: when to try again
-    # While a change is processed and until its last write's echo comes: the version it started from,
-    # the versions of opd's own writes, and those the streams brought meanwhile. The echo is skipped
-    # when nobody else wrote in between (it holds nothing opd does not know).
-    base: int = -1
-    own: list[int] | None = None
-    arrived: list[int] | None = None
+    # The version of opd's last write when its answer held nothing opd had not seen (no change by
+    # anybody else to the spec, labels, annotations or deletion): that echo is skipped.
+    echo: int | None = None
     due: float | None = None  # when handlers in retry are due again (an echo skipped must keep that)
-
-    def own_echo(self, rv: int) -> bool:
-        """``rv`` is the echo of opd's last write, and no other change came between."""
-        if self.written is None or rv != self.written or self.own is None or self.arrived is None:
-            return False
-        own, base, written = self.own, self.base, self.written
-        return all(v in own or v <= base or v >= written for v in self.arrived)
-
-    def settled(self) -> None:
-        self.base, self.own, self.arrived = -1, None, None
 
     def empty(self) -> bool:
         """Holds nothing worth keeping (an idle object costs no memory here)."""
-        return not (self.own is not None or self.due is not None or self.seen or self.held or self.written is not None
+        return not (self.echo is not None or self.due is not None or self.seen or self.held or self.written is not None
                     or self.unwritten is not None or self.events or self.released or self.optional_deleted
                     or self.failing or self.retry)
 

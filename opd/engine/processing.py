@@ -160,9 +160,6 @@ class ResourceProcessor:
             if held or memory is not None:
                 memory = memory or self.inventory.recall(uid)
                 memory.delivered, memory.held = version(body), held
-        memory = self.inventory.peek(uid)
-        if memory is not None and memory.arrived is not None:
-            memory.arrived.append(version(body))
         if self.by_reason[Reason.EVENT]:
             # Event handlers see every event, in order; the rest works on the newest state only.
             self.inventory.recall(uid).events.append((event_type, body))
@@ -184,8 +181,6 @@ class ResourceProcessor:
         if version(body) <= memory.delivered:
             return
         memory.delivered, memory.held = version(body), True
-        if memory.arrived is not None:
-            memory.arrived.append(version(body))
         self.queue.put(uid, ("MODIFIED", body))
 
     async def wait_for_room(self, limit: int) -> None:
@@ -252,12 +247,15 @@ class ResourceProcessor:
                 if version(body) <= plan.version:
                     return  # this state is the one that outcome was computed from: done with it
                 body = response or body
-            if event_type != RETRY and memory.own_echo(version(body)):
-                memory.written = None  # the echo of opd's own write, nothing else in between: nothing new
-                memory.settled()
-                if memory.due is not None:  # its arrival replaced the planned retry: plan it again
+            if memory.echo is not None and event_type != RETRY and version(body) >= memory.echo:
+                echo, memory.echo = memory.echo, None
+                if version(body) == echo:  # opd's own write, and its answer held nothing new
+                    memory.written = None
+                    if memory.due is None:
+                        return
+                    # Its arrival replaced the planned retry: plan it again.
                     self.queue.put_after(max(0.0, memory.due - time.time()), uid, (RETRY, body))
-                return
+                    return
             if memory.released or (event_type != RETRY and self._stale(memory, body)):
                 return  # opd let go of it (its deletion goes on), or our own write's echo is due
             await self._handle(uid, memory, body)
@@ -277,8 +275,6 @@ class ResourceProcessor:
         except REQUEST_ERRORS as exc:
             self._write_failed(uid, memory, item, exc)
         finally:
-            if memory.own is not None and not memory.own:
-                memory.settled()  # nothing written: no echo to wait for
             self.inventory.tidy(uid)
 
     async def disown(self, uid: str, reason: str) -> None:
@@ -417,7 +413,6 @@ class ResourceProcessor:
 
     async def _handle(self, uid: str, memory: Memory, body: dict[str, Any]) -> None:
         meta = body["metadata"]
-        memory.base, memory.own, memory.arrived = version(body), [], []
         new_essence = essence(body, self.prefix, secret=self.secret)
         current = compact(dump(new_essence), self.settings.persistence.max_diff_base)
         state = self.storage.read(body)
@@ -481,6 +476,12 @@ class ResourceProcessor:
         if reason == Reason.DELETE and not holding:
             memory.optional_deleted = True
         response = await self._apply(uid, memory, plan, body)
+        if response is not None and bool(response["metadata"].get("deletionTimestamp")) == deleting and compact(
+                dump(essence(response, self.prefix, secret=self.secret)), self.settings.persistence.max_diff_base
+        ) == current:
+            # Its answer holds nothing opd has not handled (a change by anybody else before opd's write
+            # would be in it): the echo of this write can be skipped, which saves processing it again.
+            memory.echo = version(response)
         if pending:
             memory.due = min(dues)
             self.queue.put_after(max(0.0, memory.due - time.time()), uid, (RETRY, response or body))
@@ -538,7 +539,7 @@ class ResourceProcessor:
             return None
         if plan.marks or plan.results:
             memory.unwritten = plan
-        response = await self.applier.apply(plan, body, memory.own)
+        response = await self.applier.apply(plan, body)
         memory.unwritten = None
         if response is not None:
             memory.written = version(response)
