@@ -323,6 +323,9 @@ class _Flip:
     def owns(self, uid: str) -> bool:
         return self.mine
 
+    def may_write(self, uid: str) -> bool:
+        return self.mine
+
 
 async def test_a_timer_fenced_between_its_run_and_its_write_keeps_its_task(
         kubeconfig: Path, namespace: str, crd: str, api: client.ApiClient) -> None:

@@ -199,7 +199,7 @@ class Applier:
 
     async def _patch(self, uid: str, namespace: str | None, name: str, sub: str | None,
                      patch: Mapping[str, Any]) -> dict[str, Any]:
-        if not self.ownership.owns(uid):
+        if not self.ownership.may_write(uid):
             raise Fenced(f"{self.resource} {namespace + '/' if namespace else ''}{name}: no longer this replica's")
         response: dict[str, Any] = await self.client.patch(self.resource.path(namespace, name, sub), patch)
         return response

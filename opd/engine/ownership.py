@@ -14,12 +14,20 @@ from typing import Protocol
 
 class Ownership(Protocol):
     def owns(self, uid: str) -> bool:
-        """Whether this replica may handle and write the object with this uid now."""
+        """Whether this replica may take and handle the object with this uid now."""
+        ...
+
+    def may_write(self, uid: str) -> bool:
+        """Whether this replica may write to it now: while an object is handed over, its timers and
+        daemons may still write their last outcomes, though nothing new starts for it."""
         ...
 
 
 class _Everything:
     def owns(self, uid: str) -> bool:
+        return True
+
+    def may_write(self, uid: str) -> bool:
         return True
 
     def __repr__(self) -> str:

@@ -54,6 +54,7 @@ class View:
         self.granted: frozenset[int] = keys.granted()
         self.draining: frozenset[int] = frozenset()
         self.allowed: frozenset[str] = frozenset()  # uids in process when their key began to drain
+        self.stopping: frozenset[str] = frozenset()  # uids whose timers and daemons stop: may still write
         self.operation: Operation | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -65,6 +66,12 @@ class View:
         if key not in self.granted or not self.keys.holds(key):
             return False
         return key not in self.draining or uid in self.allowed
+
+    def may_write(self, uid: str) -> bool:
+        if self.owns(uid):
+            return True
+        key = self.keys.key_of(uid)
+        return uid in self.stopping and key in self.granted and self.keys.holds(key)
 
     def attach(self, operation: Operation) -> None:
         """In the operation's loop, before it runs."""
@@ -91,12 +98,14 @@ class View:
             busy = frozenset(self._uids(keys, busy=True))
             spawned = frozenset(uid for processor in self._processors() for uid in processor.spawner.uids()
                                 if self.keys.key_of(uid) in keys)
-            self.allowed |= busy | spawned
+            # Objects in process go on; timers and daemons stop first, while their last outcomes may
+            # still be written, but nothing new starts for them (an echo taken now would start one).
+            self.allowed |= busy
+            self.stopping |= spawned
             self.draining |= keys
-            # Timers and daemons first, while their last outcomes may still be written...
             await asyncio.gather(*(processor.spawner.stop(uid, reason) for processor in self._processors()
                                    for uid in processor.spawner.uids() if uid in spawned))
-            self.allowed -= spawned - busy
+            self.stopping -= spawned
             # ...then what is queued or remembered of the objects that are not in process.
             await self._disown(keys, reason, keep=busy)
         await self._in_loop(drain)
