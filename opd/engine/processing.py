@@ -28,17 +28,18 @@ from opd.engine.applying import Applier, Plan, merge
 from opd.engine.backoff import Backoff
 from opd.engine.daemons import Spawner, Stopped
 from opd.engine.diffs import Patch, diff
-from opd.engine.execution import Outcome, api_answer, brief, execute
+from opd.engine.execution import Outcome, brief, execute
 from opd.engine.indexing import Indexes
 from opd.engine.inventory import Inventory, Item, Memory
 from opd.engine.ownership import EVERYTHING, Fenced, Ownership
 from opd.engine.posting import EventPoster
 from opd.engine.queueing import WorkQueue
+from opd.engine.reporting import Reporter, where
 from opd.engine.state import State, Storage, compact, dump, essence, holding_label, is_digest, is_secret, version
-from opd.errors import HandlerError, PermanentError
+from opd.errors import PermanentError
 from opd.kube.api import REQUEST_ERRORS, APIError, ConflictError, KubeClient, NotFoundError
 from opd.kube.batching import PatchNotJSON
-from opd.registry import SPAWNING, STATEFUL, Handler, OperatorRegistry, Reason, matches
+from opd.registry import STATEFUL, Handler, OperatorRegistry, Reason, matches
 from opd.resources import Resource, ResourceRef
 from opd.settings import OperatorSettings
 
@@ -89,11 +90,6 @@ def _sendable(handler: Handler, outcome: Outcome, patch: Patch) -> Outcome:
     return outcome
 
 
-def where(body: Mapping[str, Any]) -> str:
-    meta = body.get("metadata") or {}
-    return f"{meta['namespace']}/{meta.get('name')}" if meta.get("namespace") else str(meta.get("name"))
-
-
 class ResourceProcessor:
     """Handles the objects of one resource for one operator (registry)."""
 
@@ -137,6 +133,7 @@ class ResourceProcessor:
         self.spawner = Spawner(kwargs_for=self._spawned_kwargs, write_outcome=self._write_outcome,
                                executor=executor, retries=settings.retries, stop_timeout=settings.shutdown.timeout)
         self.metrics = HandlerMetrics()
+        self.reporter = Reporter(resource, poster)
 
     # -- events in ------------------------------------------------------------------------------------------------
     def deliver(self, event_type: str, body: dict[str, Any]) -> None:
@@ -332,7 +329,7 @@ class ResourceProcessor:
         for handler in optional:
             if matches(handler, gone, kwargs):
                 outcome = await self._execute(handler, {"started": time.time()}, kwargs)
-                self._report(handler, gone, outcome)
+                self.reporter.outcome(handler, gone, outcome)
 
     def _stale(self, memory: Memory, body: Mapping[str, Any]) -> bool:
         """An event older than our own last write of this object (its echo is still on the way)."""
@@ -390,7 +387,7 @@ class ResourceProcessor:
     async def _write_outcome(self, handler: Handler, body: dict[str, Any], outcome: Outcome, patch: Patch) -> None:
         """A timer's or daemon's try: reported, its result and patch written."""
         outcome = _sendable(handler, outcome, patch)
-        self._report(handler, body, outcome)
+        self.reporter.outcome(handler, body, outcome)
         plan = Plan(patch=dict(patch))
         if outcome.success and outcome.error is None and outcome.result is not None:
             plan.results[handler.id] = outcome.result
@@ -528,7 +525,7 @@ class ResourceProcessor:
                                         "delayed": min(later)}
                 return min(later)
         progress[handler.id] = outcome.record
-        self._report(handler, body, outcome)
+        self.reporter.outcome(handler, body, outcome)
         if outcome.success and outcome.error is None and outcome.result is not None:
             results[handler.id] = outcome.result
         return None if _done(outcome.record) else float(outcome.record.get("delayed") or now)
@@ -550,12 +547,9 @@ class ResourceProcessor:
     def _write_failed(self, uid: str, memory: Memory, item: Item, exc: Exception) -> None:
         """A write failed: retried with backoff, said once per object and kind of failure."""
         body = item[1]
-        text = brief(exc)
         if isinstance(exc, APIError) and _unwritable(exc):
             memory.unwritten = None
-            logger.error(f"opd: {self.resource} {where(body)}: the outcome cannot be written, not retried: {text}")
-            if self.poster is not None:
-                self.poster.post(body, "Warning", "Unwritable", f"opd cannot write its outcome: {text}", level="error")
+            self.reporter.unwritable(body, exc)
             return
         refused = _refused(exc)
         kind = f"{type(exc).__name__}:{getattr(exc, 'status', '')}"
@@ -564,45 +558,7 @@ class ResourceProcessor:
             memory.retry = Backoff(initial=2.0, maximum=300.0, jitter=0.1) if refused else Backoff(
                 initial=self.settings.watching.backoff_initial * 2, maximum=8.0, jitter=0.1)
         delay = getattr(exc, "retry_after", None) or memory.retry.next()
-        if memory.failing != kind:
-            memory.failing = kind
-            if refused:
-                logger.error(f"opd: {self.resource} {where(body)}: writing the outcome was refused: {text}; "
-                             f"retrying with backoff (at most every {memory.retry.maximum:g}s)")
-                if self.poster is not None:
-                    self.poster.post(body, "Warning", "WriteRefused", f"opd's write was refused: {text}",
-                                     level="error")
-            else:
-                logger.warning(f"opd: {self.resource} {where(body)}: writing the outcome failed ({text}); "
-                               f"retrying in {delay:.1f}s")
-        else:
-            logger.debug(f"opd: {self.resource} {where(body)}: writing failed again ({text}); retrying in {delay:.1f}s")
+        first, memory.failing = memory.failing != kind, kind
+        self.reporter.write_failed(body, exc, refused=refused, delay=delay, first=first,
+                                   maximum=memory.retry.maximum)
         self.queue.put_after(delay, uid, item)
-
-    def _report(self, handler: Handler, body: Mapping[str, Any], outcome: Outcome) -> None:
-        """One log line (with namespace/name) and one Kubernetes Event per outcome."""
-        error, record, delay = outcome.error, outcome.record, outcome.delay
-        log = logger.bind(object=where(body), resource=str(self.resource))
-        kind_name = {Reason.TIMER: "timer", Reason.DAEMON: "daemon"}.get(handler.reason, "handler")
-        name = f"{kind_name} {handler.id!r} for {where(body)}"
-        if error is None:
-            log.debug(f"opd: {name} succeeded")
-            if self.poster is not None and handler.reason not in SPAWNING:
-                self.poster.post(body, "Normal", "Handled", f"Handler {handler.id!r} succeeded.", level="info")
-            return
-        # The API server's answer to a handler's own call says it all (e.g. a 403: RBAC): one line.
-        trace = None if isinstance(error, HandlerError | TimeoutError) or api_answer(error) else error
-        text = f"{type(error).__name__}: {brief(error)}"
-        if delay is not None:
-            # An unexpected exception is an error even when retried; a TemporaryError is the plan.
-            log.opt(exception=trace).log("ERROR" if trace else "WARNING",
-                                         f"opd: {name} failed: {text}; retrying in {delay:g}s")
-            kind, reason, level = "Warning", "Retrying", "warning"
-        elif record.get("failure"):
-            log.opt(exception=trace).error(f"opd: {name} failed permanently: {text}")
-            kind, reason, level = "Warning", "Failed", "error"
-        else:
-            log.warning(f"opd: {name} failed (ignored): {text}")
-            kind, reason, level = "Normal", "Ignored", "warning"
-        if self.poster is not None:
-            self.poster.post(body, kind, reason, f"Handler {handler.id!r}: {text}", level=level)
