@@ -242,7 +242,7 @@ def config_check(path: Path | None) -> None:
 @click.argument("path", required=False, type=click.Path(path_type=Path))
 def config_show(path: Path | None) -> None:
     """Print the effective configuration as TOML: defaults included (the plugins' too), secrets redacted."""
-    from opd.daemon import config
+    from opd.daemon import config, rendering
 
     target, _ = config.resolve_path(path)
     cfg = _load_config_or_exit(path)
@@ -251,7 +251,7 @@ def config_show(path: Path | None) -> None:
         for problem in plugin.problems or [f"plugin {plugin.name!r} cannot load: {plugin.error}"]:
             click.echo(f"{target}: warning: {problem}", err=True)
     options = {p.name: p.options for p in found.plugins if p.options is not None}
-    click.echo(config.render(cfg, options), nl=False)
+    click.echo(rendering.render(cfg, options), nl=False)
 
 
 # -- running in a cluster: RBAC and manifests ----------------------------------------------------------------------

@@ -15,7 +15,7 @@ from loguru import logger
 
 from opd import Option
 from opd.cli import main
-from opd.daemon import config, plugins
+from opd.daemon import config, plugins, rendering
 from opd.daemon.config import ConfigFileError, DaemonConfig, Listen, parse
 
 REPO = Path(__file__).resolve().parents[1]
@@ -234,11 +234,11 @@ text = "quote \\" and \\\\ and ünï"
 when = 2024-01-02T03:04:05Z
 deep = { list = [1.5, true, "s"], t = { u = 1 } }
 """)
-    again = parse(config.render(cfg))
+    again = parse(rendering.render(cfg))
     assert (again.opd, again.kubernetes, again.plugins.enable) == (cfg.opd, cfg.kubernetes, cfg.plugins.enable)
     for name in ("x", "y.z", "other"):
         assert again.plugin(name) == cfg.plugin(name)
-    assert parse(config.render(DaemonConfig())) == DaemonConfig()
+    assert parse(rendering.render(DaemonConfig())) == DaemonConfig()
 
 
 def test_etc_opd_toml_is_valid_and_documents_every_key() -> None:
@@ -282,21 +282,21 @@ def test_a_file_with_problems_still_gives_the_rest() -> None:
     ("ssh_key_file", True), ("greeting", False), ("namespaces", False), ("kubeconfig", False), ("tokens", True),
 ])
 def test_secret_looking_names(key: str, secret: bool) -> None:
-    assert config.secret_name(key) is secret
+    assert rendering.secret_name(key) is secret
 
 
 def test_redact_reaches_into_tables_and_lists() -> None:
     value = {"host": "db", "password": "p", "replicas": [{"name": "r1", "token": "t"}], "keys": ["a", "b"]}
-    assert config.redact("database", value) == {
+    assert rendering.redact("database", value) == {
         "host": "db", "password": "<redacted>", "replicas": [{"name": "r1", "token": "<redacted>"}],
         "keys": "<redacted>"}
-    assert config.redact("dsn", "postgres://u:p@db", secret=True) == "<redacted>"
-    assert config.redact("dsn", "postgres://u:p@db") == "postgres://u:p@db"
+    assert rendering.redact("dsn", "postgres://u:p@db", secret=True) == "<redacted>"
+    assert rendering.redact("dsn", "postgres://u:p@db") == "postgres://u:p@db"
 
 
 def test_render_redacts_plugin_keys() -> None:
     cfg = parse('[plugins.p]\npassword = "hunter2"\nnested = { token = "abc", user = "me" }\nplain = "shown"\n')
-    text = config.render(cfg)
+    text = rendering.render(cfg)
     assert "hunter2" not in text and "abc" not in text
     assert ('password = "<redacted>"\nnested = {token = "<redacted>", user = "me"}\nplain = "shown"\n') in text
 
@@ -312,7 +312,7 @@ OPTIONS = [
 
 def test_render_shows_declared_options_with_defaults() -> None:
     cfg = parse('[plugins.p]\ninterval = 5\ndsn = "postgres://u:s3cret@db"\nintervall = 1\n')
-    text = config.render(cfg, {"p": OPTIONS, "q": OPTIONS[:1], "r": None})
+    text = rendering.render(cfg, {"p": OPTIONS, "q": OPTIONS[:1], "r": None})
     assert text.endswith(
         '\n[plugins.p]\nclusterwide = true\nisolation = "shared"\n'
         "interval = 5.0  # seconds between checks\n"
@@ -402,7 +402,7 @@ def test_cli_config_show_prints_the_effective_config(tmp_path: Path) -> None:
     path.write_text('[opd]\nlog_level = "debug"\n[plugins.p]\nkey = "v"\n')
     result = CliRunner().invoke(main, ["config", "show", str(path)])
     assert result.exit_code == 0
-    assert result.stdout == config.render(config.load(path))
+    assert result.stdout == rendering.render(config.load(path))
     assert 'log_level = "debug"' in result.stdout
     assert "shutdown_timeout = 8.0" in result.stdout  # a default, shown
     assert '[plugins.p]\nclusterwide = true\nisolation = "shared"\nkey = "<redacted>"\n' in result.stdout

@@ -16,7 +16,7 @@ from kubernetes_asyncio import client
 from operators import create_kex, eventually, get_kex
 from test_daemon_start import Process, _env
 
-from opd.daemon import config, plugins
+from opd.daemon import config, plugins, rendering
 from opd.daemon.config import ConfigFileError
 
 KOPF_OPERATOR = """
@@ -44,7 +44,7 @@ def test_module_and_file_are_read_as_opd_s_own_keys(tmp_path: Path) -> None:
     assert a.file == str(tmp_path / "ops" / "handlers.py") and a.module is None  # relative to the config file
     assert dict(a.options) == {"colour": "red"}  # the plugin's own options stay its own
     assert b.module == "pkg.handlers" and b.file is None
-    shown = config.render(cfg)
+    shown = rendering.render(cfg)
     assert f'file = "{tmp_path / "ops" / "handlers.py"}"' in shown and 'module = "pkg.handlers"' in shown
 
 

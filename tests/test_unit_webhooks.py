@@ -18,7 +18,7 @@ import pytest
 from cryptography import x509
 
 import opd
-from opd.daemon import config
+from opd.daemon import config, rendering
 from opd.errors import ConfigError, WebhookError
 from opd.registry import Reason, WebhookHandler
 from opd.resources import Resource, ResourceRef
@@ -426,7 +426,7 @@ def test_the_webhooks_section_is_checked_and_documented(tmp_path: Path) -> None:
         "[webhooks].listen: expected \"HOST:PORT\" (e.g. \"127.0.0.1:8080\"), got 'x'",
     ]
     shown = config.parse('[webhooks]\nservice = "opd/hooks:443"\nmanaged = ""\n')
-    assert config.parse(config.render(shown)).webhooks == shown.webhooks
+    assert config.parse(rendering.render(shown)).webhooks == shown.webhooks
     text = (REPO / "etc" / "opd.toml").read_text()
     block = text.split("\n[webhooks]\n", 1)[1].split("\n[plugins]\n", 1)[0]
     assert set(re.findall(r"^# ([a-z_]+) = ", block, re.M)) == set(config._WEBHOOKS_KEYS)

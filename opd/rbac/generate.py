@@ -13,7 +13,8 @@ import dataclasses
 from collections.abc import Sequence
 
 from opd.daemon import plugins as daemon_plugins
-from opd.daemon.config import DaemonConfig, secret_name
+from opd.daemon.config import DaemonConfig
+from opd.daemon.rendering import secret_name
 from opd.engine.execution import brief
 from opd.errors import OpdError
 from opd.kube import credentials
