@@ -244,19 +244,24 @@ class WatchHub:
         silently (every open connection blackholed, no RST) is found within interval + timeout. The
         probe's connection is made with the first stream and kept busy, so it is as old as they are."""
         hung = False
+        loop = asyncio.get_running_loop()
         while True:
+            asked = loop.time()
             try:
                 if self._streams:
                     await self.client.probe(self.settings.probe_timeout)
             except TRANSIENT_ERRORS as exc:
-                streams = self.client.interrupt_streams()
-                self.client.recycle(hung=True)
-                self.hung += 1
-                if not hung:
-                    logger.warning(f"opd: the API server did not answer within {self.settings.probe_timeout:g}s "
-                                   f"({type(exc).__name__}): reconnecting {streams} watch stream(s) and the "
-                                   "request connections")
-                hung = True
+                # Streams that brought data meanwhile prove the path: the probe's answer was slowed by a
+                # busy loop (a backlog), and tearing every stream down would only add to the load.
+                if self.client.last_stream_data <= asked:
+                    streams = self.client.interrupt_streams()
+                    self.client.recycle(hung=True)
+                    self.hung += 1
+                    if not hung:
+                        logger.warning(f"opd: the API server did not answer within {self.settings.probe_timeout:g}s "
+                                       f"({type(exc).__name__}): reconnecting {streams} watch stream(s) and the "
+                                       "request connections")
+                    hung = True
             except APIError:
                 hung = False  # it answered: the path works (whatever it thinks of the request)
             else:

@@ -132,6 +132,9 @@ class KubeClient:
         self._open_streams: set[aiohttp.ClientResponse] = set()
         self._probe_api: client.ApiClient | None = None  # one kept-alive connection, for liveness probes
         self.probes = 0
+        # When a watch stream last brought data (loop time): under load, a probe that answers late was
+        # slowed by this process's own busy loop, not by a hung path (whose streams go silent).
+        self.last_stream_data = 0.0
         # Operators sharing this client (a daemon's plugins) write the same objects at once: one request.
         self.patches = PatchBatcher(self._patch, split_on=one_writers_fault)
 
@@ -292,6 +295,7 @@ class KubeClient:
                 data = await response.read()
                 raise _error(response.status, data, "WATCH", path, response.headers.get("Retry-After"))
             _keepalive(response)
+            loop = asyncio.get_running_loop()
             buffer = bytearray()
             while True:
                 try:
@@ -300,6 +304,7 @@ class KubeClient:
                     raise InactivityTimeout(f"no data for {inactivity_timeout:.0f}s on {path}") from None
                 if not chunk:
                     return
+                self.last_stream_data = loop.time()
                 buffer += chunk
                 start = 0
                 while (end := buffer.find(b"\n", start)) >= 0:
