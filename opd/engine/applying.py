@@ -22,6 +22,7 @@ too large for an annotation is not stored, said once per handler.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -90,6 +91,7 @@ class Applier:
         self.has_status = "status" in resource.subresources
         self.placement = Placement.STATUS if self.has_status else Placement.BODY
         self._confirmed = False  # the API server has kept a result where placement says
+        self._probing = asyncio.Lock()
         self._too_large: set[str] = set()  # handler ids already reported
 
     # -- what goes where -------------------------------------------------------------------------------------------
@@ -117,6 +119,25 @@ class Applier:
             status = status.get(self.results_field) or {}
         return all(hid in status for hid in results)
 
+    def _probe_payload(self, results: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+        """The first result of this resource, alone and ahead of any marker, where placement says."""
+        probe_status: dict[str, Any] = {}
+        probe_body: dict[str, Any] = {}
+        self._place_results(results, probe_status, probe_body)
+        sub = "status" if self.placement is Placement.STATUS else None
+        return sub, probe_status or probe_body
+
+    def _settle(self, response: Mapping[str, Any], results: Mapping[str, Any]) -> bool:
+        """Whether the API server kept the probe's results; if not, they go to annotations from now on."""
+        self._confirmed = True
+        if self._kept(response, results):
+            return True
+        where = "status" if self.placement is Placement.STATUS else ".status"
+        self.placement = Placement.ANNOTATIONS
+        logger.warning(f"opd: {self.resource} does not keep handler results in {where} (no such field, or a "
+                       f"schema prunes it): keeping them in annotations {self.prefix}/result.<handler id> instead")
+        return False
+
     # -- writing ----------------------------------------------------------------------------------------------------
     async def apply(self, plan: Plan, body: Mapping[str, Any]) -> dict[str, Any] | None:
         """Write ``plan`` to the object (``body`` is its newest known state); returns the last response."""
@@ -128,21 +149,11 @@ class Applier:
         own_status = patch.pop("status", None) or {}
 
         if results and not self._confirmed and self.placement is not Placement.ANNOTATIONS:
-            # First result of this resource: alone, ahead of any marker, and checked.
-            probe_status: dict[str, Any] = {}
-            probe_body: dict[str, Any] = {}
-            self._place_results(results, probe_status, probe_body)
-            sub = "status" if self.placement is Placement.STATUS else None
-            response = await self._patch(uid, namespace, name, sub, probe_status or probe_body)
-            if self._kept(response, results):
-                self._confirmed = True
-                results = {}
-            else:
-                self.placement = Placement.ANNOTATIONS
-                self._confirmed = True
-                logger.warning(f"opd: {self.resource} does not keep handler results in {'status' if sub else '.status'}"
-                               f" (no such field, or a schema prunes it): keeping them in annotations "
-                               f"{self.prefix}/result.<handler id> instead")
+            async with self._probing:  # objects handled side by side wait for the one check
+                if not self._confirmed:
+                    response = await self._patch(uid, namespace, name, *self._probe_payload(results))
+                    if self._settle(response, results):
+                        results = {}
 
         payload_status: dict[str, Any] = {}
         payload_body: dict[str, Any] = merge({}, patch)
