@@ -17,6 +17,8 @@ from typing import Any, Generic, TypeVar
 
 from loguru import logger
 
+from opd.engine import memory
+
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
@@ -36,6 +38,7 @@ class WorkQueue(Generic[K, V]):
         self._room_limit = 0
         self._drained = asyncio.Event()  # nothing pending, nothing in process
         self._drained.set()
+        self._processed = 0  # items processed since the queue last drained
         # Workers start in the context of the queue's owner (its operator), not of whoever
         # happens to put (a shared watch stream): each gets a copy, so nothing leaks between them.
         self._context = contextvars.copy_context()
@@ -134,10 +137,13 @@ class WorkQueue(Generic[K, V]):
                 logger.opt(exception=True).error(f"opd: unexpected error processing {key!r} ({self._name})")
             finally:
                 self._active.discard(key)
+                self._processed += 1
                 if key in self._latest:  # changed while processed: once more, newest state
                     self._ready.append(key)
                 elif not self._latest and not self._active:
                     self._drained.set()
+                    memory.drained(self._processed)
+                    self._processed = 0
 
     async def close(self, timeout: float) -> None:
         """Stop taking work; let in-flight items finish within ``timeout``, then cancel them."""
