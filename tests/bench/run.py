@@ -7,7 +7,7 @@ Contenders alternate within each round (raw, opd; opd with Event posting and Kop
 only); every figure is a median over rounds with its range, and every ratio is taken within a round.
 Every contender is a child process, measured from /proc and stopped by its PID; so are the control
 plane's processes, also on Ctrl-C. Kopf is compared when it is installed (``tox -e bench``).
-With the defaults the run takes about 40 minutes on 2 cores (--rounds 3: about 30); --quick about 7.
+With the defaults the run takes about 35 minutes on 2 cores (--rounds 3: about 25); --quick about 7.
 """
 
 from __future__ import annotations
