@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
+import opd
 from opd.daemon import config
+from opd.daemon import plugins as daemon_plugins
 from opd.errors import OpdError
-from opd.rbac import deployment
+from opd.rbac import deployment, generate
 from opd.rbac.podconfig import pod_config
 from opd.rbac.yamltext import Commented, Document, dump
 
@@ -179,3 +181,29 @@ def test_the_image_runs_opd_start_as_the_deployments_non_root_user() -> None:
     assert steps["ENTRYPOINT"] == '["opd", "start"]'
     assert steps["CMD"] == f'["--config", "{deployment.CONFIG_DIR}/{deployment.CONFIG_FILE}"]'
     assert f"--uid {deployment.USER_ID}" in steps["RUN"]
+
+
+# -- what the manifests cannot do -------------------------------------------------------------------------------------
+
+
+def _plugin(name: str, registry: opd.OperatorRegistry) -> daemon_plugins.Plugin:
+    scope = config.PluginConfig(namespaces=(), clusterwide=True, isolation="shared", options={})
+    return daemon_plugins.Plugin(name=name, value=f"{name}:plugin", distribution=None, version=None, config=scope,
+                                 registry=registry, settings=opd.OperatorSettings(),
+                                 status=daemon_plugins.Status.LOADED)
+
+
+def test_plugins_with_webhooks_are_said_to_need_a_way_in() -> None:
+    """A Deployment with an admission plugin and no Service: the API server could never call it."""
+    plain, admitting = opd.OperatorRegistry(), opd.OperatorRegistry()
+
+    @opd.on.create("configmaps", registry=plain)
+    def created(**_: Any) -> None: ...
+
+    @opd.on.validate("configmaps", registry=admitting)
+    def check(**_: Any) -> None: ...
+
+    found = daemon_plugins.Discovery([_plugin("plain", plain), _plugin("admitting", admitting)])
+    [warning] = generate.webhook_warnings(found)
+    assert "admitting" in warning and "plain" not in warning and "Service" in warning
+    assert generate.webhook_warnings(daemon_plugins.Discovery([_plugin("plain", plain)])) == []

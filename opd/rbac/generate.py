@@ -88,7 +88,18 @@ def manifests(config: DaemonConfig, found: daemon_plugins.Discovery, login: Logi
     docs.append(deployment.deployment(config, name, namespace, image, pod_text))
     head = [f"opd manifests: for {source}, resolved against {where}",
             f"Apply with: kubectl apply -f - (the namespace {namespace} must exist).", ""]
-    return dump(_head(docs, head)), _secret_warnings(config, found, namespace)
+    return dump(_head(docs, head)), _secret_warnings(config, found, namespace) + webhook_warnings(found)
+
+
+def webhook_warnings(found: daemon_plugins.Discovery) -> list[str]:
+    """Plugins with admission handlers or converters: the manifests run them, but give the API server
+    no way to reach their webhook server (no Service; each pod makes its own certificate)."""
+    owners = [p.name for p in found.loaded() if p.enabled and p.registry.webhooks()]
+    if not owners:
+        return []
+    return [f"plugin(s) {', '.join(owners)} serve webhooks, which these manifests do not expose to the API server "
+            f"(no Service, a certificate per pod): add a Service for [webhooks] listen, set [webhooks] service and "
+            f"a cert_dir shared by the pods (a Secret), or run those plugins outside the cluster"]
 
 
 def _secret_warnings(config: DaemonConfig, found: daemon_plugins.Discovery, namespace: str) -> list[str]:
