@@ -13,8 +13,9 @@ drops its output. So, per plan:
 
 Where results go: ``.status.<id>`` (or ``.status.<results_field>.<id>``) — through the
 status subresource, or in the object itself for a resource without one. Until the
-API server has kept a result once, results go in a write of their own, ahead of
-the markers, and the response is checked: a resource that drops them (a ConfigMap
+API server has kept a result once, results go in a write of their own, after the
+handlers' patch and ahead of the markers, and the response is checked (once per
+resource, however many objects are handled side by side): a resource that drops them (a ConfigMap
 has no status; a structural schema may prune unknown fields) gets its results in
 annotations ``<prefix>/result.<id>`` from then on, said once at WARNING. A result
 too large for an annotation is not stored, said once per handler.
@@ -149,6 +150,9 @@ class Applier:
         own_status = patch.pop("status", None) or {}
 
         if results and not self._confirmed and self.placement is not Placement.ANNOTATIONS:
+            if patch:  # the handler's patch first, as always: whoever sees a result sees its patch too
+                response = await self._patch(uid, namespace, name, None, patch)
+                patch = {}
             async with self._probing:  # objects handled side by side wait for the one check
                 if not self._confirmed:
                     response = await self._patch(uid, namespace, name, *self._probe_payload(results))
