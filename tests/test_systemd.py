@@ -178,7 +178,8 @@ def test_the_unit_file_says_what_the_daemon_does() -> None:
         "NoNewPrivileges": ["yes"], "RestrictAddressFamilies": ["AF_UNIX AF_INET AF_INET6"],
         "CapabilityBoundingSet": [""], "ProtectKernelTunables": ["yes"], "ProtectKernelModules": ["yes"],
         "ProtectKernelLogs": ["yes"], "PrivateMounts": ["yes"], "ProtectProc": ["invisible"], "ProcSubset": ["pid"],
-        "IPAddressDeny": ["169.254.169.254"],  # the cloud metadata service: the node's credentials
+        # The cloud metadata service over IPv4 and IPv6: the node's credentials.
+        "IPAddressDeny": ["169.254.169.254 fd00:ec2::254"],
     }
     for key, values in expected.items():
         assert unit.get(key) == values, key
