@@ -18,6 +18,11 @@ SECRET_WORDS = ("password", "passwd", "passphrase", "token", "secret", "key", "c
 REDACTED = "<redacted>"
 
 
+def toml_key(name: str) -> str:
+    """A key as TOML reads it back: bare when it can be, else a basic string (DEL escaped, as in values)."""
+    return table_key(name).replace("\x7f", "\\u007f")
+
+
 def toml_value(value: Any) -> str:
     """A value in TOML syntax (inline), for ``opd config show``."""
     if isinstance(value, bool):
@@ -34,7 +39,7 @@ def toml_value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{table_key(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
     return toml_value(str(value))
 
 
@@ -52,8 +57,8 @@ def _table(lines: list[str], path: tuple[str, ...], table: Mapping[str, Any]) ->
     if path and (values or not tables):  # a table of tables only is made by their headers
         if lines:
             lines.append("")
-        lines.append(f"[{'.'.join(table_key(k) for k in path)}]")
-    lines += [f"{table_key(k)} = {toml_value(v)}" for k, v in values]
+        lines.append(f"[{'.'.join(toml_key(k) for k in path)}]")
+    lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in values]
     for key, value in tables:
         _table(lines, (*path, key), value)
 
@@ -76,7 +81,7 @@ def redact(key: str, value: Any, secret: bool = False) -> Any:
 
 
 def _assign(key: str, value: Any, secret: bool = False, comment: str = "") -> str:
-    line = f"{table_key(key)} = {toml_value(redact(key, value, secret))}"
+    line = f"{toml_key(key)} = {toml_value(redact(key, value, secret))}"
     return f"{line}  # {comment}" if comment else line
 
 
@@ -131,7 +136,7 @@ def render(config: DaemonConfig, options: Mapping[str, Sequence[Option] | None] 
     declared = [name for name, found in sorted(options.items()) if found and name not in p.tables]
     for name in [*p.tables, *declared]:
         resolved = config.plugin(name)
-        lines += ["", f"[plugins.{table_key(name)}]"]
+        lines += ["", f"[plugins.{toml_key(name)}]"]
         if resolved.clusterwide:
             lines.append(_assign("clusterwide", True))
         else:

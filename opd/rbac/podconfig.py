@@ -160,8 +160,6 @@ def cut(text: str, moved: Sequence[Path_], public: Mapping[str, Any],
         secret: Mapping[str, Any]) -> tuple[str, bool]:
     """``text`` without the lines of the ``moved`` keys, and False; or, when that does not read back as
     ``public`` or still shows a secret string, ``public`` written anew, and True."""
-    if not moved:
-        return text, False
     out: list[str] = []
     table: Path_ = ()
     dropping = False  # in a table (or array of tables) that moved, or a multi-line value that did
