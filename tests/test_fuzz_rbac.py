@@ -26,8 +26,15 @@ FAST = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCh
 _WORDS = st.sampled_from(["", "*", "get", "list", "watch", "create", "delete", "escalate", "bind", "impersonate",
                           "craete", "secrets", "pods", "*/scale", "deployments/scale", "apps", "Apps", "a.b",
                           "team-a", "dev-*", "/metrics", "/debug/*", "metrics", "x" * 70, "a\nb", "ü"])
+class _Weird:
+    """A plugin's object with a repr on two lines."""
+
+    def __repr__(self) -> str:
+        return "two\nlines"
+
+
 _ODD = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.binary(max_size=8),
-                 st.text(max_size=8), _WORDS)
+                 st.text(max_size=8), _WORDS, st.just(_Weird()), st.text(min_size=300, max_size=400))
 _KEYS = st.sampled_from(["apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs", "namespaces",
                          "clusterwide", "verb", "apigroups", ""])
 _LISTS = st.one_of(st.lists(_WORDS, max_size=4), st.lists(_ODD, max_size=3), st.tuples(_WORDS), _ODD,

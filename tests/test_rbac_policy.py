@@ -607,3 +607,28 @@ def test_url_wildcards_are_flagged() -> None:
     """, x="handles")
     [line] = flagged
     assert "nonResourceURLs ['/debug/*', '/metrics']" in line and "wildcard in nonResourceURLs ('/debug/*')" in line
+
+
+class _Odd:
+    def __repr__(self) -> str:
+        return "line one\nline two"
+
+
+class _Broken:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+@pytest.mark.parametrize("value", [
+    [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["x" * 10_000]}],
+    [{"apiGroups": [""], "resources": ["secrets"], "verbs": _Odd()}],
+    [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "clusterwide": _Broken()}],
+    [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "y" * 5000: 1}],
+])
+def test_what_a_plugin_returns_is_shown_short_on_one_line(value: Any) -> None:
+    """Before: the value's repr went into the message whole (10 000 characters; a repr's own line breaks)."""
+    with pytest.raises(PolicyError) as caught:
+        declared_rules("x", value)
+    message = str(caught.value)
+    assert "\n" not in message and len(message) < 300, message
+    assert message.startswith("plugin 'x': opd_rbac()[0]")

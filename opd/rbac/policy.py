@@ -297,23 +297,23 @@ def _declared(where: str, rule: object) -> DeclaredRule:
         if key not in (*_RULE_KEYS, *_OPD_KEYS):
             guess = closest(str(key), [*_RULE_KEYS, *_OPD_KEYS])
             hint = f" (did you mean {guess!r}?)" if guess else ""
-            raise PolicyError(f"{where}: unknown key {key!r}{hint}")
+            raise PolicyError(f"{where}: unknown key {_shown(key)}{hint}")
     verbs = _strings(where, rule, "verbs", required=True)
     for verb in verbs:
         if verb not in VERBS:
             guess = closest(verb, VERBS)
             hint = f" (did you mean {guess!r}?)" if guess else ""
-            raise PolicyError(f"{where}.verbs: unknown verb {verb!r}{hint}")
+            raise PolicyError(f"{where}.verbs: unknown verb {_shown(verb)}{hint}")
     urls = _strings(where, rule, "nonResourceURLs")
     clusterwide = rule.get("clusterwide", False)
     if not isinstance(clusterwide, bool):
-        raise PolicyError(f"{where}.clusterwide: expected True or False, got {clusterwide!r}")
+        raise PolicyError(f"{where}.clusterwide: expected True or False, got {_shown(clusterwide)}")
     namespaces: tuple[str, ...] | None = None
     if "namespaces" in rule:
         namespaces = _strings(where, rule, "namespaces", required=True)
         bad = [n for n in namespaces if not _NAMESPACE.fullmatch(n)]
         if bad:
-            raise PolicyError(f"{where}.namespaces: {bad[0]!r} is not a namespace name (a Role names one "
+            raise PolicyError(f"{where}.namespaces: {_shown(bad[0])} is not a namespace name (a Role names one "
                               f"namespace; for patterns, use clusterwide = True)")
         if clusterwide:
             raise PolicyError(f"{where}: namespaces and clusterwide together: give one or the other")
@@ -323,19 +323,20 @@ def _declared(where: str, rule: object) -> DeclaredRule:
                 raise PolicyError(f"{where}: nonResourceURLs with {key}: a rule is for URLs or for resources")
         bad = [u for u in urls if not u.startswith("/") and u != "*"]
         if bad:
-            raise PolicyError(f"{where}.nonResourceURLs: {bad[0]!r} is not a path (starts with '/')")
+            raise PolicyError(f"{where}.nonResourceURLs: {_shown(bad[0])} is not a path (starts with '/')")
         return DeclaredRule(groups=(), resources=(), verbs=verbs, urls=urls, clusterwide=True)
     if "apiGroups" not in rule:
         raise PolicyError(f"{where}: missing apiGroups (use [\"\"] for the core group: configmaps, secrets, ...)")
     groups = tuple(_strings(where, rule, "apiGroups", required=True, empty_ok=True))
     bad = [g for g in groups if g and not _GROUP.fullmatch(g)]
     if bad:
-        raise PolicyError(f"{where}.apiGroups: {bad[0]!r} is not an API group (e.g. \"\", \"apps\", \"kopf.dev\")")
+        raise PolicyError(f"{where}.apiGroups: {_shown(bad[0])} is not an API group "
+                          "(e.g. \"\", \"apps\", \"kopf.dev\")")
     resources = _strings(where, rule, "resources", required=True)
     bad = [r for r in resources if not _RESOURCE.fullmatch(r)]
     if bad:
-        raise PolicyError(f"{where}.resources: {bad[0]!r} is not a resource (a plural, lowercase: \"configmaps\", "
-                          f"\"jobs\", \"deployments/scale\")")
+        raise PolicyError(f"{where}.resources: {_shown(bad[0])} is not a resource (a plural, lowercase: "
+                          "\"configmaps\", \"jobs\", \"deployments/scale\")")
     names = _strings(where, rule, "resourceNames")
     unnamed = [v for v in verbs if v in _UNNAMED_VERBS]
     if names and unnamed:
@@ -347,6 +348,16 @@ def _declared(where: str, rule: object) -> DeclaredRule:
                         clusterwide=clusterwide)
 
 
+def _shown(value: object) -> str:
+    """A value in a message: its repr, on one line, at most 80 characters (it comes from a plugin)."""
+    try:
+        text = repr(value)
+    except Exception:  # a plugin's object whose __repr__ fails
+        return f"<{type(value).__name__}>"
+    text = text.replace("\n", "\\n").replace("\r", "\\r")
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
 def _strings(where: str, rule: Mapping[str, Any], key: str, *, required: bool = False,
              empty_ok: bool = False) -> tuple[str, ...]:
     if key not in rule:
@@ -355,10 +366,10 @@ def _strings(where: str, rule: Mapping[str, Any], key: str, *, required: bool = 
         return ()
     value = rule[key]
     if isinstance(value, str) or not isinstance(value, Sequence):
-        raise PolicyError(f"{where}.{key}: expected a list of strings, got {value!r}")
+        raise PolicyError(f"{where}.{key}: expected a list of strings, got {_shown(value)}")
     if required and not value:
         raise PolicyError(f"{where}.{key}: empty list (a rule that allows nothing)")
     for item in value:
         if not isinstance(item, str) or (not item and not empty_ok):
-            raise PolicyError(f"{where}.{key}: expected non-empty strings, got {item!r}")
+            raise PolicyError(f"{where}.{key}: expected non-empty strings, got {_shown(item)}")
     return tuple(value)
