@@ -92,8 +92,8 @@ def deployment(config: DaemonConfig, name: str, namespace: str, image: str, text
         strategy: dict[str, Any] = {"type": "Recreate"}
     else:
         how = (f"{count} replicas: [ha] mode = \"{config.ha.mode}\" coordinates them through the Lease(s) "
-               f"{', '.join(leases[:3])}{', ...' if len(leases) > 3 else ''} in {config.ha.lease_namespace}; "
-               "change replicas as you like.")
+               f"{', '.join(leases[:3])}{', ...' if len(leases) > 3 else ''} in {config.ha.lease_namespace}, each "
+               f"pod under its own name (${IDENTITY_ENV_VAR}, from the downward API); change replicas as you like.")
         strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     digest = hashlib.sha256(text.encode()).hexdigest()
     grace = math.ceil(config.opd.shutdown_timeout) + 5  # opd stops within its bound; the kubelet waits longer
