@@ -329,3 +329,13 @@ def test_the_lease_is_the_deployments_in_its_namespace_unless_the_file_names_it(
     assert (pod.config.ha.lease, pod.config.ha.lease_namespace) == ("x", "coord")
     pod, _ = _for_pod('[opd]\nlog_level = "debug"\n', tmp_path, name="x", namespace="ops")
     assert "[ha]" not in pod.text  # no replicas, no Lease
+
+
+def test_a_long_multi_line_secret_is_cut_or_rewritten_quickly(tmp_path: Path) -> None:
+    items = "".join(f'  "tok-{i:05}",\n' for i in range(5000))
+    text = f'# kept\n[plugins.hello]\ntokens = [\n{items}]\nplain = 1\n'
+    pod, _ = _for_pod(text, tmp_path)
+    assert pod.rewritten and "tok-00001" not in pod.text and pod.moved == ("[plugins.hello].tokens",)
+    short = '# kept\n[plugins.hello]\ntokens = [\n  "tok-1",\n  "tok-2",\n]\nplain = 1\n'
+    pod, _ = _for_pod(short, tmp_path)
+    assert not pod.rewritten and "tok-" not in pod.text and "# kept" in pod.text

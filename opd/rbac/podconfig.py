@@ -39,6 +39,7 @@ _ANY_HEADER = re.compile(r"\s*\[")
 _TABLE_LINE = re.compile(r"\s*\[\[?([^\[\]#]+)\]\]?\s*(#.*)?\n?")
 _KEY_LINE = re.compile(r"\s*((?:[A-Za-z0-9_-]+|\"(?:[^\"\\]|\\.)*\"|'[^']*')"
                        r"(?:\s*\.\s*(?:[A-Za-z0-9_-]+|\"(?:[^\"\\]|\\.)*\"|'[^']*'))*)\s*=")
+_MAX_VALUE_LINES = 200
 _COMMENTED_KEY = re.compile(r"\s*#\s*\"?([A-Za-z0-9_.-]+)\"?\s*=")
 
 Path_ = tuple[str, ...]
@@ -167,6 +168,8 @@ def cut(text: str, moved: Sequence[Path_], public: Mapping[str, Any],
     for line in text.splitlines(keepends=True):
         if pending:  # the rest of a moved multi-line value
             pending.append(line)
+            if len(pending) > _MAX_VALUE_LINES:  # each line parses the value again: long ones are rewritten
+                return toml_document(public), True
             if _complete("".join(pending)):
                 pending = []
             continue
