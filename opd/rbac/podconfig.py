@@ -235,7 +235,7 @@ def _set(text: str, section: str, values: dict[str, str | None]) -> str:
         return f"{text}{tail}\n[{section}]\n" + "\n".join(added) + "\n"
     end = next((i for i in range(start + 1, len(lines)) if _ANY_HEADER.match(lines[i])), len(lines))
     body = lines[start + 1:end]
-    added = 0  # keys added at the table's top, in the order given
+    top = 0  # keys added at the table's top, in the order given
     for key, value in values.items():
         pattern = re.compile(rf"\s*(\"?){re.escape(key)}\1\s*=")
         found = [i for i, line in enumerate(body) if pattern.match(line)]
@@ -244,7 +244,7 @@ def _set(text: str, section: str, values: dict[str, str | None]) -> str:
         elif found:
             body[found[0]] = f"{key} = {value}"
         else:
-            body.insert(added, f"{key} = {value}")
-            added += 1
+            body.insert(top, f"{key} = {value}")
+            top += 1
     result = "\n".join([*lines[:start + 1], *body, *lines[end:]])
     return result + "\n" if text.endswith("\n") or not text else result
