@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from opd import Option
 from opd.daemon import config, rendering
+from opd.plugin.options import table_key
 from opd.rbac import objects
 from opd.rbac.derive import Policy
 from opd.rbac.podconfig import for_pod
@@ -189,3 +190,37 @@ def test_manifests_keep_every_secret_out_of_the_configmap(tables: dict[str, dict
     assert not [v for v in marker.values if v in pod.text], pod.text
     assert (pod.secrets is not None) == bool(marker.values and marker.values != ["QZ0QZ"])
     assert pod.config.plugins.tables == cfg.plugins.tables  # the pod reads back the user's config
+
+
+_DOC = st.dictionaries(_KEY, _TREE, max_size=4)
+
+
+@FAST
+@given(_DOC, _DOC)
+def test_the_secrets_overlay_merges_or_names_each_conflict(main: dict[str, Any], top: dict[str, Any]) -> None:
+    import copy
+
+    merged = copy.deepcopy(main)
+    conflicts = config.overlay(merged, top)
+    for line in conflicts:
+        assert "\n" not in line and line.endswith("(the secrets file overlays tables key by key)")
+
+    def check(base: Any, over: Any, path: tuple[str, ...]) -> None:
+        for key, value in over.items():
+            here = ".".join(table_key(k) for k in (*path, key))
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                check(base[key], value, (*path, key))
+            elif any(line.startswith(f"{here}: ") for line in conflicts):
+                continue
+            else:
+                assert _same(base[key], value), here
+
+    check(merged, top, ())
+    assert len(conflicts) <= sum(1 for _ in _paths(top))
+
+
+def _paths(value: Any) -> Any:
+    if isinstance(value, dict):
+        for v in value.values():
+            yield v
+            yield from _paths(v)
