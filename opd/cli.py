@@ -276,6 +276,9 @@ def _cluster_options(command: Any) -> Any:
         click.option("--kubeconfig", type=click.Path(path_type=Path),
                      help="The cluster to resolve resources against (default: [kubernetes] of the config)."),
         click.option("--context", help="The kubeconfig context to use."),
+        click.option("--strict", is_flag=True,
+                     help="Exit 1, printing nothing, when a rule has wildcards, escalate, bind, impersonate or "
+                          "Secrets in every namespace (always said on stderr, and marked RISK in the YAML)."),
     ]):
         command = option(command)
     return command
@@ -303,10 +306,20 @@ def _plugins_for_rbac(cfg: DaemonConfig) -> Discovery:
     return found
 
 
+def _print(output: Any, strict: bool) -> None:
+    """The warnings and the risky rules (one line each) on stderr; the YAML unless --strict refuses it."""
+    for warning in output.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    for line in output.flagged:
+        click.echo(f"warning: risky rule: {line}", err=True)
+    output.refuse_if_strict(strict)
+    click.echo(output.text, nl=False)
+
+
 @main.command("rbac")
 @_cluster_options
 def rbac_cmd(config_path: Path | None, name: str, namespace: str, kubeconfig: Path | None,
-             context: str | None) -> None:
+             context: str | None, strict: bool) -> None:
     """Print the RBAC that the enabled plugins need, as YAML for kubectl apply.
 
     A ServiceAccount, a ClusterRole (or Roles, where every plugin that needs a rule serves
@@ -314,13 +327,15 @@ def rbac_cmd(config_path: Path | None, name: str, namespace: str, kubeconfig: Pa
     their status, Events, namespaces for namespace patterns, the Leases of [ha], and what each
     plugin declares for its own calls (opd_rbac). Resources are resolved against the cluster
     (required). The config file alone decides which plugins are enabled (not OPD_PLUGINS).
+    Rules with wildcards, escalate, bind, impersonate or Secrets in every namespace are marked
+    RISK and said on stderr; --strict refuses them.
     """
     from opd.rbac import generate
 
     cfg = _load_config_or_exit(config_path)
     found = _plugins_for_rbac(cfg)
     login = _discovery_login(cfg, kubeconfig, context)
-    click.echo(generate.rbac(cfg, found, login, name=name, namespace=namespace), nl=False)
+    _print(generate.rbac(cfg, found, login, name=name, namespace=namespace), strict)
 
 
 @main.command("manifests")
@@ -328,22 +343,22 @@ def rbac_cmd(config_path: Path | None, name: str, namespace: str, kubeconfig: Pa
 @click.option("--image", default=f"opd:{__version__}", show_default=True,
               help="The container image (built from etc/Containerfile).")
 def manifests_cmd(config_path: Path | None, name: str, namespace: str, kubeconfig: Path | None,
-                  context: str | None, image: str) -> None:
+                  context: str | None, strict: bool, image: str) -> None:
     """Print what runs opd in a cluster, as YAML for kubectl apply: the RBAC of 'opd rbac', the
-    config file as a ConfigMap, and a Deployment running 'opd start' with it.
+    config file as a ConfigMap (its secrets in a Secret beside it), and a Deployment running
+    'opd start' with them.
 
     The ConfigMap's copy of the config listens on 0.0.0.0 (the probes and /metrics are reached
-    from outside the container) and uses the pod's service account ([kubernetes] in_cluster).
+    from outside the container) and uses the pod's service account ([kubernetes] in_cluster);
+    with [ha], the Lease is named after the deployment, in its namespace, unless the file names
+    them, and each pod's identity is its name.
     """
     from opd.rbac import generate
 
     cfg = _load_config_or_exit(config_path)
     found = _plugins_for_rbac(cfg)
     login = _discovery_login(cfg, kubeconfig, context)
-    text, warnings = generate.manifests(cfg, found, login, name=name, namespace=namespace, image=image)
-    for warning in warnings:
-        click.echo(f"warning: {warning}", err=True)
-    click.echo(text, nl=False)
+    _print(generate.manifests(cfg, found, login, name=name, namespace=namespace, image=image), strict)
 
 
 # -- running operators ---------------------------------------------------------------------------------------------

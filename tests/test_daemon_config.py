@@ -430,3 +430,80 @@ def test_ha_section() -> None:
         "[ha].mode: expected one of off, leader, shards, got 'lead' (did you mean 'leader'?)",
         "[ha]: expected lease_duration > renew_deadline > retry_period, got 15 > 20 > 2",
     ]
+
+
+# -- the secrets file overlaid ($OPD_CONFIG_SECRETS, issue #18) --------------------------------------------------------
+
+
+def _files(tmp_path: Path, main: str, secrets: str) -> tuple[Path, dict[str, str]]:
+    path, secret = tmp_path / "opd.toml", tmp_path / "secrets.toml"
+    path.write_text(main)
+    secret.write_text(secrets)
+    return path, {config.SECRETS_ENV_VAR: str(secret)}
+
+
+def test_the_secrets_file_overlays_tables_key_by_key(tmp_path: Path) -> None:
+    path, env = _files(tmp_path,
+                       '[plugins.p]\nuser = "me"\n[plugins.p.auth]\nrealm = "r"\n[opd]\nlog_level = "debug"\n',
+                       '[plugins.p]\ntoken = "t0k"\nitems = [1, 2]\n[plugins.p.auth]\npassword = "pw"\n'
+                       '[plugins.q]\nkey = "k"\n')
+    cfg = config.load(path, env=env)
+    assert dict(cfg.plugins.tables["p"].options) == {"user": "me", "auth": {"realm": "r", "password": "pw"},
+                                                   "token": "t0k", "items": [1, 2]}
+    assert dict(cfg.plugins.tables["q"].options) == {"key": "k"}
+    assert cfg.opd.log_level == "debug" and cfg.path == path
+    assert config.load(path, env={}).plugins.tables["p"].options == {"user": "me", "auth": {"realm": "r"}}
+
+
+def test_the_merged_config_is_validated_and_problems_name_both_files(tmp_path: Path) -> None:
+    path, env = _files(tmp_path, '[opd]\nlog_level = "debug"\n', '[opd]\nlog_level = "loud"\n')
+    with pytest.raises(ConfigFileError) as err:
+        config.load(path, env=env)
+    [line] = err.value.lines()
+    assert line.startswith(f"{path} (with {tmp_path / 'secrets.toml'}): [opd].log_level: expected one of")
+
+
+def test_secrets_file_problems_are_one_line(tmp_path: Path) -> None:
+    path, env = _files(tmp_path, '[plugins.p]\nauth = "basic"\n', '[plugins.p.auth]\npassword = "x"\n')
+    with pytest.raises(ConfigFileError) as err:
+        config.load(path, env=env)
+    assert err.value.lines() == [f"{path} (with {tmp_path / 'secrets.toml'}): plugins.p.auth: a table in one file "
+                                 "and a value in the other (the secrets file overlays tables key by key)"]
+    path, env = _files(tmp_path, "", "[plugins.p\n")
+    with pytest.raises(ConfigFileError) as err:
+        config.load(path, env=env)
+    assert err.value.lines()[0].startswith(f"{tmp_path / 'secrets.toml'}: line 1")
+    with pytest.raises(ConfigFileError) as err:
+        config.load(path, env={config.SECRETS_ENV_VAR: str(tmp_path / "missing.toml")})
+    assert err.value.lines() == [f"{tmp_path / 'missing.toml'}: cannot read: No such file or directory"]
+
+
+def test_a_huge_file_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "opd.toml"
+    path.write_bytes(b"# x\n" * (config.MAX_FILE_BYTES // 4 + 1))
+    with pytest.raises(ConfigFileError) as err:
+        config.load(path, env={})
+    assert err.value.lines() == [f"{path}: larger than 1024 KiB: not a config file"]
+
+
+def test_the_secrets_file_alone_when_the_default_file_is_missing(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config, "DEFAULT_PATH", tmp_path / "absent.toml")
+    _, env = _files(tmp_path, "", '[plugins.p]\ntoken = "t"\n')
+    assert config.load(env=env).plugins.tables["p"].options == {"token": "t"}
+
+
+@pytest.mark.usefixtures("no_plugins")
+def test_cli_config_show_reads_the_secrets_file_and_redacts_it(tmp_path: Path) -> None:
+    path, env = _files(tmp_path, '[plugins.p]\nuser = "me"\n',
+                       '[plugins.p]\nregion = "eu-1"\n[plugins.p.db]\nhost = "h"\npassword = "hunter2"\n')
+    result = CliRunner(env=env).invoke(main, ["config", "show", str(path)])
+    assert result.exit_code == 0, result.output
+    assert 'region = "eu-1"' in result.stdout and "hunter2" not in result.stdout
+    assert 'db = {host = "h", password = "<redacted>"}' in result.stdout
+
+
+def test_render_writes_a_delete_character_toml_can_read() -> None:
+    """TOML forbids a raw DEL in a string, and JSON's escaping leaves it raw: config show's output did not read."""
+    cfg = parse('[plugins.p]\nodd = "a\\u007fb"\n')
+    assert tomllib.loads(rendering.render(cfg))["plugins"]["p"]["odd"] == "a\x7fb"

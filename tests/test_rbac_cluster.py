@@ -381,3 +381,146 @@ async def test_in_cluster_credentials_use_the_account_and_its_rotated_token(
             await kube.get(f"/api/v1/namespaces/{namespace}/secrets")
         assert caught.value.status == 403
         assert f"system:serviceaccount:{namespace}:pod" in caught.value.message
+
+
+# -- secrets, identities, risky rules (issue #18) ----------------------------------------------------------------------
+
+VAULTED = '''
+"""A plugin with a required secret option, a key named like a secret, and a wildcard rule on request."""
+import opd
+
+@opd.hookimpl
+def opd_options():
+    return [opd.Option("greeting", str, secret=True), opd.Option("settings", dict, default={}),
+            opd.Option("everything", bool, default=False)]
+
+@opd.hookimpl
+def opd_register(registry, config):
+    @opd.on.create("configmaps", registry=registry, labels={"opd.test/vaulted": opd.PRESENT})
+    def made(**_):
+        return config["greeting"]
+
+@opd.hookimpl
+def opd_rbac(config):
+    if config["everything"]:
+        return [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"], "clusterwide": True}]
+    return []
+'''
+
+
+def _plugin_site(root: Path, name: str, code: str) -> Path:
+    site = root / f"site-{name}"
+    module = f"opd_test_{name}"
+    (site / module).mkdir(parents=True)
+    (site / module / "__init__.py").write_text(textwrap.dedent(code))
+    info = site / f"{module}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: opd-test-{name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[opd.plugins]\n{name} = {module}\n")
+    (info / "top_level.txt").write_text(f"{module}\n")
+    return site
+
+
+VAULTED_CONFIG = """
+# the team's opd
+[opd]
+namespaces = ["{ns}"]
+
+[plugins]
+enable = ["vaulted"]
+
+[plugins.vaulted]
+greeting = "greet-s3cret-4242"        # declared secret by the plugin
+everything = {everything}
+
+[plugins.vaulted.settings]
+colour = "blue"
+[plugins.vaulted.settings.db]
+password = "pw-s3cret-1717"
+
+[ha]
+mode = "leader"
+"""
+
+
+async def test_manifests_keep_secrets_out_of_the_configmap_and_pods_apart(kubeconfig: Path, namespace: str,
+                                                                        tmp_path: Path) -> None:
+    """Before: the declared-secret option and the nested password were in the ConfigMap; both pods were free to
+    share an identity; the Lease was "opd" in "default". Now: a Secret beside the ConfigMap, applied by the API
+    server (dry run) with the Deployment's downward-API identity; the pod's two files make the user's config."""
+    path = tmp_path / "opd.toml"
+    path.write_text(VAULTED_CONFIG.format(ns=namespace, everything="false"))
+    env = _env(PYTHONPATH=str(_plugin_site(tmp_path, "vaulted", VAULTED)))
+    made = _opd("manifests", "--config", path, "--kubeconfig", kubeconfig, "--namespace", namespace,
+                "--name", "team-opd", env=env)
+    assert made.returncode == 0, made.stderr
+    assert "risky" not in made.stderr
+    docs = {d["kind"]: d for d in yaml.safe_load_all(made.stdout) if d}
+    configmap, secret, dep = docs["ConfigMap"], docs["Secret"], docs["Deployment"]
+    public, private = configmap["data"]["opd.toml"], secret["stringData"]["secrets.toml"]
+    for value in ("greet-s3cret-4242", "pw-s3cret-1717"):
+        assert value not in public and value in private
+        assert value not in json.dumps([configmap, dep])
+    assert "# the team's opd" in public and "# declared secret" not in public  # its line went with the value
+    pod = dep["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert {"name": "OPD_HA_IDENTITY", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container["env"]
+    assert {"name": "OPD_CONFIG_SECRETS", "value": "/etc/opd/secrets.toml"} in container["env"]
+    assert dep["spec"]["replicas"] == 2
+    # The Lease: the deployment's, in its namespace; its RBAC by that name.
+    pod_config = config.parse(public)
+    assert (pod_config.ha.lease, pod_config.ha.lease_namespace) == ("team-opd", namespace)
+    [role] = [d for d in yaml.safe_load_all(made.stdout) if d and d["kind"] == "Role"
+              and d["metadata"]["namespace"] == namespace]
+    assert {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "update"],
+            "resourceNames": ["team-opd"]} in role["rules"]
+
+    _, said = await _kubectl(kubeconfig, "apply", "--dry-run=server", "-f", "-", stdin=made.stdout)
+    assert "secret/team-opd created (server dry run)" in said, said
+    assert "deployment.apps/team-opd created (server dry run)" in said, said
+    assert said.count("created (server dry run)") == 6, said
+
+    # What the pod reads: the ConfigMap's file alone lacks the required secret option; with the Secret's
+    # file overlaid (as the Deployment sets it), the config and the plugin's options check out.
+    mounted = tmp_path / "etc-opd"
+    mounted.mkdir()
+    (mounted / "opd.toml").write_text(public)
+    (mounted / "secrets.toml").write_text(private)
+    alone = _opd("config", "check", mounted / "opd.toml", env=env)
+    assert alone.returncode == 1 and "[plugins.vaulted].greeting: required" in alone.stderr, alone.stderr
+    overlaid = {**env, "OPD_CONFIG_SECRETS": str(mounted / "secrets.toml")}
+    both = _opd("config", "check", mounted / "opd.toml", env=overlaid)
+    assert both.returncode == 0, both.stderr
+    shown = _opd("config", "show", mounted / "opd.toml", env=overlaid)
+    assert shown.returncode == 0, shown.stderr
+    assert 'colour = "blue"' in shown.stdout
+    assert "s3cret" not in shown.stdout
+
+
+def test_a_fixed_identity_with_replicas_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "opd.toml"
+    path.write_text('[ha]\nmode = "leader"\nidentity = "pod-a"\n')
+    # Refused before the cluster is asked: the kubeconfig does not even exist.
+    _one_line_error(_opd("manifests", "--config", path, "--kubeconfig", tmp_path / "none"),
+                    f"Error: {path}: [ha].identity = 'pod-a' with 2 replicas")
+
+
+@pytest.mark.parametrize("command", ["rbac", "manifests"])
+def test_risky_rules_are_said_and_strict_refuses_them(command: str, kubeconfig: Path, namespace: str,
+                                                      tmp_path: Path) -> None:
+    """Before: a plugin's `*`/`*`/`*` came out silently under "allowed exactly what the enabled plugins need"."""
+    path = tmp_path / "opd.toml"
+    path.write_text(VAULTED_CONFIG.format(ns=namespace, everything="true"))
+    env = _env(PYTHONPATH=str(_plugin_site(tmp_path, "vaulted", VAULTED)))
+    args = (command, "--config", path, "--kubeconfig", kubeconfig, "--namespace", namespace)
+    plain = _opd(*args, env=env)
+    assert plain.returncode == 0, plain.stderr
+    risky = [line for line in plain.stderr.splitlines() if line.startswith("warning: risky rule: ")]
+    assert len(risky) == 1, plain.stderr
+    assert risky[0].startswith(f"warning: risky rule: ClusterRole {namespace}:opd: rule {{apiGroups ['*'], "
+                               "resources ['*'], verbs ['*']}: ")
+    assert "(asked by plugin 'vaulted')" in risky[0]
+    assert "# RISK: wildcard in verbs" in plain.stdout
+    strict = _opd(*args, "--strict", env=env)
+    _one_line_error(strict, "Error: --strict: 1 rule(s) with wildcards, escalate, bind, impersonate or Secrets")
+    assert risky[0] in strict.stderr

@@ -14,7 +14,7 @@ import opd
 from opd.daemon import config
 from opd.daemon import plugins as daemon_plugins
 from opd.errors import OpdError
-from opd.rbac import deployment, generate
+from opd.rbac import deployment, generate, podconfig
 from opd.rbac.podconfig import pod_config
 from opd.rbac.yamltext import Commented, Document, dump
 
@@ -207,3 +207,135 @@ def test_plugins_with_webhooks_are_said_to_need_a_way_in() -> None:
     [warning] = generate.webhook_warnings(found)
     assert "admitting" in warning and "plain" not in warning and "Service" in warning
     assert generate.webhook_warnings(daemon_plugins.Discovery([_plugin("plain", plain)])) == []
+
+
+# -- secrets out of the ConfigMap, identities and Leases (issue #18) ------------------------------------------------
+
+SECRETIVE = '''# my config
+[opd]
+namespaces = ["a"]
+# password = "old-hunter2"
+
+[plugins.hello]
+api_token = "tok-123456"   # named like a secret
+greeting = "greet-424242"  # declared secret by the plugin
+plain = "shown"
+objects = [
+  { name = "x", token = "tok-arr-777" },
+]
+[plugins.hello.auth]
+user = "u"
+passwd = "pass-4242"
+[plugins.hello.deeper.still]
+client_secret = "cs-31337"
+kept = 1
+[[plugins.hello.items]]
+name = "a"
+private_key = "pk-5555"
+[[plugins.hello.items]]
+name = "b"
+'''
+SECRET_VALUES = ["tok-123456", "greet-424242", "tok-arr-777", "pass-4242", "cs-31337", "pk-5555", "old-hunter2"]
+
+
+def _for_pod(text: str, tmp_path: Path, **kwargs: Any) -> tuple[podconfig.PodConfig, config.DaemonConfig]:
+    path = tmp_path / "opd.toml"
+    path.write_text(text)
+    cfg = config.load(path, env={})
+    return podconfig.for_pod(cfg, text, **kwargs), cfg
+
+
+def test_secrets_leave_the_configmap_for_a_secret_the_pod_overlays(tmp_path: Path) -> None:
+    """Before: a nested secret and an option declared secret went into the ConfigMap as written."""
+    pod, cfg = _for_pod(SECRETIVE, tmp_path, declared={"hello": ["greeting"]})
+    for value in SECRET_VALUES:
+        assert value not in pod.text, value
+    assert pod.secrets is not None and not pod.rewritten
+    assert "# my config\n" in pod.text and 'plain = "shown"' in pod.text  # the file, comments and all
+    assert set(pod.moved) == {"[plugins.hello].api_token", "[plugins.hello].greeting", "[plugins.hello].objects",
+                              "[plugins.hello.auth].passwd", "[plugins.hello.deeper.still].client_secret",
+                              "[plugins.hello].items"}
+    # What the pod reads (the ConfigMap's file overlaid with the Secret's) is the user's config.
+    back = config.parse(pod.text, path=cfg.path, secrets=(pod.secrets, Path("secrets.toml")))
+    assert back == pod.config
+    assert back.plugins.tables["hello"].options == cfg.plugins.tables["hello"].options
+    assert back.plugins.tables["hello"].options["deeper"] == {"still": {"client_secret": "cs-31337", "kept": 1}}
+
+
+def test_a_secret_the_lines_cannot_be_cut_from_rewrites_the_file(tmp_path: Path) -> None:
+    text = '[plugins.hello]\n# a comment\nauth = { user = "u", password = "pw-inline-1" }\n'
+    pod, cfg = _for_pod(text, tmp_path)
+    assert pod.rewritten and "pw-inline-1" not in pod.text and "# a comment" not in pod.text
+    assert pod.config.plugins.tables["hello"].options == cfg.plugins.tables["hello"].options
+    # A secret also written in a comment: cut lines would still show it, so the file is written anew.
+    text = '[plugins.hello]\ntoken = "tok-in-comment"  # was tok-in-comment before\n# tok-in-comment\n'
+    pod, _ = _for_pod(text, tmp_path)
+    assert pod.rewritten and "tok-in-comment" not in pod.text
+
+
+def test_no_secrets_no_secret(tmp_path: Path) -> None:
+    pod, _ = _for_pod('[plugins.hello]\nplain = 1\n', tmp_path)
+    assert pod.secrets is None and pod.moved == () and not pod.rewritten
+
+
+def test_the_secret_is_mounted_beside_the_config_and_named_to_opd_start(tmp_path: Path) -> None:
+    pod, _ = _for_pod(SECRETIVE, tmp_path)
+    assert pod.secrets is not None
+    doc = deployment.secret("opd", "ops", pod.secrets, pod.moved)
+    secret = yaml.safe_load(dump([doc]))
+    assert secret["kind"] == "Secret" and secret["stringData"] == {"secrets.toml": pod.secrets}
+    body = deployment.deployment(pod.config, "opd", "ops", "opd:test", pod.text, secrets=True).body
+    spec = yaml.safe_load(dump([Document(body)]))["spec"]["template"]["spec"]
+    [container] = spec["containers"]
+    assert {"name": "OPD_CONFIG_SECRETS", "value": "/etc/opd/secrets.toml"} in container["env"]
+    [volume] = [v for v in spec["volumes"] if v["name"] == "config"]
+    assert volume["projected"]["defaultMode"] == 0o440
+    assert volume["projected"]["sources"] == [
+        {"configMap": {"name": "opd", "items": [{"key": "opd.toml", "path": "opd.toml"}]}},
+        {"secret": {"name": "opd", "items": [{"key": "secrets.toml", "path": "secrets.toml"}]}}]
+    for value in SECRET_VALUES:  # and not in the pod template (no digest of the Secret either)
+        assert value not in dump([Document(body)])
+
+
+def test_every_pod_is_its_own_ha_identity() -> None:
+    """Before: no identity from the pod; with the default <hostname>-<pid> two containers could collide."""
+    for ha in ("", '[ha]\nmode = "leader"\n'):
+        [container] = _deployment(ha)["spec"]["template"]["spec"]["containers"]
+        assert {"name": "OPD_HA_IDENTITY", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in \
+            container["env"]
+        assert "OPD_CONFIG_SECRETS" not in str(container["env"])
+
+
+def test_a_fixed_identity_with_replicas_is_refused_in_one_line() -> None:
+    """Before: `[ha] identity = "x"` rendered 2 replicas sharing it (both held the Lease: split brain)."""
+    with pytest.raises(OpdError) as caught:
+        _deployment('[ha]\nmode = "leader"\nidentity = "x"\n')
+    message = str(caught.value)
+    assert "[ha].identity = 'x' with 2 replicas" in message and "\n" not in message
+    with pytest.raises(OpdError, match="with 3 replicas"):
+        _deployment('[ha]\nmode = "shards"\nshards = 4\nidentity = "x"\n')
+    assert _deployment('[ha]\nmode = "shards"\nshards = 1\nidentity = "x"\n')["spec"]["replicas"] == 1
+
+
+def test_the_lease_is_the_deployments_in_its_namespace_unless_the_file_names_it(tmp_path: Path) -> None:
+    """Before: Lease "opd" in "default", shared by every installation that kept the defaults."""
+    pod, _ = _for_pod('[ha]\nmode = "leader"\n', tmp_path, name="team-opd", namespace="ops")
+    assert (pod.config.ha.lease, pod.config.ha.lease_namespace) == ("team-opd", "ops")
+    assert config.parse(pod.text).ha == pod.config.ha
+    pod, _ = _for_pod('[ha]\nmode = "leader"\nlease = "opd"\n', tmp_path, name="team-opd", namespace="ops")
+    assert (pod.config.ha.lease, pod.config.ha.lease_namespace) == ("opd", "ops")  # as written, even the default
+    pod, _ = _for_pod('[ha]\nmode = "shards"\nshards = 2\nlease_namespace = "coord"\n', tmp_path, name="x",
+                      namespace="ops")
+    assert (pod.config.ha.lease, pod.config.ha.lease_namespace) == ("x", "coord")
+    pod, _ = _for_pod('[opd]\nlog_level = "debug"\n', tmp_path, name="x", namespace="ops")
+    assert "[ha]" not in pod.text  # no replicas, no Lease
+
+
+def test_a_long_multi_line_secret_is_cut_or_rewritten_quickly(tmp_path: Path) -> None:
+    items = "".join(f'  "tok-{i:05}",\n' for i in range(5000))
+    text = f'# kept\n[plugins.hello]\ntokens = [\n{items}]\nplain = 1\n'
+    pod, _ = _for_pod(text, tmp_path)
+    assert pod.rewritten and "tok-00001" not in pod.text and pod.moved == ("[plugins.hello].tokens",)
+    short = '# kept\n[plugins.hello]\ntokens = [\n  "tok-1",\n  "tok-2",\n]\nplain = 1\n'
+    pod, _ = _for_pod(short, tmp_path)
+    assert not pod.rewritten and "tok-" not in pod.text and "# kept" in pod.text

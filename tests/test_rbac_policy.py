@@ -507,3 +507,128 @@ def test_webhook_configurations_and_converted_crds() -> None:
     assert {**admission, "verbs": ["delete", "get", "update"], "resourceNames": ["ops.example.com"]} in rules
     assert {**crds, "verbs": ["get", "patch"], "resourceNames": ["kopfexamples.kopf.dev"]} in rules
     assert not any("mutatingwebhookconfigurations" in r["resources"] for r in rules)  # no mutating handler
+
+
+# -- risky rules: marked in the YAML, said on stderr (issue #18) -------------------------------------------------------
+
+
+def _risky(toml: str, **kinds: str) -> tuple[Policy, list[str], str]:
+    policy = _policy(toml, **kinds)
+    from opd.rbac.yamltext import dump
+    return policy, objects.flagged(policy, "opd", "ops"), dump(objects.documents(policy, "opd", "ops"))
+
+
+def test_a_plugins_everything_rule_is_flagged_not_silent() -> None:
+    """Before: `*`/`*`/`*` came out under "allowed exactly what the enabled plugins need", no word said."""
+    policy, flagged, text = _risky("""
+        [plugins.x]
+        namespaces = ["team-a"]
+        rules = [{ apiGroups = ["*"], resources = ["*"], verbs = ["*"], clusterwide = true }]
+    """, x="handles")
+    [line] = flagged
+    assert line.startswith('ClusterRole ops:opd: rule {apiGroups [\'*\'], resources [\'*\'], verbs [\'*\']}: ')
+    for what in ("wildcard in apiGroups", "wildcard in resources", "wildcard in verbs", "Secrets in every namespace"):
+        assert what in line
+    assert "(asked by plugin 'x')" in line and "\n" not in line
+    assert "allowed exactly what" not in text
+    assert "1 rule(s) below are\n#   marked RISK" in text
+    cluster = objects.documents(policy, "opd", "ops")[1]
+    [rule] = cluster.body["rules"]
+    assert any(c.startswith("RISK: wildcard in apiGroups") for c in rule.comment), rule.comment
+    assert "# RISK: wildcard in verbs ('*': every verb, escalate, bind and impersonate included) (asked by" in text
+
+
+@pytest.mark.parametrize(("verb", "what"), [
+    ("escalate", "escalate: may create or change roles"), ("bind", "bind: may bind roles"),
+    ("impersonate", "impersonate: may act as other users"),
+])
+def test_escalate_bind_impersonate_are_flagged_in_a_role_too(verb: str, what: str) -> None:
+    group, resource = ("", "users") if verb == "impersonate" else ("rbac.authorization.k8s.io", "roles")
+    _, flagged, text = _risky(f"""
+        [plugins.x]
+        namespaces = ["team-a"]
+        rules = [{{ apiGroups = ["{group}"], resources = ["{resource}"], verbs = ["{verb}"] }}]
+    """, x="handles")
+    [line] = flagged
+    assert line.startswith(f"Role team-a/opd: rule {{apiGroups ['{group}'], resources ['{resource}'], "
+                           f"verbs ['{verb}']}}: {what}")
+    assert "(asked by plugin 'x')" in line
+    assert f"# RISK: {what}" in text
+
+
+def test_secrets_in_every_namespace_are_flagged_with_who_asked() -> None:
+    # A plugin handling Secrets everywhere: opd's own grants for it (list, watch, patch) are flagged, and
+    # named after the plugin; a plugin with Secrets in one namespace, and a named Secret in a Role, are not.
+    _, flagged, _ = _risky("""
+        [plugins.s]
+        [plugins.t]
+        namespaces = ["team-a"]
+        resources = ["secrets"]
+        rules = [{ apiGroups = [""], resources = ["secrets"], verbs = ["get"], resourceNames = ["x"] }]
+    """, s="no_hook", t="handles")
+    [line] = flagged
+    assert "resources ['secrets'], verbs ['list', 'patch', 'watch']" in line
+    assert line.endswith("Secrets in every namespace (list, patch, watch) (asked by plugin 's')")
+    # A named Secret in every namespace is still every namespace's.
+    _, flagged, _ = _risky("""
+        [plugins.t]
+        rules = [{ apiGroups = [""], resources = ["secrets"], verbs = ["get"], resourceNames = ["x"] }]
+    """, t="handles")
+    assert [x for x in flagged if "Secrets named 'x' in every namespace (get)" in x]
+
+
+def test_a_covered_grants_plugin_is_not_blamed_for_the_wildcard() -> None:
+    """y's handler grants are folded into x's `*` rule (reasons and all); the risk names x alone."""
+    _, flagged, _ = _risky("""
+        [plugins.x]
+        rules = [{ apiGroups = [""], resources = ["*"], verbs = ["*"] }]
+        [plugins.y]
+    """, x="handles", y="handles")
+    risky = [line for line in flagged if "resources ['*']" in line]
+    assert len(risky) == 1 and "plugin 'x'" in risky[0] and "plugin 'y'" not in risky[0], flagged
+
+
+def test_what_the_example_shapes_need_is_not_flagged() -> None:
+    _, flagged, text = _risky("""
+        [plugins.x]
+        namespaces = ["team-a"]
+        rules = "declared"
+    """, x="handles")
+    assert [line for line in flagged if "Secrets" not in line] == []
+    assert flagged == []  # secrets: in team-a only; pods cluster-wide; URLs named
+    assert "allowed exactly what the enabled plugins need" in text
+
+
+def test_url_wildcards_are_flagged() -> None:
+    _, flagged, _ = _risky("""
+        [plugins.x]
+        namespaces = ["team-a"]
+        rules = [{ nonResourceURLs = ["/metrics", "/debug/*"], verbs = ["get"] }]
+    """, x="handles")
+    [line] = flagged
+    assert "nonResourceURLs ['/debug/*', '/metrics']" in line and "wildcard in nonResourceURLs ('/debug/*')" in line
+
+
+class _Odd:
+    def __repr__(self) -> str:
+        return "line one\nline two"
+
+
+class _Broken:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+@pytest.mark.parametrize("value", [
+    [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["x" * 10_000]}],
+    [{"apiGroups": [""], "resources": ["secrets"], "verbs": _Odd()}],
+    [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "clusterwide": _Broken()}],
+    [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "y" * 5000: 1}],
+])
+def test_what_a_plugin_returns_is_shown_short_on_one_line(value: Any) -> None:
+    """Before: the value's repr went into the message whole (10 000 characters; a repr's own line breaks)."""
+    with pytest.raises(PolicyError) as caught:
+        declared_rules("x", value)
+    message = str(caught.value)
+    assert "\n" not in message and len(message) < 300, message
+    assert message.startswith("plugin 'x': opd_rbac()[0]")

@@ -30,6 +30,11 @@ else:  # pragma: no cover
 
 DEFAULT_PATH = Path("/etc/opd/opd.toml")
 ENV_VAR = "OPD_CONFIG"
+# A second file, with the secret keys (a Kubernetes Secret mounted beside the ConfigMap): its tables
+# overlay the main file's before validation. Set only by who runs opd, never by the config itself.
+SECRETS_ENV_VAR = "OPD_CONFIG_SECRETS"
+# A config file is written by people: far below this. Read no more than that of whatever the path holds.
+MAX_FILE_BYTES = 1 << 20
 
 LOG_LEVELS = ("trace", "debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "text", "json", "journal")
@@ -208,33 +213,49 @@ def resolve_path(path: Path | str | None = None, env: Mapping[str, str] | None =
     return DEFAULT_PATH, False
 
 
+def secrets_path(env: Mapping[str, str] | None = None) -> Path | None:
+    """The secrets file to overlay (``$OPD_CONFIG_SECRETS``), or None."""
+    env = os.environ if env is None else env
+    return Path(env[SECRETS_ENV_VAR]) if env.get(SECRETS_ENV_VAR) else None
+
+
 def load(path: Path | str | None = None, env: Mapping[str, str] | None = None) -> DaemonConfig:
-    """Read and validate the config file; raises ConfigFileError listing every problem."""
+    """Read and validate the config file, overlaid with the secrets file when ``$OPD_CONFIG_SECRETS``
+    names one; raises ConfigFileError listing every problem."""
     target, explicit = resolve_path(path, env)
+    secrets = secrets_path(env)
+    extra = (_read(secrets), secrets) if secrets is not None else None
     if not explicit and not target.exists():
-        return DaemonConfig()
+        return parse(b"", secrets=extra) if extra is not None else DaemonConfig()
+    return parse(_read(target), path=target, secrets=extra)
+
+
+def _read(path: Path) -> bytes:
     try:
-        data = target.read_bytes()
+        with path.open("rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
-        raise ConfigFileError(str(target), [f"cannot read: {exc.strerror or exc}"]) from None
-    return parse(data, path=target)
+        raise ConfigFileError(str(path), [f"cannot read: {exc.strerror or exc}"]) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigFileError(str(path), [f"larger than {MAX_FILE_BYTES // 1024} KiB: not a config file"])
+    return data
 
 
-def parse(data: bytes | str, path: Path | None = None) -> DaemonConfig:
-    """Parse and validate TOML text; ``path`` names it in messages and anchors relative paths."""
+def parse(data: bytes | str, path: Path | None = None,
+          secrets: tuple[bytes | str, Path] | None = None) -> DaemonConfig:
+    """Parse and validate TOML text; ``path`` names it in messages and anchors relative paths.
+
+    ``secrets`` (its text and path) overlays it: its tables merge into the file's, key by key at
+    any depth, and any other value of it replaces the file's; validation sees the result.
+    """
     source = str(path) if path is not None else "<config>"
-    if isinstance(data, bytes):
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line = data[: exc.start].count(b"\n") + 1
-            raise ConfigFileError(source, [f"line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x})"]) from None
-    else:
-        text = data
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigFileError(source, [_syntax_problem(exc)]) from None
+    document = _toml(data, source)
+    if secrets is not None:
+        secret_data, secret_path = secrets
+        conflicts = overlay(document, _toml(secret_data, str(secret_path)))
+        source = f"{source} (with {secret_path})"
+        if conflicts:
+            raise ConfigFileError(source, conflicts)
     problems: list[str] = []
     base = (path.parent if path is not None else Path.cwd()).absolute()
     parsed = _Validator(problems, base).document(document)
@@ -244,6 +265,39 @@ def parse(data: bytes | str, path: Path | None = None) -> DaemonConfig:
     if problems:
         raise ConfigFileError(source, problems, partial=config)
     return config
+
+
+def _toml(data: bytes | str, source: str) -> dict[str, Any]:
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data[: exc.start].count(b"\n") + 1
+            raise ConfigFileError(source, [f"line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x})"]) from None
+    else:
+        text = data
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigFileError(source, [_syntax_problem(exc)]) from None
+
+
+def overlay(base: dict[str, Any], top: Mapping[str, Any], where: tuple[str, ...] = ()) -> list[str]:
+    """Merge ``top`` into ``base`` in place: tables key by key, any other value replaces. Returns the
+    conflicts (a table in one, a value in the other), one line each, naming the key."""
+    conflicts = []
+    for key, value in top.items():
+        here = (*where, key)
+        mine = base.get(key)
+        if isinstance(mine, dict) and isinstance(value, Mapping):
+            conflicts += overlay(mine, value, here)
+        elif key in base and (isinstance(mine, dict) or isinstance(value, Mapping)):
+            name = ".".join(table_key(k) for k in here)
+            conflicts.append(f"{name}: a table in one file and a value in the other (the secrets file overlays "
+                             "tables key by key)")
+        else:
+            base[key] = copy.deepcopy(value)
+    return conflicts
 
 
 def _syntax_problem(exc: tomllib.TOMLDecodeError) -> str:

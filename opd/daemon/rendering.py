@@ -1,4 +1,5 @@
-"""``opd config show``: the effective configuration as TOML, defaults included, secrets redacted."""
+"""``opd config show``: the effective configuration as TOML, defaults included, secrets redacted; and what
+counts as a secret in a config (``opd manifests`` puts those into a Secret)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,13 @@ from opd.daemon.config import DaemonConfig
 from opd.plugin.options import Option, table_key
 
 # Keys whose values `opd config show` never prints: any name with one of these words in it.
-SECRET_WORDS = ("password", "token", "secret", "key")
+SECRET_WORDS = ("password", "passwd", "passphrase", "token", "secret", "key", "credential", "private")
 REDACTED = "<redacted>"
+
+
+def toml_key(name: str) -> str:
+    """A key as TOML reads it back: bare when it can be, else a basic string (DEL escaped, as in values)."""
+    return table_key(name).replace("\x7f", "\\u007f")
 
 
 def toml_value(value: Any) -> str:
@@ -25,21 +31,41 @@ def toml_value(value: Any) -> str:
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, (int, float)):
         return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)  # JSON's escapes are valid in TOML basic strings
-    if isinstance(value, Path):
-        return json.dumps(str(value), ensure_ascii=False)
+    if isinstance(value, str | Path):
+        # JSON's escapes are valid in TOML basic strings; DEL is the one control character JSON leaves as is.
+        return json.dumps(str(value), ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, (datetime.date, datetime.time)):
         return str(value.isoformat())
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{table_key(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
-    return json.dumps(str(value))
+        return "{" + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
+    return toml_value(str(value))
+
+
+def toml_document(document: Mapping[str, Any]) -> str:
+    """A whole TOML document (as ``tomllib`` gives one) written back: tables as ``[a.b]`` headers, their
+    other values inline (arrays of tables too), so that ``tomllib.loads`` reads back the same."""
+    lines: list[str] = []
+    _table(lines, (), document)
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def _table(lines: list[str], path: tuple[str, ...], table: Mapping[str, Any]) -> None:
+    values = [(k, v) for k, v in table.items() if not isinstance(v, Mapping)]
+    tables = [(k, v) for k, v in table.items() if isinstance(v, Mapping)]
+    if path and (values or not tables):  # a table of tables only is made by their headers
+        if lines:
+            lines.append("")
+        lines.append(f"[{'.'.join(toml_key(k) for k in path)}]")
+    lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in values]
+    for key, value in tables:
+        _table(lines, (*path, key), value)
 
 
 def secret_name(key: str) -> bool:
-    """A key whose value ``config show`` keeps to itself: its name has password, token, secret or key in it."""
+    """A key whose value ``config show`` keeps to itself: its name has password, token, secret, key,
+    credential or private in it (any case)."""
     return any(word in key.lower() for word in SECRET_WORDS)
 
 
@@ -55,7 +81,7 @@ def redact(key: str, value: Any, secret: bool = False) -> Any:
 
 
 def _assign(key: str, value: Any, secret: bool = False, comment: str = "") -> str:
-    line = f"{table_key(key)} = {toml_value(redact(key, value, secret))}"
+    line = f"{toml_key(key)} = {toml_value(redact(key, value, secret))}"
     return f"{line}  # {comment}" if comment else line
 
 
@@ -110,7 +136,7 @@ def render(config: DaemonConfig, options: Mapping[str, Sequence[Option] | None] 
     declared = [name for name, found in sorted(options.items()) if found and name not in p.tables]
     for name in [*p.tables, *declared]:
         resolved = config.plugin(name)
-        lines += ["", f"[plugins.{table_key(name)}]"]
+        lines += ["", f"[plugins.{toml_key(name)}]"]
         if resolved.clusterwide:
             lines.append(_assign("clusterwide", True))
         else:

@@ -11,20 +11,21 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
+from opd.daemon import config as daemon_config
 from opd.daemon import plugins as daemon_plugins
 from opd.daemon.config import DaemonConfig
-from opd.daemon.rendering import secret_name
 from opd.engine.execution import brief
 from opd.errors import OpdError
 from opd.kube import credentials
 from opd.kube.api import REQUEST_ERRORS, APIError
 from opd.kube.credentials import Login
 from opd.kube.discovery import Discovery as ApiDiscovery
-from opd.plugin.options import table_key
 from opd.rbac import deployment, objects
 from opd.rbac.derive import Policy, derive
-from opd.rbac.podconfig import pod_config, port_of
+from opd.rbac.podconfig import for_pod, port_of
 from opd.rbac.yamltext import Document, dump
 from opd.resources import Resource
 from opd.settings import NetworkingSettings
@@ -64,31 +65,65 @@ def _head(docs: list[Document], lines: Sequence[str]) -> list[Document]:
     return [dataclasses.replace(first, comment=(*lines, *first.comment)), *docs[1:]]
 
 
+@dataclass(frozen=True)
+class Output:
+    """What ``opd rbac`` or ``opd manifests`` prints, what it says on stderr, and the risky rules."""
+
+    text: str
+    warnings: list[str]
+    flagged: list[str]  # one line per risky rule: where, the rule, what and who asked
+
+    def refuse_if_strict(self, strict: bool) -> None:
+        """--strict: a risky rule is an error (one line), after the warnings that name each."""
+        if strict and self.flagged:
+            raise OpdError(f"--strict: {len(self.flagged)} rule(s) with wildcards, escalate, bind, impersonate or "
+                           "Secrets in every namespace (each said above); nothing printed")
+
+
 def rbac(config: DaemonConfig, found: daemon_plugins.Discovery, login: Login, *, name: str,
-         namespace: str) -> str:
+         namespace: str) -> Output:
     """The YAML of ``opd rbac``."""
     served, where = asyncio.run(served_resources(login))
-    docs = objects.documents(policy(config, found, served), name, namespace)
+    derived = policy(config, found, served)
+    docs = objects.documents(derived, name, namespace)
     source = str(config.path) if config.path else "no config file (defaults)"
-    return dump(_head(docs, [f"opd rbac: for {source}, resolved against {where}", ""]))
+    return Output(dump(_head(docs, [f"opd rbac: for {source}, resolved against {where}", ""])), [],
+                  objects.flagged(derived, name, namespace))
 
 
 def manifests(config: DaemonConfig, found: daemon_plugins.Discovery, login: Login, *, name: str, namespace: str,
-              image: str) -> tuple[str, list[str]]:
+              image: str) -> Output:
     """The YAML of ``opd manifests``, and warnings for the person running it."""
-    try:
-        text = config.path.read_text() if config.path else ""
-    except OSError as exc:
-        raise OpdError(f"{config.path}: cannot read: {exc.strerror or exc}") from None
-    pod_text = pod_config(config, text)  # before the cluster: a file it cannot edit fails fast
+    text = _read(config.path) if config.path else ""
+    secrets_path = daemon_config.secrets_path()
+    extra = _read(secrets_path) if secrets_path is not None else None
+    declared = {p.name: [o.name for o in p.options or () if o.secret] for p in found.plugins}
+    # Before the cluster: a file it cannot edit, or replicas that would share one identity, fail fast.
+    pod = for_pod(config, text, declared=declared, name=name, namespace=namespace, extra_secrets=extra)
+    deployment.check_identity(pod.config)
     served, where = asyncio.run(served_resources(login))
-    docs = objects.documents(policy(config, found, served), name, namespace)
+    derived = policy(pod.config, found, served)  # the pod's [ha]: its Leases where the pod keeps them
+    docs = objects.documents(derived, name, namespace)
     source = str(config.path) if config.path else "no config file (defaults)"
-    docs.append(deployment.config_map(name, namespace, pod_text, source, port_of(config)))
-    docs.append(deployment.deployment(config, name, namespace, image, pod_text))
+    lease = ""
+    if config.ha != pod.config.ha:
+        lease = (f"[ha] lease = \"{pod.config.ha.lease}\", lease_namespace = \"{pod.config.ha.lease_namespace}\": "
+                 "the deployment's own Lease(s), in its namespace (set them in the file to choose others).")
+    docs.append(deployment.config_map(name, namespace, pod.text, source, port_of(config), moved=pod.moved,
+                                      lease=lease, rewritten=pod.rewritten))
+    if pod.secrets is not None:
+        docs.append(deployment.secret(name, namespace, pod.secrets, pod.moved))
+    docs.append(deployment.deployment(pod.config, name, namespace, image, pod.text, secrets=pod.secrets is not None))
     head = [f"opd manifests: for {source}, resolved against {where}",
             f"Apply with: kubectl apply -f - (the namespace {namespace} must exist).", ""]
-    return dump(_head(docs, head)), _secret_warnings(config, found, namespace) + webhook_warnings(found)
+    return Output(dump(_head(docs, head)), webhook_warnings(found), objects.flagged(derived, name, namespace))
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OpdError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def webhook_warnings(found: daemon_plugins.Discovery) -> list[str]:
@@ -100,16 +135,3 @@ def webhook_warnings(found: daemon_plugins.Discovery) -> list[str]:
     return [f"plugin(s) {', '.join(owners)} serve webhooks, which these manifests do not expose to the API server "
             f"(no Service, a certificate per pod): add a Service for [webhooks] listen, set [webhooks] service and "
             f"a cert_dir shared by the pods (a Secret), or run those plugins outside the cluster"]
-
-
-def _secret_warnings(config: DaemonConfig, found: daemon_plugins.Discovery, namespace: str) -> list[str]:
-    """Keys of the config that look like secrets: a ConfigMap is no place for them."""
-    declared = {p.name: {o.name for o in p.options or () if o.secret} for p in found.plugins}
-    warnings = []
-    for plugin, table in config.plugins.tables.items():
-        for key in table.options:
-            if secret_name(key) or key in declared.get(plugin, set()):
-                warnings.append(f"[plugins.{table_key(plugin)}].{table_key(key)} looks like a secret: the ConfigMap "
-                                f"holds the config file as it is, readable by whoever may read ConfigMaps in "
-                                f"{namespace}")
-    return warnings

@@ -38,7 +38,28 @@ def _why(reasons: tuple[str, ...]) -> str:
 
 
 def _rules(rules: list[Rule]) -> list[Commented]:
-    return [Commented(rule.to_dict(), tuple(_wrap(_why(rule.reasons)))) for rule in rules]
+    return [Commented(rule.to_dict(), (*_wrap(_why(rule.reasons)), *(line for risk in rule.risks
+                                                                       for line in _wrap(f"RISK: {risk}"))))
+            for rule in rules]
+
+
+def _brief(rule: Rule) -> str:
+    """A rule on one line, as the YAML has it."""
+    if rule.urls:
+        return f"nonResourceURLs {list(rule.urls)}, verbs {list(rule.verbs)}"
+    named = f", resourceNames {list(rule.names)}" if rule.names else ""
+    return f"apiGroups {list(rule.groups)}, resources {list(rule.resources)}, verbs {list(rule.verbs)}{named}"
+
+
+def flagged(policy: Policy, name: str, namespace: str) -> list[str]:
+    """One line per risky rule: where it is (ClusterRole or Role), the rule, what is risky and who asked."""
+    lines = []
+    for place in policy.grants.places():
+        role = f"ClusterRole {cluster_name(name, namespace)}" if place is None else f"Role {place}/{name}"
+        for rule in policy.grants.rules(place):
+            if rule.risks:
+                lines.append(f"{role}: rule {{{_brief(rule)}}}: {'; '.join(str(r) for r in rule.risks)}")
+    return lines
 
 
 def documents(policy: Policy, name: str, namespace: str) -> list[Document]:
@@ -48,8 +69,14 @@ def documents(policy: Policy, name: str, namespace: str) -> list[Document]:
     grants = policy.grants
     places = grants.places()
     plugins = ", ".join(policy.plugins) if policy.plugins else "none"
-    head = [f"opd's ServiceAccount {namespace}/{name}, allowed exactly what the enabled plugins need "
-            f"(plugins: {plugins}).",
+    risky = len(flagged(policy, name, namespace))
+    if risky:
+        allowed = (f"allowed what the enabled plugins ask for (plugins: {plugins}); {risky} rule(s) below are "
+                   "marked RISK (wildcards, escalate, bind, impersonate or Secrets in every namespace): read them "
+                   "before applying ('opd rbac --strict' refuses them).")
+    else:
+        allowed = f"allowed exactly what the enabled plugins need (plugins: {plugins})."
+    head = [f"opd's ServiceAccount {namespace}/{name}, {allowed}",
             "Each rule says why above it:", *(f"  {line}" for line in LEGEND),
             "API discovery (/api, /apis) needs no rule here: the API server grants it to every authenticated "
             "user (ClusterRole system:discovery).",

@@ -84,6 +84,7 @@ class Rule:
     names: tuple[str, ...] = ()
     urls: tuple[str, ...] = ()
     reasons: tuple[str, ...] = ()
+    risks: tuple[Risk, ...] = ()  # what in it deserves a second look, and who asked for it
 
     def to_dict(self) -> dict[str, Any]:
         """The PolicyRule as the API server takes it."""
@@ -129,11 +130,12 @@ class Grants:
         return kept
 
     def rules(self, place: Place) -> list[Rule]:
-        """The merged rules for one place: one per API group and set of (verbs, names), sorted."""
+        """The merged rules for one place: one per API group and set of (verbs, names), sorted, each with
+        its risks (named after who asked for the risky grant itself, not the narrower grants it absorbed)."""
         needed = {g: r for g, r in self.needed().items() if g.place == place}
         rules = _resource_rules({g: r for g, r in needed.items() if g.url is None})
         rules += _url_rules({g: r for g, r in needed.items() if g.url is not None})
-        return rules
+        return [_with_risks(rule, [(g, self.reasons[g]) for g in needed if _in_rule(g, rule)]) for rule in rules]
 
 
 def _resource_rules(grants: Mapping[Grant, set[str]]) -> list[Rule]:
@@ -162,6 +164,82 @@ def _resource_rules(grants: Mapping[Grant, set[str]]) -> list[Rule]:
         rules.append(Rule(groups=(group,), resources=tuple(sorted(resource_set)), verbs=verb_list,
                           names=object_names, reasons=tuple(sorted(reasons))))
     return sorted(rules, key=lambda r: (r.groups, r.resources, r.verbs, r.names))
+
+
+# -- what deserves a second look --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Risk:
+    """Something a rule allows that goes beyond one plugin's own objects: what, and who asked for it."""
+
+    what: str
+    sources: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.what} (asked by {', '.join(self.sources)})"
+
+
+# Verbs that hand out more than the rule names: RBAC checks them so that they are not granted by accident.
+_RISKY_VERBS = {
+    "escalate": "escalate: may create or change roles to grant what it does not hold itself",
+    "bind": "bind: may bind roles it does not hold itself",
+    "impersonate": "impersonate: may act as other users, groups or service accounts",
+}
+
+
+def grant_risks(grant: Grant) -> list[str]:
+    """What one grant allows beyond the plain, named permission it reads as (empty: nothing)."""
+    found = []
+    if grant.url is not None:
+        if "*" in grant.url:
+            found.append(f"wildcard in nonResourceURLs ({grant.url!r})")
+    else:
+        if grant.group == "*":
+            found.append("wildcard in apiGroups ('*': every API group)")
+        if "*" in grant.resource:
+            found.append(f"wildcard in resources ({grant.resource!r})")
+    if grant.verb == "*":
+        found.append("wildcard in verbs ('*': every verb, escalate, bind and impersonate included)")
+    elif grant.verb in _RISKY_VERBS:
+        found.append(_RISKY_VERBS[grant.verb])
+    if (grant.place is None and grant.url is None and grant.group in ("", "*")
+            and grant.resource.split("/")[0] in ("secrets", "*")):
+        named = f" named {grant.name!r}" if grant.name is not None else ""
+        found.append(f"Secrets{named} in every namespace ({grant.verb})")
+    return found
+
+
+def _source(reason: str) -> str:
+    source = reason.partition(": ")[0]
+    return source if source.startswith(("[", "webhooks")) else f"plugin {source!r}"
+
+
+def _in_rule(grant: Grant, rule: Rule) -> bool:
+    if grant.url is not None:
+        return grant.url in rule.urls and grant.verb in rule.verbs
+    return (not rule.urls and grant.group in rule.groups and grant.resource in rule.resources
+            and grant.verb in rule.verbs and (grant.name in rule.names if rule.names else grant.name is None))
+
+
+def _with_risks(rule: Rule, grants: Sequence[tuple[Grant, set[str]]]) -> Rule:
+    by_what: dict[str, set[str]] = {}
+    for grant, reasons in grants:
+        for what in grant_risks(grant):
+            by_what.setdefault(what, set()).update(_source(r) for r in reasons)
+    # The Secrets risk per verb reads as one line: "Secrets in every namespace (get, list)".
+    merged: dict[str, set[str]] = {}
+    verbs: dict[str, list[str]] = {}
+    for what, sources in sorted(by_what.items()):
+        found = re.fullmatch(r"(Secrets.* in every namespace) \((\S+)\)", what)
+        key = found.group(1) if found else what
+        merged.setdefault(key, set()).update(sources)
+        if found:
+            verbs.setdefault(key, []).append(found.group(2))
+    risks = tuple(Risk(f"{what} ({', '.join(verbs[what])})" if what in verbs else what, tuple(sorted(sources)))
+                  for what, sources in merged.items())
+    rule.risks = risks
+    return rule
 
 
 def _url_rules(grants: Mapping[Grant, set[str]]) -> list[Rule]:
@@ -219,23 +297,23 @@ def _declared(where: str, rule: object) -> DeclaredRule:
         if key not in (*_RULE_KEYS, *_OPD_KEYS):
             guess = closest(str(key), [*_RULE_KEYS, *_OPD_KEYS])
             hint = f" (did you mean {guess!r}?)" if guess else ""
-            raise PolicyError(f"{where}: unknown key {key!r}{hint}")
+            raise PolicyError(f"{where}: unknown key {_shown(key)}{hint}")
     verbs = _strings(where, rule, "verbs", required=True)
     for verb in verbs:
         if verb not in VERBS:
             guess = closest(verb, VERBS)
             hint = f" (did you mean {guess!r}?)" if guess else ""
-            raise PolicyError(f"{where}.verbs: unknown verb {verb!r}{hint}")
+            raise PolicyError(f"{where}.verbs: unknown verb {_shown(verb)}{hint}")
     urls = _strings(where, rule, "nonResourceURLs")
     clusterwide = rule.get("clusterwide", False)
     if not isinstance(clusterwide, bool):
-        raise PolicyError(f"{where}.clusterwide: expected True or False, got {clusterwide!r}")
+        raise PolicyError(f"{where}.clusterwide: expected True or False, got {_shown(clusterwide)}")
     namespaces: tuple[str, ...] | None = None
     if "namespaces" in rule:
         namespaces = _strings(where, rule, "namespaces", required=True)
         bad = [n for n in namespaces if not _NAMESPACE.fullmatch(n)]
         if bad:
-            raise PolicyError(f"{where}.namespaces: {bad[0]!r} is not a namespace name (a Role names one "
+            raise PolicyError(f"{where}.namespaces: {_shown(bad[0])} is not a namespace name (a Role names one "
                               f"namespace; for patterns, use clusterwide = True)")
         if clusterwide:
             raise PolicyError(f"{where}: namespaces and clusterwide together: give one or the other")
@@ -245,19 +323,20 @@ def _declared(where: str, rule: object) -> DeclaredRule:
                 raise PolicyError(f"{where}: nonResourceURLs with {key}: a rule is for URLs or for resources")
         bad = [u for u in urls if not u.startswith("/") and u != "*"]
         if bad:
-            raise PolicyError(f"{where}.nonResourceURLs: {bad[0]!r} is not a path (starts with '/')")
+            raise PolicyError(f"{where}.nonResourceURLs: {_shown(bad[0])} is not a path (starts with '/')")
         return DeclaredRule(groups=(), resources=(), verbs=verbs, urls=urls, clusterwide=True)
     if "apiGroups" not in rule:
         raise PolicyError(f"{where}: missing apiGroups (use [\"\"] for the core group: configmaps, secrets, ...)")
     groups = tuple(_strings(where, rule, "apiGroups", required=True, empty_ok=True))
     bad = [g for g in groups if g and not _GROUP.fullmatch(g)]
     if bad:
-        raise PolicyError(f"{where}.apiGroups: {bad[0]!r} is not an API group (e.g. \"\", \"apps\", \"kopf.dev\")")
+        raise PolicyError(f"{where}.apiGroups: {_shown(bad[0])} is not an API group "
+                          "(e.g. \"\", \"apps\", \"kopf.dev\")")
     resources = _strings(where, rule, "resources", required=True)
     bad = [r for r in resources if not _RESOURCE.fullmatch(r)]
     if bad:
-        raise PolicyError(f"{where}.resources: {bad[0]!r} is not a resource (a plural, lowercase: \"configmaps\", "
-                          f"\"jobs\", \"deployments/scale\")")
+        raise PolicyError(f"{where}.resources: {_shown(bad[0])} is not a resource (a plural, lowercase: "
+                          "\"configmaps\", \"jobs\", \"deployments/scale\")")
     names = _strings(where, rule, "resourceNames")
     unnamed = [v for v in verbs if v in _UNNAMED_VERBS]
     if names and unnamed:
@@ -269,6 +348,16 @@ def _declared(where: str, rule: object) -> DeclaredRule:
                         clusterwide=clusterwide)
 
 
+def _shown(value: object) -> str:
+    """A value in a message: its repr, on one line, at most 80 characters (it comes from a plugin)."""
+    try:
+        text = repr(value)
+    except Exception:  # a plugin's object whose __repr__ fails
+        return f"<{type(value).__name__}>"
+    text = text.replace("\n", "\\n").replace("\r", "\\r")
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
 def _strings(where: str, rule: Mapping[str, Any], key: str, *, required: bool = False,
              empty_ok: bool = False) -> tuple[str, ...]:
     if key not in rule:
@@ -277,10 +366,10 @@ def _strings(where: str, rule: Mapping[str, Any], key: str, *, required: bool = 
         return ()
     value = rule[key]
     if isinstance(value, str) or not isinstance(value, Sequence):
-        raise PolicyError(f"{where}.{key}: expected a list of strings, got {value!r}")
+        raise PolicyError(f"{where}.{key}: expected a list of strings, got {_shown(value)}")
     if required and not value:
         raise PolicyError(f"{where}.{key}: empty list (a rule that allows nothing)")
     for item in value:
         if not isinstance(item, str) or (not item and not empty_ok):
-            raise PolicyError(f"{where}.{key}: expected non-empty strings, got {item!r}")
+            raise PolicyError(f"{where}.{key}: expected non-empty strings, got {_shown(item)}")
     return tuple(value)
