@@ -1,0 +1,71 @@
+"""What ``opd rbac`` derives for the mirror, against the local kube-apiserver's discovery, as an admin runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+
+def opd_rbac(tmp_path: Path, kubeconfig: Path, toml: str) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "opd.toml"
+    path.write_text(toml)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPD_") and k not in ("KUBECONFIG", "PYTHONPATH")}
+    return subprocess.run([sys.executable, "-m", "opd", "rbac", "--config", str(path), "--kubeconfig", str(kubeconfig),
+                           "--namespace", "opd-system"], capture_output=True, text=True, timeout=90, env=env)
+
+
+def roles(output: str) -> dict[tuple[str, str | None], list[dict[str, Any]]]:
+    """(kind, namespace) of each ClusterRole and Role, with its rules."""
+    return {(doc["kind"], doc["metadata"].get("namespace")): doc.get("rules") or []
+            for doc in yaml.safe_load_all(output) if doc and doc["kind"] in ("ClusterRole", "Role")}
+
+
+def grants(rules: list[dict[str, Any]], resource: str) -> set[str]:
+    return {verb for rule in rules if resource in rule.get("resources", []) for verb in rule["verbs"]}
+
+
+MIRROR = """
+[plugins]
+enable = ["mirror"]
+[plugins.mirror]
+namespaces = ["platform"]
+[[plugins.mirror.rules]]
+from = "platform"
+to = ["team-a"]
+"""
+
+
+@pytest.mark.apiserver
+def test_a_namespaced_mirror_gets_namespaced_roles_only(tmp_path: Path, kubeconfig: Path) -> None:
+    # issue #18: with namespaces = ["platform"] and one target, opd's account could list every Secret
+    # of the cluster (a ClusterRole for the mirror's search of its copies, and for glob targets).
+    made = opd_rbac(tmp_path, kubeconfig, MIRROR)
+    assert made.returncode == 0, made.stderr
+    found = roles(made.stdout)
+    assert set(found) == {("Role", "platform"), ("Role", "team-a")}, sorted(found, key=str)
+    assert grants(found["Role", "platform"], "secrets") == {"get", "list", "patch", "watch"}  # sources
+    assert grants(found["Role", "team-a"], "secrets") == {"create", "delete", "get", "list", "patch"}  # copies
+    assert not [rule for rule in found["Role", "team-a"] if "namespaces" in rule.get("resources", [])]
+
+
+@pytest.mark.apiserver
+def test_without_rules_the_mirror_asks_for_no_secrets(tmp_path: Path, kubeconfig: Path) -> None:
+    made = opd_rbac(tmp_path, kubeconfig, '[plugins]\nenable = ["mirror"]\n[plugins.mirror]\nnamespaces = ["platform"]\n')
+    assert made.returncode == 0, made.stderr
+    for rules in roles(made.stdout).values():
+        assert not grants(rules, "secrets"), rules
+
+
+@pytest.mark.apiserver
+def test_the_retired_keys_are_one_line(tmp_path: Path, kubeconfig: Path) -> None:
+    old = MIRROR.replace('namespaces = ["platform"]', 'namespaces = ["platform"]\nallowed_targets = ["*"]')
+    made = opd_rbac(tmp_path, kubeconfig, old)
+    assert made.returncode != 0
+    assert "[plugins.mirror].allowed_targets: no longer read: write one [[plugins.mirror.rules]]" in made.stderr
+    assert "Traceback" not in made.stderr
