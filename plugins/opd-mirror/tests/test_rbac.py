@@ -56,7 +56,8 @@ def test_a_namespaced_mirror_gets_namespaced_roles_only(tmp_path: Path, kubeconf
 
 @pytest.mark.apiserver
 def test_without_rules_the_mirror_asks_for_no_secrets(tmp_path: Path, kubeconfig: Path) -> None:
-    made = opd_rbac(tmp_path, kubeconfig, '[plugins]\nenable = ["mirror"]\n[plugins.mirror]\nnamespaces = ["platform"]\n')
+    toml = '[plugins]\nenable = ["mirror"]\n[plugins.mirror]\nnamespaces = ["platform"]\n'
+    made = opd_rbac(tmp_path, kubeconfig, toml)
     assert made.returncode == 0, made.stderr
     for rules in roles(made.stdout).values():
         assert not grants(rules, "secrets"), rules
