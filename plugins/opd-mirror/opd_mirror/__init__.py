@@ -19,7 +19,7 @@ from kubernetes_asyncio import client
 from opd_mirror.config import OPTIONS, Config
 from opd_mirror.mirroring import COPIED_FIELDS, LABEL, State, enabled, forget, prune, reconcile, selects
 
-__all__ = ["Config", "opd_options", "opd_rbac", "opd_register"]
+__all__ = ["Config", "opd_namespaces", "opd_options", "opd_rbac", "opd_register"]
 
 MEMO_KEY = "opd_mirror"  # one memo may serve several plugins: keep ours under one key
 
@@ -48,6 +48,14 @@ def opd_register(registry: opd.OperatorRegistry, config: dict[str, Any]) -> None
         return  # no handlers: opd watches no Secret nor ConfigMap for this plugin, and asks no rights for it
     for plural in COPIED_FIELDS:
         _register_resource(registry, plural, cfg)
+
+
+@opd.hookimpl
+def opd_namespaces(config: dict[str, Any]) -> list[str] | None:
+    # Sources are only in the rules' from namespaces: opd watches (and grants list and watch of)
+    # Secrets and ConfigMaps there for this plugin, and nowhere else, whatever [opd] serves.
+    cfg = Config.of(config)
+    return sorted(cfg.sources()) if cfg.rules else None
 
 
 @opd.hookimpl

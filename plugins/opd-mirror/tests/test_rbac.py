@@ -70,3 +70,27 @@ def test_the_retired_keys_are_one_line(tmp_path: Path, kubeconfig: Path) -> None
     assert made.returncode != 0
     assert "[plugins.mirror].allowed_targets: no longer read: write one [[plugins.mirror.rules]]" in made.stderr
     assert "Traceback" not in made.stderr
+
+
+@pytest.mark.apiserver
+def test_served_everywhere_the_mirror_still_watches_only_its_sources(tmp_path: Path, kubeconfig: Path) -> None:
+    # No namespaces in its table nor in [opd] (opd serves every namespace): the plugin's
+    # opd_namespaces narrows it to its rules' from namespaces. Before, a ClusterRole let opd list
+    # and watch every Secret of the cluster for its handlers.
+    made = opd_rbac(tmp_path, kubeconfig, MIRROR.replace('namespaces = ["platform"]\n', "")
+                    + '[[plugins.mirror.rules]]\nfrom = "apps"\nto = ["team-a", "team-b"]\n')
+    assert made.returncode == 0, made.stderr
+    found = roles(made.stdout)
+    assert set(found) == {("Role", ns) for ns in ("apps", "platform", "team-a", "team-b")}, sorted(found, key=str)
+    for source in ("apps", "platform"):
+        assert grants(found["Role", source], "secrets") == {"get", "list", "patch", "watch"}
+
+
+@pytest.mark.apiserver
+def test_sources_opd_does_not_serve_are_one_line(tmp_path: Path, kubeconfig: Path) -> None:
+    made = opd_rbac(tmp_path, kubeconfig, '[opd]\nnamespaces = ["elsewhere"]\n' + MIRROR.replace(
+        'namespaces = ["platform"]\n', ""))
+    assert made.returncode != 0
+    assert ("Error: plugin 'mirror' cannot load: it needs namespaces platform, and [plugins.mirror].namespaces "
+            "(else [opd].namespaces) serves none of them;") in made.stderr, made.stderr
+    assert "Traceback" not in made.stderr
