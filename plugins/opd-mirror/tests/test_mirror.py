@@ -6,6 +6,8 @@ import asyncio
 import base64
 import contextlib
 import functools
+import re
+import tomllib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from importlib import metadata
@@ -142,6 +144,25 @@ def test_defaults_copy_nothing_and_watch_nothing() -> None:
     # No rule: no handler of Secrets or ConfigMaps, so opd neither watches them nor asks rights for them.
     assert list(prepared.registry.resources()) == []
     assert opd_mirror.opd_rbac(prepared.config) == []
+
+
+def test_readme_and_etc_opd_toml_examples_fit_the_options() -> None:
+    """Each TOML example of the README, and etc/opd.toml's commented [plugins.mirror] uncommented, load."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", readme, re.DOTALL)
+    assert len(blocks) == 2
+    for block in blocks:
+        table = tomllib.loads(block)["plugins"]["mirror"]
+        assert opd_mirror.Config.of(prepare(opd_mirror, "mirror", table).config).rules
+    etc = (Path(__file__).parents[3] / "etc" / "opd.toml").read_text()
+    found = re.search(r"^# \[plugins\.mirror\]\n((?:#.*\n)*)", etc, re.MULTILINE)
+    assert found is not None
+    example = [line[2:] for line in found.group(1).splitlines() if re.match(r"# (\w+ = |\[\[)", line)]
+    table = tomllib.loads("[plugins.mirror]\n" + "\n".join(example))["plugins"]["mirror"]
+    assert sorted(table) == ["resync", "rules"]
+    cfg = opd_mirror.Config.of(prepare(opd_mirror, "mirror", table).config)
+    assert cfg.targets_for("platform", "registry") == {"team-a", "team-b"}
+    assert cfg.targets_for("platform", "internal-ca") == set()
 
 
 @pytest.mark.parametrize(("rules", "source", "expected"), [
