@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
+from loguru import logger
+from opd.daemon import config, plugins
 
 
 def opd_rbac(tmp_path: Path, kubeconfig: Path, toml: str) -> subprocess.CompletedProcess[str]:
@@ -94,3 +96,33 @@ def test_sources_opd_does_not_serve_are_one_line(tmp_path: Path, kubeconfig: Pat
     assert ("Error: plugin 'mirror' cannot load: it needs namespaces platform, and [plugins.mirror].namespaces "
             "(else [opd].namespaces) serves none of them;") in made.stderr, made.stderr
     assert "Traceback" not in made.stderr
+
+
+def _loaded(toml: str) -> Any:
+    # The daemon's own loading, as opd start does it.
+    found = plugins.load_all(config.parse(toml), env={})
+    return next(p for p in found.plugins if p.name == "mirror")
+
+
+RULES = '[[plugins.mirror.rules]]\nfrom = "team-x"\nto = ["a"]\n[[plugins.mirror.rules]]\nfrom = "apps"\nto = ["a"]\n'
+
+
+@pytest.mark.parametrize(("scope", "served"), [
+    ("", ("apps", "team-x")),  # served everywhere: only the rules' from namespaces
+    ('[opd]\nnamespaces = ["team-*"]\n', ("team-x",)),  # a pattern: the names it matches
+    ('[opd]\nnamespaces = ["team-x", "apps", "other"]\n', ("apps", "team-x")),
+])
+def test_opd_serves_the_mirror_only_its_sources(scope: str, served: tuple[str, ...]) -> None:
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(m.record["message"]), level="WARNING")
+    try:
+        mirror = _loaded(scope + '[plugins]\nenable = ["mirror"]\n' + RULES)
+    finally:
+        logger.remove(sink)
+    assert mirror.error is None
+    assert (mirror.config.namespaces, mirror.config.clusterwide) == (served, False)
+    unserved = [ns for ns in ("apps", "team-x") if ns not in served]
+    said = [line for line in lines if "does not serve" in line]
+    assert said == ([f"opd: plugin 'mirror' needs namespaces that [plugins.mirror].namespaces (else "
+                     f"[opd].namespaces) does not serve: {', '.join(unserved)}; its handlers see nothing there"]
+                    if unserved else [])
