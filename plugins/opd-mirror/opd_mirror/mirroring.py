@@ -91,7 +91,7 @@ def _wanted(state: State, body: Mapping[str, Any], allowed: set[str], logger: An
     bad = [p for p in asked if not patterns.PATTERN.fullmatch(p)]
     if bad:
         _report(state, body, "", f"bad:{','.join(bad[:_LISTED])}", "MirrorTargets",
-                f"{TARGETS}: ignoring what is not a namespace name or glob: {_listing([repr(b) for b in bad])}",
+                f"{TARGETS}: ignoring what is not a namespace name or glob: {_listing([repr(b[:70]) for b in bad])}",
                 logger)
         asked = [p for p in asked if p not in bad]
     # Globs match among the rules' targets only: a source never reaches a namespace no rule names.
