@@ -7,6 +7,8 @@ import base64
 import contextlib
 import functools
 import re
+import subprocess
+import sys
 import tomllib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterator
@@ -135,6 +137,22 @@ def test_bad_config_is_one_line(config: dict[str, Any], error: str) -> None:
     with pytest.raises(opd.ConfigError, match=error) as caught:
         prepare(opd_mirror, "mirror", config)
     assert "\n" not in str(caught.value)
+
+
+def test_opd_config_check_reports_bad_rules_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "opd.toml"
+    path.write_text('[plugins]\nenable = ["mirror"]\n[plugins.mirror]\nallowed_targets = ["*"]\n'
+                    '[[plugins.mirror.rules]]\nfrom = "platform"\nto = ["team-a", "kube-system"]\n')
+    result = subprocess.run([sys.executable, "-m", "opd", "config", "check", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (1, "")
+    problems = [line for line in result.stderr.splitlines() if ": warning: " not in line]
+    assert problems == [
+        f"{path}: [plugins.mirror].allowed_targets: no longer read: write one [[plugins.mirror.rules]] per source "
+        'namespace, with from = "<namespace>" and to = ["<namespace>", ...] (see the opd-mirror README)',
+        f"{path}: [plugins.mirror].rules: rules[0].to: 'kube-system' is refused: opd never copies into kube-* "
+        "namespaces (kube-system, kube-public, kube-node-lease), whose Secrets the cluster itself trusts",
+    ]
 
 
 def test_defaults_copy_nothing_and_watch_nothing() -> None:
