@@ -243,7 +243,9 @@ enable = ["mirror", "ttl", "nsdefaults"]
 
 [plugins.mirror]
 resync = 0
-allowed_targets = ["{stem}-*"]
+[[plugins.mirror.rules]]
+from = "{namespace}"
+to = ["{target}"]
 
 [plugins.ttl]
 interval = 0.5

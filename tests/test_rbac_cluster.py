@@ -72,8 +72,10 @@ kubeconfig = "{kubeconfig}"
 enable = [{enable}]
 
 [plugins.mirror]
-allowed_targets = [{targets}]
 resync = 0
+[[plugins.mirror.rules]]
+from = "{ns}"
+to = [{targets}]
 
 [plugins.ttl]
 interval = 1
@@ -89,7 +91,7 @@ include = ["{ns}-new*"]
 async def test_rbac_and_manifests_are_accepted_by_the_api_server(kubeconfig: Path, namespace: str,
                                                                tmp_path: Path) -> None:
     path = tmp_path / "opd.toml"
-    path.write_text(EXAMPLES.format(ns=namespace, kubeconfig="/nowhere/kubeconfig", targets='"*", "!kube-*"',
+    path.write_text(EXAMPLES.format(ns=namespace, kubeconfig="/nowhere/kubeconfig", targets='"default"',
                                     enable='"mirror", "ttl", "nsdefaults"')
                     + f'\n[ha]\nmode = "leader"\nlease_namespace = "{namespace}"\n')
     rbac = _opd("rbac", "--config", path, "--kubeconfig", kubeconfig, "--namespace", namespace)
@@ -309,11 +311,12 @@ async def test_each_plugin_works_with_only_the_derived_rbac(api: client.ApiClien
         ("watch", "configmaps", ns, True), ("patch", "secrets", ns, True), ("create", "events", ns, True),
         ("delete", "configmaps", ns, True),  # ttl
         ("create", "secrets", target, True), ("delete", "secrets", target, True),  # mirror, its allowed target
-        ("list", "secrets", other, True),  # mirror finds its copies by label in every namespace
+        ("list", "secrets", target, True),  # mirror finds its copies by label in its rules' targets, and only there
         ("get", "serviceaccounts/probe-target", ns, True),  # the probe, by name
         ("patch", "namespaces", None, True), ("create", "configmaps", other, True),  # nsdefaults
         ("create", "events", "default", True),  # Events about namespaces
         # and nothing else
+        ("list", "secrets", other, False), ("list", "configmaps", other, False),
         ("list", "pods", ns, False), ("get", "serviceaccounts/other", ns, False), ("get", "secrets", other, False),
         ("create", "secrets", other, False), ("delete", "configmaps", other, False), ("watch", "secrets", other, False),
         ("update", "configmaps", ns, False), ("delete", "namespaces", None, False), ("create", "events", other, False),

@@ -427,24 +427,23 @@ def _examples(toml: str) -> Policy:
 COPIES = {"apiGroups": [""], "resources": ["configmaps", "secrets"]}
 
 
-def test_the_mirror_writes_only_in_its_allowed_targets_and_finds_copies_everywhere() -> None:
+def test_the_mirror_reads_and_writes_only_where_its_rules_say() -> None:
+    # issue #18: it used to list Secrets and ConfigMaps cluster-wide (and namespaces, for glob targets).
     policy = _examples("""
         [plugins]
         enable = ["mirror"]
         [plugins.mirror]
         namespaces = ["platform"]
-        allowed_targets = ["team-a", "team-b"]
+        [[plugins.mirror.rules]]
+        from = "platform"
+        to = ["team-a", "team-b"]
     """)
-    assert _rules(policy, None) == [
-        {"apiGroups": [""], "resources": ["configmaps", "namespaces", "secrets"], "verbs": ["list"]}]
-    assert _rules(policy, "platform") == [{**COPIES, "verbs": ["get", "patch", "watch"]}, CORE_EVENTS]
+    assert policy.grants.places() == ["platform", "team-a", "team-b"]  # no ClusterRole
+    assert _rules(policy, "platform") == [{**COPIES, "verbs": ["get", "list", "patch", "watch"]}, CORE_EVENTS]
     for target in ("team-a", "team-b"):
-        assert _rules(policy, target) == [{**COPIES, "verbs": ["create", "delete", "get", "patch"]}]
-    globbed = _examples('[plugins]\nenable = ["mirror"]\n[plugins.mirror]\nnamespaces = ["platform"]\n'
-                        'allowed_targets = ["team-*"]\n')
-    assert {**COPIES, "verbs": ["create", "delete", "get", "list", "patch"]} in _rules(globbed, None)
+        assert _rules(policy, target) == [{**COPIES, "verbs": ["create", "delete", "get", "list", "patch"]}]
     nowhere = _examples('[plugins]\nenable = ["mirror"]\n[plugins.mirror]\nnamespaces = ["platform"]\n')
-    assert nowhere.grants.places() == [None, "platform"]  # no target allowed: no writes anywhere
+    assert nowhere.grants.places() == []  # no rule: no handlers, no rights
 
 
 def test_nsdefaults_creates_its_kinds_where_include_says() -> None:

@@ -15,6 +15,7 @@ plugins it leaves out.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import enum
 import importlib
 import importlib.util
@@ -31,6 +32,7 @@ from typing import Any
 from loguru import logger
 
 from opd.daemon.config import DaemonConfig, PluginConfig
+from opd.engine import namespaces as ns_patterns
 from opd.errors import ConfigError, OpdError
 from opd.plugin import ENTRY_POINT_GROUP
 from opd.plugin.manager import OptionsError, PluginHooks, plugin_config
@@ -277,7 +279,35 @@ def _load_in_context(plugin: Plugin) -> None:
     config = plugin_config(plugin.name, plugin.config.options, plugin.options)
     hooks.register(plugin.registry, config)
     hooks.configure(plugin.settings, config)
+    _narrow(plugin, hooks.namespaces(config))
     _check_isolation(plugin)
+
+
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_MAX_NAMESPACES = 1000
+
+
+def _narrow(plugin: Plugin, needed: object) -> None:
+    """Serve the plugin only the namespaces it says it needs (``opd_namespaces``) among those it is served."""
+    if needed is None:
+        return
+    if (not isinstance(needed, list | tuple) or len(needed) > _MAX_NAMESPACES
+            or not all(isinstance(n, str) and _NAMESPACE.fullmatch(n) for n in needed)):
+        raise _Refused(f"opd_namespaces must return None or a list of at most {_MAX_NAMESPACES} namespace names, "
+                       f"got {' '.join(repr(needed)[:80].split())}")
+    config = plugin.config
+    everywhere = config.clusterwide or not config.namespaces
+    wanted = list(dict.fromkeys(needed))
+    served = [n for n in wanted if everywhere or ns_patterns.matches(n, config.namespaces)]
+    where = f"[plugins.{table_key(plugin.name)}].namespaces (else [opd].namespaces)"
+    if not served:
+        raise _Refused(f"it needs namespaces {', '.join(wanted) or '(none)'}, and {where} serves none of them")
+    missing = [n for n in wanted if n not in served]
+    if missing:
+        logger.bind(plugin=plugin.name).warning(
+            f"opd: plugin {plugin.name!r} needs namespaces that {where} does not serve: {', '.join(missing)}; "
+            "its handlers see nothing there")
+    plugin.config = dataclasses.replace(config, namespaces=tuple(served), clusterwide=False)
 
 
 def _module_name(plugin: Plugin) -> str:

@@ -57,6 +57,13 @@ class PluginHooks:
     def configure(self, settings: OperatorSettings, config: dict[str, Any]) -> None:
         self.manager.hook.opd_configure(settings=settings, config=config)
 
+    def namespaces(self, config: dict[str, Any]) -> object:
+        """What ``opd_namespaces`` returned, unchecked (the daemon checks it); None without the hook or a result."""
+        if "opd_namespaces" not in self.implemented:
+            return None
+        results = self.manager.hook.opd_namespaces(config=config)
+        return results[0] if results else None
+
     def rbac(self, config: dict[str, Any], resources: list[dict[str, list[str]]],
              lookup: Callable[[str, str], dict[str, list[str]] | None]) -> object:
         """What ``opd_rbac`` returned, unchecked (``opd.rbac`` checks it); None without the hook or a result."""

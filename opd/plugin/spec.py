@@ -1,8 +1,8 @@
 """The hooks an operator plugin may implement (each optional; an implementation may take fewer arguments).
 
 opd calls them in this order, once per load of the plugin: ``opd_options`` (to check the
-plugin's table and fill in its defaults), ``opd_register``, ``opd_configure``. ``opd_rbac`` is
-called only by ``opd rbac`` and ``opd manifests``, after those three.
+plugin's table and fill in its defaults), ``opd_register``, ``opd_configure``, ``opd_namespaces``.
+``opd_rbac`` is called only by ``opd rbac`` and ``opd manifests``, after those.
 """
 
 from __future__ import annotations
@@ -44,6 +44,17 @@ def opd_configure(settings: OperatorSettings, config: dict[str, Any]) -> None:
     finalizer ``<name>.opd.dev``, markers in ``.status.opd-<name>``, handler results in
     ``.status.<name>``), so that no two plugins ever touch each other's data on a shared
     object; change them only knowingly (a clash fails the later plugin).
+    """
+
+
+@hookspec
+def opd_namespaces(config: dict[str, Any]) -> list[str] | None:
+    """The namespaces (names) the plugin's handlers need, or None: wherever opd serves it.
+
+    opd then serves the plugin only those of them that its table (or ``[opd]``) serves: a plugin
+    narrows where opd watches for it, and what ``opd rbac`` grants its handlers (Roles in those
+    namespaces), never widens it. A needed namespace that is not served is said once at load; none
+    served fails the plugin in one line. ``config`` is the plugin's table, as ``opd_register`` gets it.
     """
 
 

@@ -1,8 +1,9 @@
-"""Bringing a source's copies in step: copy to its allowed targets, refuse the others, prune the stale ones.
+"""Bringing a source's copies in step: copy to its rules' targets, refuse the others, prune the stale ones.
 
-Every write goes through ``_write``, which refuses a namespace outside ``allowed_targets``: the
-allow-list bounds what opd's identity does on behalf of a source's author (creates, updates and
-deletes alike), whatever the source asks for.
+Every write goes through ``_write``, which refuses a namespace that no rule names for the source
+(and every ``kube-*`` namespace): the rules bound what opd's identity does on behalf of a source's
+author (creates, updates and deletes alike), whatever the source asks for. Secrets that are
+credentials of the cluster itself (service-account tokens, bootstrap tokens) are never copied.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import opd
 from kubernetes_asyncio import client
 from opd.kube import plain
 
-from opd_mirror import patterns
+from opd_mirror import patterns, rules
 from opd_mirror.config import TABLE, Config
 
 LABEL = "opd.dev/mirror"
@@ -27,6 +28,8 @@ SOURCE_UID = "opd.dev/mirror-source"
 REFUSED = "mirror.opd.dev/refused-targets"
 # What a copy takes from its source, per resource: everything else is the copy's own.
 COPIED_FIELDS = {"secrets": ("data",), "configmaps": ("data", "binaryData")}
+# Secret types that are the cluster's own credentials: a copy would hand a token to another namespace.
+REFUSED_TYPES = ("kubernetes.io/service-account-token", "bootstrap.kubernetes.io/token")
 _LISTED = 20  # namespaces named in one Event or annotation; more are counted
 
 
@@ -45,6 +48,12 @@ def enabled(labels: Mapping[str, str], **_: Any) -> bool:
     return labels.get(LABEL) == "true"
 
 
+def selects(cfg: Config, body: Mapping[str, Any]) -> bool:
+    """A source some rule takes (by its namespace and name): any other object opd leaves untouched."""
+    meta = body.get("metadata") or {}
+    return bool(cfg.targets_for(str(meta.get("namespace") or ""), str(meta.get("name") or "")))
+
+
 async def reconcile(state: State, plural: str, body: Mapping[str, Any], logger: Any) -> None:
     annotations = body["metadata"].get("annotations") or {}
     if MIRRORED_FROM in annotations:
@@ -53,33 +62,45 @@ async def reconcile(state: State, plural: str, body: Mapping[str, Any], logger: 
                 f"not mirroring: this is a copy of {annotations[MIRRORED_FROM]} ({MIRRORED_FROM}), never a source",
                 logger)
         return
-    wanted = await _wanted(state, body, logger)
-    allowed = {ns for ns in wanted if state.cfg.allows(ns)}
-    refused = wanted - allowed
+    if plural == "secrets" and body.get("type") in REFUSED_TYPES:
+        _report(state, body, "", "type", "MirrorRefused",
+                f"not mirroring: a Secret of type {body['type']} is a credential of the cluster itself, never copied",
+                logger)
+        return
+    allowed = _allowed(state, body)
+    wanted, refused = _wanted(state, body, allowed, logger)
     _report_refused(state, body, refused, logger)
-    for namespace in sorted(allowed):
+    for namespace in sorted(wanted):
         await _copy(state, plural, body, namespace, logger)
-    await prune(state, plural, body, keep=allowed, logger=logger)
+    await prune(state, plural, body, keep=wanted, logger=logger)
     await _record_refused(state, plural, body, refused)
 
 
-async def _wanted(state: State, body: Mapping[str, Any], logger: Any) -> set[str]:
-    """The namespaces the source asks for (its annotation, else the config's targets), never its own."""
-    meta = body["metadata"]
-    annotations = meta.get("annotations") or {}
-    wanted = patterns.split(annotations[TARGETS]) if TARGETS in annotations else list(state.cfg.targets)
-    bad = [p for p in wanted if not patterns.PATTERN.fullmatch(p)]
+def _allowed(state: State, body: Mapping[str, Any]) -> set[str]:
+    """Where the rules let this source be copied (never its own namespace, never kube-*)."""
+    return state.cfg.targets_for(body["metadata"]["namespace"], body["metadata"]["name"])
+
+
+def _wanted(state: State, body: Mapping[str, Any], allowed: set[str], logger: Any) -> tuple[set[str], set[str]]:
+    """The targets the source gets (its rules' targets, narrowed by its annotation when it has one),
+    and the names its annotation asks for that no rule gives it (refused)."""
+    annotations = body["metadata"].get("annotations") or {}
+    if TARGETS not in annotations:
+        return set(allowed), set()
+    asked = patterns.split(str(annotations[TARGETS])[:_ANNOTATION])
+    bad = [p for p in asked if not patterns.PATTERN.fullmatch(p)]
     if bad:
-        _report(state, body, "", f"bad:{','.join(bad)}", "MirrorTargets",
-                f"{TARGETS}: ignoring what is not a namespace name or glob: {', '.join(map(repr, bad))}", logger)
-        wanted = [p for p in wanted if p not in bad]
-    names = {p for p in wanted if patterns.is_name(p)}
-    if any(not patterns.is_name(p.removeprefix("!")) for p in wanted):
-        # Globs need the namespaces that exist now; new ones get their copy at the next resync.
-        found = await plain.request(state.api, "GET", "/api/v1/namespaces")
-        names |= {ns["metadata"]["name"] for ns in found.get("items", [])
-                  if (ns.get("status") or {}).get("phase") != "Terminating"}
-    return {n for n in names if patterns.matches(n, wanted)} - {meta["namespace"]}
+        _report(state, body, "", f"bad:{','.join(bad[:_LISTED])}", "MirrorTargets",
+                f"{TARGETS}: ignoring what is not a namespace name or glob: {_listing([repr(b[:70]) for b in bad])}",
+                logger)
+        asked = [p for p in asked if p not in bad]
+    # Globs match among the rules' targets only: a source never reaches a namespace no rule names.
+    wanted = {ns for ns in allowed if patterns.matches(ns, asked)}
+    named = {p for p in asked if patterns.is_name(p) and patterns.matches(p, asked)}
+    return wanted, named - allowed - {body["metadata"]["namespace"]}
+
+
+_ANNOTATION = 4096  # characters of opd.dev/mirror-to read: 100 names fit; the rest is not parsed
 
 
 def source_id(body: Mapping[str, Any]) -> str:
@@ -135,11 +156,11 @@ async def _copy(state: State, plural: str, body: Mapping[str, Any], namespace: s
             return
         if plural == "secrets" and existing.get("type") != desired["type"]:
             # A Secret's type is immutable: replace the copy.
-            await _delete(state, namespace, path, existing["metadata"]["uid"])
+            await _delete(state, body, namespace, path, existing["metadata"]["uid"])
             existing = None
     if existing is None:
         try:
-            await _write(state, namespace, "POST", f"/api/v1/namespaces/{namespace}/{plural}", desired)
+            await _write(state, body, namespace, "POST", f"/api/v1/namespaces/{namespace}/{plural}", desired)
         except client.ApiException as exc:
             if exc.status == 404 or plain.being_terminated(exc):
                 _report(state, body, namespace, "namespace", "MirrorTargetMissing",
@@ -153,47 +174,54 @@ async def _copy(state: State, plural: str, body: Mapping[str, Any], namespace: s
         patch = _changes(plural, existing, desired)
         if not patch:
             return
-        await _write(state, namespace, "PATCH", path, patch)
+        await _write(state, body, namespace, "PATCH", path, patch)
         logger.info(f"mirror: updated {namespace}/{name}")
     state.reported -= {(uid, namespace, p) for p in ("conflict", "namespace")}
 
 
 async def prune(state: State, plural: str, body: Mapping[str, Any], *, keep: set[str], logger: Any) -> None:
-    """Delete the source's copies outside ``keep`` (found by the uid label, anywhere in the cluster);
-    a copy in a namespace no longer in ``allowed_targets`` is left as it is, and said so once."""
+    """Delete the source's copies outside ``keep``, found by their uid label in the rules' targets (opd
+    lists nowhere else); a copy in a namespace no rule gives this source any longer is left, said once."""
     uid = body["metadata"]["uid"]
-    found = await plain.request(state.api, "GET", f"/api/v1/{plural}", query={"labelSelector": f"{SOURCE_UID}={uid}"})
+    allowed = _allowed(state, body)
     left: set[str] = set()
-    for item in found.get("items", []):
-        meta = item["metadata"]
-        namespace = meta["namespace"]
-        if namespace in keep or (meta.get("annotations") or {}).get(MIRRORED_FROM) != source_id(body):
-            continue
-        if not state.cfg.allows(namespace):
-            left.add(namespace)
-            _report(state, body, namespace, "left", "MirrorCopyLeft",
-                    f"left the copy {namespace}/{meta['name']} as it is, no longer updated: {namespace} is not in "
-                    f"{TABLE}.allowed_targets, where opd writes nothing (delete it by hand if it is not wanted)",
-                    logger)
-            continue
-        await _delete(state, namespace, f"/api/v1/namespaces/{namespace}/{plural}/{meta['name']}", meta["uid"])
-        logger.info(f"mirror: deleted the copy {namespace}/{meta['name']}")
+    for where in sorted(state.cfg.destinations()):
+        found = await plain.request(state.api, "GET", f"/api/v1/namespaces/{where}/{plural}",
+                                    query={"labelSelector": f"{SOURCE_UID}={uid}"})
+        for item in found.get("items", []):
+            meta = item["metadata"]
+            namespace = meta["namespace"]
+            if namespace in keep or (meta.get("annotations") or {}).get(MIRRORED_FROM) != source_id(body):
+                continue
+            if namespace not in allowed:
+                left.add(namespace)
+                _report(state, body, namespace, "left", "MirrorCopyLeft",
+                        f"left the copy {namespace}/{meta['name']} as it is, no longer updated: no rule of {TABLE} "
+                        f"copies this source to {namespace} now (delete it by hand if it is not wanted)", logger)
+                continue
+            await _delete(state, body, namespace, f"/api/v1/namespaces/{namespace}/{plural}/{meta['name']}",
+                          meta["uid"])
+            logger.info(f"mirror: deleted the copy {namespace}/{meta['name']}")
     _forget(state, uid, "left", keep=left)
 
 
-async def _delete(state: State, namespace: str, path: str, uid: str) -> None:
+async def _delete(state: State, source: Mapping[str, Any], namespace: str, path: str, uid: str) -> None:
     # The uid precondition: never delete a newer object that took the name meanwhile.
     try:
-        await _write(state, namespace, "DELETE", path, {"preconditions": {"uid": uid}})
+        await _write(state, source, namespace, "DELETE", path, {"preconditions": {"uid": uid}})
     except client.ApiException as exc:
         if exc.status not in (404, 409):
             raise
 
 
-async def _write(state: State, namespace: str, method: str, path: str, body: Mapping[str, Any]) -> None:
-    """The only place that writes copies: never in a namespace outside ``allowed_targets``."""
-    if not state.cfg.allows(namespace):
-        raise opd.PermanentError(f"mirror: refusing to write in {namespace}: not in {TABLE}.allowed_targets")
+async def _write(state: State, source: Mapping[str, Any], namespace: str, method: str, path: str,
+                 body: Mapping[str, Any]) -> None:
+    """The only place that writes copies: only in a namespace a rule names for ``source``, never kube-*."""
+    if rules.refused(namespace) or namespace not in _allowed(state, source):
+        raise opd.PermanentError(f"mirror: refusing to write in {namespace}: no rule of {TABLE} copies "
+                                 f"{source_id(source)} there")
+    if source.get("type") in REFUSED_TYPES:
+        raise opd.PermanentError(f"mirror: refusing to copy a Secret of type {source['type']}")
     if method == "PATCH":
         await plain.request(state.api, method, path, body=body, content_type=plain.MERGE_PATCH)
     else:
@@ -208,7 +236,7 @@ def _report_refused(state: State, body: Mapping[str, Any], refused: set[str], lo
     if not new:
         return
     state.reported |= {(uid, ns, "refused") for ns in new}
-    message = f"not copying to {_listing(new)}: not in {TABLE}.allowed_targets"
+    message = f"not copying to {_listing(new)}: no rule of {TABLE} copies this source there"
     logger.warning(f"mirror: {message}")
     opd.warn(body, reason="MirrorRefused", message=message)
 

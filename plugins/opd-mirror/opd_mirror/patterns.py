@@ -9,6 +9,8 @@ from typing import Any
 
 NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 PATTERN = re.compile(r"!?[-a-z0-9*?\[\]]{1,63}")
+# An object's name (a DNS subdomain) or a glob of them, ``!`` to exclude.
+NAME_PATTERN = re.compile(r"!?[-a-z0-9.*?\[\]]{1,253}")
 
 
 def split(text: str) -> list[str]:

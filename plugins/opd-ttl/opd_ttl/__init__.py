@@ -4,11 +4,16 @@ A TTL is seconds (``"90"``) or a duration (``"30s"``, ``"5m"``, ``"2h"``, ``"1d"
 counted from ``metadata.creationTimestamp``. A timer per annotated object checks it every
 ``interval`` seconds, so an object goes at most ``interval`` seconds after it expired.
 The options (``[plugins.ttl]``) are declared in ``opd_options``: opd checks the table.
+
+Whoever may annotate an object of a watched kind can have opd delete it, with opd's rights: so
+the plugin acts only in the namespaces ``allowed_namespaces`` allows (by default every one but
+``kube-*``), on a Namespace only when its name is allowed, and never on other cluster-scoped objects.
 """
 
 from __future__ import annotations
 
 import datetime
+import fnmatch
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -17,7 +22,7 @@ import opd
 from kubernetes_asyncio import client
 from opd.kube import plain
 
-__all__ = ["opd_options", "opd_rbac", "opd_register", "parse_ttl"]
+__all__ = ["allows", "opd_options", "opd_rbac", "opd_register", "parse_ttl"]
 
 TTL = "opd.dev/ttl"
 MEMO_KEY = "opd_ttl"  # one memo may serve several plugins: keep ours under one key
@@ -27,6 +32,9 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _SECONDS = re.compile(r"\d+(\.\d+)?")
 _DURATION = re.compile(r"(?:\d+(?:\.\d+)?[smhd])+")
 _PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_NAMESPACE_PATTERN = re.compile(r"!?[-a-z0-9*?\[\]]{1,63}")
+_MAX_PATTERNS = 100
+DEFAULT_NAMESPACES = ["*", "!kube-*"]  # kube-system, kube-public, kube-node-lease: the cluster's own
 
 
 def parse_ttl(text: str) -> float | None:
@@ -47,6 +55,29 @@ def _resource_names(names: list[str]) -> str | None:
     return None
 
 
+def _namespace_patterns(patterns: list[str]) -> str | None:
+    if len(patterns) > _MAX_PATTERNS:
+        return f"{len(patterns)} patterns: at most {_MAX_PATTERNS}"
+    bad = [p for p in patterns if not _NAMESPACE_PATTERN.fullmatch(p)]
+    if bad:
+        shown = " ".join(repr(bad[0])[:70].split())
+        return f"expected namespace names or globs (!glob excludes), got {shown}"
+    if patterns and all(p.startswith("!") for p in patterns):
+        return 'only exclusions, which allow nothing: add a glob, e.g. ["*", "!kube-*"]'
+    return None
+
+
+def allows(patterns: list[str], body: Mapping[str, Any]) -> bool:
+    """Whether the plugin may act on ``body``: its namespace (a Namespace: its name) is included by a
+    pattern and excluded by no ``!pattern``. Other cluster-scoped objects are in no namespace: never."""
+    meta = body.get("metadata") or {}
+    where = meta.get("namespace") or (meta.get("name") if body.get("kind") == "Namespace" else None)
+    if not isinstance(where, str):
+        return False
+    included = any(fnmatch.fnmatchcase(where, p) for p in patterns if not p.startswith("!"))
+    return included and not any(fnmatch.fnmatchcase(where, p[1:]) for p in patterns if p.startswith("!"))
+
+
 def _positive(seconds: float) -> str | None:
     return None if seconds > 0 else f"expected seconds > 0, got {seconds:g}"
 
@@ -58,6 +89,9 @@ def opd_options() -> list[opd.Option]:
                    help="where to look for the annotation: any resource names opd resolves"),
         opd.Option("interval", float, default=30.0, check=_positive,
                    help="seconds between checks of each annotated object"),
+        opd.Option("allowed_namespaces", list, items=str, default=DEFAULT_NAMESPACES, check=_namespace_patterns,
+                   help="where objects may be deleted: namespace names or globs, !glob excludes (a Namespace "
+                        "counts by its name; other cluster-scoped objects never)"),
     ]
 
 
@@ -87,6 +121,7 @@ def expires_at(body: Mapping[str, Any], ttl: float) -> datetime.datetime:
 def opd_register(registry: opd.OperatorRegistry, config: dict[str, Any]) -> None:
     # opd has checked the table against opd_options and filled in the defaults.
     interval: float = config["interval"]
+    allowed: list[str] = list(config["allowed_namespaces"])
 
     @opd.on.startup(registry=registry, id="ttl_connect")
     async def connect(memo: opd.Memo, api: client.ApiClient, **_: Any) -> None:
@@ -99,7 +134,7 @@ def opd_register(registry: opd.OperatorRegistry, config: dict[str, Any]) -> None
         memo.pop(MEMO_KEY, None)  # the client is opd's: it closes it
 
     for name in dict.fromkeys(r.strip() for r in config["resources"]):
-        _register_resource(registry, name, interval)
+        _register_resource(registry, name, interval, allowed)
 
 
 @opd.hookimpl
@@ -109,17 +144,22 @@ def opd_rbac(resources: list[dict[str, list[str]]]) -> list[dict[str, Any]]:
     return [{**resource, "verbs": ["delete"]} for resource in resources]
 
 
-def _register_resource(registry: opd.OperatorRegistry, name: str, interval: float) -> None:
+def _register_resource(registry: opd.OperatorRegistry, name: str, interval: float, allowed: list[str]) -> None:
+    # Objects outside allowed_namespaces are not selected: opd writes nothing to them (no marker,
+    # no finalizer, no Event) and the plugin never deletes them.
+    def in_scope(body: dict[str, Any], **_: Any) -> bool:
+        return allows(allowed, body)
+
     # A create handler, not the timer, reports an invalid TTL: its PermanentError is final and
     # recorded on the object, so the report is made once, and no timer (nor finalizer) is kept
     # for an object that will never expire. opd posts its own "Failed" Event too.
-    @opd.on.create(name, registry=registry, id="invalid_ttl", annotations={TTL: _invalid})
+    @opd.on.create(name, registry=registry, id="invalid_ttl", annotations={TTL: _invalid}, when=in_scope)
     def invalid_ttl(body: dict[str, Any], annotations: dict[str, str], **_: Any) -> None:
         message = f"{TTL}: {annotations[TTL]!r} is not a TTL: expected {FORMATS}; the object is kept"
         opd.warn(body, reason="InvalidTTL", message=message)
         raise opd.PermanentError(message)
 
-    @opd.on.timer(name, registry=registry, id="expire", interval=interval, annotations={TTL: _valid})
+    @opd.on.timer(name, registry=registry, id="expire", interval=interval, annotations={TTL: _valid}, when=in_scope)
     async def expire(body: dict[str, Any], annotations: dict[str, str], resource: Any, memo: opd.Memo,
                      logger: Any, **_: Any) -> None:
         state = memo[MEMO_KEY]
@@ -134,6 +174,8 @@ def _register_resource(registry: opd.OperatorRegistry, name: str, interval: floa
                 message = f"{TTL}: {value!r} is not a TTL: expected {FORMATS}; the object is kept"
                 logger.warning(f"ttl: {message}")
                 opd.warn(body, reason="InvalidTTL", message=message)
+            return
+        if not allows(allowed, body):  # the filter's job; checked again where the delete is sent
             return
         deadline = expires_at(body, ttl)
         if datetime.datetime.now(datetime.UTC) < deadline:

@@ -84,7 +84,8 @@ def test_entry_point_is_installed() -> None:
 
 def test_options_and_their_defaults() -> None:
     # What opd hands the hooks: defaults filled in, an integer interval as the float it is declared.
-    assert prepare(opd_ttl, "ttl").config == {"resources": ["configmaps"], "interval": 30.0}
+    assert prepare(opd_ttl, "ttl").config == {"resources": ["configmaps"], "interval": 30.0,
+                                              "allowed_namespaces": ["*", "!kube-*"]}
     prepared = prepare(opd_ttl, "ttl", {"interval": 5, "resources": ["configmaps", " secrets", "configmaps"]})
     assert prepared.config["interval"] == 5.0 and isinstance(prepared.config["interval"], float)
     timers = [h for h in prepared.registry.handlers if h.id == "expire"]
@@ -100,6 +101,11 @@ def test_options_and_their_defaults() -> None:
     ({"resources": []}, '[plugins.ttl].resources: expected at least one resource name, e.g. ["configmaps", "secrets"]'),
     ({"resources": ["configmaps", " "]}, "[plugins.ttl].resources: expected resource names, got an empty string"),
     ({"resources": ["configmaps", 7]}, "[plugins.ttl].resources[1]: expected a string, got integer"),
+    ({"allowed_namespaces": "team-*"}, "[plugins.ttl].allowed_namespaces: expected a list of strings, got string"),
+    ({"allowed_namespaces": ["team a"]},
+     "[plugins.ttl].allowed_namespaces: expected namespace names or globs (!glob excludes), got 'team a'"),
+    ({"allowed_namespaces": ["!kube-*"]},
+     '[plugins.ttl].allowed_namespaces: only exclusions, which allow nothing: add a glob, e.g. ["*", "!kube-*"]'),
 ])
 def test_bad_config_is_one_line(config: dict[str, Any], error: str) -> None:
     with pytest.raises(OptionsError) as err:
@@ -142,6 +148,59 @@ def test_readme_and_etc_opd_toml_show_the_declared_options() -> None:
     table = tomllib.loads("[plugins.ttl]\n" + "\n".join(example))["plugins"]["ttl"]
     assert prepare(opd_ttl, "ttl", table).config == prepare(opd_ttl, "ttl").config
     assert sorted(table) == sorted(options)
+
+
+def _object(kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
+    return {"kind": kind, "metadata": {"name": name, **({"namespace": namespace} if namespace else {})}}
+
+
+@pytest.mark.parametrize(("patterns", "body", "expected"), [
+    (["*", "!kube-*"], _object("ConfigMap", "x", "team-a"), True),
+    (["*", "!kube-*"], _object("ConfigMap", "x", "kube-system"), False),
+    (["*", "!kube-*"], _object("Secret", "x", "kube-public"), False),
+    (["*", "!kube-*"], _object("Lease", "x", "kube-node-lease"), False),
+    (["ci-*"], _object("ConfigMap", "x", "team-a"), False),
+    (["ci-*"], _object("Namespace", "ci-123"), True),  # a Namespace: by its own name
+    (["*", "!kube-*"], _object("Namespace", "kube-system"), False),
+    (["*"], _object("ClusterRole", "admin"), False),  # other cluster-scoped objects: never
+    ([], _object("ConfigMap", "x", "team-a"), False),
+])
+def test_allowed_namespaces(patterns: list[str], body: dict[str, Any], expected: bool) -> None:
+    assert opd_ttl.allows(patterns, body) is expected
+
+
+@pytest.mark.apiserver
+@pytest.mark.usefixtures("kube_env")
+async def test_never_deletes_outside_allowed_namespaces(api: client.ApiClient, namespace: str) -> None:
+    # issue #18: "may annotate" became "may delete" anywhere opd served the plugin, kube-system included.
+    core = client.CoreV1Api(api)
+    other = f"{namespace[:50]}-other"
+    name = f"expired-{namespace[-6:]}"  # unique: whatever kube-system holds is not ours
+    await core.create_namespace({"metadata": {"name": other}})
+    try:
+        for where in ("kube-system", other, namespace):
+            await core.create_namespaced_config_map(where, cm(name, "0"))
+        # The default (every namespace but kube-*), served in kube-system too.
+        async with running({"interval": 0.3}, [namespace, "kube-system"]):
+            await eventually(lambda: gone(api, namespace, name))  # it runs, and deletes where allowed
+            await asyncio.sleep(1.5)  # five intervals
+            kept = await read_cm(api, "kube-system", name)
+            assert kept is not None
+            assert not kept.metadata.finalizers  # not even touched
+            assert not [k for k in kept.metadata.annotations or {} if "ttl.opd.dev" in k]
+
+        # An explicit list: a served namespace it does not name keeps its expired objects.
+        await core.create_namespaced_config_map(namespace, cm(name, "0"))
+        async with running({"interval": 0.3, "allowed_namespaces": [namespace]}, [namespace, other]):
+            await eventually(lambda: gone(api, namespace, name))
+            await asyncio.sleep(1.5)
+            kept = await read_cm(api, other, name)
+            assert kept is not None and not kept.metadata.finalizers
+    finally:
+        with contextlib.suppress(client.ApiException):
+            await core.delete_namespaced_config_map(name, "kube-system")
+        with contextlib.suppress(client.ApiException):
+            await core.delete_namespace(other)
 
 
 @pytest.mark.apiserver
