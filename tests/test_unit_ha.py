@@ -9,7 +9,8 @@ import collections
 import dataclasses
 import datetime
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ from opd.ha.election import Claim, Timings
 from opd.ha.leases import Lease
 from opd.ha.observing import Observations
 from opd.ha.settings import HaSettings
-from opd.ha.shards import member_name, plan, shard_name, shard_of, shares
+from opd.ha.shards import member_key, members_name, plan, shard_name, shard_of, shares
 from opd.kube.api import ConflictError, NotFoundError
 
 TIMINGS = Timings(lease_duration=15.0, renew_deadline=10.0, retry_period=2.0)
@@ -90,7 +91,24 @@ class Store:
         if current is not None and current.version == lease.version:
             del self.leases[lease.name]
             for seen in self.observers:
-                seen.forget(lease.name)
+                seen.forget(lease.name, deleted=True)
+
+    async def patch(self, name: str, patch: Mapping[str, Any], *, timeout: float) -> Lease:
+        """A merge-patch of metadata.annotations (None removes one), with the precondition if given."""
+        await self._request("patch")
+        current = self.leases.get(name)
+        if current is None:
+            raise NotFoundError(404, "NotFound", name)
+        meta = patch.get("metadata") or {}
+        if "resourceVersion" in meta and meta["resourceVersion"] != current.version:
+            raise ConflictError(409, "Conflict", name)
+        annotations = dict(current.annotations)
+        for key, value in (meta.get("annotations") or {}).items():
+            if value is None:
+                annotations.pop(key, None)
+            else:
+                annotations[key] = value
+        return self._store(dataclasses.replace(current, annotations=annotations))
 
 
 @pytest.fixture
@@ -233,8 +251,9 @@ async def test_a_lease_deleted_under_its_holder_is_created_again(store: Store, c
     assert await a.step()
     del store.leases["opd"]
     clock.now += TIMINGS.retry_period
-    assert await a.step()  # the renewal finds nothing (404): still held until the deadline...
-    assert "opd" not in store.leases
+    # The renewal finds nothing (404): anyone may create it now, so its holder stops at once...
+    assert not await a.step()
+    assert not a.held and "opd" not in store.leases
     clock.now += TIMINGS.retry_period
     assert await a.step()  # ...and the next step creates it again
     assert store.leases["opd"].record.holder == "a"
@@ -319,8 +338,9 @@ def test_a_member_never_seen_renewing_does_not_hold_back_a_free_shard() -> None:
 
 def test_names() -> None:
     assert shard_name("opd", 3) == "opd-3"
-    assert member_name("opd", "host-1") != member_name("opd", "host-2")
-    assert len(member_name("x" * 235, "any identity at all")) <= 253
+    assert members_name("opd") == "opd-members"
+    assert member_key("host-1") != member_key("host-2")
+    assert len(member_key("any identity at all").split("/")[1]) <= 63
 
 
 # -- coordinators sharing shards ----------------------------------------------------------------------------------
@@ -377,6 +397,10 @@ class Cut:
     async def delete(self, lease: Lease, *, timeout: float) -> None:
         self._check()
         await self.store.delete(lease, timeout=timeout)
+
+    async def patch(self, name: str, patch: Mapping[str, Any], *, timeout: float) -> Lease:
+        self._check()
+        return await self.store.patch(name, patch, timeout=timeout)
 
 
 class Replicas:
@@ -473,7 +497,8 @@ async def test_a_stopping_replica_releases_its_shards_and_the_others_take_them_a
     b, _ = replicas.running["b"]
     await b.stop()
     replicas.crash("b")
-    assert member_name("opd", "b") not in store.leases  # its member Lease deleted
+    assert member_key("b") not in store.leases[members_name("opd")].annotations  # its member entry removed
+    assert member_key("a") in store.leases[members_name("opd")].annotations
     assert all(store.leases[shard_name("opd", k)].record.holder in ("", "a") for k in range(6))
     await replicas.rounds(2)  # well within lease_duration: released leases need no waiting
     assert replicas.held() == {"a": 6}

@@ -4,12 +4,19 @@ With one replica, every object is this process's (``EVERYTHING``). With several 
 election, shards over Kubernetes Leases: ``opd.ha``), an ``Ownership`` says, per object uid,
 whether this replica runs its handlers and writes to it right now. The processor asks at each
 step: before it takes an event, before it runs handlers, and before every write (a replica
-that lost its lease while a handler ran drops that outcome: fencing by time).
+that lost its lease while a handler ran drops that outcome: fencing by time). A write is checked
+again when it leaves (``time_left``: a patch that waited behind another one is not sent past the
+fence, and its request timeout ends at the fence; see ``opd.kube.batching``).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
+
+from opd.kube.batching import Fenced
+
+__all__ = ["EVERYTHING", "Fenced", "Ownership"]
 
 
 class Ownership(Protocol):
@@ -22,6 +29,11 @@ class Ownership(Protocol):
         daemons may still write their last outcomes, though nothing new starts for it."""
         ...
 
+    def time_left(self, uid: str) -> float:
+        """Seconds from now during which a write to it may still be in flight: math.inf without
+        a limit, 0 when ``may_write`` says no. Read when each write leaves."""
+        ...
+
 
 class _Everything:
     def owns(self, uid: str) -> bool:
@@ -30,12 +42,11 @@ class _Everything:
     def may_write(self, uid: str) -> bool:
         return True
 
+    def time_left(self, uid: str) -> float:
+        return math.inf
+
     def __repr__(self) -> str:
         return "EVERYTHING"
 
 
 EVERYTHING: Ownership = _Everything()
-
-
-class Fenced(Exception):
-    """A write was refused inside opd: this replica no longer owns the object."""
