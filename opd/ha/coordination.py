@@ -191,6 +191,9 @@ class Coordinator:
                 task.cancel()
         names = ", ".join(self.claims[k].name for k in sorted(lost))
         why = self.claims[min(lost)].why_lost()
+        for key in lost:
+            if self.claims[key].superseded():
+                self.claims[key].superseded_now()
         line = (f"opd: ha: lost Lease {self.settings.namespace}/{names} ({why}): its objects' handlers stopped, "
                 "outcomes in flight are dropped")
         if "share" in why:

@@ -83,6 +83,7 @@ class Claim:
         # its own records from those of another process with the same identity. Replaced whole,
         # never mutated: read from the operations' threads.
         self._stamps: tuple[str, ...] = ()
+        self.hold_off_until = -1.0  # monotonic: no acquisition before (after being superseded)
 
     def __repr__(self) -> str:
         return f"Claim({self.name!r}, held={self.held})"
@@ -134,10 +135,20 @@ class Claim:
 
     def free(self, now: float | None = None) -> bool:
         """Whether a step could take it now: never seen, free, ours, or expired by our clock."""
+        now = self.clock() if now is None else now
+        if now < self.hold_off_until:
+            return False
         seen = self.seen.get(self.name)
         if seen is None or not self._others(seen.lease.record):
             return True
-        return (self.clock() if now is None else now) >= seen.expires(self.timings.lease_duration)
+        return now >= seen.expires(self.timings.lease_duration)
+
+    def superseded_now(self) -> None:
+        """Told that a newer record ended this replica's hold: stop, and leave the lease to the
+        others for a ``retry_period`` (a holder cleared by hand is a hand-over, not a free-for-all
+        the old holder wins by being first)."""
+        self._lost()
+        self.hold_off_until = self.clock() + self.timings.retry_period
 
     def expires(self) -> float | None:
         """When the lease, held by another, expires by our clock (None: not held by another)."""
