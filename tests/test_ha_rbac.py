@@ -6,11 +6,11 @@ and cannot read or write another component's Lease by name."""
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
 from kubernetes_asyncio import client
+from operators import eventually
 
 from opd.daemon import config
 from opd.ha import HaSettings, Replica
@@ -76,10 +76,7 @@ async def test_replicas_run_with_the_derived_role_and_nothing_more(
             held = [sorted(r.coordinator.granted()) for r in replicas if r.coordinator is not None]
             return sorted(held) == ([[], [0]] if mode == "leader" else [[0], [1]])
 
-        deadline = time.monotonic() + 40
-        while not settled() and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        assert settled(), [r.state() for r in replicas]
+        await eventually(lambda: asyncio.sleep(0, settled()), timeout=40)
         assert all(r.watcher is not None and r.watcher.last_error is None for r in replicas)
         leases = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
         assert await _status(kube, "GET", f"{leases}/other") == 403
