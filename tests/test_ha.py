@@ -25,6 +25,7 @@ import daemon_plugins
 import pytest
 from chaos.scenarios import QUICK, HaTimings, Replicas, Stage
 from kubernetes_asyncio import client
+from loguru import logger
 from operators import create_kex, eventually
 
 import opd
@@ -345,6 +346,9 @@ async def test_a_timer_fenced_between_its_run_and_its_write_keeps_its_task(
         return "same"  # the same result each time: no change, no event, no disown
 
     ownership = _Flip()
+    warned: list[str] = []
+    sink = logger.add(lambda m: warned.append(m.record["message"]) if "dropped" in m.record["message"] else None,
+                      level="WARNING")
     errors: list[dict[str, Any]] = []
     asyncio.get_running_loop().set_exception_handler(lambda loop, context: errors.append(context))
     operation = Operation(registry=registry, settings=OperatorSettings(), memo=Memo(), namespaces=[namespace],
@@ -361,6 +365,8 @@ async def test_a_timer_fenced_between_its_run_and_its_write_keeps_its_task(
         await asyncio.sleep(0.1)
         assert len(runs) >= flipped + 3  # it keeps running (its outputs dropped) until disowned
         assert not errors
+        assert len(warned) == 1, warned  # said once, not at every run
     finally:
+        logger.remove(sink)
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)

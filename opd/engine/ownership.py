@@ -12,11 +12,30 @@ fence, and its request timeout ends at the fence; see ``opd.kube.batching``).
 from __future__ import annotations
 
 import math
+import time
 from typing import Protocol
+
+from loguru import logger
 
 from opd.kube.batching import Fenced
 
-__all__ = ["EVERYTHING", "Fenced", "Ownership"]
+__all__ = ["EVERYTHING", "Fenced", "Ownership", "say_dropped"]
+
+QUIET = 60.0  # seconds after a dropped outcome during which the next ones are said at DEBUG only
+_quiet_until = 0.0
+
+
+def say_dropped(text: str) -> None:
+    """Say that an outcome was dropped (fenced): a lost lease drops the outcomes of every object in
+    flight at once, so the first is said at WARNING, the ones that follow it within QUIET at DEBUG
+    (the replica's own line says which Lease was lost, and why)."""
+    global _quiet_until
+    now = time.monotonic()
+    if now >= _quiet_until:
+        logger.warning(f"{text} (more outcomes dropped in the next {QUIET:g}s: at DEBUG)")
+    else:
+        logger.debug(text)
+    _quiet_until = now + QUIET
 
 
 class Ownership(Protocol):
