@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
+from loguru import logger
 from operators import create_kex
 
 from opd.engine.applying import Applier, Plan
@@ -184,6 +185,32 @@ async def test_two_replicas_given_one_identity_never_act_together(stage: Stage) 
     assert _holds(first) and not _holds(second)
     assert _writers(stage.history) == ["first"], stage.history  # what the apiserver holds: one writer only
     assert stage.writers[0].sent and not stage.writers[1].sent
+
+
+async def test_a_leader_that_sees_its_identity_renewed_by_another_process_stops_and_says_so(
+        stage: Stage, api: client.ApiClient, namespace: str) -> None:
+    """Another process with the same identity (an older opd, a copied config) renews the Lease: the
+    leader says so once and stops acting as the watch delivers it; it does not fight for it."""
+    said: list[str] = []
+    sink = logger.add(lambda m: said.append(m.record["message"]), level="WARNING")
+    try:
+        leader = await stage.replica("same", "twinned", timings=(8.0, 6.0, 3.0), writer="leader")
+        assert await _until(lambda: bool(stage.writers[0].sent), 30)
+        leases = client.CoordinationV1Api(api)
+        lease = await leases.read_namespaced_lease("twinned", namespace)
+        lease.spec.renew_time = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=1)
+        written = await leases.replace_namespaced_lease("twinned", namespace, lease)
+        renewed = time.monotonic()
+        assert await _until(lambda: not _holds(leader), 5)
+        await asyncio.sleep(4.0)  # past its next renewal: it must not write the Lease back
+        assert not _holds(leader)
+        assert not [t for t in stage.writers[0].sent if t > renewed + 0.5]  # no write after the fence
+        after = await leases.read_namespaced_lease("twinned", namespace)
+        assert after.metadata.resource_version == written.metadata.resource_version  # still the other's record
+        lines = [line for line in said if "renewed by another process with this replica's identity 'same'" in line]
+        assert len(lines) == 1, said
+    finally:
+        logger.remove(sink)
 
 
 async def test_a_ghost_claiming_int32_max_seconds_is_replaced_within_twice_the_lease_duration(
