@@ -196,7 +196,7 @@ class Coordinator:
                 self.claims[key].superseded_now()
         line = (f"opd: ha: lost Lease {self.settings.namespace}/{names} ({why}): its objects' handlers stopped, "
                 "outcomes in flight are dropped")
-        if "share" in why:
+        if any(self.claims[k].twinned() for k in lost):  # a misconfiguration, not a hand-over
             logger.error(line)
         else:
             logger.warning(line)

@@ -119,6 +119,11 @@ class Claim:
                     "it (give each its own); this one stops acting and stands by")
         return f"taken by {record.holder[:80]!r}"
 
+    def twinned(self) -> bool:
+        """Whether the newest record seen names this identity but was written by another process."""
+        seen = self.seen.get(self.name)
+        return seen is not None and seen.lease.record.holder == self.identity and not self.ours(seen.lease.record)
+
     def why_lost(self) -> str:
         """For the line that says the lease was lost."""
         return self.superseded() or f"not renewed within {self.timings.renew_deadline:g}s"
