@@ -480,7 +480,8 @@ def _ha_settings(mode: str, **given: Any) -> Any:
                    "the others stand by) or 'shards' (the objects are split between them).")
 @click.option("--lease", help="With --ha: the Lease's name (shards: NAME-0 ... NAME-<S-1>).  [default: opd]")
 @click.option("--lease-namespace", help="With --ha: the Leases' namespace.  [default: default]")
-@click.option("--identity", help="With --ha: this replica's name in the Leases.  [default: <hostname>-<pid>]")
+@click.option("--identity", help="With --ha: this replica's name in the Leases.  "
+                                 "[default: $OPD_HA_IDENTITY, else <hostname>_<UUID>]")
 @click.option("--shards", type=int, help="With --ha shards: how many shards (Leases).")
 @click.option("--lease-duration", type=float, help="With --ha: seconds before an unrenewed Lease may be taken "
                                                    "over.  [default: 15]")

@@ -246,15 +246,15 @@ def test_the_leaders_lease_by_name_in_its_namespace() -> None:
     """)
     assert policy.grants.places() == ["ops"]
     assert _rules(policy, "ops") == [
-        # create cannot be held to resourceNames (the name is in the body); list and watch follow a label
-        {**LEASE_RULES, "verbs": ["create", "list", "watch"]},
-        {**LEASE_RULES, "verbs": ["get", "update"], "resourceNames": ["elect"]},
+        # create cannot be held to resourceNames (the name is in the body); the watch names the Lease
+        {**LEASE_RULES, "verbs": ["create"]},
+        {**LEASE_RULES, "verbs": ["get", "list", "update", "watch"], "resourceNames": ["elect"]},
     ]
     role = objects.documents(policy, "opd", "ops")[1]
     assert "create cannot be limited to resourceNames" in " ".join(role.body["rules"][0].comment)
 
 
-def test_shards_and_their_members_leases() -> None:
+def test_shards_and_their_members_leases_by_name() -> None:
     policy = _policy("""
         [ha]
         mode = "shards"
@@ -262,10 +262,14 @@ def test_shards_and_their_members_leases() -> None:
         lease = "elect"
         lease_namespace = "ops"
     """)
-    # Member Leases are named after each replica's identity: no names to hold the verbs to.
+    # Every Lease is known by name (the members in one Lease); only create and the group's watch are not.
     assert _rules(policy, "ops") == [
-        {**LEASE_RULES, "verbs": ["create", "delete", "get", "list", "update", "watch"]}]
-    assert "elect-0...elect-2 and a member Lease per replica" in " ".join(policy.grants.rules("ops")[0].reasons)
+        {**LEASE_RULES, "verbs": ["create", "list", "watch"]},
+        {**LEASE_RULES, "verbs": ["get", "update"], "resourceNames": ["elect-0", "elect-1", "elect-2"]},
+        {**LEASE_RULES, "verbs": ["patch"], "resourceNames": ["elect-members"]},
+    ]
+    reasons = " ".join(policy.grants.rules("ops")[0].reasons)
+    assert "READS EVERY LEASE OF NAMESPACE ops" in reasons
 
 
 @pytest.mark.parametrize("mode", ["leader", "shards"])

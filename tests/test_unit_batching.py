@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from opd.kube.api import APIError, one_writers_fault
-from opd.kube.batching import PatchBatcher, PatchNotJSON, batches, combine
+from opd.kube.batching import Fence, Fenced, PatchBatcher, PatchNotJSON, batches, combine
 
 
 class Refused(Exception):
@@ -22,10 +22,14 @@ class Recorder:
 
     def __init__(self, delay: float = 0.01) -> None:
         self.sent: list[tuple[str, Mapping[str, Any]]] = []
+        self.timeouts: list[float | None] = []
+        self.at: list[float] = []  # loop time each request left
         self.delay = delay
 
-    async def __call__(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def __call__(self, path: str, body: Mapping[str, Any], timeout: float | None = None) -> dict[str, Any]:
         self.sent.append((path, body))
+        self.timeouts.append(timeout)
+        self.at.append(asyncio.get_running_loop().time())
         await asyncio.sleep(self.delay)
         if "bad" in str(body):
             raise Refused(f"invalid: {body}")
@@ -110,7 +114,7 @@ async def test_a_refused_merge_is_resent_one_by_one() -> None:
 
 
 async def test_other_errors_reach_every_writer_of_the_request() -> None:
-    async def down(path: str, body: Mapping[str, Any]) -> Any:
+    async def down(path: str, body: Mapping[str, Any], timeout: float | None = None) -> Any:
         await asyncio.sleep(0.01)
         raise ConnectionError("apiserver down")
 
@@ -184,3 +188,75 @@ def test_which_refusals_split_a_merged_patch(status: int, message: str, split: b
 
 def test_connection_errors_do_not_split_a_merged_patch() -> None:
     assert not one_writers_fault(ConnectionError("apiserver down"))
+
+
+# -- the fence, checked as each patch leaves ------------------------------------------------------------------
+
+
+def until(deadline: float, what: str = "kex x") -> Fence:
+    """A replica's fence at ``deadline`` (loop time)."""
+    loop = asyncio.get_running_loop()
+    return Fence(lambda: deadline - loop.time(), what)
+
+
+async def test_a_patch_queued_behind_another_is_not_sent_past_its_fence() -> None:
+    """The issue's case: the second patch passed the check when queued, its lease ran out while the
+    first was in flight; it must not go out after the deadline (it did, 2.5 s late)."""
+    send = Recorder(delay=0.3)  # the first request takes 0.3 s
+    batcher = PatchBatcher(send, split_on=lambda exc: False)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 0.15
+    first = asyncio.ensure_future(batcher.patch("/o/1", {"status": {"a": 1}}, fence=until(deadline + 5)))
+    await asyncio.sleep(0.01)
+    queued = asyncio.ensure_future(batcher.patch("/o/1", {"status": {"b": 1}}, fence=until(deadline)))
+    await asyncio.sleep(0.01)
+    assert not queued.done()  # it passed the check when queued
+    assert await first == {"request": 1}
+    with pytest.raises(Fenced, match="kex x: no longer this replica's"):
+        await queued
+    assert send.sent == [("/o/1", {"status": {"a": 1}})]  # never sent
+    assert all(at <= deadline for at in send.at[1:])
+
+
+async def test_a_fenced_member_of_a_batch_is_left_out_and_the_others_go() -> None:
+    send = Recorder(delay=0.2)
+    batcher = PatchBatcher(send, split_on=lambda exc: False)
+    loop = asyncio.get_running_loop()
+    first = asyncio.ensure_future(batcher.patch("/o/1", {"status": {"a": 1}}))
+    await asyncio.sleep(0.01)
+    gone = asyncio.ensure_future(batcher.patch("/o/1", {"status": {"b": 1}}, fence=until(loop.time() + 0.05)))
+    kept = asyncio.ensure_future(batcher.patch("/o/1", {"status": {"c": 1}}, fence=until(loop.time() + 30)))
+    await first
+    assert await kept == {"request": 2}
+    with pytest.raises(Fenced):
+        await gone
+    assert [body for _, body in send.sent] == [{"status": {"a": 1}}, {"status": {"c": 1}}]
+
+
+async def test_a_fenced_request_times_out_at_the_fence_not_after_the_request_timeout() -> None:
+    send = Recorder()
+    batcher = PatchBatcher(send, split_on=lambda exc: False)
+    loop = asyncio.get_running_loop()
+    await batcher.patch("/o/1", {"status": {"a": 1}}, fence=until(loop.time() + 1.0))
+    await batcher.patch("/o/2", {"status": {"a": 1}})  # no fence: the client's own timeout
+    await batcher.patch("/o/3", {"status": {"a": 1}}, fence=Fence(lambda: math.inf, "kex z"))
+    first, second, third = send.timeouts
+    assert first is not None and 0.5 < first <= 1.0
+    assert second is None and third is None
+
+
+async def test_a_patch_fenced_already_is_not_even_queued() -> None:
+    send = Recorder()
+    batcher = PatchBatcher(send, split_on=lambda exc: False, window=0.05)
+    with pytest.raises(Fenced):
+        await batcher.patch("/o/1", {"status": {"a": 1}}, fence=Fence(lambda: 0.0, "kex x"))
+    assert send.sent == [] and batcher.requests == 0
+
+
+async def test_a_patch_lingering_in_the_window_is_checked_when_the_window_ends() -> None:
+    send = Recorder()
+    batcher = PatchBatcher(send, split_on=lambda exc: False, window=0.2)
+    with pytest.raises(Fenced):
+        await batcher.patch("/o/1", {"status": {"a": 1}},
+                            fence=until(asyncio.get_running_loop().time() + 0.05))
+    assert send.sent == []

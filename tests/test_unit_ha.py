@@ -8,17 +8,20 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime
+import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import pytest
+from loguru import logger
 
 from opd.ha.coordination import Coordinator
 from opd.ha.election import Claim, Timings
-from opd.ha.leases import Lease
+from opd.ha.leases import Lease, LeaseRecord
 from opd.ha.observing import Observations
-from opd.ha.settings import HaSettings
-from opd.ha.shards import member_name, plan, shard_name, shard_of, shares
+from opd.ha.settings import HaSettings, default_identity
+from opd.ha.shards import member_key, members_name, plan, shard_name, shard_of, shares
 from opd.kube.api import ConflictError, NotFoundError
 
 TIMINGS = Timings(lease_duration=15.0, renew_deadline=10.0, retry_period=2.0)
@@ -90,7 +93,36 @@ class Store:
         if current is not None and current.version == lease.version:
             del self.leases[lease.name]
             for seen in self.observers:
-                seen.forget(lease.name)
+                seen.forget(lease.name, deleted=True)
+
+    async def patch(self, name: str, patch: Mapping[str, Any], *, timeout: float) -> Lease:
+        """A merge-patch of metadata.annotations (None removes one), with the precondition if given."""
+        await self._request("patch")
+        current = self.leases.get(name)
+        if current is None:
+            raise NotFoundError(404, "NotFound", name)
+        meta = patch.get("metadata") or {}
+        if "resourceVersion" in meta and meta["resourceVersion"] != current.version:
+            raise ConflictError(409, "Conflict", name)
+        annotations = dict(current.annotations)
+        for key, value in (meta.get("annotations") or {}).items():
+            if value is None:
+                annotations.pop(key, None)
+            else:
+                annotations[key] = value
+        return self._store(dataclasses.replace(current, annotations=annotations))
+
+
+@pytest.fixture
+def said() -> Iterator[list[str]]:
+    """opd's log lines, as "LEVEL message"."""
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(f"{message.record['level'].name} {message.record['message']}"),
+                      level="DEBUG")
+    try:
+        yield lines
+    finally:
+        logger.remove(sink)
 
 
 @pytest.fixture
@@ -233,8 +265,9 @@ async def test_a_lease_deleted_under_its_holder_is_created_again(store: Store, c
     assert await a.step()
     del store.leases["opd"]
     clock.now += TIMINGS.retry_period
-    assert await a.step()  # the renewal finds nothing (404): still held until the deadline...
-    assert "opd" not in store.leases
+    # The renewal finds nothing (404): anyone may create it now, so its holder stops at once...
+    assert not await a.step()
+    assert not a.held and "opd" not in store.leases
     clock.now += TIMINGS.retry_period
     assert await a.step()  # ...and the next step creates it again
     assert store.leases["opd"].record.holder == "a"
@@ -319,8 +352,9 @@ def test_a_member_never_seen_renewing_does_not_hold_back_a_free_shard() -> None:
 
 def test_names() -> None:
     assert shard_name("opd", 3) == "opd-3"
-    assert member_name("opd", "host-1") != member_name("opd", "host-2")
-    assert len(member_name("x" * 235, "any identity at all")) <= 253
+    assert members_name("opd") == "opd-members"
+    assert member_key("host-1") != member_key("host-2")
+    assert len(member_key("any identity at all").split("/")[1]) <= 63
 
 
 # -- coordinators sharing shards ----------------------------------------------------------------------------------
@@ -377,6 +411,10 @@ class Cut:
     async def delete(self, lease: Lease, *, timeout: float) -> None:
         self._check()
         await self.store.delete(lease, timeout=timeout)
+
+    async def patch(self, name: str, patch: Mapping[str, Any], *, timeout: float) -> Lease:
+        self._check()
+        return await self.store.patch(name, patch, timeout=timeout)
 
 
 class Replicas:
@@ -473,7 +511,8 @@ async def test_a_stopping_replica_releases_its_shards_and_the_others_take_them_a
     b, _ = replicas.running["b"]
     await b.stop()
     replicas.crash("b")
-    assert member_name("opd", "b") not in store.leases  # its member Lease deleted
+    assert member_key("b") not in store.leases[members_name("opd")].annotations  # its member entry removed
+    assert member_key("a") in store.leases[members_name("opd")].annotations
     assert all(store.leases[shard_name("opd", k)].record.holder in ("", "a") for k in range(6))
     await replicas.rounds(2)  # well within lease_duration: released leases need no waiting
     assert replicas.held() == {"a": 6}
@@ -538,3 +577,94 @@ async def test_a_replica_without_the_api_does_not_try_every_shard_at_every_step(
     assert replicas.held() == {"a": 12}
     await replicas.stop()
 
+
+
+# -- identities, records from outside (issue #18) -----------------------------------------------------------------
+
+
+def test_the_default_identity_is_the_pods_name_when_given_else_random() -> None:
+    assert default_identity({"OPD_HA_IDENTITY": "opd-7d9c-x2x"}) == "opd-7d9c-x2x"
+    one, two = default_identity({}), default_identity({"OPD_HA_IDENTITY": " "})
+    assert one != two  # two containers with one hostname and PID 1 still differ
+    host, _, random = one.partition("_")
+    assert host == socket.gethostname() and uuid.UUID(random)
+    assert HaSettings(identity="x" * 254).problems()[0][0] == "identity"
+
+
+async def test_two_replicas_sharing_an_identity_never_both_hold(store: Store, clock: Clock) -> None:
+    """The issue's case: with one identity, both held the Lease in 60 of 60 steps (each took the
+    other's record for its own). Now the one that did not write it stands by."""
+    a, b = claim(store, clock, "same"), claim(store, clock, "same")
+    both = held = 0
+    for _ in range(60):
+        for one in (a, b):
+            if one.renewed_at is None or clock.now - one.renewed_at >= TIMINGS.retry_period:
+                await one.step()
+        both += a.held and b.held
+        held += a.held or b.held
+        clock.now += 0.5
+    assert both == 0 and held == 60
+    assert a.held and not b.held  # the first one keeps it: the second does not fight
+
+
+async def test_a_replica_that_sees_its_identity_renewed_elsewhere_fences_and_says_so(
+        store: Store, clock: Clock, said: list[str]) -> None:
+    replicas = Replicas(store, clock, 1)
+    a = replicas.add("a", mode="leader")
+    await replicas.rounds(2)
+    assert a.holds(0)
+    current = store.leases["opd"]  # another process with identity "a" renews it (an older opd, a copy)
+    renewed = dataclasses.replace(current.record, renewed="2030-01-01T00:00:00.000000Z")
+    store._store(dataclasses.replace(current, record=renewed))
+    assert not a.holds(0)  # at once, before any step
+    await replicas.rounds(1)
+    lines = [line for line in said if "renewed by another process with this replica's identity 'a'" in line]
+    assert len(lines) == 1 and "ERROR" in lines[0]
+    assert ("lose", frozenset({0})) in replicas.running["a"][1].told
+    await replicas.rounds(4)  # it does not fight: the record stays the other process's
+    assert store.leases["opd"].record.renewed == "2030-01-01T00:00:00.000000Z"
+    assert not a.holds(0)
+    await replicas.stop()
+
+
+async def test_a_holder_cleared_by_hand_fences_the_old_holder_before_another_takes_it(
+        store: Store, clock: Clock) -> None:
+    replicas = Replicas(store, clock, 1)
+    a = replicas.add("a", mode="leader")
+    await replicas.rounds(2)
+    b = replicas.add("b", mode="leader")
+    await replicas.rounds(2)
+    assert a.holds(0) and not b.holds(0)
+    current = store.leases["opd"]
+    store._store(dataclasses.replace(current, record=dataclasses.replace(current.record, holder="")))
+    assert not a.holds(0)  # as the watch delivers it, not a retry_period later
+    await b.step()  # b takes it at once (free)
+    assert b.holds(0) and not a.holds(0)
+    await replicas.rounds(6)
+    assert [c.holds(0) for c in (a, b)].count(True) == 1
+    await replicas.stop()
+
+
+async def test_a_ghost_holder_claiming_int32_max_seconds_is_replaced_within_twice_the_lease_duration(
+        store: Store, clock: Clock, said: list[str]) -> None:
+    """A Lease edited by hand (``leaseDurationSeconds: 2147483647``, holder "ghost") froze failover
+    for good: the record's claim was honoured whole."""
+    store._store(Lease("opd", LeaseRecord(holder="ghost", duration=2**31 - 1, renewed="2024-01-01T00:00:00Z",
+                                          transitions=2**31 - 1)))
+    replicas = Replicas(store, clock, 1)
+    b = replicas.add("b", mode="leader")
+    began = clock.now
+    while not b.holds(0) and clock.now - began < 10 * TIMINGS.lease_duration:
+        await replicas.rounds(1, step=0.25)
+    assert b.holds(0)
+    assert clock.now - began <= 2 * TIMINGS.lease_duration
+    assert store.leases["opd"].record.transitions == 0  # int32 wraps instead of making every write invalid
+    assert any("claims 2147483647s for 'ghost'" in line for line in said)
+    await replicas.stop()
+
+
+async def test_a_lease_deleted_under_its_holder_fences_it_as_the_watch_says_so(store: Store, clock: Clock) -> None:
+    a = claim(store, clock, "a")
+    assert await a.step()
+    await store.delete(store.leases["opd"], timeout=1)
+    assert not a.held

@@ -112,7 +112,7 @@ class HaSection:
     mode: str = "off"  # off: one process does everything; leader: active/standby; shards: split the objects
     lease: str = "opd"  # the Lease's name (shards: <lease>-<i>)
     lease_namespace: str = "default"
-    identity: str | None = None  # None: <hostname>-<pid>
+    identity: str | None = None  # None: $OPD_HA_IDENTITY, else <hostname>_<UUID>
     lease_duration: float = 15.0
     renew_deadline: float = 10.0
     retry_period: float = 2.0

@@ -117,7 +117,8 @@ def render(config: DaemonConfig, options: Mapping[str, Sequence[Option] | None] 
     h = config.ha
     lines += ["", "[ha]", _assign("mode", h.mode), _assign("lease", h.lease),
               _assign("lease_namespace", h.lease_namespace)]
-    lines.append(_assign("identity", h.identity) if h.identity else "# identity: not set (<hostname>-<pid>)")
+    lines.append(_assign("identity", h.identity) if h.identity else
+                 "# identity: not set ($OPD_HA_IDENTITY, else <hostname>_<UUID>)")
     lines += [_assign("lease_duration", h.lease_duration), _assign("renew_deadline", h.renew_deadline),
               _assign("retry_period", h.retry_period)]
     if h.mode == "shards":

@@ -31,9 +31,10 @@ from typing import Any
 
 from loguru import logger
 
-from opd.engine.ownership import EVERYTHING, Fenced, Ownership
+from opd.engine.ownership import EVERYTHING, Ownership
 from opd.engine.state import State, Storage, Writes, dump, holding_label, result_annotation
 from opd.kube.api import KubeClient
+from opd.kube.batching import Fence
 from opd.resources import Resource
 from opd.settings import PersistenceSettings
 
@@ -214,7 +215,10 @@ class Applier:
 
     async def _patch(self, uid: str, namespace: str | None, name: str, sub: str | None,
                      patch: Mapping[str, Any]) -> dict[str, Any]:
-        if not self.ownership.may_write(uid):
-            raise Fenced(f"{self.resource} {namespace + '/' if namespace else ''}{name}: no longer this replica's")
-        response: dict[str, Any] = await self.client.patch(self.resource.path(namespace, name, sub), patch)
+        ownership = self.ownership
+        # Checked now, and again when the patch leaves (it may wait behind another write of the object).
+        fence = Fence(lambda: ownership.time_left(uid), f"{self.resource} {namespace + '/' if namespace else ''}{name}")
+        fence.check()
+        response: dict[str, Any] = await self.client.patch(self.resource.path(namespace, name, sub), patch,
+                                                           fence=fence)
         return response

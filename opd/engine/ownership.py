@@ -4,12 +4,38 @@ With one replica, every object is this process's (``EVERYTHING``). With several 
 election, shards over Kubernetes Leases: ``opd.ha``), an ``Ownership`` says, per object uid,
 whether this replica runs its handlers and writes to it right now. The processor asks at each
 step: before it takes an event, before it runs handlers, and before every write (a replica
-that lost its lease while a handler ran drops that outcome: fencing by time).
+that lost its lease while a handler ran drops that outcome: fencing by time). A write is checked
+again when it leaves (``time_left``: a patch that waited behind another one is not sent past the
+fence, and its request timeout ends at the fence; see ``opd.kube.batching``).
 """
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Protocol
+
+from loguru import logger
+
+from opd.kube.batching import Fenced
+
+__all__ = ["EVERYTHING", "Fenced", "Ownership", "say_dropped"]
+
+QUIET = 60.0  # seconds after a dropped outcome during which the next ones are said at DEBUG only
+_quiet_until = 0.0
+
+
+def say_dropped(text: str) -> None:
+    """Say that an outcome was dropped (fenced): a lost lease drops the outcomes of every object in
+    flight at once, so the first is said at WARNING, the ones that follow it within QUIET at DEBUG
+    (the replica's own line says which Lease was lost, and why)."""
+    global _quiet_until
+    now = time.monotonic()
+    if now >= _quiet_until:
+        logger.warning(f"{text} (more outcomes dropped in the next {QUIET:g}s: at DEBUG)")
+    else:
+        logger.debug(text)
+    _quiet_until = now + QUIET
 
 
 class Ownership(Protocol):
@@ -22,6 +48,11 @@ class Ownership(Protocol):
         daemons may still write their last outcomes, though nothing new starts for it."""
         ...
 
+    def time_left(self, uid: str) -> float:
+        """Seconds from now during which a write to it may still be in flight: math.inf without
+        a limit, 0 when ``may_write`` says no. Read when each write leaves."""
+        ...
+
 
 class _Everything:
     def owns(self, uid: str) -> bool:
@@ -30,12 +61,11 @@ class _Everything:
     def may_write(self, uid: str) -> bool:
         return True
 
+    def time_left(self, uid: str) -> float:
+        return math.inf
+
     def __repr__(self) -> str:
         return "EVERYTHING"
 
 
 EVERYTHING: Ownership = _Everything()
-
-
-class Fenced(Exception):
-    """A write was refused inside opd: this replica no longer owns the object."""

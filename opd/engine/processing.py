@@ -31,7 +31,7 @@ from opd.engine.diffs import Patch, diff
 from opd.engine.execution import Outcome, brief, execute
 from opd.engine.indexing import Indexes
 from opd.engine.inventory import Inventory, Item, Memory
-from opd.engine.ownership import EVERYTHING, Fenced, Ownership
+from opd.engine.ownership import EVERYTHING, Fenced, Ownership, say_dropped
 from opd.engine.posting import EventPoster
 from opd.engine.queueing import WorkQueue
 from opd.engine.reporting import Reporter, where
@@ -260,7 +260,7 @@ class ResourceProcessor:
                 logger.info(f"opd: {self.resource} {where(body)}: written again after failures")
                 memory.failing, memory.retry = None, None
         except Fenced as exc:
-            logger.warning(f"opd: {exc}: its outcome is dropped (the replica that owns it now handles it)")
+            say_dropped(f"opd: {exc}: its outcome is dropped (the replica that owns it now handles it)")
             await self.disown(uid, "no longer this replica's")
         except PatchNotJSON as exc:  # checked per handler before; this is the batcher's own backstop
             memory.unwritten = None
@@ -400,7 +400,7 @@ class ResourceProcessor:
         try:
             response = await self.applier.apply(plan, body)
         except Fenced as exc:
-            logger.warning(f"opd: {exc}: the output of {handler.id!r} is dropped")
+            say_dropped(f"opd: {exc}: the output of {handler.id!r} is dropped")
             return
         except WRITE_ERRORS as exc:
             logger.warning(f"opd: writing the output of {handler.id!r} for {where(body)} failed: {brief(exc)}")

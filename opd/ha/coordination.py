@@ -6,7 +6,10 @@ succeeded within ``renew_deadline`` is fenced (its operations stop acting at onc
 stands by again.
 
 Shards mode: ``S`` Leases (``<lease>-<i>``), the key of an object is its shard (``shards.shard_of``),
-and a member Lease per replica; each step renews what this replica holds, then follows
+and one members Lease (``<lease>-members``) with an entry per replica: an annotation it rewrites
+every ``retry_period`` by merge-patch (entries never conflict; one long expired is removed with a
+resourceVersion precondition, so a member renewing at that moment is not removed). Each step
+renews what this replica holds, then follows
 ``shards.plan``: claim free shards while below the fair share, hand extras over. A hand-over
 stops taking new work on the shard, waits (bounded) until none of its objects is in process,
 fences, and only then releases the Lease: another replica starts on a shard only after that
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -27,14 +31,28 @@ from typing import Protocol
 from loguru import logger
 
 from opd.ha.election import CLOCK, Claim, Timings
-from opd.ha.leases import GROUP_LABEL, ROLE_LABEL, SHARDS_ANNOTATION, LeaseStore, group_label
-from opd.ha.observing import Observations
+from opd.ha.leases import GROUP_LABEL, MAX_HOLDER, MEMBER_PREFIX, ROLE_LABEL, Lease, LeaseStore, group_label, micro_time
+from opd.ha.observing import MAX_HONOURED, Observations, Seen
 from opd.ha.settings import HaSettings
-from opd.ha.shards import member_name, plan, shard_name, shard_of
-from opd.kube.api import REQUEST_ERRORS
+from opd.ha.shards import member_key, members_name, plan, shard_name, shard_of
+from opd.kube.api import REQUEST_ERRORS, ConflictError, NotFoundError
 
 HANDOVER_TIMEOUT = 30.0  # seconds a hand-over waits for work in process before it fences anyway
-TIDY_AFTER = 3  # a member Lease expired this many lease durations ago is deleted
+TIDY_AFTER = 3  # a member entry expired this many lease durations ago is removed
+
+
+def member_entry(value: str) -> tuple[str, str] | None:
+    """(identity, shard count as written) from a member's annotation; None when it is not one."""
+    try:
+        entry = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(entry, dict):
+        return None
+    identity, shards = entry.get("identity"), entry.get("shards")
+    if not isinstance(identity, str) or not identity or len(identity) > MAX_HOLDER:
+        return None
+    return identity, str(shards)[:20]
 
 
 class Listener(Protocol):
@@ -88,13 +106,18 @@ class Coordinator:
             return Claim(name, self.identity, store, seen, self.timings, labels={GROUP_LABEL: group, ROLE_LABEL: role},
                          annotations=annotations, clock=clock, **extra)
 
+        self.members: str | None = None  # the members Lease's name (shards mode)
         if self.leader_mode:
             self.claims = {0: claim(settings.lease, "leader")}
-            self.member: Claim | None = None
         else:
             self.claims = {i: claim(shard_name(settings.lease, i), "shard") for i in range(settings.shards)}
-            self.member = claim(member_name(settings.lease, self.identity), "member",
-                                {SHARDS_ANNOTATION: str(settings.shards)})
+            self.members = members_name(settings.lease)
+        self.group = group
+        self._key = member_key(self.identity)
+        self.member_at: float | None = None  # monotonic start of this replica's last member entry written
+        self.member_failure: str | None = None  # the last trouble writing it, said once per kind
+        self._wall = wall or (lambda: datetime.datetime.now(datetime.UTC))
+        self._overclaimed: set[str] = set()  # Leases whose records claim more than is honoured, said once each
         self._granted: frozenset[int] = frozenset()  # keys held and told to the operations
         self._handovers: dict[int, asyncio.Task[None]] = {}
         self._notices: asyncio.Queue[tuple[str, frozenset[int], str, asyncio.Future[None]]] | None = None
@@ -115,6 +138,12 @@ class Coordinator:
     def granted(self) -> frozenset[int]:
         return self._granted
 
+    def left(self, key: int) -> float:
+        """Seconds until the fence of a key held (0 when not held): the deadline of its last renewal."""
+        claim = self.claims.get(key)
+        deadline = claim.deadline if claim is not None and claim.held else None
+        return max(0.0, deadline - self.clock()) if deadline is not None else 0.0
+
     def state(self) -> State:
         held = tuple(sorted(self._granted))
         role = ("leader" if held and self.holds(0) else "standby") if self.leader_mode else "shards"
@@ -127,11 +156,11 @@ class Coordinator:
         now = self.clock()
         period = self.timings.retry_period
         renewing = [c for c in self.claims.values() if c.renewed_at is not None and now - c.renewed_at >= period]
-        if self.member is not None and (self.member.renewed_at is None or now - self.member.renewed_at >= period):
-            renewing.append(self.member)
-        if renewing:
-            await asyncio.gather(*(c.step() for c in renewing))
+        member_due = self.members is not None and (self.member_at is None or now - self.member_at >= period)
+        if renewing or member_due:
+            await asyncio.gather(*(c.step() for c in renewing), *([self._renew_member()] if member_due else []))
         self._fence()
+        self._overclaims()
         if self.stopping:
             return
         tried = {c.name for c in renewing}  # one request per lease and step
@@ -161,11 +190,31 @@ class Coordinator:
             if task is not None:
                 task.cancel()
         names = ", ".join(self.claims[k].name for k in sorted(lost))
-        taken = [self.claims[k].holder() for k in sorted(lost) if self.claims[k].renewed_at is None]
-        why = f"taken by {taken[0]!r}" if taken and taken[0] else f"not renewed within {self.timings.renew_deadline:g}s"
-        logger.warning(f"opd: ha: lost Lease {self.settings.namespace}/{names} ({why}): its objects' handlers "
-                       "stopped, outcomes in flight are dropped")
+        why = self.claims[min(lost)].why_lost()
+        for key in lost:
+            if self.claims[key].superseded():
+                self.claims[key].superseded_now()
+        line = (f"opd: ha: lost Lease {self.settings.namespace}/{names} ({why}): its objects' handlers stopped, "
+                "outcomes in flight are dropped")
+        if any(self.claims[k].twinned() for k in lost):  # a misconfiguration, not a hand-over
+            logger.error(line)
+        else:
+            logger.warning(line)
         self._tell("lose", lost, f"Lease {why}")
+
+    def _overclaims(self) -> None:
+        """Say once per Lease when a record claims a longer lease than this replica honours."""
+        most = MAX_HONOURED * self.timings.lease_duration
+        for claim in self.claims.values():
+            seen = self.seen.get(claim.name)
+            if seen is None or seen.lease.record.duration <= most or claim.ours(seen.lease.record) \
+                    or claim.name in self._overclaimed:
+                continue
+            self._overclaimed.add(claim.name)
+            logger.warning(f"opd: ha: Lease {self.settings.namespace}/{claim.name} claims "
+                           f"{seen.lease.record.duration}s for {seen.lease.record.holder[:80]!r}; this replica "
+                           f"honours at most {most:g}s ({MAX_HONOURED:g} x its lease_duration): give every replica "
+                           "the same timings")
 
     async def _shards(self, tried: set[str]) -> None:
         now = self.clock()
@@ -175,16 +224,17 @@ class Coordinator:
                 continue  # on its way out: neither ours to keep nor free to take
             if claim.held:
                 holders[key] = self.identity
-            elif (holder := claim.holder()) and holder != self.identity and not claim.free(now):
-                holders[key] = holder
+            elif (holder := claim.holder()) and not claim.free(now):
+                # Held by another (one with this identity in another process counts as someone else).
+                holders[key] = holder if holder != self.identity else f"{holder} (another process)"
         members, active = self._live_members(now)
         self._members = frozenset(members | set(holders.values()))
         todo = plan(self.identity, self._members, holders, len(self.claims), active | set(holders.values()))
         for key in todo.release:
             self._handovers[key] = asyncio.get_running_loop().create_task(
                 self._hand_over(key), name=f"opd ha hand-over {self.claims[key].name}")
-        if self.member is not None and self.member.failure is not None and not self._granted:
-            return  # the API did not answer its renewal: claiming shards now would only add requests
+        if self.member_failure is not None and not self._granted:
+            return  # the API did not answer its member entry: claiming shards now would only add requests
         taken = 0
         for key in todo.claim:
             if taken >= todo.want or self.stopping:
@@ -195,23 +245,62 @@ class Coordinator:
             elif claim.failure is not None:
                 break  # the API is away (or refuses): the next step tries again, not the next shard now
 
+    def _entries(self) -> tuple[Seen | None, list[tuple[str, str, str, float]]]:
+        """The members Lease as seen, and its entries: (annotation, identity, shards, first seen at)."""
+        seen = self.seen.get(self.members) if self.members is not None else None
+        if seen is None:
+            return None, []
+        found = []
+        for key, value in seen.lease.annotations.items():
+            if key.startswith(MEMBER_PREFIX) and (entry := member_entry(value)) is not None:
+                found.append((key, *entry, seen.marks.get(key, seen.at)))
+        return seen, found
+
     def _live_members(self, now: float) -> tuple[set[str], set[str]]:
-        """The members whose Leases have not expired, and those of them seen renewing."""
+        """The members whose entries have not expired, and those of them seen renewing."""
         found, active = {self.identity}, {self.identity}
-        for seen in self.seen:
-            lease = seen.lease
-            if lease.labels.get(ROLE_LABEL) != "member" or not lease.record.holder:
-                continue
-            if now < seen.expires(self.timings.lease_duration):
-                found.add(lease.record.holder)
-                if seen.renewed:
-                    active.add(lease.record.holder)
-                count = lease.annotations.get(SHARDS_ANNOTATION)
-                if count not in (None, str(len(self.claims))) and lease.record.holder not in self._mismatch:
-                    self._mismatch.add(lease.record.holder)
-                    logger.error(f"opd: ha: replica {lease.record.holder!r} runs with {count} shards, this one with "
+        seen, entries = self._entries()
+        for _, identity, count, at in entries:
+            if now < at + self.timings.lease_duration:
+                found.add(identity)
+                if seen is not None and at > seen.since:
+                    active.add(identity)
+                if count != str(len(self.claims)) and identity not in self._mismatch and identity != self.identity:
+                    self._mismatch.add(identity)
+                    logger.error(f"opd: ha: replica {identity[:80]!r} runs with {count!r} shards, this one with "
                                  f"{len(self.claims)}: give every replica the same [ha].shards")
         return found, active
+
+    async def _renew_member(self) -> None:
+        """Write this replica's entry in the members Lease (created when missing)."""
+        assert self.members is not None
+        started = self.clock()
+        timeout = min(self.timings.request_timeout, self.timings.renew_deadline)
+        value = json.dumps({"identity": self.identity, "shards": len(self.claims), "renewed": micro_time(self._wall())})
+        try:
+            try:
+                lease = await self.store.patch(self.members, {"metadata": {"annotations": {self._key: value}}},
+                                               timeout=timeout)
+            except NotFoundError:
+                try:
+                    lease = await self.store.create(Lease(self.members, labels={GROUP_LABEL: self.group,
+                                                                                ROLE_LABEL: "members"},
+                                                          annotations={self._key: value}), timeout=timeout)
+                except ConflictError:  # another replica created it meanwhile: the next step patches it
+                    return
+        except REQUEST_ERRORS as exc:
+            kind = f"{type(exc).__name__}:{getattr(exc, 'status', '')}"
+            if kind != self.member_failure:
+                self.member_failure = kind
+                text = " ".join(str(exc).split()) or type(exc).__name__
+                logger.warning(f"opd: ha: writing this replica's entry in Lease {self.store.namespace}/"
+                               f"{self.members} failed: {text[:300]}; retrying every {self.timings.retry_period:g}s")
+            return
+        self.seen.saw(lease, at=started)
+        self.member_at = started
+        if self.member_failure is not None:
+            logger.info(f"opd: ha: Lease {self.store.namespace}/{self.members} written again")
+            self.member_failure = None
 
     async def _hand_over(self, key: int) -> None:
         claim = self.claims[key]
@@ -233,19 +322,21 @@ class Coordinator:
                     f"{len(self.claims)} shards over {len(self._members)} replicas)")
 
     async def _tidy(self) -> None:
-        """Delete member Leases long expired (replicas that crashed): the first live member does it."""
+        """Remove member entries long expired (replicas that crashed): the first live member does
+        it, on the version it saw (one renewed meanwhile stays)."""
         if min(self._members) != self.identity:
             return
         now = self.clock()
-        for seen in self.seen:
-            lease = seen.lease
-            if lease.labels.get(ROLE_LABEL) == "member" and lease.name != (self.member.name if self.member else "") \
-                    and now >= seen.at + TIDY_AFTER * max(float(lease.record.duration), self.timings.lease_duration):
-                try:
-                    await self.store.delete(lease, timeout=self.timings.request_timeout)
-                    self.seen.forget(lease.name)
-                except REQUEST_ERRORS as exc:
-                    logger.debug(f"opd: ha: deleting the expired member Lease {lease.name} failed: {exc}")
+        seen, entries = self._entries()
+        gone = {key: None for key, identity, _, at in entries
+                if key != self._key and now >= at + TIDY_AFTER * self.timings.lease_duration}
+        if seen is None or not gone or not seen.lease.version:
+            return
+        patch = {"metadata": {"resourceVersion": seen.lease.version, "annotations": gone}}
+        try:
+            self.seen.saw(await self.store.patch(seen.lease.name, patch, timeout=self.timings.request_timeout))
+        except REQUEST_ERRORS as exc:  # a conflict: someone wrote meanwhile; the next step looks again
+            logger.debug(f"opd: ha: removing {len(gone)} expired member(s) from {seen.lease.name} failed: {exc}")
 
     def _say(self) -> None:
         state = self.state()
@@ -264,7 +355,9 @@ class Coordinator:
         """When the next step is due (monotonic): a renewal, a fence, or a lease that expires."""
         now = self.clock()
         due = now + self.timings.retry_period
-        for claim in [*self.claims.values(), *([self.member] if self.member else [])]:
+        if self.members is not None:
+            due = min(due, (self.member_at if self.member_at is not None else now) + self.timings.retry_period)
+        for claim in self.claims.values():
             if claim.renewed_at is not None:
                 due = min(due, claim.renewed_at + self.timings.retry_period)
                 if claim.deadline is not None and claim.deadline > now:
@@ -272,11 +365,9 @@ class Coordinator:
             expires = claim.expires()
             if expires is not None and expires > now:
                 due = min(due, expires)
-        for seen in self.seen:
-            if seen.lease.labels.get(ROLE_LABEL) == "member" and seen.lease.record.holder:
-                expires = seen.expires(self.timings.lease_duration)
-                if expires > now:
-                    due = min(due, expires)
+        for _, _, _, at in self._entries()[1]:
+            if at + self.timings.lease_duration > now:
+                due = min(due, at + self.timings.lease_duration)
         return due
 
     # -- telling the operations, in order ----------------------------------------------------------------------
@@ -310,8 +401,8 @@ class Coordinator:
 
     # -- the end -----------------------------------------------------------------------------------------------
     async def stop(self) -> None:
-        """Stop acting, then release every Lease held (and delete the member Lease): the others
-        take over at once instead of after lease_duration. The operations should have stopped."""
+        """Stop acting, then release every Lease held (and remove this replica's member entry): the
+        others take over at once instead of after lease_duration. The operations should have stopped."""
         self.stopping = True
         handovers = list(self._handovers.values())
         for task in handovers:
@@ -324,9 +415,13 @@ class Coordinator:
             lost, self._granted = self._granted, frozenset()
             await self._tell("lose", lost, "replica stopping")
         released = await asyncio.gather(*(c.release() for c in self.claims.values()))
-        if self.member is not None:
-            self.member.stop()
-            await self.member.release(delete=True)
+        if self.members is not None and self.member_at is not None:
+            try:
+                await self.store.patch(self.members, {"metadata": {"annotations": {self._key: None}}},
+                                       timeout=min(self.timings.request_timeout, self.timings.renew_deadline))
+            except REQUEST_ERRORS as exc:  # the others remove it once it has long expired
+                logger.debug(f"opd: ha: removing this replica's entry from {self.members} failed: {exc}")
+            self.member_at = None
         if any(released):
             logger.info(f"opd: ha: released {sum(released)} Lease(s) in {self.settings.namespace}: "
                         "the other replicas take over now")

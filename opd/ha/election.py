@@ -10,8 +10,16 @@ its last successful write (monotonic clock). Another replica can take the lease 
 it has seen it unchanged for ``lease_duration``, which began no earlier than that write reached
 the server. So a holder that cannot renew stops acting at least ``lease_duration -
 renew_deadline`` (5 s with the defaults) before anyone else may start; what it sent before its
-deadline can still land in that margin. A release writes an empty holder once the holder has
-stopped acting: the others may take over at once.
+deadline can still land in that margin (every write's request timeout ends at the deadline: see
+``opd.kube.batching``). A release writes an empty holder once the holder has stopped acting: the
+others may take over at once.
+
+Fencing by what the watch shows: a holder also stops the moment it sees a newer record that is
+not its own — another holder, an emptied ``holderIdentity``, the Lease deleted — not a
+``retry_period`` later. A record is this process's own when it names its identity *and* carries a
+``renewTime`` this process wrote: one naming its identity that it did not write means another
+process runs with the same identity. Holding, it says so and stops (it does not fight); not
+holding, it treats that record as another's, which it may take only once it has expired.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from dataclasses import dataclass, replace
 
 from loguru import logger
 
-from opd.ha.leases import Lease, LeaseRecord, LeaseStore, micro_time
+from opd.ha.leases import MAX_INT32, Lease, LeaseRecord, LeaseStore, micro_time
 from opd.ha.observing import Observations
 from opd.kube.api import REQUEST_ERRORS, APIError, ConflictError, NotFoundError
 
@@ -71,16 +79,54 @@ class Claim:
         self.acquired_at: float | None = None  # monotonic start of the write that made us holder
         self.failure: str | None = None  # the last request's trouble, said once per kind
         self._lock = asyncio.Lock()  # one request at a time: a release must not race a renewal
+        # The renewTimes this process wrote (the last few, the one in flight included): what tells
+        # its own records from those of another process with the same identity. Replaced whole,
+        # never mutated: read from the operations' threads.
+        self._stamps: tuple[str, ...] = ()
+        self.hold_off_until = -1.0  # monotonic: no acquisition before (after being superseded)
 
     def __repr__(self) -> str:
         return f"Claim({self.name!r}, held={self.held})"
 
     @property
     def held(self) -> bool:
-        """Whether this replica holds the lease now: written by it, and renewed within the deadline.
-        Read from any thread (a plain attribute read): the fence needs no help from the loop."""
+        """Whether this replica holds the lease now: written by it, renewed within the deadline, and
+        nothing newer seen that is not its own. Read from any thread (plain reads): the fence needs
+        no help from the loop."""
         renewed = self.renewed_at
-        return renewed is not None and self.clock() < renewed + self.timings.renew_deadline
+        return renewed is not None and self.clock() < renewed + self.timings.renew_deadline and not self.superseded()
+
+    def ours(self, record: LeaseRecord) -> bool:
+        """Whether this process wrote ``record`` (its identity alone is not enough: see the module)."""
+        return record.holder == self.identity and record.renewed is not None and record.renewed in self._stamps
+
+    def _others(self, record: LeaseRecord) -> bool:
+        """Whether ``record`` holds the lease for someone else (another identity, or ours in another process)."""
+        return bool(record.holder) and not self.ours(record)
+
+    def superseded(self) -> str | None:
+        """Why the newest record seen ends this replica's hold ('' or None: it does not)."""
+        if self.name in self.seen.deleted:
+            return "the Lease was deleted"
+        seen = self.seen.get(self.name)
+        if seen is None or self.ours(seen.lease.record):
+            return None
+        record = seen.lease.record
+        if not record.holder:
+            return "released: holderIdentity cleared"
+        if record.holder == self.identity:
+            return (f"renewed by another process with this replica's identity {self.identity!r}: two replicas share "
+                    "it (give each its own); this one stops acting and stands by")
+        return f"taken by {record.holder[:80]!r}"
+
+    def twinned(self) -> bool:
+        """Whether the newest record seen names this identity but was written by another process."""
+        seen = self.seen.get(self.name)
+        return seen is not None and seen.lease.record.holder == self.identity and not self.ours(seen.lease.record)
+
+    def why_lost(self) -> str:
+        """For the line that says the lease was lost."""
+        return self.superseded() or f"not renewed within {self.timings.renew_deadline:g}s"
 
     @property
     def deadline(self) -> float | None:
@@ -94,15 +140,25 @@ class Claim:
 
     def free(self, now: float | None = None) -> bool:
         """Whether a step could take it now: never seen, free, ours, or expired by our clock."""
+        now = self.clock() if now is None else now
+        if now < self.hold_off_until:
+            return False
         seen = self.seen.get(self.name)
-        if seen is None or seen.lease.record.holder in ("", self.identity):
+        if seen is None or not self._others(seen.lease.record):
             return True
-        return (self.clock() if now is None else now) >= seen.expires(self.timings.lease_duration)
+        return now >= seen.expires(self.timings.lease_duration)
+
+    def superseded_now(self) -> None:
+        """Told that a newer record ended this replica's hold: stop, and leave the lease to the
+        others for a ``retry_period`` (a holder cleared by hand is a hand-over, not a free-for-all
+        the old holder wins by being first)."""
+        self._lost()
+        self.hold_off_until = self.clock() + self.timings.retry_period
 
     def expires(self) -> float | None:
         """When the lease, held by another, expires by our clock (None: not held by another)."""
         seen = self.seen.get(self.name)
-        if seen is None or seen.lease.record.holder in ("", self.identity):
+        if seen is None or not self._others(seen.lease.record):
             return None
         return seen.expires(self.timings.lease_duration)
 
@@ -118,19 +174,24 @@ class Claim:
             self.failure = kind
             text = " ".join(str(exc).split()) or type(exc).__name__
             if isinstance(exc, APIError) and exc.status in (401, 403):
-                text += f" (the account needs get, list, watch, create, update and delete on leases in " \
+                text += f" (the account needs get, list, watch, create, update and patch on leases in " \
                         f"namespace {self.store.namespace})"
             logger.warning(f"opd: ha: {what} Lease {self.store.namespace}/{self.name} failed: {text}; "
                            f"retrying every {self.timings.retry_period:g}s")
 
     def _record(self, old: LeaseRecord, now: datetime.datetime) -> LeaseRecord:
-        """The record to write: ours, renewed now; a change of hands counts as a transition."""
+        """The record to write: ours, renewed now; a change of hands counts as a transition (the
+        API's int32 wraps to 0 rather than make every later write invalid)."""
         stamp = micro_time(now)
-        if old.holder == self.identity:
+        while stamp in self._stamps:  # a coarse clock: each write's stamp must be its own
+            now += datetime.timedelta(microseconds=1)
+            stamp = micro_time(now)
+        self._stamps = (*self._stamps[-7:], stamp)
+        if self.ours(old) and self.renewed_at is not None:
             acquired, transitions = old.acquired or stamp, old.transitions
         else:
             never_held = not old.holder and old.acquired is None
-            acquired, transitions = stamp, old.transitions + (0 if never_held else 1)
+            acquired, transitions = stamp, (old.transitions + (0 if never_held else 1)) % (MAX_INT32 + 1)
         return LeaseRecord(holder=self.identity, duration=math.ceil(self.timings.lease_duration),
                            acquired=acquired, renewed=stamp, transitions=transitions)
 
@@ -149,7 +210,7 @@ class Claim:
                         return self._won(await self.store.create(lease, timeout=timeout), started)
                     seen = self.seen.saw(found)
                 old = seen.lease.record
-                if old.holder not in ("", self.identity) and started < seen.expires(self.timings.lease_duration):
+                if self._others(old) and started < seen.expires(self.timings.lease_duration):
                     self._lost()
                     return False
                 lease = replace(seen.lease, record=self._record(old, self.wall()),
@@ -159,11 +220,12 @@ class Claim:
             except ConflictError:
                 # Someone wrote it since we read it: read it afresh; the next step decides.
                 await self._refresh(timeout)
-                if self.holder() != self.identity:
+                seen = self.seen.get(self.name)
+                if seen is None or not self.ours(seen.lease.record):
                     self._lost()
                 return self.held
             except NotFoundError as exc:  # deleted (or its namespace is missing): read it afresh next time
-                self.seen.forget(self.name)
+                self.seen.forget(self.name, deleted=True)
                 self._trouble("renewing" if self.renewed_at is not None else "acquiring", exc)
                 return self.held
             except REQUEST_ERRORS as exc:
@@ -177,7 +239,7 @@ class Claim:
             self.seen.forget(self.name)  # read it at the next step
             return
         if fresh is None:
-            self.seen.forget(self.name)
+            self.seen.forget(self.name, deleted=True)
         else:
             self.seen.saw(fresh)
 
@@ -198,30 +260,26 @@ class Claim:
         """Stop holding at once (the fence), without a request: e.g. before a release."""
         self._lost()
 
-    async def release(self, *, delete: bool = False) -> bool:
-        """Give the lease up (or delete it) if it says this replica holds it; whether that was
-        written. Holding ends before the request is sent."""
+    async def release(self) -> bool:
+        """Give the lease up if it says this replica holds it; whether that was written. Holding
+        ends before the request is sent."""
         async with self._lock:
             self._lost()
             # Also when the deadline has passed: the precondition keeps a lease that another
             # replica took meanwhile from being cleared.
             seen = self.seen.get(self.name)
-            if seen is None or seen.lease.record.holder != self.identity:
-                return False
+            if seen is None or not self.ours(seen.lease.record):
+                return False  # not ours to release (another's, or a twin's with our identity)
             timeout = min(self.timings.request_timeout, self.timings.renew_deadline)
             for _ in range(2):  # once more after a 409: read afresh, and if it is still ours, again
                 try:
-                    if delete:
-                        await self.store.delete(seen.lease, timeout=timeout)
-                        self.seen.forget(self.name)
-                        return True
                     record = replace(seen.lease.record, holder="", renewed=micro_time(self.wall()))
                     self.seen.saw(await self.store.update(seen.lease.with_record(record), timeout=timeout))
                     return True
                 except ConflictError:
                     await self._refresh(timeout)
                     seen = self.seen.get(self.name)
-                    if seen is None or seen.lease.record.holder != self.identity:
+                    if seen is None or not self.ours(seen.lease.record):
                         return False
                 except REQUEST_ERRORS as exc:  # it expires by itself: the others wait lease_duration
                     self._trouble("releasing", exc)

@@ -3,31 +3,89 @@ preconditions: whoever writes a Lease with the version it has seen wins; anyone 
 
 Every Lease opd writes carries a label naming its group (the configured lease name), so one
 watch with a label selector sees a whole group: the leader's Lease, or the shards' and members'.
+Every name is known ahead (``<lease>``; ``<lease>-<i>`` and ``<lease>-members``), so RBAC can hold
+every verb but create to them by ``resourceNames``.
+
+A Lease is input from outside (anyone allowed to edit it, or a buggy peer): each record is bounded
+in shape and size when it is read (``LeaseRecord.from_spec``, ``Lease.from_body``), never trusted
+for more than that; what a record claims about time is bounded by the reader (``opd.ha.observing``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from opd.kube.api import KubeClient, NotFoundError
+from opd.kube.api import MERGE_PATCH, KubeClient, NotFoundError
 from opd.resources import Resource
 
 LEASES = Resource(group="coordination.k8s.io", version="v1", plural="leases", kind="Lease", namespaced=True)
 GROUP_LABEL = "opd.dev/ha-group"
-ROLE_LABEL = "opd.dev/ha-role"  # leader, shard or member
-SHARDS_ANNOTATION = "opd.dev/ha-shards"  # on a member's Lease: the shard count it runs with
-# What a replica needs on Leases (for RBAC): list and watch follow the group, delete tidies members.
-VERBS = ("get", "list", "watch", "create", "update", "delete")
+ROLE_LABEL = "opd.dev/ha-role"  # leader, shard or members
+# On the members Lease (shards mode): one annotation per replica, "<prefix><digest of its identity>".
+MEMBER_PREFIX = "members.opd.dev/"
+# What a replica needs on Leases (for RBAC): list and watch follow the group, patch keeps its
+# member entry in the members Lease (and removes entries long expired).
+VERBS = ("get", "list", "watch", "create", "update", "patch")
+
+# Bounds on what a Lease read from the API may hold before opd looks at it.
+MAX_NAME = 253
+MAX_HOLDER = 253  # the longest identity opd.ha.settings accepts
+MAX_INT32 = 2**31 - 1  # leaseDurationSeconds and leaseTransitions are int32 in the API
+MAX_KEY = 317  # an annotation's or label's key: a 253-character prefix, '/', a 63-character name
+MAX_VALUE = 4096  # an annotation's value opd reads (its own are under 600 characters)
+MAX_ENTRIES = 2048  # annotations or labels read from one Lease
+_MICRO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)")
 
 
 def group_label(lease: str) -> str:
     """The label value naming a group: the lease's name, or a digest when it is too long for a label."""
     return lease if len(lease) <= 63 else "h-" + hashlib.sha1(lease.encode()).hexdigest()[:40]
+
+
+def _int(value: Any, high: int = MAX_INT32) -> int:
+    """A whole number from 0 to ``high`` out of anything (0 when it is not one)."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, float):
+        value = int(value) if value == value and abs(value) < 2.0**63 else 0
+    elif isinstance(value, str) and len(value) <= 20:
+        try:
+            value = int(value)
+        except ValueError:
+            return 0
+    return min(max(value, 0), high) if isinstance(value, int) else 0
+
+
+def _holder(value: Any) -> str:
+    """A holder's identity: text, or '' when it is none; an overlong one is shortened to its start
+    and a digest (still someone else, and still that one at every read)."""
+    if not isinstance(value, str):
+        return ""
+    if len(value) <= MAX_HOLDER:
+        return value
+    return f"{value[:64]}...sha1:{hashlib.sha1(value.encode(errors='replace')).hexdigest()}"
+
+
+def _time(value: Any) -> str | None:
+    return value if isinstance(value, str) and len(value) <= 40 and _MICRO_TIME.fullmatch(value) else None
+
+
+def _pairs(value: Any) -> dict[str, str]:
+    """Labels or annotations: text to text, each bounded, at most MAX_ENTRIES (others are left out)."""
+    if not isinstance(value, Mapping):
+        return {}
+    found: dict[str, str] = {}
+    for key, inner in value.items():
+        if len(found) >= MAX_ENTRIES:
+            break
+        if isinstance(key, str) and isinstance(inner, str) and len(key) <= MAX_KEY and len(inner) <= MAX_VALUE:
+            found[key] = inner
+    return found
 
 
 def micro_time(moment: datetime.datetime) -> str:
@@ -46,11 +104,14 @@ class LeaseRecord:
     transitions: int = 0
 
     @classmethod
-    def from_spec(cls, spec: Mapping[str, Any] | None) -> LeaseRecord:
-        spec = spec or {}
-        return cls(holder=str(spec.get("holderIdentity") or ""), duration=int(spec.get("leaseDurationSeconds") or 0),
-                   acquired=spec.get("acquireTime"), renewed=spec.get("renewTime"),
-                   transitions=int(spec.get("leaseTransitions") or 0))
+    def from_spec(cls, spec: Any) -> LeaseRecord:
+        """Whatever the spec holds: fields of the wrong type or shape count as absent, numbers are
+        clamped to the API's int32 range, an overlong holder is shortened (see ``_holder``)."""
+        if not isinstance(spec, Mapping):
+            spec = {}
+        return cls(holder=_holder(spec.get("holderIdentity")), duration=_int(spec.get("leaseDurationSeconds")),
+                   acquired=_time(spec.get("acquireTime")), renewed=_time(spec.get("renewTime")),
+                   transitions=_int(spec.get("leaseTransitions")))
 
     def spec(self) -> dict[str, Any]:
         spec: dict[str, Any] = {"leaseTransitions": self.transitions}
@@ -74,11 +135,16 @@ class Lease:
     annotations: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> Lease:
-        meta = body.get("metadata") or {}
-        return cls(name=str(meta.get("name")), record=LeaseRecord.from_spec(body.get("spec")),
-                   version=str(meta.get("resourceVersion") or ""), labels=dict(meta.get("labels") or {}),
-                   annotations=dict(meta.get("annotations") or {}))
+    def from_body(cls, body: Any) -> Lease:
+        """A Lease from whatever a response or watch event holds, bounded (see the module's doc)."""
+        body = body if isinstance(body, Mapping) else {}
+        meta = body.get("metadata")
+        meta = meta if isinstance(meta, Mapping) else {}
+        name, version = meta.get("name"), meta.get("resourceVersion")
+        return cls(name=name if isinstance(name, str) and len(name) <= MAX_NAME else "",
+                   record=LeaseRecord.from_spec(body.get("spec")),
+                   version=version if isinstance(version, str) and len(version) <= 32 else "",
+                   labels=_pairs(meta.get("labels")), annotations=_pairs(meta.get("annotations")))
 
     def body(self, namespace: str) -> dict[str, Any]:
         meta: dict[str, Any] = {"name": self.name, "namespace": namespace}
@@ -115,8 +181,9 @@ class LeaseStore(Protocol):
         """Only if ``lease.version`` is still the current one; else ConflictError."""
         ...
 
-    async def delete(self, lease: Lease, *, timeout: float) -> None:
-        """Only if ``lease.version`` is still the current one; a missing one is not an error."""
+    async def patch(self, name: str, patch: Mapping[str, Any], *, timeout: float) -> Lease:
+        """A merge-patch (with ``metadata.resourceVersion`` in it: only if that is still the current
+        one, else ConflictError); NotFoundError when the Lease is missing."""
         ...
 
 
@@ -151,8 +218,8 @@ class KubeLeases:
                                          timeout=timeout)
         return Lease.from_body(body)
 
-    async def delete(self, lease: Lease, *, timeout: float) -> None:
+    async def patch(self, name: str, patch: Mapping[str, Any], *, timeout: float) -> Lease:
         self.requests += 1
-        options = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"resourceVersion": lease.version}}
-        with contextlib.suppress(NotFoundError):  # gone already: what a delete wants
-            await self.client.request("DELETE", self._path(lease.name), body=options, timeout=timeout)
+        body = await self.client.request("PATCH", self._path(name), body=patch, content_type=MERGE_PATCH,
+                                         timeout=timeout)
+        return Lease.from_body(body)

@@ -43,6 +43,10 @@ class Keys(Protocol):
 
     def granted(self) -> frozenset[int]: ...
 
+    def left(self, key: int) -> float:
+        """Seconds until this replica's hold on the key ends unless renewed (0: not held)."""
+        ...
+
 
 class View:
     """Implements ``opd.engine.ownership.Ownership`` for one operation (one plugin's, or ``opd run``'s)."""
@@ -72,6 +76,10 @@ class View:
             return True
         key = self.keys.key_of(uid)
         return uid in self.stopping and key in self.granted and self.keys.holds(key)
+
+    def time_left(self, uid: str) -> float:
+        """Until the fence of the object's key: the most a write to it may still be in flight."""
+        return self.keys.left(self.keys.key_of(uid)) if self.may_write(uid) else 0.0
 
     def attach(self, operation: Operation) -> None:
         """In the operation's loop, before it runs."""

@@ -36,6 +36,24 @@ from opd.kube.api import KubeClient
 from opd.kube.credentials import Login
 from opd.settings import NetworkingSettings, WatchingSettings
 
+
+class LeaseWatcher(Watcher):
+    """The group's watch. Leader mode: the one Lease by name (``fieldSelector=metadata.name``), which
+    RBAC can hold to ``resourceNames``, and which sees the Lease whatever labels an edit left it;
+    shards mode: the group by its label, over the namespace (a watch names one object at most: RBAC
+    grants list/watch on the namespace's Leases for it)."""
+
+    def __init__(self, *args: Any, name: str | None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.name = name
+
+    def _query(self) -> dict[str, Any]:
+        query = super()._query()
+        if self.name is not None:
+            query["fieldSelector"] = f"metadata.name={self.name}"
+        return query
+
+
 BUSY_POLL = 0.05  # seconds between looks at the work in process of a shard being handed over
 MIN_PAUSE = 0.05  # seconds at least between two steps (a burst of lease changes is one look)
 
@@ -52,7 +70,7 @@ class Replica:
         self._views: list[View] = []
         self._views_lock = threading.Lock()  # views come and go in the operations' threads
         self._tasks: list[asyncio.Task[Any]] = []
-        self.watcher: Watcher | None = None
+        self.watcher: LeaseWatcher | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -62,8 +80,11 @@ class Replica:
         store = KubeLeases(self.client, self.settings.namespace)
         self.coordinator = Coordinator(self.settings, store, seen, self,
                                        request_timeout=self.networking.request_timeout)
-        self.watcher = Watcher(self.client, LEASES, self.settings.namespace, settings=self.watching,
-                               deliver=seen.deliver, label_selector=f"{GROUP_LABEL}={group_label(self.settings.lease)}")
+        leader = self.settings.mode == "leader"  # one Lease: by its name, whatever its labels say
+        self.watcher = LeaseWatcher(self.client, LEASES, self.settings.namespace, settings=self.watching,
+                                    deliver=seen.deliver, name=self.settings.lease if leader else None,
+                                    label_selector=None if leader else
+                                    f"{GROUP_LABEL}={group_label(self.settings.lease)}")
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self.watcher.run(), name="opd ha watch"),
                        loop.create_task(self._run(), name="opd ha steps")]

@@ -3,7 +3,14 @@
 The timings are client-go's (and controller-runtime's) defaults and mean what they mean there:
 a holder renews every ``retry_period``; one that has not renewed within ``renew_deadline`` of its
 last renewal's start stops acting; another replica takes a lease over once it has seen it
-unchanged for ``lease_duration``.
+unchanged for ``lease_duration``. Every replica of a group should run with the same timings: a
+record's own ``leaseDurationSeconds`` is honoured only up to ``MAX_HONOURED`` x ``lease_duration``.
+
+The identity names this replica in the Leases and must be unique per process: by default
+``$OPD_HA_IDENTITY`` when set (the generated Deployment sets it to the pod's name through the
+downward API) and nothing else, otherwise ``<hostname>_<random UUID>`` (as client-go), never a
+name two containers could share (equal hostnames and PID 1). A replica that finds its own
+identity renewed by another process says so and stops acting (see ``opd.ha.election``).
 """
 
 from __future__ import annotations
@@ -11,20 +18,25 @@ from __future__ import annotations
 import os
 import re
 import socket
+import uuid
 from dataclasses import dataclass, field
 
 from opd.errors import ConfigError
 
 MODES = ("leader", "shards")
 MAX_SHARDS = 1024
-# Names derived from the lease's: "<lease>-<shard>" and "<lease>-member-<10 hex digits>".
-_LONGEST_SUFFIX = len("-member-") + 10
+MAX_IDENTITY = 253  # characters: a pod's name fits, as does a hostname and a UUID
+IDENTITY_VARIABLE = "OPD_HA_IDENTITY"
+# Names derived from the lease's: "<lease>-<shard>" (up to "-1023") and "<lease>-members".
+_LONGEST_SUFFIX = len("-members")
 _DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 
 
-def default_identity() -> str:
-    """``<hostname>-<pid>``: unique per process, also for two replicas on one host."""
-    return f"{socket.gethostname()}-{os.getpid()}"
+def default_identity(environ: dict[str, str] | None = None) -> str:
+    """``$OPD_HA_IDENTITY`` when set (the pod's name, from the downward API), else
+    ``<hostname>_<random UUID>``: unique per process, also for containers with one hostname and PID 1."""
+    given = (os.environ if environ is None else environ).get(IDENTITY_VARIABLE, "").strip()
+    return given or f"{socket.gethostname()}_{uuid.uuid4()}"
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,9 @@ class HaSettings:
                                     f"digits, '-', '.'), got {value!r}"))
         if not self.identity.strip():
             found.append(("identity", "empty"))
+        elif len(self.identity) > MAX_IDENTITY or not self.identity.isprintable():
+            found.append(("identity", f"expected at most {MAX_IDENTITY} printable characters, got "
+                                      f"{len(self.identity)} characters"))
         if not self.lease_duration > self.renew_deadline > self.retry_period > 0:
             found.append(("lease_duration", f"expected lease_duration > renew_deadline > retry_period > 0, got "
                                             f"{self.lease_duration:g} > {self.renew_deadline:g} > "

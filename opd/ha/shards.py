@@ -1,13 +1,14 @@
 """Shards: which object is in which shard, and which shards a replica should hold.
 
 An object's shard is a stable hash of its uid (sha1, the same in every process and version).
-Replicas learn of each other from Leases only: each keeps a member Lease of its own
-(``<lease>-member-<digest of its identity>``) renewed like any lease, and holders of shard
-Leases count as members too. Every replica sorts the live members by identity and computes
-the same fair share for each: ``S // N``, one more for the first ``S % N``. A replica below its
-share claims free (released or expired) shards; one above it releases its extras, but only as
-many as the others who are short cannot find free. With consistent views the extras released
-are exactly what the short ones need (the excesses add up to the shortfalls less the free
+Replicas learn of each other from Leases only: each keeps an entry of its own in one members Lease
+(``<lease>-members``: an annotation ``members.opd.dev/<digest of its identity>`` per replica,
+rewritten every ``retry_period``), and holders of shard Leases count as members too. Every Lease
+name is known ahead, so RBAC can name each one. Every replica sorts the live members by identity
+and computes the same fair share for each: ``S // N``, one more for the first ``S % N``. A replica
+below its share claims free (released or expired) shards; one above it releases its extras, but
+only as many as the others who are short cannot find free. With consistent views the extras
+released are exactly what the short ones need (the excesses add up to the shortfalls less the free
 shards), so shards move only towards a replica that needs them.
 """
 
@@ -17,6 +18,8 @@ import collections
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+from opd.ha.leases import MEMBER_PREFIX
 
 
 def shard_of(uid: str, shards: int) -> int:
@@ -28,9 +31,14 @@ def shard_name(lease: str, shard: int) -> str:
     return f"{lease}-{shard}"
 
 
-def member_name(lease: str, identity: str) -> str:
-    """A member Lease's name: identities are free text, names are DNS names."""
-    return f"{lease}-member-{hashlib.sha1(identity.encode()).hexdigest()[:10]}"
+def members_name(lease: str) -> str:
+    """The one Lease that lists the members of a group in shards mode."""
+    return f"{lease}-members"
+
+
+def member_key(identity: str) -> str:
+    """A member's annotation on the members Lease: identities are free text, keys are DNS labels."""
+    return f"{MEMBER_PREFIX}{hashlib.sha1(identity.encode(errors='replace')).hexdigest()[:20]}"
 
 
 def shares(members: Iterable[str], shards: int) -> dict[str, int]:

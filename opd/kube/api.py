@@ -18,7 +18,7 @@ import aiohttp
 import orjson
 from kubernetes_asyncio import client
 
-from opd.kube.batching import PatchBatcher
+from opd.kube.batching import Fence, Fenced, PatchBatcher
 from opd.settings import NetworkingSettings
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -250,11 +250,17 @@ class KubeClient:
         return response
 
     async def request(self, method: str, path: str, *, query: Mapping[str, Any] | None = None,
-                      body: Any = None, content_type: str = JSON, timeout: float | None = None) -> Any:
+                      body: Any = None, content_type: str = JSON, timeout: float | None = None,
+                      fenced: bool = False) -> Any:
+        """One request. ``fenced``: ``timeout`` is the time left before this replica's fence, a
+        bound on the whole request (connect and read included); running out of it raises Fenced
+        (the answer is not awaited: the write may or may not have landed), and says nothing of
+        the connection (the pool is kept)."""
+        total = timeout or self.settings.request_timeout
         limits = aiohttp.ClientTimeout(
-            total=timeout or self.settings.request_timeout,
-            sock_read=self.settings.read_timeout,
-            sock_connect=self.settings.connect_timeout,
+            total=total,
+            sock_read=min(self.settings.read_timeout, total) if fenced else self.settings.read_timeout,
+            sock_connect=min(self.settings.connect_timeout, total) if fenced else self.settings.connect_timeout,
         )
         try:
             response = await self._send(method, path, query, body, content_type, limits)
@@ -262,6 +268,12 @@ class KubeClient:
                 data = await response.read()
             finally:
                 response.release()
+        except TimeoutError:
+            if fenced:
+                raise Fenced(f"{method} {path}: no answer before this replica's lease ran out ({total:.2f}s); "
+                             "its outcome is unknown") from None
+            self.recycle()
+            raise
         except TRANSIENT_ERRORS:
             self.recycle()
             raise
@@ -272,11 +284,15 @@ class KubeClient:
     async def get(self, path: str, **query: Any) -> Any:
         return await self.request("GET", path, query=query)
 
-    async def patch(self, path: str, body: Mapping[str, Any]) -> Any:
-        """A merge-patch; merged with other writers' patches of the same object sent meanwhile."""
-        return await self.patches.patch(path, body)
+    async def patch(self, path: str, body: Mapping[str, Any], *, fence: Fence | None = None) -> Any:
+        """A merge-patch; merged with other writers' patches of the same object sent meanwhile.
+        ``fence``: checked when the patch leaves (raises Fenced instead of sending it), and the
+        request's timeout ends at it (see ``opd.kube.batching``)."""
+        return await self.patches.patch(path, body, fence=fence)
 
-    async def _patch(self, path: str, body: Mapping[str, Any]) -> Any:
+    async def _patch(self, path: str, body: Mapping[str, Any], left: float | None) -> Any:
+        if left is not None and left < self.settings.request_timeout:
+            return await self.request("PATCH", path, body=body, content_type=MERGE_PATCH, timeout=left, fenced=True)
         return await self.request("PATCH", path, body=body, content_type=MERGE_PATCH)
 
     async def stream(self, path: str, query: Mapping[str, Any], *, inactivity_timeout: float,

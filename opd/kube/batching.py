@@ -13,6 +13,12 @@ precondition (those go alone, in order). A merged request that the server refuse
 reason one member may have caused is re-sent patch by patch, so that one writer's bad patch
 fails only that writer. A patch that is not JSON at all (a set, NaN) never gets that far: each
 is serialised when handed over, and one that cannot be fails at once, for its writer alone.
+
+Fencing (replicas, ``opd.ha``): a writer may hand over a ``Fence``, which says how long from now
+its write may still be in flight. It is checked when the patch *leaves*, not when it is queued: a
+patch that waited behind another one past its replica's lease is refused (``Fenced``) and not
+sent, and the others of its batch go without it; the request timeout of a fenced write ends at
+the fence (a 60 s request timeout shrinks to the lease time left), so no answer is awaited past it.
 """
 
 from __future__ import annotations
@@ -21,10 +27,35 @@ import asyncio
 import json
 import math
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-Send = Callable[[str, Mapping[str, Any]], Awaitable[Any]]
-_Waiter = tuple[Mapping[str, Any], "asyncio.Future[Any]"]
+# send(path, body, timeout): the timeout is None (the client's own) or the time left before a fence.
+Send = Callable[[str, Mapping[str, Any], float | None], Awaitable[Any]]
+
+
+class Fenced(Exception):
+    """A write refused inside opd: this replica no longer owns the object (its lease ran out or was
+    taken), so it was not sent, or its answer was not awaited past the fence."""
+
+
+@dataclass(frozen=True)
+class Fence:
+    """How long a writer may still write: ``left()`` is the seconds from now during which its write
+    may be in flight (math.inf: no limit; 0 or less: it may not be sent). Read when the patch leaves."""
+
+    left: Callable[[], float]
+    what: str  # the object, for the message
+
+    def check(self) -> float:
+        """The time left; raises Fenced when there is none."""
+        left = self.left()
+        if not left > 0:
+            raise Fenced(f"{self.what}: no longer this replica's")
+        return left
+
+
+_Waiter = tuple[Mapping[str, Any], "asyncio.Future[Any]", Fence | None]
 
 
 class PatchNotJSON(TypeError):
@@ -110,6 +141,14 @@ def batches(patches: list[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any], l
     return grouped
 
 
+def _timeout(fences: list[Fence | None]) -> float | None:
+    """The request's timeout: the shortest time left of its writers' fences (None: no fence).
+    Raises Fenced when one has none left (a lone writer's, checked as it leaves)."""
+    lefts = [fence.check() for fence in fences if fence is not None]
+    shortest = min(lefts, default=math.inf)
+    return None if shortest == math.inf else shortest
+
+
 class PatchBatcher:
     def __init__(self, send: Send, *, split_on: Callable[[BaseException], bool], window: float = 0.0) -> None:
         self._send = send
@@ -122,25 +161,27 @@ class PatchBatcher:
         self.requests = 0
         self.merged = 0  # patches that went out inside another one's request
 
-    async def patch(self, path: str, body: Mapping[str, Any]) -> Any:
+    async def patch(self, path: str, body: Mapping[str, Any], *, fence: Fence | None = None) -> Any:
         check_json(path, body)  # before it can share a request: a bad patch fails its writer alone
+        if fence is not None:
+            fence.check()  # fenced already: not even queued
         waiting = self._busy.get(path)
         if waiting is not None:
             future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            waiting.append((body, future))
+            waiting.append((body, future, fence))
             return await future
         if self.window > 0:
-            return await self._linger(path, body)
+            return await self._linger(path, body, fence)
         self._busy[path] = []
         try:
             self.requests += 1
-            return await self._send(path, body)
+            return await self._send(path, body, _timeout([fence]))
         finally:
             self._hand_over(path)
 
-    async def _linger(self, path: str, body: Mapping[str, Any]) -> Any:
+    async def _linger(self, path: str, body: Mapping[str, Any], fence: Fence | None) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._busy[path] = [(body, future)]
+        self._busy[path] = [(body, future, fence)]
         try:
             await asyncio.sleep(self.window)
         except asyncio.CancelledError:
@@ -153,7 +194,7 @@ class PatchBatcher:
 
     def _hand_over(self, path: str) -> None:
         """The request in flight for ``path`` is done: send what waited for it (or free the path)."""
-        waiting = [(body, future) for body, future in self._busy.get(path, ()) if not future.done()]
+        waiting = [waiter for waiter in self._busy.get(path, ()) if not waiter[1].done()]
         if not waiting:
             self._busy.pop(path, None)
             return
@@ -164,13 +205,10 @@ class PatchBatcher:
 
     async def _flush(self, path: str, waiting: list[_Waiter]) -> None:
         try:
-            for body, members in batches([body for body, _ in waiting]):
-                futures = [waiting[i][1] for i in members]
-                if all(f.done() for f in futures):  # its writers gave up (cancelled)
-                    continue
-                await self._send_batch(path, body, [waiting[i] for i in members])
+            for _, members in batches([body for body, _, _ in waiting]):
+                await self._send_batch(path, [waiting[i] for i in members])
         except BaseException as exc:  # cancelled: nobody may wait forever
-            for _, future in waiting:
+            for _, future, _ in waiting:
                 if not future.done():
                     future.set_exception(exc if not isinstance(exc, asyncio.CancelledError) else RuntimeError(
                         f"opd: the patch of {path} was not sent: shutting down"))
@@ -178,21 +216,41 @@ class PatchBatcher:
         finally:
             self._hand_over(path)
 
-    async def _send_batch(self, path: str, body: Mapping[str, Any], members: list[_Waiter]) -> None:
+    async def _send_batch(self, path: str, members: list[_Waiter]) -> None:
+        """Send these patches (mergeable, in order) as one request, checking each one's fence now."""
+        going: list[_Waiter] = []
+        for waiter in members:
+            _, future, fence = waiter
+            if future.done():  # its writer gave up (cancelled)
+                continue
+            try:
+                if fence is not None:
+                    fence.check()
+            except Fenced as exc:
+                future.set_exception(exc)
+                continue
+            going.append(waiter)
+        if not going:
+            return
+        body = going[0][0]
+        for more, _, _ in going[1:]:
+            merged = combine(body, more)
+            assert merged is not None  # a part of a batch merges as the whole did
+            body = merged
         self.requests += 1
-        self.merged += len(members) - 1
+        self.merged += len(going) - 1
         try:
-            response = await self._send(path, body)
+            response = await self._send(path, body, _timeout([fence for _, _, fence in going]))
         except Exception as exc:
-            if len(members) > 1 and self._split_on(exc):
-                for one in members:
-                    await self._send_batch(path, one[0], [one])
+            if len(going) > 1 and self._split_on(exc):
+                for one in going:
+                    await self._send_batch(path, [one])
                 return
-            for _, future in members:
+            for _, future, _ in going:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for _, future in members:
+        for _, future, _ in going:
             if not future.done():
                 future.set_result(response)
 

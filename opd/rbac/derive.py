@@ -169,37 +169,46 @@ def _add_declared(policy: Policy, plugin: str, rule: DeclaredRule, scope: list[P
 
 
 def lease_names(ha: HaSection) -> list[str]:
-    """The Leases of ``[ha]`` known by name: ``<lease>`` for a leader, ``<lease>-<i>`` for each shard."""
+    """Every Lease of ``[ha]``, all known by name (``opd.ha.shards``): ``<lease>`` for a leader;
+    ``<lease>-<i>`` for each shard and ``<lease>-members`` (one entry per replica) in shards mode."""
     if ha.mode == "leader":
         return [ha.lease]
     if ha.mode == "shards":
-        return [f"{ha.lease}-{i}" for i in range(ha.shards)]
+        return [*(f"{ha.lease}-{i}" for i in range(ha.shards)), f"{ha.lease}-members"]
     return []
 
 
 def _leases(policy: Policy, ha: HaSection) -> None:
-    """What ``opd.ha`` asks of its Leases' namespace (its requests are in ``opd.ha.leases``)."""
+    """What ``opd.ha`` asks of its Leases' namespace (its requests are in ``opd.ha.leases``): every
+    verb by ``resourceNames`` but create, and, in shards mode, list/watch (one watch on the group)."""
     names = lease_names(ha)
     if not names:
         return
     place, group, grants = ha.lease_namespace, "coordination.k8s.io", policy.grants
     reason = f'[ha] mode = "{ha.mode}"'
-    grants.add_all((Grant(place, group, "leases", verb) for verb in ("list", "watch")),
-                   f"{reason}: follows its group of Leases (one watch, by a label RBAC cannot name)")
     # The name of an object to create is in the request's body, not its URL: the authorizer cannot
     # hold create to resourceNames, so it is granted on every Lease of that namespace.
     grants.add(Grant(place, group, "leases", "create"),
                f"{reason}: creates its Leases when missing (create cannot be limited to resourceNames: the name is "
                "in the request's body)")
     if ha.mode == "leader":
-        grants.add_all((Grant(place, group, "leases", verb, name) for name in names for verb in ("get", "update")),
-                       f"{reason}: holds and renews its Lease")
+        # The watch names the Lease (fieldSelector=metadata.name), which the authorizer holds to resourceNames.
+        grants.add_all((Grant(place, group, "leases", verb, names[0])
+                        for verb in ("get", "list", "watch", "update")),
+                       f"{reason}: holds and renews its Lease, and watches it by name")
         return
-    # Shards: besides <lease>-<i>, each replica keeps a member Lease named after its identity (unknown
-    # before it runs), and the first replica deletes members long expired: no names to hold them to.
-    grants.add_all((Grant(place, group, "leases", verb) for verb in ("get", "update", "delete")),
-                   f"{reason}: holds and renews {names[0]}...{names[-1]} and a member Lease per replica, named after "
-                   "its identity (unknown in advance), and deletes members long expired")
+    shards, members = names[:-1], names[-1]
+    grants.add_all((Grant(place, group, "leases", verb, name) for name in shards for verb in ("get", "update")),
+                   f"{reason}: holds and renews its shards' Leases {shards[0]}...{shards[-1]}")
+    grants.add(Grant(place, group, "leases", "patch", members),
+               f"{reason}: keeps this replica's entry in {members} (an annotation per replica), removes long "
+               "expired ones")
+    # One watch follows the shards and the members by a label; a watch can name one object at most,
+    # so list/watch cannot be held to resourceNames here: they cover every Lease of the namespace
+    # (read only: holders and renew times; put [ha] lease_namespace in opd's own namespace).
+    grants.add_all((Grant(place, group, "leases", verb) for verb in ("list", "watch")),
+                   f"{reason}: READS EVERY LEASE OF NAMESPACE {place} (list/watch: one watch on its group by label, "
+                   "which RBAC cannot name; no other verb is granted beyond the names above)")
 
 
 def _webhooks(policy: Policy, config: DaemonConfig, plugins: Sequence[Plugin], served: Sequence[Resource]) -> None:
