@@ -315,6 +315,8 @@ class KubeClient:
                 buffer += chunk
                 start = 0
                 while (end := buffer.find(b"\n", max(start, seek))) >= 0:
+                    if end - start > max_line:
+                        raise LineTooLong(f"a watch line of {end - start} bytes (over {max_line}) on {path}")
                     if end > start:
                         yield buffer[start:end]  # a copy: the buffer moves on
                     start = end + 1
