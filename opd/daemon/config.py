@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from opd.errors import ConfigError
-from opd.plugin.options import RESERVED, closest, table_key, toml_type, unknown
+from opd.plugin.options import MAX_NESTING, RESERVED, bounded, closest, nesting, table_key, toml_type, unknown
 
 # pyproject requires 3.11 today; the tomli fallback (a conditional dependency) keeps 3.10 a one-line change.
 if sys.version_info >= (3, 11):  # noqa: UP036
@@ -29,6 +29,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 DEFAULT_PATH = Path("/etc/opd/opd.toml")
+MAX_SIZE = 2**20  # bytes of a config file: read no further (a real one is a few KiB)
 ENV_VAR = "OPD_CONFIG"
 
 LOG_LEVELS = ("trace", "debug", "info", "warning", "error")
@@ -53,7 +54,7 @@ class ConfigFileError(ConfigError):
 
     def __init__(self, source: str, problems: Sequence[str], partial: DaemonConfig | None = None) -> None:
         self.source = source
-        self.problems = list(problems)
+        self.problems = bounded(problems)
         self.partial = partial
         super().__init__(self._summary())
 
@@ -214,7 +215,8 @@ def load(path: Path | str | None = None, env: Mapping[str, str] | None = None) -
     if not explicit and not target.exists():
         return DaemonConfig()
     try:
-        data = target.read_bytes()
+        with target.open("rb") as file:
+            data = file.read(MAX_SIZE + 1)  # no further: the size is checked by parse()
     except OSError as exc:
         raise ConfigFileError(str(target), [f"cannot read: {exc.strerror or exc}"]) from None
     return parse(data, path=target)
@@ -223,6 +225,8 @@ def load(path: Path | str | None = None, env: Mapping[str, str] | None = None) -
 def parse(data: bytes | str, path: Path | None = None) -> DaemonConfig:
     """Parse and validate TOML text; ``path`` names it in messages and anchors relative paths."""
     source = str(path) if path is not None else "<config>"
+    if len(data) > MAX_SIZE:
+        raise ConfigFileError(source, [f"larger than {MAX_SIZE // 2**20} MiB: not read (a config is a few KiB)"])
     if isinstance(data, bytes):
         try:
             text = data.decode("utf-8")
@@ -235,6 +239,12 @@ def parse(data: bytes | str, path: Path | None = None) -> DaemonConfig:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigFileError(source, [_syntax_problem(exc)]) from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise ConfigFileError(source, ["TOML syntax error: arrays or inline tables nested too deeply"]) from None
+    except ValueError as exc:  # an integer past Python's digit limit (4300), where tomllib does not say where
+        raise ConfigFileError(source, [f"TOML syntax error: {' '.join(str(exc).split())}"]) from None
+    if nesting(document) > MAX_NESTING:
+        raise ConfigFileError(source, [f"tables or arrays nested more than {MAX_NESTING} levels deep"])
     problems: list[str] = []
     base = (path.parent if path is not None else Path.cwd()).absolute()
     parsed = _Validator(problems, base).document(document)
