@@ -246,3 +246,39 @@ def test_fuzz_what_a_user_writes_in_status_or_annotations_reads_as_state(
                 for key in ("started", "delayed", "retries"):
                     assert record.get(key) is None or isinstance(record[key], int | float)
                     float(record.get(key) or 0)  # what processing and execution do with them
+
+
+def test_an_error_event_with_an_odd_status_is_an_error_of_the_server() -> None:
+    watcher, _ = _watcher()
+    for status in ({"code": "410"}, {"code": True}, {"code": 2**63 - 1}, {"reason": ["x"], "message": {"a": 1}}, {}):
+        with pytest.raises(APIError) as caught:
+            watcher.take(orjson.dumps({"type": "ERROR", "object": status}))
+        assert caught.value.status == 500  # retried with backoff by run(), one line per kind
+    with pytest.raises(APIError) as caught:
+        watcher.take(b'{"type":"ERROR","object":{"code":410,"reason":"Expired","message":"' + b"m" * 10_000 + b'"}}')
+    assert caught.value.status == 410 and len(caught.value.message) <= 80
+
+
+def test_a_bookmark_without_a_version_keeps_the_stream_s_version() -> None:
+    watcher, _ = _watcher()
+    watcher.take(_good(1))
+    for bookmark in ({}, {"metadata": None}, {"metadata": {"resourceVersion": 7}},
+                     {"metadata": {"resourceVersion": ""}}, {"metadata": {"resourceVersion": "9" * 100}}):
+        watcher.take(orjson.dumps({"type": "BOOKMARK", "object": bookmark}))
+    assert watcher.resource_version == "1001"
+    watcher.take(b'{"type":"BOOKMARK","object":{"metadata":{"resourceVersion":"2000"}}}')
+    assert watcher.resource_version == "2000"
+
+
+async def test_a_listed_object_left_out_as_malformed_is_not_reported_deleted() -> None:
+    """It is still there (only its shape is wrong): a relist that leaves it out must not make its
+    handlers believe it was deleted. Its uid, when it has one, keeps it known."""
+    async def no_more_pages() -> Any:
+        return
+        yield
+
+    for skipped, reported in ((set(), [("DELETED", "kept")]), ({"u1"}, [])):
+        watcher, delivered = _watcher()
+        watcher._known["u1"] = ("5", "ns", "kept")
+        await watcher._deliver_list([], no_more_pages(), set(), skipped)
+        assert delivered == reported
