@@ -273,6 +273,10 @@ class ResourceProcessor:
         except PatchNotJSON as exc:  # checked per handler before; this is the batcher's own backstop
             memory.unwritten = None
             logger.error(f"opd: {self.resource} {where(body)}: the outcome cannot be written: {brief(exc)}")
+        except RecursionError:  # nested past what diffs and JSON encoding can walk (~950 levels; parsed: 1024)
+            memory.unwritten = None
+            logger.warning(f"opd: {self.resource} {where(body)}: nested too deeply to process; skipped until it "
+                           "changes")
         except NotFoundError:
             memory.unwritten = None  # gone: the watch brings its deletion
         except ConflictError:

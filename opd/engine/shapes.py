@@ -8,9 +8,11 @@ Kubernetes defines it (``uid``, ``name``, ``resourceVersion`` strings; ``labels`
 string), so an event or object that is not so is refused here, with a short reason the
 caller says in one line; nothing of it reaches the processing.
 
-Nesting is bounded too: diffs, JSON encoding and handlers' own code walk objects
-recursively, and Python's recursion limit (1000 frames) is reached long before the API
-server's own decoding limit (10000 levels). No real object comes near ``MAX_DEPTH``.
+Nesting is bounded by the parser: orjson refuses a document nested past 1024 levels
+(such a line is "not JSON" here). Checking depth again on every object would cost more
+than parsing it; the few steps that recurse (diffs, JSON encoding of the diff-base) are
+guarded where they run instead (``processing``: an object they cannot walk is skipped
+with one line).
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from typing import Any
 import orjson
 
 MAX_LINE = 16 * 2**20  # a watch line: etcd keeps objects of ~1.5 MiB; 16 MiB leaves room for any encoding of one
-MAX_DEPTH = 256  # levels of nesting of an object's JSON
 _SHOWN = 80  # characters of a name or reason shown in a message
 
 EVENT_TYPES = ("ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR")
@@ -59,14 +60,13 @@ def parse_line(line: bytes | bytearray) -> tuple[str, dict[str, Any]]:
     if not isinstance(obj, dict):
         raise BadShape(f"a {kind} event without an object (object: {_json_type(obj)})")
     if kind not in ("ERROR", "BOOKMARK"):
-        # Fewer brackets than MAX_DEPTH cannot nest deeper: most lines skip the walk (a C-speed count).
-        check_object(obj, deep=line.count(b"{") + line.count(b"[") > MAX_DEPTH)
+        check_object(obj)
     return kind, obj
 
 
-def check_object(obj: Any, *, deep: bool = True) -> None:
-    """Raise BadShape unless ``obj`` is an object the engine can handle (see the module's docstring);
-    ``deep=False`` skips the nesting bound (the caller knows it holds)."""
+def check_object(obj: Any) -> None:
+    """Raise BadShape unless ``obj`` is an object the engine can handle (see the module's docstring).
+    It reads metadata only: its cost does not grow with the object's size."""
     if not isinstance(obj, dict):
         raise BadShape(f"a JSON {_json_type(obj)}, not an object")
     meta = obj.get("metadata")
@@ -92,28 +92,6 @@ def check_object(obj: Any, *, deep: bool = True) -> None:
     finalizers = meta.get("finalizers")
     if finalizers is not None and not (isinstance(finalizers, list) and all(isinstance(f, str) for f in finalizers)):
         raise BadShape(f"{where(obj)}: metadata.finalizers is not a list of strings")
-    if deep and nesting(obj, MAX_DEPTH) > MAX_DEPTH:
-        raise BadShape(f"{where(obj)}: nested more than {MAX_DEPTH} levels deep")
-
-
-def nesting(value: Any, limit: int) -> int:
-    """How deeply ``value`` nests (a scalar: 0), counted without recursion; stops past ``limit``."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            children: Any = node.values()
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
-        if depth > deepest:
-            deepest = depth
-            if deepest > limit:
-                return deepest
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return deepest
 
 
 def error_status(obj: dict[str, Any]) -> tuple[int, str, str]:

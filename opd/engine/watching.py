@@ -6,8 +6,8 @@ backs off (honouring Retry-After); a stream silent past the inactivity timeout
 is presumed dead and resumed.
 
 Every line and listed object passes ``shapes`` first: one that is not what the
-API server sends (not JSON, no uid, labels that are not a map, nested too
-deeply, a line past 16 MiB) is skipped with one line (at most one a minute per
+API server sends (not JSON, nested past 1024 levels, no uid, labels that are
+not a map, a line past 16 MiB) is skipped with one line (at most one a minute per
 stream, with a count of the others), and the stream goes on with the next.
 """
 
