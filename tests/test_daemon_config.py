@@ -483,7 +483,7 @@ def test_a_huge_file_is_refused_unread(tmp_path: Path) -> None:
     path.write_bytes(b"# x\n" * (config.MAX_FILE_BYTES // 4 + 1))
     with pytest.raises(ConfigFileError) as err:
         config.load(path, env={})
-    assert err.value.lines() == [f"{path}: larger than 1024 KiB: not a config file"]
+    assert err.value.lines() == [f"{path}: larger than 1 MiB: not read (a config file is a few KiB)"]
 
 
 def test_the_secrets_file_alone_when_the_default_file_is_missing(tmp_path: Path,

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from conftest import CRD_GROUP
 from kubernetes_asyncio import client
+from loguru import logger as opd_logger
 from operators import RunningOperator, create_kex, eventually
 
 import opd
@@ -374,3 +375,89 @@ async def test_a_write_cut_by_a_silent_partition_is_retried_without_rerunning_th
         await eventually(stored, timeout=30)
         await asyncio.sleep(0.5)
     assert calls == {"cut": 1}
+
+
+async def test_odd_content_the_server_keeps_costs_no_crash_and_the_next_object_is_handled(
+    kubeconfig: Path, api: client.ApiClient, crd: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A custom resource with x-kubernetes-preserve-unknown-fields keeps any JSON in spec and status,
+    opd's own status field included: each such object is handled (its handler runs, opd's state is
+    written afresh) with no ERROR and no traceback, and a good object after them is handled too."""
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    objects = client.CustomObjectsApi(api)
+    odd_status: dict[str, Any] = {
+        "status-string": "x", "status-list": [1, "two"], "opd-string": {"opd": "garbage"},
+        "opd-odd-record": {"opd": {"lastHandled": 5, "progress": {"fn": {"delayed": "soon", "retries": "many",
+                                                                          "started": [1]}}}},
+        "opd-odd-progress": {"opd": {"lastHandled": "{not json", "progress": ["fn"]}},
+    }
+    for name in ("spec-list", "spec-string", *odd_status):
+        spec: Any = [1, 2] if name == "spec-list" else "x" if name == "spec-string" else {}
+        body = {"apiVersion": f"{CRD_GROUP}/v1", "kind": "KopfExample", "metadata": {"name": name}, "spec": spec}
+        await objects.create_namespaced_custom_object(CRD_GROUP, "v1", namespace, crd, body)
+        if name in odd_status:  # what somebody allowed to write the status subresource can leave there
+            await objects.patch_namespaced_custom_object_status(
+                CRD_GROUP, "v1", namespace, crd, name, {"status": odd_status[name]},
+                _content_type="application/merge-patch+json")
+    stored = {o["metadata"]["name"]: o.get("status")
+              for o in (await objects.list_namespaced_custom_object(CRD_GROUP, "v1", namespace, crd))["items"]}
+    assert stored["status-list"] == [1, "two"] and stored["opd-odd-record"] == odd_status["opd-odd-record"]
+
+    registry = opd.OperatorRegistry()
+    ran: collections.Counter[str] = collections.Counter()
+
+    @opd.on.create(crd, registry=registry)
+    @opd.on.update(crd, registry=registry)
+    def fn(name: str, **_: Any) -> None:
+        ran[name] += 1
+
+    said: list[str] = []
+    sink = opd_logger.add(lambda m: said.append(str(m)), level="WARNING")
+    try:
+        async with RunningOperator(registry=registry, namespaces=[namespace]):
+            await eventually(lambda: asyncio.sleep(0, len(ran) == 7))
+            await create_kex(api, namespace, "good")
+            await eventually(lambda: asyncio.sleep(0, ran["good"] == 1))
+
+            async def state_written() -> bool:
+                items = (await objects.list_namespaced_custom_object(CRD_GROUP, "v1", namespace, crd))["items"]
+                return all(isinstance(((o.get("status") or {}).get("opd") or {}).get("lastHandled"), str)
+                           for o in items)
+            await eventually(state_written)
+    finally:
+        opd_logger.remove(sink)
+    assert not [m for m in said if "| ERROR" in m or "Traceback" in m], said
+    assert all(count >= 1 for count in ran.values()) and len(ran) == 8
+
+
+async def test_a_watch_line_past_the_bound_is_dropped_and_the_stream_goes_on(
+    kube: KubeClient, api: client.ApiClient, crd: str, namespace: str
+) -> None:
+    """The bound on a watch line, read from the real server with a small bound (the server keeps no
+    object near 16 MiB): the line is not buffered past it, the stream resumes (and, the same line
+    coming again, relists past it), and the objects after it are delivered."""
+    resource = await Discovery(kube).resolve(ResourceRef.parse(crd))
+    assert resource is not None
+    events: list[tuple[str, str]] = []
+    watcher = Watcher(kube, resource, namespace, settings=WatchingSettings(backoff_initial=0.1, backoff_max=0.5),
+                      deliver=lambda kind, body: events.append((kind, body["metadata"]["name"])))
+    watcher.max_line = 4096
+    said: list[str] = []
+    sink = opd_logger.add(lambda m: said.append(str(m)), level="WARNING")
+    task = asyncio.create_task(watcher.run())
+    try:
+        await eventually(lambda: asyncio.sleep(0, watcher.listed.is_set()))
+        await create_kex(api, namespace, "huge", {"blob": "x" * 20000})
+        await create_kex(api, namespace, "after")
+        await eventually(lambda: asyncio.sleep(0, ("ADDED", "after") in events))
+        # The huge one's event was dropped from the stream; the relist past it delivered it.
+        await eventually(lambda: asyncio.sleep(0, ("ADDED", "huge") in events))
+        assert watcher.stats["malformed"] >= 1
+        await create_kex(api, namespace, "later")
+        await eventually(lambda: asyncio.sleep(0, ("ADDED", "later") in events))
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        opd_logger.remove(sink)
+    assert sum("(over 4096)" in m for m in said) == 1, said  # said once, not at every retry
+    assert not [m for m in said if "| ERROR" in m or "Traceback" in m], said

@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from opd.errors import ConfigError
-from opd.plugin.options import RESERVED, closest, table_key, toml_type, unknown
+from opd.plugin.options import MAX_NESTING, RESERVED, bounded, closest, nesting, table_key, toml_type, unknown
 
 # pyproject requires 3.11 today; the tomli fallback (a conditional dependency) keeps 3.10 a one-line change.
 if sys.version_info >= (3, 11):  # noqa: UP036
@@ -58,7 +58,7 @@ class ConfigFileError(ConfigError):
 
     def __init__(self, source: str, problems: Sequence[str], partial: DaemonConfig | None = None) -> None:
         self.source = source
-        self.problems = list(problems)
+        self.problems = bounded(problems)
         self.partial = partial
         super().__init__(self._summary())
 
@@ -236,9 +236,7 @@ def _read(path: Path) -> bytes:
             data = file.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise ConfigFileError(str(path), [f"cannot read: {exc.strerror or exc}"]) from None
-    if len(data) > MAX_FILE_BYTES:
-        raise ConfigFileError(str(path), [f"larger than {MAX_FILE_BYTES // 1024} KiB: not a config file"])
-    return data
+    return data  # one byte past the bound, for parse() to refuse
 
 
 def parse(data: bytes | str, path: Path | None = None,
@@ -268,6 +266,8 @@ def parse(data: bytes | str, path: Path | None = None,
 
 
 def _toml(data: bytes | str, source: str) -> dict[str, Any]:
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigFileError(source, [f"larger than {MAX_FILE_BYTES >> 20} MiB: not read (a config file is a few KiB)"])
     if isinstance(data, bytes):
         try:
             text = data.decode("utf-8")
@@ -277,9 +277,16 @@ def _toml(data: bytes | str, source: str) -> dict[str, Any]:
     else:
         text = data
     try:
-        return tomllib.loads(text)
+        document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigFileError(source, [_syntax_problem(exc)]) from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise ConfigFileError(source, ["TOML syntax error: arrays or inline tables nested too deeply"]) from None
+    except ValueError as exc:  # an integer past Python's digit limit (4300), where tomllib does not say where
+        raise ConfigFileError(source, [f"TOML syntax error: {' '.join(str(exc).split())}"]) from None
+    if nesting(document) > MAX_NESTING:
+        raise ConfigFileError(source, [f"tables or arrays nested more than {MAX_NESTING} levels deep"])
+    return document
 
 
 def overlay(base: dict[str, Any], top: Mapping[str, Any], where: tuple[str, ...] = ()) -> list[str]:

@@ -42,10 +42,14 @@ from typing import Any
 from loguru import logger
 
 from opd.engine.backoff import Backoff
+from opd.engine.shapes import BadShape
 from opd.engine.watching import Deliver, Watcher
 from opd.kube.api import REQUEST_ERRORS, TRANSIENT_ERRORS, APIError, GoneError, KubeClient
 from opd.resources import Resource
 from opd.settings import WatchingSettings
+
+# What a catch-up LIST retries on: the requests' errors, and an answer that is no list.
+_PAGE_ERRORS: tuple[type[Exception], ...] = (*REQUEST_ERRORS, BadShape)
 
 StreamKey = tuple[Resource, str | None, str | None]  # resource, namespace, label selector
 
@@ -205,7 +209,7 @@ class WatchHub:
         while True:
             try:
                 items, version, token = await watcher.page(token)
-            except REQUEST_ERRORS as exc:
+            except _PAGE_ERRORS as exc:
                 if isinstance(exc, GoneError) and token is not None:
                     # The continue token outlived its snapshot: list again, from a new one.
                     logger.info(f"opd: listing {watcher} for a new subscriber: the snapshot expired; relisting")

@@ -47,6 +47,14 @@ REFRESH = "REFRESH"  # a queue item whose body is out of date: read the object a
 RETRY = "RETRY"  # a queue item of opd's own: handlers are due again (never taken for an echo)
 
 
+def _parsed(diff_base: str) -> Any:
+    """A stored diff-base; None (changed, not known how) when somebody wrote one that is not JSON."""
+    try:
+        return json.loads(diff_base)
+    except (ValueError, RecursionError):
+        return None
+
+
 def _done(record: Mapping[str, Any] | None) -> bool:
     return bool(record and (record.get("success") or record.get("failure")))
 
@@ -265,6 +273,10 @@ class ResourceProcessor:
         except PatchNotJSON as exc:  # checked per handler before; this is the batcher's own backstop
             memory.unwritten = None
             logger.error(f"opd: {self.resource} {where(body)}: the outcome cannot be written: {brief(exc)}")
+        except RecursionError:  # nested past what diffs and JSON encoding can walk (~950 levels; parsed: 1024)
+            memory.unwritten = None
+            logger.warning(f"opd: {self.resource} {where(body)}: nested too deeply to process; skipped until it "
+                           "changes")
         except NotFoundError:
             memory.unwritten = None  # gone: the watch brings its deletion
         except ConflictError:
@@ -422,7 +434,7 @@ class ResourceProcessor:
         if not updating:
             old_essence = new_essence if state.diff_base is not None else None
         else:
-            old_essence = json.loads(state.diff_base) if state.diff_base and not is_digest(state.diff_base) else None
+            old_essence = _parsed(state.diff_base) if state.diff_base and not is_digest(state.diff_base) else None
         patch = Patch()
         kwargs = self._kwargs(body, patch=patch, old=old_essence if updating else None, new=new_essence,
                               diff=diff(old_essence, new_essence) if updating else ())

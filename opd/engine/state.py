@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -114,6 +115,27 @@ def dump(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
+_UNREADABLE = _DIGEST + "unreadable"  # a diff-base that is not one: changed, not known how
+
+
+def _diff_base(value: Any) -> str | None:
+    return value if value is None or isinstance(value, str) else _UNREADABLE
+
+
+def _record(value: Any) -> dict[str, Any] | None:
+    """A handler's progress record as opd reads it: a table whose counters are numbers (a key of
+    another type is dropped, as if never written), or None for anything else."""
+    if not isinstance(value, dict):
+        return None
+    record = dict(value)
+    for key in ("started", "delayed", "retries"):
+        number = record.get(key)
+        if number is not None and (isinstance(number, bool) or not isinstance(number, int | float)
+                                   or not math.isfinite(number) or abs(number) > 1e12):
+            del record[key]
+    return record
+
+
 @dataclass
 class State:
     diff_base: str | None
@@ -154,12 +176,19 @@ class Storage:
         self.in_status = False
 
     def read(self, body: Mapping[str, Any]) -> State:
+        """What the object says; whoever may edit it may write anything there (a custom resource's
+        status and annotations are free-form): what is not opd's shape is read as "changed, not
+        known how" (a diff-base) or no progress (a record), never raised on."""
         if self.in_status:
-            ours = ((body.get("status") or {}).get(self.field)) or {}
-            if ours:
-                return State(ours.get("lastHandled"), dict(ours.get("progress") or {}))
+            status = body.get("status")
+            ours = status.get(self.field) if isinstance(status, Mapping) else None
+            if isinstance(ours, Mapping) and ours:
+                base, kept = ours.get("lastHandled"), ours.get("progress")
+                records = {str(hid): record for hid, value in kept.items()
+                           if (record := _record(value)) is not None} if isinstance(kept, Mapping) else {}
+                return State(_diff_base(base), records)
         annotations = (body.get("metadata") or {}).get("annotations") or {}
-        base = annotations.get(f"{self.prefix}/{LAST_HANDLED}")
+        base = _diff_base(annotations.get(f"{self.prefix}/{LAST_HANDLED}"))
         progress: dict[str, dict[str, Any]] = {}
         marker = f"{self.prefix}/"
         for key, value in annotations.items():
@@ -168,10 +197,10 @@ class Storage:
                 if name.startswith(RESULT_PREFIX) or name == "finalizer":
                     continue
                 try:
-                    record = json.loads(value)
-                except ValueError:
+                    record = _record(json.loads(value))
+                except (ValueError, RecursionError):
                     continue
-                if not isinstance(record, dict):
+                if record is None:
                     continue
                 child = record.pop("id", None)  # a sub-handler's record names its id ("<parent>/<id>")
                 if isinstance(child, str) and (not self._ids or child.split("/", 1)[0] in self._ids.values()):
@@ -211,5 +240,6 @@ class Storage:
         """Whether a status write survived (a structural schema may prune unknown fields)."""
         if not self.in_status or diff_base is None:
             return True
-        ours = ((response.get("status") or {}).get(self.field)) or {}
-        return bool(ours.get("lastHandled") == diff_base)
+        status = response.get("status")
+        ours = status.get(self.field) if isinstance(status, Mapping) else None
+        return isinstance(ours, Mapping) and ours.get("lastHandled") == diff_base

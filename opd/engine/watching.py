@@ -4,19 +4,26 @@ Resumes from the last resourceVersion (bookmarks keep it fresh); on 410 Gone it
 relists and reports what changed while away, deletions included; on errors it
 backs off (honouring Retry-After); a stream silent past the inactivity timeout
 is presumed dead and resumed.
+
+Every line and listed object passes ``shapes`` first: one that is not what the
+API server sends (not JSON, nested past 1024 levels, no uid, labels that are
+not a map, a line past 16 MiB) is skipped with one line (at most one a minute per
+stream, with a count of the others), and the stream goes on with the next.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from loguru import logger
 
+from opd.engine import shapes
 from opd.engine.backoff import Backoff
-from opd.kube.api import TRANSIENT_ERRORS, APIError, GoneError, InactivityTimeout, KubeClient
+from opd.kube.api import TRANSIENT_ERRORS, APIError, GoneError, InactivityTimeout, KubeClient, LineTooLong
 from opd.resources import Resource
 from opd.settings import WatchingSettings
 
@@ -44,7 +51,11 @@ class Watcher:
         self.healthy = False
         self.last_error: str | None = None
         self._last_kind: str | None = None
-        self.stats = {"lists": 0, "watches": 0, "events": 0, "gone": 0, "errors": 0}
+        self.stats = {"lists": 0, "watches": 0, "events": 0, "gone": 0, "errors": 0, "malformed": 0}
+        self._unsaid = 0  # malformed events skipped since the last one said
+        self._said_at: float | None = None  # when a malformed event was last said
+        self._too_long_at: str | None = None  # the resourceVersion a too long line followed
+        self.max_line = shapes.MAX_LINE
         # While a list is delivered: the uids the watch has reported since the list's snapshot.
         self._fresh: set[str] | None = None
 
@@ -69,6 +80,12 @@ class Watcher:
                 self.stats["gone"] += 1
                 logger.info(f"opd: watch {self}: resourceVersion {self.resource_version} expired (410); relisting")
                 self.resource_version = None
+            except LineTooLong as exc:
+                if self._too_long(exc):
+                    await asyncio.sleep(backoff.next())
+            except shapes.BadShape as exc:  # a LIST's answer that is no list
+                await asyncio.sleep(self._failed(exc, backoff.next()))
+                self.resource_version = None
             except InactivityTimeout:
                 logger.debug(f"opd: watch {self}: silent for {self.settings.inactivity_timeout:.0f}s; resuming")
                 # If the network dropped it, the pooled request connections died with it: start those
@@ -86,6 +103,29 @@ class Watcher:
                 delay = self._failed(exc, backoff.next())
                 self.resource_version = None
                 await asyncio.sleep(delay)
+
+    def _too_long(self, exc: LineTooLong) -> bool:
+        """Resumed from the last state delivered: lines run together (a proxy's fault) heal so. The
+        same again from that same version (the server replays that event) relists instead, which
+        starts past it, after a backoff (True)."""
+        again = self._too_long_at == self.resource_version
+        self._malformed(f"{exc} (" + ("relisting" if again else f"resuming from {self.resource_version}") + ")")
+        self._too_long_at = None if again else self.resource_version
+        if again:
+            self.resource_version = None
+        return again
+
+    def _malformed(self, problem: str) -> None:
+        """A line or object skipped: said at most once a minute per stream, with how many went unsaid."""
+        self.stats["malformed"] += 1
+        now = time.monotonic()
+        if self._said_at is not None and now - self._said_at < 60.0:
+            self._unsaid += 1
+            logger.debug(f"opd: watch {self}: skipped {problem}")
+            return
+        more = f" ({self._unsaid} more since the last one said)" if self._unsaid else ""
+        logger.warning(f"opd: watch {self}: skipped {problem}{more}")
+        self._said_at, self._unsaid = now, 0
 
     def _failed(self, exc: BaseException, delay: float) -> float:
         self.healthy = False
@@ -111,26 +151,44 @@ class Watcher:
         """Whether it has delivered objects already: a consumer joining now has missed those."""
         return self.listed.is_set() or bool(self._known)
 
-    async def page(self, token: str | None = None) -> tuple[list[dict[str, Any]], str, str | None]:
-        """One page of the current objects: its items, the list's resourceVersion, the next page's token."""
+    async def page(self, token: str | None = None, skipped: set[str] | None = None
+                   ) -> tuple[list[dict[str, Any]], str, str | None]:
+        """One page of the current objects: its items, the list's resourceVersion, the next page's token.
+        Malformed items are left out (said once); their uids, where they have one, go to ``skipped``."""
         query = {**self._query(), "limit": self.settings.list_page_size}
         if token:
             query["continue"] = token
         page = await self.client.get(self.path, **query)
-        items = page.get("items") or []
+        listed = page.get("items") if isinstance(page, dict) else None
+        meta = page.get("metadata") if isinstance(page, dict) else None
+        version = meta.get("resourceVersion") if isinstance(meta, dict) else None
+        token = meta.get("continue") if isinstance(meta, dict) else None
+        if not isinstance(listed, list | None) or not isinstance(version, str) or not version \
+                or not isinstance(token, str | None):
+            raise shapes.BadShape(f"the list of {self} is no list (no items or resourceVersion)")
+        items = []
         api_version, kind = self.resource.api_version, self.resource.kind
-        for item in items:
+        for item in listed or ():
+            try:
+                shapes.check_object(item)
+            except shapes.BadShape as exc:
+                self._malformed(f"a listed object: {exc}")
+                meta = item.get("metadata") if isinstance(item, dict) else None
+                uid = meta.get("uid") if isinstance(meta, dict) else None
+                if skipped is not None and isinstance(uid, str):
+                    skipped.add(uid)
+                continue
             # Items of a list carry no apiVersion/kind; handlers expect a whole body.
             item.setdefault("apiVersion", api_version)
             item.setdefault("kind", kind)
-        meta = page.get("metadata") or {}
-        return items, meta["resourceVersion"], meta.get("continue") or None
+            items.append(item)
+        return items, version, token or None
 
-    async def _pages(self) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
+    async def _pages(self, skipped: set[str]) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
         """The current objects, page by page, with the list's resourceVersion."""
         token: str | None = None
         while True:
-            items, version, token = await self.page(token)
+            items, version, token = await self.page(token, skipped)
             yield items, version
             if token is None:
                 return
@@ -144,10 +202,11 @@ class Watcher:
         5 to 16 dropped and resumed watches in one 3000-object backlog, each stalling the server's
         event delivery. So both run at once; the list skips objects the watch already reported.
         """
-        pages = self._pages()
+        skipped: set[str] = set()  # malformed, left out, yet there: no deletion to report
+        pages = self._pages(skipped)
         items, self.resource_version = await anext(pages)  # every page carries this snapshot version
         self._fresh = set()
-        listing = asyncio.get_running_loop().create_task(self._deliver_list(items, pages, self._fresh))
+        listing = asyncio.get_running_loop().create_task(self._deliver_list(items, pages, self._fresh, skipped))
         watch: asyncio.Task[None] | None = None
         try:
             while not listing.done():
@@ -172,7 +231,8 @@ class Watcher:
                 self.resource_version = None  # the list is incomplete: start over
 
     async def _deliver_list(self, items: list[dict[str, Any]],
-                            pages: AsyncIterator[tuple[list[dict[str, Any]], str]], fresh: set[str]) -> None:
+                            pages: AsyncIterator[tuple[list[dict[str, Any]], str]], fresh: set[str],
+                            skipped: set[str]) -> None:
         seen: set[str] = set()
         api_version, kind = self.resource.api_version, self.resource.kind
         before = set(self._known)
@@ -195,7 +255,7 @@ class Watcher:
             if page is None:
                 break
             items = page[0]
-        for uid in before - seen - fresh:
+        for uid in before - seen - fresh - skipped:
             _, namespace, name = self._known.pop(uid)
             self._deliver("DELETED", {
                 "apiVersion": api_version, "kind": kind,
@@ -225,32 +285,36 @@ class Watcher:
         }
         self.stats["watches"] += 1
         stream = self.client.stream(self.path, query, inactivity_timeout=self.settings.inactivity_timeout,
-                                    connect_timeout=self.settings.connect_timeout)
-        async for event in stream:
-            kind = event.get("type")
-            obj = event.get("object") or {}
-            if kind == "ERROR":
-                status = int(obj.get("code") or 500)
-                cls = GoneError if status == 410 else APIError
-                raise cls(status, str(obj.get("reason", "")), str(obj.get("message", "")),
-                          method="WATCH", path=self.path)
-            meta = obj.get("metadata") or {}
-            rv = meta.get("resourceVersion")
-            if kind == "BOOKMARK":
-                self.resource_version = rv or self.resource_version
-                continue
-            if kind not in ("ADDED", "MODIFIED", "DELETED") or rv is None:
-                continue
-            if not self.healthy:
-                self._recovered()
-            uid = meta["uid"]
-            self._deliver(kind, obj)
-            # Only once delivered: after a consumer raised, the relist finds this change again.
-            if self._fresh is not None:
-                self._fresh.add(uid)
-            if kind == "DELETED":
-                self._known.pop(uid, None)
-            else:
-                self._known[uid] = (rv, meta.get("namespace"), meta["name"])
-            self.resource_version = rv
-            self.stats["events"] += 1
+                                    connect_timeout=self.settings.connect_timeout, max_line=self.max_line)
+        async for line in stream:
+            self.take(line)
+
+    def take(self, line: bytes | bytearray) -> None:
+        """One line of the watch: delivered, a bookmark kept, skipped (said), or an ERROR raised."""
+        try:
+            kind, obj = shapes.parse_line(line)
+        except shapes.BadShape as exc:
+            self._malformed(f"an event: {exc}")
+            return
+        if kind == "ERROR":
+            status, reason, message = shapes.error_status(obj)
+            cls = GoneError if status == 410 else APIError
+            raise cls(status, reason, message, method="WATCH", path=self.path)
+        if kind == "BOOKMARK":
+            self.resource_version = shapes.bookmark_version(obj) or self.resource_version
+            return
+        meta = obj["metadata"]
+        rv = meta["resourceVersion"]
+        if not self.healthy:
+            self._recovered()
+        uid = meta["uid"]
+        self._deliver(kind, obj)
+        # Only once delivered: after a consumer raised, the relist finds this change again.
+        if self._fresh is not None:
+            self._fresh.add(uid)
+        if kind == "DELETED":
+            self._known.pop(uid, None)
+        else:
+            self._known[uid] = (rv, meta.get("namespace"), meta["name"])
+        self.resource_version = rv
+        self.stats["events"] += 1

@@ -74,6 +74,10 @@ class InactivityTimeout(asyncio.TimeoutError):
     """A watch stream stayed silent longer than allowed."""
 
 
+class LineTooLong(Exception):
+    """A watch stream's line went on past the size the caller allows: dropped, not buffered."""
+
+
 def _error(status: int, data: bytes, method: str, path: str, retry_after: str | None) -> APIError:
     try:
         payload = json.loads(data)
@@ -296,8 +300,10 @@ class KubeClient:
         return await self.request("PATCH", path, body=body, content_type=MERGE_PATCH)
 
     async def stream(self, path: str, query: Mapping[str, Any], *, inactivity_timeout: float,
-                     connect_timeout: float) -> AsyncIterator[dict[str, Any]]:
-        """Yield the JSON lines of a watch; raise InactivityTimeout when it stays silent."""
+                     connect_timeout: float, max_line: int) -> AsyncIterator[bytearray]:
+        """Yield the lines of a watch, unparsed (the caller checks them); raise InactivityTimeout when
+        it stays silent, LineTooLong (having held no more than ``max_line`` bytes and a chunk) when
+        a line goes on past ``max_line``."""
         # The inactivity bound is aiohttp's read timeout: no timer task per chunk read.
         timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_connect=connect_timeout,
                                         sock_read=inactivity_timeout)
@@ -321,13 +327,18 @@ class KubeClient:
                 if not chunk:
                     return
                 self.last_stream_data = loop.time()
+                seek = len(buffer)  # what was buffered holds no newline: a long line is scanned once
                 buffer += chunk
                 start = 0
-                while (end := buffer.find(b"\n", start)) >= 0:
+                while (end := buffer.find(b"\n", max(start, seek))) >= 0:
+                    if end - start > max_line:
+                        raise LineTooLong(f"a watch line of {end - start} bytes (over {max_line}) on {path}")
                     if end > start:
-                        yield orjson.loads(buffer[start:end])
+                        yield buffer[start:end]  # a copy: the buffer moves on
                     start = end + 1
                 del buffer[:start]
+                if len(buffer) > max_line:
+                    raise LineTooLong(f"a watch line of over {max_line} bytes on {path}")
         finally:
             # A half-read stream must not go back to the pool.
             self._open_streams.discard(response)

@@ -173,6 +173,8 @@ def resolve(where: str, table: Mapping[str, Any], options: Sequence[Option]) -> 
     known = {option.name: option for option in options}
     problems: list[str] = []
     given: dict[str, Any] = {}
+    if nesting(dict(table)) > MAX_NESTING:  # before anything walks it recursively (deepcopy, the plugin's check)
+        return {}, [f"{where}: nested more than {MAX_NESTING} levels deep"]
     for key, value in table.items():
         option = known.get(key)
         if option is None:
@@ -185,7 +187,7 @@ def resolve(where: str, table: Mapping[str, Any], options: Sequence[Option]) -> 
             except Exception as exc:  # the plugin's check is code of its own: its failure is one line too
                 trouble = f"the plugin's check raised {type(exc).__name__}: {' '.join(str(exc).split())}"
             if trouble:
-                troubles = [("", " ".join(str(trouble).split()))]
+                troubles = [("", " ".join(str(trouble).split())[:MAX_PROBLEM])]
         problems += [f"{where}.{key}{suffix}: {text}" for suffix, text in troubles]
         given[key] = accepted
     values: dict[str, Any] = {}
@@ -197,7 +199,7 @@ def resolve(where: str, table: Mapping[str, Any], options: Sequence[Option]) -> 
             problems.append(f"{where}.{option.name}: required key missing ({option.expected()}{about})")
         else:
             values[option.name] = copy.deepcopy(option.default)
-    return values, problems
+    return values, bounded(problems)
 
 
 # -- words for messages (opd's own config uses them too) -----------------------------------------------------------
@@ -240,6 +242,37 @@ def closest(word: str, candidates: Sequence[str]) -> str | None:
 def unknown(word: str, candidates: Sequence[str], what: str = "key") -> str:
     guess = closest(word, candidates)
     return f"unknown {what} (did you mean {guess!r}?)" if guess else f"unknown {what}"
+
+
+MAX_PROBLEM = 300  # characters of one problem's line: a value or key of any size is shown cut
+MAX_PROBLEMS = 50  # problems listed; the rest are counted
+MAX_NESTING = 32  # levels of tables and arrays in a config: far past any real one, far within Python's recursion
+
+
+def bounded(problems: Sequence[str]) -> list[str]:
+    """Problems as they are shown: each one line of at most MAX_PROBLEM characters, at most MAX_PROBLEMS
+    of them (then how many more). A line cut keeps its start (the key) and its end."""
+    lines = [problem.replace("\r", " ").replace("\n", " ") for problem in problems[:MAX_PROBLEMS]]
+    lines = [line if len(line) <= MAX_PROBLEM else f"{line[:MAX_PROBLEM - 63]}...{line[-60:]}" for line in lines]
+    if len(problems) > MAX_PROBLEMS:
+        lines.append(f"... and {len(problems) - MAX_PROBLEMS} more problems")
+    return lines
+
+
+def nesting(value: Any) -> int:
+    """How deeply tables and arrays nest in ``value`` (a scalar: 0), counted without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_NESTING:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def table_key(name: str) -> str:
