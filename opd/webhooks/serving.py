@@ -200,6 +200,12 @@ class Webhooks:
 
     # -- keeping the cluster's configurations ------------------------------------------------------------------
 
+    def _excluded(self) -> list[str]:
+        """The namespaces its webhooks leave alone: the settings' and opd's own."""
+        assert self._operation is not None
+        own = management.own_namespace()
+        return [*self._operation.settings.admission.excluded_namespaces, *([own] if own else [])]
+
     def _scope(self, managed: str) -> str:
         return f"{management.dns_label(self._owner)}.{managed}" if self._owner else managed
 
@@ -219,7 +225,7 @@ class Webhooks:
                 if not any(h.reason == reason for h in self.admission_handlers):
                     continue
                 wanted = management.entries(mine, scope=self._scope(managed), client_config=config,
-                                            persistent_only=stopping)
+                                            persistent_only=stopping, excluded=self._excluded())
                 key = f"{reason} {managed}"
                 try:
                     done = await management.apply(self.client, reason, managed, self._scope(managed), wanted)
