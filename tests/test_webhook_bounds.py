@@ -261,3 +261,18 @@ async def test_connections_beyond_the_cap_wait_their_turn_and_beyond_that_are_cl
         for _, w in served + waiting:
             w.close()
     assert "connections served and 16 waiting; one more closed" in opd_run.output()
+
+
+async def test_a_client_gone_mid_body_or_with_a_broken_chunk_leaves_no_traceback(opd_run: OpdRun,
+                                                                                 http: aiohttp.ClientSession) -> None:
+    gone = b"Content-Length: 1000\r\n\r\n{\"request\":"
+    broken = b"Transfer-Encoding: chunked\r\n\r\n5\r\n{\"req\r\nzz\r\n"
+    for head in (gone, broken):
+        _, writer = await _open(opd_run)
+        writer.write(b"POST /validate/check HTTP/1.1\r\nHost: opd\r\nContent-Type: application/json\r\n" + head)
+        await writer.drain()
+        await asyncio.sleep(0.3)
+        writer.close()
+    await asyncio.sleep(1.0)
+    assert (await post(http, opd_run, "/validate/check", configmap_review({})))[0] == 200
+    clean_log(opd_run)

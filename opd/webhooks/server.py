@@ -27,6 +27,7 @@ import json
 import logging
 import shutil
 import ssl
+import sys
 import tempfile
 import threading
 import urllib.parse
@@ -37,7 +38,7 @@ from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from loguru import logger
 
 from opd.engine.execution import brief
@@ -52,7 +53,7 @@ MAX_BODY = bodies.MAX_BODY
 HEADER_TIMEOUT = 10.0  # seconds for a TLS handshake, and for a request's headers once connected or idle
 BODY_TIMEOUT = 10.0  # seconds from the headers to the body's last byte (a trickling client is cut)
 LINGER = 2.0  # seconds an unread body (refused) is drained and dropped, so that its client reads why
-MAX_CONNECTIONS = 128  # open at once; more are closed at once (the kernel's backlog queues a few)
+MAX_CONNECTIONS = 128  # served at once; as many more wait unread, and more than that are closed
 BODY_BUDGET = 4 * MAX_BODY  # bytes of bodies held at once by all requests; more wait their turn
 WILDCARDS = ("", "0.0.0.0", "::")
 
@@ -95,6 +96,17 @@ class _Budget:
         self._freed.set()
 
 
+class _ProtocolLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's reports of requests it could not parse (bad HTTP, a broken chunk, a client gone):
+    anyone can cause them, so each is one line at debug level, never a traceback at ERROR.
+    opd's own failures to answer are caught and said before aiohttp sees them."""
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        error = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        text = str(msg) % args if args else str(msg)
+        self.debug(f"{text}: {brief(error)}" if error is not None else text)
+
+
 class _Server(web.Server):
     """aiohttp's low-level server, with at most ``limit`` connections served at once. One more
     (after its TLS handshake) waits, unread, for one of them to end: at most ``limit`` wait, each
@@ -120,6 +132,11 @@ class _Server(web.Server):
                 logger.warning(f"opd: webhook server: {self.limit} connections served and {self.limit} waiting; "
                                f"one more closed ({self.refused} so far)")
             transport.close()
+
+    def pre_shutdown(self) -> None:
+        for transport in self.waiting.values():
+            transport.close()
+        super().pre_shutdown()
 
     def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
         self.waiting.pop(handler, None)
@@ -316,7 +333,7 @@ class WebhookServer:
         # 128 fields). Bodies arrive as sent (no decompression: compressed ones are refused).
         http = _Server(self._handle, limit=self.max_connections, loop=loop, access_log=None,
                        keepalive_timeout=HEADER_TIMEOUT, lingering_time=LINGER, auto_decompress=False,
-                       logger=logging.getLogger("opd.webhooks.aiohttp"))
+                       logger=_ProtocolLog(logging.getLogger("opd.webhooks.aiohttp")))
         try:
             listening = await loop.create_server(http, self.listen_addr or None, self.port or 0, ssl=context,
                                                  ssl_handshake_timeout=HEADER_TIMEOUT if context else None)
@@ -452,6 +469,8 @@ class WebhookServer:
                 return _refusal(exc.status, str(exc))
             except TimeoutError:
                 return _refusal(408, f"the request body did not arrive within {BODY_TIMEOUT:g}s")
+            except (ConnectionError, RequestPayloadError) as exc:  # gone, or a broken chunk: nobody to answer
+                return _refusal(400, f"the request body did not arrive whole: {brief(exc)}")
             return await self._answer(request, mount, webhook, review)
         finally:
             self._budget.give(held)
