@@ -4,6 +4,7 @@ namespaces the managed configurations leave out."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from opd.registry import Reason, WebhookHandler
 from opd.resources import Resource, ResourceRef
 from opd.webhooks import admission, bodies, certificates, conversion, management
 from opd.webhooks.bodies import BadBody
+from opd.webhooks.server import _Budget
 
 HOSTS = ["127.0.0.1", "localhost"]
 
@@ -145,6 +147,18 @@ async def test_a_body_is_refused_as_soon_as_it_passes_the_limit() -> None:
     with pytest.raises(BadBody, match="over 4 bytes") as err:
         await bodies.read(endless, limit=4)
     assert err.value.status == 413 and endless.read == 2  # not one chunk more
+
+
+async def test_bodies_held_at_once_stay_within_the_budget() -> None:
+    budget = _Budget(10)
+    assert await budget.take(6) == 6
+    second = asyncio.ensure_future(budget.take(6))
+    await asyncio.sleep(0.05)
+    assert not second.done() and budget.held == 6  # waits: 12 would be over
+    budget.give(6)
+    assert await asyncio.wait_for(second, 5) == 6 and budget.held == 6
+    budget.give(6)
+    assert await budget.take(50) == 10  # more than the whole budget: all of it, once nothing else is held
 
 
 # -- review shapes -----------------------------------------------------------------------------------------------
