@@ -287,3 +287,22 @@ async def test_a_client_gone_mid_body_or_with_a_broken_chunk_leaves_no_traceback
     await asyncio.sleep(1.0)
     assert (await post(http, opd_run, "/validate/check", configmap_review({})))[0] == 200
     clean_log(opd_run)
+
+
+async def test_clients_announcing_large_bodies_they_never_send_do_not_hold_up_small_reviews(
+        opd_run: OpdRun, http: aiohttp.ClientSession) -> None:
+    liars = []
+    for _ in range(5):  # 5 x 4 MiB announced: more than all the bodies the server holds at once
+        _, writer = await _open(opd_run)
+        writer.write(b"POST /validate/check HTTP/1.1\r\nHost: opd\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 4194304\r\n\r\n{")
+        await writer.drain()
+        liars.append(writer)
+    try:
+        await asyncio.sleep(0.5)
+        async with asyncio.timeout(8):  # well before the liars' 10 s are up
+            status, text = await post(http, opd_run, "/validate/check", configmap_review({}))
+        assert status == 200 and json.loads(text)["response"]["allowed"] is True
+    finally:
+        for writer in liars:
+            writer.close()

@@ -54,7 +54,8 @@ HEADER_TIMEOUT = 10.0  # seconds for a TLS handshake, and for a request's header
 BODY_TIMEOUT = 10.0  # seconds from the headers to the body's last byte (a trickling client is cut)
 LINGER = 2.0  # seconds an unread body (refused) is drained and dropped, so that its client reads why
 MAX_CONNECTIONS = 128  # served at once; as many more wait unread, and more than that are closed
-BODY_BUDGET = 4 * MAX_BODY  # bytes of bodies held at once by all requests; more wait their turn
+BODY_BUDGET = 4 * MAX_BODY  # bytes of large bodies held at once by all requests; more wait their turn
+SMALL_BODY = 64 * 1024  # bytes: a body this small takes none of the budget (at most one per connection)
 WILDCARDS = ("", "0.0.0.0", "::")
 
 ClientConfig = dict[str, Any]  # ``.webhooks[].clientConfig``: {"url"} or {"service"}, and "caBundle"
@@ -454,9 +455,13 @@ class WebhookServer:
         mount, webhook = found
         assert self._budget is not None
         deadline = asyncio.get_running_loop().time() + BODY_TIMEOUT
+        # Large bodies (or of unknown size) reserve their share of the budget before they are
+        # read; small ones, the API server's usual, need none: a client announcing large bodies
+        # and never sending them can delay only other large ones.
+        size = self.max_body if length is None else length
         try:
             async with asyncio.timeout_at(deadline):
-                held = await self._budget.take(self.max_body if length is None else length)
+                held = await self._budget.take(size) if size > SMALL_BODY else 0
         except TimeoutError:
             return _refusal(503, "the webhook server is busy with other large requests: try again")
         try:
