@@ -134,6 +134,12 @@ async def test_a_handlers_failure_reaches_the_requester_in_one_line(opd_run: Opd
         "code": 500, "message": "boom a second line"}
     status, text = await post(http, opd_run, "/validate/check", configmap_review({"refuse": "1"}))
     assert json.loads(text)["response"]["status"] == {"code": 422, "message": "refused by the test"}
+    forged = configmap_review({"refuse": "1"})
+    forged["request"]["name"] = "c\n2026-12-05 00:00:00.000 ERROR    opd: forged"  # a name is the requester's
+    status, text = await post(http, opd_run, "/validate/check", forged)
+    assert status == 200 and json.loads(text)["response"]["allowed"] is False
+    await asyncio.sleep(0.5)
+    assert "\n2026-12-05 00:00:00.000 ERROR" not in opd_run.output()
     status, text = await post(http, opd_run, "/validate/check", configmap_review({}))
     assert status == 200 and json.loads(text)["response"]["allowed"] is True
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from opd.engine.diffs import Patch
+from opd.engine.execution import brief
 from opd.engine.invocation import invoke
 from opd.errors import ConfigError, HandlerTimeoutError, WebhookError
 from opd.kube.api import REQUEST_ERRORS, KubeClient
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 RECONCILE_INTERVAL = 60.0  # seconds between checks that the cluster's configurations are still ours
 RETRY_INTERVAL = 10.0  # seconds, while something could not be resolved or written
 DEFAULT_TIMEOUT = management.DEFAULT_TIMEOUT
+MAX_LOG_LINE = 1000  # characters of a line about one review: its names come from the requester
 
 
 class Webhooks:
@@ -303,8 +305,9 @@ class Webhooks:
         answer = await admission.answer(review, request, handlers, kwargs, self._run)
         outcome = answer["response"]
         if not outcome["allowed"]:
-            logger.info(f"opd: refused {where}{' (dry run)' if request.dryrun else ''}: "
-                        f"{outcome['status']['message']}")
+            # One line whatever the review's names hold (a newline in a name would forge a log line).
+            logger.info(brief(f"opd: refused {where}{' (dry run)' if request.dryrun else ''}: "
+                              f"{outcome['status']['message']}", limit=MAX_LOG_LINE))
         return answer
 
     async def _convert(self, review: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -331,7 +334,7 @@ class Webhooks:
         answer = await conversion.answer(review, converters, run)
         result = answer["response"]["result"]
         if result["status"] != "Success":
-            logger.error(f"opd: conversion to {desired} failed: {result['message']}")
+            logger.error(brief(f"opd: conversion to {desired} failed: {result['message']}", limit=MAX_LOG_LINE))
         return answer
 
 
