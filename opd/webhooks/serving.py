@@ -300,7 +300,7 @@ class Webhooks:
             **admission.kwargs_for(request, headers=headers, sslpeer=sslpeer, warnings=[],
                                    patch=Patch()),
             "resource": resource,
-            "logger": logger.bind(object=request.where, resource=request.plural),
+            "logger": logger.bind(object=brief(request.where, 300), resource=brief(request.plural, 100)),
         }
         answer = await admission.answer(review, request, handlers, kwargs, self._run)
         outcome = answer["response"]
@@ -327,7 +327,7 @@ class Webhooks:
                 "annotations": meta.get("annotations") or {}, "from_version": handler.from_version,
                 "to_version": handler.to_version, "resource": self.resolved.get(handler),
                 "reason": str(handler.reason), "param": handler.param,
-                "logger": logger.bind(object=_where(meta), resource=str(self.resolved.get(handler, ""))),
+                "logger": logger.bind(object=brief(_where(meta), 300), resource=str(self.resolved.get(handler, ""))),
             }
             return await self._run(handler, kwargs)
 
