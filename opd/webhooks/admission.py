@@ -157,7 +157,7 @@ async def answer(review: Mapping[str, Any], request: Request, handlers: Sequence
         ops = json_patch(request.body, kwargs["patch"]) if mutated else []
     except (TypeError, ValueError) as exc:  # a set, NaN: the handler's mistake, said to its client
         return response(review, request, allowed=False, warnings=warnings, code=500,
-                        message=f"the mutation has no JSON form: {exc}")
+                        message=f"the mutation has no JSON form: {brief(exc)}")
     return response(review, request, allowed=True, warnings=warnings, patch=ops)
 
 
