@@ -314,3 +314,23 @@ async def test_clients_announcing_large_bodies_they_never_send_do_not_hold_up_sm
     finally:
         for writer in liars:
             writer.close()
+
+
+async def test_a_client_that_asks_before_sending_is_refused_or_invited(opd_run: OpdRun) -> None:
+    """Expect: 100-continue (curl's way with large bodies): an oversize body is refused before it is sent."""
+    body = json.dumps(configmap_review({})).encode()
+    for length, first in ((5 * MIB, b"HTTP/1.1 413"), (len(body), b"HTTP/1.1 100 Continue")):
+        reader, writer = await _open(opd_run)
+        try:
+            writer.write(b"POST /validate/check HTTP/1.1\r\nHost: opd\r\nContent-Type: application/json\r\n"
+                         b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % length)
+            async with asyncio.timeout(5):
+                assert (await reader.readline()).startswith(first)
+            if length == len(body):
+                writer.write(body)
+                async with asyncio.timeout(5):
+                    while (await reader.readline()).strip():
+                        pass  # the rest of the 100 Continue
+                    assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+        finally:
+            writer.close()

@@ -453,6 +453,8 @@ class WebhookServer:
         if length is not None and length > self.max_body:
             return _refusal(413, f"a request body of {length} bytes: the limit is {self.max_body}")
         mount, webhook = found
+        if request.headers.get("Expect", "").lower() == "100-continue" and request.version >= (1, 1):
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # checked: now it may send the body
         assert self._budget is not None
         deadline = asyncio.get_running_loop().time() + BODY_TIMEOUT
         # Large bodies (or of unknown size) reserve their share of the budget before they are
