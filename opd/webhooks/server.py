@@ -16,6 +16,11 @@ address it listens on (a control plane on the same machine, or ``host=`` for one
 this machine by another name); ``WebhookK3dServer`` and ``WebhookMinikubeServer`` listen on every
 interface and advertise the name their VMs give the host; ``WebhookAutoServer`` picks one of the
 three by asking the cluster. Tunnels through an outside service (ngrok) are not part of opd.
+
+Anyone who reaches the port can send anything, so what a client can take is bounded before
+anything it sends is trusted: time (TLS handshake, headers, body), connections (served, waiting),
+bodies (size, encoding, bytes held at once by all requests, their decoding and shape; see
+``bodies``); every refusal is one line, and opd's own failure to answer is logged once.
 """
 
 from __future__ import annotations
