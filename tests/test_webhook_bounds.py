@@ -156,7 +156,7 @@ async def test_large_and_compressed_bodies_are_refused_with_memory_bounded(opd_r
 
     padding = "0" * (30 * MIB)
     bomb = gzip.compress(json.dumps(configmap_review({"pad": padding})).encode(), 9)
-    assert len(bomb) < 40 * 1024  # ~29 KiB that expand to 30 MiB
+    assert len(bomb) < 40 * 1024  # ~30 KiB that expand to 30 MiB
     bomb_status, bomb_text = await post(http, opd_run, "/validate/check", bomb, **{"Content-Encoding": "gzip"})
     after_bomb = opd_run.rss()
 
@@ -185,7 +185,7 @@ async def test_large_and_compressed_bodies_are_refused_with_memory_bounded(opd_r
     under_status, under_text = await post(http, opd_run, "/validate/check", just_under)
     after = opd_run.rss()
     print(f"\nopd run RSS: {before / MIB:.1f} MiB before; +{(after_bomb - before) / MIB:.1f} MiB after a "
-          f"{len(bomb) / 1024:.0f} KiB gzip bomb (30 MiB expanded); +{(after - before) / MIB:.1f} MiB after it, "
+          f"{len(bomb) / 1024:.1f} KiB gzip bomb (30 MiB expanded); +{(after - before) / MIB:.1f} MiB after it, "
           f"a 32 MiB body (Content-Length), a 32 MiB chunked body and a 3 MiB review")
     assert after - before < 64 * MIB, (before, after)
     assert bomb_status == 415 and "uncompressed" in bomb_text, (bomb_status, bomb_text)
