@@ -102,6 +102,11 @@ class AdmissionSettings:
     # The name of the Validating/MutatingWebhookConfiguration opd creates and keeps current
     # (e.g. "auto.opd.dev"); None: not managed (the cluster's configuration is yours to write).
     managed: str | None = None
+    # Namespaces the managed webhooks never cover (their `namespaceSelector`, on the label
+    # `kubernetes.io/metadata.name` that API servers set on every namespace since 1.21): a webhook
+    # failing there cannot stop the cluster's own pods or opd's. opd's own namespace (the pod's,
+    # when opd runs in one) is added to these. []: every namespace.
+    excluded_namespaces: list[str] = field(default_factory=lambda: ["kube-system"])
 
 
 @dataclass

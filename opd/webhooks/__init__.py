@@ -3,6 +3,7 @@ the reviews it answers, and the cluster objects that point the API server at it.
 
 - ``certificates``: a self-signed CA and a serving certificate (``cryptography``), per process
   or kept in a folder.
+- ``bodies``: a request body bounded before it is trusted: size, encoding, JSON decoding, shape.
 - ``server``: ``WebhookServer`` (aiohttp over TLS) and its variants for clusters in a VM; one
   server can carry the webhooks of several operators (the daemon's plugins), a path each.
 - ``admission``, ``conversion``: AdmissionReview and ConversionReview in, responses out.

@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opd.engine.diffs import Patch, diff
+from opd.engine.execution import brief
 from opd.errors import AdmissionError, PermanentError, TemporaryError, WebhookError
 from opd.registry import Reason, WebhookHandler, matches
 from opd.resources import Resource
+from opd.webhooks import bodies
 
 DEFAULT_API_VERSION = "admission.k8s.io/v1"
 Run = Callable[[WebhookHandler, dict[str, Any]], Awaitable[Any]]  # runs one handler with its kwargs
@@ -56,20 +58,34 @@ class Request:
 
 
 def read(review: Mapping[str, Any]) -> Request:
-    """The request of an AdmissionReview; WebhookError when it is none."""
-    request = review.get("request")
-    if not isinstance(request, Mapping) or not request.get("uid"):
-        raise WebhookError("an AdmissionReview without a request (or its uid)")
-    resource, kind = request.get("resource") or {}, request.get("kind") or {}
-    new, old = request.get("object"), request.get("oldObject")
+    """The request of an AdmissionReview, its shape checked; WebhookError (400) saying which field
+    is missing or of the wrong type. The API server sends every field read here as checked; a
+    review from anyone else is refused before a handler sees it."""
+    review = dict(review)
+    where = "AdmissionReview"
+    request = bodies.field(review, "request", dict, where, required=True)
+    api_version = bodies.field(review, "apiVersion", str, where)
+    where += ".request"
+    uid = bodies.field(request, "uid", str, where, required=True)
+    resource = bodies.field(request, "resource", dict, where, required=True)
+    plural = bodies.field(resource, "resource", str, f"{where}.resource", required=True)
+    group, version = (bodies.field(resource, k, str, f"{where}.resource") for k in ("group", "version"))
+    kind = bodies.field(request, "kind", dict, where) or {}
+    kind_name = bodies.field(kind, "kind", str, f"{where}.kind")
+    operation = bodies.field(request, "operation", str, where, required=True)
+    subresource, name, namespace = (bodies.field(request, k, str, where) for k in ("subResource", "name", "namespace"))
+    new, old = bodies.field(request, "object", dict, where), bodies.field(request, "oldObject", dict, where)
+    if new is None and old is None:
+        raise WebhookError(f"{where}: neither object nor oldObject: nothing to review")
+    for key, obj in (("object", new), ("oldObject", old)):
+        if obj is not None:
+            bodies.metadata(obj, f"{where}.{key}")
+    dryrun = bodies.field(request, "dryRun", bool, where)
+    userinfo = bodies.field(request, "userInfo", dict, where) or {}
     return Request(
-        uid=str(request["uid"]), api_version=str(review.get("apiVersion") or DEFAULT_API_VERSION),
-        group=str(resource.get("group") or ""), version=str(resource.get("version") or ""),
-        plural=str(resource.get("resource") or ""), kind=str(kind.get("kind") or ""),
-        operation=str(request.get("operation") or ""), subresource=request.get("subResource") or None,
-        name=request.get("name") or None, namespace=request.get("namespace") or None,
-        new=new if isinstance(new, dict) else None, old=old if isinstance(old, dict) else None,
-        dryrun=bool(request.get("dryRun")), userinfo=request.get("userInfo") or {},
+        uid=uid, api_version=api_version or DEFAULT_API_VERSION, group=group or "", version=version or "",
+        plural=plural, kind=kind_name or "", operation=operation, subresource=subresource or None,
+        name=name or None, namespace=namespace or None, new=new, old=old, dryrun=bool(dryrun), userinfo=userinfo,
     )
 
 
@@ -135,13 +151,13 @@ async def answer(review: Mapping[str, Any], request: Request, handlers: Sequence
     if errors:
         handler, error = min(errors, key=lambda pair: _rank(pair[1]))
         code = error.code if isinstance(error, AdmissionError) and error.code else 500
-        message = " ".join(str(error).split()) or type(error).__name__
+        message = brief(error)  # one line, an API error as the API server said it (no headers)
         return response(review, request, allowed=False, warnings=warnings, code=code, message=message)
     try:
         ops = json_patch(request.body, kwargs["patch"]) if mutated else []
     except (TypeError, ValueError) as exc:  # a set, NaN: the handler's mistake, said to its client
         return response(review, request, allowed=False, warnings=warnings, code=500,
-                        message=f"the mutation has no JSON form: {exc}")
+                        message=f"the mutation has no JSON form: {brief(exc)}")
     return response(review, request, allowed=True, warnings=warnings, patch=ops)
 
 

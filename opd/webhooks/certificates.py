@@ -14,9 +14,12 @@ cert-manager Secret): used as they are, never replaced.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import os
+import secrets
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +38,7 @@ RENEW_BEFORE = datetime.timedelta(days=30)  # a kept certificate this close to i
 CLOCK_SKEW = datetime.timedelta(minutes=5)  # valid from a little before now: clocks differ
 
 CA_FILE, CA_KEY_FILE, CERT_FILE, KEY_FILE = "ca.crt", "ca.key", "tls.crt", "tls.key"
+MAX_FILE = 1024 * 1024  # bytes: a PEM certificate chain or key is a few KiB
 
 
 @dataclass(frozen=True)
@@ -175,18 +179,73 @@ def signed_by(cert: bytes, ca: bytes) -> bool:
 
 
 def _write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``, readable by its owner only, never half-written."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        os.fchmod(out.fileno(), 0o600)
-        out.write(data)
-    os.replace(partial, path)
+    """Replace ``path`` with ``data``, readable by its owner only, never half-written: a fresh
+    name made here (O_EXCL: never a file or link someone put there), then renamed over ``path``
+    (which replaces a link there, never what it points to)."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), 0o600)
+            out.write(data)
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
+
+
+def _trusted(st: os.stat_result, read_only: bool) -> str | None:
+    """Why a file or folder with this status cannot be trusted (None: it can): someone other than
+    opd's user or root owns it, or others may write it (on a writable file system)."""
+    if st.st_uid not in (os.geteuid(), 0):
+        return f"owned by uid {st.st_uid}, not by opd's user ({os.geteuid()}) or root"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not read_only:
+        return f"writable by {'others' if st.st_mode & stat.S_IWOTH else 'its group'} ({stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
+def _read_only(path: Path) -> bool:
+    """Whether ``path`` is on a read-only mount (a Secret volume: nobody writes there)."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def check_folder(directory: Path) -> None:
+    """ConfigError (one line) unless the folder is opd's (or root's) and only its owner may write it."""
+    try:
+        st = os.stat(directory)
+    except OSError as exc:
+        raise ConfigError(f"webhook certificates: cannot use {directory}: {exc.strerror or exc}") from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"webhook certificates: {directory} is not a folder")
+    why = _trusted(st, _read_only(directory))
+    if why:
+        raise ConfigError(f"webhook certificates: refusing the folder {directory}: {why}; "
+                          f"make it opd's own with mode 0700")
 
 
 def _read(path: Path) -> bytes | None:
+    """A file of a checked folder: a link is followed only to a file inside that folder (a mounted
+    Secret's ``..data/`` links), the file opened without following links, owner and mode checked."""
+    if not os.path.lexists(path):
+        return None
     try:
-        return path.read_bytes()
+        real = Path(os.path.realpath(path))
+        home = Path(os.path.realpath(path.parent))
+        if home not in real.parents:
+            raise ConfigError(f"webhook certificates: refusing {path}: a link out of its folder (to {real})")
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as opened:
+            st = os.fstat(opened.fileno())
+            why = "not a regular file" if not stat.S_ISREG(st.st_mode) else _trusted(st, _read_only(real))
+            if why:
+                raise ConfigError(f"webhook certificates: refusing {path}: {why}")
+            if st.st_size > MAX_FILE:
+                raise ConfigError(f"webhook certificates: refusing {path}: larger than {MAX_FILE} bytes")
+            return opened.read(MAX_FILE)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -200,6 +259,7 @@ def keep(directory: Path, hosts: Sequence[str]) -> tuple[Certificates, str]:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"webhook certificates: cannot make {directory}: {exc.strerror or exc}") from exc
+    check_folder(directory)  # a planted ca.key would sign what the API server trusts
     ca, ca_key = _read(directory / CA_FILE), _read(directory / CA_KEY_FILE)
     cert, key = _read(directory / CERT_FILE), _read(directory / KEY_FILE)
     try:

@@ -15,8 +15,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+from opd.engine.execution import brief
 from opd.errors import WebhookError
 from opd.registry import WebhookHandler
+from opd.webhooks import bodies
 
 API_VERSION = "apiextensions.k8s.io/v1"
 # Runs one converter with the object it converts (the caller adds the operator's kwargs).
@@ -28,14 +30,21 @@ class ConversionFailed(Exception):
 
 
 def read(review: Mapping[str, Any]) -> tuple[str, str, list[dict[str, Any]]]:
-    """(uid, desiredAPIVersion, objects) of a ConversionReview; WebhookError when it is none."""
-    request = review.get("request")
-    if not isinstance(request, Mapping) or not request.get("uid") or not request.get("desiredAPIVersion"):
-        raise WebhookError("a ConversionReview without a request (or its uid, or desiredAPIVersion)")
-    objects = request.get("objects") or []
-    if not isinstance(objects, list) or not all(isinstance(o, dict) for o in objects):
-        raise WebhookError("a ConversionReview whose objects are not a list of objects")
-    return str(request["uid"]), str(request["desiredAPIVersion"]), objects
+    """(uid, desiredAPIVersion, objects) of a ConversionReview, its shape checked; WebhookError
+    (400) saying which field is missing or of the wrong type."""
+    where = "ConversionReview"
+    request = bodies.field(dict(review), "request", dict, where, required=True)
+    where += ".request"
+    uid = bodies.field(request, "uid", str, where, required=True)
+    desired = bodies.field(request, "desiredAPIVersion", str, where, required=True)
+    objects = bodies.field(request, "objects", list, where) or []
+    for n, obj in enumerate(objects):
+        if not isinstance(obj, dict):
+            raise WebhookError(f"{where}.objects[{n}]: expected an object")
+        for key in ("apiVersion", "kind"):
+            bodies.field(obj, key, str, f"{where}.objects[{n}]")
+        bodies.metadata(obj, f"{where}.objects[{n}]")
+    return uid, desired, objects
 
 
 def version_of(api_version: str) -> str:
@@ -79,13 +88,14 @@ async def convert(obj: Mapping[str, Any], desired: str, converters: Sequence[Web
         try:
             result = await run(step, body)
         except Exception as exc:
-            raise ConversionFailed(f"converter {step.id!r} failed: {' '.join(str(exc).split()) or type(exc).__name__}"
-                                   ) from exc
+            raise ConversionFailed(f"converter {step.id!r} failed: {brief(exc)}") from exc
         if result is None:
             result = body  # changed in place
         if not isinstance(result, Mapping):
             raise ConversionFailed(f"converter {step.id!r} returned {type(result).__name__}, not the object")
         body = copy.deepcopy(dict(result))
+        if not isinstance(body.get("metadata", {}), Mapping):
+            raise ConversionFailed(f"converter {step.id!r} returned an object whose metadata is not an object")
         body["apiVersion"] = f"{group}/{step.to_version}" if group else str(step.to_version)
     return _same_identity(obj, body, desired)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from opd.errors import ConfigError
@@ -31,6 +32,8 @@ KINDS = {Reason.VALIDATE: "ValidatingWebhookConfiguration", Reason.MUTATE: "Muta
 MANAGED_BY = {"app.kubernetes.io/managed-by": "opd"}
 DEFAULT_TIMEOUT = 10  # seconds: Kubernetes' own default for a webhook
 ATTEMPTS = 5  # writes retried after a conflict with another owner's
+NAME_LABEL = "kubernetes.io/metadata.name"  # every namespace's own name, set by the API server (1.21+)
+OWN_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")  # in a pod
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
@@ -70,14 +73,30 @@ def object_selector(labels: Mapping[str, Any] | None) -> dict[str, Any]:
     return {"matchExpressions": exprs} if exprs else {}
 
 
+def own_namespace(path: Path | None = None) -> str | None:
+    """The namespace of the pod opd runs in (its service account's), or None outside a pod."""
+    try:
+        text = (path or OWN_NAMESPACE_FILE).read_text(encoding="utf-8", errors="replace")[:256].strip()
+    except OSError:
+        return None
+    return text or None
+
+
+def namespace_selector(excluded: Sequence[str]) -> dict[str, Any]:
+    """Every namespace but ``excluded`` (by the label the API server puts on each with its name)."""
+    names = sorted({n for n in excluded if n})
+    return {"matchExpressions": [{"key": NAME_LABEL, "operator": "NotIn", "values": names}]} if names else {}
+
+
 def webhook_path(handler: WebhookHandler) -> str:
     """Where a handler's reviews come in, under its operator's mount: ``validate/<id>``."""
     return f"{handler.reason}/{handler.id}"
 
 
 def entries(handlers: Sequence[tuple[WebhookHandler, Resource]], *, scope: str, client_config: ClientConfig,
-            persistent_only: bool = False) -> list[dict[str, Any]]:
-    """The ``webhooks`` of one configuration for these handlers (with their served resources)."""
+            persistent_only: bool = False, excluded: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The ``webhooks`` of one configuration for these handlers (with their served resources),
+    none of them covering the namespaces ``excluded``."""
     out: list[dict[str, Any]] = []
     taken: set[str] = set()
     for handler, resource in handlers:
@@ -95,7 +114,7 @@ def entries(handlers: Sequence[tuple[WebhookHandler, Resource]], *, scope: str, 
             "rules": [{"apiGroups": [resource.group], "apiVersions": [resource.version], "resources": [plural],
                        "operations": sorted(handler.operations) if handler.operations else ["*"], "scope": "*"}],
             "objectSelector": object_selector(handler.labels),
-            "namespaceSelector": {},
+            "namespaceSelector": namespace_selector(excluded),
             "sideEffects": "NoneOnDryRun" if handler.side_effects else "None",
             "failurePolicy": "Ignore" if handler.ignore_failures else "Fail",
             "matchPolicy": "Equivalent",

@@ -16,6 +16,11 @@ address it listens on (a control plane on the same machine, or ``host=`` for one
 this machine by another name); ``WebhookK3dServer`` and ``WebhookMinikubeServer`` listen on every
 interface and advertise the name their VMs give the host; ``WebhookAutoServer`` picks one of the
 three by asking the cluster. Tunnels through an outside service (ngrok) are not part of opd.
+
+Anyone who reaches the port can send anything, so what a client can take is bounded before
+anything it sends is trusted: time (TLS handshake, headers, body), connections (served, waiting),
+bodies (size, encoding, bytes held at once by all requests, their decoding and shape; see
+``bodies``); every refusal is one line, and opd's own failure to answer is logged once.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import json
 import logging
 import shutil
 import ssl
+import sys
 import tempfile
 import threading
 import urllib.parse
@@ -35,15 +41,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from loguru import logger
 
+from opd.engine.execution import brief
 from opd.errors import ConfigError, WebhookError
-from opd.webhooks import certificates
+from opd.webhooks import bodies, certificates
+from opd.webhooks.bodies import BadBody
 from opd.webhooks.certificates import Certificates
 
-MAX_REQUEST = 32 * 1024 * 1024  # bytes: a review carries whole objects (old and new), or a list of them
-HEADER_TIMEOUT = 10.0  # seconds a connection may stay idle (the API server keeps its connections alive)
+# What one client can hold. The API server calls with bodies under 3 MiB and times out at 10 s by
+# default (30 s at most); it keeps connections alive and opens more under load.
+MAX_BODY = bodies.MAX_BODY
+HEADER_TIMEOUT = 10.0  # seconds for a TLS handshake, and for a request's headers once connected or idle
+BODY_TIMEOUT = 10.0  # seconds from the headers to the body's last byte (a trickling client is cut)
+LINGER = 2.0  # seconds an unread body (refused) is drained and dropped, so that its client reads why
+MAX_CONNECTIONS = 128  # served at once; as many more wait unread, and more than that are closed
+BODY_BUDGET = 4 * MAX_BODY  # bytes of large bodies held at once by all requests; more wait their turn
+SMALL_BODY = 64 * 1024  # bytes: a body this small takes none of the budget (at most one per connection)
 WILDCARDS = ("", "0.0.0.0", "::")
 
 ClientConfig = dict[str, Any]  # ``.webhooks[].clientConfig``: {"url"} or {"service"}, and "caBundle"
@@ -61,6 +78,85 @@ class WebhookFn(Protocol):
 class _Mount:
     fn: WebhookFn
     loop: asyncio.AbstractEventLoop
+
+
+class _Budget:
+    """Bytes of request bodies held at once (in the server's loop): a request reserves its
+    Content-Length (or the most a body may be) before reading, and waits while others hold the rest."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.held = 0
+        self._freed = asyncio.Event()
+
+    async def take(self, size: int) -> int:
+        size = min(size, self.total)
+        while self.held + size > self.total:
+            self._freed.clear()
+            await self._freed.wait()
+        self.held += size
+        return size
+
+    def give(self, size: int) -> None:
+        self.held -= size
+        self._freed.set()
+
+
+class _ProtocolLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's reports of requests it could not parse (bad HTTP, a broken chunk, a client gone):
+    anyone can cause them, so each is one line at debug level, never a traceback at ERROR.
+    opd's own failures to answer are caught and said before aiohttp sees them."""
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        error = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        text = str(msg) % args if args else str(msg)
+        self.debug(f"{text}: {brief(error)}" if error is not None else text)
+
+
+class _Server(web.Server):
+    """aiohttp's low-level server, with at most ``limit`` connections served at once. One more
+    (after its TLS handshake) waits, unread, for one of them to end: at most ``limit`` wait, each
+    no longer than the header timeout (aiohttp's keep-alive timer closes it); more are closed."""
+
+    def __init__(self, *args: Any, limit: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limit = limit
+        self.served: set[RequestHandler] = set()
+        self.waiting: dict[RequestHandler, asyncio.Transport] = {}  # oldest first
+        self.refused = 0
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        if len(self.served) < self.limit:
+            self.served.add(handler)
+            super().connection_made(handler, transport)
+        elif len(self.waiting) < self.limit:
+            transport.pause_reading()
+            self.waiting[handler] = transport
+        else:
+            self.refused += 1
+            if self.refused == 1 or self.refused % 1000 == 0:
+                logger.warning(f"opd: webhook server: {self.limit} connections served and {self.limit} waiting; "
+                               f"one more closed ({self.refused} so far)")
+            transport.close()
+
+    def pre_shutdown(self) -> None:
+        for transport in self.waiting.values():
+            transport.close()
+        super().pre_shutdown()
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        self.waiting.pop(handler, None)
+        if handler in self.served:
+            self.served.discard(handler)
+            super().connection_lost(handler, exc)
+        while self.waiting and len(self.served) < self.limit:
+            first = next(iter(self.waiting))
+            transport = self.waiting.pop(first)
+            if transport.is_closing():
+                continue
+            self.served.add(first)
+            super().connection_made(first, transport)
+            transport.resume_reading()
 
 
 def _host_in_url(host: str) -> str:
@@ -120,13 +216,17 @@ class WebhookServer:
                  password: str | None = None, cafile: str | Path | None = None, cadata: str | bytes | None = None,
                  cadump: str | Path | None = None, cert_dir: str | Path | None = None,
                  extra_sans: Sequence[str] = (), insecure: bool = False,
-                 verify_mode: ssl.VerifyMode | None = None, context: ssl.SSLContext | None = None) -> None:
+                 verify_mode: ssl.VerifyMode | None = None, context: ssl.SSLContext | None = None,
+                 max_body: int = MAX_BODY, max_connections: int = MAX_CONNECTIONS) -> None:
         if (certfile is None) != (pkeyfile is None):
             raise ConfigError("WebhookServer: certfile and pkeyfile go together")
         if url is not None and not url.startswith(("https://", "http://")):
             raise ConfigError(f"WebhookServer: url {url!r} must start with https://")
         if url is not None and ("?" in url or "#" in url):
             raise ConfigError(f"WebhookServer: url {url!r}: the API server takes no query or fragment")
+        if max_body < 1 or max_connections < 1:
+            raise ConfigError(f"WebhookServer: max_body ({max_body}) and max_connections ({max_connections}) "
+                              "must be positive")
         self.addr = addr
         self.port = port
         self.host = host
@@ -140,11 +240,15 @@ class WebhookServer:
         self.insecure = insecure
         self.verify_mode = verify_mode
         self.context = context
+        self.max_body = max_body
+        self.max_connections = max_connections
         self.certificates: Certificates | None = None
         self.loop: asyncio.AbstractEventLoop | None = None  # where it serves, once started
         self._mounts: dict[str, _Mount] = {}
         self._mounts_lock = threading.Lock()  # mounts come from plugins' threads too
-        self._runner: web.AppRunner | None = None
+        self._http: _Server | None = None
+        self._listening: asyncio.Server | None = None
+        self._budget: _Budget | None = None
         self._tmp: Path | None = None
         self._starting: asyncio.Lock | None = None
         self._owned_by_call = False
@@ -156,7 +260,7 @@ class WebhookServer:
 
     @property
     def started(self) -> bool:
-        return self._runner is not None
+        return self._listening is not None
 
     @property
     def listen_addr(self) -> str:
@@ -217,7 +321,7 @@ class WebhookServer:
         if self._starting is None:
             self._starting = asyncio.Lock()
         async with self._starting:
-            if self._runner is not None:
+            if self._listening is not None:
                 return
             self.loop = asyncio.get_running_loop()
             try:
@@ -229,21 +333,22 @@ class WebhookServer:
 
     async def _listen(self) -> None:
         context = None if self.insecure else self._ssl_context()
-        app = web.Application(client_max_size=MAX_REQUEST)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, keepalive_timeout=HEADER_TIMEOUT, shutdown_timeout=2.0,
-                               logger=logging.getLogger("opd.webhooks.aiohttp"))
-        await runner.setup()
+        loop = asyncio.get_running_loop()
+        # Headers: aiohttp's keep-alive timer closes a connection whose next request's headers are
+        # not all in HEADER_TIMEOUT after it opened or answered (sizes: aiohttp's 8 KiB per line,
+        # 128 fields). Bodies arrive as sent (no decompression: compressed ones are refused).
+        http = _Server(self._handle, limit=self.max_connections, loop=loop, access_log=None,
+                       keepalive_timeout=HEADER_TIMEOUT, lingering_time=LINGER, auto_decompress=False,
+                       logger=_ProtocolLog(logging.getLogger("opd.webhooks.aiohttp")))
         try:
-            site = web.TCPSite(runner, self.listen_addr or None, self.port or 0, ssl_context=context)
-            await site.start()
+            listening = await loop.create_server(http, self.listen_addr or None, self.port or 0, ssl=context,
+                                                 ssl_handshake_timeout=HEADER_TIMEOUT if context else None)
         except OSError as exc:
-            await runner.cleanup()
             where = f"{_host_in_url(self.listen_addr)}:{self.port or 0}"
             raise ConfigError(f"webhook server: cannot listen on {where}: {exc.strerror or exc}") from exc
-        self._runner = runner
+        self._http, self._listening, self._budget = http, listening, _Budget(max(BODY_BUDGET, self.max_body))
         if not self.port:
-            self.port = int(runner.addresses[0][1])
+            self.port = int(listening.sockets[0].getsockname()[1])
         logger.info(f"opd: webhook server listening on {_host_in_url(self.listen_addr)}:{self.port}, "
                     f"called at {self.base_url}")
         if self.listen_addr in WILDCARDS and not (self.host or self.DEFAULT_HOST or self.url or self.service):
@@ -266,13 +371,13 @@ class WebhookServer:
             if self.cert_dir is not None:
                 self.certificates, done = certificates.keep(self.cert_dir, self.hosts())
                 logger.info(f"opd: webhook certificates in {self.cert_dir}: {done}")
-                certfile, keyfile = self.cert_dir / certificates.CERT_FILE, self.cert_dir / certificates.KEY_FILE
             else:
                 self.certificates = certificates.make(self.hosts())
-                self._tmp = Path(tempfile.mkdtemp(prefix="opd-webhooks-"))  # 0700: mkdtemp's own mode
-                certfile, keyfile = self._tmp / "tls.crt", self._tmp / "tls.key"
-                certificates._write(certfile, self.certificates.cert)
-                certificates._write(keyfile, self.certificates.key)
+            # Loaded from what was read and checked, not from the folder again (which may change meanwhile).
+            self._tmp = Path(tempfile.mkdtemp(prefix="opd-webhooks-"))  # 0700: mkdtemp's own mode
+            certfile, keyfile = self._tmp / "tls.crt", self._tmp / "tls.key"
+            certificates._write(certfile, self.certificates.cert)
+            certificates._write(keyfile, self.certificates.key)
         try:
             context.load_cert_chain(certfile, keyfile, password=self.password)
             if self.cafile is not None or self.cadata is not None:
@@ -297,9 +402,14 @@ class WebhookServer:
             with contextlib.suppress(RuntimeError):  # its loop is gone: so is the server
                 await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.stop(), self.loop))
             return
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        listening, self._listening = self._listening, None
+        http, self._http = self._http, None
+        if listening is not None and http is not None:
+            listening.close()
+            http.pre_shutdown()
+            await http.shutdown(2.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(listening.wait_closed(), 2.0)
         self._forget_files()
         self.loop = None
 
@@ -330,36 +440,77 @@ class WebhookServer:
 
     # -- requests -------------------------------------------------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """One review: routed, bounded (size, time, encoding, shape), answered; every refusal one line."""
         path = request.path
-        if self.path and not (path == self.path or path.startswith(self.path + "/")):
-            raise web.HTTPNotFound(text=f"no webhooks under {path}\n")
-        found = self._find(path[len(self.path):])
+        found = self._find(path[len(self.path):]) if (
+            not self.path or path == self.path or path.startswith(self.path + "/")) else None
         if found is None:
-            raise web.HTTPNotFound(text=f"no webhooks under {path}\n")
+            return _refusal(404, f"no webhooks under {path[:200]}")
         if request.method != "POST":
-            raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+            return _refusal(405, f"{request.method[:20]}: webhooks take POST only", Allow="POST")
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            # The API server sends plain JSON: a compressed body could only be someone else's, and
+            # bounding what it expands to is easier done by never expanding it.
+            return _refusal(415, f"Content-Encoding {encoding[:40]!r}: send the review uncompressed")
+        length = request.content_length
+        if length is not None and length > self.max_body:
+            return _refusal(413, f"a request body of {length} bytes: the limit is {self.max_body}")
         mount, webhook = found
+        if request.headers.get("Expect", "").lower() == "100-continue" and request.version >= (1, 1):
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # checked: now it may send the body
+        assert self._budget is not None
+        deadline = asyncio.get_running_loop().time() + BODY_TIMEOUT
+        # Large bodies (or of unknown size) reserve their share of the budget before they are
+        # read; small ones, the API server's usual, need none: a client announcing large bodies
+        # and never sending them can delay only other large ones.
+        size = self.max_body if length is None else length
         try:
-            review = json.loads(await request.read())
-        except ValueError:
-            raise web.HTTPBadRequest(text="expected a JSON review\n") from None
-        if not isinstance(review, dict):
-            raise web.HTTPBadRequest(text="expected a JSON review\n")
+            async with asyncio.timeout_at(deadline):
+                held = await self._budget.take(size) if size > SMALL_BODY else 0
+        except TimeoutError:
+            return _refusal(503, "the webhook server is busy with other large requests: try again")
+        try:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    body = await bodies.read(request.content, self.max_body)
+                review = await bodies.decode_off_loop(body)
+                del body
+            except BadBody as exc:
+                return _refusal(exc.status, str(exc))
+            except TimeoutError:
+                return _refusal(408, f"the request body did not arrive within {BODY_TIMEOUT:g}s")
+            except (ConnectionError, RequestPayloadError) as exc:  # gone, or a broken chunk: nobody to answer
+                return _refusal(400, f"the request body did not arrive whole: {brief(exc)}")
+            return await self._answer(request, mount, webhook, review)
+        finally:
+            self._budget.give(held)
+
+    async def _answer(self, request: web.BaseRequest, mount: _Mount, webhook: str,
+                      review: dict[str, Any]) -> web.StreamResponse:
         peer = request.transport.get_extra_info("peercert") if request.transport is not None else None
-        call = mount.fn(review, webhook=webhook or None, headers=dict(request.headers), sslpeer=peer or {})
         try:
+            call = mount.fn(review, webhook=webhook or None, headers=dict(request.headers), sslpeer=peer or {})
             if mount.loop is asyncio.get_running_loop():
                 answer = await call
             else:
                 answer = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_awaited(call), mount.loop))
-        except WebhookError as exc:
-            raise web.HTTPBadRequest(text=f"{exc}\n") from None
-        except RuntimeError:  # the mount's loop closed meanwhile (a plugin restarting)
-            if mount.loop.is_closed():
-                raise web.HTTPServiceUnavailable(text="the webhook's operator is restarting\n") from None
-            raise
-        return web.json_response(answer)
+            text = orjson.dumps(answer)
+        except WebhookError as exc:  # not a review, or not one for this path: the client's mistake
+            return _refusal(400, brief(exc))
+        except Exception as exc:
+            if isinstance(exc, RuntimeError) and mount.loop.is_closed():  # a plugin restarting meanwhile
+                return _refusal(503, "the webhook's operator is restarting")
+            return self._failed(request, exc)
+        return web.Response(body=text, content_type="application/json")
+
+    def _failed(self, request: web.BaseRequest, exc: Exception) -> web.StreamResponse:
+        """opd's own failure to answer (not a handler's refusal, which is answered in the review):
+        said once in opd's log with its traceback, and in one line to the client."""
+        logger.opt(exception=exc).error(f"opd: webhook server: cannot answer a review at {request.path[:200]}: "
+                                        f"{brief(exc)}")
+        return _refusal(500, f"opd cannot answer this review: {brief(exc)}")
 
     # -- Kopf's protocol ------------------------------------------------------------------------------------------
 
@@ -378,6 +529,14 @@ class WebhookServer:
 
 async def _awaited(call: Awaitable[Any]) -> Any:
     return await call
+
+
+def _refusal(status: int, message: str, **headers: str) -> web.Response:
+    """One line to the client; the connection closes after it when the body was not read whole."""
+    response = web.Response(status=status, text=" ".join(message.split()) + "\n", headers=headers)
+    if status in (408, 413, 415, 503):
+        response.force_close()
+    return response
 
 
 class WebhookK3dServer(WebhookServer):

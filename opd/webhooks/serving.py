@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from opd.engine.diffs import Patch
+from opd.engine.execution import brief
 from opd.engine.invocation import invoke
 from opd.errors import ConfigError, HandlerTimeoutError, WebhookError
 from opd.kube.api import REQUEST_ERRORS, KubeClient
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 RECONCILE_INTERVAL = 60.0  # seconds between checks that the cluster's configurations are still ours
 RETRY_INTERVAL = 10.0  # seconds, while something could not be resolved or written
 DEFAULT_TIMEOUT = management.DEFAULT_TIMEOUT
+MAX_LOG_LINE = 1000  # characters of a line about one review: its names come from the requester
 
 
 class Webhooks:
@@ -200,6 +202,12 @@ class Webhooks:
 
     # -- keeping the cluster's configurations ------------------------------------------------------------------
 
+    def _excluded(self) -> list[str]:
+        """The namespaces its webhooks leave alone: the settings' and opd's own."""
+        assert self._operation is not None
+        own = management.own_namespace()
+        return [*self._operation.settings.admission.excluded_namespaces, *([own] if own else [])]
+
     def _scope(self, managed: str) -> str:
         return f"{management.dns_label(self._owner)}.{managed}" if self._owner else managed
 
@@ -219,7 +227,7 @@ class Webhooks:
                 if not any(h.reason == reason for h in self.admission_handlers):
                     continue
                 wanted = management.entries(mine, scope=self._scope(managed), client_config=config,
-                                            persistent_only=stopping)
+                                            persistent_only=stopping, excluded=self._excluded())
                 key = f"{reason} {managed}"
                 try:
                     done = await management.apply(self.client, reason, managed, self._scope(managed), wanted)
@@ -292,13 +300,14 @@ class Webhooks:
             **admission.kwargs_for(request, headers=headers, sslpeer=sslpeer, warnings=[],
                                    patch=Patch()),
             "resource": resource,
-            "logger": logger.bind(object=request.where, resource=request.plural),
+            "logger": logger.bind(object=brief(request.where, 300), resource=brief(request.plural, 100)),
         }
         answer = await admission.answer(review, request, handlers, kwargs, self._run)
         outcome = answer["response"]
         if not outcome["allowed"]:
-            logger.info(f"opd: refused {where}{' (dry run)' if request.dryrun else ''}: "
-                        f"{outcome['status']['message']}")
+            # One line whatever the review's names hold (a newline in a name would forge a log line).
+            logger.info(brief(f"opd: refused {where}{' (dry run)' if request.dryrun else ''}: "
+                              f"{outcome['status']['message']}", limit=MAX_LOG_LINE))
         return answer
 
     async def _convert(self, review: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -318,14 +327,14 @@ class Webhooks:
                 "annotations": meta.get("annotations") or {}, "from_version": handler.from_version,
                 "to_version": handler.to_version, "resource": self.resolved.get(handler),
                 "reason": str(handler.reason), "param": handler.param,
-                "logger": logger.bind(object=_where(meta), resource=str(self.resolved.get(handler, ""))),
+                "logger": logger.bind(object=brief(_where(meta), 300), resource=str(self.resolved.get(handler, ""))),
             }
             return await self._run(handler, kwargs)
 
         answer = await conversion.answer(review, converters, run)
         result = answer["response"]["result"]
         if result["status"] != "Success":
-            logger.error(f"opd: conversion to {desired} failed: {result['message']}")
+            logger.error(brief(f"opd: conversion to {desired} failed: {result['message']}", limit=MAX_LOG_LINE))
         return answer
 
 
