@@ -267,7 +267,8 @@ def parse(data: bytes | str, path: Path | None = None,
 
 def _toml(data: bytes | str, source: str) -> dict[str, Any]:
     if len(data) > MAX_FILE_BYTES:
-        raise ConfigFileError(source, [f"larger than {MAX_FILE_BYTES >> 20} MiB: not read (a config file is a few KiB)"])
+        raise ConfigFileError(source, [f"larger than {MAX_FILE_BYTES >> 20} MiB: not read "
+                                       "(a config file is a few KiB)"])
     if isinstance(data, bytes):
         try:
             text = data.decode("utf-8")
