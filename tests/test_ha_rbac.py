@@ -78,6 +78,7 @@ async def _can_i(kubeconfig: Path, namespace: str, verb: str, what: str) -> bool
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode in (0, 1), err.decode()
+    assert out.decode().split()[:1] == (["yes"] if proc.returncode == 0 else ["no"]), out.decode()
     return proc.returncode == 0
 
 

@@ -42,6 +42,7 @@ from opd.ha.leases import LEASES, KubeLeases
 from opd.ha.observing import Observations
 from opd.ha.ownership import View
 from opd.ha.settings import HaSettings
+from opd.ha.shards import lease_names
 from opd.kube import credentials
 from opd.kube.api import KubeClient
 from opd.kube.credentials import Login
@@ -91,7 +92,8 @@ class Replica:
     # -- lifecycle ---------------------------------------------------------------------------------------------
     async def start(self) -> None:
         """Connect and begin: watch the group's Leases, and take steps (acquire, renew, hand over)."""
-        names = self.settings.lease_names()
+        s = self.settings
+        names = lease_names(s.mode, s.lease, s.shards)
         # Each watch holds a connection of the client's stream pool for as long as it runs: room for
         # all of them (the client is this replica's own), none waits for another to end.
         networking = replace(self.networking, connection_limit=max(self.networking.connection_limit, len(names)))
@@ -106,11 +108,10 @@ class Replica:
         loop = asyncio.get_running_loop()
         self._tasks = [*(loop.create_task(w.run(), name=f"opd ha watch {w.name}") for w in self.watchers),
                        loop.create_task(self._run(), name="opd ha steps")]
-        s = self.settings
         what = f"Lease {s.namespace}/{s.lease}" if s.mode == "leader" else (
             f"{s.shards} shard Leases {s.namespace}/{s.lease}-0..{s.shards - 1}")
-        logger.info(f"opd: ha: {s.mode} mode as {s.identity!r}: {what} (lease {s.lease_duration:g}s, renew deadline "
-                    f"{s.renew_deadline:g}s, retry every {s.retry_period:g}s)")
+        logger.info(f"opd: ha: {s.mode} mode as {s.identity!r}: {what}, {len(names)} watched by name (lease "
+                    f"{s.lease_duration:g}s, renew deadline {s.renew_deadline:g}s, retry every {s.retry_period:g}s)")
 
     async def _run(self) -> None:
         coordinator = self.coordinator

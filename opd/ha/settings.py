@@ -22,7 +22,6 @@ import uuid
 from dataclasses import dataclass, field
 
 from opd.errors import ConfigError
-from opd.ha.shards import members_name, shard_name
 
 MODES = ("leader", "shards")
 MAX_SHARDS = 1024
@@ -73,13 +72,6 @@ class HaSettings:
         if not 1 <= self.shards <= MAX_SHARDS:
             found.append(("shards", f"expected a whole number from 1 to {MAX_SHARDS}, got {self.shards!r}"))
         return found
-
-    def lease_names(self) -> list[str]:
-        """Every Lease of the group, each known by name: ``<lease>`` (leader mode); ``<lease>-<i>`` for
-        each shard and ``<lease>-members`` (shards mode)."""
-        if self.mode == "leader":
-            return [self.lease]
-        return [*(shard_name(self.lease, i) for i in range(self.shards)), members_name(self.lease)]
 
     def check(self, names: dict[str, str] | None = None) -> HaSettings:
         """These settings, or a ConfigError naming the first problem (by ``names[field]``, e.g. a flag)."""
