@@ -30,6 +30,7 @@ from opd.daemon.config import DaemonConfig, HaSection, PluginConfig
 from opd.daemon.plugins import Plugin, describe_error
 from opd.engine import namespaces as ns_patterns
 from opd.errors import OpdError
+from opd.ha.shards import lease_names as ha_lease_names
 from opd.plugin.manager import plugin_config
 from opd.rbac.policy import DeclaredRule, Grant, Grants, Place, PolicyError, declared_rules
 from opd.registry import Reason
@@ -169,13 +170,9 @@ def _add_declared(policy: Policy, plugin: str, rule: DeclaredRule, scope: list[P
 
 
 def lease_names(ha: HaSection) -> list[str]:
-    """Every Lease of ``[ha]``, all known by name (``opd.ha.shards``): ``<lease>`` for a leader;
-    ``<lease>-<i>`` for each shard and ``<lease>-members`` (one entry per replica) in shards mode."""
-    if ha.mode == "leader":
-        return [ha.lease]
-    if ha.mode == "shards":
-        return [*(f"{ha.lease}-{i}" for i in range(ha.shards)), f"{ha.lease}-members"]
-    return []
+    """Every Lease of ``[ha]``, all known by name, as the replicas name and watch them
+    (``opd.ha.shards.lease_names``); none when ``[ha]`` is off."""
+    return ha_lease_names(ha.mode, ha.lease, ha.shards) if ha.mode in ("leader", "shards") else []
 
 
 def _leases(policy: Policy, ha: HaSection) -> None:
