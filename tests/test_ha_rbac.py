@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,10 @@ async def _status(kube: KubeClient, method: str, path: str, **query: str) -> int
     return 200
 
 
+async def _equals(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected
+
+
 def _token_kubeconfig(kubeconfig: Path, login: client.Configuration, path: Path) -> Path:
     """The admin kubeconfig with its user swapped for the ServiceAccount's token."""
     answer = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "config", "view", "--raw", "-o", "json"],
@@ -82,6 +87,17 @@ async def _can_i(kubeconfig: Path, namespace: str, verb: str, what: str) -> bool
     return proc.returncode == 0
 
 
+async def _lease_watches(kubeconfig: Path) -> int:
+    """Watches of Leases by namespace open on the API server now (its ``apiserver_longrunning_gauge``)."""
+    proc = await asyncio.create_subprocess_exec("kubectl", "--kubeconfig", str(kubeconfig), "get", "--raw", "/metrics",
+                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in out.decode().splitlines()
+               if line.startswith("apiserver_longrunning_gauge{") and 'resource="leases"' in line
+               and 'scope="namespace"' in line and 'verb="WATCH"' in line)
+
+
 @pytest.mark.parametrize("mode", ["leader", "shards"])
 async def test_replicas_run_with_the_derived_role_and_nothing_more(
         mode: str, api: client.ApiClient, control_plane: LocalControlPlane, kubeconfig: Path, namespace: str,
@@ -96,6 +112,7 @@ async def test_replicas_run_with_the_derived_role_and_nothing_more(
                                    lease_duration=4, renew_deadline=3, retry_period=1), login=login)
                 for name in ("r1", "r2")]
     kube = await credentials.connect(login, NetworkingSettings())
+    watches_before = await _lease_watches(kubeconfig)
     try:
         for replica in replicas:
             await replica.start()
@@ -113,6 +130,8 @@ async def test_replicas_run_with_the_derived_role_and_nothing_more(
             found = {lease.metadata.name for lease in
                      (await client.CoordinationV1Api(api).list_namespaced_lease(namespace)).items}
             assert found == {"grp-0", "grp-1", "grp-members", "other"}  # no Lease named after an identity
+        # The API server's count: one watch stream per Lease and replica (leader 1, shards S + 1), no more.
+        await eventually(lambda: _equals(_lease_watches(kubeconfig), watches_before + 2 * len(names)), timeout=20)
 
         # What the cluster's authorizer says of this ServiceAccount (not opd's view of it).
         limited = _token_kubeconfig(kubeconfig, login, tmp_path / "replica.kubeconfig")
