@@ -1,11 +1,16 @@
 """The Role ``opd rbac`` derives for ``[ha]`` is enough for replicas and names every Lease (issue
-#18): replicas running as a ServiceAccount with only that Role lead (leader mode: the watch names
-its Lease, which RBAC holds to resourceNames) or share shards (members kept in one named Lease),
-and cannot read or write another component's Lease by name."""
+#18): replicas running as a ServiceAccount with only that Role lead (leader mode) or share shards
+(shards mode: members kept in one named Lease), each Lease watched by its name (a watch by
+``fieldSelector=metadata.name``, which the API server's authorizer holds to resourceNames); they
+cannot list or watch the namespace's Leases without a name, nor read or write another component's
+Lease: asked of the cluster itself (``kubectl auth can-i`` with the ServiceAccount's token)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
@@ -55,11 +60,50 @@ async def _status(kube: KubeClient, method: str, path: str, **query: str) -> int
     return 200
 
 
+async def _equals(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected
+
+
+def _token_kubeconfig(kubeconfig: Path, login: client.Configuration, path: Path) -> Path:
+    """The admin kubeconfig with its user swapped for the ServiceAccount's token."""
+    answer = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "config", "view", "--raw", "-o", "json"],
+                            capture_output=True, text=True, timeout=60, check=True)
+    view = json.loads(answer.stdout)
+    view["users"] = [{"name": "replica", "user": {"token": login.api_key["BearerToken"]}}]
+    for context in view["contexts"]:
+        context["context"]["user"] = "replica"
+    path.write_text(json.dumps(view))
+    return path
+
+
+async def _can_i(kubeconfig: Path, namespace: str, verb: str, what: str) -> bool:
+    """``kubectl auth can-i`` (a SelfSubjectAccessReview: the cluster's authorizer answers): 0 yes, 1 no."""
+    proc = await asyncio.create_subprocess_exec(
+        "kubectl", "--kubeconfig", str(kubeconfig), "auth", "can-i", verb, what, "-n", namespace,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode in (0, 1), err.decode()
+    assert out.decode().split()[:1] == (["yes"] if proc.returncode == 0 else ["no"]), out.decode()
+    return proc.returncode == 0
+
+
+async def _lease_watches(kubeconfig: Path) -> int:
+    """Watches of Leases by namespace open on the API server now (its ``apiserver_longrunning_gauge``)."""
+    proc = await asyncio.create_subprocess_exec("kubectl", "--kubeconfig", str(kubeconfig), "get", "--raw", "/metrics",
+                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in out.decode().splitlines()
+               if line.startswith("apiserver_longrunning_gauge{") and 'resource="leases"' in line
+               and 'scope="namespace"' in line and 'verb="WATCH"' in line)
+
+
 @pytest.mark.parametrize("mode", ["leader", "shards"])
 async def test_replicas_run_with_the_derived_role_and_nothing_more(
-        mode: str, api: client.ApiClient, control_plane: LocalControlPlane, namespace: str, tmp_path: Path) -> None:
+        mode: str, api: client.ApiClient, control_plane: LocalControlPlane, kubeconfig: Path, namespace: str,
+        tmp_path: Path) -> None:
     rules = _rules(mode, namespace)
-    assert all(rule.get("resourceNames") for rule in rules if set(rule["verbs"]) - {"create", "list", "watch"})
+    assert all(rule.get("resourceNames") for rule in rules if rule["verbs"] != ["create"])
     await client.CoordinationV1Api(api).create_namespaced_lease(namespace, {
         "metadata": {"name": "other"}, "spec": {"holderIdentity": "kube-scheduler-ish"}})
     login = await _as_service_account(api, control_plane, namespace, rules)
@@ -68,6 +112,7 @@ async def test_replicas_run_with_the_derived_role_and_nothing_more(
                                    lease_duration=4, renew_deadline=3, retry_period=1), login=login)
                 for name in ("r1", "r2")]
     kube = await credentials.connect(login, NetworkingSettings())
+    watches_before = await _lease_watches(kubeconfig)
     try:
         for replica in replicas:
             await replica.start()
@@ -77,17 +122,40 @@ async def test_replicas_run_with_the_derived_role_and_nothing_more(
             return sorted(held) == ([[], [0]] if mode == "leader" else [[0], [1]])
 
         await eventually(lambda: asyncio.sleep(0, settled()), timeout=40)
-        assert all(r.watcher is not None and r.watcher.last_error is None for r in replicas)
+        names = ["grp"] if mode == "leader" else ["grp-0", "grp-1", "grp-members"]
+        for replica in replicas:  # one watch per Lease, by name, each listed and healthy under the Role
+            assert [w.name for w in replica.watchers] == names
+            assert all(w.listed.is_set() and w.last_error is None for w in replica.watchers)
+        if mode == "shards":
+            found = {lease.metadata.name for lease in
+                     (await client.CoordinationV1Api(api).list_namespaced_lease(namespace)).items}
+            assert found == {"grp-0", "grp-1", "grp-members", "other"}  # no Lease named after an identity
+        # The API server's count: one watch stream per Lease and replica (leader 1, shards S + 1), no more.
+        await eventually(lambda: _equals(_lease_watches(kubeconfig), watches_before + 2 * len(names)), timeout=20)
+
+        # What the cluster's authorizer says of this ServiceAccount (not opd's view of it).
+        limited = _token_kubeconfig(kubeconfig, login, tmp_path / "replica.kubeconfig")
+        for verb in ("get", "list", "watch", "update"):
+            assert await _can_i(limited, namespace, verb, f"leases/{names[0]}")  # the test can say yes
+        for verb, what in (("list", "leases"), ("watch", "leases"), ("get", "leases/other"),
+                           ("list", "leases/other"), ("watch", "leases/other"), ("update", "leases/other"),
+                           ("patch", "leases/other"), ("delete", "leases/other"), ("delete", f"leases/{names[0]}")):
+            assert not await _can_i(limited, namespace, verb, what), f"can {verb} {what}"
         leases = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
         assert await _status(kube, "GET", f"{leases}/other") == 403
         assert await _status(kube, "PUT", f"{leases}/other") == 403
         assert await _status(kube, "DELETE", f"{leases}/other") == 403
-        listing = await _status(kube, "GET", leases)
-        assert listing == (403 if mode == "leader" else 200)  # shards: list/watch over the namespace (said)
-        if mode == "shards":
-            names = {lease.metadata.name for lease in
-                     (await client.CoordinationV1Api(api).list_namespaced_lease(namespace)).items}
-            assert names == {"grp-0", "grp-1", "grp-members", "other"}  # no Lease named after an identity
+        assert await _status(kube, "GET", leases) == 403  # no listing without a name, in either mode
+        assert await _status(kube, "GET", leases, fieldSelector="metadata.name=other") == 403
+        assert await _status(kube, "GET", leases, fieldSelector=f"metadata.name={names[0]}") == 200
+
+        # The holder of key 0 stops and releases: the other, woken by its watches, takes every key over.
+        holder, other = sorted(replicas, key=lambda r: r.coordinator is None or 0 not in r.coordinator.granted())
+        await holder.stop()
+        taken = [0] if mode == "leader" else [0, 1]
+        await eventually(lambda: asyncio.sleep(0, other.coordinator is not None
+                                                and sorted(other.coordinator.granted()) == taken), timeout=40)
+        assert all(w.stats["events"] > 0 and w.last_error is None for w in other.watchers)
     finally:
         for replica in replicas:
             await replica.stop()

@@ -475,8 +475,8 @@ async def test_manifests_keep_secrets_out_of_the_configmap_and_pods_apart(kubeco
     assert (pod_config.ha.lease, pod_config.ha.lease_namespace) == ("team-opd", namespace)
     [role] = [d for d in yaml.safe_load_all(made.stdout) if d and d["kind"] == "Role"
               and d["metadata"]["namespace"] == namespace]
-    assert {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "update"],
-            "resourceNames": ["team-opd"]} in role["rules"]
+    assert {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "list", "update", "watch"],
+            "resourceNames": ["team-opd"]} in role["rules"]  # the watch names the Lease too
 
     _, said = await _kubectl(kubeconfig, "apply", "--dry-run=server", "-f", "-", stdin=made.stdout)
     assert "secret/team-opd created (server dry run)" in said, said

@@ -18,11 +18,13 @@ from loguru import logger
 
 from opd.ha.coordination import Coordinator
 from opd.ha.election import Claim, Timings
-from opd.ha.leases import Lease, LeaseRecord
+from opd.ha.leases import LEASES, Lease, LeaseRecord
 from opd.ha.observing import Observations
+from opd.ha.replica import LeaseWatcher, spread
 from opd.ha.settings import HaSettings, default_identity
-from opd.ha.shards import member_key, members_name, plan, shard_name, shard_of, shares
+from opd.ha.shards import lease_names, member_key, members_name, plan, shard_name, shard_of, shares
 from opd.kube.api import ConflictError, NotFoundError
+from opd.settings import WatchingSettings
 
 TIMINGS = Timings(lease_duration=15.0, renew_deadline=10.0, retry_period=2.0)
 
@@ -355,6 +357,31 @@ def test_names() -> None:
     assert members_name("opd") == "opd-members"
     assert member_key("host-1") != member_key("host-2")
     assert len(member_key("any identity at all").split("/")[1]) <= 63
+
+
+def test_every_lease_of_a_group_is_watched_by_its_name() -> None:
+    assert lease_names("leader", "grp", 1) == ["grp"]
+    assert lease_names("shards", "grp", 3) == ["grp-0", "grp-1", "grp-2", "grp-members"]
+    watcher = LeaseWatcher(None, LEASES, "ns", settings=WatchingSettings(), deliver=lambda *_: None,  # type: ignore[arg-type]
+                           name="grp-1")
+    assert watcher._query() == {"fieldSelector": "metadata.name=grp-1"}
+    assert str(watcher) == "Lease ns/grp-1"
+
+
+@pytest.mark.parametrize(("shards", "streams", "per_minute"), [(12, 13, 2.9), (32, 33, 7.3)])
+def test_the_watches_of_a_group_cost_what_the_readme_says_idle(shards: int, streams: int, per_minute: float) -> None:
+    """README (Replicas, what it costs): S + 1 streams, re-opened at their server timeouts, spread
+    from 240 to 300 s so that they do not come at once: about (S + 1) / 4.5 requests a minute."""
+    names = lease_names("shards", "opd", shards)
+    base = WatchingSettings()
+    timeouts = [spread(base, i, len(names)).server_timeout for i in range(len(names))]
+    assert len(timeouts) == streams and len(set(timeouts)) == streams  # none re-opened together
+    assert base.server_timeout * 0.8 <= min(timeouts) and max(timeouts) == base.server_timeout
+    assert all(t < base.inactivity_timeout for t in timeouts)  # the backstop stays past the server's bound
+    rate = sum(60 / t for t in timeouts)
+    print(f"S={shards}: {streams} watch streams, {rate:.1f} watch requests/min idle, "
+          f"{60 / TIMINGS.retry_period * shards:.0f} renewals/min")
+    assert round(rate, 1) == per_minute
 
 
 # -- coordinators sharing shards ----------------------------------------------------------------------------------

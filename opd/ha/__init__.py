@@ -3,7 +3,8 @@
 - Leader mode: one replica holds a Lease and runs handlers; the others stand by with their watches
   running, and take over when the Lease is released or expires (client-go's leader election).
 - Shards mode: every object belongs to one of S shards by a hash of its uid; each shard is a Lease;
-  replicas learn of each other through member Leases and share the shards out fairly.
+  replicas learn of each other through one members Lease and share the shards out fairly. Every
+  Lease is known, watched and written by its name, so RBAC names each one.
 
 Each operation of a replica gets a ``View`` of what the replica owns: the engine's ``Ownership``.
 """

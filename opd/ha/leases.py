@@ -1,10 +1,10 @@
 """A coordination.k8s.io/v1 Lease as plain data, and its reads and writes with resourceVersion
 preconditions: whoever writes a Lease with the version it has seen wins; anyone else gets 409.
 
-Every Lease opd writes carries a label naming its group (the configured lease name), so one
-watch with a label selector sees a whole group: the leader's Lease, or the shards' and members'.
-Every name is known ahead (``<lease>``; ``<lease>-<i>`` and ``<lease>-members``), so RBAC can hold
-every verb but create to them by ``resourceNames``.
+Every Lease opd writes carries a label naming its group (the configured lease name), for people
+and tools; opd itself finds them by name. Every name is known ahead (``<lease>``; ``<lease>-<i>``
+and ``<lease>-members``), and each is read, watched and written by its name (a watch by
+``fieldSelector=metadata.name``): RBAC holds every verb but create to them by ``resourceNames``.
 
 A Lease is input from outside (anyone allowed to edit it, or a buggy peer): each record is bounded
 in shape and size when it is read (``LeaseRecord.from_spec``, ``Lease.from_body``), never trusted
@@ -28,8 +28,9 @@ GROUP_LABEL = "opd.dev/ha-group"
 ROLE_LABEL = "opd.dev/ha-role"  # leader, shard or members
 # On the members Lease (shards mode): one annotation per replica, "<prefix><digest of its identity>".
 MEMBER_PREFIX = "members.opd.dev/"
-# What a replica needs on Leases (for RBAC): list and watch follow the group, patch keeps its
-# member entry in the members Lease (and removes entries long expired).
+# What a replica needs on Leases (for RBAC), each verb on its group's Leases by name but create: get
+# and update hold the leader's or a shard's Lease, list and watch follow each Lease by name, patch
+# keeps its member entry in the members Lease (and removes entries long expired).
 VERBS = ("get", "list", "watch", "create", "update", "patch")
 
 # Bounds on what a Lease read from the API may hold before opd looks at it.

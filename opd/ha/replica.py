@@ -1,9 +1,19 @@
-"""This process as one of several replicas: its own connection, a watch on its group of Leases,
+"""This process as one of several replicas: its own connection, a watch on each Lease of its group,
 the coordinator's steps, and the views it gives its operations.
 
 The Leases go over a connection of their own (not the operations'): a renewal never waits
-behind a burst of the handlers' writes for a pooled connection. The watch only wakes the
-coordinator early (a lease released, a replica joining); its steps also come on time without it.
+behind a burst of the handlers' writes for a pooled connection. The watches only wake the
+coordinator early (a lease released, a replica joining) and fence a holder as soon as another
+record shows; its steps also come on time without them.
+
+Each Lease is watched by its name (``fieldSelector=metadata.name=<name>``), which the API server's
+authorizer holds to ``resourceNames``: leader mode one watch, shards mode S + 1 (the S shard Leases
+and the members Lease), on the replica's one client. A label-selector watch would see the group in
+one stream, but RBAC cannot name what it reads: it would need list/watch on every Lease of the
+namespace (the scheduler's and controller-manager's, in kube-system). What the names cost instead:
+one stream (an HTTP/1.1 connection) per Lease, each re-opened at the end of its ``server_timeout``
+(spread over its last fifth, so that they do not all come at once): about (S + 1) / 4.5 watch
+requests a minute at the default 300 s, idle. Every renewal is one event either way.
 
     replica = Replica(HaSettings(mode="leader", lease="my-operator"), login=login)
     await replica.start()
@@ -20,6 +30,7 @@ import asyncio
 import contextlib
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 from loguru import logger
@@ -27,10 +38,11 @@ from loguru import logger
 from opd.engine.watching import Watcher
 from opd.ha.coordination import Coordinator, State
 from opd.ha.election import CLOCK
-from opd.ha.leases import GROUP_LABEL, LEASES, KubeLeases, group_label
+from opd.ha.leases import LEASES, KubeLeases
 from opd.ha.observing import Observations
 from opd.ha.ownership import View
 from opd.ha.settings import HaSettings
+from opd.ha.shards import lease_names
 from opd.kube import credentials
 from opd.kube.api import KubeClient
 from opd.kube.credentials import Login
@@ -38,20 +50,25 @@ from opd.settings import NetworkingSettings, WatchingSettings
 
 
 class LeaseWatcher(Watcher):
-    """The group's watch. Leader mode: the one Lease by name (``fieldSelector=metadata.name``), which
-    RBAC can hold to ``resourceNames``, and which sees the Lease whatever labels an edit left it;
-    shards mode: the group by its label, over the namespace (a watch names one object at most: RBAC
-    grants list/watch on the namespace's Leases for it)."""
+    """One Lease of the group, by its name (``fieldSelector=metadata.name``): RBAC holds its list and
+    watch to ``resourceNames``, and it sees the Lease whatever labels an edit left it."""
 
-    def __init__(self, *args: Any, name: str | None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, name: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.name = name
 
+    def __str__(self) -> str:
+        return f"Lease {self.namespace}/{self.name}"
+
     def _query(self) -> dict[str, Any]:
-        query = super()._query()
-        if self.name is not None:
-            query["fieldSelector"] = f"metadata.name={self.name}"
-        return query
+        return {**super()._query(), "fieldSelector": f"metadata.name={self.name}"}
+
+
+def spread(settings: WatchingSettings, index: int, count: int) -> WatchingSettings:
+    """The ``index``-th of ``count`` watches' settings: its server timeout taken from the last fifth
+    below the configured one, evenly, so that the watches of a group are not re-opened all at once."""
+    base = settings.server_timeout
+    return replace(settings, server_timeout=max(1, base - (base // 5) * index // max(count, 1)))
 
 
 BUSY_POLL = 0.05  # seconds between looks at the work in process of a shard being handed over
@@ -70,29 +87,31 @@ class Replica:
         self._views: list[View] = []
         self._views_lock = threading.Lock()  # views come and go in the operations' threads
         self._tasks: list[asyncio.Task[Any]] = []
-        self.watcher: LeaseWatcher | None = None
+        self.watchers: list[LeaseWatcher] = []  # one per Lease of the group
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     async def start(self) -> None:
         """Connect and begin: watch the group's Leases, and take steps (acquire, renew, hand over)."""
-        self.client = await credentials.connect(self.login, self.networking)
+        s = self.settings
+        names = lease_names(s.mode, s.lease, s.shards)
+        # Each watch holds a connection of the client's stream pool for as long as it runs: room for
+        # all of them (the client is this replica's own), none waits for another to end.
+        networking = replace(self.networking, connection_limit=max(self.networking.connection_limit, len(names)))
+        self.client = await credentials.connect(self.login, networking)
         seen = Observations(CLOCK)
         store = KubeLeases(self.client, self.settings.namespace)
         self.coordinator = Coordinator(self.settings, store, seen, self,
                                        request_timeout=self.networking.request_timeout)
-        leader = self.settings.mode == "leader"  # one Lease: by its name, whatever its labels say
-        self.watcher = LeaseWatcher(self.client, LEASES, self.settings.namespace, settings=self.watching,
-                                    deliver=seen.deliver, name=self.settings.lease if leader else None,
-                                    label_selector=None if leader else
-                                    f"{GROUP_LABEL}={group_label(self.settings.lease)}")
+        self.watchers = [LeaseWatcher(self.client, LEASES, self.settings.namespace, deliver=seen.deliver, name=name,
+                                      settings=spread(self.watching, i, len(names)))
+                         for i, name in enumerate(names)]
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self.watcher.run(), name="opd ha watch"),
+        self._tasks = [*(loop.create_task(w.run(), name=f"opd ha watch {w.name}") for w in self.watchers),
                        loop.create_task(self._run(), name="opd ha steps")]
-        s = self.settings
         what = f"Lease {s.namespace}/{s.lease}" if s.mode == "leader" else (
             f"{s.shards} shard Leases {s.namespace}/{s.lease}-0..{s.shards - 1}")
-        logger.info(f"opd: ha: {s.mode} mode as {s.identity!r}: {what} (lease {s.lease_duration:g}s, renew deadline "
-                    f"{s.renew_deadline:g}s, retry every {s.retry_period:g}s)")
+        logger.info(f"opd: ha: {s.mode} mode as {s.identity!r}: {what}, {len(names)} watched by name (lease "
+                    f"{s.lease_duration:g}s, renew deadline {s.renew_deadline:g}s, retry every {s.retry_period:g}s)")
 
     async def _run(self) -> None:
         coordinator = self.coordinator

@@ -36,6 +36,14 @@ def members_name(lease: str) -> str:
     return f"{lease}-members"
 
 
+def lease_names(mode: str, lease: str, shards: int) -> list[str]:
+    """Every Lease of a group, each known by name: ``<lease>`` in leader mode; ``<lease>-<i>`` for
+    each shard and ``<lease>-members`` in shards mode."""
+    if mode == "leader":
+        return [lease]
+    return [*(shard_name(lease, i) for i in range(shards)), members_name(lease)]
+
+
 def member_key(identity: str) -> str:
     """A member's annotation on the members Lease: identities are free text, keys are DNS labels."""
     return f"{MEMBER_PREFIX}{hashlib.sha1(identity.encode(errors='replace')).hexdigest()[:20]}"

@@ -30,6 +30,7 @@ from opd.daemon.config import DaemonConfig, HaSection, PluginConfig
 from opd.daemon.plugins import Plugin, describe_error
 from opd.engine import namespaces as ns_patterns
 from opd.errors import OpdError
+from opd.ha.shards import lease_names as ha_lease_names
 from opd.plugin.manager import plugin_config
 from opd.rbac.policy import DeclaredRule, Grant, Grants, Place, PolicyError, declared_rules
 from opd.registry import Reason
@@ -169,18 +170,15 @@ def _add_declared(policy: Policy, plugin: str, rule: DeclaredRule, scope: list[P
 
 
 def lease_names(ha: HaSection) -> list[str]:
-    """Every Lease of ``[ha]``, all known by name (``opd.ha.shards``): ``<lease>`` for a leader;
-    ``<lease>-<i>`` for each shard and ``<lease>-members`` (one entry per replica) in shards mode."""
-    if ha.mode == "leader":
-        return [ha.lease]
-    if ha.mode == "shards":
-        return [*(f"{ha.lease}-{i}" for i in range(ha.shards)), f"{ha.lease}-members"]
-    return []
+    """Every Lease of ``[ha]``, all known by name, as the replicas name and watch them
+    (``opd.ha.shards.lease_names``); none when ``[ha]`` is off."""
+    return ha_lease_names(ha.mode, ha.lease, ha.shards) if ha.mode in ("leader", "shards") else []
 
 
 def _leases(policy: Policy, ha: HaSection) -> None:
     """What ``opd.ha`` asks of its Leases' namespace (its requests are in ``opd.ha.leases``): every
-    verb by ``resourceNames`` but create, and, in shards mode, list/watch (one watch on the group)."""
+    verb by ``resourceNames`` but create. Each Lease is watched by its name (``opd.ha.replica``), so
+    list and watch name them too: no grant reaches another component's Lease."""
     names = lease_names(ha)
     if not names:
         return
@@ -191,24 +189,20 @@ def _leases(policy: Policy, ha: HaSection) -> None:
     grants.add(Grant(place, group, "leases", "create"),
                f"{reason}: creates its Leases when missing (create cannot be limited to resourceNames: the name is "
                "in the request's body)")
+    # A list or watch with fieldSelector=metadata.name=<name> is authorized as a request on that name.
     if ha.mode == "leader":
-        # The watch names the Lease (fieldSelector=metadata.name), which the authorizer holds to resourceNames.
         grants.add_all((Grant(place, group, "leases", verb, names[0])
                         for verb in ("get", "list", "watch", "update")),
                        f"{reason}: holds and renews its Lease, and watches it by name")
         return
     shards, members = names[:-1], names[-1]
-    grants.add_all((Grant(place, group, "leases", verb, name) for name in shards for verb in ("get", "update")),
-                   f"{reason}: holds and renews its shards' Leases {shards[0]}...{shards[-1]}")
-    grants.add(Grant(place, group, "leases", "patch", members),
-               f"{reason}: keeps this replica's entry in {members} (an annotation per replica), removes long "
-               "expired ones")
-    # One watch follows the shards and the members by a label; a watch can name one object at most,
-    # so list/watch cannot be held to resourceNames here: they cover every Lease of the namespace
-    # (read only: holders and renew times; put [ha] lease_namespace in opd's own namespace).
-    grants.add_all((Grant(place, group, "leases", verb) for verb in ("list", "watch")),
-                   f"{reason}: READS EVERY LEASE OF NAMESPACE {place} (list/watch: one watch on its group by label, "
-                   "which RBAC cannot name; no other verb is granted beyond the names above)")
+    grants.add_all((Grant(place, group, "leases", verb, name)
+                    for name in shards for verb in ("get", "list", "watch", "update")),
+                   f"{reason}: holds and renews its shards' Leases {shards[0]}...{shards[-1]}, and watches each by "
+                   "name")
+    grants.add_all((Grant(place, group, "leases", verb, members) for verb in ("list", "patch", "watch")),
+                   f"{reason}: keeps this replica's entry in {members} (an annotation per replica), removes long "
+                   "expired ones, and watches it by name")
 
 
 def _webhooks(policy: Policy, config: DaemonConfig, plugins: Sequence[Plugin], served: Sequence[Resource]) -> None:
