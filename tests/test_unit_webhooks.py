@@ -159,6 +159,8 @@ def test_client_configs_get_the_handler_path_appended() -> None:
     assert WebhookServer(addr="0.0.0.0", port=1).base_url == "https://localhost:1"
     assert opd.WebhookK3dServer(port=1).base_url == "https://host.k3d.internal:1"
     assert "host.minikube.internal" in opd.WebhookMinikubeServer(port=1).hosts()
+    docker = opd.WebhookDockerDesktopServer(port=1)  # Kopf's name (its example 17 uses it)
+    assert (docker.listen_addr, docker.base_url) == ("0.0.0.0", "https://host.docker.internal:1")
     assert WebhookServer(addr="::1", port=2).base_url == "https://[::1]:2"
     with pytest.raises(ConfigError, match="namespace/name"):
         WebhookServer(service="nope")

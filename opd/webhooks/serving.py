@@ -30,7 +30,8 @@ from opd.kube.api import REQUEST_ERRORS, KubeClient
 from opd.registry import Reason, WebhookHandler
 from opd.resources import Resource
 from opd.webhooks import admission, conversion, management
-from opd.webhooks.server import ClientConfig, WebhookAutoServer
+from opd.webhooks.server import ClientConfig
+from opd.webhooks.variants import WebhookAutoServer
 
 if TYPE_CHECKING:
     from opd.engine.operation import Operation
