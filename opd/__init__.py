@@ -83,14 +83,14 @@ from opd.typedefs import (
 from opd.webhooks.server import (
     ClientConfig as WebhookClientConfig,
 )
-from opd.webhooks.server import (
+from opd.webhooks.server import WebhookFn, WebhookServer
+from opd.webhooks.variants import (
     WebhookAutoServer,
     WebhookAutoTunnel,
-    WebhookFn,
+    WebhookDockerDesktopServer,
     WebhookK3dServer,
     WebhookMinikubeServer,
     WebhookNgrokTunnel,
-    WebhookServer,
 )
 
 _aiocompat.install()
@@ -150,6 +150,7 @@ __all__ = [
     "WebhookAutoServer",
     "WebhookAutoTunnel",
     "WebhookClientConfig",
+    "WebhookDockerDesktopServer",
     "WebhookFn",
     "WebhookK3dServer",
     "WebhookMinikubeServer",

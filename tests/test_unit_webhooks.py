@@ -159,6 +159,8 @@ def test_client_configs_get_the_handler_path_appended() -> None:
     assert WebhookServer(addr="0.0.0.0", port=1).base_url == "https://localhost:1"
     assert opd.WebhookK3dServer(port=1).base_url == "https://host.k3d.internal:1"
     assert "host.minikube.internal" in opd.WebhookMinikubeServer(port=1).hosts()
+    docker = opd.WebhookDockerDesktopServer(port=1)  # Kopf's name (its example 17 uses it)
+    assert (docker.listen_addr, docker.base_url) == ("0.0.0.0", "https://host.docker.internal:1")
     assert WebhookServer(addr="::1", port=2).base_url == "https://[::1]:2"
     with pytest.raises(ConfigError, match="namespace/name"):
         WebhookServer(service="nope")
@@ -431,6 +433,21 @@ def test_the_webhooks_section_is_checked_and_documented(tmp_path: Path) -> None:
     block = text.split("\n[webhooks]\n", 1)[1].split("\n[plugins]\n", 1)[0]
     assert set(re.findall(r"^# ([a-z_]+) = ", block, re.M)) == set(config._WEBHOOKS_KEYS)
     assert '# listen = "127.0.0.1:9443"' in block and '# managed = "opd.dev"' in block
+    assert '# excluded_namespaces = ["kube-system"]' in block
+
+
+def test_the_daemon_says_which_namespaces_its_webhooks_leave_out() -> None:
+    assert config.parse("").webhooks.excluded_namespaces == ("kube-system",)
+    section = config.parse('[webhooks]\nexcluded_namespaces = ["kube-system", "infra"]\n').webhooks
+    assert section.excluded_namespaces == ("kube-system", "infra")
+    assert config.parse(rendering.render(config.parse('[webhooks]\nexcluded_namespaces = []\n'))
+                        ).webhooks.excluded_namespaces == ()
+    with pytest.raises(config.ConfigFileError) as err:
+        config.parse('[webhooks]\nexcluded_namespaces = ["Kube_System", 3]\n')
+    assert err.value.problems == [
+        "[webhooks].excluded_namespaces[0]: expected a namespace's name (a DNS label), got 'Kube_System'",
+        "[webhooks].excluded_namespaces[1]: expected a string, got integer",
+    ]
     assert ipaddress.ip_address(config.WebhooksSection().listen.host).is_loopback
 
 

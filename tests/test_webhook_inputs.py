@@ -17,7 +17,7 @@ from opd.registry import Reason, WebhookHandler
 from opd.resources import Resource, ResourceRef
 from opd.webhooks import admission, bodies, certificates, conversion, management
 from opd.webhooks.bodies import BadBody
-from opd.webhooks.server import _Budget
+from opd.webhooks.listening import Budget
 
 HOSTS = ["127.0.0.1", "localhost"]
 
@@ -150,7 +150,7 @@ async def test_a_body_is_refused_as_soon_as_it_passes_the_limit() -> None:
 
 
 async def test_bodies_held_at_once_stay_within_the_budget() -> None:
-    budget = _Budget(10)
+    budget = Budget(10)
     assert await budget.take(6) == 6
     second = asyncio.ensure_future(budget.take(6))
     await asyncio.sleep(0.05)

@@ -369,6 +369,7 @@ kubeconfig = "{kubeconfig}"
 listen = "127.0.0.1:{port}"
 cert_dir = "certs"
 managed = "{managed}"
+excluded_namespaces = ["kube-system", "infra"]
 [plugins.stamp]
 isolation = "thread"
 """)
@@ -386,6 +387,9 @@ isolation = "thread"
         _, _, mutating = await raw("GET", f"{base}/mutatingwebhookconfigurations/{managed}")
         assert [w["name"] for w in validating["webhooks"]] == [f"check.guard.{managed}"]
         assert [w["name"] for w in mutating["webhooks"]] == [f"stamp.stamp.{managed}"]
+        for webhook in (*validating["webhooks"], *mutating["webhooks"]):  # the daemon's [webhooks] excluded_namespaces
+            assert webhook["namespaceSelector"]["matchExpressions"] == [
+                {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["infra", "kube-system"]}]
         urls = [validating["webhooks"][0]["clientConfig"]["url"], mutating["webhooks"][0]["clientConfig"]["url"]]
         assert urls == [f"https://127.0.0.1:{port}/guard/validate/check", f"https://127.0.0.1:{port}/stamp/mutate/stamp"]
         assert (validating["webhooks"][0]["clientConfig"]["caBundle"]

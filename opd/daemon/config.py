@@ -129,6 +129,9 @@ class WebhooksSection:
     service: str | None = None  # or a Service in front: "namespace/name[:port]"
     cert_dir: str | None = None  # absolute; None: a CA and certificate made per process
     managed: str = "opd.dev"  # the webhook configurations' name; "": not managed
+    # Namespaces the managed webhooks leave alone (namespaceSelector), besides opd's own in a pod:
+    # a failing webhook must not block the cluster's own components or opd's pods.
+    excluded_namespaces: tuple[str, ...] = ("kube-system",)
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,10 @@ def resolve_path(path: Path | str | None = None, env: Mapping[str, str] | None =
     if env.get(ENV_VAR):
         return Path(env[ENV_VAR]), True
     return DEFAULT_PATH, False
+
+
+def _namespace_name(name: str) -> str | None:
+    return None if _NAMESPACE.fullmatch(name) else f"expected a namespace's name (a DNS label), got {name!r}"
 
 
 def secrets_path(env: Mapping[str, str] | None = None) -> Path | None:
@@ -340,10 +347,11 @@ _KUBERNETES_KEYS = ("kubeconfig", "context", "in_cluster")
 _PLUGINS_KEYS = ("enable", "disable")
 _MODULE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 _DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _HA_KEYS = ("mode", "lease", "lease_namespace", "identity", "lease_duration", "renew_deadline", "retry_period",
             "shards")
 _HOST = re.compile(r"\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]+|[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?")
-_WEBHOOKS_KEYS = ("listen", "host", "url", "service", "cert_dir", "managed")
+_WEBHOOKS_KEYS = ("listen", "host", "url", "service", "cert_dir", "managed", "excluded_namespaces")
 _SECTIONS = {"opd": _OPD_KEYS, "kubernetes": _KUBERNETES_KEYS, "plugins": _PLUGINS_KEYS, "ha": _HA_KEYS,
              "webhooks": _WEBHOOKS_KEYS}
 
@@ -578,10 +586,12 @@ class _Validator:
         if cert_dir is not None and not cert_dir.strip():
             self.problem(f"{where}.cert_dir", "empty string (leave the key out for certificates made per process)")
             cert_dir = None
+        excluded = self.names(where, table, "excluded_namespaces", check=_namespace_name)
         return WebhooksSection(
             listen=self.listen(where, table) or d.listen, host=host, url=url, service=service,
             cert_dir=str(self.base / Path(cert_dir).expanduser()) if cert_dir else None,
             managed=managed if managed is not None else d.managed,
+            excluded_namespaces=excluded if excluded is not None else d.excluded_namespaces,
         )
 
     def plugins_section(self, table: dict[str, Any]) -> PluginsSection:

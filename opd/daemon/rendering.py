@@ -130,6 +130,7 @@ def render(config: DaemonConfig, options: Mapping[str, Sequence[Option] | None] 
                               ("cert_dir", w.cert_dir, "a CA and certificate made per process")):
         lines.append(_assign(key, value) if value else f"# {key}: not set" + (f" ({unset})" if unset else ""))
     lines.append(_assign("managed", w.managed, comment="" if w.managed else "not managed"))
+    lines.append(_assign("excluded_namespaces", w.excluded_namespaces, comment="and opd's own, in a pod"))
     lines += ["", "[plugins]"]
     lines.append(_assign("enable", p.enable) if p.enable is not None
                  else "# enable: not set (every installed plugin)")

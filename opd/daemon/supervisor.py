@@ -220,7 +220,8 @@ class Supervisor:
     def _webhooks(self, plugin: str, home: asyncio.AbstractEventLoop) -> list[Service]:
         """A plugin's webhooks, on the daemon's one server (started by the first plugin that has some)."""
         return [Webhooks(server=SharedMount(self.webhook_server, plugin, home=home), owner=plugin,
-                         managed=self.config.webhooks.managed or None)]
+                         managed=self.config.webhooks.managed or None,
+                         excluded=self.config.webhooks.excluded_namespaces)]
 
     def _start_plugins(self, found: daemon_plugins.Discovery) -> None:
         assert self.cluster is not None

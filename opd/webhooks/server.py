@@ -11,16 +11,14 @@ configurations (``{"url": ..., "caBundle": ...}``), again whenever it changes. o
 call every ``settings.admission.server`` that way, so a user's own server or tunnel written for
 Kopf works too; ``fn(review, webhook=, headers=, sslpeer=)`` answers one review.
 
-Which host the API server dials is the point of the variants: the plain server advertises the
-address it listens on (a control plane on the same machine, or ``host=`` for one that reaches
-this machine by another name); ``WebhookK3dServer`` and ``WebhookMinikubeServer`` listen on every
-interface and advertise the name their VMs give the host; ``WebhookAutoServer`` picks one of the
-three by asking the cluster. Tunnels through an outside service (ngrok) are not part of opd.
+The plain server advertises the address it listens on (a control plane on the same machine, or
+``host=`` for one that reaches this machine by another name); ``variants`` holds Kopf's named
+servers for clusters in a VM or container.
 
 Anyone who reaches the port can send anything, so what a client can take is bounded before
-anything it sends is trusted: time (TLS handshake, headers, body), connections (served, waiting),
-bodies (size, encoding, bytes held at once by all requests, their decoding and shape; see
-``bodies``); every refusal is one line, and opd's own failure to answer is logged once.
+anything it sends is trusted: the listener (``listening``) caps time, connections and the bytes
+bodies hold; ``bodies`` checks each body's size, encoding, decoding and shape. Every refusal is
+one line, and opd's own failure to answer is logged once.
 """
 
 from __future__ import annotations
@@ -32,18 +30,17 @@ import json
 import logging
 import shutil
 import ssl
-import sys
 import tempfile
 import threading
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler, RequestPayloadError
+from aiohttp.web_protocol import RequestPayloadError
 from loguru import logger
 
 from opd.engine.execution import brief
@@ -51,16 +48,20 @@ from opd.errors import ConfigError, WebhookError
 from opd.webhooks import bodies, certificates
 from opd.webhooks.bodies import BadBody
 from opd.webhooks.certificates import Certificates
+from opd.webhooks.listening import (
+    BODY_BUDGET,
+    BODY_TIMEOUT,
+    HEADER_TIMEOUT,
+    LINGER,
+    MAX_BODY,
+    MAX_CONNECTIONS,
+    SMALL_BODY,
+    Budget,
+    Listener,
+    ProtocolLog,
+    refusal,
+)
 
-# What one client can hold. The API server calls with bodies under 3 MiB and times out at 10 s by
-# default (30 s at most); it keeps connections alive and opens more under load.
-MAX_BODY = bodies.MAX_BODY
-HEADER_TIMEOUT = 10.0  # seconds for a TLS handshake, and for a request's headers once connected or idle
-BODY_TIMEOUT = 10.0  # seconds from the headers to the body's last byte (a trickling client is cut)
-LINGER = 2.0  # seconds an unread body (refused) is drained and dropped, so that its client reads why
-MAX_CONNECTIONS = 128  # served at once; as many more wait unread, and more than that are closed
-BODY_BUDGET = 4 * MAX_BODY  # bytes of large bodies held at once by all requests; more wait their turn
-SMALL_BODY = 64 * 1024  # bytes: a body this small takes none of the budget (at most one per connection)
 WILDCARDS = ("", "0.0.0.0", "::")
 
 ClientConfig = dict[str, Any]  # ``.webhooks[].clientConfig``: {"url"} or {"service"}, and "caBundle"
@@ -78,85 +79,6 @@ class WebhookFn(Protocol):
 class _Mount:
     fn: WebhookFn
     loop: asyncio.AbstractEventLoop
-
-
-class _Budget:
-    """Bytes of request bodies held at once (in the server's loop): a request reserves its
-    Content-Length (or the most a body may be) before reading, and waits while others hold the rest."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.held = 0
-        self._freed = asyncio.Event()
-
-    async def take(self, size: int) -> int:
-        size = min(size, self.total)
-        while self.held + size > self.total:
-            self._freed.clear()
-            await self._freed.wait()
-        self.held += size
-        return size
-
-    def give(self, size: int) -> None:
-        self.held -= size
-        self._freed.set()
-
-
-class _ProtocolLog(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """aiohttp's reports of requests it could not parse (bad HTTP, a broken chunk, a client gone):
-    anyone can cause them, so each is one line at debug level, never a traceback at ERROR.
-    opd's own failures to answer are caught and said before aiohttp sees them."""
-
-    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
-        error = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
-        text = str(msg) % args if args else str(msg)
-        self.debug(f"{text}: {brief(error)}" if error is not None else text)
-
-
-class _Server(web.Server):
-    """aiohttp's low-level server, with at most ``limit`` connections served at once. One more
-    (after its TLS handshake) waits, unread, for one of them to end: at most ``limit`` wait, each
-    no longer than the header timeout (aiohttp's keep-alive timer closes it); more are closed."""
-
-    def __init__(self, *args: Any, limit: int, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.limit = limit
-        self.served: set[RequestHandler] = set()
-        self.waiting: dict[RequestHandler, asyncio.Transport] = {}  # oldest first
-        self.refused = 0
-
-    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
-        if len(self.served) < self.limit:
-            self.served.add(handler)
-            super().connection_made(handler, transport)
-        elif len(self.waiting) < self.limit:
-            transport.pause_reading()
-            self.waiting[handler] = transport
-        else:
-            self.refused += 1
-            if self.refused == 1 or self.refused % 1000 == 0:
-                logger.warning(f"opd: webhook server: {self.limit} connections served and {self.limit} waiting; "
-                               f"one more closed ({self.refused} so far)")
-            transport.close()
-
-    def pre_shutdown(self) -> None:
-        for transport in self.waiting.values():
-            transport.close()
-        super().pre_shutdown()
-
-    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
-        self.waiting.pop(handler, None)
-        if handler in self.served:
-            self.served.discard(handler)
-            super().connection_lost(handler, exc)
-        while self.waiting and len(self.served) < self.limit:
-            first = next(iter(self.waiting))
-            transport = self.waiting.pop(first)
-            if transport.is_closing():
-                continue
-            self.served.add(first)
-            super().connection_made(first, transport)
-            transport.resume_reading()
 
 
 def _host_in_url(host: str) -> str:
@@ -246,9 +168,9 @@ class WebhookServer:
         self.loop: asyncio.AbstractEventLoop | None = None  # where it serves, once started
         self._mounts: dict[str, _Mount] = {}
         self._mounts_lock = threading.Lock()  # mounts come from plugins' threads too
-        self._http: _Server | None = None
+        self._http: Listener | None = None
         self._listening: asyncio.Server | None = None
-        self._budget: _Budget | None = None
+        self._budget: Budget | None = None
         self._tmp: Path | None = None
         self._starting: asyncio.Lock | None = None
         self._owned_by_call = False
@@ -337,16 +259,16 @@ class WebhookServer:
         # Headers: aiohttp's keep-alive timer closes a connection whose next request's headers are
         # not all in HEADER_TIMEOUT after it opened or answered (sizes: aiohttp's 8 KiB per line,
         # 128 fields). Bodies arrive as sent (no decompression: compressed ones are refused).
-        http = _Server(self._handle, limit=self.max_connections, loop=loop, access_log=None,
+        http = Listener(self._handle, limit=self.max_connections, loop=loop, access_log=None,
                        keepalive_timeout=HEADER_TIMEOUT, lingering_time=LINGER, auto_decompress=False,
-                       logger=_ProtocolLog(logging.getLogger("opd.webhooks.aiohttp")))
+                       logger=ProtocolLog(logging.getLogger("opd.webhooks.aiohttp")))
         try:
             listening = await loop.create_server(http, self.listen_addr or None, self.port or 0, ssl=context,
                                                  ssl_handshake_timeout=HEADER_TIMEOUT if context else None)
         except OSError as exc:
             where = f"{_host_in_url(self.listen_addr)}:{self.port or 0}"
             raise ConfigError(f"webhook server: cannot listen on {where}: {exc.strerror or exc}") from exc
-        self._http, self._listening, self._budget = http, listening, _Budget(max(BODY_BUDGET, self.max_body))
+        self._http, self._listening, self._budget = http, listening, Budget(max(BODY_BUDGET, self.max_body))
         if not self.port:
             self.port = int(listening.sockets[0].getsockname()[1])
         logger.info(f"opd: webhook server listening on {_host_in_url(self.listen_addr)}:{self.port}, "
@@ -446,17 +368,17 @@ class WebhookServer:
         found = self._find(path[len(self.path):]) if (
             not self.path or path == self.path or path.startswith(self.path + "/")) else None
         if found is None:
-            return _refusal(404, f"no webhooks under {path[:200]}")
+            return refusal(404, f"no webhooks under {path[:200]}")
         if request.method != "POST":
-            return _refusal(405, f"{request.method[:20]}: webhooks take POST only", Allow="POST")
+            return refusal(405, f"{request.method[:20]}: webhooks take POST only", Allow="POST")
         encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
             # The API server sends plain JSON: a compressed body could only be someone else's, and
             # bounding what it expands to is easier done by never expanding it.
-            return _refusal(415, f"Content-Encoding {encoding[:40]!r}: send the review uncompressed")
+            return refusal(415, f"Content-Encoding {encoding[:40]!r}: send the review uncompressed")
         length = request.content_length
         if length is not None and length > self.max_body:
-            return _refusal(413, f"a request body of {length} bytes: the limit is {self.max_body}")
+            return refusal(413, f"a request body of {length} bytes: the limit is {self.max_body}")
         mount, webhook = found
         if request.headers.get("Expect", "").lower() == "100-continue" and request.version >= (1, 1):
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # checked: now it may send the body
@@ -470,7 +392,7 @@ class WebhookServer:
             async with asyncio.timeout_at(deadline):
                 held = await self._budget.take(size) if size > SMALL_BODY else 0
         except TimeoutError:
-            return _refusal(503, "the webhook server is busy with other large requests: try again")
+            return refusal(503, "the webhook server is busy with other large requests: try again")
         try:
             try:
                 async with asyncio.timeout_at(deadline):
@@ -478,11 +400,11 @@ class WebhookServer:
                 review = await bodies.decode_off_loop(body)
                 del body
             except BadBody as exc:
-                return _refusal(exc.status, str(exc))
+                return refusal(exc.status, str(exc))
             except TimeoutError:
-                return _refusal(408, f"the request body did not arrive within {BODY_TIMEOUT:g}s")
+                return refusal(408, f"the request body did not arrive within {BODY_TIMEOUT:g}s")
             except (ConnectionError, RequestPayloadError) as exc:  # gone, or a broken chunk: nobody to answer
-                return _refusal(400, f"the request body did not arrive whole: {brief(exc)}")
+                return refusal(400, f"the request body did not arrive whole: {brief(exc)}")
             return await self._answer(request, mount, webhook, review)
         finally:
             self._budget.give(held)
@@ -498,10 +420,10 @@ class WebhookServer:
                 answer = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_awaited(call), mount.loop))
             text = orjson.dumps(answer)
         except WebhookError as exc:  # not a review, or not one for this path: the client's mistake
-            return _refusal(400, brief(exc))
+            return refusal(400, brief(exc))
         except Exception as exc:
             if isinstance(exc, RuntimeError) and mount.loop.is_closed():  # a plugin restarting meanwhile
-                return _refusal(503, "the webhook's operator is restarting")
+                return refusal(503, "the webhook's operator is restarting")
             return self._failed(request, exc)
         return web.Response(body=text, content_type="application/json")
 
@@ -510,7 +432,7 @@ class WebhookServer:
         said once in opd's log with its traceback, and in one line to the client."""
         logger.opt(exception=exc).error(f"opd: webhook server: cannot answer a review at {request.path[:200]}: "
                                         f"{brief(exc)}")
-        return _refusal(500, f"opd cannot answer this review: {brief(exc)}")
+        return refusal(500, f"opd cannot answer this review: {brief(exc)}")
 
     # -- Kopf's protocol ------------------------------------------------------------------------------------------
 
@@ -529,71 +451,6 @@ class WebhookServer:
 
 async def _awaited(call: Awaitable[Any]) -> Any:
     return await call
-
-
-def _refusal(status: int, message: str, **headers: str) -> web.Response:
-    """One line to the client; the connection closes after it when the body was not read whole."""
-    response = web.Response(status=status, text=" ".join(message.split()) + "\n", headers=headers)
-    if status in (408, 413, 415, 503):
-        response.force_close()
-    return response
-
-
-class WebhookK3dServer(WebhookServer):
-    """For K3d/K3s clusters in a VM or container: every interface, advertised as host.k3d.internal."""
-
-    DEFAULT_ADDR = "0.0.0.0"
-    DEFAULT_HOST = "host.k3d.internal"
-
-
-class WebhookMinikubeServer(WebhookServer):
-    """For Minikube clusters in a VM: every interface, advertised as host.minikube.internal."""
-
-    DEFAULT_ADDR = "0.0.0.0"
-    DEFAULT_HOST = "host.minikube.internal"
-
-
-# GET a path of the API server with a query -> its JSON (raises on errors).
-Probe = Callable[[str, Mapping[str, str]], Awaitable[Any]]
-
-
-class WebhookAutoServer(WebhookServer):
-    """Asks the cluster what it is (``detect``, before it starts): K3s/K3d and Minikube get their
-    variant's address and host; any other cluster, a plain local server. It never tunnels."""
-
-    async def detect(self, get: Probe) -> str:
-        """'k3d', 'minikube' or 'local'; sets the defaults of that variant."""
-        found = "local"
-        with contextlib.suppress(Exception):  # no answer, or no RBAC to ask: a plain local server
-            version = await get("/version", {})
-            if "k3s" in str((version or {}).get("gitVersion", "")):
-                found = "k3d"
-        if found == "local":
-            with contextlib.suppress(Exception):
-                nodes = await get("/api/v1/nodes", {"labelSelector": "minikube.k8s.io/name", "limit": "1"})
-                if (nodes or {}).get("items"):
-                    found = "minikube"
-        variant = {"k3d": WebhookK3dServer, "minikube": WebhookMinikubeServer}.get(found)
-        if variant is not None:
-            self.DEFAULT_ADDR, self.DEFAULT_HOST = variant.DEFAULT_ADDR, variant.DEFAULT_HOST
-        logger.info(f"opd: WebhookAutoServer: the cluster looks {'like ' + found if variant else 'local'}")
-        return found
-
-
-class WebhookAutoTunnel(WebhookAutoServer):
-    """Kopf's auto-tunnel falls back to ngrok; opd's is the auto-server: it never tunnels."""
-
-
-class WebhookNgrokTunnel:
-    """Tunnels through ngrok (an outside service) are not part of opd: saying so is all this does."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __call__(self, fn: WebhookFn) -> AsyncIterator[ClientConfig]:
-        raise ConfigError("settings.admission.server: tunnels to the internet (ngrok) are not part of opd; "
-                          "use opd.WebhookServer(host=...) with an address the API server reaches, "
-                          "or a tunnel of your own (an async iterator of client configs)")
 
 
 class SharedMount:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,8 @@ from opd.kube.api import REQUEST_ERRORS, KubeClient
 from opd.registry import Reason, WebhookHandler
 from opd.resources import Resource
 from opd.webhooks import admission, conversion, management
-from opd.webhooks.server import ClientConfig, WebhookAutoServer
+from opd.webhooks.server import ClientConfig
+from opd.webhooks.variants import WebhookAutoServer
 
 if TYPE_CHECKING:
     from opd.engine.operation import Operation
@@ -50,10 +51,12 @@ class Webhooks:
     name when ``settings.admission.managed`` does not say one.
     """
 
-    def __init__(self, *, server: Any = None, owner: str | None = None, managed: str | None = None) -> None:
+    def __init__(self, *, server: Any = None, owner: str | None = None, managed: str | None = None,
+                 excluded: Sequence[str] | None = None) -> None:
         self._server = server
         self._owner = owner
         self._managed = managed
+        self._excluded_namespaces = excluded  # None: the operation's settings.admission.excluded_namespaces
         self.handlers: list[WebhookHandler] = []
         self.resolved: dict[WebhookHandler, Resource] = {}
         self.client_config: ClientConfig | None = None
@@ -206,7 +209,9 @@ class Webhooks:
         """The namespaces its webhooks leave alone: the settings' and opd's own."""
         assert self._operation is not None
         own = management.own_namespace()
-        return [*self._operation.settings.admission.excluded_namespaces, *([own] if own else [])]
+        given = self._excluded_namespaces
+        excluded = self._operation.settings.admission.excluded_namespaces if given is None else given
+        return [*excluded, *([own] if own and own not in excluded else [])]
 
     def _scope(self, managed: str) -> str:
         return f"{management.dns_label(self._owner)}.{managed}" if self._owner else managed
