@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import math
 import time
 from collections.abc import AsyncIterator, Callable
@@ -83,7 +84,8 @@ async def _history(kube: KubeClient, namespace: str, name: str, into: list[str])
     version = (await kube.get(path))["metadata"]["resourceVersion"]
     query = {"watch": "true", "fieldSelector": f"metadata.name={name}", "resourceVersion": version,
              "timeoutSeconds": 300}
-    async for event in kube.stream(path, query, inactivity_timeout=600, connect_timeout=10):
+    async for line in kube.stream(path, query, inactivity_timeout=600, connect_timeout=10, max_line=1 << 20):
+        event = json.loads(line)
         mark = ((event.get("object") or {}).get("metadata") or {}).get("annotations", {}).get(MARK)
         if mark and (not into or into[-1] != mark):
             into.append(mark)

@@ -1014,8 +1014,9 @@ class Replicas:
         version = (await self.stage.kube.get(path))["metadata"]["resourceVersion"]
         query = {"watch": "true", "fieldSelector": f"metadata.name={name}", "resourceVersion": version,
                  "timeoutSeconds": 300}
-        async for event in self.stage.kube.client.stream(path, query, inactivity_timeout=600, connect_timeout=10):
-            spec = (event.get("object") or {}).get("spec") or {}
+        async for line in self.stage.kube.client.stream(path, query, inactivity_timeout=600, connect_timeout=10,
+                                                        max_line=1 << 20):
+            spec = (json.loads(line).get("object") or {}).get("spec") or {}
             seen.append((time.time(), str(spec.get("holderIdentity") or "")))
 
 
