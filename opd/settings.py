@@ -103,8 +103,9 @@ class WatchingSettings(Noted):
     }
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == "server_timeout" and value is None:
-            value = 300  # Kopf's None: no bound of its own; opd keeps the API server's usual one
+        if name == "server_timeout":
+            # Kopf's None: no bound of its own; opd keeps the API server's usual one. A whole number of seconds.
+            value = 300 if value is None else max(1, int(value))
         elif name == "connect_timeout" and value is None:
             value = 10.0
         super().__setattr__(name, value)

@@ -254,15 +254,27 @@ class MultiProgressStorage(ProgressStorage):
         return found
 
 
+class _ReadOnlyStatusProgressStorage(StatusProgressStorage):
+    """Records an operator kept in the status before: read, never written (Kopf's transition)."""
+
+    def store(self, *, key: str, record: ProgressRecord, body: Mapping[str, Any],
+              patch: MutableMapping[str, Any]) -> None:
+        pass
+
+    def clear(self, *, essence: dict[str, Any]) -> dict[str, Any]:
+        return essence  # the essence holds no status field
+
+
 class SmartProgressStorage(MultiProgressStorage):
-    """Kopf's default: the status field and the annotations, both written, the status read first."""
+    """Kopf's default: annotations ``<prefix>/<id>``, written and read first; then records left in the
+    status field (``status.kopf.progress``) by older versions, read only."""
 
     def __init__(self, *, name: str = "kopf", field: str | Sequence[str] = "status.{name}.progress",
                  touch_key: str = "touch-dummy", touch_field: str | Sequence[str] = "status.{name}.dummy",
-                 prefix: str = KOPF_PREFIX, verbose: bool = False, v1: bool = True) -> None:
+                 prefix: str = KOPF_PREFIX, v1: bool = True, verbose: bool = False) -> None:
         super().__init__([
-            StatusProgressStorage(name=name, field=field, touch_field=touch_field),
             AnnotationsProgressStorage(prefix=prefix, verbose=verbose, touch_key=touch_key, v1=v1),
+            _ReadOnlyStatusProgressStorage(name=name, field=field, touch_field=touch_field),
         ])
 
 
@@ -330,9 +342,14 @@ def _decode(text: Any) -> Any:
 class AnnotationsDiffBaseStorage(DiffBaseStorage):
     """The diff-base as JSON in the annotation ``<prefix>/<key>``."""
 
-    def __init__(self, *, prefix: str = KOPF_PREFIX, key: str = "last-handled-configuration", v1: bool = True,
+    def __init__(self, name: str | None = None, *, prefix: str = KOPF_PREFIX,
+                 key: str = "last-handled-configuration", v1: bool = True,
                  ignored_fields: Iterable[str | Sequence[str]] | None = None) -> None:
         super().__init__(ignored_fields)
+        if name is not None:  # Kopf's docs also spell it whole: AnnotationsDiffBaseStorage('example.com/last')
+            if not isinstance(name, str) or name.count("/") != 1:
+                raise ValueError(f"a diff-base annotation name must be '<prefix>/<key>', not {name!r}")
+            prefix, key = name.split("/")
         self.prefix = _check_prefix(prefix)
         if not isinstance(key, str) or key_name(key) != key:
             raise ValueError(f"a diff-base key must be a valid annotation name (at most 63 of [A-Za-z0-9._-]), "

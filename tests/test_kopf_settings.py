@@ -77,7 +77,8 @@ KOPF_SETTINGS: dict[str, dict[str, Any]] = {
     "networking": {"request_timeout": 30, "connect_timeout": 5, "error_backoffs": (1, 2), "enforce_retry_after": True,
                    "trust_env": True},
     "persistence": {"finalizer": "example.com/my-finalizer", "consistency_timeout": 3.0,
-                    "progress_storage": kopf.SmartProgressStorage(), "diffbase_storage": kopf.AnnotationsDiffBaseStorage()},
+                    "progress_storage": kopf.SmartProgressStorage(),
+                    "diffbase_storage": kopf.AnnotationsDiffBaseStorage()},
 }
 
 
@@ -155,7 +156,7 @@ def test_finalizer_must_be_a_qualified_name() -> None:
     persistence = kopf.OperatorSettings().persistence
     assert persistence.finalizer == "opd.dev/finalizer"
     for bad in ("no-domain", "Example.com/x", "example.com/", "/x", "example.com/a/b", "x" * 300, 7):
-        with pytest.raises(ValueError, match="settings.persistence.finalizer must be a qualified name"):
+        with pytest.raises(ValueError, match=r"settings\.persistence\.finalizer must be a qualified name"):
             persistence.finalizer = bad  # type: ignore[assignment]
     persistence.finalizer = "kopf.zalando.org/KopfFinalizerMarker"
     assert persistence.finalizer == "kopf.zalando.org/KopfFinalizerMarker"
@@ -234,24 +235,45 @@ async def test_status_progress_storage_keeps_progress_in_its_field(api: client.A
     assert calls["fn"] >= 2
 
 
-async def test_annotations_and_smart_progress_storages(api: client.ApiClient, crd: str, namespace: str) -> None:
+@pytest.mark.parametrize("storage", ["annotations", "smart"])
+async def test_annotations_and_smart_progress_storages(api: client.ApiClient, crd: str, namespace: str,
+                                                       storage: str) -> None:
+    """Kopf's AnnotationsProgressStorage(prefix=) and its default SmartProgressStorage(prefix=): records in
+    annotations <prefix>/<id>, none written to the status."""
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.persistence.progress_storage = kopf.SmartProgressStorage(prefix="my-op.example.com")
+        kind = kopf.AnnotationsProgressStorage if storage == "annotations" else kopf.SmartProgressStorage
+        settings.persistence.progress_storage = kind(prefix="my-op.example.com")
 
     calls: collections.Counter[str] = collections.Counter()
     release = asyncio.Event()
+    name = f"{storage}-progress"
     async with RunningOperator(registry=_retrying_registry(crd, configure, calls, release), namespaces=[namespace]):
-        await create_kex(api, namespace, "smart")
+        await create_kex(api, namespace, name)
 
         async def retrying() -> dict[str, Any] | None:
-            obj = await get_kex(api, namespace, "smart")
+            obj = await get_kex(api, namespace, name)
             text = (obj["metadata"].get("annotations") or {}).get("my-op.example.com/fn")
-            status = (obj.get("status") or {}).get("kopf", {}).get("progress", {}).get("fn")
-            return obj if text and status and json.loads(text).get("retries", 0) >= 1 else None
+            return obj if text and json.loads(text).get("retries", 0) >= 1 else None
 
-        await eventually(retrying)  # both: Kopf's status field (status.kopf.progress) and the annotations
+        obj = await eventually(retrying)
+        status = obj.get("status") or {}
+        assert "kopf" not in status and "progress" not in (status.get("opd") or {}), status
         release.set()
-        await eventually(lambda: asyncio.sleep(0, calls["fn"] >= 2))
+
+        async def purged() -> bool:
+            obj = await get_kex(api, namespace, name)
+            return calls["fn"] >= 2 and "my-op.example.com/fn" not in (obj["metadata"].get("annotations") or {})
+
+        await eventually(purged)
+
+
+def test_smart_storage_reads_records_left_in_the_status() -> None:
+    storage = kopf.SmartProgressStorage()
+    body = {"status": {"kopf": {"progress": {"fn": {"retries": 2}}}}}
+    assert storage.fetch(key="fn", body=body) == {"retries": 2}
+    patch: dict[str, Any] = {}
+    storage.store(key="fn", record={"retries": 3}, body=body, patch=patch)
+    assert patch == {"metadata": {"annotations": {"kopf.zalando.org/fn": '{"retries":3}'}}}
 
 
 # --- diff-base storages (items 4 and 9) --------------------------------------------------------------------------
@@ -421,6 +443,9 @@ def test_kopf_defaults_of_the_storages() -> None:
     assert kopf.StatusDiffBaseStorage().field == ("status", "kopf", "last-handled-configuration")
     assert kopf.AnnotationsDiffBaseStorage().annotation == "kopf.zalando.org/last-handled-configuration"
     assert kopf.AnnotationsProgressStorage().prefix == "kopf.zalando.org"
+    # Kopf's docs also name the annotation whole:
+    assert kopf.AnnotationsDiffBaseStorage("my-op.example.com/last").annotation == "my-op.example.com/last"
+    assert kopf.AnnotationsDiffBaseStorage(name="a.b/c").annotation == "a.b/c"
 
 
 def test_a_kopf_record_is_not_resumed_from() -> None:
@@ -480,3 +505,29 @@ def test_records_from_outside_never_break_reading(record: dict[str, Any]) -> Non
         started = rec.get("started")
         assert started is None or (isinstance(started, (int, float)) and not isinstance(started, bool))
         assert rec.get("retries") is None or type(rec["retries"]) is int
+
+
+# --- the essence keeps the fields handlers name (item 9), pure logic --------------------------------------------
+
+def test_the_essence_keeps_named_status_and_metadata_fields_but_never_opds_own() -> None:
+    storage = Storage(kopf.OperatorSettings().persistence, has_status_subresource=True, handler_ids=["create_fn"],
+                      fields=[("status", "phase"), ("status", "opd", "progress"), ("metadata", "resourceVersion"),
+                              ("metadata", "ownerReferences"), ("spec", "size")])
+    body = {"spec": {"size": 1}, "status": {"phase": "Created", "opd": {"progress": {"x": {}}}, "other": 1},
+            "metadata": {"resourceVersion": "7", "ownerReferences": [{"uid": "u"}], "labels": {"a": "b"}}}
+    assert storage.essence(body) == {"spec": {"size": 1}, "status": {"phase": "Created"},
+                                     "metadata": {"ownerReferences": [{"uid": "u"}], "labels": {"a": "b"}}}
+    whole = Storage(kopf.OperatorSettings().persistence, has_status_subresource=True, handler_ids=["create_fn"],
+                    fields=[("status",)])
+    body["status"]["create_fn"] = {"result": 1}  # a handler's result: opd's own write, as its markers
+    assert whole.essence(body)["status"] == {"phase": "Created", "other": 1}
+    assert body["status"]["opd"] == {"progress": {"x": {}}}  # the body is not changed
+
+
+def test_a_named_field_is_in_the_diff_base_written() -> None:
+    storage = Storage(kopf.OperatorSettings().persistence, has_status_subresource=True, fields=[("status", "phase")])
+    writes = Writes()
+    current = json.dumps(storage.essence({"spec": {}, "status": {"phase": "Created"}}), sort_keys=True,
+                         separators=(",", ":"))
+    storage.write(writes, old=State(None, {}), diff_base=current, progress={})
+    assert json.loads(writes.status["status"]["opd"]["lastHandled"]) == {"spec": {}, "status": {"phase": "Created"}}

@@ -64,24 +64,25 @@ _VOLATILE = frozenset({("metadata",), ("metadata", "resourceVersion"), ("metadat
 
 
 def essence(body: Mapping[str, Any], prefix: str, *, secret: bool = False,
-            extra: Iterable[tuple[str, ...]] = (), own_status: Iterable[str] = ()) -> dict[str, Any]:
+            extra: Iterable[tuple[str, ...]] = (), own_status: Iterable[str] = (),
+            markers: str | None = None) -> dict[str, Any]:
     """What a change is measured on: everything but status and system metadata (and opd's own
     labels and annotations). For a Secret (``secret=True``), its values are digests.
 
     ``extra``: fields the handlers name in status or metadata (``status.phase``), kept as in Kopf,
-    so that a change of them is a change; ``own_status``: opd's own keys in ``.status`` (markers,
-    results) that never count, even when a handler names the whole status."""
+    so that a change of them is a change; ``own_status``: opd's keys in ``.status`` (``markers``,
+    results) that do not count when a handler names the whole status; ``markers`` never counts."""
     result = {k: v for k, v in body.items() if k not in _SYSTEM_KEYS}
     meta = body.get("metadata") or {}
     for path in extra:
-        if not path or path[0] not in ("metadata", "status") or path[:2] in _VOLATILE or path[:1] in _VOLATILE:
+        if not path or path[0] not in ("metadata", "status") or path[:2] in _VOLATILE:
             continue  # the rest of the body is in the essence already; labels and annotations too
         found = resolve(body, path, _ABSENT)
         if found is _ABSENT:
             continue
         if path == ("status",) and isinstance(found, Mapping):
             found = {k: v for k, v in found.items() if k not in set(own_status)}
-        elif path[0] == "status" and len(path) > 1 and path[1] in set(own_status):
+        elif path[0] == "status" and len(path) > 1 and path[1] == markers:
             continue
         ensure(result, path, json.loads(dump(found)))  # a copy, and only what JSON holds
     if secret:
@@ -223,7 +224,8 @@ class Storage:
 
     def essence(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """What a change of ``body`` is measured on, without any storage's own fields."""
-        result = essence(body, self.prefix, secret=self.secret, extra=self.fields, own_status=self._own_status)
+        result = essence(body, self.prefix, secret=self.secret, extra=self.fields, own_status=self._own_status,
+                         markers=self.field)
         result = self.progress_storage.clear(essence=result)
         return self.diffbase_storage.clear(essence=result)
 
