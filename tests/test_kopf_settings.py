@@ -417,6 +417,26 @@ async def test_execution_executor_runs_sync_handlers(api: client.ApiClient, crd:
         executor.shutdown()
 
 
+async def test_execution_max_workers_set_at_startup_bounds_sync_handlers(api: client.ApiClient, crd: str,
+                                                                         namespace: str) -> None:
+    registry = kopf.OperatorRegistry()
+    threads: list[str] = []
+
+    @kopf.on.startup(registry=registry)
+    async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.execution.max_workers = 1
+
+    @kopf.on.create(crd, registry=registry)
+    def create_fn(**_: Any) -> None:
+        threads.append(threading.current_thread().name)
+        threading.Event().wait(0.3)  # busy: another object's handler needs another thread, if there is one
+
+    async with RunningOperator(registry=registry, namespaces=[namespace]):
+        await asyncio.gather(*(create_kex(api, namespace, f"bounded-{i}") for i in range(4)))
+        await eventually(lambda: asyncio.sleep(0, len(threads) >= 4))
+    assert len(set(threads)) == 1, threads
+
+
 # --- storages, pure logic -----------------------------------------------------------------------------------------
 
 def _settings(**persistence: Any) -> kopf.OperatorSettings:
