@@ -285,9 +285,11 @@ class PostingSettings(Noted):
     logging_backoffs: float | Iterable[float] = (1, 1, 2, 3, 5)
     worker_limit: int | None = None
     idle_timeout: float = 1.0
+    # Events' source and reportingComponent, reportingInstance (None: the host's name), and the prefix
+    # of their names (None: the object's name and a dot), as Kopf's settings of these names.
     reporting_component: str = "opd"
     reporting_instance: str | None = None
-    event_name_prefix: str = "opd-event-"
+    event_name_prefix: str | None = None
     _notes: ClassVar[dict[str, Note]] = {
         "loggers": _if(bool, "not used: handlers' log lines are not posted as Events; post with "
                              "opd.info/warn/exception"),
@@ -295,10 +297,17 @@ class PostingSettings(Noted):
         "logging_backoffs": _always("not used: log lines are not posted as Events"),
         "worker_limit": _always("not needed: Events are posted by one task per operator, folded per object"),
         "idle_timeout": _always("not needed: Events are posted by one task per operator"),
-        "reporting_component": _always("not used: opd's Events say component 'opd'"),
-        "reporting_instance": _always("not used: opd's Events name the host as the reporting instance"),
-        "event_name_prefix": _always("not used: opd names its Events after the object"),
     }
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("reporting_component", "reporting_instance") and value is not None and (
+                not isinstance(value, str) or not 0 < len(value) <= 128):
+            raise ValueError(f"settings.posting.{name} must be a text of 1 to 128 characters, not {value!r}")
+        if name == "event_name_prefix" and value is not None and (
+                not isinstance(value, str) or not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,199})", value)):
+            raise ValueError(f"settings.posting.event_name_prefix must start an object name (lowercase letters, "
+                             f"digits, '-', '.'; at most 200), not {value!r}")
+        super().__setattr__(name, value)
 
 
 @dataclass

@@ -96,6 +96,7 @@ def test_every_documented_setting_is_there_and_takes_a_kopf_value(logged: list[s
     assert settings.persistence.finalizer == "example.com/my-finalizer"
     # Each setting opd takes otherwise is said once, naming it.
     for setting in ("peering.mandatory", "peering.priority", "queueing.batch_window", "posting.loggers",
+                    "posting.worker_limit",
                     "scanning.disabled", "networking.trust_env", "background.cancellation_polling",
                     "process.ultimate_exiting_timeout", "persistence.consistency_timeout",
                     "execution.default_backoff", "watching.client_timeout"):
@@ -390,6 +391,42 @@ async def test_field_handler_sees_the_status_its_create_handler_wrote(api: clien
         await _patch_kex(api, namespace, "phased", {"spec": {"other": 1}})  # an unrelated change: not again
         await asyncio.sleep(1.5)
     assert calls == [("phased", None, "Created")]
+
+
+# --- posting: Events' reporting component, instance and name prefix ----------------------------------------------
+
+async def test_posting_reporting_settings_name_the_events(api: client.ApiClient, crd: str, namespace: str) -> None:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.posting.reporting_component = "my-operator"
+        settings.posting.reporting_instance = "replica-1"
+        settings.posting.event_name_prefix = "my-op-event-"
+
+    @kopf.on.create(crd, registry=registry)
+    def create_fn(body: kopf.Body, **_: Any) -> None:
+        kopf.info(body, reason="Hello", message="posted")
+
+    async with RunningOperator(registry=registry, namespaces=[namespace]):
+        await create_kex(api, namespace, "posted")
+
+        async def posted() -> Any:
+            events = await client.CoreV1Api(api).list_namespaced_event(namespace)
+            return [e for e in events.items if e.reason == "Hello"]
+
+        event = (await eventually(posted))[0]
+    assert event.metadata.name.startswith("my-op-event-")
+    assert (event.reporting_component, event.reporting_instance, event.source.component) == (
+        "my-operator", "replica-1", "my-operator")
+
+
+def test_posting_settings_are_checked_when_set() -> None:
+    posting = kopf.OperatorSettings().posting
+    with pytest.raises(ValueError, match="event_name_prefix must start an object name"):
+        posting.event_name_prefix = "Not Valid"
+    with pytest.raises(ValueError, match="reporting_component must be a text"):
+        posting.reporting_component = "x" * 200
 
 
 # --- execution (the executor of the operator's own) ------------------------------------------------------------
