@@ -86,6 +86,11 @@ def _check_prefix(prefix: str) -> str:
     return prefix
 
 
+def _any_status(answers: Iterable[bool | None]) -> bool | None:
+    found = list(answers)
+    return True if True in found else None if None in found else False
+
+
 # -- progress ---------------------------------------------------------------------------------------------------------
 
 class ProgressStorage(abc.ABC):
@@ -121,6 +126,10 @@ class ProgressStorage(abc.ABC):
         (a subclass: opd then fetches the records of the handlers it knows)."""
         return None
 
+    def writes_status(self) -> bool | None:
+        """Whether ``store`` writes into ``.status`` (None: unknown, a storage of the operator's own)."""
+        return None
+
 
 class AnnotationsProgressStorage(ProgressStorage):
     """Progress in annotations ``<prefix>/<handler id>`` (a JSON record each)."""
@@ -134,6 +143,9 @@ class AnnotationsProgressStorage(ProgressStorage):
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key_name(key)}"
+
+    def writes_status(self) -> bool | None:
+        return False
 
     def fetch(self, *, key: str, body: Mapping[str, Any]) -> ProgressRecord | None:
         return self._parse(resolve(body, ("metadata", "annotations", self._key(key))))[1]
@@ -190,6 +202,9 @@ class StatusProgressStorage(ProgressStorage):
         self.field = parse_field(field, name)
         self.touch_field = parse_field(touch_field, name)
 
+    def writes_status(self) -> bool | None:
+        return self.field[0] == "status"
+
     def fetch(self, *, key: str, body: Mapping[str, Any]) -> ProgressRecord | None:
         record = resolve(body, (*self.field, key))
         return dict(record) if isinstance(record, Mapping) else None  # type: ignore[return-value]
@@ -244,6 +259,9 @@ class MultiProgressStorage(ProgressStorage):
             essence = storage.clear(essence=essence)
         return essence
 
+    def writes_status(self) -> bool | None:
+        return _any_status(s.writes_status() for s in self.storages)
+
     def records(self, body: Mapping[str, Any]) -> dict[str, dict[str, Any]] | None:
         found: dict[str, dict[str, Any]] = {}
         for storage in reversed(self.storages):  # the first storage's record wins
@@ -263,6 +281,9 @@ class _ReadOnlyStatusProgressStorage(StatusProgressStorage):
 
     def clear(self, *, essence: dict[str, Any]) -> dict[str, Any]:
         return essence  # the essence holds no status field
+
+    def writes_status(self) -> bool | None:
+        return False
 
 
 class SmartProgressStorage(MultiProgressStorage):
@@ -311,6 +332,10 @@ class DiffBaseStorage(abc.ABC):
         for path in self.ignored_fields:
             remove(essence, path)
         return essence
+
+    def writes_status(self) -> bool | None:
+        """Whether ``store`` writes into ``.status`` (None: unknown, a storage of the operator's own)."""
+        return None
 
     @abc.abstractmethod
     def fetch(self, *, body: Mapping[str, Any]) -> Any:
@@ -361,6 +386,9 @@ class AnnotationsDiffBaseStorage(DiffBaseStorage):
     def annotation(self) -> str:
         return f"{self.prefix}/{self.key}"
 
+    def writes_status(self) -> bool | None:
+        return False
+
     def clear(self, *, essence: dict[str, Any]) -> dict[str, Any]:
         remove(essence, ("metadata", "annotations", self.annotation))
         return super().clear(essence=essence)
@@ -380,6 +408,9 @@ class StatusDiffBaseStorage(DiffBaseStorage):
         super().__init__(ignored_fields)
         self.name = name
         self.field = parse_field(field, name)
+
+    def writes_status(self) -> bool | None:
+        return self.field[0] == "status"
 
     def clear(self, *, essence: dict[str, Any]) -> dict[str, Any]:
         remove(essence, self.field)
@@ -405,6 +436,9 @@ class MultiDiffBaseStorage(DiffBaseStorage):
         for storage in self.storages:
             essence = storage.clear(essence=essence)
         return essence
+
+    def writes_status(self) -> bool | None:
+        return _any_status(s.writes_status() for s in self.storages)
 
     def fetch(self, *, body: Mapping[str, Any]) -> Any:
         for storage in self.storages:

@@ -520,7 +520,11 @@ class _MemoryStorage(kopf.ProgressStorage):
     def fetch(self, *, key: str, body: Any) -> Any:
         return json.loads((body.get("metadata", {}).get("annotations") or {}).get("mine/all", "{}")).get(key)
 
+    def __init__(self) -> None:
+        self.stored: list[str] = []
+
     def store(self, *, key: str, record: Any, body: Any, patch: Any) -> None:
+        self.stored.append(key)
         patch.setdefault("metadata", {}).setdefault("annotations", {})["mine/all"] = json.dumps({key: record})
 
     def purge(self, *, key: str, body: Any, patch: Any) -> None:
@@ -528,14 +532,17 @@ class _MemoryStorage(kopf.ProgressStorage):
 
 
 def test_a_subclassed_storage_is_used() -> None:
-    storage = Storage(_settings(progress_storage=_MemoryStorage()).persistence, has_status_subresource=True,
+    mine = _MemoryStorage()
+    storage = Storage(_settings(progress_storage=mine).persistence, has_status_subresource=True,
                       handler_ids=["fn"])
+    assert storage.in_status  # not knowing where it writes, opd writes it after the results
     writes = Writes()
     storage.write(writes, old=State(None, {}), diff_base='{"spec":{}}', progress={"fn": {"retries": 1}})
     assert writes.body["metadata"]["annotations"]["mine/all"] == json.dumps({"fn": {"retries": 1}})
     assert writes.status == {"status": {"opd": {"lastHandled": '{"spec":{}}'}}}  # the diff-base: opd's place
     body = {"metadata": {"annotations": writes.body["metadata"]["annotations"]}}
     assert storage.read(body).progress == {"fn": {"retries": 1}}
+    assert mine.stored == ["fn"]  # called for the handler's record only (it may write anywhere)
 
 
 def test_storages_own_annotations_are_no_change() -> None:

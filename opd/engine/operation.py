@@ -148,7 +148,8 @@ class Operation:
     async def run(self) -> None:
         self._died = asyncio.get_running_loop().create_future()
         prefix = f"opd-handler{'-' + self.name if self.name else ''}"
-        self._executor = self._pool = ThreadPoolExecutor(self.settings.execution.max_workers, thread_name_prefix=prefix)
+        self._pool = ThreadPoolExecutor(self.settings.execution.max_workers, thread_name_prefix=prefix)
+        self._executor = self.settings.execution.executor or self._pool  # Kopf's: the operator's own executor
         self.indexes = Indexes([h for h in self.registry.handlers if h.reason == Reason.INDEX],
                                executor=self._executor, retries=self.settings.retries)
         if self.cluster is None:

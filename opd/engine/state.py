@@ -152,6 +152,8 @@ def dump(data: Any) -> str:
 class State:
     diff_base: str | None
     progress: dict[str, dict[str, Any]]
+    # The object these were read from: a storage's store/purge is given it, as Kopf's are.
+    body: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -205,8 +207,10 @@ class Storage:
             default_progress, default_base = self._annotations()
         self.progress_storage = settings.progress_storage or default_progress
         self.diffbase_storage = settings.diffbase_storage or default_base
-        self.in_status = self.has_status and (_in_status(self.progress_storage, progress=True)
-                                                     or _in_status(self.diffbase_storage, progress=False))
+        # Unknown (a storage of the operator's own) counts as the status: its writes then go after the
+        # results in either case.
+        self.in_status = self.has_status and (self.progress_storage.writes_status() is not False
+                                              or self.diffbase_storage.writes_status() is not False)
 
     def _annotations(self) -> tuple[ProgressStorage, DiffBaseStorage]:
         return (AnnotationsProgressStorage(prefix=self.prefix),
@@ -215,9 +219,9 @@ class Storage:
     def fall_back_to_annotations(self) -> None:
         """The API server dropped what went to the status (a schema prunes it): opd's annotations instead."""
         progress, base = self._annotations()
-        if _in_status(self.progress_storage, progress=True):
+        if self.progress_storage.writes_status():
             self.progress_storage = progress
-        if _in_status(self.diffbase_storage, progress=False):
+        if self.diffbase_storage.writes_status():
             self.diffbase_storage = base
         self.in_status = False
         self._opd_status = False
@@ -248,22 +252,22 @@ class Storage:
                 continue  # somebody's own annotation in our domain, or another operator's record
             if _valid_record(record):
                 progress[hid] = record
-        return State(diff_base, progress)
+        return State(diff_base, progress, body)
 
     def write(self, writes: Writes, *, old: State, diff_base: str | None,
               progress: Mapping[str, dict[str, Any] | None]) -> None:
         """Record a new diff-base (if given) and progress (None purges a handler's record)."""
         patch: dict[str, Any] = {}
+        body = old.body or {}
         if diff_base is not None and diff_base != old.diff_base:
             try:
                 kept: Any = json.loads(diff_base)
             except ValueError:
                 kept = diff_base  # a digest: stored as it is
-            self.diffbase_storage.store(body={}, patch=patch, essence=kept)
+            self.diffbase_storage.store(body=body, patch=patch, essence=kept)
         for hid, rec in progress.items():
             if old.progress.get(hid) == rec:
                 continue
-            body = _as_stored(self.progress_storage, hid, old.progress.get(hid))
             if rec is None:
                 self.progress_storage.purge(key=hid, body=body, patch=patch)
             else:
@@ -278,7 +282,7 @@ class Storage:
 
     def confirms(self, response: Mapping[str, Any], diff_base: str | None) -> bool:
         """Whether a status write survived (a structural schema may prune unknown fields)."""
-        if not self.in_status or diff_base is None or not _in_status(self.diffbase_storage, progress=False):
+        if not self.in_status or diff_base is None or not self.diffbase_storage.writes_status():
             return True
         base = self.diffbase_storage.fetch(body=response)
         return (base if isinstance(base, str) else dump(base) if isinstance(base, dict) else None) == diff_base
@@ -290,28 +294,6 @@ def merge_into(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
             merge_into(target[key], value)
         else:
             target[key] = value
-
-
-def _in_status(storage: ProgressStorage | DiffBaseStorage, *, progress: bool) -> bool:
-    """Whether a storage writes into ``.status`` (asked once, with a blank record)."""
-    patch: dict[str, Any] = {}
-    try:
-        if isinstance(storage, ProgressStorage) and progress:
-            storage.store(key="probe", record={}, body={}, patch=patch)
-        elif isinstance(storage, DiffBaseStorage):
-            storage.store(body={}, patch=patch, essence={})
-    except Exception:  # a storage of the operator's own that wants a real object: assume the status
-        return True
-    return "status" in patch
-
-
-def _as_stored(storage: ProgressStorage, hid: str, before: dict[str, Any] | None) -> dict[str, Any]:
-    """The object as far as a storage's ``store`` needs it: the handler's record before, where the
-    storage keeps it (so that it nulls the keys a record no longer has)."""
-    body: dict[str, Any] = {}
-    if before is not None:
-        storage.store(key=hid, record=before, body={}, patch=body)  # type: ignore[arg-type]
-    return body
 
 
 _RECORD_TYPES: dict[str, tuple[type, ...]] = {
