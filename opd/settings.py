@@ -32,10 +32,17 @@ class Noted:
 
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
-        note = self._notes.get(name)
         said: set[str] | None = self.__dict__.get("_said")
-        if note is None or said is None or name in said:
+        if said is None or name in said:
             return  # still being made (defaults), or said already
+        known = name in getattr(self, "__dataclass_fields__", {}) or hasattr(type(self), name)
+        if not known and not name.startswith("_"):  # a typo, or a setting of neither Kopf nor opd
+            said.add(name)
+            logger.warning(f"opd: settings.{self._group}.{name} is no setting of opd's or Kopf's: it does nothing")
+            return
+        note = self._notes.get(name)
+        if note is None:
+            return
         line = note(value)
         if line:
             said.add(name)

@@ -112,6 +112,16 @@ def test_a_setting_said_once_per_operator(logged: list[str]) -> None:
     assert sum("settings.peering.priority" in line for line in logged) == 2
 
 
+def test_a_setting_that_does_not_exist_is_said(logged: list[str]) -> None:
+    settings = kopf.OperatorSettings()
+    settings.peering.namespace = "x"  # type: ignore[attr-defined]  # (neither Kopf's nor opd's)
+    settings.watching.server_timeot = 10  # type: ignore[attr-defined]
+    assert any("settings.peering.namespace is no setting" in line for line in logged)
+    assert any("settings.watching.server_timeot is no setting" in line for line in logged)
+    settings.watching.server_timeout = 10  # a real one says nothing
+    assert not any("server_timeout" in line for line in logged)
+
+
 def test_kopf_none_timeouts_keep_a_bound() -> None:
     settings = kopf.OperatorSettings()
     settings.watching.server_timeout = None  # type: ignore[assignment]
