@@ -325,6 +325,25 @@ async def test_annotations_diffbase_storage_keeps_the_diffbase_under_its_key(
     assert updates == [[("change", ("spec", "size"), 1, 2)]]
 
 
+async def test_a_diffbase_written_by_hand_is_a_change_not_a_crash(api: client.ApiClient, crd: str,
+                                                                  namespace: str) -> None:
+    registry = kopf.OperatorRegistry()
+    updates: list[Any] = []
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="my.dev", key="last")
+
+    @kopf.on.update(crd, registry=registry)
+    def update_fn(old: Any, new: Any, **_: Any) -> None:
+        updates.append((old, new))
+
+    async with RunningOperator(registry=registry, namespaces=[namespace]):
+        await create_kex(api, namespace, "by-hand", {"size": 1}, annotations={"my.dev/last": "{not json"})
+        await eventually(lambda: asyncio.sleep(0, bool(updates)))
+    assert updates[0] == (None, {"spec": {"size": 1}})  # seen as changed, not how (as for a digest)
+
+
 async def _equals(read: Any, wanted: Any) -> bool:
     return bool(await read() == wanted)
 
@@ -605,3 +624,29 @@ def test_a_named_field_is_in_the_diff_base_written() -> None:
                          separators=(",", ":"))
     storage.write(writes, old=State(None, {}), diff_base=current, progress={})
     assert json.loads(writes.status["status"]["opd"]["lastHandled"]) == {"spec": {}, "status": {"phase": "Created"}}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200), st.one_of(st.none(), st.text(max_size=50), st.integers(), st.dictionaries(
+    st.text(max_size=5), st.text(max_size=5), max_size=3)))
+def test_a_diffbase_from_outside_never_breaks_reading(annotation: str, status_value: Any) -> None:
+    """Whatever an object holds where a diff-base storage looks, reading gives text or nothing, never an error."""
+    storage = Storage(_settings(diffbase_storage=kopf.MultiDiffBaseStorage([
+        kopf.StatusDiffBaseStorage(field="status.base"), kopf.AnnotationsDiffBaseStorage(prefix="my.dev", key="last"),
+    ])).persistence, has_status_subresource=True)
+    body = {"metadata": {"annotations": {"my.dev/last": annotation}}, "status": {"base": status_value}}
+    assert isinstance(storage.read(body).diff_base, (str, type(None)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_any_finalizer_name_is_taken_or_refused_in_one_line(name: str) -> None:
+    persistence = kopf.OperatorSettings().persistence
+    try:
+        persistence.finalizer = name
+    except ValueError as exc:
+        assert "\n" not in str(exc).replace(repr(name), "")
+        assert persistence.finalizer == "opd.dev/finalizer"
+    else:
+        domain, _, rest = name.partition("/")
+        assert domain and rest and len(rest) <= 63 and persistence.finalizer == name

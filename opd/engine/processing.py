@@ -35,7 +35,8 @@ from opd.engine.ownership import EVERYTHING, Fenced, Ownership
 from opd.engine.posting import EventPoster
 from opd.engine.queueing import WorkQueue
 from opd.engine.reporting import Reporter, where
-from opd.engine.state import State, Storage, compact, dump, holding_label, is_digest, is_secret, version
+from opd.engine.state import State, Storage, compact, dump, holding_label, is_secret, version
+from opd.engine.state import parse as parse_diff_base
 from opd.errors import PermanentError
 from opd.kube.api import REQUEST_ERRORS, APIError, ConflictError, KubeClient, NotFoundError
 from opd.kube.batching import PatchNotJSON
@@ -423,7 +424,7 @@ class ResourceProcessor:
         if not updating:
             old_essence = new_essence if state.diff_base is not None else None
         else:
-            old_essence = json.loads(state.diff_base) if state.diff_base and not is_digest(state.diff_base) else None
+            old_essence = parse_diff_base(state.diff_base)
         patch = Patch()
         kwargs = self._kwargs(body, patch=patch, old=old_essence if updating else None, new=new_essence,
                               diff=diff(old_essence, new_essence) if updating else ())

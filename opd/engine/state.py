@@ -136,6 +136,18 @@ def is_digest(diff_base: str) -> bool:
     return diff_base.startswith(_DIGEST)
 
 
+def parse(diff_base: str | None) -> dict[str, Any] | None:
+    """The essence a stored diff-base holds; None for a digest, or for what is no essence (somebody
+    wrote the annotation or field by hand): the change is then seen, but not how, as for a digest."""
+    if not diff_base or is_digest(diff_base):
+        return None
+    try:
+        found = json.loads(diff_base)
+    except (ValueError, RecursionError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
 def version(body: Any) -> int:
     """The object's resourceVersion as a number (-1 if absent): etcd's revisions only grow."""
     try:
