@@ -107,6 +107,7 @@ class WatchingSettings(Noted):
         "label_selectors": _if(bool, "not used: give handlers labels= (they go to the API server as a selector)"),
         "field_selectors": _if(bool, "not used: filter with handlers' field=/value=/when="),
         "shard_selectors": _if(bool, "not used: opd shards by Leases (`opd run --ha shards`)"),
+        "chunk_size": _if(lambda v: v is None, "opd lists in pages of list_page_size (500 by default)"),
     }
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -132,10 +133,8 @@ class WatchingSettings(Noted):
 
     @chunk_size.setter
     def chunk_size(self, value: int | None) -> None:
-        if value is None:  # Kopf: all in one response; opd pages every list (bounded memory per response)
-            logger.info("opd: settings.watching.chunk_size = None: opd lists in pages of list_page_size (500)")
-            return
-        self.list_page_size = int(value)
+        if value is not None:  # Kopf's None: all in one response; opd pages every list (bounded memory)
+            self.list_page_size = max(1, int(value))
 
 
 @dataclass
@@ -153,6 +152,8 @@ class ProcessingSettings(Noted):
     error_delays: Iterable[float] = (1, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 377, 610)
     batch_window: float = 0.1
     _notes: ClassVar[dict[str, Note]] = {
+        "worker_limit": _if(lambda v: v is None, "opd keeps its bound: settings.processing.workers "
+                                                 "(64 by default) objects processed at once"),
         "idle_timeout": _always("not needed: opd's workers serve any object and end when the queue is empty"),
         "exit_timeout": _always("a stop waits settings.shutdown.timeout for in-flight handlers"),
         "error_delays": _always("opd retries the API with settings.watching.backoff_initial..backoff_max "
@@ -167,11 +168,8 @@ class ProcessingSettings(Noted):
 
     @worker_limit.setter
     def worker_limit(self, value: int | None) -> None:
-        if value is None:  # Kopf: no limit; opd keeps one (memory and connections stay bounded)
-            logger.info(f"opd: settings.queueing.worker_limit = None: opd keeps its bound of {self.workers} "
-                        f"objects processed at once")
-            return
-        self.workers = max(1, int(value))
+        if value is not None:  # Kopf's None: no limit; opd keeps one (memory and connections stay bounded)
+            self.workers = max(1, int(value))
 
 
 @dataclass

@@ -122,8 +122,14 @@ def test_a_setting_that_does_not_exist_is_said(logged: list[str]) -> None:
     assert not any("server_timeout" in line for line in logged)
 
 
-def test_kopf_none_timeouts_keep_a_bound() -> None:
+def test_kopf_nones_keep_a_bound(logged: list[str]) -> None:
     settings = kopf.OperatorSettings()
+    settings.queueing.worker_limit = None
+    settings.batching.worker_limit = None
+    settings.watching.chunk_size = None
+    assert settings.processing.workers == 64 and settings.watching.list_page_size == 500
+    assert sum("settings.queueing.worker_limit = None: opd keeps its bound" in line for line in logged) == 1
+    assert sum("settings.watching.chunk_size = None" in line for line in logged) == 1
     settings.watching.server_timeout = None  # type: ignore[assignment]
     settings.networking.request_timeout = None  # type: ignore[assignment]
     settings.networking.connect_timeout = None  # type: ignore[assignment]
