@@ -293,6 +293,32 @@ def test_smart_storage_reads_records_left_in_the_status() -> None:
     assert patch == {"metadata": {"annotations": {"kopf.zalando.org/fn": '{"retries":3}'}}}
 
 
+async def test_multi_progress_storage_writes_to_each(api: client.ApiClient, crd: str, namespace: str) -> None:
+    """Kopf's page: MultiProgressStorage([AnnotationsProgressStorage(prefix=), StatusProgressStorage(field=)])
+    stores in both, and the first found is used when fetching."""
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.persistence.progress_storage = kopf.MultiProgressStorage([
+            kopf.AnnotationsProgressStorage(prefix="my-op.example.com"),
+            kopf.StatusProgressStorage(field="status.my-operator"),
+        ])
+
+    calls: collections.Counter[str] = collections.Counter()
+    release = asyncio.Event()
+    async with RunningOperator(registry=_retrying_registry(crd, configure, calls, release), namespaces=[namespace]):
+        await create_kex(api, namespace, "multi")
+
+        async def retried_twice() -> dict[str, Any] | None:
+            obj = await get_kex(api, namespace, "multi")
+            text = (obj["metadata"].get("annotations") or {}).get("my-op.example.com/fn")
+            status = ((obj.get("status") or {}).get("my-operator") or {}).get("fn") or {}
+            both = text and json.loads(text).get("retries", 0) >= 2 and status.get("retries", 0) >= 2
+            return obj if both else None
+
+        await eventually(retried_twice)  # the count goes on from the stored record: it is read back
+        release.set()
+        await eventually(lambda: asyncio.sleep(0, calls["fn"] >= 3))
+
+
 # --- diff-base storages (items 4 and 9) --------------------------------------------------------------------------
 
 async def test_annotations_diffbase_storage_keeps_the_diffbase_under_its_key(
