@@ -44,6 +44,20 @@ from opd.registry import (
 )
 from opd.resources import Resource
 from opd.settings import OperatorSettings
+
+# Kopf's progress and diff-base storages (settings.persistence.progress_storage / diffbase_storage).
+from opd.storages import (
+    AnnotationsDiffBaseStorage,
+    AnnotationsProgressStorage,
+    DiffBaseStorage,
+    MultiDiffBaseStorage,
+    MultiProgressStorage,
+    ProgressRecord,
+    ProgressStorage,
+    SmartProgressStorage,
+    StatusDiffBaseStorage,
+    StatusProgressStorage,
+)
 from opd.subhandlers import execute, subhandler
 from opd.toolkits import (
     adjust_namespace,
@@ -190,4 +204,18 @@ __all__ = [
     "subhandler",
     "timer",
     "warn",
+]
+
+# Kopf's progress and diff-base storages:
+__all__ += [
+    "AnnotationsDiffBaseStorage",
+    "AnnotationsProgressStorage",
+    "DiffBaseStorage",
+    "MultiDiffBaseStorage",
+    "MultiProgressStorage",
+    "ProgressRecord",
+    "ProgressStorage",
+    "SmartProgressStorage",
+    "StatusDiffBaseStorage",
+    "StatusProgressStorage",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, Protocol
 
 from loguru import logger
@@ -78,7 +78,8 @@ class Operation:
         self._resolved: dict[ResourceRef, asyncio.Event] = {}
         self._namespaces: set[str] | None = None  # matching namespaces, when globs are used
         self._namespace_sub: Subscription | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: Executor | None = None  # sync handlers' pool: opd's, or settings.execution.executor
+        self._pool: ThreadPoolExecutor | None = None  # opd's own pool (shut down by opd)
         self.poster: EventPoster | None = None
         self.is_ready = False
 
@@ -146,8 +147,9 @@ class Operation:
 
     async def run(self) -> None:
         self._died = asyncio.get_running_loop().create_future()
-        self._executor = ThreadPoolExecutor(self.settings.execution.max_workers,
-                                            thread_name_prefix=f"opd-handler{'-' + self.name if self.name else ''}")
+        prefix = f"opd-handler{'-' + self.name if self.name else ''}"
+        self._pool = ThreadPoolExecutor(self.settings.execution.max_workers, thread_name_prefix=prefix)
+        self._executor = self.settings.execution.executor or self._pool  # Kopf's: the operator's own executor
         self.indexes = Indexes([h for h in self.registry.handlers if h.reason == Reason.INDEX],
                                executor=self._executor, retries=self.settings.retries)
         if self.cluster is None:
@@ -166,6 +168,7 @@ class Operation:
             logger.warning("opd: the registry has no handlers: nothing to watch")
         try:
             await self._run_operator_handlers(Reason.STARTUP, fatal=True)
+            self._adopt_execution_settings()
             for service in self.services:  # before readiness: a ready operator's webhooks answer
                 await service.start(self)
                 self._spawn(service.run(), f"opd {type(service).__name__}")
@@ -182,6 +185,15 @@ class Operation:
             raise died.exception() or OpdError(f"task {died.get_name()!r} failed")
         finally:
             await self._shutdown()
+
+    def _adopt_execution_settings(self) -> None:
+        """Kopf's settings.execution as startup handlers left it: the operator's own executor for the sync
+        handlers of its resources, or a new size of opd's pool (threads start as they are needed)."""
+        execution = self.settings.execution
+        if execution.executor is not None:
+            self._executor = execution.executor
+        elif self._pool is not None and execution.max_workers is not None:
+            self._pool._max_workers = max(1, execution.max_workers)
 
     async def _shutdown(self) -> None:
         if self.cluster is None:
@@ -205,8 +217,8 @@ class Operation:
                                    self.settings.shutdown.timeout)
         except TimeoutError:
             logger.error(f"opd: cleanup handlers did not finish within {self.settings.shutdown.timeout:g}s")
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:  # an executor of the operator's own is the operator's to shut down
+            self._pool.shutdown(wait=False, cancel_futures=True)
         if self._own_cluster:
             await self.cluster.close()
             self.cluster = None

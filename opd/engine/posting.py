@@ -75,9 +75,12 @@ class EventPoster:
         namespace = ref.get("namespace") or "default"
         event = {
             "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": f"{ref.get('name') or 'object'}.", "namespace": namespace},
+            "metadata": {"generateName": self.settings.event_name_prefix or f"{ref.get('name') or 'object'}.",
+                         "namespace": namespace},
             "involvedObject": ref, "type": type, "reason": reason[:128], "message": _clip(message, MAX_MESSAGE),
-            "source": {"component": "opd"}, "reportingComponent": "opd", "reportingInstance": self._instance,
+            "source": {"component": self.settings.reporting_component},
+            "reportingComponent": self.settings.reporting_component,
+            "reportingInstance": self.settings.reporting_instance or self._instance,
             "firstTimestamp": first, "lastTimestamp": _now(), "count": count,
         }
         try:

@@ -35,24 +35,17 @@ from opd.engine.ownership import EVERYTHING, Fenced, Ownership, say_dropped
 from opd.engine.posting import EventPoster
 from opd.engine.queueing import WorkQueue
 from opd.engine.reporting import Reporter, where
-from opd.engine.state import State, Storage, compact, dump, essence, holding_label, is_digest, is_secret, version
+from opd.engine.state import State, Storage, compact, dump, holding_label, is_secret, version
+from opd.engine.state import parse as parse_diff_base
 from opd.errors import PermanentError
 from opd.kube.api import REQUEST_ERRORS, APIError, ConflictError, KubeClient, NotFoundError
 from opd.kube.batching import PatchNotJSON
-from opd.registry import STATEFUL, Handler, OperatorRegistry, Reason, matches
+from opd.registry import CHANGING, STATEFUL, Handler, OperatorRegistry, Reason, matches
 from opd.resources import Resource, ResourceRef
 from opd.settings import OperatorSettings
 
 REFRESH = "REFRESH"  # a queue item whose body is out of date: read the object afresh first
 RETRY = "RETRY"  # a queue item of opd's own: handlers are due again (never taken for an echo)
-
-
-def _parsed(diff_base: str) -> Any:
-    """A stored diff-base; None (changed, not known how) when somebody wrote one that is not JSON."""
-    try:
-        return json.loads(diff_base)
-    except (ValueError, RecursionError):
-        return None
 
 
 def _done(record: Mapping[str, Any] | None) -> bool:
@@ -126,7 +119,8 @@ class ResourceProcessor:
             not h.optional for h in self.by_reason[Reason.DELETE]))
         self.holding_selector = holding_label(self.prefix) if self.selector is not None and may_hold else None
         self.storage = Storage(settings.persistence, has_status_subresource="status" in resource.subresources,
-                               handler_ids=[h.id for h in handlers])
+                               handler_ids=[h.id for h in handlers], secret=self.secret,
+                               fields=[h.field for h in handlers if h.field is not None and h.reason in CHANGING])
         self.applier = Applier(client, resource, settings.persistence, self.storage,
                                holding_label=self.holding_selector is not None, ownership=ownership)
         self.inventory = Inventory()
@@ -422,7 +416,7 @@ class ResourceProcessor:
 
     async def _handle(self, uid: str, memory: Memory, body: dict[str, Any]) -> None:
         meta = body["metadata"]
-        new_essence = essence(body, self.prefix, secret=self.secret)
+        new_essence = self.storage.essence(body)
         current = compact(dump(new_essence), self.settings.persistence.max_diff_base)
         state = self.storage.read(body)
         first_seen = not memory.seen
@@ -434,7 +428,7 @@ class ResourceProcessor:
         if not updating:
             old_essence = new_essence if state.diff_base is not None else None
         else:
-            old_essence = _parsed(state.diff_base) if state.diff_base and not is_digest(state.diff_base) else None
+            old_essence = parse_diff_base(state.diff_base)
         patch = Patch()
         kwargs = self._kwargs(body, patch=patch, old=old_essence if updating else None, new=new_essence,
                               diff=diff(old_essence, new_essence) if updating else ())
@@ -486,7 +480,7 @@ class ResourceProcessor:
             memory.optional_deleted = True
         response = await self._apply(uid, memory, plan, body)
         if response is not None and bool(response["metadata"].get("deletionTimestamp")) == deleting and compact(
-                dump(essence(response, self.prefix, secret=self.secret)), self.settings.persistence.max_diff_base
+                dump(self.storage.essence(response)), self.settings.persistence.max_diff_base
         ) == current:
             # Its answer holds nothing opd has not handled (a change by anybody else before opd's write
             # would be in it): the echo of this write can be skipped, which saves processing it again.

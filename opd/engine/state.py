@@ -20,6 +20,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opd.settings import PersistenceSettings
+from opd.storages import (
+    AnnotationsDiffBaseStorage,
+    AnnotationsProgressStorage,
+    DiffBaseStorage,
+    ProgressStorage,
+    StatusDiffBaseStorage,
+    StatusProgressStorage,
+    ensure,
+    resolve,
+)
 
 LAST_HANDLED = "last-handled-configuration"
 _IGNORED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
@@ -49,11 +59,33 @@ def is_secret(api_version: str, kind: str) -> bool:
     return api_version == "v1" and kind == "Secret"
 
 
-def essence(body: Mapping[str, Any], prefix: str, *, secret: bool = False) -> dict[str, Any]:
+# Fields that change with every write (opd's own included): never part of the essence, even when named.
+_VOLATILE = frozenset({("metadata",), ("metadata", "resourceVersion"), ("metadata", "managedFields"),
+                       ("metadata", "labels"), ("metadata", "annotations")})
+
+
+def essence(body: Mapping[str, Any], prefix: str, *, secret: bool = False,
+            extra: Iterable[tuple[str, ...]] = (), own_status: Iterable[str] = (),
+            markers: str | None = None) -> dict[str, Any]:
     """What a change is measured on: everything but status and system metadata (and opd's own
-    labels and annotations). For a Secret (``secret=True``), its values are digests."""
+    labels and annotations). For a Secret (``secret=True``), its values are digests.
+
+    ``extra``: fields the handlers name in status or metadata (``status.phase``), kept as in Kopf,
+    so that a change of them is a change; ``own_status``: opd's keys in ``.status`` (``markers``,
+    results) that do not count when a handler names the whole status; ``markers`` never counts."""
     result = {k: v for k, v in body.items() if k not in _SYSTEM_KEYS}
     meta = body.get("metadata") or {}
+    for path in extra:
+        if not path or path[0] not in ("metadata", "status") or path[:2] in _VOLATILE:
+            continue  # the rest of the body is in the essence already; labels and annotations too
+        found = resolve(body, path, _ABSENT)
+        if found is _ABSENT:
+            continue
+        if path == ("status",) and isinstance(found, Mapping):
+            found = {k: v for k, v in found.items() if k not in set(own_status)}
+        elif path[0] == "status" and len(path) > 1 and path[1] == markers:
+            continue
+        ensure(result, path, json.loads(dump(found)))  # a copy, and only what JSON holds
     if secret:
         salt = str(meta.get("uid") or "")
         for name in _SECRET_FIELDS:
@@ -64,7 +96,8 @@ def essence(body: Mapping[str, Any], prefix: str, *, secret: bool = False) -> di
     annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
                    if not _is_ours(k, prefix) and k not in _IGNORED_ANNOTATIONS}
     if labels or annotations:
-        result["metadata"] = {k: v for k, v in (("labels", labels), ("annotations", annotations)) if v}
+        kept = result.setdefault("metadata", {})
+        kept.update({k: v for k, v in (("labels", labels), ("annotations", annotations)) if v})
     return result
 
 
@@ -89,6 +122,7 @@ def result_annotation(prefix: str, handler_id: str) -> str:
 
 
 _DIGEST = "sha256:"
+_ABSENT = object()
 
 
 def compact(diff_base: str, limit: int) -> str:
@@ -101,6 +135,18 @@ def compact(diff_base: str, limit: int) -> str:
 
 def is_digest(diff_base: str) -> bool:
     return diff_base.startswith(_DIGEST)
+
+
+def parse(diff_base: str | None) -> dict[str, Any] | None:
+    """The essence a stored diff-base holds; None for a digest, or for what is no essence (somebody
+    wrote the annotation or field by hand): the change is then seen, but not how, as for a digest."""
+    if not diff_base or is_digest(diff_base):
+        return None
+    try:
+        found = json.loads(diff_base)
+    except (ValueError, RecursionError):
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def version(body: Any) -> int:
@@ -118,28 +164,12 @@ def dump(data: Any) -> str:
 _UNREADABLE = _DIGEST + "unreadable"  # a diff-base that is not one: changed, not known how
 
 
-def _diff_base(value: Any) -> str | None:
-    return value if value is None or isinstance(value, str) else _UNREADABLE
-
-
-def _record(value: Any) -> dict[str, Any] | None:
-    """A handler's progress record as opd reads it: a table whose counters are numbers (a key of
-    another type is dropped, as if never written), or None for anything else."""
-    if not isinstance(value, dict):
-        return None
-    record = dict(value)
-    for key in ("started", "delayed", "retries"):
-        number = record.get(key)
-        if number is not None and (isinstance(number, bool) or not isinstance(number, int | float)
-                                   or not math.isfinite(number) or abs(number) > 1e12):
-            del record[key]
-    return record
-
-
 @dataclass
 class State:
     diff_base: str | None
     progress: dict[str, dict[str, Any]]
+    # The object these were read from: a storage's store/purge is given it, as Kopf's are.
+    body: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -160,86 +190,146 @@ class Writes:
 
 
 class Storage:
-    """Reads and writes the diff-base and progress of one operator on one resource."""
+    """Reads and writes the diff-base and progress of one operator on one resource.
+
+    opd's own places by default (``.status.<status_field>`` or annotations ``<prefix>/...``); Kopf's
+    storages when the operator sets ``settings.persistence.progress_storage``/``diffbase_storage``.
+    Every storage writes into a merge-patch: its ``status`` goes to the status subresource (with the
+    handlers' results), the rest to the object after them."""
 
     def __init__(self, settings: PersistenceSettings, *, has_status_subresource: bool,
-                 handler_ids: Iterable[str] = ()) -> None:
+                 handler_ids: Iterable[str] = (), fields: Iterable[tuple[str, ...]] = (),
+                 secret: bool = False) -> None:
         self._ids = {annotation_name(hid): hid for hid in handler_ids}
         self.prefix = settings.prefix
         self.field = settings.status_field
+        # An explicit "status" says the status is writable (opd's setting, as before).
+        self.has_status = has_status_subresource or settings.storage == "status"
+        self.secret = secret
+        self.fields = tuple(dict.fromkeys(fields))  # named by handlers: kept in the essence
+        own_status = {self.field, *((settings.results_field,) if settings.results_field else ())}
+        self._own_status = own_status | set(self._ids.values())  # results: status.<handler id>
         mode = settings.storage
         if mode == "auto":
             mode = "status" if has_status_subresource else "annotations"
-        self.in_status = mode == "status"
+        # opd's own default: in the status, read from annotations too when the status has nothing (an
+        # earlier fall-back), or in annotations.
+        self._opd_status = settings.progress_storage is None and settings.diffbase_storage is None and \
+            mode == "status"
+        if mode == "status":
+            default_progress: ProgressStorage = StatusProgressStorage(field=("status", self.field, "progress"))
+            default_base: DiffBaseStorage = StatusDiffBaseStorage(field=("status", self.field, "lastHandled"))
+        else:
+            default_progress, default_base = self._annotations()
+        self.progress_storage = settings.progress_storage or default_progress
+        self.diffbase_storage = settings.diffbase_storage or default_base
+        # Unknown (a storage of the operator's own) counts as the status: its writes then go after the
+        # results in either case.
+        self.in_status = self.has_status and (self.progress_storage.writes_status() is not False
+                                              or self.diffbase_storage.writes_status() is not False)
+
+    def _annotations(self) -> tuple[ProgressStorage, DiffBaseStorage]:
+        return (AnnotationsProgressStorage(prefix=self.prefix),
+                AnnotationsDiffBaseStorage(prefix=self.prefix, key=LAST_HANDLED))
 
     def fall_back_to_annotations(self) -> None:
+        """The API server dropped what went to the status (a schema prunes it): opd's annotations instead."""
+        progress, base = self._annotations()
+        if self.progress_storage.writes_status():
+            self.progress_storage = progress
+        if self.diffbase_storage.writes_status():
+            self.diffbase_storage = base
         self.in_status = False
+        self._opd_status = False
+
+    def essence(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """What a change of ``body`` is measured on, without any storage's own fields."""
+        result = essence(body, self.prefix, secret=self.secret, extra=self.fields, own_status=self._own_status,
+                         markers=self.field)
+        result = self.progress_storage.clear(essence=result)
+        return self.diffbase_storage.clear(essence=result)
 
     def read(self, body: Mapping[str, Any]) -> State:
-        """What the object says; whoever may edit it may write anything there (a custom resource's
-        status and annotations are free-form): what is not opd's shape is read as "changed, not
-        known how" (a diff-base) or no progress (a record), never raised on."""
-        if self.in_status:
-            status = body.get("status")
-            ours = status.get(self.field) if isinstance(status, Mapping) else None
-            if isinstance(ours, Mapping) and ours:
-                base, kept = ours.get("lastHandled"), ours.get("progress")
-                records = {str(hid): record for hid, value in kept.items()
-                           if (record := _record(value)) is not None} if isinstance(kept, Mapping) else {}
-                return State(_diff_base(base), records)
-        annotations = (body.get("metadata") or {}).get("annotations") or {}
-        base = _diff_base(annotations.get(f"{self.prefix}/{LAST_HANDLED}"))
+        progress_storage, base_storage = self.progress_storage, self.diffbase_storage
+        if self._opd_status and not resolve(body, ("status", self.field)):
+            progress_storage, base_storage = self._annotations()  # kept there by an earlier fall-back
+        base = base_storage.fetch(body=body)
+        # Whoever may edit the object may write anything there: what is not a diff-base reads as
+        # "changed, not known how", never as none (which would be a creation).
+        diff_base = base if isinstance(base, str) else dump(base) if isinstance(base, dict) else \
+            None if base is None else _UNREADABLE
+        listed = progress_storage.records(body)
+        if listed is None:  # a storage of the operator's own: the records of the handlers opd knows
+            listed = {hid: dict(rec) for hid in self._ids.values()
+                      if isinstance(rec := progress_storage.fetch(key=hid, body=body), Mapping)}
         progress: dict[str, dict[str, Any]] = {}
-        marker = f"{self.prefix}/"
-        for key, value in annotations.items():
-            if key.startswith(marker) and key != f"{self.prefix}/{LAST_HANDLED}":
-                name = key[len(marker):]
-                if name.startswith(RESULT_PREFIX) or name == "finalizer":
-                    continue
-                try:
-                    record = _record(json.loads(value))
-                except (ValueError, RecursionError):
-                    continue
-                if record is None:
-                    continue
-                child = record.pop("id", None)  # a sub-handler's record names its id ("<parent>/<id>")
-                if isinstance(child, str) and (not self._ids or child.split("/", 1)[0] in self._ids.values()):
-                    progress[child] = record
-                elif not self._ids or name in self._ids:  # else: somebody's own annotation in our domain
-                    progress[self._ids.get(name, name)] = record
-        return State(base, progress)
+        for key, record in listed.items():
+            hid = self._ids.get(key, key)
+            if key == LAST_HANDLED or key.startswith(RESULT_PREFIX) or key == "finalizer":
+                continue  # opd's other annotations in the same domain
+            if self._ids and hid.split("/", 1)[0] not in self._ids.values():
+                continue  # somebody's own annotation in our domain, or another operator's record
+            if _valid_record(record):
+                progress[hid] = record
+        return State(diff_base, progress, body)
 
     def write(self, writes: Writes, *, old: State, diff_base: str | None,
               progress: Mapping[str, dict[str, Any] | None]) -> None:
         """Record a new diff-base (if given) and progress (None purges a handler's record)."""
-        if self.in_status:
-            ours: dict[str, Any] = {}
-            if diff_base is not None and diff_base != old.diff_base:
-                ours["lastHandled"] = diff_base
-            changes = {}
-            for hid, rec in progress.items():
-                before = old.progress.get(hid)
-                if before != rec:
-                    # A merge-patch merges dicts: null the keys a record no longer has.
-                    gone = {k: None for k in (before or {}) if rec is not None and k not in rec}
-                    changes[hid] = None if rec is None else {**gone, **rec}
-            if changes:
-                ours["progress"] = changes
-            if ours:
-                writes.status.setdefault("status", {})[self.field] = ours
-            return
+        patch: dict[str, Any] = {}
+        body = old.body or {}
         if diff_base is not None and diff_base != old.diff_base:
-            writes.set_annotation(f"{self.prefix}/{LAST_HANDLED}", diff_base)
+            try:
+                kept: Any = json.loads(diff_base)
+            except ValueError:
+                kept = diff_base  # a digest: stored as it is
+            self.diffbase_storage.store(body=body, patch=patch, essence=kept)
         for hid, rec in progress.items():
-            if old.progress.get(hid) != rec:
-                child = "/" in hid  # a sub-handler's: its annotation name alone does not say which
-                writes.set_annotation(f"{self.prefix}/{annotation_name(hid)}",
-                                      None if rec is None else dump({**rec, "id": hid} if child else rec))
+            if old.progress.get(hid) == rec:
+                continue
+            if rec is None:
+                self.progress_storage.purge(key=hid, body=body, patch=patch)
+            else:
+                self.progress_storage.store(key=hid, record=rec, body=body, patch=patch)  # type: ignore[arg-type]
+        status = patch.pop("status", None)
+        if status is not None:
+            if self.has_status:
+                merge_into(writes.status.setdefault("status", {}), status)
+            else:
+                merge_into(writes.body.setdefault("status", {}), status)
+        merge_into(writes.body, patch)
 
     def confirms(self, response: Mapping[str, Any], diff_base: str | None) -> bool:
         """Whether a status write survived (a structural schema may prune unknown fields)."""
-        if not self.in_status or diff_base is None:
+        if not self.in_status or diff_base is None or not self.diffbase_storage.writes_status():
             return True
-        status = response.get("status")
-        ours = status.get(self.field) if isinstance(status, Mapping) else None
-        return isinstance(ours, Mapping) and ours.get("lastHandled") == diff_base
+        base = self.diffbase_storage.fetch(body=response)
+        return (base if isinstance(base, str) else dump(base) if isinstance(base, dict) else None) == diff_base
+
+
+def merge_into(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
+    for key, value in patch.items():
+        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            merge_into(target[key], value)
+        else:
+            target[key] = value
+
+
+_RECORD_TYPES: dict[str, tuple[type, ...]] = {
+    "started": (int, float), "delayed": (int, float), "retries": (int,), "success": (bool,),
+    "failure": (bool,), "message": (str,),
+}
+
+
+def _valid_record(record: Any) -> bool:
+    """A record opd can resume from: another tool's (Kopf's, with ISO times) counts as none."""
+    if not isinstance(record, dict):
+        return False
+    for key, types in _RECORD_TYPES.items():
+        value = record.get(key)
+        if value is not None and (not isinstance(value, types) or (bool not in types and isinstance(value, bool))):
+            return False
+        if isinstance(value, int | float) and not (math.isfinite(value) and abs(value) <= 1e12):
+            return False  # no time or count opd wrote
+    return True
+
