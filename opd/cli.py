@@ -503,7 +503,7 @@ def run_cmd(files: tuple[Path, ...], modules: tuple[str, ...], namespaces: tuple
     from opd import devrun
     from opd.kube.credentials import Login
     from opd.logs import setup_logging
-    from opd.orchestration import Memo, operator
+    from opd.orchestration import Memo, liveness_address, operator
     from opd.settings import OperatorSettings
 
     if namespaces and clusterwide:
@@ -521,16 +521,18 @@ def run_cmd(files: tuple[Path, ...], modules: tuple[str, ...], namespaces: tuple
         _use_local_cluster_if_nothing_else()
     login = Login(kubeconfig=str(kubeconfig) if kubeconfig else None, context=context)
 
+    if liveness_url is not None:
+        liveness_address(liveness_url, "--liveness")  # a bad URL: one line, before anything starts
+
     async def run() -> None:
-        settings, memo = OperatorSettings(), Memo()  # shared with the liveness endpoint's probes
-        async with devrun.liveness(liveness_url, registry, settings=settings, memo=memo):
-            if ha is not None:
-                await devrun.replicated(registry=registry, settings=settings, memo=memo,
-                                        namespaces=list(namespaces) or None, clusterwide=clusterwide or not namespaces,
-                                        login=login, ha=ha)
-                return
-            await operator(registry=registry, settings=settings, memo=memo, namespaces=list(namespaces) or None,
-                           clusterwide=clusterwide or not namespaces, login=login)
+        settings, memo = OperatorSettings(), Memo()
+        if ha is not None:
+            await devrun.replicated(registry=registry, settings=settings, memo=memo,
+                                    namespaces=list(namespaces) or None, clusterwide=clusterwide or not namespaces,
+                                    login=login, ha=ha, liveness_endpoint=liveness_url)
+            return
+        await operator(registry=registry, settings=settings, memo=memo, namespaces=list(namespaces) or None,
+                       clusterwide=clusterwide or not namespaces, login=login, liveness_endpoint=liveness_url)
 
     asyncio.run(run())
     _leave_without_waiting_for_handler_threads()

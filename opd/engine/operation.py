@@ -24,6 +24,7 @@ from opd.engine.ownership import EVERYTHING, Ownership
 from opd.engine.posting import EventPoster, current_poster
 from opd.engine.processing import ResourceProcessor
 from opd.errors import ConfigError, OpdError
+from opd.kube import credentials
 from opd.kube.api import REQUEST_ERRORS
 from opd.kube.credentials import Login
 from opd.registry import OperatorRegistry, Reason
@@ -132,9 +133,10 @@ class Operation:
                 break
         return results
 
-    async def probe(self) -> dict[str, Any]:
+    async def probe(self, failed: set[str] | None = None) -> dict[str, Any]:
         """The probe handlers' values, for a health endpoint. A failing probe reports only its error's
-        type: the message may hold what must not be shown (a DSN with its password)."""
+        type: the message may hold what must not be shown (a DSN with its password); its id is added
+        to ``failed`` when given."""
         report: dict[str, Any] = {}
         for handler in self.registry.operator_handlers(Reason.PROBE):
             try:
@@ -142,6 +144,8 @@ class Operation:
                     invoke(handler, self._operator_kwargs(), executor=self._executor), handler.timeout or PROBE_TIMEOUT)
             except Exception as exc:
                 report[handler.id] = {"error": type(exc).__name__}
+                if failed is not None:
+                    failed.add(handler.id)
         return report
 
     async def run(self) -> None:
@@ -151,6 +155,9 @@ class Operation:
         self.indexes = Indexes([h for h in self.registry.handlers if h.reason == Reason.INDEX],
                                executor=self._executor, retries=self.settings.retries)
         if self.cluster is None:
+            if not self.registry.operator_handlers(Reason.LOGIN):
+                # Kopf's default login configures the `kubernetes` client; opd's does too (connect()).
+                await credentials.import_kubernetes_client()
             logins = [r for r in await self._run_operator_handlers(Reason.LOGIN, fatal=True) if r is not None]
             # Kopf's ConnectionInfo.priority: the highest wins; among equals, the first handler's.
             logins.sort(key=lambda found: -int(getattr(found, "priority", 0) or 0))
