@@ -355,6 +355,27 @@ async def test_login_with_service_account_returns_the_pods_credentials(
     assert kopf.login_with_service_account() is None  # not in a pod
 
 
+async def test_a_login_handler_limited_by_retries_stops_the_operator_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kopf's page: ``@kopf.on.login(retries=3)`` around ``login_via_pykube`` limits the attempts;
+    with no credentials anywhere, the operator stops with the helper's one-line reason."""
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    registry = kopf.OperatorRegistry()
+    attempts: list[int] = []
+
+    @kopf.on.login(retries=3, backoff=0.1, registry=registry)
+    def login_fn(**kwargs: Any) -> Any:
+        attempts.append(1)
+        return kopf.login_via_pykube(**kwargs)
+
+    with pytest.raises(kopf.OpdError) as caught:
+        await asyncio.wait_for(kopf.operator(registry=registry, install_signal_handlers=False), 60)
+    assert len(attempts) == 3
+    message = str(caught.value)
+    assert "login_fn" in message and "login_via_pykube: no credentials, neither in-cluster nor in a kubeconfig" \
+        in message and "\n" not in message
+
+
 def test_connection_info_takes_one_of_path_and_data() -> None:
     with pytest.raises(ValueError, match="both ca_path and ca_data are set; give one"):
         kopf.ConnectionInfo(server="https://h", ca_path="/ca.crt", ca_data=b"...")
