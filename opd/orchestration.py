@@ -121,11 +121,11 @@ Prober = Callable[[set[str]], Awaitable[dict[str, Any]]]  # Operation.probe: val
 
 def liveness_address(url: str, what: str = "liveness_endpoint") -> tuple[str, int, str]:
     """``http://HOST:PORT/PATH`` as (host, port, path); anything else is a one-line ConfigError naming ``what``."""
-    parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
-    try:
+    try:  # urlsplit itself refuses some strings (an unclosed IPv6 bracket)
+        parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
         port = parts.port if parts else None
     except ValueError:
-        port = None
+        parts, port = None, None
     if parts is None or parts.scheme != "http" or not parts.hostname or port is None:
         raise ConfigError(f"{what}: expected http://HOST:PORT/PATH (e.g. http://0.0.0.0:8080/healthz), got {url!r}")
     return parts.hostname, port, parts.path or "/"

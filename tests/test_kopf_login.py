@@ -28,6 +28,9 @@ from typing import Any
 
 import kubernetes  # type: ignore[import-untyped]
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from kubernetes_asyncio import client
 
 import opd as kopf
@@ -386,6 +389,54 @@ def test_connection_info_takes_one_of_path_and_data() -> None:
     cfg = credentials.configuration_from(info)
     assert cfg.proxy == "http://proxy:3128"
     assert cfg.cert_file == os.path.expanduser("~/client.crt")  # Kopf's page writes '~/.minikube/client.crt'
+
+
+SECRET = "s3cr3t-t0ken"
+_KEYS = st.sampled_from(["name", "cluster", "user", "context", "server", "namespace", "current-context",
+                         "clusters", "users", "contexts", "certificate-authority", "certificate-authority-data",
+                         "client-certificate", "insecure-skip-tls-verify", "auth-provider", "config", "username",
+                         "proxy-url"])
+_LEAVES = st.one_of(st.none(), st.booleans(), st.integers(), st.just("https://127.0.0.1:6443"), st.just("c"),
+                    st.just("u"), st.text(max_size=8))
+# Credentials where a kubeconfig keeps them, in users that may be malformed (no name, wrong types).
+_CREDENTIALS = st.dictionaries(st.sampled_from(["token", "password", "client-key-data", "client-certificate-data"]),
+                               st.just(SECRET), max_size=3)
+_USER = st.fixed_dictionaries({}, optional={"name": st.sampled_from(["u", "c", 3]), "user": _CREDENTIALS})
+_GENERIC = st.recursive(_LEAVES, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=5),
+                        max_leaves=25)
+_DOCS = st.one_of(_GENERIC, st.builds(lambda doc, users: {**doc, "users": users},
+                                      st.dictionaries(_KEYS, _GENERIC, max_size=5), st.lists(_USER, max_size=3)))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(doc=_DOCS, raw=st.one_of(st.none(), st.text(max_size=60)))
+def test_login_with_kubeconfig_reads_any_file_as_info_or_one_line(
+        doc: Any, raw: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kubeconfig of any shape (or any text) is a ConnectionInfo or a one-line LoginError that
+    never quotes the file (a YAML error's snippet could be a token)."""
+    path = tmp_path / "config"
+    path.write_text(f"{raw}\ntoken: *{SECRET}\n" if raw is not None else yaml.safe_dump(doc))
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    try:
+        info = kopf.login_with_kubeconfig()
+    except kopf.LoginError as exc:
+        assert "\n" not in str(exc) and SECRET not in str(exc)
+    else:
+        assert isinstance(info, kopf.ConnectionInfo) and SECRET not in repr(info)
+
+
+@settings(max_examples=300, deadline=None)
+@given(url=st.one_of(st.text(max_size=40), st.builds(lambda h, p, x: f"http://{h}:{p}/{x}",
+                                                      st.text(max_size=10), st.text(max_size=6), st.text(max_size=6))))
+def test_a_liveness_url_is_an_address_or_one_line(url: str) -> None:
+    from opd.orchestration import liveness_address
+
+    try:
+        host, port, path = liveness_address(url)
+    except ConfigError as exc:
+        assert str(exc).startswith("liveness_endpoint: expected http://HOST:PORT/PATH") and "\n" not in str(exc)[:60]
+    else:
+        assert host and 0 <= port <= 65535 and path.startswith("/")
 
 
 # -- item 8: the liveness endpoint of an embedded operator ------------------------------------------------------------

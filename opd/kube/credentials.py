@@ -19,6 +19,7 @@ import datetime
 import importlib
 import importlib.util
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -86,7 +87,7 @@ class ConnectionInfo:
             raise ValueError(f"ConnectionInfo.server: expected https://HOST[:PORT], got {self.server!r:.80}")
 
 
-def _with_source(info: ConnectionInfo, login: Login) -> ConnectionInfo:
+def with_source(info: ConnectionInfo, login: Login) -> ConnectionInfo:
     """Remember where opd's login helpers found ``info``: connecting loads that source with everything
     kubernetes_asyncio does (exec plugins, token refresh) rather than the static copy. A copy made
     with ``dataclasses.replace`` forgets it, and is used as it is."""
@@ -188,11 +189,13 @@ def resolve(login: Login | None = None) -> Login:
     return Login(kubeconfig=path, context=login.context, in_cluster=False)
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     mark = getattr(exc, "problem_mark", None)
-    if mark is not None:  # a YAML syntax error: where, and what
-        return f"malformed YAML at line {mark.line + 1}, column {mark.column + 1}: {getattr(exc, 'problem', '')}"
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    if mark is not None:  # a YAML syntax error: where, and what, never the text it quotes (a token, maybe)
+        problem = " ".join(re.sub(r"'[^']*'|\"[^\"]*\"", "...", str(getattr(exc, "problem", "") or "")).split())
+        return f"malformed YAML at line {mark.line + 1}, column {mark.column + 1}: {problem[:120]}"
+    # kubernetes_asyncio names a malformed entry by its repr, which may hold a user's token: not that.
+    text = re.sub(r"\{.*\}", "{...}", " ".join(str(exc).split())) or type(exc).__name__
     return text if isinstance(exc, ConfigException) else f"malformed ({type(exc).__name__}: {text})"
 
 
@@ -213,9 +216,9 @@ async def load_configuration(login: Login | None = None) -> tuple[client.Configu
             config_file=path, context=login.context, client_configuration=cfg, persist_config=False
         )
     except ConfigException as exc:
-        raise ConfigError(f"kubeconfig {path}: {_one_line(exc)}") from exc
+        raise ConfigError(f"kubeconfig {path}: {one_line(exc)}") from exc
     except Exception as exc:  # yaml errors, wrong types inside: the file is malformed
-        raise ConfigError(f"kubeconfig {path}: {_one_line(exc)}") from exc
+        raise ConfigError(f"kubeconfig {path}: {one_line(exc)}") from exc
     where = f"kubeconfig {path}" + (f" context {login.context}" if login.context else "")
     return cfg, where
 
@@ -259,7 +262,7 @@ def configure_kubernetes_client(login: Login) -> Any:
             kube_config.load_kube_config(config_file=login.kubeconfig, context=login.context, persist_config=False)
     except Exception as exc:  # ConfigException and the YAML errors alike: one line, no traceback
         where = "in-cluster credentials" if login.in_cluster else f"kubeconfig {login.kubeconfig}"
-        raise ConfigError(f"the kubernetes client's {where}: {_one_line(exc)}") from None
+        raise ConfigError(f"the kubernetes client's {where}: {one_line(exc)}") from None
     return importlib.import_module("kubernetes.client").Configuration.get_default_copy()
 
 

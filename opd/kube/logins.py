@@ -24,14 +24,15 @@ from opd.kube.credentials import (
     ConnectionInfo,
     Login,
     LoginError,
-    _with_source,
     configure_kubernetes_client,
     default_kubeconfig,
     in_cluster_available,
     kubeconfig_exists,
     load_configuration,
+    one_line,
     resolve,
     service_account_files,
+    with_source,
 )
 
 # Kopf's priorities (the highest wins): pykube's over the clients', the service account's over a kubeconfig's.
@@ -72,7 +73,7 @@ def login_via_client(**_: Any) -> ConnectionInfo | None:
         raise LoginError(str(exc)) from None
     header = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix("authorization")
     scheme, token = _split_authorization(header)
-    return _with_source(ConnectionInfo(
+    return with_source(ConnectionInfo(
         server=cfg.host, ca_path=cfg.ssl_ca_cert, insecure=not cfg.verify_ssl,
         username=cfg.username or None, password=cfg.password or None, scheme=scheme, token=token,
         certificate_path=cfg.cert_file, private_key_path=cfg.key_file, proxy_url=cfg.proxy or None,
@@ -85,7 +86,7 @@ async def login_via_async_client(**_: Any) -> ConnectionInfo:
     login = _resolved("login_via_async_client")
     cfg, _source = await load_configuration(login)
     scheme, token = _split_authorization((cfg.api_key or {}).get("BearerToken"))
-    return _with_source(ConnectionInfo(
+    return with_source(ConnectionInfo(
         server=cfg.host or "", ca_path=cfg.ssl_ca_cert, insecure=not cfg.verify_ssl, scheme=scheme, token=token,
         certificate_path=cfg.cert_file, private_key_path=cfg.key_file, proxy_url=cfg.proxy or None,
         priority=PRIORITY_OF_ASYNC_CLIENT,
@@ -128,8 +129,8 @@ def login_via_pykube(**_: Any) -> ConnectionInfo | None:
         raise
     except Exception as exc:  # pykube's own errors, missing files, malformed YAML: one line
         where = "the service account" if login.in_cluster else f"kubeconfig {login.kubeconfig}"
-        raise LoginError(f"login_via_pykube: {where}: {type(exc).__name__}: {exc}") from None
-    return _with_source(info, login)
+        raise LoginError(f"login_via_pykube: {where}: {one_line(exc)}") from None
+    return with_source(info, login)
 
 
 def login_with_service_account(**_: Any) -> ConnectionInfo | None:
@@ -149,7 +150,7 @@ def login_with_service_account(**_: Any) -> ConnectionInfo | None:
         priority=PRIORITY_OF_SERVICE_ACCOUNT,
     )
     # kubernetes_asyncio re-reads the (rotated) token when the pod's environment names the server.
-    return _with_source(info, Login(in_cluster=True)) if in_cluster_available() else info
+    return with_source(info, Login(in_cluster=True)) if in_cluster_available() else info
 
 
 def _from_file(section: Mapping[str, Any], node: Any, key: str) -> str | None:
@@ -203,7 +204,7 @@ def login_with_kubeconfig(**_: Any) -> ConnectionInfo | None:
         )
     except LoginError:
         raise
-    except Exception as exc:  # YAML errors, wrong shapes: one line
-        raise LoginError(f"login_with_kubeconfig: kubeconfig {path}: malformed ({type(exc).__name__}: {exc})") from None
-    return _with_source(info, Login(kubeconfig=path, in_cluster=False))
+    except Exception as exc:  # YAML errors (where, never the line: it may hold a token), wrong shapes: one line
+        raise LoginError(f"login_with_kubeconfig: kubeconfig {path}: {one_line(exc)}") from None
+    return with_source(info, Login(kubeconfig=path, in_cluster=False))
 
