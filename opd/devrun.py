@@ -19,7 +19,7 @@ from loguru import logger
 from opd.errors import ConfigError
 from opd.ha.settings import HaSettings
 from opd.kube.credentials import Login
-from opd.orchestration import LivenessEndpoint
+from opd.orchestration import LivenessEndpoint, import_kubernetes_client
 from opd.registry import OperatorRegistry, set_default_registry
 from opd.settings import OperatorSettings
 
@@ -70,6 +70,7 @@ async def replicated(*, registry: OperatorRegistry, settings: OperatorSettings, 
     from opd.engine.operation import Operation
     from opd.ha import Replica
 
+    await import_kubernetes_client(registry)  # before the replica connects: it configures the client too
     replica = Replica(ha, login=login, networking=settings.networking)
     await replica.start()
     view = replica.view()

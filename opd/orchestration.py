@@ -24,8 +24,9 @@ from loguru import logger
 
 from opd.engine.operation import Operation
 from opd.errors import ConfigError
+from opd.kube import credentials
 from opd.kube.credentials import Login
-from opd.registry import OperatorRegistry, get_default_registry
+from opd.registry import OperatorRegistry, Reason, get_default_registry
 from opd.settings import OperatorSettings
 from opd.webhooks.serving import Webhooks
 
@@ -109,7 +110,16 @@ async def _wait_signals() -> None:
             loop.remove_signal_handler(sig)
 
 
+async def import_kubernetes_client(registry: OperatorRegistry) -> None:
+    """Kopf's default login (no login handlers) configures the official ``kubernetes`` client;
+    opd's connection does so when that package is imported: for an embedded operator or
+    ``opd run``, import it if it is installed (``opd start`` does not: see credentials.connect)."""
+    if not registry.operator_handlers(Reason.LOGIN):
+        await credentials.import_kubernetes_client()
+
+
 async def _run_operation(operation: Operation) -> None:
+    await import_kubernetes_client(operation.registry)
     await operation.run()
 
 

@@ -531,3 +531,32 @@ def test_run_in_a_thread_serves_liveness_until_its_stop_flag(kubeconfig: Path, n
         stop.set()
         thread.join(60)
     assert not thread.is_alive()
+
+
+async def test_opd_run_ha_serves_liveness_through_the_same_endpoint(
+        kubeconfig: Path, namespace: str, tmp_path: Path) -> None:
+    """``opd run --ha leader --liveness``: the replica's operation answers the probes."""
+    handlers = tmp_path / "probed.py"
+    handlers.write_text("import opd as kopf\n\n@kopf.on.probe(id='answer')\ndef answer(**_):\n    return 42\n")
+    url = f"http://127.0.0.1:{_free_port()}/healthz"
+    with (tmp_path / "run.log").open("w") as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "opd", "run", str(handlers), "-n", namespace, "--ha", "leader",
+            "--lease-namespace", namespace, "-L", url, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(tmp_path)})
+        try:
+            async def answered() -> Any:
+                try:
+                    return await asyncio.to_thread(_get, url)
+                except OSError:
+                    return None
+
+            assert await eventually(answered, timeout=60) == (200, {"answer": 42})
+        finally:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 60)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+    assert "Traceback" not in (tmp_path / "run.log").read_text()

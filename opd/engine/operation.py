@@ -24,7 +24,6 @@ from opd.engine.ownership import EVERYTHING, Ownership
 from opd.engine.posting import EventPoster, current_poster
 from opd.engine.processing import ResourceProcessor
 from opd.errors import ConfigError, OpdError
-from opd.kube import credentials
 from opd.kube.api import REQUEST_ERRORS
 from opd.kube.credentials import Login
 from opd.registry import OperatorRegistry, Reason
@@ -155,9 +154,6 @@ class Operation:
         self.indexes = Indexes([h for h in self.registry.handlers if h.reason == Reason.INDEX],
                                executor=self._executor, retries=self.settings.retries)
         if self.cluster is None:
-            if not self.registry.operator_handlers(Reason.LOGIN):
-                # Kopf's default login configures the `kubernetes` client; opd's does too (connect()).
-                await credentials.import_kubernetes_client()
             logins = [r for r in await self._run_operator_handlers(Reason.LOGIN, fatal=True) if r is not None]
             # Kopf's ConnectionInfo.priority: the highest wins; among equals, the first handler's.
             logins.sort(key=lambda found: -int(getattr(found, "priority", 0) or 0))
