@@ -560,3 +560,37 @@ async def test_opd_run_ha_serves_liveness_through_the_same_endpoint(
                 proc.kill()
                 await proc.wait()
     assert "Traceback" not in (tmp_path / "run.log").read_text()
+
+
+def test_run_takes_kopfs_loop_namespace_and_peering_arguments(kubeconfig: Path, namespace: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kopf's ``run(loop=...)`` runs in that loop; its older ``namespace=`` is one namespace;
+    ``standalone=``/``priority=``/``peering_name=`` are accepted and said once (opd never peers)."""
+    from loguru import logger
+
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    loop = asyncio.new_event_loop()
+    seen: list[Any] = []
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.startup(registry=registry)
+    async def startup(**_: Any) -> None:
+        seen.append(asyncio.get_running_loop())
+
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(str(message).strip()), level="INFO", format="{message}")
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(target=kopf.run, kwargs={
+        "loop": loop, "registry": registry, "namespace": namespace, "standalone": True, "priority": 100,
+        "peering_name": "example", "stop_flag": stop, "ready_flag": ready})
+    thread.start()
+    try:
+        assert ready.wait(60)
+    finally:
+        stop.set()
+        thread.join(60)
+        logger.remove(sink)
+    assert not thread.is_alive() and seen == [loop]
+    loop.close()
+    assert any(f"serving 0 resource(s) namespaces {namespace} " in line for line in lines), lines
+    assert sum("priority= and peering_name= (Kopf's peering) are not used" in line for line in lines) == 1
