@@ -21,11 +21,11 @@ from opd.errors import (
     PermanentError,
     TemporaryError,
 )
-from opd.kube.credentials import (
-    ConnectionInfo,
-    Login,
-    LoginError,
+from opd.kube.credentials import ConnectionInfo, Login, LoginError
+from opd.kube.logins import (
     login_via_async_client,
+    login_via_client,
+    login_via_pykube,
     login_with_kubeconfig,
     login_with_service_account,
 )
@@ -190,6 +190,8 @@ __all__ = [
     "info",
     "label",
     "login_via_async_client",
+    "login_via_client",
+    "login_via_pykube",
     "login_with_kubeconfig",
     "login_with_service_account",
     "none_",

@@ -465,15 +465,19 @@ def _ha_settings(mode: str, **given: Any) -> Any:
 @click.option("--kubeconfig", type=click.Path(path_type=Path), help="Default: in-cluster, $KUBECONFIG, ~/.kube/config.")
 @click.option("--context", help="The kubeconfig context to use.")
 @click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
-@click.option("--debug", is_flag=True, help="As --verbose (Kopf's flag; libraries' own debug lines stay off).")
+@click.option("-d", "--debug", is_flag=True, help="As --verbose (Kopf's flag; libraries' own debug lines stay off).")
 @click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
 @click.option("--log-format", type=_RUN_LOG_FORMATS, default="auto", show_default=True,
               help="Kopf's 'plain' and 'full' mean 'text'.")
-@click.option("--liveness", "liveness_url", metavar="URL",
+@click.option("-L", "--liveness", "liveness_url", metavar="URL",
               help="Serve the probe handlers' values as JSON at this URL, e.g. http://0.0.0.0:8080/healthz.")
 @click.option("--standalone", is_flag=True, help="Accepted (Kopf's flag): opd run never peers, always standalone.")
-@click.option("--peering", hidden=True, help="Kopf's peering: refused.")
-@click.option("--priority", hidden=True, type=int, help="Kopf's peering priority: refused.")
+@click.option("--log-prefix/--no-log-prefix", default=None, hidden=True,
+              help="Accepted (Kopf's flag): opd's lines always name their object.")
+@click.option("--log-refkey", hidden=True,
+              help="Accepted (Kopf's flag): opd's JSON lines name their object in 'object'.")
+@click.option("-P", "--peering", hidden=True, help="Kopf's peering: refused.")
+@click.option("-p", "--priority", hidden=True, type=int, help="Kopf's peering priority: refused.")
 @click.option("--dev", is_flag=True, hidden=True, help="Kopf's peering priority 666: refused.")
 @click.option("--ha", "ha_mode", type=click.Choice(["off", "leader", "shards"]), default="off", show_default=True,
               help="Run as one replica of several, coordinated through Leases: 'leader' (one runs the handlers, "
@@ -490,7 +494,8 @@ def _ha_settings(mode: str, **given: Any) -> Any:
 @click.option("--retry-period", type=float, help="With --ha: seconds between renewals and tries.  [default: 2]")
 def run_cmd(files: tuple[Path, ...], modules: tuple[str, ...], namespaces: tuple[str, ...], clusterwide: bool,
             kubeconfig: Path | None, context: str | None, verbose: bool, debug: bool, quiet: bool, log_format: str,
-            liveness_url: str | None, standalone: bool, peering: str | None, priority: int | None,
+            log_prefix: bool | None, log_refkey: str | None, liveness_url: str | None, standalone: bool,
+            peering: str | None, priority: int | None,
             dev: bool, ha_mode: str, lease: str | None, lease_namespace: str | None, identity: str | None,
             shards: int | None, lease_duration: float | None, renew_deadline: float | None,
             retry_period: float | None) -> None:
@@ -504,7 +509,7 @@ def run_cmd(files: tuple[Path, ...], modules: tuple[str, ...], namespaces: tuple
     from opd import devrun
     from opd.kube.credentials import Login
     from opd.logs import setup_logging
-    from opd.orchestration import Memo, operator
+    from opd.orchestration import Memo, liveness_address, operator
     from opd.settings import OperatorSettings
 
     if namespaces and clusterwide:
@@ -512,7 +517,7 @@ def run_cmd(files: tuple[Path, ...], modules: tuple[str, ...], namespaces: tuple
     for flag, given in (("--peering", peering is not None), ("--priority", priority is not None), ("--dev", dev)):
         if given:
             raise click.UsageError(f"{flag}: {_NO_PEERING}")
-    del standalone  # what opd run always is
+    del standalone, log_prefix, log_refkey  # what opd run always is; what its log lines always say
     ha = _ha_settings(ha_mode, lease=lease, namespace=lease_namespace, identity=identity, shards=shards,
                       lease_duration=lease_duration, renew_deadline=renew_deadline, retry_period=retry_period)
     setup_logging("debug" if verbose or debug else "warning" if quiet else "info",
@@ -522,16 +527,18 @@ def run_cmd(files: tuple[Path, ...], modules: tuple[str, ...], namespaces: tuple
         _use_local_cluster_if_nothing_else()
     login = Login(kubeconfig=str(kubeconfig) if kubeconfig else None, context=context)
 
+    if liveness_url is not None:
+        liveness_address(liveness_url, "--liveness")  # a bad URL: one line, before anything starts
+
     async def run() -> None:
-        settings, memo = OperatorSettings(), Memo()  # shared with the liveness endpoint's probes
-        async with devrun.liveness(liveness_url, registry, settings=settings, memo=memo):
-            if ha is not None:
-                await devrun.replicated(registry=registry, settings=settings, memo=memo,
-                                        namespaces=list(namespaces) or None, clusterwide=clusterwide or not namespaces,
-                                        login=login, ha=ha)
-                return
-            await operator(registry=registry, settings=settings, memo=memo, namespaces=list(namespaces) or None,
-                           clusterwide=clusterwide or not namespaces, login=login)
+        settings, memo = OperatorSettings(), Memo()
+        if ha is not None:
+            await devrun.replicated(registry=registry, settings=settings, memo=memo,
+                                    namespaces=list(namespaces) or None, clusterwide=clusterwide or not namespaces,
+                                    login=login, ha=ha, liveness_endpoint=liveness_url)
+            return
+        await operator(registry=registry, settings=settings, memo=memo, namespaces=list(namespaces) or None,
+                       clusterwide=clusterwide or not namespaces, login=login, liveness_endpoint=liveness_url)
 
     asyncio.run(run())
     _leave_without_waiting_for_handler_threads()

@@ -1,33 +1,27 @@
-"""``opd run``: handlers from files and modules, in one registry, for development (like ``kopf run``),
-and Kopf's liveness endpoint (``--liveness http://0.0.0.0:8080/healthz``)."""
+"""``opd run``: handlers from files and modules, in one registry, for development (like ``kopf run``);
+with ``--ha``, as one replica of several. Kopf's liveness endpoint is ``opd.orchestration``'s."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import importlib
-import json
 import runpy
 import signal
 import sys
 import traceback
-import urllib.parse
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
 from loguru import logger
 
-from opd.engine.invocation import invoke
 from opd.errors import ConfigError
 from opd.ha.settings import HaSettings
 from opd.kube.credentials import Login
-from opd.registry import OperatorRegistry, Reason, set_default_registry
+from opd.orchestration import LivenessEndpoint, import_kubernetes_client
+from opd.registry import OperatorRegistry, set_default_registry
 from opd.settings import OperatorSettings
-
-PROBE_TIMEOUT = 5.0  # seconds, for a probe handler without a timeout of its own
 
 
 def _where(exc: BaseException, source: str) -> str:
@@ -64,62 +58,9 @@ def load(files: Sequence[str], modules: Sequence[str]) -> OperatorRegistry:
     return registry
 
 
-def _liveness_address(url: str) -> tuple[str, int, str]:
-    parts = urllib.parse.urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if parts.scheme != "http" or not parts.hostname or port is None:
-        raise ConfigError(f"--liveness: expected http://HOST:PORT/PATH (e.g. http://0.0.0.0:8080/healthz), got {url!r}")
-    return parts.hostname, port, parts.path or "/"
-
-
-@contextlib.asynccontextmanager
-async def liveness(url: str | None, registry: OperatorRegistry, *, settings: OperatorSettings,
-                   memo: Any) -> AsyncIterator[None]:
-    """Serve the probe handlers' values as JSON at ``url`` while the block runs (nothing without a url):
-    200 when every probe answered, 500 when one failed (its value then names the error's type only:
-    a message may carry what must not be shown)."""
-    if url is None:
-        yield
-        return
-    host, port, path = _liveness_address(url)
-    lock = asyncio.Lock()  # one run of the probes at a time: a busy prober does not pile them up
-
-    async def probe(_: web.Request) -> web.Response:
-        async with lock:
-            report: dict[str, Any] = {}
-            failed = False
-            for handler in registry.operator_handlers(Reason.PROBE):
-                kwargs = {"settings": settings, "memo": memo, "logger": logger.bind(probe=handler.id)}
-                try:
-                    report[handler.id] = await asyncio.wait_for(invoke(handler, kwargs, executor=None),
-                                                                handler.timeout or PROBE_TIMEOUT)
-                except Exception as exc:
-                    report[handler.id], failed = {"error": type(exc).__name__}, True
-        return web.Response(text=json.dumps(report, default=str), content_type="application/json",
-                            status=500 if failed else 200)
-
-    app = web.Application()
-    app.router.add_get(path, probe)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise ConfigError(f"--liveness: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    logger.info(f"opd: liveness endpoint at {url}")
-    try:
-        yield
-    finally:
-        await runner.cleanup()
-
-
 async def replicated(*, registry: OperatorRegistry, settings: OperatorSettings, memo: Any,
                      namespaces: Sequence[str] | None, clusterwide: bool, login: Login | None,
-                     ha: HaSettings) -> None:
+                     ha: HaSettings, liveness_endpoint: str | None = None) -> None:
     """Run the operator as one replica of several (``opd run --ha``) until SIGINT or SIGTERM.
 
     Its watches run from the start; handlers run only for what this replica owns (the Lease, or
@@ -129,14 +70,19 @@ async def replicated(*, registry: OperatorRegistry, settings: OperatorSettings, 
     from opd.engine.operation import Operation
     from opd.ha import Replica
 
+    await import_kubernetes_client(registry)  # before the replica connects: it configures the client too
     replica = Replica(ha, login=login, networking=settings.networking)
     await replica.start()
     view = replica.view()
+    endpoint: LivenessEndpoint | None = None
     try:
         operation = Operation(registry=registry, settings=settings, memo=memo, namespaces=namespaces,
                               clusterwide=clusterwide, login=login, ownership=view)
         view.attach(operation)
         loop = asyncio.get_running_loop()
+        if liveness_endpoint is not None:
+            endpoint = LivenessEndpoint(liveness_endpoint, operation.probe)
+            await endpoint.start()
         stop = asyncio.Event()
         signals = (signal.SIGINT, signal.SIGTERM)
         for sig in signals:
@@ -158,5 +104,7 @@ async def replicated(*, registry: OperatorRegistry, settings: OperatorSettings, 
         if running.done() and not running.cancelled():
             running.result()  # the operator's own error (a failed startup handler, say)
     finally:
+        if endpoint is not None:
+            await endpoint.stop()
         view.detach()
         await replica.stop()

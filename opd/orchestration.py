@@ -3,6 +3,7 @@
 opd cancels only the tasks it created: the host application's tasks in the
 same loop are never touched. OS signal handlers are installed only in the
 main thread; elsewhere a ``stop_flag`` or cancelling the operator stops it.
+``liveness_endpoint=`` serves Kopf's health endpoint: the probe handlers' values.
 """
 
 from __future__ import annotations
@@ -10,16 +11,22 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
 import signal
 import threading
-from collections.abc import Collection, Iterable, Sequence
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from typing import Any
 
+from aiohttp import web
 from loguru import logger
 
 from opd.engine.operation import Operation
+from opd.errors import ConfigError
+from opd.kube import credentials
 from opd.kube.credentials import Login
-from opd.registry import OperatorRegistry, get_default_registry
+from opd.registry import OperatorRegistry, Reason, get_default_registry
 from opd.settings import OperatorSettings
 from opd.webhooks.serving import Webhooks
 
@@ -103,8 +110,95 @@ async def _wait_signals() -> None:
             loop.remove_signal_handler(sig)
 
 
+async def import_kubernetes_client(registry: OperatorRegistry) -> None:
+    """Kopf's default login (no login handlers) configures the official ``kubernetes`` client;
+    opd's connection does so when that package is imported: for an embedded operator or
+    ``opd run``, import it if it is installed (``opd start`` does not: see credentials.connect)."""
+    if not registry.operator_handlers(Reason.LOGIN):
+        await credentials.import_kubernetes_client()
+
+
 async def _run_operation(operation: Operation) -> None:
+    await import_kubernetes_client(operation.registry)
     await operation.run()
+
+
+# -- the liveness endpoint (Kopf's --liveness / liveness_endpoint=) --------------------------------------------------
+
+PROBE_REUSE = 10.0  # seconds one run of the probes answers every request (Kopf caches them too)
+Prober = Callable[[set[str]], Awaitable[dict[str, Any]]]  # Operation.probe: values, failures added to the set
+
+
+def liveness_address(url: str, what: str = "liveness_endpoint") -> tuple[str, int, str]:
+    """``http://HOST:PORT/PATH`` as (host, port, path); anything else is a one-line ConfigError naming ``what``."""
+    try:  # urlsplit itself refuses some strings (an unclosed IPv6 bracket)
+        parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
+        port = parts.port if parts else None
+    except ValueError:
+        parts, port = None, None
+    if parts is None or parts.scheme != "http" or not parts.hostname or port is None:
+        raise ConfigError(f"{what}: expected http://HOST:PORT/PATH (e.g. http://0.0.0.0:8080/healthz), got {url!r}")
+    return parts.hostname, port, parts.path or "/"
+
+
+class LivenessEndpoint:
+    """Serves the probe handlers' values as JSON at a URL while ``serve()`` runs: 200 when every probe
+    answered, 500 when one failed (its value then names the error's type only: a message may carry
+    what must not be shown). One run of the probes at a time, its answer reused for ``PROBE_REUSE``."""
+
+    def __init__(self, url: str, probe: Prober, *, what: str = "liveness_endpoint") -> None:
+        self.url = url
+        self.host, self.port, self.path = liveness_address(url, what)
+        self._what = what
+        self._probe = probe
+        self._lock = asyncio.Lock()
+        self._answer: tuple[float, str, int] | None = None  # (when, body, status)
+        self._runner: web.AppRunner | None = None
+
+    async def _get(self, _: web.Request) -> web.Response:
+        async with self._lock:  # a busy prober does not pile up probe runs
+            if self._answer is None or time.monotonic() - self._answer[0] >= PROBE_REUSE:
+                failed: set[str] = set()
+                report = await self._probe(failed)
+                self._answer = (time.monotonic(), json.dumps(report, default=str), 500 if failed else 200)
+            body, status = self._answer[1:]
+        return web.Response(text=body, content_type="application/json", status=status)
+
+    async def start(self) -> None:
+        """Listen now: a port that is taken is a one-line ConfigError before the operator starts."""
+        app = web.Application()
+        app.router.add_get(self.path, self._get)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, self.port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            where = f"{self.host}:{self.port}"
+            raise ConfigError(f"{self._what}: cannot listen on {where}: {exc.strerror or exc}") from None
+        self._runner = runner
+        logger.info(f"opd: liveness endpoint at {self.url}")
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def serve(self) -> None:
+        """Until cancelled; then it stops listening."""
+        try:
+            await asyncio.get_running_loop().create_future()
+        finally:
+            await asyncio.shield(self.stop())
+
+
+def _kopf_peering_kwargs(standalone: bool | None, priority: int | None, peering_name: str | None) -> None:
+    """Kopf's peering arguments: opd never peers (one operator runs; replicas: opd.ha Leases)."""
+    if priority is not None or peering_name is not None:
+        logger.warning("opd: priority= and peering_name= (Kopf's peering) are not used: opd does not peer; "
+                       "run one operator, or replicas with `opd run --ha` (Leases)")
+    elif standalone is False:
+        logger.info("opd: standalone=False: opd does not peer, it always runs standalone")
 
 
 async def spawn_tasks(
@@ -118,8 +212,20 @@ async def spawn_tasks(
     ready_flag: Flag | None = None,
     login: Login | None = None,
     install_signal_handlers: bool | None = None,
+    liveness_endpoint: str | None = None,
+    standalone: bool | None = None,
+    priority: int | None = None,
+    peering_name: str | None = None,
+    namespace: str | None = None,
 ) -> list[asyncio.Task[Any]]:
-    """Create the operator's root tasks in the running loop; run them with ``run_tasks()``."""
+    """Create the operator's root tasks in the running loop; run them with ``run_tasks()``.
+
+    Kopf's ``liveness_endpoint`` serves the probes (listening before this returns); ``namespace``
+    (Kopf's older spelling) is one of ``namespaces``; ``standalone``, ``priority`` and
+    ``peering_name`` are accepted: opd never peers."""
+    _kopf_peering_kwargs(standalone, priority, peering_name)
+    if namespace is not None:
+        namespaces = [*(namespaces or []), namespace]
     operation = Operation(
         registry=registry if registry is not None else get_default_registry(),
         settings=settings if settings is not None else OperatorSettings(),
@@ -131,7 +237,12 @@ async def spawn_tasks(
         services=[Webhooks()],  # its admission handlers and converters, if it has any
     )
     loop = asyncio.get_running_loop()
-    tasks = [loop.create_task(_run_operation(operation), name="opd operator")]
+    tasks = []
+    if liveness_endpoint is not None:
+        endpoint = LivenessEndpoint(liveness_endpoint, operation.probe)
+        await endpoint.start()
+        tasks.append(loop.create_task(endpoint.serve(), name="opd liveness"))
+    tasks.append(loop.create_task(_run_operation(operation), name="opd operator"))
     if stop_flag is not None:
         tasks.append(loop.create_task(_wait_stop_flag(stop_flag), name="opd stop flag"))
     if install_signal_handlers is None:
@@ -186,16 +297,27 @@ async def operator(
     ready_flag: Flag | None = None,
     login: Login | None = None,
     install_signal_handlers: bool | None = None,
+    liveness_endpoint: str | None = None,
+    standalone: bool | None = None,
+    priority: int | None = None,
+    peering_name: str | None = None,
+    namespace: str | None = None,
 ) -> None:
-    """Run an operator until it is stopped (stop flag, signal, or cancellation)."""
+    """Run an operator until it is stopped (stop flag, signal, or cancellation); the arguments
+    are ``spawn_tasks()``'s."""
     tasks = await spawn_tasks(
         registry=registry, settings=settings, memo=memo, namespaces=namespaces, clusterwide=clusterwide,
         stop_flag=stop_flag, ready_flag=ready_flag, login=login,
-        install_signal_handlers=install_signal_handlers,
+        install_signal_handlers=install_signal_handlers, liveness_endpoint=liveness_endpoint,
+        standalone=standalone, priority=priority, peering_name=peering_name, namespace=namespace,
     )
     await run_tasks(tasks, return_when=asyncio.FIRST_COMPLETED)
 
 
-def run(**kwargs: Any) -> None:
-    """Run an operator in a new event loop of this thread until it is stopped."""
-    asyncio.run(operator(**kwargs))
+def run(*, loop: asyncio.AbstractEventLoop | None = None, **kwargs: Any) -> None:
+    """Run an operator until it is stopped: in ``loop`` when given (Kopf's ``run(loop=)``),
+    else in a new event loop of this thread; the arguments are ``operator()``'s."""
+    if loop is None:
+        asyncio.run(operator(**kwargs))
+    else:
+        loop.run_until_complete(operator(**kwargs))

@@ -258,8 +258,9 @@ def test_login_helpers_say_none_where_they_do_not_apply(tmp_path: Path, monkeypa
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     assert opd.login_with_service_account() is None
     assert opd.login_with_kubeconfig() is None
-    (tmp_path / "missing").write_text("apiVersion: v1\n")
-    assert opd.login_with_kubeconfig() == opd.Login(kubeconfig=str(tmp_path / "missing"), in_cluster=False)
+    (tmp_path / "missing").write_text("apiVersion: v1\n")  # Kopf's: a ConnectionInfo, so a context is needed
+    with pytest.raises(opd.LoginError, match=r"^login_with_kubeconfig: kubeconfig .*missing: no current-context$"):
+        opd.login_with_kubeconfig()
 
 
 def test_events_outside_an_operator_are_said_not_posted(caplog: pytest.LogCaptureFixture) -> None:

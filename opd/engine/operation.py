@@ -133,9 +133,10 @@ class Operation:
                 break
         return results
 
-    async def probe(self) -> dict[str, Any]:
+    async def probe(self, failed: set[str] | None = None) -> dict[str, Any]:
         """The probe handlers' values, for a health endpoint. A failing probe reports only its error's
-        type: the message may hold what must not be shown (a DSN with its password)."""
+        type: the message may hold what must not be shown (a DSN with its password); its id is added
+        to ``failed`` when given."""
         report: dict[str, Any] = {}
         for handler in self.registry.operator_handlers(Reason.PROBE):
             try:
@@ -143,6 +144,8 @@ class Operation:
                     invoke(handler, self._operator_kwargs(), executor=self._executor), handler.timeout or PROBE_TIMEOUT)
             except Exception as exc:
                 report[handler.id] = {"error": type(exc).__name__}
+                if failed is not None:
+                    failed.add(handler.id)
         return report
 
     async def run(self) -> None:

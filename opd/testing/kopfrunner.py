@@ -6,11 +6,13 @@ for Kopf users' tests: ``from opd.testing import KopfRunner``)::
     assert runner.exit_code == 0 and runner.exception is None
     assert "created" in runner.stdout
 
-It takes ``opd run``'s arguments (files, ``-m``, ``-n``/``-A``, ``--verbose``/``--debug``/
-``--quiet``, ``--standalone``, ``--kubeconfig``, ``--context``), starts the operator in a thread
-with a loop of its own, waits until it is ready, and stops it on leaving the block. What the
-operator logged is in ``output`` (and ``stdout``); an error is in ``exception`` (re-raised on
-leaving, unless ``reraise=False``), with ``exit_code`` 1.
+It takes ``opd run``'s arguments (files, ``-m``, ``-n``/``-A``, ``-v``/``-d``/``-q``,
+``--standalone``, ``-L``/``--liveness``, ``--log-format``, ``--log-prefix``, ``--log-refkey``,
+``--kubeconfig``, ``--context``; Kopf's peering flags are refused as ``opd run`` refuses them),
+starts the operator in a thread with a loop of its own, waits until it is ready (Kopf's does not
+wait), and stops it on leaving the block. What the operator logged is in ``output`` (and
+``stdout``, ``stdout_bytes``; ``stderr`` stays empty); an error is in ``exception`` and
+``exc_info`` (re-raised on leaving, unless ``reraise=False``), with ``exit_code`` 1.
 """
 
 from __future__ import annotations
@@ -40,8 +42,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-A", "--all-namespaces", dest="clusterwide", action="store_true")
     parser.add_argument("--standalone", action="store_true")
     parser.add_argument("--verbose", "-v", action="store_true")
-    parser.add_argument("--debug", action="store_true")
+    parser.add_argument("--debug", "-d", action="store_true")
     parser.add_argument("--quiet", "-q", action="store_true")
+    parser.add_argument("--liveness", "-L")
+    parser.add_argument("--log-format", choices=["plain", "full", "json", "text", "journal", "auto"])
+    parser.add_argument("--log-prefix", "--no-log-prefix", dest="log_prefix", action="store_const", const=True)
+    parser.add_argument("--log-refkey")
+    parser.add_argument("--peering", "-P")
+    parser.add_argument("--priority", "-p", type=int)
+    parser.add_argument("--dev", action="store_true")
     parser.add_argument("--kubeconfig")
     parser.add_argument("--context")
     return parser
@@ -65,12 +74,29 @@ class KopfRunner:
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._sink: int | None = None
+        self._exc_info: tuple[type[BaseException], BaseException, TracebackType | None] | None = None
 
     @property
     def output(self) -> str:
         return "".join(self._lines)
 
     stdout = output
+
+    @property
+    def stdout_bytes(self) -> bytes:
+        return self.output.encode()
+
+    @property
+    def stderr(self) -> str:
+        return ""  # what the operator says goes to ``output``
+
+    @property
+    def stderr_bytes(self) -> bytes:
+        return b""
+
+    @property
+    def exc_info(self) -> tuple[type[BaseException], BaseException, TracebackType | None] | None:
+        return self._exc_info
 
     def __enter__(self) -> KopfRunner:
         level = "DEBUG" if self.args.verbose or self.args.debug else "WARNING" if self.args.quiet else "INFO"
@@ -98,16 +124,22 @@ class KopfRunner:
     def _main(self) -> None:
         args = self.args
         try:
+            for flag, given in (("--peering", args.peering is not None), ("--priority", args.priority is not None),
+                                ("--dev", args.dev)):
+                if given:
+                    raise ConfigError(f"{flag}: opd run does not peer with other operators (Kopf's KopfPeering): "
+                                      "run one (--standalone), or replicas with opd run --ha (Leases)")
             registry = self.registry or load(args.files, args.modules)
             login = Login(kubeconfig=args.kubeconfig, context=args.context) if args.kubeconfig or args.context else None
             kwargs: dict[str, Any] = {
                 "registry": registry, "settings": self.settings, "namespaces": args.namespaces or None,
                 "clusterwide": args.clusterwide or not args.namespaces, "login": login,
-                "stop_flag": self._stop, "ready_flag": self._ready,
+                "stop_flag": self._stop, "ready_flag": self._ready, "liveness_endpoint": args.liveness,
             }
             asyncio.run(operator(**kwargs))
         except BaseException as exc:  # said to the test, which decides
             self.exception = exc
+            self._exc_info = (type(exc), exc, exc.__traceback__)
             self.exit_code = 1
         else:
             self.exit_code = 0
