@@ -19,6 +19,7 @@ from opd.registry import (
     WebhookHandler,
     accepted_kwargs,
     get_default_registry,
+    handler_ids,
 )
 from opd.resources import ResourceRef
 from opd.subhandlers import subhandler
@@ -48,10 +49,14 @@ def _register(reason: Reason, resource: tuple[str, ...] | None, *, group: str | 
 
     def decorate(fn: F) -> F:
         target = registry if registry is not None else get_default_registry()
+        # Webhooks keep opd's ids: they name the webhooks in the API server's configuration.
+        short, kopf = handler_ids(fn, id, path if reason != Reason.INDEX else None)
+        if cls is not Handler:
+            kopf = short
         target.append(cls(
-            fn=fn, id=id or fn.__name__, reason=reason, resource=ref, field=path,
+            fn=fn, id=short, reason=reason, resource=ref, field=path,
             errors=ErrorsMode(errors) if errors is not None else ErrorsMode.TEMPORARY,
-            accepts=accepted_kwargs(fn), **options,
+            accepts=accepted_kwargs(fn), short_id=short, kopf_id=kopf, **options,
         ))
         return fn
 

@@ -1,32 +1,276 @@
-"""Type names for handler signatures, spelled as Kopf spells them (``kopf.Spec`` → ``opd.Spec``).
+"""What handlers get, spelled as Kopf spells it (``kopf.Body`` → ``opd.Body``), and type names for signatures.
 
-They describe what opd hands to handlers, for annotations and type checkers; none of them
-changes what a handler gets. opd hands plain dicts (``body``, ``spec``, ``meta``...), where
-Kopf hands read-only views of the same data: code that reads them works unchanged.
+``Body``, ``Meta``, ``Spec``, ``Status``, ``Labels``, ``Annotations`` are read-only dicts with
+Kopf's attribute access (``body.metadata.name``, ``meta.labels``, ``body.spec.get('x')``):
+``isinstance(body, opd.Body)`` holds, writes raise ``TypeError`` (fill ``patch`` instead), and
+``dict(body)``, ``json.dumps(body)`` and ``copy.deepcopy(body)`` (a plain dict) work. Each is one
+shallow copy of its level of the object, nothing deeper: cheap per event.
+
+``ObjectLogger`` is a handler's ``logger``: a stdlib ``logging.LoggerAdapter`` (as Kopf's) whose
+records go to opd's log with the object named, and, for resource handlers, to the object's
+Events as ``settings.posting`` says (reason ``Logging``, as Kopf posts them).
 """
 
 from __future__ import annotations
 
+import copy
 import enum
-from collections.abc import Mapping, MutableMapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypedDict
+import logging
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from typing import Any, Literal, NoReturn, TypeAlias, TypedDict, cast
 
-from loguru import logger as _logger
-
-if TYPE_CHECKING:
-    from loguru import Logger as Logger
-else:
-    Logger = type(_logger)  # a handler's ``logger``: loguru's, bound to the object (namespace/name)
+from loguru import logger as _loguru
 
 # -- an object and its parts (as in a handler's ``body``, ``spec``, ``meta``...) -------------------------------------
 RawBody: TypeAlias = MutableMapping[str, Any]  # an object as the API sends it
-Body: TypeAlias = Mapping[str, Any]
 BodyEssence: TypeAlias = Mapping[str, Any]  # what the diff-base keeps: spec, labels, annotations
-Spec: TypeAlias = Mapping[str, Any]
-Meta: TypeAlias = Mapping[str, Any]
-Status: TypeAlias = Mapping[str, Any]
-Labels: TypeAlias = Mapping[str, str]
-Annotations: TypeAlias = Mapping[str, str]
+
+
+class _View(dict[str, Any]):
+    """A read-only dict: a shallow copy of one level of an object (nested values are the object's)."""
+
+    __slots__ = ()
+
+    def __init__(self, src: Mapping[str, Any] | None = None) -> None:
+        super().__init__(src if src is not None else ())
+
+    def _refuse(self, *_: Any, **__: Any) -> NoReturn:
+        raise TypeError(f"{type(self).__name__} is read-only: fill the handler's patch to change the object")
+
+    __setitem__ = _refuse
+    __delitem__ = _refuse
+    __ior__ = _refuse
+    clear = _refuse
+    pop = _refuse
+    popitem = _refuse
+    setdefault = _refuse
+    update = _refuse
+
+    # Copies are plain dicts, free to change (the object itself never changes through them).
+    def __copy__(self) -> dict[str, Any]:
+        return dict(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        return {key: copy.deepcopy(value, memo) for key, value in self.items()}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return dict, (dict(self),)
+
+    def copy(self) -> dict[str, Any]:
+        return dict(self)
+
+
+class Labels(_View):
+    """An object's labels (empty when it has none)."""
+
+    __slots__ = ()
+
+
+class Annotations(_View):
+    """An object's annotations (empty when it has none)."""
+
+    __slots__ = ()
+
+
+class Spec(_View):
+    """``body['spec']`` (empty when absent)."""
+
+    __slots__ = ()
+
+
+class Status(_View):
+    """``body['status']`` (empty when absent)."""
+
+    __slots__ = ()
+
+
+class Meta(_View):
+    """``body['metadata']``, with Kopf's properties; ``name``, ``namespace``... are None when absent."""
+
+    __slots__ = ("_annotations", "_labels")
+
+    def __init__(self, src: Mapping[str, Any] | None = None) -> None:
+        super().__init__(src)
+        self._labels: Labels | None = None
+        self._annotations: Annotations | None = None
+
+    @property
+    def labels(self) -> Labels:
+        if self._labels is None:
+            self._labels = Labels(self.get("labels") or {})
+        return self._labels
+
+    @property
+    def annotations(self) -> Annotations:
+        if self._annotations is None:
+            self._annotations = Annotations(self.get("annotations") or {})
+        return self._annotations
+
+    @property
+    def uid(self) -> str:
+        return cast(str, self.get("uid"))  # None only for a made-up object, as Kopf's
+
+    @property
+    def name(self) -> str:
+        return cast(str, self.get("name"))  # None only for a made-up object, as Kopf's
+
+    @property
+    def namespace(self) -> str | None:
+        return self.get("namespace")
+
+    @property
+    def creation_timestamp(self) -> str | None:
+        return self.get("creationTimestamp")
+
+    @property
+    def deletion_timestamp(self) -> str | None:
+        return self.get("deletionTimestamp")
+
+
+class Body(_View):
+    """A handled object: ``body.metadata`` (also ``body.meta``), ``body.spec``, ``body.status``."""
+
+    __slots__ = ("_meta", "_spec", "_status")
+
+    def __init__(self, src: Mapping[str, Any] | None = None) -> None:
+        super().__init__(src)
+        self._meta: Meta | None = None
+        self._spec: Spec | None = None
+        self._status: Status | None = None
+
+    @property
+    def metadata(self) -> Meta:
+        if self._meta is None:
+            self._meta = Meta(self.get("metadata") or {})
+        return self._meta
+
+    @property
+    def meta(self) -> Meta:
+        return self.metadata
+
+    @property
+    def spec(self) -> Spec:
+        if self._spec is None:
+            self._spec = Spec(self.get("spec") or {})
+        return self._spec
+
+    @property
+    def status(self) -> Status:
+        if self._status is None:
+            self._status = Status(self.get("status") or {})
+        return self._status
+
+
+def body_kwargs(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A handler's object kwargs for one object: ``body`` and its parts, as views of it."""
+    body = raw if isinstance(raw, Body) else Body(raw)
+    meta = body.metadata
+    return {"body": body, "spec": body.spec, "meta": meta, "status": body.status,
+            "name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid"),
+            "labels": meta.labels, "annotations": meta.annotations}
+
+
+# -- a handler's logger -------------------------------------------------------------------------------------------
+Logger: TypeAlias = logging.Logger | logging.LoggerAdapter[Any]  # Kopf's: what a handler's ``logger`` is
+# Posts one Event for a record: (levelno, message); the engine binds it to the object and its poster.
+EventSink = Callable[[int, str], None]
+_FIELDS = "opd_fields"  # on a record: the fields opd's log shows with it (object, resource, extra=...)
+_SINK = "opd_sink"  # on a record: where its Event goes (None: not posted)
+
+
+_FORMAT = "opd_format"  # on a record: loguru-style keyword arguments of the message ("{name}", name=...)
+_STDLIB = frozenset({"exc_info", "stack_info", "stacklevel", "extra"})
+
+
+def _message(record: logging.LogRecord) -> str:
+    """The stdlib's %-formatting; for handlers written for opd's former loguru logger, ``{}``-style."""
+    named = getattr(record, _FORMAT, None)
+    if not named:
+        try:
+            return record.getMessage()
+        except (TypeError, ValueError, KeyError):
+            if not record.args or "{" not in str(record.msg):
+                raise
+    args = record.args if isinstance(record.args, tuple) else (record.args,) if record.args else ()
+    return str(record.msg).format(*args, **(named or {}))
+
+
+def level_name(levelno: int) -> str:
+    """The name ``settings.posting.level`` compares with: debug, info, warning or error."""
+    return "debug" if levelno <= logging.DEBUG else "info" if levelno <= logging.INFO else (
+        "warning" if levelno <= logging.WARNING else "error")
+
+
+class _ToOpdLog(logging.Handler):
+    """Hands an object logger's records to opd's log (loguru), with their fields, then to Events."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = _message(record)
+        except Exception:  # a format that does not fit its arguments: say so as logging would, and go on
+            self.handleError(record)
+            return
+        if record.stack_info:
+            message = f"{message}\n{record.stack_info}"
+        fields = getattr(record, _FIELDS, None) or {}
+        try:
+            level: str | int = _loguru.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        _loguru.opt(exception=record.exc_info or None).bind(**fields).log(level, message)
+        sink: EventSink | None = getattr(record, _SINK, None)
+        if sink is not None:
+            sink(record.levelno, message)
+
+
+_OBJECTS = logging.getLogger("opd.objects")
+_OBJECTS.propagate = False  # opd's log gets them once, with their fields, through its own handler
+_OBJECTS.setLevel(logging.DEBUG)  # opd's log level filters (``--verbose``), not the stdlib's root level
+if not any(isinstance(h, _ToOpdLog) for h in _OBJECTS.handlers):
+    _OBJECTS.addHandler(_ToOpdLog())
+
+
+class ObjectLogger(logging.LoggerAdapter[logging.Logger]):
+    """A handler's ``logger``: ``logger.info('copied %s to %s', a, b)``, ``exc_info=``, ``extra=``,
+    ``stacklevel=``... as the stdlib's; lines name the object (``fields``), and with ``events``
+    each record at ``settings.posting.level`` or above is also posted as an Event about it."""
+
+    def __init__(self, fields: Mapping[str, Any], *, events: EventSink | None = None) -> None:
+        self._fields = dict(fields)
+        self._events = events
+        super().__init__(_OBJECTS, {_FIELDS: self._fields, _SINK: events})
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        # The stdlib would replace a call's extra= by the adapter's: both are kept, as Kopf keeps them.
+        own: dict[str, Any] = {_FIELDS: self._fields, _SINK: self._events}
+        named = {key: kwargs.pop(key) for key in list(kwargs) if key not in _STDLIB}
+        if named:
+            own[_FORMAT] = named
+        extra = dict(kwargs.get("extra") or {})
+        if extra:
+            own[_FIELDS] = {**self._fields, **{k: v for k, v in extra.items() if not str(k).startswith("_")}}
+        kwargs["extra"] = {**extra, **own}
+        return msg, kwargs
+
+    def bind(self, **fields: Any) -> ObjectLogger:
+        """loguru's spelling, kept for handlers written for opd: the same logger with more fields."""
+        return ObjectLogger({**self._fields, **fields}, events=self._events)
+
+    def success(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        """loguru's level between info and warning, kept for handlers written for opd (an info record)."""
+        self.log(logging.INFO, msg, *args, **kwargs)
+
+
+LocalObjectLogger = ObjectLogger  # Kopf's name for one that posts no Events: ``ObjectLogger(fields)``
+
+
+def object_logger(raw: Mapping[str, Any], *, resource: Any, events: EventSink | None = None,
+                  extra: Iterable[tuple[str, Any]] = ()) -> ObjectLogger:
+    """The logger of a handler called for one object: its lines name it (``namespace/name``)."""
+    meta = raw.get("metadata") or {}
+    where = f"{meta['namespace']}/{meta.get('name')}" if meta.get("namespace") else str(meta.get("name"))
+    return ObjectLogger({"object": where, "resource": str(resource), **dict(extra)}, events=events)
+
 
 RawEventType = Literal[None, "ADDED", "MODIFIED", "DELETED"]
 

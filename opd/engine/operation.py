@@ -29,6 +29,7 @@ from opd.kube.credentials import Login
 from opd.registry import OperatorRegistry, Reason
 from opd.resources import Resource, ResourceRef
 from opd.settings import OperatorSettings
+from opd.typedefs import ObjectLogger
 
 PROBE_TIMEOUT = 5.0  # seconds, for a probe handler without a timeout of its own
 NAMESPACES = Resource(group="", version="v1", plural="namespaces", kind="Namespace", namespaced=False)
@@ -101,7 +102,8 @@ class Operation:
             s.listed.is_set() for s in self.subscriptions.values())
 
     def _operator_kwargs(self) -> dict[str, Any]:
-        kwargs = {"settings": self.settings, "memo": self.memo, "logger": logger.bind(operator=self.name)}
+        log = ObjectLogger({"operator": self.name} if self.name else {})
+        kwargs = {"settings": self.settings, "memo": self.memo, "logger": log}
         if self.cluster is not None:  # not yet for login handlers: they say how to connect
             kwargs["api"] = self.cluster.client.handler_client()
         if self.indexes is not None:

@@ -15,6 +15,7 @@ import asyncio
 import collections
 import datetime
 import json
+import logging
 import time
 from collections.abc import Mapping
 from concurrent.futures import Executor
@@ -42,6 +43,7 @@ from opd.kube.batching import PatchNotJSON
 from opd.registry import STATEFUL, Handler, OperatorRegistry, Reason, matches
 from opd.resources import Resource, ResourceRef
 from opd.settings import OperatorSettings
+from opd.typedefs import EventSink, body_kwargs, level_name, object_logger
 
 REFRESH = "REFRESH"  # a queue item whose body is out of date: read the object afresh first
 RETRY = "RETRY"  # a queue item of opd's own: handlers are due again (never taken for an echo)
@@ -198,7 +200,7 @@ class ResourceProcessor:
         if event_type in ("DELETED", REFRESH):  # gone, or left the label selector
             self.indexes.forget(self.indexers, uid)
             return
-        kwargs = self._kwargs(body, reason="index")
+        kwargs = self._kwargs(body, reason="index", posting=False)
         for handler in self.indexers:
             if matches(handler, body, kwargs):
                 await self.indexes.feed(handler, uid, kwargs, where(body))
@@ -341,28 +343,42 @@ class ResourceProcessor:
         memory.written = None
         return False
 
-    def _kwargs(self, body: dict[str, Any], **extra: Any) -> dict[str, Any]:
-        meta = body.get("metadata") or {}
+    def _kwargs(self, body: dict[str, Any], *, posting: bool = True, **extra: Any) -> dict[str, Any]:
+        """A handler's kwargs for one object: ``body`` and its parts as Kopf's read-only views of it
+        (one shallow copy per level, made once per event), a stdlib logger naming the object (its
+        records also posted as Events unless ``posting`` is False, as Kopf's event and index
+        handlers' are not), and the operator's own."""
         return {
-            "body": body, "spec": body.get("spec") or {}, "meta": meta, "status": body.get("status") or {},
-            "name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid"),
-            "labels": meta.get("labels") or {}, "annotations": meta.get("annotations") or {},
-            "logger": logger.bind(object=where(body), resource=str(self.resource)),
+            **body_kwargs(body),
+            "logger": object_logger(body, resource=self.resource, events=self._events(body) if posting else None),
             "memo": self.memo, "resource": self.resource, "settings": self.settings,
             "api": self.client.handler_client(),
             **extra,
             **self.indexes.kwargs(),  # an index wins over a framework kwarg of its name (as in Kopf)
         }
 
+    def _events(self, body: Mapping[str, Any]) -> EventSink | None:
+        """Where a handler's log records about ``body`` go as Events (reason ``Logging``, as Kopf's):
+        ``settings.posting`` decides (``enabled``, ``level``; ``loggers`` where the settings have it)."""
+        poster, posting = self.poster, self.settings.posting
+        if poster is None:
+            return None
+
+        def post(levelno: int, message: str) -> None:
+            if getattr(posting, "loggers", True):
+                poster.post(body, "Normal" if levelno <= logging.INFO else "Warning", "Logging", message,
+                            level=level_name(levelno))
+
+        return post
+
     def _spawned_kwargs(self, handler: Handler, body: dict[str, Any], stopped: Stopped, patch: Patch
                         ) -> dict[str, Any]:
         return self._kwargs(body, reason=str(handler.reason), patch=patch, stopped=stopped)
 
     def _refresh(self, kwargs: dict[str, Any], body: dict[str, Any]) -> None:
-        if kwargs.get("body") is not body:
-            meta = body.get("metadata") or {}
-            kwargs.update(body=body, meta=meta, labels=meta.get("labels") or {},
-                          annotations=meta.get("annotations") or {}, status=body.get("status") or {})
+        current = kwargs.get("body")
+        if current is None or current.get("metadata") is not body.get("metadata"):  # a newer read of it
+            kwargs.update(body_kwargs(body))
 
     async def _execute(self, handler: Handler, record: dict[str, Any], kwargs: dict[str, Any]) -> Outcome:
         began = time.perf_counter()
@@ -371,12 +387,16 @@ class ResourceProcessor:
         return outcome
 
     async def _run_event_handlers(self, event_type: str, body: dict[str, Any]) -> None:
+        called = set()  # one function under two decorators of one id: called once per event, as Kopf's
         for handler in self.by_reason[Reason.EVENT]:
+            if (handler.fn, handler.id) in called:
+                continue
             patch = Patch()
             kwargs = self._kwargs(body, event={"type": event_type, "object": body}, type=event_type,
-                                  patch=patch, reason="event")
+                                  patch=patch, reason="event", posting=False)
             if not matches(handler, body, kwargs):
                 continue
+            called.add((handler.fn, handler.id))
             outcome = _sendable(handler, await self._execute(handler, {"started": time.time()}, kwargs), patch)
             if outcome.error is not None:
                 logger.opt(exception=outcome.error).error(

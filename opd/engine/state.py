@@ -173,8 +173,11 @@ class Storage:
                     continue
                 if not isinstance(record, dict):
                     continue
-                child = record.pop("id", None)  # a sub-handler's record names its id ("<parent>/<id>")
-                if isinstance(child, str) and (not self._ids or child.split("/", 1)[0] in self._ids.values()):
+                # An id with a slash names itself in its record: a sub-handler's ("<parent>/<id>"), or
+                # Kopf's id of a field handler ("fn/spec.size"), whose parent need not be a handler.
+                child = record.pop("id", None)
+                if isinstance(child, str) and (not self._ids or any(
+                        child == hid or child.startswith(f"{hid}/") for hid in self._ids.values())):
                     progress[child] = record
                 elif not self._ids or name in self._ids:  # else: somebody's own annotation in our domain
                     progress[self._ids.get(name, name)] = record
