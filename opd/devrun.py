@@ -26,7 +26,7 @@ from opd.ha.settings import HaSettings
 from opd.kube.credentials import Login
 from opd.registry import OperatorRegistry, Reason, set_default_registry
 from opd.settings import OperatorSettings
-from opd.typedefs import ObjectLogger
+from opd.typedefs import ObjectLogger, activity
 
 PROBE_TIMEOUT = 5.0  # seconds, for a probe handler without a timeout of its own
 
@@ -93,7 +93,8 @@ async def liveness(url: str | None, registry: OperatorRegistry, *, settings: Ope
             report: dict[str, Any] = {}
             failed = False
             for handler in registry.operator_handlers(Reason.PROBE):
-                kwargs = {"settings": settings, "memo": memo, "logger": ObjectLogger({"probe": handler.id})}
+                kwargs = {"settings": settings, "memo": memo, "logger": ObjectLogger({"probe": handler.id}),
+                          "activity": activity(Reason.PROBE)}
                 try:
                     report[handler.id] = await asyncio.wait_for(invoke(handler, kwargs, executor=None),
                                                                 handler.timeout or PROBE_TIMEOUT)

@@ -145,25 +145,38 @@ def callable_id(fn: Callable[..., Any]) -> str:
 
 
 def handler_ids(fn: Callable[..., Any], id: str | None, field: tuple[str, ...] | None) -> tuple[str, str]:
-    """(opd's short id, Kopf's id) of one registration: ``id=`` or the function's name; Kopf's
-    appends the field (``fn/spec.size``), so two decorators on one function for two fields differ."""
+    """(opd's short id, Kopf's id) of one registration: ``id=`` or the function's name; Kopf's is
+    ``id=`` or its qualified name, then the field (``fn/spec.size``), so that two decorators on one
+    function for two fields differ."""
     short = id or getattr(fn, "__name__", None) or callable_id(fn)
     kopf = id or callable_id(fn)
     return short, f"{kopf}/{'.'.join(field)}" if field else kopf
 
 
 def settle_ids(handlers: list[Handler]) -> list[Handler]:
-    """Each handler's id: opd's short one where no other handler of its resource has the same short
-    id with another Kopf id (so that ids stored on objects by earlier versions stay), else Kopf's
-    (``fn/data.a`` and ``fn/data.b`` for two stacked ``on.field``, ``fn`` and ``fn/spec.x`` for
-    ``on.create`` stacked over ``on.field``)."""
-    groups: dict[tuple[Any, str], set[str]] = {}
+    """Each handler's id, distinct wherever Kopf's are: opd's short id where no other handler of its
+    resource has it with another Kopf id (so that ids stored on objects by earlier versions stay);
+    else the short id with Kopf's field suffix (``fn/data.a`` and ``fn/data.b`` for two stacked
+    ``on.field``; ``fn`` and ``fn/spec.x`` for ``on.create`` over ``on.field``) where that tells
+    them apart; else Kopf's id itself (``Class.fn``, ``lambda:file.py:12``)."""
+    def suffixed(h: Handler) -> str:
+        short, kopf = h.short_id or h.id, h.kopf_id or h.id
+        field = kopf.rpartition("/")[2] if h.field is not None and kopf.endswith("/" + ".".join(h.field)) else ""
+        return f"{short}/{field}" if field else short
+
+    kopf_ids: dict[tuple[Any, str], set[str]] = {}
     for h in handlers:
-        groups.setdefault((h.resource, h.short_id or h.id), set()).add(h.kopf_id or h.id)
+        kopf_ids.setdefault((h.resource, h.short_id or h.id), set()).add(h.kopf_id or h.id)
+        kopf_ids.setdefault((h.resource, "\0" + suffixed(h)), set()).add(h.kopf_id or h.id)
     settled = []
     for h in handlers:
-        short = h.short_id or h.id
-        want = short if len(groups[(h.resource, short)]) == 1 else (h.kopf_id or h.id)
+        short, kopf = h.short_id or h.id, h.kopf_id or h.id
+        if len(kopf_ids[(h.resource, short)]) == 1:
+            want = short
+        elif len(kopf_ids[(h.resource, "\0" + suffixed(h))]) == 1:
+            want = suffixed(h)
+        else:
+            want = kopf
         settled.append(h if want == h.id else dataclasses.replace(h, id=want))
     return settled
 

@@ -299,6 +299,20 @@ class ObjectReference(TypedDict, total=False):
     namespace: str | None
 
 
+class Activity(enum.StrEnum):
+    """An operator-level handler's ``activity`` kwarg, as Kopf names them."""
+
+    STARTUP = "startup"
+    CLEANUP = "cleanup"
+    AUTHENTICATION = "authentication"
+    PROBE = "probe"
+
+
+def activity(reason: str) -> Activity:
+    """The ``activity`` of an operator-level handler's reason (``login`` is Kopf's authentication)."""
+    return Activity.AUTHENTICATION if reason == "login" else Activity(reason)
+
+
 # -- diffs (``old``/``new``/``diff`` of update and field handlers) ---------------------------------------------------
 class DiffOperation(enum.StrEnum):
     ADD = "add"

@@ -169,7 +169,7 @@ def test_duplicate_id_rejected() -> None:
     def other(**_: Any) -> None:
         pass
 
-    with pytest.raises(ValueError, match="duplicate handler id 'a' .*: fn_body and .*other; give one"):
+    with pytest.raises(ValueError, match=r"duplicate handler id 'a' .*: fn_body and .*other; give one"):
         opd.on.create("kopfexamples", registry=registry, id="a")(other)
     assert [h.id for h in registry.handlers] == ["fn_body", "fn_body", "a"]
 

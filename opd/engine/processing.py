@@ -200,10 +200,13 @@ class ResourceProcessor:
         if event_type in ("DELETED", REFRESH):  # gone, or left the label selector
             self.indexes.forget(self.indexers, uid)
             return
-        kwargs = self._kwargs(body, reason="index", posting=False)
         for handler in self.indexers:
+            patch = Patch()  # Kopf's index handlers get one too: written as an event handler's is
+            kwargs = self._kwargs(body, reason="index", posting=False, patch=patch)
             if matches(handler, body, kwargs):
                 await self.indexes.feed(handler, uid, kwargs, where(body))
+                if patch and event_type != "DELETED":
+                    await self._write_quietly(handler, body, Plan(patch=dict(patch)))
             else:
                 self.indexes.forget([handler], uid)
 
@@ -444,8 +447,10 @@ class ResourceProcessor:
         else:
             old_essence = json.loads(state.diff_base) if state.diff_base and not is_digest(state.diff_base) else None
         patch = Patch()
-        kwargs = self._kwargs(body, patch=patch, old=old_essence if updating else None, new=new_essence,
-                              diff=diff(old_essence, new_essence) if updating else ())
+        # Kopf's: old is the essence last handled (None for a new object), the diff from it (for a
+        # new object: everything added), also for resume and delete handlers.
+        kwargs = self._kwargs(body, patch=patch, old=old_essence, new=new_essence,
+                              diff=diff(old_essence, new_essence) if updating or state.diff_base is None else ())
         change = causes.detect(body=body, by_reason=self.by_reason, kwargs=kwargs, old=old_essence,
                                new=new_essence, diff_base=state.diff_base, current=current, first_seen=first_seen,
                                has_progress=bool(state.progress), finalizer=self.finalizer)
