@@ -235,8 +235,12 @@ class ObjectLogger(logging.LoggerAdapter[logging.Logger]):
     ``stacklevel=``... as the stdlib's; lines name the object (``fields``), and with ``events``
     each record at ``settings.posting.level`` or above is also posted as an Event about it."""
 
-    def __init__(self, fields: Mapping[str, Any], *, events: EventSink | None = None) -> None:
-        self._fields = dict(fields)
+    def __init__(self, fields: Mapping[str, Any] | None = None, *, events: EventSink | None = None,
+                 body: Mapping[str, Any] | None = None, settings: Any = None) -> None:
+        # Kopf's spelling, ObjectLogger(body=, settings=), names the object; opd posts Events only
+        # from the loggers it hands to handlers (it knows the poster there).
+        del settings
+        self._fields = dict(fields or {}) if body is None else {**_naming(body), **dict(fields or {})}
         self._events = events
         super().__init__(_OBJECTS, {_FIELDS: self._fields, _SINK: events})
 
@@ -247,8 +251,11 @@ class ObjectLogger(logging.LoggerAdapter[logging.Logger]):
         if named:
             own[_FORMAT] = named
         extra = dict(kwargs.get("extra") or {})
-        if extra:
-            own[_FIELDS] = {**self._fields, **{k: v for k, v in extra.items() if not str(k).startswith("_")}}
+        if extra.get("k8s_skip"):  # Kopf's way to keep one record out of the Events
+            own[_SINK] = None
+        shown = {k: v for k, v in extra.items() if not str(k).startswith(("_", "k8s_"))}
+        if shown:
+            own[_FIELDS] = {**self._fields, **shown}
         kwargs["extra"] = {**extra, **own}
         return msg, kwargs
 
@@ -261,15 +268,24 @@ class ObjectLogger(logging.LoggerAdapter[logging.Logger]):
         self.log(logging.INFO, msg, *args, **kwargs)
 
 
-LocalObjectLogger = ObjectLogger  # Kopf's name for one that posts no Events: ``ObjectLogger(fields)``
+class LocalObjectLogger(ObjectLogger):
+    """Kopf's object logger that posts no Events (opd's log only)."""
+
+    def __init__(self, fields: Mapping[str, Any] | None = None, *, events: EventSink | None = None,
+                 body: Mapping[str, Any] | None = None, settings: Any = None) -> None:
+        del events
+        super().__init__(fields, body=body, settings=settings)
+
+
+def _naming(raw: Mapping[str, Any]) -> dict[str, str]:
+    meta = raw.get("metadata") or {}
+    return {"object": f"{meta['namespace']}/{meta.get('name')}" if meta.get("namespace") else str(meta.get("name"))}
 
 
 def object_logger(raw: Mapping[str, Any], *, resource: Any, events: EventSink | None = None,
                   extra: Iterable[tuple[str, Any]] = ()) -> ObjectLogger:
     """The logger of a handler called for one object: its lines name it (``namespace/name``)."""
-    meta = raw.get("metadata") or {}
-    where = f"{meta['namespace']}/{meta.get('name')}" if meta.get("namespace") else str(meta.get("name"))
-    return ObjectLogger({"object": where, "resource": str(resource), **dict(extra)}, events=events)
+    return ObjectLogger({**_naming(raw), "resource": str(resource), **dict(extra)}, events=events)
 
 
 RawEventType = Literal[None, "ADDED", "MODIFIED", "DELETED"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import copy
 import datetime
 import json
 import logging
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kubernetes_asyncio import client
 from loguru import logger as loguru_logger
 from operators import RunningOperator, create_kex, eventually, get_kex
@@ -376,3 +379,83 @@ async def test_every_kwarg_kopf_documents_per_handler_kind(api: client.ApiClient
         "create", "update", "update", "delete"]
     assert got["update"]["extra"] == {"diff": [["change", ("spec", "size"), 1, 2]]}
     assert got["field"]["extra"] == {"old": 1, "new": 2}
+
+
+# -- pure logic, fuzzed: the views over any object, the ids of any set of registrations --------------------------
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=12)
+_objects = st.fixed_dictionaries({}, optional={
+    "metadata": st.fixed_dictionaries({}, optional={
+        "name": st.text(max_size=8), "namespace": st.text(max_size=8) | st.none(), "uid": st.text(max_size=8),
+        "labels": st.dictionaries(st.text(max_size=6), st.text(max_size=6), max_size=3),
+        "annotations": st.dictionaries(st.text(max_size=6), st.text(max_size=6), max_size=3)}),
+    "spec": st.dictionaries(st.text(max_size=6), _json, max_size=4),
+    "status": st.dictionaries(st.text(max_size=6), _json, max_size=4),
+    "kind": st.text(max_size=8)})
+
+
+@settings(max_examples=300, deadline=None)
+@given(_objects)
+def test_views_of_any_object_read_it_and_refuse_writes(raw: dict[str, Any]) -> None:
+    from opd.typedefs import body_kwargs
+    before = json.dumps(raw, sort_keys=True)
+    kw = body_kwargs(raw)
+    body, meta = kw["body"], kw["meta"]
+    assert json.loads(json.dumps(body)) == raw and dict(body) == raw
+    assert dict(meta) == (raw.get("metadata") or {}) and meta.name == (raw.get("metadata") or {}).get("name")
+    assert dict(kw["spec"]) == (raw.get("spec") or {}) == dict(body.spec)
+    assert dict(kw["labels"]) == ((raw.get("metadata") or {}).get("labels") or {})
+    copied = copy.deepcopy(body)
+    assert type(copied) is dict and copied == raw
+    for view in (body, meta, kw["spec"], kw["status"], kw["labels"], kw["annotations"]):
+        with pytest.raises(TypeError):
+            view["x"] = 1
+        with pytest.raises(TypeError):
+            view.clear()
+    assert json.dumps(raw, sort_keys=True) == before  # the object itself is never changed
+
+
+def _fn_a(**_: Any) -> None: ...
+def _fn_b(**_: Any) -> None: ...
+
+
+class _Other:
+    @staticmethod
+    def _fn_a(**_: Any) -> None: ...  # the same name as a module-level function, another qualified name
+
+
+_registration = st.tuples(st.sampled_from([_fn_a, _fn_b, _Other._fn_a]),
+                          st.sampled_from(["create", "update", "field", "event", "timer"]),
+                          st.sampled_from(["configmaps", "secrets"]),
+                          st.sampled_from([None, "data.a", "data.b"]), st.sampled_from([None, None, "x"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_registration, max_size=8))
+def test_ids_are_distinct_wherever_kopfs_are(registrations: list[tuple[Any, str, str, str | None, str | None]]) -> None:
+    from opd.registry import handler_ids
+    registry = kopf.OperatorRegistry()
+    kept: list[tuple[Any, str, str, str]] = []  # fn, reason, resource, Kopf's id
+    for fn, reason, resource, field, id in registrations:
+        if reason == "field" and field is None:
+            field = "data.c"
+        decorator = getattr(kopf.on, reason) if reason not in ("timer",) else kopf.timer
+        options: dict[str, Any] = {"interval": 1.0} if reason == "timer" else {}
+        kopf_id = handler_ids(fn, id, tuple(field.split(".")) if field else None)[1]
+        try:
+            decorator(resource, field=field, id=id, registry=registry, **options)(fn)
+        except ValueError as exc:
+            # Refused only for two functions with one id for one resource and cause.
+            assert "duplicate handler id" in str(exc)
+            assert any(k == kopf_id and r == reason and res == resource and f is not fn for f, r, res, k in kept)
+            continue
+        kept.append((fn, reason, resource, kopf_id))
+    handlers = registry.handlers
+    assert len(handlers) == len(kept)
+    for i, h in enumerate(handlers):
+        for j, g in enumerate(handlers):
+            if h.resource == g.resource:
+                assert (h.id == g.id) == (kept[i][3] == kept[j][3]), (h.id, g.id, kept[i][3], kept[j][3])
