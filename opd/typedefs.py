@@ -59,6 +59,13 @@ class _View(dict[str, Any]):
     def copy(self) -> dict[str, Any]:
         return dict(self)
 
+    def _replace_with(self, src: Mapping[str, Any]) -> None:
+        """Become a view of a newer state of the same part (Kopf's name): for the live views a
+        daemon keeps. Keys are set before the gone ones go, so a reader never misses a kept key."""
+        dict.update(self, src)
+        for key in [k for k in self if k not in src]:
+            dict.__delitem__(self, key)
+
 
 class Labels(_View):
     """An object's labels (empty when it has none)."""
@@ -93,6 +100,13 @@ class Meta(_View):
         super().__init__(src)
         self._labels: Labels | None = None
         self._annotations: Annotations | None = None
+
+    def _replace_with(self, src: Mapping[str, Any]) -> None:
+        super()._replace_with(src)
+        if self._labels is not None:
+            self._labels._replace_with(self.get("labels") or {})
+        if self._annotations is not None:
+            self._annotations._replace_with(self.get("annotations") or {})
 
     @property
     def labels(self) -> Labels:
@@ -137,6 +151,12 @@ class Body(_View):
         self._meta: Meta | None = None
         self._spec: Spec | None = None
         self._status: Status | None = None
+
+    def _replace_with(self, src: Mapping[str, Any]) -> None:
+        super()._replace_with(src)
+        for part, key in ((self._meta, "metadata"), (self._spec, "spec"), (self._status, "status")):
+            if part is not None:
+                part._replace_with(self.get(key) or {})
 
     @property
     def metadata(self) -> Meta:

@@ -270,6 +270,31 @@ async def test_body_parts_are_kopfs_read_only_views(api: client.ApiClient, crd: 
                      "spec_after": 2}
 
 
+async def test_daemons_see_live_views_of_their_object(api: client.ApiClient, crd: str, namespace: str) -> None:
+    # Kopf's "Daemons" page: body, spec, meta... are live views of the object's current state.
+    registry = kopf.OperatorRegistry()
+
+    @kopf.daemon(crd, registry=registry)
+    async def watch_size(stopped: kopf.DaemonStopped, spec: kopf.Spec, body: kopf.Body, meta: kopf.Meta,
+                         **_: Any) -> dict[str, Any]:
+        while not stopped and spec.get("size") == 1:
+            await stopped.wait(0.1)
+        return {"spec": spec.get("size"), "body": body.spec.get("size"), "label": meta.labels.get("step")}
+
+    async with RunningOperator(registry=registry, namespaces=[namespace]):
+        await create_kex(api, namespace, "live", {"size": 1})
+        await asyncio.sleep(0.5)
+        await client.CustomObjectsApi(api).patch_namespaced_custom_object(
+            "kopf.dev", "v1", namespace, "kopfexamples", "live", {"metadata": {"labels": {"step": "two"}},
+                                                                  "spec": {"size": 2}},
+            _content_type="application/merge-patch+json")
+
+        async def result() -> Any:
+            return ((await get_kex(api, namespace, "live")).get("status") or {}).get("watch_size")
+
+        assert await eventually(result) == {"spec": 2, "body": 2, "label": "two"}
+
+
 # -- the kwargs of Kopf's "Arguments" page, per kind of handler --------------------------------------------------
 
 RESOURCE = {"body", "spec", "meta", "status", "uid", "name", "namespace", "labels", "annotations", "resource",

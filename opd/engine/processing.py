@@ -43,7 +43,7 @@ from opd.kube.batching import PatchNotJSON
 from opd.registry import STATEFUL, Handler, OperatorRegistry, Reason, matches
 from opd.resources import Resource, ResourceRef
 from opd.settings import OperatorSettings
-from opd.typedefs import EventSink, body_kwargs, level_name, object_logger
+from opd.typedefs import Body, EventSink, body_kwargs, level_name, object_logger
 
 REFRESH = "REFRESH"  # a queue item whose body is out of date: read the object afresh first
 RETRY = "RETRY"  # a queue item of opd's own: handlers are due again (never taken for an echo)
@@ -135,6 +135,7 @@ class ResourceProcessor:
         self.spawner = Spawner(kwargs_for=self._spawned_kwargs, write_outcome=self._write_outcome,
                                executor=executor, retries=settings.retries, stop_timeout=settings.shutdown.timeout)
         self.metrics = HandlerMetrics()
+        self._live: dict[str, Body] = {}  # uid -> the body view its running timers and daemons see
         self.reporter = Reporter(resource, poster)
 
     # -- events in ------------------------------------------------------------------------------------------------
@@ -285,6 +286,7 @@ class ResourceProcessor:
         self.queue.forget(uid)
         self.inventory.forget(uid)
         await self.spawner.stop(uid, reason)
+        self._live.pop(uid, None)
 
     def known(self) -> list[str]:
         """The uids this processor keeps anything for: queued, remembered, or with timers/daemons."""
@@ -320,6 +322,7 @@ class ResourceProcessor:
         self.inventory.forget(uid)
         self.queue.forget(uid)
         await self.spawner.stop(uid, "object deleted")
+        self._live.pop(uid, None)
         if memory is not None and memory.optional_deleted:
             return
         optional = [h for h in self.by_reason[Reason.DELETE] if h.optional]
@@ -376,7 +379,21 @@ class ResourceProcessor:
 
     def _spawned_kwargs(self, handler: Handler, body: dict[str, Any], stopped: Stopped, patch: Patch
                         ) -> dict[str, Any]:
-        return self._kwargs(body, reason=str(handler.reason), patch=patch, stopped=stopped)
+        # Kopf's daemons and timers see live views: the object's newest state while they run.
+        uid = (body.get("metadata") or {}).get("uid")
+        live = self._live.get(uid) if uid else None
+        if live is None:
+            live = Body(body)
+            if uid:
+                self._live[uid] = live
+        return self._kwargs(live, reason=str(handler.reason), patch=patch, stopped=stopped)
+
+    def _keep_live(self, uid: str, body: dict[str, Any]) -> None:
+        """The views running timers and daemons of ``uid`` hold: the newest state, or let go."""
+        if not self.spawner.running(uid):
+            self._live.pop(uid, None)
+        elif (live := self._live.get(uid)) is not None:
+            live._replace_with(body)
 
     def _refresh(self, kwargs: dict[str, Any], body: dict[str, Any]) -> None:
         current = kwargs.get("body")
@@ -463,8 +480,10 @@ class ResourceProcessor:
                 # Before any handler runs: a deletion from now on waits for opd (or no longer does).
                 body = await self._apply(uid, memory, Plan(finalizer=wanted), body) or body
             await self.spawner.ensure(uid, body, change.spawning)
+            self._keep_live(uid, body)
         elif self.spawner.running(uid):
             await self.spawner.stop(uid, "object deleted")
+            self._live.pop(uid, None)
         reason = change.reason
         if reason is None:
             return
