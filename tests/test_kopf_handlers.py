@@ -295,6 +295,42 @@ async def test_daemons_see_live_views_of_their_object(api: client.ApiClient, crd
         assert await eventually(result) == {"spec": 2, "body": 2, "label": "two"}
 
 
+async def test_memo_is_the_objects_own_over_the_operators(api: client.ApiClient, crd: str, namespace: str) -> None:
+    # Kopf's "Arguments" page: memo's values are shared by the handlers of the same object; what
+    # startup put in the operator's memo is in each object's (a shallow copy).
+    registry = kopf.OperatorRegistry()
+    operator_memo = kopf.Memo()
+
+    @kopf.on.startup(registry=registry)
+    def start(memo: kopf.Memo, **_: Any) -> None:
+        memo.everyone = []
+
+    @kopf.on.create(crd, registry=registry)
+    def remember(name: str, memo: kopf.Memo, **_: Any) -> None:
+        memo.mine = name
+        memo.everyone.append(name)
+
+    @kopf.on.update(crd, registry=registry)
+    def recall(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+        return {"mine": memo.get("mine"), "everyone": sorted(memo.everyone)}
+
+    async with RunningOperator(registry=registry, namespaces=[namespace], memo=operator_memo):
+        for name in ("first", "second"):
+            await create_kex(api, namespace, name, {"size": 1})
+        await eventually(lambda: asyncio.sleep(0, len(operator_memo.get("everyone", [])) == 2))
+        for name in ("first", "second"):
+            await client.CustomObjectsApi(api).patch_namespaced_custom_object(
+                "kopf.dev", "v1", namespace, "kopfexamples", name, {"spec": {"size": 2}},
+                _content_type="application/merge-patch+json")
+
+        async def recalled(name: str) -> Any:
+            return ((await get_kex(api, namespace, name)).get("status") or {}).get("recall")
+
+        for name in ("first", "second"):
+            assert await eventually(lambda name=name: recalled(name)) == {"mine": name, "everyone": ["first", "second"]}
+    assert "mine" not in operator_memo
+
+
 # -- the kwargs of Kopf's "Arguments" page, per kind of handler --------------------------------------------------
 
 RESOURCE = {"body", "spec", "meta", "status", "uid", "name", "namespace", "labels", "annotations", "resource",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import copy
 import datetime
 import json
 import logging
@@ -136,6 +137,7 @@ class ResourceProcessor:
                                executor=executor, retries=settings.retries, stop_timeout=settings.shutdown.timeout)
         self.metrics = HandlerMetrics()
         self._live: dict[str, Body] = {}  # uid -> the body view its running timers and daemons see
+        self._memos: dict[str, Any] = {}  # uid -> the object's own memo (Kopf's), until it is gone
         self.reporter = Reporter(resource, poster)
 
     # -- events in ------------------------------------------------------------------------------------------------
@@ -287,6 +289,7 @@ class ResourceProcessor:
         self.inventory.forget(uid)
         await self.spawner.stop(uid, reason)
         self._live.pop(uid, None)
+        self._memos.pop(uid, None)
 
     def known(self) -> list[str]:
         """The uids this processor keeps anything for: queued, remembered, or with timers/daemons."""
@@ -323,6 +326,12 @@ class ResourceProcessor:
         self.queue.forget(uid)
         await self.spawner.stop(uid, "object deleted")
         self._live.pop(uid, None)
+        try:
+            await self._optional_deleted(memory, body)
+        finally:
+            self._memos.pop(uid, None)  # after its last handlers: they see the object's memo
+
+    async def _optional_deleted(self, memory: Memory | None, body: dict[str, Any]) -> None:
         if memory is not None and memory.optional_deleted:
             return
         optional = [h for h in self.by_reason[Reason.DELETE] if h.optional]
@@ -357,11 +366,23 @@ class ResourceProcessor:
         return {
             **body_kwargs(body),
             "logger": object_logger(body, resource=self.resource, events=self._events(body) if posting else None),
-            "memo": self.memo, "resource": self.resource, "settings": self.settings,
+            "memo": self._memo(body), "resource": self.resource, "settings": self.settings,
             "api": self.client.handler_client(),
             **extra,
             **self.indexes.kwargs(),  # an index wins over a framework kwarg of its name (as in Kopf)
         }
+
+    def _memo(self, body: Mapping[str, Any]) -> Any:
+        """Kopf's per-object memo: a shallow copy of the operator's, made when the object is first
+        seen and kept until it is gone (what startup handlers put in it is shared; what a handler
+        sets on it is this object's)."""
+        uid = (body.get("metadata") or {}).get("uid")
+        if not uid:
+            return self.memo
+        memo = self._memos.get(uid)
+        if memo is None:
+            memo = self._memos[uid] = copy.copy(self.memo)
+        return memo
 
     def _events(self, body: Mapping[str, Any]) -> EventSink | None:
         """Where a handler's log records about ``body`` go as Events (reason ``Logging``, as Kopf's):
