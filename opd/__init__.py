@@ -44,7 +44,7 @@ from opd.registry import (
 )
 from opd.resources import Resource
 from opd.settings import OperatorSettings
-from opd.subhandlers import execute, subhandler
+from opd.subhandlers import execute, register, subhandler
 from opd.toolkits import (
     adjust_namespace,
     adopt,
@@ -185,6 +185,7 @@ __all__ = [
     "not_",
     "on",
     "operator",
+    "register",
     "remove_owner_reference",
     "run",
     "run_tasks",

@@ -82,6 +82,7 @@ class Handler:
     retries: int | None = None
     backoff: float | None = None
     optional: bool = False
+    deleted: bool = False  # a resume handler that also runs for an object found being deleted (Kopf's)
     # A field path ('spec.size' -> ('spec', 'size')): the handler sees that field's old/new/diff,
     # runs on update only when it changed, and ``value``/``old``/``new`` filter on it.
     field: tuple[str, ...] | None = None

@@ -157,6 +157,81 @@ async def test_event_and_timer_stacked_over_two_resources(api: client.ApiClient,
         await eventually(ticked)
 
 
+async def test_subhandlers_take_kopfs_filters_param_and_register(api: client.ApiClient, crd: str,
+                                                                 namespace: str) -> None:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.create(crd, registry=registry)
+    def parent(**_: Any) -> None:
+        @kopf.subhandler(id="picked", labels={"pick": "yes"}, param="p")
+        def picked(param: str, **_: Any) -> str:
+            return param
+
+        @kopf.on.this(id="skipped", labels={"pick": "no"})
+        def skipped(**_: Any) -> str:
+            return "ran"
+
+        @kopf.subhandler(id="when", when=lambda spec, **_: spec.get("size") == 1)
+        def when(**_: Any) -> str:
+            return "when"
+
+        def registered(param: int, **_: Any) -> int:
+            return param
+
+        kopf.register(registered, id="registered", param=3)
+
+    async with RunningOperator(registry=registry, namespaces=[namespace]):
+        await create_kex(api, namespace, "subs", {"size": 1}, labels={"pick": "yes"})
+
+        async def done() -> Any:
+            status = (await get_kex(api, namespace, "subs")).get("status") or {}
+            return status if "parent/registered" in status and "parent/picked" in status else None
+
+        status = await eventually(done)
+        await asyncio.sleep(0.5)
+        status = (await get_kex(api, namespace, "subs")).get("status") or {}
+    assert {k: v for k, v in status.items() if k.startswith("parent/")} == {
+        "parent/picked": "p", "parent/when": "when", "parent/registered": 3}
+
+
+async def test_resume_deleted_runs_for_an_object_found_being_deleted(api: client.ApiClient, crd: str,
+                                                                    namespace: str) -> None:
+    registry = kopf.OperatorRegistry()
+    resumed: list[tuple[str, str]] = []
+
+    @kopf.on.delete(crd, registry=registry)
+    def gone(**_: Any) -> None:
+        pass
+
+    @kopf.on.resume(crd, deleted=True, registry=registry)
+    def resume_deleted(name: str, reason: str, **_: Any) -> None:
+        resumed.append((name, reason))
+
+    @kopf.on.resume(crd, registry=registry)
+    def resume_plain(name: str, reason: str, **_: Any) -> None:
+        resumed.append((name, f"plain {reason}"))
+
+    async with RunningOperator(registry=registry, namespaces=[namespace]):
+        await create_kex(api, namespace, "doomed", {"size": 1})
+
+        async def held() -> bool:
+            return "opd.dev/finalizer" in str((await get_kex(api, namespace, "doomed"))["metadata"].get("finalizers"))
+
+        await eventually(held)
+    await client.CustomObjectsApi(api).delete_namespaced_custom_object("kopf.dev", "v1", namespace, "kopfexamples",
+                                                                       "doomed")
+    async with RunningOperator(registry=registry, namespaces=[namespace]):
+        async def deleted() -> bool:
+            try:
+                await get_kex(api, namespace, "doomed")
+            except client.ApiException as exc:
+                return exc.status == 404
+            return False
+
+        await eventually(deleted)
+    assert resumed == [("doomed", "delete")]  # the plain resume handler does not run for it, as in Kopf
+
+
 # -- item 6: the logger --------------------------------------------------------------------------------------------
 
 async def test_logger_is_a_stdlib_adapter_that_formats_and_posts_events(api: client.ApiClient,

@@ -87,7 +87,7 @@ def detect(*, body: Mapping[str, Any], by_reason: ByReason, kwargs: dict[str, An
                 continue
             if r == Reason.DELETE and not handler.optional:
                 change.wants_finalizer = True
-            if _runs_for(handler, reason, field_changed):
+            if _runs_for(handler, reason, field_changed, first_seen):
                 candidates.append((handler, own))
 
     if reason == Reason.DELETE:
@@ -102,9 +102,11 @@ def detect(*, body: Mapping[str, Any], by_reason: ByReason, kwargs: dict[str, An
     return change
 
 
-def _runs_for(handler: Handler, reason: Reason | None, field_changed: bool) -> bool:
+def _runs_for(handler: Handler, reason: Reason | None, field_changed: bool, first_seen: bool) -> bool:
     if reason is None:
         return False
+    if handler.reason == Reason.RESUME and handler.deleted and reason == Reason.DELETE:
+        return first_seen  # Kopf's on.resume(deleted=True): found being deleted when the operator starts
     if handler.reason == Reason.FIELD:
         return reason in (Reason.CREATE, Reason.UPDATE) and field_changed
     if handler.reason == Reason.UPDATE and handler.field is not None:

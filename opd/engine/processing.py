@@ -559,6 +559,8 @@ class ResourceProcessor:
         record = progress.get(handler.id, state.progress.get(handler.id))
         if _done(record):
             return None
+        if handler not in self.by_reason[handler.reason] and not matches(handler, body, own):
+            return None  # a sub-handler whose filters do not select the object: skipped, as Kopf's
         if record and float(record.get("delayed") or 0) > now:
             return float(record["delayed"])
         record = {**(record or {}), "started": (record or {}).get("started", now)}
