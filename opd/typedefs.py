@@ -17,7 +17,7 @@ import copy
 import enum
 import logging
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
-from typing import Any, Literal, NoReturn, TypeAlias, TypedDict, cast
+from typing import Any, Literal, NamedTuple, NoReturn, TypeAlias, TypedDict, cast
 
 from loguru import logger as _loguru
 
@@ -355,11 +355,38 @@ class DiffOperation(enum.StrEnum):
     CHANGE = "change"
     REMOVE = "remove"
 
+    def __repr__(self) -> str:  # a diff printed in a log reads as Kopf's: ('change', ('spec', 'size'), 1, 2)
+        return repr(self.value)
+
 
 FieldPath: TypeAlias = tuple[str, ...]
 FieldSpec: TypeAlias = str | Sequence[str]  # 'spec.field' or ('spec', 'field'), as field= takes it
-DiffItem: TypeAlias = tuple[str, FieldPath, Any, Any]  # (operation, field path, old, new)
-Diff: TypeAlias = Sequence[DiffItem]
+
+
+class DiffItem(NamedTuple):
+    """One change, as Kopf gives it: a tuple ``(operation, field, old, new)`` with those names."""
+
+    operation: DiffOperation
+    field: FieldPath
+    old: Any
+    new: Any
+
+    @property
+    def op(self) -> DiffOperation:
+        return self.operation
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+
+class Diff(tuple[DiffItem, ...]):
+    """A handler's ``diff``: a tuple of ``DiffItem`` (equal to plain tuples, a JSON list of lists)."""
+
+    __slots__ = ()
+
+    def __new__(cls, items: Iterable[Sequence[Any]] = ()) -> Diff:
+        return super().__new__(cls, (item if isinstance(item, DiffItem) else DiffItem(
+            DiffOperation(item[0]), tuple(item[1]), item[2], item[3]) for item in items))
 
 HandlerId: TypeAlias = str
 

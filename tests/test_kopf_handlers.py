@@ -471,7 +471,9 @@ async def test_every_kwarg_kopf_documents_per_handler_kind(api: client.ApiClient
     @kopf.on.update(crd, registry=registry)
     def on_update(**kwargs: Any) -> None:
         record("update", kwargs)
-        got["update"]["extra"] = {"diff": [list(d) for d in kwargs["diff"]]}
+        diff = kwargs["diff"]
+        got["update"]["extra"] = {"diff": [list(d) for d in diff], "is_diff": isinstance(diff, kopf.Diff),
+                                  "named": [(d.operation, d.op, d.field, d.old, d.new) for d in diff]}
 
     @kopf.on.field(crd, field="spec.size", registry=registry)
     def on_field(**kwargs: Any) -> None:
@@ -513,7 +515,8 @@ async def test_every_kwarg_kopf_documents_per_handler_kind(api: client.ApiClient
     assert got["create"]["extra"] == {"old": None, "diff": [["add", [], None]]}
     assert [got[kind]["reason"] for kind in ("create", "update", "field", "delete")] == [
         "create", "update", "update", "delete"]
-    assert got["update"]["extra"] == {"diff": [["change", ("spec", "size"), 1, 2]]}
+    assert got["update"]["extra"] == {"diff": [["change", ("spec", "size"), 1, 2]], "is_diff": True,
+                                      "named": [("change", "change", ("spec", "size"), 1, 2)]}
     assert got["field"]["extra"] == {"old": 1, "new": 2}
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from opd.engine.diffs import diff
 from opd.registry import SPAWNING, STATEFUL, Handler, Reason, matches, resolve_field, value_ok
+from opd.typedefs import Diff
 
 ByReason = Mapping[Reason, list[Handler]]
 Selected = list[tuple[Handler, dict[str, Any]]]  # a handler with its own kwargs
@@ -40,7 +41,7 @@ def _field_kwargs(handler: Handler, kwargs: dict[str, Any], old: Any, new: Any) 
     changed = (was, old_value) != (now, new_value)
     if changed and (handler.old is not None or handler.new is not None):  # on.field, or on.update(field=)
         changed = value_ok(was, old_value, handler.old, **kwargs) and value_ok(now, new_value, handler.new, **kwargs)
-    own = {**kwargs, "old": old_value, "new": new_value, "diff": diff(old_value, new_value)}
+    own = {**kwargs, "old": old_value, "new": new_value, "diff": Diff(diff(old_value, new_value))}
     return changed, own
 
 

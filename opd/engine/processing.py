@@ -44,7 +44,7 @@ from opd.kube.batching import PatchNotJSON
 from opd.registry import STATEFUL, Handler, OperatorRegistry, Reason, matches
 from opd.resources import Resource, ResourceRef
 from opd.settings import OperatorSettings
-from opd.typedefs import Body, EventSink, body_kwargs, level_name, object_logger
+from opd.typedefs import Body, Diff, EventSink, body_kwargs, level_name, object_logger
 
 REFRESH = "REFRESH"  # a queue item whose body is out of date: read the object afresh first
 RETRY = "RETRY"  # a queue item of opd's own: handlers are due again (never taken for an echo)
@@ -488,7 +488,7 @@ class ResourceProcessor:
         # Kopf's: old is the essence last handled (None for a new object), the diff from it (for a
         # new object: everything added), also for resume and delete handlers.
         kwargs = self._kwargs(body, patch=patch, old=old_essence, new=new_essence,
-                              diff=diff(old_essence, new_essence) if updating or state.diff_base is None else ())
+                              diff=Diff(diff(old_essence, new_essence) if updating or state.diff_base is None else ()))
         change = causes.detect(body=body, by_reason=self.by_reason, kwargs=kwargs, old=old_essence,
                                new=new_essence, diff_base=state.diff_base, current=current, first_seen=first_seen,
                                has_progress=bool(state.progress), finalizer=self.finalizer)
