@@ -198,21 +198,25 @@ _FIELDS = "opd_fields"  # on a record: the fields opd's log shows with it (objec
 _SINK = "opd_sink"  # on a record: where its Event goes (None: not posted)
 
 
-_FORMAT = "opd_format"  # on a record: loguru-style keyword arguments of the message ("{name}", name=...)
+_TRACE = 5  # loguru's TRACE
 _STDLIB = frozenset({"exc_info", "stack_info", "stacklevel", "extra"})
 
 
-def _message(record: logging.LogRecord) -> str:
-    """The stdlib's %-formatting; for handlers written for opd's former loguru logger, ``{}``-style."""
-    named = getattr(record, _FORMAT, None)
+def _fitted(msg: Any, args: tuple[Any, ...], named: Mapping[str, Any]) -> tuple[Any, tuple[Any, ...]]:
+    """The stdlib's ``%``-style message and arguments, left for logging to format; a message written
+    for opd's former loguru logger (``{}``-style, or keyword arguments) is formatted here, so that
+    every handler of the record sees a finished message."""
     if not named:
         try:
-            return record.getMessage()
+            str(msg) % (args[0] if len(args) == 1 and isinstance(args[0], Mapping) and args[0] else args)
+            return msg, args
         except (TypeError, ValueError, KeyError):
-            if not record.args or "{" not in str(record.msg):
-                raise
-    args = record.args if isinstance(record.args, tuple) else (record.args,) if record.args else ()
-    return str(record.msg).format(*args, **(named or {}))
+            if "{" not in str(msg):
+                return msg, args  # logging says what does not fit, as it would
+    try:
+        return str(msg).format(*args, **named), ()
+    except (IndexError, KeyError, ValueError, AttributeError):
+        return f"{msg} {args} {dict(named)}" if named else msg, () if named else args
 
 
 def level_name(levelno: int) -> str:
@@ -226,7 +230,7 @@ class _ToOpdLog(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            message = _message(record)
+            message = record.getMessage()
         except Exception:  # a format that does not fit its arguments: say so as logging would, and go on
             self.handleError(record)
             return
@@ -234,7 +238,7 @@ class _ToOpdLog(logging.Handler):
             message = f"{message}\n{record.stack_info}"
         fields = getattr(record, _FIELDS, None) or {}
         try:
-            level: str | int = _loguru.level(record.levelname).name
+            level: str | int = "TRACE" if record.levelno == _TRACE else _loguru.level(record.levelname).name
         except ValueError:
             level = record.levelno
         _loguru.opt(exception=record.exc_info or None).bind(**fields).log(level, message)
@@ -245,7 +249,7 @@ class _ToOpdLog(logging.Handler):
 
 _OBJECTS = logging.getLogger("opd.objects")
 _OBJECTS.propagate = False  # opd's log gets them once, with their fields, through its own handler
-_OBJECTS.setLevel(logging.DEBUG)  # opd's log level filters (``--verbose``), not the stdlib's root level
+_OBJECTS.setLevel(1)  # opd's log level filters (``--verbose``, trace too), not the stdlib's root level
 if not any(isinstance(h, _ToOpdLog) for h in _OBJECTS.handlers):
     _OBJECTS.addHandler(_ToOpdLog())
 
@@ -264,12 +268,17 @@ class ObjectLogger(logging.LoggerAdapter[logging.Logger]):
         self._events = events
         super().__init__(_OBJECTS, {_FIELDS: self._fields, _SINK: events})
 
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if not self.isEnabledFor(level):
+            return
+        named = {key: kwargs.pop(key) for key in list(kwargs) if key not in _STDLIB}
+        if args or named:
+            msg, args = _fitted(msg, args, named)
+        super().log(level, msg, *args, **kwargs)
+
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
         # The stdlib would replace a call's extra= by the adapter's: both are kept, as Kopf keeps them.
         own: dict[str, Any] = {_FIELDS: self._fields, _SINK: self._events}
-        named = {key: kwargs.pop(key) for key in list(kwargs) if key not in _STDLIB}
-        if named:
-            own[_FORMAT] = named
         extra = dict(kwargs.get("extra") or {})
         if extra.get("k8s_skip"):  # Kopf's way to keep one record out of the Events
             own[_SINK] = None
@@ -286,6 +295,10 @@ class ObjectLogger(logging.LoggerAdapter[logging.Logger]):
     def success(self, msg: Any, *args: Any, **kwargs: Any) -> None:
         """loguru's level between info and warning, kept for handlers written for opd (an info record)."""
         self.log(logging.INFO, msg, *args, **kwargs)
+
+    def trace(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        """loguru's level below debug, kept for handlers written for opd (shown with ``--log-level trace``)."""
+        self.log(_TRACE, msg, *args, **kwargs)
 
 
 class LocalObjectLogger(ObjectLogger):

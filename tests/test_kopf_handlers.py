@@ -598,3 +598,25 @@ def test_ids_are_distinct_wherever_kopfs_are(registrations: list[tuple[Any, str,
         for j, g in enumerate(handlers):
             if h.resource == g.resource:
                 assert (h.id == g.id) == (kept[i][3] == kept[j][3]), (h.id, g.id, kept[i][3], kept[j][3])
+
+
+def test_object_logger_keeps_opds_former_spellings_and_kopfs_k8s_skip() -> None:
+    records: list[Any] = []
+    posted: list[tuple[int, str]] = []
+    sink = loguru_logger.add(lambda message: records.append(message.record), level="TRACE", format="{message}")
+    try:
+        log = kopf.ObjectLogger({"object": "ns/x"}, events=lambda level, message: posted.append((level, message)))
+        log.info("copied %s to %s", "a", "b")
+        log.info("braces {} and {name}", 1, name="n")  # opd's former loguru logger formatted these
+        log.bind(step="two").warning("bound")
+        log.info("not posted", extra={"k8s_skip": True})
+        log.trace("traced %d", 5)
+        kopf.LocalObjectLogger(body={"metadata": {"name": "y", "namespace": "ns"}}).error("local %s", "only")
+    finally:
+        loguru_logger.remove(sink)
+    said = {r["message"]: r for r in records}
+    assert list(said) == ["copied a to b", "braces 1 and n", "bound", "not posted", "traced 5", "local only"]
+    assert said["bound"]["extra"]["step"] == "two" and said["bound"]["extra"]["object"] == "ns/x"
+    assert said["traced 5"]["level"].name == "TRACE" and said["local only"]["extra"]["object"] == "ns/y"
+    assert "k8s_skip" not in said["not posted"]["extra"]
+    assert posted == [(20, "copied a to b"), (20, "braces 1 and n"), (30, "bound"), (5, "traced 5")]
