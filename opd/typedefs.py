@@ -231,9 +231,9 @@ class _ToOpdLog(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = record.getMessage()
-        except Exception:  # a format that does not fit its arguments: say so as logging would, and go on
-            self.handleError(record)
-            return
+        except Exception as exc:  # a format that does not fit its arguments: one line, the message kept
+            message = (f"{str(record.msg)[:200]!r} with arguments {str(record.args)[:200]} (a log call "
+                       f"whose format does not fit them: {type(exc).__name__}: {exc})")
         if record.stack_info:
             message = f"{message}\n{record.stack_info}"
         fields = getattr(record, _FIELDS, None) or {}
