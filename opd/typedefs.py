@@ -206,17 +206,21 @@ def _fitted(msg: Any, args: tuple[Any, ...], named: Mapping[str, Any]) -> tuple[
     """The stdlib's ``%``-style message and arguments, left for logging to format; a message written
     for opd's former loguru logger (``{}``-style, or keyword arguments) is formatted here, so that
     every handler of the record sees a finished message."""
+    error: Exception | None = None
     if not named:
         try:
             str(msg) % (args[0] if len(args) == 1 and isinstance(args[0], Mapping) and args[0] else args)
             return msg, args
-        except (TypeError, ValueError, KeyError):
-            if "{" not in str(msg):
-                return msg, args  # logging says what does not fit, as it would
-    try:
-        return str(msg).format(*args, **named), ()
-    except (IndexError, KeyError, ValueError, AttributeError):
-        return f"{msg} {args} {dict(named)}" if named else msg, () if named else args
+        except (TypeError, ValueError, KeyError) as exc:
+            error = exc
+    if named or "{" in str(msg):
+        try:
+            return str(msg).format(*args, **named), ()
+        except (IndexError, KeyError, ValueError, AttributeError) as exc:
+            error = error or exc
+    # A user's mistake: one line with the message and what did not fit, never logging's traceback.
+    return (f"{str(msg)[:200]!r} with arguments {str(args)[:200]}{f' {dict(named)}'[:200] if named else ''} "
+            f"(a log call whose format does not fit them: {type(error).__name__}: {error})"), ()
 
 
 def level_name(levelno: int) -> str:
@@ -231,9 +235,9 @@ class _ToOpdLog(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = record.getMessage()
-        except Exception as exc:  # a format that does not fit its arguments: one line, the message kept
-            message = (f"{str(record.msg)[:200]!r} with arguments {str(record.args)[:200]} (a log call "
-                       f"whose format does not fit them: {type(exc).__name__}: {exc})")
+        except Exception as exc:  # a record made elsewhere whose format does not fit: one line all the same
+            message = _fitted(record.msg, (record.args,) if isinstance(record.args, Mapping) else record.args or (),
+                              {})[0] if record.args else f"{record.msg!r} ({type(exc).__name__}: {exc})"
         if record.stack_info:
             message = f"{message}\n{record.stack_info}"
         fields = getattr(record, _FIELDS, None) or {}
