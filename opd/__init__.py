@@ -58,7 +58,7 @@ from opd.storages import (
     StatusDiffBaseStorage,
     StatusProgressStorage,
 )
-from opd.subhandlers import execute, subhandler
+from opd.subhandlers import execute, register, subhandler
 from opd.toolkits import (
     adjust_namespace,
     adopt,
@@ -82,8 +82,10 @@ from opd.typedefs import (
     HandlerId,
     Headers,
     Labels,
+    LocalObjectLogger,
     Logger,
     Meta,
+    ObjectLogger,
     ObjectReference,
     OwnerReference,
     RawBody,
@@ -135,12 +137,14 @@ __all__ = [
     "Headers",
     "Index",
     "Labels",
+    "LocalObjectLogger",
     "LogFormat",
     "Logger",
     "Login",
     "LoginError",
     "Memo",
     "Meta",
+    "ObjectLogger",
     "ObjectReference",
     "OpdError",
     "OperatorRegistry",
@@ -198,6 +202,7 @@ __all__ = [
     "not_",
     "on",
     "operator",
+    "register",
     "remove_owner_reference",
     "run",
     "run_tasks",

@@ -19,8 +19,10 @@ from opd.registry import (
     WebhookHandler,
     accepted_kwargs,
     get_default_registry,
+    handler_ids,
 )
 from opd.resources import ResourceRef
+from opd.subhandlers import register as register  # Kopf has it as kopf.on.register too
 from opd.subhandlers import subhandler
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -48,10 +50,14 @@ def _register(reason: Reason, resource: tuple[str, ...] | None, *, group: str | 
 
     def decorate(fn: F) -> F:
         target = registry if registry is not None else get_default_registry()
+        # Webhooks keep opd's ids: they name the webhooks in the API server's configuration.
+        short, kopf = handler_ids(fn, id, path if reason != Reason.INDEX else None)
+        if cls is not Handler:
+            kopf = short
         target.append(cls(
-            fn=fn, id=id or fn.__name__, reason=reason, resource=ref, field=path,
+            fn=fn, id=short, reason=reason, resource=ref, field=path,
             errors=ErrorsMode(errors) if errors is not None else ErrorsMode.TEMPORARY,
-            accepts=accepted_kwargs(fn), **options,
+            accepts=accepted_kwargs(fn), short_id=short, kopf_id=kopf, **options,
         ))
         return fn
 
@@ -99,12 +105,15 @@ def resume(*resource: str, group: str | None = None, version: str | None = None,
            labels: Filters = None, annotations: Filters = None, when: Callable[..., bool] | None = None,
            field: str | None = None, value: FilterValue | None = None, errors: ErrorsMode | str | None = None,
            timeout: float | None = None, retries: int | None = None, backoff: float | None = None,
-           ) -> Callable[[F], F]:
-    """Run for each existing, already-handled object when the operator starts."""
+           deleted: bool | None = None) -> Callable[[F], F]:
+    """Run for each existing, already-handled object when the operator starts; with ``deleted=True``
+    (Kopf's), also for one found already being deleted (with the delete handlers, while opd's
+    finalizer holds it)."""
     return _register(Reason.RESUME, resource, group=group, version=version, kind=kind, plural=plural, id=id,
                      singular=singular, shortcut=shortcut, category=category, param=param,
                      registry=registry, labels=labels, annotations=annotations, when=when, field=field,
-                     value=value, errors=errors, timeout=timeout, retries=retries, backoff=backoff)
+                     value=value, errors=errors, timeout=timeout, retries=retries, backoff=backoff,
+                     deleted=bool(deleted))
 
 
 def delete(*resource: str, group: str | None = None, version: str | None = None, kind: str | None = None,
@@ -256,11 +265,14 @@ def login(*, id: str | None = None, param: Any = None, registry: OperatorRegistr
                      retries=retries, backoff=backoff)
 
 
-def this(*, id: str | None = None, errors: ErrorsMode | str | None = None, timeout: float | None = None,
-         retries: int | None = None, backoff: float | None = None) -> Callable[[F], F]:
+def this(*, id: str | None = None, param: Any = None, errors: ErrorsMode | str | None = None,
+         timeout: float | None = None, retries: int | None = None, backoff: float | None = None,
+         labels: Filters = None, annotations: Filters = None, when: Callable[..., bool] | None = None,
+         field: str | Sequence[str] | None = None, value: FilterValue | None = None) -> Callable[[F], F]:
     """Declare a sub-handler inside a running change handler (Kopf's ``on.this``): ``opd.subhandler``."""
 
-    return subhandler(id=id, errors=errors, timeout=timeout, retries=retries, backoff=backoff)
+    return subhandler(id=id, param=param, errors=errors, timeout=timeout, retries=retries, backoff=backoff,
+                      labels=labels, annotations=annotations, when=when, field=field, value=value)
 
 
 # -- webhooks: called by the API server (opd.webhooks), never by the engine's watch streams --------------------------

@@ -8,9 +8,12 @@ its own with ``set_default_registry()``.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import enum
 import functools
 import inspect
+import os
+import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -79,6 +82,7 @@ class Handler:
     retries: int | None = None
     backoff: float | None = None
     optional: bool = False
+    deleted: bool = False  # a resume handler that also runs for an object found being deleted (Kopf's)
     # A field path ('spec.size' -> ('spec', 'size')): the handler sees that field's old/new/diff,
     # runs on update only when it changed, and ``value``/``old``/``new`` filter on it.
     field: tuple[str, ...] | None = None
@@ -96,6 +100,11 @@ class Handler:
     param: Any = None
     # The keyword arguments the function names; None when it takes **kwargs.
     accepts: frozenset[str] | None = None
+    # The two ids a registration may have (None: ``id``): opd's short one (``id=`` or the function's
+    # name) and Kopf's (``id=`` or the function's qualified name, then ``/<field>``). The registry
+    # settles on the short one unless another handler of the resource shares it (see ``settle_ids``).
+    short_id: str | None = None
+    kopf_id: str | None = None
 
     @property
     def is_async(self) -> bool:
@@ -118,6 +127,59 @@ class WebhookHandler(Handler):
     ignore_failures: bool = False  # the API server admits the request when the webhook fails or is away
     from_version: str | None = None  # a converter's versions (e.g. "v1" -> "v2")
     to_version: str | None = None
+
+
+def callable_id(fn: Callable[..., Any]) -> str:
+    """Kopf's id of a function: its qualified name (``Class.method``, ``outer.<locals>.fn``), the
+    wrapped function's for a partial or a ``functools.wraps`` wrapper, a lambda's file name and line."""
+    while True:
+        if isinstance(fn, functools.partial):
+            fn = fn.func
+        elif hasattr(fn, "__wrapped__"):
+            fn = fn.__wrapped__
+        else:
+            break
+    if isinstance(fn, types.FunctionType) and fn.__name__ == "<lambda>":
+        # Kopf's names the file by its full path; its name alone keeps the id where opd is installed elsewhere.
+        return f"lambda:{os.path.basename(fn.__code__.co_filename)}:{fn.__code__.co_firstlineno}"
+    return str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn))
+
+
+def handler_ids(fn: Callable[..., Any], id: str | None, field: tuple[str, ...] | None) -> tuple[str, str]:
+    """(opd's short id, Kopf's id) of one registration: ``id=`` or the function's name; Kopf's is
+    ``id=`` or its qualified name, then the field (``fn/spec.size``), so that two decorators on one
+    function for two fields differ."""
+    short = id or getattr(fn, "__name__", None) or callable_id(fn)
+    kopf = id or callable_id(fn)
+    return short, f"{kopf}/{'.'.join(field)}" if field else kopf
+
+
+def settle_ids(handlers: list[Handler]) -> list[Handler]:
+    """Each handler's id, distinct wherever Kopf's are: opd's short id where no other handler of its
+    resource has it with another Kopf id (so that ids stored on objects by earlier versions stay);
+    else the short id with Kopf's field suffix (``fn/data.a`` and ``fn/data.b`` for two stacked
+    ``on.field``; ``fn`` and ``fn/spec.x`` for ``on.create`` over ``on.field``) where that tells
+    them apart; else Kopf's id itself (``Class.fn``, ``lambda:file.py:12``)."""
+    def suffixed(h: Handler) -> str:
+        short, kopf = h.short_id or h.id, h.kopf_id or h.id
+        field = kopf.rpartition("/")[2] if h.field is not None and kopf.endswith("/" + ".".join(h.field)) else ""
+        return f"{short}/{field}" if field else short
+
+    kopf_ids: dict[tuple[Any, str], set[str]] = {}
+    for h in handlers:
+        kopf_ids.setdefault((h.resource, h.short_id or h.id), set()).add(h.kopf_id or h.id)
+        kopf_ids.setdefault((h.resource, "\0" + suffixed(h)), set()).add(h.kopf_id or h.id)
+    settled = []
+    for h in handlers:
+        short, kopf = h.short_id or h.id, h.kopf_id or h.id
+        if len(kopf_ids[(h.resource, short)]) == 1:
+            want = short
+        elif len(kopf_ids[(h.resource, "\0" + suffixed(h))]) == 1:
+            want = suffixed(h)
+        else:
+            want = kopf
+        settled.append(h if want == h.id else dataclasses.replace(h, id=want))
+    return settled
 
 
 @functools.lru_cache(maxsize=1024)
@@ -208,10 +270,17 @@ class OperatorRegistry:
         return f"<OperatorRegistry with {len(self._handlers)} handlers>"
 
     def append(self, handler: Handler) -> None:
-        if any(h.id == handler.id and h.resource == handler.resource and h.reason == handler.reason
-               for h in self._handlers):
-            raise ValueError(f"duplicate handler id {handler.id!r} for {handler.resource} ({handler.reason})")
-        self._handlers.append(handler)
+        """Add a handler. One function under several decorators is several registrations (each its
+        own id where Kopf's differ, e.g. by field); the same id twice for one function is one handler
+        that any of them selects (run once per cause, as Kopf's). Two different functions with one id
+        for one resource and cause would share their progress on objects: refused."""
+        handlers = settle_ids([*self._handlers, handler])
+        new = handlers[-1]
+        for h in handlers[:-1]:
+            if h.id == new.id and h.resource == new.resource and h.reason == new.reason and h.fn is not new.fn:
+                raise ValueError(f"duplicate handler id {new.id!r} for {new.resource} ({new.reason}): "
+                                 f"{callable_id(h.fn)} and {callable_id(new.fn)}; give one of them another id=")
+        self._handlers = handlers
 
     @property
     def handlers(self) -> tuple[Handler, ...]:

@@ -11,12 +11,12 @@ are skipped. So a parent should only read its inputs and declare, with no side e
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from opd.errors import OpdError, TemporaryError
-from opd.registry import ErrorsMode, Handler, accepted_kwargs
+from opd.registry import ErrorsMode, FilterValue, Handler, accepted_kwargs
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Runs sub-handlers now (for execute()): their ids -> None when all are done, else the earliest retry delay.
@@ -54,16 +54,32 @@ def _children(what: str) -> Children:
     return children
 
 
-def subhandler(*, id: str | None = None, errors: ErrorsMode | str | None = None, timeout: float | None = None,
-               retries: int | None = None, backoff: float | None = None) -> Callable[[F], F]:
-    """Declare a sub-handler inside a change handler; it runs after the parent returns."""
+def subhandler(*, id: str | None = None, param: Any = None, errors: ErrorsMode | str | None = None,
+               timeout: float | None = None, retries: int | None = None, backoff: float | None = None,
+               labels: Mapping[str, FilterValue] | None = None, annotations: Mapping[str, FilterValue] | None = None,
+               when: Callable[..., bool] | None = None, field: str | Sequence[str] | None = None,
+               value: FilterValue | None = None) -> Callable[[F], F]:
+    """Declare a sub-handler inside a change handler; it runs after the parent returns, if its
+    filters (``labels``, ``annotations``, ``when``, ``field``/``value``: as a handler's) select the
+    object; else it is skipped, and the parent is done without it (as Kopf's)."""
     children = _children("opd.subhandler")
+    path = tuple(field.split(".")) if isinstance(field, str) else tuple(field) if field else None
 
     def decorate(fn: F) -> F:
-        children.add(fn, id, errors=errors, timeout=timeout, retries=retries, backoff=backoff)
+        children.add(fn, id, param=param, errors=errors, timeout=timeout, retries=retries, backoff=backoff,
+                     labels=labels, annotations=annotations, when=when, field=path, value=value)
         return fn
 
     return decorate
+
+
+def register(fn: F, *, id: str | None = None, param: Any = None, errors: ErrorsMode | str | None = None,
+             timeout: float | None = None, retries: int | None = None, backoff: float | None = None,
+             labels: Mapping[str, FilterValue] | None = None, annotations: Mapping[str, FilterValue] | None = None,
+             when: Callable[..., bool] | None = None) -> F:
+    """Kopf's ``kopf.register(fn, id=...)``: ``subhandler(id=...)(fn)``, for a loop of sub-handlers."""
+    return subhandler(id=id, param=param, errors=errors, timeout=timeout, retries=retries, backoff=backoff,
+                      labels=labels, annotations=annotations, when=when)(fn)
 
 
 async def execute(*, fns: Mapping[str, Callable[..., Any]] | None = None,

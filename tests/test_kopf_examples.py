@@ -43,6 +43,7 @@ async def startup_fn_retried(retry: int, memo: kopf.Memo, logger: kopf.Logger, *
     if retry < 2:
         raise kopf.TemporaryError(f"Going to succeed in {2 - retry} tries", delay=0.3)
     memo.startup_tries = retry + 1
+    memo.children = []  # shared with every object's own memo (Kopf's copies the operator's shallowly)
     logger.info("Starting retried...")
 
 
@@ -85,7 +86,7 @@ async def make_child(body: kopf.Body, spec: kopf.Spec, api: Any, memo: kopf.Memo
     kopf.adopt(doc)
     kopf.label(doc, {"made-by": "kopf-style"})
     child = await client.CoreV1Api(api).create_namespaced_config_map(doc["metadata"]["namespace"], doc)
-    memo.setdefault("children", []).append(child.metadata.name)
+    memo.children.append(child.metadata.name)
     kopf.info(body, reason="AnyReason")
     kopf.event([child], type="Normal", reason="SomeReason", message="Created as part of the job1step")
     return {"children": [child.metadata.uid]}

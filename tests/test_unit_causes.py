@@ -42,7 +42,8 @@ def test_unlabelled_object_is_out_of_scope_and_gets_no_finalizer() -> None:
     assert (change.reason, change.in_scope, change.wants_finalizer, change.handlers) == (None, False, False, [])
     labelled = _detect(registry, _body({"x": "1"}))
     assert labelled.reason == Reason.CREATE and labelled.in_scope and labelled.wants_finalizer
-    assert [h.id for h, _ in labelled.handlers] == ["<lambda>"]
+    # Two lambdas share opd's short id ("<lambda>"): each takes Kopf's, its file and line.
+    assert [h.id for h, _ in labelled.handlers] == ["lambda:test_unit_causes.py:39"]
 
 
 def test_when_runs_once_per_handler_per_change() -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from opd.engine.diffs import diff
 from opd.registry import SPAWNING, STATEFUL, Handler, Reason, matches, resolve_field, value_ok
+from opd.typedefs import Diff
 
 ByReason = Mapping[Reason, list[Handler]]
 Selected = list[tuple[Handler, dict[str, Any]]]  # a handler with its own kwargs
@@ -40,7 +41,7 @@ def _field_kwargs(handler: Handler, kwargs: dict[str, Any], old: Any, new: Any) 
     changed = (was, old_value) != (now, new_value)
     if changed and (handler.old is not None or handler.new is not None):  # on.field, or on.update(field=)
         changed = value_ok(was, old_value, handler.old, **kwargs) and value_ok(now, new_value, handler.new, **kwargs)
-    own = {**kwargs, "old": old_value, "new": new_value, "diff": diff(old_value, new_value)}
+    own = {**kwargs, "old": old_value, "new": new_value, "diff": Diff(diff(old_value, new_value))}
     return changed, own
 
 
@@ -87,7 +88,7 @@ def detect(*, body: Mapping[str, Any], by_reason: ByReason, kwargs: dict[str, An
                 continue
             if r == Reason.DELETE and not handler.optional:
                 change.wants_finalizer = True
-            if _runs_for(handler, reason, field_changed):
+            if _runs_for(handler, reason, field_changed, first_seen):
                 candidates.append((handler, own))
 
     if reason == Reason.DELETE:
@@ -102,9 +103,11 @@ def detect(*, body: Mapping[str, Any], by_reason: ByReason, kwargs: dict[str, An
     return change
 
 
-def _runs_for(handler: Handler, reason: Reason | None, field_changed: bool) -> bool:
+def _runs_for(handler: Handler, reason: Reason | None, field_changed: bool, first_seen: bool) -> bool:
     if reason is None:
         return False
+    if handler.reason == Reason.RESUME and handler.deleted and reason == Reason.DELETE:
+        return first_seen  # Kopf's on.resume(deleted=True): found being deleted when the operator starts
     if handler.reason == Reason.FIELD:
         return reason in (Reason.CREATE, Reason.UPDATE) and field_changed
     if handler.reason == Reason.UPDATE and handler.field is not None:

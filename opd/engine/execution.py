@@ -12,6 +12,7 @@ are permanent.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import time
 from concurrent.futures import Executor
@@ -74,8 +75,10 @@ async def execute(handler: Handler, record: dict[str, Any], kwargs: dict[str, An
         if handler.timeout is not None and runtime >= handler.timeout:
             raise HandlerTimeoutError(f"timed out after {handler.timeout:g}s")
         remaining = None if handler.timeout is None else handler.timeout - runtime
-        call = invoke(handler, {**kwargs, "retry": retry, "started": started, "runtime": runtime},
-                      executor=executor)
+        # Kopf's types: the first try's start as an aware datetime, the time since as a timedelta.
+        timing = {"started": datetime.datetime.fromtimestamp(started, datetime.UTC),
+                  "runtime": datetime.timedelta(seconds=runtime)}
+        call = invoke(handler, {**kwargs, "retry": retry, **timing}, executor=executor)
         try:
             result = await asyncio.wait_for(call, remaining)
         except TimeoutError as exc:

@@ -29,6 +29,7 @@ from opd.kube.credentials import Login
 from opd.registry import OperatorRegistry, Reason
 from opd.resources import Resource, ResourceRef
 from opd.settings import OperatorSettings
+from opd.typedefs import ObjectLogger, activity
 
 PROBE_TIMEOUT = 5.0  # seconds, for a probe handler without a timeout of its own
 NAMESPACES = Resource(group="", version="v1", plural="namespaces", kind="Namespace", namespaced=False)
@@ -101,8 +102,11 @@ class Operation:
         return all(e.is_set() for e in self._resolved.values()) and all(
             s.listed.is_set() for s in self.subscriptions.values())
 
-    def _operator_kwargs(self) -> dict[str, Any]:
-        kwargs = {"settings": self.settings, "memo": self.memo, "logger": logger.bind(operator=self.name)}
+    def _operator_kwargs(self, reason: Reason) -> dict[str, Any]:
+        """Kopf's activity kwargs: ``activity`` (startup, cleanup, probe, authentication), ``settings``,
+        ``memo``, a stdlib ``logger`` (opd's log; no Events: there is no object), the indexes."""
+        log = ObjectLogger({"operator": self.name} if self.name else {})
+        kwargs = {"settings": self.settings, "memo": self.memo, "logger": log, "activity": activity(reason)}
         if self.cluster is not None:  # not yet for login handlers: they say how to connect
             kwargs["api"] = self.cluster.client.handler_client()
         if self.indexes is not None:
@@ -115,7 +119,7 @@ class Operation:
         for handler in self.registry.operator_handlers(reason):
             record: dict[str, Any] = {"started": time.time()}
             while True:
-                outcome = await execute(handler, record, self._operator_kwargs(), executor=self._executor,
+                outcome = await execute(handler, record, self._operator_kwargs(reason), executor=self._executor,
                                         retries=self.settings.retries)
                 if outcome.success:
                     results.append(outcome.result)
@@ -140,8 +144,8 @@ class Operation:
         report: dict[str, Any] = {}
         for handler in self.registry.operator_handlers(Reason.PROBE):
             try:
-                report[handler.id] = await asyncio.wait_for(
-                    invoke(handler, self._operator_kwargs(), executor=self._executor), handler.timeout or PROBE_TIMEOUT)
+                call = invoke(handler, self._operator_kwargs(Reason.PROBE), executor=self._executor)
+                report[handler.id] = await asyncio.wait_for(call, handler.timeout or PROBE_TIMEOUT)
             except Exception as exc:
                 report[handler.id] = {"error": type(exc).__name__}
                 if failed is not None:

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import copy
 import datetime
 import json
+import logging
 import time
 from collections.abc import Mapping
 from concurrent.futures import Executor
@@ -43,6 +45,7 @@ from opd.kube.batching import PatchNotJSON
 from opd.registry import CHANGING, STATEFUL, Handler, OperatorRegistry, Reason, matches
 from opd.resources import Resource, ResourceRef
 from opd.settings import OperatorSettings
+from opd.typedefs import Body, Diff, EventSink, body_kwargs, level_name, object_logger
 
 REFRESH = "REFRESH"  # a queue item whose body is out of date: read the object afresh first
 RETRY = "RETRY"  # a queue item of opd's own: handlers are due again (never taken for an echo)
@@ -135,6 +138,8 @@ class ResourceProcessor:
         self.spawner = Spawner(kwargs_for=self._spawned_kwargs, write_outcome=self._write_outcome,
                                executor=executor, retries=settings.retries, stop_timeout=settings.shutdown.timeout)
         self.metrics = HandlerMetrics()
+        self._live: dict[str, Body] = {}  # uid -> the body view its running timers and daemons see
+        self._memos: dict[str, Any] = {}  # uid -> the object's own memo (Kopf's), until it is gone
         self.reporter = Reporter(resource, poster)
 
     # -- events in ------------------------------------------------------------------------------------------------
@@ -200,10 +205,13 @@ class ResourceProcessor:
         if event_type in ("DELETED", REFRESH):  # gone, or left the label selector
             self.indexes.forget(self.indexers, uid)
             return
-        kwargs = self._kwargs(body, reason="index")
         for handler in self.indexers:
+            patch = Patch()  # Kopf's index handlers get one too: written as an event handler's is
+            kwargs = self._kwargs(body, reason="index", posting=False, patch=patch)
             if matches(handler, body, kwargs):
                 await self.indexes.feed(handler, uid, kwargs, where(body))
+                if patch and event_type != "DELETED":
+                    await self._write_quietly(handler, body, Plan(patch=dict(patch)))
             else:
                 self.indexes.forget([handler], uid)
 
@@ -286,6 +294,8 @@ class ResourceProcessor:
         self.queue.forget(uid)
         self.inventory.forget(uid)
         await self.spawner.stop(uid, reason)
+        self._live.pop(uid, None)
+        self._memos.pop(uid, None)
 
     def known(self) -> list[str]:
         """The uids this processor keeps anything for: queued, remembered, or with timers/daemons."""
@@ -321,6 +331,13 @@ class ResourceProcessor:
         self.inventory.forget(uid)
         self.queue.forget(uid)
         await self.spawner.stop(uid, "object deleted")
+        self._live.pop(uid, None)
+        try:
+            await self._optional_deleted(memory, body)
+        finally:
+            self._memos.pop(uid, None)  # after its last handlers: they see the object's memo
+
+    async def _optional_deleted(self, memory: Memory | None, body: dict[str, Any]) -> None:
         if memory is not None and memory.optional_deleted:
             return
         optional = [h for h in self.by_reason[Reason.DELETE] if h.optional]
@@ -347,28 +364,68 @@ class ResourceProcessor:
         memory.written = None
         return False
 
-    def _kwargs(self, body: dict[str, Any], **extra: Any) -> dict[str, Any]:
-        meta = body.get("metadata") or {}
+    def _kwargs(self, body: dict[str, Any], *, posting: bool = True, **extra: Any) -> dict[str, Any]:
+        """A handler's kwargs for one object: ``body`` and its parts as Kopf's read-only views of it
+        (one shallow copy per level, made once per event), a stdlib logger naming the object (its
+        records also posted as Events unless ``posting`` is False, as Kopf's event and index
+        handlers' are not), and the operator's own."""
         return {
-            "body": body, "spec": body.get("spec") or {}, "meta": meta, "status": body.get("status") or {},
-            "name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid"),
-            "labels": meta.get("labels") or {}, "annotations": meta.get("annotations") or {},
-            "logger": logger.bind(object=where(body), resource=str(self.resource)),
-            "memo": self.memo, "resource": self.resource, "settings": self.settings,
+            **body_kwargs(body),
+            "logger": object_logger(body, resource=self.resource, events=self._events(body) if posting else None),
+            "memo": self._memo(body), "resource": self.resource, "settings": self.settings,
             "api": self.client.handler_client(),
             **extra,
             **self.indexes.kwargs(),  # an index wins over a framework kwarg of its name (as in Kopf)
         }
 
+    def _memo(self, body: Mapping[str, Any]) -> Any:
+        """Kopf's per-object memo: a shallow copy of the operator's, made when the object is first
+        seen and kept until it is gone (what startup handlers put in it is shared; what a handler
+        sets on it is this object's)."""
+        uid = (body.get("metadata") or {}).get("uid")
+        if not uid:
+            return self.memo
+        memo = self._memos.get(uid)
+        if memo is None:
+            memo = self._memos[uid] = copy.copy(self.memo)
+        return memo
+
+    def _events(self, body: Mapping[str, Any]) -> EventSink | None:
+        """Where a handler's log records about ``body`` go as Events (reason ``Logging``, as Kopf's):
+        ``settings.posting`` decides (``enabled``, ``level``; ``loggers`` where the settings have it)."""
+        poster, posting = self.poster, self.settings.posting
+        if poster is None:
+            return None
+
+        def post(levelno: int, message: str) -> None:
+            if getattr(posting, "loggers", True):
+                poster.post(body, "Normal" if levelno <= logging.INFO else "Warning", "Logging", message,
+                            level=level_name(levelno))
+
+        return post
+
     def _spawned_kwargs(self, handler: Handler, body: dict[str, Any], stopped: Stopped, patch: Patch
                         ) -> dict[str, Any]:
-        return self._kwargs(body, reason=str(handler.reason), patch=patch, stopped=stopped)
+        # Kopf's daemons and timers see live views: the object's newest state while they run.
+        uid = (body.get("metadata") or {}).get("uid")
+        live = self._live.get(uid) if uid else None
+        if live is None:
+            live = Body(body)
+            if uid:
+                self._live[uid] = live
+        return self._kwargs(live, reason=str(handler.reason), patch=patch, stopped=stopped)
+
+    def _keep_live(self, uid: str, body: dict[str, Any]) -> None:
+        """The views running timers and daemons of ``uid`` hold: the newest state, or let go."""
+        if not self.spawner.running(uid):
+            self._live.pop(uid, None)
+        elif (live := self._live.get(uid)) is not None:
+            live._replace_with(body)
 
     def _refresh(self, kwargs: dict[str, Any], body: dict[str, Any]) -> None:
-        if kwargs.get("body") is not body:
-            meta = body.get("metadata") or {}
-            kwargs.update(body=body, meta=meta, labels=meta.get("labels") or {},
-                          annotations=meta.get("annotations") or {}, status=body.get("status") or {})
+        current = kwargs.get("body")
+        if current is None or current.get("metadata") is not body.get("metadata"):  # a newer read of it
+            kwargs.update(body_kwargs(body))
 
     async def _execute(self, handler: Handler, record: dict[str, Any], kwargs: dict[str, Any]) -> Outcome:
         began = time.perf_counter()
@@ -377,12 +434,16 @@ class ResourceProcessor:
         return outcome
 
     async def _run_event_handlers(self, event_type: str, body: dict[str, Any]) -> None:
+        called = set()  # one function under two decorators of one id: called once per event, as Kopf's
         for handler in self.by_reason[Reason.EVENT]:
+            if (handler.fn, handler.id) in called:
+                continue
             patch = Patch()
             kwargs = self._kwargs(body, event={"type": event_type, "object": body}, type=event_type,
-                                  patch=patch, reason="event")
+                                  patch=patch, reason="event", posting=False)
             if not matches(handler, body, kwargs):
                 continue
+            called.add((handler.fn, handler.id))
             outcome = _sendable(handler, await self._execute(handler, {"started": time.time()}, kwargs), patch)
             if outcome.error is not None:
                 logger.opt(exception=outcome.error).error(
@@ -430,8 +491,10 @@ class ResourceProcessor:
         else:
             old_essence = parse_diff_base(state.diff_base)
         patch = Patch()
-        kwargs = self._kwargs(body, patch=patch, old=old_essence if updating else None, new=new_essence,
-                              diff=diff(old_essence, new_essence) if updating else ())
+        # Kopf's: old is the essence last handled (None for a new object), the diff from it (for a
+        # new object: everything added), also for resume and delete handlers.
+        kwargs = self._kwargs(body, patch=patch, old=old_essence, new=new_essence,
+                              diff=Diff(diff(old_essence, new_essence) if updating or state.diff_base is None else ()))
         change = causes.detect(body=body, by_reason=self.by_reason, kwargs=kwargs, old=old_essence,
                                new=new_essence, diff_base=state.diff_base, current=current, first_seen=first_seen,
                                has_progress=bool(state.progress), finalizer=self.finalizer)
@@ -444,8 +507,10 @@ class ResourceProcessor:
                 # Before any handler runs: a deletion from now on waits for opd (or no longer does).
                 body = await self._apply(uid, memory, Plan(finalizer=wanted), body) or body
             await self.spawner.ensure(uid, body, change.spawning)
+            self._keep_live(uid, body)
         elif self.spawner.running(uid):
             await self.spawner.stop(uid, "object deleted")
+            self._live.pop(uid, None)
         reason = change.reason
         if reason is None:
             return
@@ -500,6 +565,8 @@ class ResourceProcessor:
         record = progress.get(handler.id, state.progress.get(handler.id))
         if _done(record):
             return None
+        if handler not in self.by_reason[handler.reason] and not matches(handler, body, own):
+            return None  # a sub-handler whose filters do not select the object: skipped, as Kopf's
         if record and float(record.get("delayed") or 0) > now:
             return float(record["delayed"])
         record = {**(record or {}), "started": (record or {}).get("started", now)}

@@ -267,7 +267,9 @@ class Storage:
             hid = self._ids.get(key, key)
             if key == LAST_HANDLED or key.startswith(RESULT_PREFIX) or key == "finalizer":
                 continue  # opd's other annotations in the same domain
-            if self._ids and hid.split("/", 1)[0] not in self._ids.values():
+            # An id with a slash is a sub-handler's ("<parent>/<id>") or Kopf's id of a field handler
+            # ("fn/spec.size", whose "fn" need not be a handler): kept when it or a prefix is a handler's.
+            if self._ids and not any(hid == known or hid.startswith(f"{known}/") for known in self._ids.values()):
                 continue  # somebody's own annotation in our domain, or another operator's record
             if _valid_record(record):
                 progress[hid] = record
