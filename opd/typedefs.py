@@ -32,7 +32,9 @@ class _View(dict[str, Any]):
     __slots__ = ()
 
     def __init__(self, src: Mapping[str, Any] | None = None) -> None:
-        super().__init__(src if src is not None else ())
+        # Whoever may write the object may put a list or a string where a table belongs (a custom
+        # resource's spec is free-form): such a part reads as empty; the raw value stays in ``body``.
+        super().__init__(src if isinstance(src, Mapping) else ())
 
     def _refuse(self, *_: Any, **__: Any) -> NoReturn:
         raise TypeError(f"{type(self).__name__} is read-only: fill the handler's patch to change the object")
@@ -62,6 +64,7 @@ class _View(dict[str, Any]):
     def _replace_with(self, src: Mapping[str, Any]) -> None:
         """Become a view of a newer state of the same part (Kopf's name): for the live views a
         daemon keeps. Keys are set before the gone ones go, so a reader never misses a kept key."""
+        src = src if isinstance(src, Mapping) else {}
         dict.update(self, src)
         for key in [k for k in self if k not in src]:
             dict.__delitem__(self, key)

@@ -392,13 +392,13 @@ class ResourceProcessor:
 
     def _events(self, body: Mapping[str, Any]) -> EventSink | None:
         """Where a handler's log records about ``body`` go as Events (reason ``Logging``, as Kopf's):
-        ``settings.posting`` decides (``enabled``, ``level``; ``loggers`` where the settings have it)."""
+        ``settings.posting`` decides (``enabled``, ``level``, ``loggers``)."""
         poster, posting = self.poster, self.settings.posting
         if poster is None:
             return None
 
         def post(levelno: int, message: str) -> None:
-            if getattr(posting, "loggers", True):
+            if posting.loggers:
                 poster.post(body, "Normal" if levelno <= logging.INFO else "Warning", "Logging", message,
                             level=level_name(levelno))
 
