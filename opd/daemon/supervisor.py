@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 from loguru import logger
 
@@ -41,11 +41,6 @@ from opd.kube.credentials import Login
 from opd.settings import OperatorSettings
 from opd.webhooks.server import SharedMount, WebhookServer
 from opd.webhooks.serving import Webhooks
-
-if TYPE_CHECKING:
-    pass
-
-T = TypeVar("T")
 
 PATCH_WINDOW = 0.02  # seconds; see Supervisor._start_plugins
 READY_TIMEOUT_ENV = "OPD_READY_TIMEOUT"
@@ -289,7 +284,11 @@ class Supervisor:
         operation = runner.operation
         # What the engine says cannot be served (a resource not served or ambiguous, a watch refused
         # with 401/403/404): the status decides, as data; the bound holds for everything else.
-        unservable = operation.snapshot().unservable if operation is not None else ()
+        try:
+            unservable = operation.snapshot().unservable if operation is not None else ()
+        except Exception:  # a bug of the engine's: said, and the bound still holds (the monitor goes on)
+            logger.opt(exception=True).error(f"opd: reading the status of plugin {runner.name!r} failed")
+            unservable = ()
         if unservable:
             return unservable[0]
         waited = time.monotonic() - runner.started_at
