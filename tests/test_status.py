@@ -216,3 +216,60 @@ async def test_disown_busy_and_spawned_act_on_the_objects_picked(
 
     await eventually(idle)
     assert operation.snapshot().processors[KEX].failed == 0
+
+
+class _Keys:
+    """A replica that holds every key for long; which key an object is of is set by the test."""
+
+    def __init__(self) -> None:
+        self.of: dict[str, int] = {}
+
+    def key_of(self, uid: str) -> int:
+        return self.of.get(uid, 2)
+
+    def holds(self, key: int) -> bool:
+        return True
+
+    def granted(self) -> frozenset[int]:
+        return frozenset({0, 1, 2})
+
+    def left(self, key: int) -> float:
+        return 3600.0
+
+
+async def test_a_replicas_view_drains_and_loses_keys_through_the_operation(
+        api: client.ApiClient, kubeconfig: Path, namespace: str, crd: str,
+        running: list[asyncio.Task[None]]) -> None:
+    """opd.ha's view hands objects over with the operation's surface alone: the key drained stops its
+    objects' daemons and is no longer owned; the other key's objects go on."""
+    from opd.ha import View
+
+    registry = OperatorRegistry()
+    stops: list[str] = []
+
+    @opd.daemon("kopfexamples", registry=registry)
+    async def keep(name: str, stopped: Any, **_: Any) -> None:
+        await stopped.wait()
+        stops.append(name)
+
+    keys = _Keys()
+    view = View(keys)
+    operation = Operation(registry=registry, settings=OperatorSettings(), memo={}, namespaces=[namespace],
+                          clusterwide=False, login=Login(kubeconfig=str(kubeconfig)), ownership=view)
+    view.attach(operation)
+    running.append(asyncio.create_task(operation.run()))
+    uids = {name: (await create_kex(api, namespace, name))["metadata"]["uid"] for name in ("one", "two")}
+    keys.of = {uids["one"]: 0, uids["two"]: 1}
+
+    async def both_spawned() -> bool:
+        return operation.spawned(lambda uid: True) == frozenset(uids.values())
+
+    await eventually(both_spawned)
+    await view.drain(frozenset({0}), "handed over")
+    assert stops == ["one"]
+    assert (view.owns(uids["one"]), view.owns(uids["two"])) == (False, True)
+    assert operation.spawned(lambda uid: True) == {uids["two"]}
+    assert not await view.busy(frozenset({0}))
+    await view.lose(frozenset({0}), "lost")
+    assert view.granted == {1, 2} and view.owns(uids["two"])
+    assert stops == ["one"]  # the other key's daemon runs on
