@@ -352,36 +352,22 @@ async def test_a_dead_task_of_the_operation_stops_it_with_its_error(
 # -- what counts as failed, for READY=1 --------------------------------------------------------------------------
 
 
-class _Watcher:
-    def __init__(self, resource: object, error: str | None) -> None:
-        self.resource, self.namespace, self.label_selector = resource, "ns", None
-        self.last_error = error
+def test_a_watch_refused_for_good_counts_as_failed_a_passing_error_does_not() -> None:
+    """What a stream's status says, read for a plugin that has not listed: its HTTP status decides, not its text."""
+    from opd.engine.status import StreamStatus, WatchError
 
-    def __str__(self) -> str:
-        return "kopfexamples.v1.kopf.dev in ns"
-
-
-async def test_a_watch_refused_for_good_counts_as_failed_a_passing_error_does_not() -> None:
-    """What the shared streams say, read for a plugin that has not listed (fakes: the 403 is the watcher's)."""
-    from types import SimpleNamespace
-
-    from opd.daemon.supervisor import _unservable
-    from opd.resources import Resource
-
-    resource = Resource(group="kopf.dev", version="v1", plural="kopfexamples", kind="KopfExample", namespaced=True)
-    ref = "kopfexamples"  # resolved already: it has a processor
-    sub = SimpleNamespace(key=(resource, "ns", None), listed=asyncio.Event())  # the hub's Subscription, as read
-    registry = SimpleNamespace(resources=lambda: [ref])
-    operation = SimpleNamespace(registry=registry, processors={ref: object()}, subscriptions={(ref, "ns", None): sub})
-
-    def cluster(error: str | None) -> object:
-        return SimpleNamespace(hub=SimpleNamespace(watchers=[_Watcher(resource, error)]))
+    def stream(error: WatchError, listed: bool = False) -> StreamStatus:
+        return StreamStatus(resource="kopfexamples.v1.kopf.dev", namespace="ns", selector=None, listed=listed,
+                            healthy=False, error=error)
 
     refused = "not allowed (403): kopfexamples is forbidden; check the credentials and RBAC"
-    assert await _unservable(operation, cluster(refused)) == f"cannot watch kopfexamples.v1.kopf.dev in ns: {refused}"  # type: ignore[arg-type]
-    assert await _unservable(operation, cluster("Connection reset by peer")) is None  # type: ignore[arg-type]
-    sub.listed.set()
-    assert await _unservable(operation, cluster(refused)) is None  # type: ignore[arg-type]  # listed since
+    where = "kopfexamples.v1.kopf.dev in ns"
+    assert stream(WatchError("APIError", 403, refused)).refusal == f"cannot watch {where}: {refused}"
+    assert stream(WatchError("ClientOSError", None, "Connection reset by peer")).refusal is None
+    assert stream(WatchError("APIError", 403, refused), listed=True).refusal is None  # listed since
+    # A passing error whose text happens to say "(403)" is still a passing error; a 404 that says no number is not.
+    assert stream(WatchError("APIError", 500, "etcd said (403) somewhere")).refusal is None
+    assert stream(WatchError("APIError", 404, "not served: was the CRD deleted?")).refusal is not None
 
 
 async def test_a_plugin_not_ready_within_the_bound_counts_as_failed() -> None:

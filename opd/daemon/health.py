@@ -81,13 +81,15 @@ class WatchSnapshot:
     selector: str | None
     listed: bool
     healthy: bool
-    error: str | None
+    error: str | None  # the last failure's one line, until it recovers
     stats: Mapping[str, int] = field(default_factory=dict)  # lists, watches, events, gone, errors
     connection: str = "shared"  # or the name of the plugin whose own connection it is
+    status: int | None = None  # the last failure's HTTP status, when the API server answered
 
     def to_dict(self) -> dict[str, Any]:
         return {"resource": self.resource, "namespace": self.namespace, "selector": self.selector,
-                "listed": self.listed, "healthy": self.healthy, "error": self.error, "connection": self.connection}
+                "listed": self.listed, "healthy": self.healthy, "error": self.error, "status": self.status,
+                "connection": self.connection}
 
 
 @dataclass(frozen=True)

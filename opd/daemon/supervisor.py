@@ -17,11 +17,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 from loguru import logger
 
@@ -29,60 +28,24 @@ from opd.daemon import config as daemon_config
 from opd.daemon import plugins as daemon_plugins
 from opd.daemon import systemd
 from opd.daemon.config import DaemonConfig
-from opd.daemon.counters import engine_counters
+from opd.daemon.counters import connection_counters, operation_counters
 from opd.daemon.health import HaSnapshot, HealthServer, PluginSnapshot, Snapshot, WatchSnapshot
 from opd.daemon.plugins import Plugin, Status
 from opd.daemon.runner import PluginRunner, track_tasks
 from opd.engine.cluster import Cluster
-from opd.engine.operation import Operation, Service
+from opd.engine.operation import Service
+from opd.engine.status import connection
 from opd.errors import ConfigError, OpdError
 from opd.ha import HaSettings, Replica, default_identity
-from opd.kube.api import REQUEST_ERRORS
 from opd.kube.credentials import Login
-from opd.resources import select
 from opd.settings import OperatorSettings
 from opd.webhooks.server import SharedMount, WebhookServer
 from opd.webhooks.serving import Webhooks
-
-if TYPE_CHECKING:
-    pass
-
-T = TypeVar("T")
 
 PATCH_WINDOW = 0.02  # seconds; see Supervisor._start_plugins
 READY_TIMEOUT_ENV = "OPD_READY_TIMEOUT"
 READY_TIMEOUT = 60.0  # seconds; a plugin not listed by then counts as failed (see _diagnose)
 MONITOR_INTERVAL = 0.5  # seconds between looks at the plugins' states
-
-
-# Watch errors that retrying will not fix by itself: the watcher says these with the status in parentheses.
-_REFUSED = re.compile(r"\((401|403|404)\)")
-
-
-async def _unservable(operation: Operation, cluster: Cluster) -> str | None:
-    """Why a started operation cannot list, when the cluster says so: a resource the server does
-    not serve (or names ambiguously), or a watch it refuses. None: no such reason (yet)."""
-    served = None
-    for ref in operation.registry.resources():
-        if ref in operation.processors:
-            continue  # resolved
-        if served is None:
-            try:
-                served = await cluster.discovery.resources()  # cached: the operation refreshes it
-            except REQUEST_ERRORS:
-                return None  # cannot tell now
-        found = select(ref, served)
-        if not found:
-            return f"unknown resource {ref}"
-        if len(found) > 1:
-            return f"resource {ref} is ambiguous"
-    watchers = {(w.resource, w.namespace, w.label_selector): w for w in cluster.hub.watchers}
-    for sub in list(operation.subscriptions.values()):
-        watcher = watchers.get(sub.key)
-        if not sub.listed.is_set() and watcher is not None and watcher.last_error and _REFUSED.search(
-                watcher.last_error):
-            return f"cannot watch {watcher}: {watcher.last_error}"
-    return None
 
 
 # -- the daemon ---------------------------------------------------------------------------------------------------
@@ -176,15 +139,16 @@ class Supervisor:
                     name=plugin.name, status=str(plugin.status), ready=False, isolation=plugin.config.isolation,
                     failure=f"cannot load: {error}" if failed else None, error=error)
                 continue
-            own = runner.cluster if runner.isolated else None
-            resources, posted, own_watchers, own_patches = engine_counters(runner.operation, own, runner.name)
+            operation, own = runner.operation, runner.cluster if runner.isolated else None
+            resources, posted = operation_counters(operation.snapshot() if operation is not None else None)
+            own_watchers, own_patches = connection_counters(connection(own) if own else None, runner.name)
             watchers += own_watchers
             plugins[plugin.name] = PluginSnapshot(
                 name=plugin.name, status=runner.state, ready=runner.ready.is_set(),
                 failure=None if runner.ready.is_set() else runner.failure, restarts=runner.restarts,
                 error=runner.error_type, isolation=plugin.config.isolation, resources=resources,
                 events_posted=posted, patches=own_patches)
-        _, _, shared, patches = engine_counters(None, self.cluster, "shared")
+        shared, patches = connection_counters(connection(self.cluster) if self.cluster else None, "shared")
         running = self.started.is_set() and not self._stopping
         state = self.replica.state() if self.replica is not None else None
         return Snapshot(running=running, plugins=plugins, watchers=[*shared, *watchers], patches=patches,
@@ -317,14 +281,16 @@ class Supervisor:
         if runner.crashed:
             return f"crashed: {runner.error_type}; restarting" if runner.state == "failed" else (
                 f"crashed: {runner.error_type}")
-        operation, cluster = runner.operation, runner.cluster
-        if operation is not None and cluster is not None:
-            try:
-                reason = await runner.in_its_loop(lambda: _unservable(operation, cluster), timeout=5.0)
-            except Exception:  # cannot tell now (restarting, a slow server): the bound still holds
-                reason = None
-            if reason is not None:
-                return reason
+        operation = runner.operation
+        # What the engine says cannot be served (a resource not served or ambiguous, a watch refused
+        # with 401/403/404): the status decides, as data; the bound holds for everything else.
+        try:
+            unservable = operation.snapshot().unservable if operation is not None else ()
+        except Exception:  # a bug of the engine's: said, and the bound still holds (the monitor goes on)
+            logger.opt(exception=True).error(f"opd: reading the status of plugin {runner.name!r} failed")
+            unservable = ()
+        if unservable:
+            return unservable[0]
         waited = time.monotonic() - runner.started_at
         return f"not ready within {self.ready_timeout:g}s" if waited >= self.ready_timeout else None
 

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from loguru import logger
 
 from opd.engine import namespaces as ns_patterns
+from opd.engine import status
 from opd.engine.backoff import Backoff
 from opd.engine.cluster import Cluster
 from opd.engine.execution import execute
@@ -23,6 +24,7 @@ from opd.engine.invocation import invoke
 from opd.engine.ownership import EVERYTHING, Ownership
 from opd.engine.posting import EventPoster, current_poster
 from opd.engine.processing import ResourceProcessor
+from opd.engine.status import OperationStatus, copied
 from opd.errors import ConfigError, OpdError
 from opd.kube.api import REQUEST_ERRORS
 from opd.kube.credentials import Login
@@ -32,6 +34,7 @@ from opd.settings import OperatorSettings
 from opd.typedefs import ObjectLogger, activity
 
 PROBE_TIMEOUT = 5.0  # seconds, for a probe handler without a timeout of its own
+Uids = Callable[[str], bool]  # which objects (by uid) a call is about
 NAMESPACES = Resource(group="", version="v1", plural="namespaces", kind="Namespace", namespaced=False)
 SERVICE_STOP_TIMEOUT = 5.0  # seconds for a service's stop (e.g. removing its webhook configurations)
 
@@ -77,6 +80,7 @@ class Operation:
         # (resource, namespace, selector): the handlers' stream, and the narrow one of held objects.
         self.subscriptions: dict[tuple[ResourceRef, str | None, str | None], Subscription] = {}
         self._resolved: dict[ResourceRef, asyncio.Event] = {}
+        self._unresolved: dict[ResourceRef, str] = {}  # why a resource is not served (yet)
         self._namespaces: set[str] | None = None  # matching namespaces, when globs are used
         self._namespace_sub: Subscription | None = None
         self._executor: Executor | None = None  # sync handlers' pool: opd's, or settings.execution.executor
@@ -250,6 +254,7 @@ class Operation:
                 resource = await self.cluster.discovery.resolve(ref)
             except ConfigError as exc:
                 logger.error(f"opd: {exc}")
+                self._unresolved[ref] = f"resource {ref} is ambiguous"
                 return None
             except REQUEST_ERRORS as exc:
                 if reported != "unreachable":
@@ -260,7 +265,9 @@ class Operation:
             if resource is not None:
                 if reported == "unreachable":
                     logger.info(f"opd: API server reachable again; serving {resource}")
+                self._unresolved.pop(ref, None)
                 return resource
+            self._unresolved[ref] = f"unknown resource {ref}"
             if reported != "unknown":
                 logger.error(f"opd: unknown resource {ref!s}: not served by the API server; "
                              "retrying until it appears (is the CRD installed?)")
@@ -324,6 +331,47 @@ class Operation:
             hub.unsubscribe(old)
             if not old.listed.is_set():  # readiness (or the indexes) may be waiting for the old one's first list
                 self._spawn(_forward(new.listed, old.listed), f"opd relist {key[0]}")
+
+    # -- the status surface: what the daemon and opd.ha read and do ------------------------------------------
+
+    def snapshot(self) -> OperationStatus:
+        """What it is doing now, as frozen data; safe to call from another thread than the operation's."""
+        cluster = self.cluster
+        watchers = {(w.resource, w.namespace, w.label_selector): w
+                    for w in (copied(lambda: cluster.hub.watchers) or [])} if cluster is not None else {}
+        streams = []
+        for sub in copied(lambda: list(self.subscriptions.values())) or []:
+            watcher = watchers.get(sub.key)
+            if watcher is not None:
+                streams.append(status.stream(watcher, listed=sub.listed.is_set()))
+        unservable = [*(copied(lambda: list(self._unresolved.values())) or []),
+                      *(s.refusal for s in streams if s.refusal is not None)]
+        found = copied(lambda: list(self.processors.values())) or []
+        processors = {str(p.resource): status.processor(p) for p in found}
+        return OperationStatus(name=self.name, ready=self.is_ready, streams=tuple(streams),
+                               unservable=tuple(unservable), processors=processors,
+                               events_posted=self.poster.posted if self.poster is not None else 0)
+
+    def busy(self, uids: Uids) -> frozenset[str]:
+        """Of these objects, those being processed right now (in the operation's loop)."""
+        return frozenset(uid for p in self.processors.values() for uid in p.known() if uids(uid) and p.busy(uid))
+
+    def spawned(self, uids: Uids) -> frozenset[str]:
+        """Of these objects, those with timers or daemons running (in the operation's loop)."""
+        return frozenset(uid for p in self.processors.values() for uid in p.spawner.uids() if uids(uid))
+
+    async def stop_spawned(self, uids: Uids, reason: str) -> None:
+        """Stop the timers and daemons of these objects, and wait until they have (their last
+        outcomes are written); what is queued of them stays."""
+        await asyncio.gather(*(p.spawner.stop(uid, reason) for p in list(self.processors.values())
+                               for uid in p.spawner.uids() if uids(uid)))
+
+    async def disown(self, uids: Uids, reason: str) -> None:
+        """Stop everything of these objects here (another replica's now): their queued states,
+        retries, timers and daemons, and what the operation remembered of them. An object in process
+        finishes its step; nothing new starts for it unless its events come again."""
+        await asyncio.gather(*(p.disown(uid, reason) for p in list(self.processors.values())
+                               for uid in p.known() if uids(uid)))
 
     def _namespace_event(self, event_type: str, body: dict[str, Any]) -> None:
         assert self._namespaces is not None and self.cluster is not None

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from loguru import logger
@@ -29,6 +30,33 @@ from opd.settings import WatchingSettings
 
 # (event type, object body): ADDED, MODIFIED, DELETED.
 Deliver = Callable[[str, dict[str, Any]], None]
+
+REFUSED = frozenset({401, 403, 404})  # answers that retrying will not change by itself
+MAX_ERROR_TEXT = 300  # characters of an error's one line kept for status output
+
+
+@dataclass(frozen=True)
+class WatchError:
+    """Why a stream last failed, as data: the error's type, the HTTP status when the API server
+    answered (None for a connection's failure), and one line for people."""
+
+    kind: str
+    status: int | None
+    text: str
+
+    @property
+    def refused(self) -> bool:
+        """Unauthorized, forbidden or not served: retrying goes on, but only a change outside opd
+        (credentials, RBAC, the CRD) ends it."""
+        return self.status in REFUSED
+
+    @classmethod
+    def of(cls, exc: BaseException, text: str) -> WatchError:
+        status = exc.status if isinstance(exc, APIError) else None
+        line = " ".join(text.split())
+        if len(line) > MAX_ERROR_TEXT:
+            line = line[:MAX_ERROR_TEXT - 3] + "..."
+        return cls(kind=type(exc).__name__, status=status, text=line or type(exc).__name__)
 
 
 class Watcher:
@@ -49,7 +77,7 @@ class Watcher:
         # Awaited between LIST pages: the consumers' queues make room before more bodies come.
         self.backlog: Callable[[], Awaitable[None]] | None = None
         self.healthy = False
-        self.last_error: str | None = None
+        self.failure: WatchError | None = None  # the last failure, until the stream recovers
         self._last_kind: str | None = None
         self.stats = {"lists": 0, "watches": 0, "events": 0, "gone": 0, "errors": 0, "malformed": 0}
         self._unsaid = 0  # malformed events skipped since the last one said
@@ -62,6 +90,11 @@ class Watcher:
     def __str__(self) -> str:
         where = f" in {self.namespace}" if self.namespace else ""
         return f"{self.resource}{where}"
+
+    @property
+    def last_error(self) -> str | None:
+        """The last failure's one line, until the stream recovers."""
+        return self.failure.text if self.failure is not None else None
 
     @property
     def path(self) -> str:
@@ -140,7 +173,7 @@ class Watcher:
         if kind != self._last_kind:  # each kind of trouble once, not at every retry
             logger.warning(f"opd: watch {self}: {message}; retrying in {delay:.1f}s")
         self._last_kind = kind
-        self.last_error = message
+        self.failure = WatchError.of(exc, message)
         return delay
 
     def _query(self) -> dict[str, Any]:
@@ -269,10 +302,10 @@ class Watcher:
                 callback()
 
     def _recovered(self) -> None:
-        if self.last_error is not None:
+        if self.failure is not None:
             logger.info(f"opd: watch {self}: recovered")
         self.healthy = True
-        self.last_error = None
+        self.failure = None
         self._last_kind = None
 
     async def _watch(self) -> None:

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from opd.engine.operation import Operation
-    from opd.engine.processing import ResourceProcessor
 
 T = TypeVar("T")
 CALL_TIMEOUT = 60.0  # seconds for one call into an operation's loop (stopping daemons is bounded)
@@ -103,26 +102,29 @@ class View:
     async def drain(self, keys: frozenset[int], reason: str) -> None:
         """Stop taking new work on these keys; what is in process goes on (and writes)."""
         async def drain() -> None:
-            busy = frozenset(self._uids(keys, busy=True))
-            spawned = frozenset(uid for processor in self._processors() for uid in processor.spawner.uids()
-                                if self.keys.key_of(uid) in keys)
+            operation = self.operation
+            if operation is None:
+                self.draining |= keys
+                return
+            of_keys = self._of(keys)
+            busy, spawned = operation.busy(of_keys), operation.spawned(of_keys)
             # Objects in process go on; timers and daemons stop first, while their last outcomes may
             # still be written, but nothing new starts for them (an echo taken now would start one).
             self.allowed |= busy
             self.stopping |= spawned
             self.draining |= keys
-            await asyncio.gather(*(processor.spawner.stop(uid, reason) for processor in self._processors()
-                                   for uid in processor.spawner.uids() if uid in spawned))
+            await operation.stop_spawned(spawned.__contains__, reason)
             self.stopping -= spawned
             # ...then what is queued or remembered of the objects that are not in process.
-            await self._disown(keys, reason, keep=busy)
+            await operation.disown(lambda uid: of_keys(uid) and uid not in busy, reason)
         await self._in_loop(drain)
 
     async def busy(self, keys: frozenset[int]) -> bool:
         """Whether objects of these keys that were in process when they began to drain still are."""
         async def busy() -> bool:
             mine = frozenset(uid for uid in self.allowed if self.keys.key_of(uid) in keys)
-            still = frozenset(self._uids(keys, busy=True, among=mine))
+            operation = self.operation
+            still = operation.busy(mine.__contains__) if operation is not None else frozenset()
             self.allowed = (self.allowed - mine) | still  # one that is done may not start again
             return bool(still)
         return bool(await self._in_loop(busy))
@@ -132,23 +134,14 @@ class View:
             self.granted -= keys
             self.draining -= keys
             self.allowed = frozenset(uid for uid in self.allowed if self.keys.key_of(uid) not in keys)
-            await self._disown(keys, reason)
+            if self.operation is not None:
+                await self.operation.disown(self._of(keys), reason)
         await self._in_loop(lose)
 
     # -- inside the operation's loop ---------------------------------------------------------------------------
-    def _processors(self) -> list[ResourceProcessor]:
-        operation = self.operation
-        return list(operation.processors.values()) if operation is not None else []
-
-    def _uids(self, keys: frozenset[int], *, busy: bool = False, among: frozenset[str] | None = None) -> set[str]:
-        """The uids of these keys the processors know (of ``among``), or only those in process now."""
-        return {uid for processor in self._processors() for uid in (processor.known() if among is None else among)
-                if self.keys.key_of(uid) in keys and (not busy or processor.busy(uid))}
-
-    async def _disown(self, keys: frozenset[int], reason: str, keep: frozenset[str] = frozenset()) -> None:
-        await asyncio.gather(*(
-            processor.disown(uid, reason) for processor in self._processors() for uid in processor.known()
-            if uid not in keep and self.keys.key_of(uid) in keys))
+    def _of(self, keys: frozenset[int]) -> Callable[[str], bool]:
+        """Whether an object (by uid) is of these keys."""
+        return lambda uid: self.keys.key_of(uid) in keys
 
     async def _in_loop(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T | None:
         """Run in the operation's loop (its own thread's, for an isolated plugin); None when it is gone."""
