@@ -8,9 +8,12 @@ import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from loguru import logger
 
 from opd import Option
@@ -622,3 +625,32 @@ def test_problems_follow_the_declaration_and_a_rule_follows_the_keys_it_reads() 
     assert problems('[plugins.a]\nmodule = 1\nfile = 2\n') == [
         "[plugins.a].module: expected a string, got integer", "[plugins.a].file: expected a string, got integer",
         "[plugins.a]: module and file: set one of them (where the plugin's code is)"]
+
+
+# Values for every declared key, good and bad, so that most drawn files are valid.
+_VALUES: dict[str, list[Any]] = {
+    "namespaces": [["a"], ["dev-*", "!dev-x"], []], "clusterwide": [True, False], "log_level": ["DEBUG", "warn"],
+    "log_format": ["json", "auto"], "listen": ["", "127.0.0.1:80", "[::1]:9"], "shutdown_timeout": [1, 2.5, 0],
+    "kubeconfig": ["k", "~/k"], "context": ["c", ""], "in_cluster": [True, False], "mode": ["off", "SHARDS", "leader"],
+    "lease": ["opd", "A"], "lease_namespace": ["ns"], "identity": ["me"], "lease_duration": [15, 30.0],
+    "renew_deadline": [10, 20], "retry_period": [2, 1], "shards": [1, 3, 0], "host": ["h", "[::1]"],
+    "url": ["https://a/b"], "service": ["a/b:443"], "managed": ["", "a.b"], "cert_dir": ["c"],
+    "excluded_namespaces": [[], ["kube-system", "x"]], "enable": [["a"], []], "disable": [["b"]],
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_fuzz_config_show_of_a_valid_file_reads_back_the_same(data: st.DataObject) -> None:
+    lines = []
+    for name, section in config.SECTIONS.items():
+        chosen = data.draw(st.lists(st.sampled_from(list(config.keys(section))), unique=True, max_size=3))
+        lines += [f"[{name}]", *(f"{key} = {rendering.toml_value(data.draw(st.sampled_from(_VALUES[key])))}"
+                                 for key in chosen)]
+    try:
+        cfg = parse("\n".join(lines), path=Path("/etc/opd/opd.toml"))
+    except ConfigFileError:
+        return
+    again = parse(rendering.render(cfg))
+    assert (again.opd, again.kubernetes, again.ha, again.webhooks) == (cfg.opd, cfg.kubernetes, cfg.ha, cfg.webhooks)
+    assert (again.plugins.enable, again.plugins.disable) == (cfg.plugins.enable, cfg.plugins.disable)
