@@ -8,9 +8,12 @@ import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from loguru import logger
 
 from opd import Option
@@ -507,3 +510,147 @@ def test_render_writes_a_delete_character_toml_can_read() -> None:
     """TOML forbids a raw DEL in a string, and JSON's escaping leaves it raw: config show's output did not read."""
     cfg = parse('[plugins.p]\nodd = "a\\u007fb"\n')
     assert tomllib.loads(rendering.render(cfg))["plugins"]["p"]["odd"] == "a\x7fb"
+
+
+# -- one declaration: validation, defaults, config show and etc/opd.toml all read it (issue #20) ----------------------
+
+
+def _etc_blocks() -> dict[str, str]:
+    """etc/opd.toml's text by section (``[name]`` or ``# [plugins.name]``)."""
+    blocks: dict[str, str] = {}
+    section = ""
+    for line in (REPO / "etc" / "opd.toml").read_text().splitlines():
+        if found := re.fullmatch(r"#? ?\[([a-z.]+)\]", line):
+            section = found.group(1)
+        blocks[section] = blocks.get(section, "") + line + "\n"
+    return blocks
+
+
+def test_etc_opd_toml_documents_every_declared_key_with_its_default() -> None:
+    blocks = _etc_blocks()
+    assert list(config.SECTIONS) == ["opd", "kubernetes", "ha", "webhooks", "plugins"]
+    for name, section in [*config.SECTIONS.items(), ("plugins.backups", config.PluginTable)]:
+        documented = dict(re.findall(r"^# ([a-z_]+) = (.*)$", blocks[name], re.M))
+        for key, (spec, default) in config.keys(section).items():
+            assert key in documented, f"[{name}].{key} is not documented in etc/opd.toml"
+            if default not in (None, ()):  # else an example is shown
+                assert documented[key] == rendering.toml_value(default), f"[{name}].{key}"
+            for variable in re.findall(r"\$[A-Z_]+", spec.unset):  # what unset means, said the same way
+                assert variable in blocks[name], f"[{name}].{key}: {variable}"
+
+
+def test_opd_s_keys_of_a_plugin_table_are_the_ones_options_may_not_take() -> None:
+    from opd.plugin.options import RESERVED
+
+    assert config.PLUGIN_OWN_KEYS == RESERVED == tuple(config.keys(config.PluginTable))
+
+
+FULL = """
+[opd]
+namespaces = ["a", "b-*"]
+listen = "127.0.0.1:8080"
+[kubernetes]
+kubeconfig = "/etc/opd/kubeconfig"
+context = "c"
+[ha]
+mode = "shards"
+shards = 3
+identity = "me"
+lease_duration = 30
+[webhooks]
+service = "opd/hooks:443"
+managed = ""
+cert_dir = "/var/lib/opd"
+excluded_namespaces = []
+[plugins]
+enable = ["p"]
+"""
+
+
+@pytest.mark.parametrize("text", ["", FULL, '[ha]\nmode = "leader"\n[kubernetes]\nin_cluster = true\n'])
+def test_config_show_writes_every_declared_key_and_reads_back(text: str) -> None:
+    cfg = parse(text)
+    shown = rendering.render(cfg)
+    back = tomllib.loads(shown)
+    for name, section in config.SECTIONS.items():
+        values = getattr(cfg, name)
+        for key, (spec, _) in config.keys(section).items():
+            if spec.shown is not None and not spec.shown(values):
+                assert key not in back[name]
+            elif getattr(values, key) is None:
+                assert f"\n# {key}: not set ({spec.unset})\n" in shown and key not in back[name]
+            else:
+                assert key in back[name], f"[{name}].{key}"
+    again = parse(shown)
+    assert (again.opd, again.kubernetes, again.ha, again.webhooks) == (cfg.opd, cfg.kubernetes, cfg.ha, cfg.webhooks)
+    assert (again.plugins.enable, again.plugins.disable) == (cfg.plugins.enable, cfg.plugins.disable)
+
+
+def test_config_show_says_what_an_empty_value_means() -> None:
+    shown = rendering.render(parse(FULL))
+    assert 'managed = ""  # not managed\n' in shown and "excluded_namespaces = []  # none but opd's own" in shown
+    assert "shards = 3\n" in shown and "shards" not in rendering.render(DaemonConfig())
+    assert '[opd]\nnamespaces = ["a", "b-*"]\nlog_level' in shown  # clusterwide: implied, not written
+
+
+def test_a_key_reads_converts_and_says_what_is_wrong(tmp_path: Path) -> None:
+    lower = config.Key(list, items=str, each=lambda s: None if s.islower() else f"{s!r} is not lowercase",
+                       convert=tuple)
+    assert lower.read(["a", "b"], tmp_path) == (("a", "b"), [])
+    assert lower.read(["a", 1, "B"], tmp_path) == (None, [("[1]", "expected a string, got integer"),
+                                                          ("[2]", "'B' is not lowercase")])
+    assert lower.read("a", tmp_path) == (None, [("", "expected a list of strings, got string")])
+    pick = config.Key(str, choices=("one", "two"))
+    assert pick.read("TWO", tmp_path) == ("two", [])
+    assert pick.read("tow", tmp_path) == (None, [("", "expected one of one, two, got 'tow' (did you mean 'two'?)")])
+    assert config.Key(str, path=True).read("x/y", tmp_path) == (str(tmp_path / "x" / "y"), [])
+    assert config.Key(str, path=True).read("/x", tmp_path) == ("/x", [])
+    seconds = config.Key(float, words="a number of seconds")
+    assert seconds.read(True, tmp_path) == (None, [("", "expected a number of seconds, got boolean")])
+    assert seconds.read(3, tmp_path) == (3, [])
+    assert config.Key(None, check=lambda v: None if v == 1 else "not one").read([], tmp_path) == (None,
+                                                                                                [("", "not one")])
+
+
+def test_problems_follow_the_declaration_and_a_rule_follows_the_keys_it_reads() -> None:
+    # The file's order within a table does not matter: each key's problems come in the declaration's order,
+    # a rule's right after the last key it reads (host/url/service before managed, the timings after mode).
+    assert problems('[webhooks]\nlisten = "x"\nmanaged = "one"\nurl = "https://u"\nhost = "h"\n') == [
+        "[webhooks]: host and url: set one of them (how the API server reaches opd)",
+        "[webhooks].managed: expected a DNS name with a dot (webhooks are named <handler>.<plugin>.<managed>), "
+        "or \"\" for none; got 'one'",
+        "[webhooks].listen: expected \"HOST:PORT\" (e.g. \"127.0.0.1:8080\"), got 'x'",
+    ]
+    # Which keys are written decides "set one of them", also when they are wrong themselves.
+    assert problems('[plugins.a]\nmodule = 1\nfile = 2\n') == [
+        "[plugins.a].module: expected a string, got integer", "[plugins.a].file: expected a string, got integer",
+        "[plugins.a]: module and file: set one of them (where the plugin's code is)"]
+
+
+# Values for every declared key, good and bad, so that most drawn files are valid.
+_VALUES: dict[str, list[Any]] = {
+    "namespaces": [["a"], ["dev-*", "!dev-x"], []], "clusterwide": [True, False], "log_level": ["DEBUG", "warn"],
+    "log_format": ["json", "auto"], "listen": ["", "127.0.0.1:80", "[::1]:9"], "shutdown_timeout": [1, 2.5, 0],
+    "kubeconfig": ["k", "~/k"], "context": ["c", ""], "in_cluster": [True, False], "mode": ["off", "SHARDS", "leader"],
+    "lease": ["opd", "A"], "lease_namespace": ["ns"], "identity": ["me"], "lease_duration": [15, 30.0],
+    "renew_deadline": [10, 20], "retry_period": [2, 1], "shards": [1, 3, 0], "host": ["h", "[::1]"],
+    "url": ["https://a/b"], "service": ["a/b:443"], "managed": ["", "a.b"], "cert_dir": ["c"],
+    "excluded_namespaces": [[], ["kube-system", "x"]], "enable": [["a"], []], "disable": [["b"]],
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_fuzz_config_show_of_a_valid_file_reads_back_the_same(data: st.DataObject) -> None:
+    lines = []
+    for name, section in config.SECTIONS.items():
+        chosen = data.draw(st.lists(st.sampled_from(list(config.keys(section))), unique=True, max_size=3))
+        lines += [f"[{name}]", *(f"{key} = {rendering.toml_value(data.draw(st.sampled_from(_VALUES[key])))}"
+                                 for key in chosen)]
+    try:
+        cfg = parse("\n".join(lines), path=Path("/etc/opd/opd.toml"))
+    except ConfigFileError:
+        return
+    again = parse(rendering.render(cfg))
+    assert (again.opd, again.kubernetes, again.ha, again.webhooks) == (cfg.opd, cfg.kubernetes, cfg.ha, cfg.webhooks)
+    assert (again.plugins.enable, again.plugins.disable) == (cfg.plugins.enable, cfg.plugins.disable)

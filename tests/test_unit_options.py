@@ -149,3 +149,14 @@ def test_declared_wants_a_list_of_distinct_options() -> None:
         declared({"interval": OPTIONS[0]})
     with pytest.raises(ValueError, match="declares 'interval' twice"):
         declared([OPTIONS[0], OPTIONS[0]])
+
+
+def test_the_type_checks_and_their_words_are_shared_with_opd_s_own_keys() -> None:
+    from opd.plugin.options import expected, mistyped
+
+    assert expected((list,), str) == Option("a", list, items=str).expected() == "a list of strings"
+    assert expected((str, int)) == "a string or an integer"
+    assert mistyped(1, (str,)) == "expected a string, got integer"
+    assert mistyped(True, (int, float)) == "expected an integer or a number, got boolean"  # TOML's booleans
+    assert mistyped(3, (float,)) is None and mistyped([1], (list,), str) is None  # items are the caller's
+    assert mistyped("8s", (float,), words="a number of seconds") == "expected a number of seconds, got string"

@@ -1,26 +1,33 @@
 """The daemon's TOML configuration (``/etc/opd/opd.toml``): read, validated, frozen.
 
+Each section is a frozen dataclass whose fields are its keys, each declared once with ``key()``: its
+default, what it takes and becomes, what unset means. Validation, defaults, ``opd config show``
+(``opd.daemon.rendering``) and the documentation test read that declaration; plugins declare their
+keys the same way with ``opd.plugin.options.Option``, checked once the plugin is loaded.
+
 Validation reports every problem at once, one line each, naming the key path
 (``[opd].namespaces: expected a list of strings, got integer``), so a person fixes
-a file in one pass instead of one restart per mistake. A plugin's own keys are checked
-against the options it declares, once it is loaded (``opd.plugin.options``).
+a file in one pass instead of one restart per mistake.
 """
 
 from __future__ import annotations
 
+import builtins
 import copy
+import dataclasses
 import math
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar, cast
 
 from opd.errors import ConfigError
-from opd.plugin.options import MAX_NESTING, RESERVED, bounded, closest, nesting, table_key, toml_type, unknown
+from opd.plugin.options import MAX_NESTING, bounded, closest, mistyped, nesting, table_key, toml_type, unknown
 
 # pyproject requires 3.11 today; the tomli fallback (a conditional dependency) keeps 3.10 a one-line change.
 if sys.version_info >= (3, 11):  # noqa: UP036
@@ -39,14 +46,8 @@ MAX_FILE_BYTES = 1 << 20
 LOG_LEVELS = ("trace", "debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "text", "json", "journal")
 ISOLATIONS = ("shared", "thread")
+HA_MODES = ("off", "leader", "shards")
 DEFAULT_SHUTDOWN_TIMEOUT = 8.0
-
-# The keys opd reads (and removes) from a plugin's own table [plugins.<name>].
-PLUGIN_OWN_KEYS = RESERVED
-
-
-# A namespace is a DNS label; globs add * ? [ ], and a leading ! negates.
-_NAMESPACE_PATTERN = re.compile(r"!?[a-z0-9*?\[\]-]{1,63}")
 
 
 class ConfigFileError(ConfigError):
@@ -82,69 +83,259 @@ class Listen:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
+# -- the declaration: a Key per field of a section -----------------------------------------------------------------
+# Why not Option: a plugin gets its values as TOML gives them, while opd's own keys become typed values (Listen,
+# tuples, absolute paths, lowercase choices), are checked item by item and against each other (Rule), and include
+# the names Option reserves for opd (namespaces, clusterwide...). A Key shares Option's type checks and words.
+
+_KEY = "opd.key"  # where a field's Key is, in its metadata
+
+
+@dataclass(frozen=True)
+class Key:
+    """How one key of opd's own tables is read and shown; declared on its section's field with ``key()``."""
+
+    type: builtins.type | tuple[builtins.type, ...] | None  # TOML's, as an Option's; None: any (check says)
+    items: builtins.type | None = None  # the type of a list's items
+    words: str = ""  # what a value must be, when its type's words say too little
+    each: Callable[[Any], str | None] | None = None  # what is wrong with one item of a list (said at [i])
+    check: Callable[[Any], str | None] | None = None  # what is wrong with a value of the right type
+    choices: tuple[str, ...] = ()  # written in any case, read lowercase
+    path: bool = False  # a path: relative to the config file
+    convert: Callable[[Any], Any] | None = None  # the value as the section holds it; None: the default
+    unset: str = ""  # what no value (or an empty one) means: config show says it
+    shown: Callable[[Any], bool] | None = None  # whether config show writes it, given the section
+
+    def read(self, value: Any, base: Path) -> tuple[Any, list[tuple[str, str]]]:
+        """The value as the section holds it (None: the default), or its problems as (key path suffix, text)."""
+        if self.type is not None:
+            types = self.type if isinstance(self.type, tuple) else (self.type,)
+            if problem := mistyped(value, types, self.items, self.words):
+                return None, [("", problem)]
+        if self.items is not None:
+            problems = [(f"[{i}]", p) for i, item in enumerate(value)
+                        if (p := mistyped(item, (self.items,)) or (self.each(item) if self.each else None))]
+            if problems:
+                return None, problems
+        if self.choices:
+            if value.lower() not in self.choices:
+                guess = closest(value, self.choices)
+                hint = f" (did you mean {guess!r}?)" if guess else ""
+                return None, [("", f"expected one of {', '.join(self.choices)}, got {value!r}{hint}")]
+            value = value.lower()
+        if self.check is not None and (problem := self.check(value)):
+            return None, [("", problem)]
+        if self.path:
+            value = str(base / Path(value).expanduser())  # relative to the file, as kubeconfig does it
+        return self.convert(value) if self.convert is not None else value, []
+
+
+def key(spec: Key, unset: str = "") -> dict[str, Key]:
+    """A section's field's metadata declaring it one of opd's keys: how it is read, what unset means."""
+    return {_KEY: dataclasses.replace(spec, unset=unset) if unset else spec}
+
+
+@cache
+def keys(section: type) -> dict[str, tuple[Key, Any]]:
+    """A section's declared keys, in order (checked and shown in it): name → (Key, default)."""
+    return {f.name: (f.metadata[_KEY], f.default) for f in dataclasses.fields(section) if _KEY in f.metadata}
+
+
+@dataclass(frozen=True)
+class Given:
+    """One table as rules see it: as written, its values (the default where absent or wrong), its wrong keys."""
+
+    raw: Mapping[str, Any]
+    values: Mapping[str, Any]
+    bad: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What keys of one table must be together: checked as soon as the last key it reads is."""
+
+    reads: tuple[str, ...]
+    check: Callable[[Given], Iterable[tuple[str, str]]]  # problems as (key, or "" for the table; text)
+
+
+def _one_of(*names: str, why: str) -> Rule:
+    def check(t: Given) -> Iterable[tuple[str, str]]:
+        given = [k for k in names if k in t.raw]
+        return [("", f"{' and '.join(given)}: set one of them ({why})")] if len(given) > 1 else []
+    return Rule(names, check)
+
+
+def _not_with(flag: str, *others: str) -> Rule:
+    return Rule((*others, flag), lambda t: [(flag, f"true together with {other}: set one or the other")
+                                            for other in others if t.raw.get(flag) is True and other in t.raw])
+
+
+def _filled(hint: str = "") -> Callable[[str], str | None]:
+    return lambda text: None if text.strip() else "empty string" + (f" ({hint})" if hint else "")
+
+
+def _matches(pattern: str, expected: str) -> Callable[[str], str | None]:
+    fits = re.compile(pattern).fullmatch
+    return lambda text: None if fits(text) else f"expected {expected}, got {text!r}"
+
+
+def _listen(text: str) -> Listen | None:
+    found = re.fullmatch(r"(?:\[([0-9A-Fa-f:.]+)\]|([^\s:\[\]]+)):(\d{1,5})", text)
+    if not found or not 0 < int(found.group(3)) < 65536:
+        return None
+    return Listen(host=found.group(1) or found.group(2), port=int(found.group(3)))
+
+
+def _names(each: Callable[[str], str | None] | None = None, **more: Any) -> Key:
+    """A list of non-empty strings, each checked, held as a tuple."""
+    return Key(list, items=str, each=lambda s: _filled()(s) or (each(s) if each else None), convert=tuple, **more)
+
+
+_DNS_NAME = r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?"
+_TEXT = Key(str, check=_filled("leave the key out for the default"))
+_SECONDS = Key(float, words="a number of seconds", convert=float,
+               check=lambda s: None if s > 0 and math.isfinite(s) else f"expected a number of seconds > 0, got {s!r}")
+_ADDRESS = Key(str, convert=lambda text: _listen(text) if text else None,  # "": the default
+               check=lambda text: None if not text or _listen(text) else
+               f"expected \"HOST:PORT\" (e.g. \"127.0.0.1:8080\"), got {text!r}")
+_LEASE_NAME = Key(str, check=_matches(_DNS_NAME, "a DNS name (lowercase letters, digits, '-', '.')"))
+
+
+def _glob(pattern: str) -> str | None:
+    # A namespace is a DNS label; globs add * ? [ ], and a leading ! negates.
+    if re.fullmatch(r"!?[a-z0-9*?\[\]-]{1,63}", pattern):
+        return None
+    return f"{pattern!r} is not a namespace name or glob (lowercase letters, digits, '-', * ? [ ], a leading !)"
+
+
+# namespaces / clusterwide, of [opd] and of a plugin's table: config show writes the one that applies.
+_NAMESPACES = _names(_glob, check=lambda ns: None if ns else "empty list (to serve every namespace, set "
+                     "clusterwide = true)", shown=lambda section: not section.clusterwide)
+_CLUSTERWIDE = Key(bool, shown=lambda section: section.clusterwide)
+_SCOPE = (_not_with("clusterwide", "namespaces"),
+          Rule(("namespaces", "clusterwide"), lambda t: [
+              ("clusterwide", "false needs namespaces = [...] in the same table")]
+              if t.raw.get("clusterwide") is False and "namespaces" not in t.raw else []))
+
+
+# -- the sections ----------------------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class OpdSection:
-    # Empty namespaces with clusterwide: serve every namespace (the engine's default too).
-    namespaces: tuple[str, ...] = ()
-    clusterwide: bool = True
-    log_level: str = "info"
-    log_format: str = "auto"
-    listen: Listen | None = None
-    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    # Empty namespaces: serve every namespace (the engine's default too).
+    namespaces: tuple[str, ...] = field(default=(), metadata=key(_NAMESPACES))
+    clusterwide: bool = field(default=True, metadata=key(_CLUSTERWIDE))  # written, it only confirms namespaces
+    log_level: str = field(default="info", metadata=key(Key(str, choices=LOG_LEVELS)))
+    log_format: str = field(default="auto", metadata=key(Key(str, choices=LOG_FORMATS)))
+    listen: Listen | None = field(default=None, metadata=key(_ADDRESS, unset="off"))
+    shutdown_timeout: float = field(default=DEFAULT_SHUTDOWN_TIMEOUT, metadata=key(_SECONDS))
+    RULES: ClassVar[tuple[Rule, ...]] = _SCOPE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "clusterwide", not self.namespaces)
 
 
 @dataclass(frozen=True)
 class KubernetesSection:
     # The fields of opd.Login, so ``Login(**dataclasses.asdict(section))`` holds.
     # None everywhere: Login's own order (in-cluster, $KUBECONFIG, ~/.kube/config).
-    kubeconfig: str | None = None  # absolute: a relative path in the file is relative to the file
-    context: str | None = None
-    in_cluster: bool | None = None
+    kubeconfig: str | None = field(default=None, metadata=key(dataclasses.replace(_TEXT, path=True),
+                                                              unset="$KUBECONFIG, then ~/.kube/config"))
+    context: str | None = field(default=None, metadata=key(_TEXT, unset="the kubeconfig's current context"))
+    in_cluster: bool | None = field(default=None, metadata=key(Key(bool), unset=(
+        "in-cluster when a service account is mounted and $KUBECONFIG is not set")))
+    RULES: ClassVar[tuple[Rule, ...]] = (_not_with("in_cluster", "kubeconfig", "context"),)
 
 
-HA_MODES = ("off", "leader", "shards")
+_SHARDS = Key(None, shown=lambda ha: ha.mode == "shards", check=lambda n: None if isinstance(n, int) and not
+              isinstance(n, bool) and 1 <= n <= 1024 else f"expected a whole number from 1 to 1024, got {n!r}")
+
+
+def _timings(t: Given) -> list[tuple[str, str]]:
+    # client-go's rules: the leader renews well before its lease can run out.
+    d, r, p = (t.values[k] for k in ("lease_duration", "renew_deadline", "retry_period"))
+    return [] if d > r > p else [("", "expected lease_duration > renew_deadline > retry_period, got "
+                                      f"{d:g} > {r:g} > {p:g}")]
+
+
+def _shards_mode(t: Given) -> list[tuple[str, str]]:
+    if "shards" in t.raw and "mode" not in t.bad and t.values["mode"] != "shards":
+        return [("shards", f"only with mode = \"shards\" (mode is {t.values['mode']!r})")]
+    return []
 
 
 @dataclass(frozen=True)
 class HaSection:
     """Replicas coordinated through coordination.k8s.io/v1 Leases (timings: client-go's defaults)."""
 
-    mode: str = "off"  # off: one process does everything; leader: active/standby; shards: split the objects
-    lease: str = "opd"  # the Lease's name (shards: <lease>-<i>)
-    lease_namespace: str = "default"
-    identity: str | None = None  # None: $OPD_HA_IDENTITY, else <hostname>_<UUID>
-    lease_duration: float = 15.0
-    renew_deadline: float = 10.0
-    retry_period: float = 2.0
-    shards: int = 1
+    lease: str = field(default="opd", metadata=key(_LEASE_NAME))  # the Lease's name (shards: <lease>-<i>)
+    lease_namespace: str = field(default="default", metadata=key(_LEASE_NAME))
+    identity: str | None = field(default=None, metadata=key(_TEXT, unset="$OPD_HA_IDENTITY, else <hostname>_<UUID>"))
+    shards: int = field(default=1, metadata=key(_SHARDS))
+    # off: one process does everything; leader: active/standby; shards: split the objects
+    mode: str = field(default="off", metadata=key(Key(str, choices=HA_MODES)))
+    lease_duration: float = field(default=15.0, metadata=key(_SECONDS))
+    renew_deadline: float = field(default=10.0, metadata=key(_SECONDS))
+    retry_period: float = field(default=2.0, metadata=key(_SECONDS))
+    RULES: ClassVar[tuple[Rule, ...]] = (Rule(("shards", "mode"), _shards_mode),
+                       Rule(("lease_duration", "renew_deadline", "retry_period"), _timings))
+
+
+_HOST = Key(str, check=_matches(r"\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]+|[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?",
+                                "a host name or an IP address (no scheme, port or path)"))
+_URL = Key(str, check=lambda url: None if url.startswith("https://") and len(url) > 8 and not {"?", "#"} & set(url)
+           else f"expected an https:// URL without query or fragment, got {url!r}")
+_SERVICE = Key(str, check=_matches(r"[a-z0-9-]+/[a-z0-9-]+(:\d{1,5})?",
+                                   "\"namespace/name\" or \"namespace/name:port\""))
+_MANAGED = Key(str, check=lambda name: None if not name or (re.fullmatch(_DNS_NAME, name) and "." in name) else
+               "expected a DNS name with a dot (webhooks are named <handler>.<plugin>.<managed>), or \"\" for none; "
+               f"got {name!r}")
+_CERT_DIR = Key(str, check=_filled("leave the key out for certificates made per process"), path=True)
+_EXCLUDED = _names(lambda name: None if re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", name) else
+                   f"expected a namespace's name (a DNS label), got {name!r}")
 
 
 @dataclass(frozen=True)
 class WebhooksSection:
     """The one HTTPS server for every plugin's admission handlers and converters (a path each)."""
 
-    listen: Listen = Listen("127.0.0.1", 9443)
-    host: str | None = None  # the name or address the API server dials; None: listen's (localhost for 0.0.0.0)
-    url: str | None = None  # or the base URL it dials (a proxy in front)
-    service: str | None = None  # or a Service in front: "namespace/name[:port]"
-    cert_dir: str | None = None  # absolute; None: a CA and certificate made per process
-    managed: str = "opd.dev"  # the webhook configurations' name; "": not managed
+    # How the API server reaches it, one of: the name or address it dials (None: listen's, localhost for
+    # 0.0.0.0), the base URL it dials (a proxy in front), a Service in front: "namespace/name[:port]".
+    host: str | None = field(default=None, metadata=key(_HOST, unset="the listen address; localhost for 0.0.0.0"))
+    url: str | None = field(default=None, metadata=key(_URL, unset="or a proxy's base URL"))
+    service: str | None = field(default=None, metadata=key(_SERVICE, unset="or a Service in front of opd"))
+    managed: str = field(default="opd.dev", metadata=key(_MANAGED, unset="not managed"))  # the configurations' name
+    cert_dir: str | None = field(default=None, metadata=key(_CERT_DIR, unset="a CA and certificate made per process"))
     # Namespaces the managed webhooks leave alone (namespaceSelector), besides opd's own in a pod:
     # a failing webhook must not block the cluster's own components or opd's pods.
-    excluded_namespaces: tuple[str, ...] = ("kube-system",)
+    excluded_namespaces: tuple[str, ...] = field(default=("kube-system",),
+                                                 metadata=key(_EXCLUDED, unset="none but opd's own, in a pod"))
+    listen: Listen = field(default=Listen("127.0.0.1", 9443), metadata=key(_ADDRESS))
+    RULES: ClassVar[tuple[Rule, ...]] = (_one_of("host", "url", "service", why="how the API server reaches opd"),)
+
+
+_MODULE = Key(str, check=_matches(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*",
+                                  "a module's dotted name (e.g. \"operators.handlers\")"))
+_FILE = Key(str, check=_filled("a path to a Python file, e.g. \"handlers.py\""), path=True)
 
 
 @dataclass(frozen=True)
 class PluginTable:
     """``[plugins.<name>]`` as written: opd's keys (None when absent) and the plugin's own options."""
 
-    namespaces: tuple[str, ...] | None = None
-    clusterwide: bool | None = None
-    isolation: str | None = None
+    namespaces: tuple[str, ...] | None = field(default=None, metadata=key(_NAMESPACES))
+    clusterwide: bool | None = field(default=None, metadata=key(_CLUSTERWIDE))
+    isolation: str | None = field(default=None, metadata=key(Key(str, choices=ISOLATIONS)))
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     # A plugin without an entry point (a Kopf operator as it is): its module's dotted name, or its file.
-    module: str | None = None
-    file: str | None = None  # absolute: a relative path in the file is relative to the file
+    module: str | None = field(default=None, metadata=key(_MODULE))
+    file: str | None = field(default=None, metadata=key(_FILE))  # absolute: relative to the config file
+    RULES: ClassVar[tuple[Rule, ...]] = (*_SCOPE, _one_of("module", "file", why="where the plugin's code is"))
+
+
+# The keys opd reads (and removes) from a plugin's own table [plugins.<name>]; Option refuses them (RESERVED).
+PLUGIN_OWN_KEYS = tuple(keys(PluginTable))
 
 
 @dataclass(frozen=True)
@@ -165,18 +356,23 @@ class PluginConfig:
 
 @dataclass(frozen=True)
 class PluginsSection:
-    enable: tuple[str, ...] | None = None  # None: no allow-list, every installed plugin
-    disable: tuple[str, ...] = ()
+    # None: no allow-list, every installed plugin
+    enable: tuple[str, ...] | None = field(default=None, metadata=key(_names(), unset="every installed plugin"))
+    disable: tuple[str, ...] = field(default=(), metadata=key(_names()))
     tables: Mapping[str, PluginTable] = field(default_factory=lambda: MappingProxyType({}))
+    RULES: ClassVar[tuple[Rule, ...]] = (Rule(("enable", "disable"), lambda t: [
+        ("disable", f"{name!r} is in enable too") for name in sorted(set(t.values["enable"] or ())
+                                                                     & set(t.values["disable"]))]),)
 
 
 @dataclass(frozen=True)
 class DaemonConfig:
+    # The sections, in the order config show writes them (plugins last: their tables follow).
     opd: OpdSection = field(default_factory=OpdSection)
     kubernetes: KubernetesSection = field(default_factory=KubernetesSection)
-    plugins: PluginsSection = field(default_factory=PluginsSection)
     ha: HaSection = field(default_factory=HaSection)
     webhooks: WebhooksSection = field(default_factory=WebhooksSection)
+    plugins: PluginsSection = field(default_factory=PluginsSection)
     # The file it was read from; None when no file was read (all defaults).
     path: Path | None = None
 
@@ -199,6 +395,12 @@ class DaemonConfig:
         )
 
 
+# The sections by name: DaemonConfig's fields made by their section's class.
+SECTIONS: dict[str, type] = {f.name: cast(type, f.default_factory) for f in dataclasses.fields(DaemonConfig)
+                             if f.default_factory is not dataclasses.MISSING}
+_HA_KEYS, _WEBHOOKS_KEYS = tuple(keys(HaSection)), tuple(keys(WebhooksSection))  # as the tests name them
+
+
 # -- reading -------------------------------------------------------------------------------------------------------
 
 
@@ -214,10 +416,6 @@ def resolve_path(path: Path | str | None = None, env: Mapping[str, str] | None =
     if env.get(ENV_VAR):
         return Path(env[ENV_VAR]), True
     return DEFAULT_PATH, False
-
-
-def _namespace_name(name: str) -> str | None:
-    return None if _NAMESPACE.fullmatch(name) else f"expected a namespace's name (a DNS label), got {name!r}"
 
 
 def secrets_path(env: Mapping[str, str] | None = None) -> Path | None:
@@ -263,10 +461,7 @@ def parse(data: bytes | str, path: Path | None = None,
             raise ConfigFileError(source, conflicts)
     problems: list[str] = []
     base = (path.parent if path is not None else Path.cwd()).absolute()
-    parsed = _Validator(problems, base).document(document)
-    config = DaemonConfig(opd=parsed.opd, kubernetes=parsed.kubernetes, plugins=parsed.plugins, ha=parsed.ha,
-                          webhooks=parsed.webhooks,
-                          path=path)
+    config = DaemonConfig(**_document(document, base, problems), path=path)
     if problems:
         raise ConfigFileError(source, problems, partial=config)
     return config
@@ -330,308 +525,59 @@ def _syntax_problem(exc: tomllib.TOMLDecodeError) -> str:
     return f"{where}TOML syntax error: {message[:1].lower()}{message[1:]}"
 
 
-# -- validation ----------------------------------------------------------------------------------------------------
+# -- validation: every table read against its section's declaration -----------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Parsed:
-    opd: OpdSection
-    kubernetes: KubernetesSection
-    plugins: PluginsSection
-    ha: HaSection
-    webhooks: WebhooksSection
+def _document(doc: dict[str, Any], base: Path, problems: list[str]) -> dict[str, Any]:
+    """The sections of a parsed document, checked in the order the file has them (problems read top to bottom)."""
+    sections: dict[str, Any] = {}
+    for name, value in doc.items():
+        if name in SECTIONS and isinstance(value, dict):
+            sections[name] = (_plugins(value, base, problems) if name == "plugins" else
+                              SECTIONS[name](**_table(SECTIONS[name], f"[{name}]", value, base, problems)))
+        elif name in SECTIONS:
+            problems.append(f"[{name}]: expected a table, got {toml_type(value)}")
+        elif isinstance(value, dict):
+            problems.append(f"[{name}]: {unknown(name, list(SECTIONS), 'section')}")
+        elif home := [section for section, cls in SECTIONS.items() if name in keys(cls)]:
+            # a key written above its section header: say where it belongs
+            problems.append(f"{name}: unknown top-level key (did you mean '[{home[0]}].{name}'?)")
+        else:
+            problems.append(f"{name}: {unknown(name, list(SECTIONS), 'top-level key')}")
+    return sections
 
 
-_OPD_KEYS = ("namespaces", "clusterwide", "log_level", "log_format", "listen", "shutdown_timeout")
-_KUBERNETES_KEYS = ("kubeconfig", "context", "in_cluster")
-_PLUGINS_KEYS = ("enable", "disable")
-_MODULE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
-_DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
-_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-_HA_KEYS = ("mode", "lease", "lease_namespace", "identity", "lease_duration", "renew_deadline", "retry_period",
-            "shards")
-_HOST = re.compile(r"\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]+|[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?")
-_WEBHOOKS_KEYS = ("listen", "host", "url", "service", "cert_dir", "managed", "excluded_namespaces")
-_SECTIONS = {"opd": _OPD_KEYS, "kubernetes": _KUBERNETES_KEYS, "plugins": _PLUGINS_KEYS, "ha": _HA_KEYS,
-             "webhooks": _WEBHOOKS_KEYS}
+def _table(section: type, where: str, table: Mapping[str, Any], base: Path, problems: list[str],
+           others: Callable[[Any], bool] = lambda value: False, hint: str = "") -> dict[str, Any]:
+    """One table read against its section's keys: each key's value (its default where absent or wrong), every
+    problem added. A key not declared is unknown, unless ``others`` takes its value (the caller's then)."""
+    declared = keys(section)
+    problems += [f"{where}.{table_key(name)}: {unknown(name, list(declared))}{hint}"
+                 for name, value in table.items() if name not in declared and not others(value)]
+    order = list(declared)
+    rules = [(max(order.index(name) for name in rule.reads), rule) for rule in getattr(section, "RULES", ())]
+    values: dict[str, Any] = {}
+    bad: set[str] = set()
+    for index, (name, (spec, default)) in enumerate(declared.items()):
+        value, troubles = spec.read(table[name], base) if name in table else (None, [])
+        problems += [f"{where}.{name}{suffix}: {text}" for suffix, text in troubles]
+        bad.update([name] if troubles else [])
+        values[name] = default if value is None else value
+        for at, rule in rules:
+            if at == index:
+                given = Given(table, values, frozenset(bad))
+                problems += [f"{where}.{k}: {text}" if k else f"{where}: {text}" for k, text in rule.check(given)]
+    return values
 
 
-class _Validator:
-    """Walks the parsed document once, collecting problems instead of stopping at the first."""
-
-    def __init__(self, problems: list[str], base: Path) -> None:
-        self.problems = problems
-        self.base = base
-
-    def problem(self, where: str, text: str) -> None:
-        self.problems.append(f"{where}: {text}")
-
-    def document(self, doc: dict[str, Any]) -> _Parsed:
-        # Sections are checked in the order the file has them, so problems read top to bottom.
-        parsers: dict[str, Callable[[dict[str, Any]], Any]] = {
-            "opd": self.opd_section, "kubernetes": self.kubernetes_section, "plugins": self.plugins_section,
-            "ha": self.ha_section, "webhooks": self.webhooks_section,
-        }
-        parsed: dict[str, Any] = {}
-        for key, value in doc.items():
-            if key in _SECTIONS:
-                if isinstance(value, dict):
-                    parsed[key] = parsers[key](value)
-                else:
-                    self.problem(f"[{key}]", f"expected a table, got {toml_type(value)}")
-            elif isinstance(value, dict):
-                self.problem(f"[{key}]", unknown(key, list(_SECTIONS), "section"))
-            else:
-                home = [name for name, keys in _SECTIONS.items() if key in keys]
-                if home:  # a key written above its section header: say where it belongs
-                    self.problem(key, f"unknown top-level key (did you mean '[{home[0]}].{key}'?)")
-                else:
-                    self.problem(key, unknown(key, list(_SECTIONS), "top-level key"))
-        return _Parsed(
-            opd=parsed.get("opd") or OpdSection(),
-            kubernetes=parsed.get("kubernetes") or KubernetesSection(),
-            plugins=parsed.get("plugins") or PluginsSection(),
-            ha=parsed.get("ha") or HaSection(),
-            webhooks=parsed.get("webhooks") or WebhooksSection(),
-        )
-
-    def unknown_keys(self, where: str, table: Mapping[str, Any], known: Sequence[str]) -> None:
-        for key in table:
-            if key not in known:
-                self.problem(f"{where}.{table_key(key)}", unknown(key, known))
-
-    # Each getter returns None when the key is absent or wrong (the problem is recorded).
-
-    def string(self, where: str, table: Mapping[str, Any], key: str) -> str | None:
-        if key not in table:
-            return None
-        value = table[key]
-        if not isinstance(value, str):
-            self.problem(f"{where}.{key}", f"expected a string, got {toml_type(value)}")
-            return None
-        return value
-
-    def boolean(self, where: str, table: Mapping[str, Any], key: str) -> bool | None:
-        if key not in table:
-            return None
-        value = table[key]
-        if not isinstance(value, bool):
-            self.problem(f"{where}.{key}", f"expected true or false, got {toml_type(value)}")
-            return None
-        return value
-
-    def choice(self, where: str, table: Mapping[str, Any], key: str, choices: Sequence[str]) -> str | None:
-        value = self.string(where, table, key)
-        if value is None:
-            return None
-        if value.lower() in choices:
-            return value.lower()
-        guess = closest(value, choices)
-        hint = f" (did you mean {guess!r}?)" if guess else ""
-        self.problem(f"{where}.{key}", f"expected one of {', '.join(choices)}, got {value!r}{hint}")
-        return None
-
-    def names(self, where: str, table: Mapping[str, Any], key: str,
-              check: Callable[[str], str | None] | None = None) -> tuple[str, ...] | None:
-        if key not in table:
-            return None
-        value = table[key]
-        if not isinstance(value, list):
-            self.problem(f"{where}.{key}", f"expected a list of strings, got {toml_type(value)}")
-            return None
-        good: list[str] = []
-        for index, item in enumerate(value):
-            if not isinstance(item, str):
-                self.problem(f"{where}.{key}[{index}]", f"expected a string, got {toml_type(item)}")
-            elif not item.strip():
-                self.problem(f"{where}.{key}[{index}]", "empty string")
-            elif check is not None and (trouble := check(item)):
-                self.problem(f"{where}.{key}[{index}]", trouble)
-            else:
-                good.append(item)
-        return tuple(good) if len(good) == len(value) else None
-
-    def scope(self, where: str, table: Mapping[str, Any]) -> tuple[tuple[str, ...] | None, bool | None]:
-        """``namespaces`` / ``clusterwide`` of one table, with their exclusions checked."""
-        namespaces = self.names(where, table, "namespaces", check=_namespace_problem)
-        clusterwide = self.boolean(where, table, "clusterwide")
-        if namespaces == ():
-            self.problem(f"{where}.namespaces", "empty list (to serve every namespace, set clusterwide = true)")
-            namespaces = None
-        if clusterwide is True and "namespaces" in table:
-            self.problem(f"{where}.clusterwide", "true together with namespaces: set one or the other")
-        if clusterwide is False and "namespaces" not in table:
-            self.problem(f"{where}.clusterwide", "false needs namespaces = [...] in the same table")
-        return namespaces, clusterwide
-
-    def opd_section(self, table: dict[str, Any]) -> OpdSection:
-        where = "[opd]"
-        self.unknown_keys(where, table, _OPD_KEYS)
-        namespaces, _ = self.scope(where, table)  # clusterwide: implied by no namespaces
-        defaults = OpdSection()
-        return OpdSection(
-            namespaces=namespaces or (),
-            clusterwide=not namespaces,
-            log_level=self.choice(where, table, "log_level", LOG_LEVELS) or defaults.log_level,
-            log_format=self.choice(where, table, "log_format", LOG_FORMATS) or defaults.log_format,
-            listen=self.listen(where, table),
-            shutdown_timeout=self.seconds(where, table, "shutdown_timeout") or defaults.shutdown_timeout,
-        )
-
-    def listen(self, where: str, table: Mapping[str, Any]) -> Listen | None:
-        value = self.string(where, table, "listen")
-        if not value:
-            return None
-        found = re.fullmatch(r"(?:\[([0-9A-Fa-f:.]+)\]|([^\s:\[\]]+)):(\d{1,5})", value)
-        if not found or not 0 < int(found.group(3)) < 65536:
-            self.problem(f"{where}.listen", f"expected \"HOST:PORT\" (e.g. \"127.0.0.1:8080\"), got {value!r}")
-            return None
-        return Listen(host=found.group(1) or found.group(2), port=int(found.group(3)))
-
-    def seconds(self, where: str, table: Mapping[str, Any], key: str) -> float | None:
-        if key not in table:
-            return None
-        value = table[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.problem(f"{where}.{key}", f"expected a number of seconds, got {toml_type(value)}")
-            return None
-        if not (value > 0 and math.isfinite(value)):
-            self.problem(f"{where}.{key}", f"expected a number of seconds > 0, got {value!r}")
-            return None
-        return float(value)
-
-    def kubernetes_section(self, table: dict[str, Any]) -> KubernetesSection:
-        where = "[kubernetes]"
-        self.unknown_keys(where, table, _KUBERNETES_KEYS)
-        kubeconfig = self.string(where, table, "kubeconfig")
-        context = self.string(where, table, "context")
-        in_cluster = self.boolean(where, table, "in_cluster")
-        for key, text in (("kubeconfig", kubeconfig), ("context", context)):
-            if text is not None and not text.strip():
-                self.problem(f"{where}.{key}", "empty string (leave the key out for the default)")
-        if in_cluster:
-            for key in ("kubeconfig", "context"):
-                if key in table:
-                    self.problem(f"{where}.in_cluster", f"true together with {key}: set one or the other")
-        path = None
-        if kubeconfig and kubeconfig.strip():
-            path = str(self.base / Path(kubeconfig).expanduser())  # relative to the file, as kubeconfig does it
-        return KubernetesSection(kubeconfig=path, context=context or None, in_cluster=in_cluster)
-
-    def ha_section(self, table: dict[str, Any]) -> HaSection:
-        where = "[ha]"
-        self.unknown_keys(where, table, _HA_KEYS)
-        d = HaSection()
-        names: dict[str, str | None] = {}
-        for key in ("lease", "lease_namespace", "identity"):
-            value = self.string(where, table, key)
-            if key != "identity" and value is not None and not _DNS_NAME.fullmatch(value):
-                self.problem(f"{where}.{key}", f"expected a DNS name (lowercase letters, digits, '-', '.'), "
-                                               f"got {value!r}")
-                value = None
-            if value is not None and not value.strip():
-                self.problem(f"{where}.{key}", "empty string (leave the key out for the default)")
-                value = None
-            names[key] = value
-        shards = d.shards
-        if "shards" in table:
-            value = table["shards"]
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1024:
-                self.problem(f"{where}.shards", f"expected a whole number from 1 to 1024, got {value!r}")
-            else:
-                shards = value
-        mode = self.choice(where, table, "mode", HA_MODES)
-        section = HaSection(
-            mode=mode or d.mode,
-            lease=names["lease"] or d.lease,
-            lease_namespace=names["lease_namespace"] or d.lease_namespace,
-            identity=names["identity"],
-            lease_duration=self.seconds(where, table, "lease_duration") or d.lease_duration,
-            renew_deadline=self.seconds(where, table, "renew_deadline") or d.renew_deadline,
-            retry_period=self.seconds(where, table, "retry_period") or d.retry_period,
-            shards=shards,
-        )
-        # client-go's rules: the leader renews well before its lease can run out.
-        if not section.lease_duration > section.renew_deadline > section.retry_period:
-            self.problem(where, f"expected lease_duration > renew_deadline > retry_period, got "
-                                f"{section.lease_duration:g} > {section.renew_deadline:g} > {section.retry_period:g}")
-        if "shards" in table and section.mode != "shards" and (mode is not None or "mode" not in table):
-            self.problem(f"{where}.shards", f"only with mode = \"shards\" (mode is {section.mode!r})")
-        return section
-
-    def webhooks_section(self, table: dict[str, Any]) -> WebhooksSection:
-        where = "[webhooks]"
-        self.unknown_keys(where, table, _WEBHOOKS_KEYS)
-        d = WebhooksSection()
-        host, url, service = (self.string(where, table, k) for k in ("host", "url", "service"))
-        if host is not None and not _HOST.fullmatch(host):
-            self.problem(f"{where}.host", f"expected a host name or an IP address (no scheme, port or path), "
-                                          f"got {host!r}")
-            host = None
-        if url is not None and (not url.startswith("https://") or "?" in url or "#" in url or len(url) <= 8):
-            self.problem(f"{where}.url", f"expected an https:// URL without query or fragment, got {url!r}")
-            url = None
-        if service is not None and not re.fullmatch(r"[a-z0-9-]+/[a-z0-9-]+(:\d{1,5})?", service):
-            self.problem(f"{where}.service", f"expected \"namespace/name\" or \"namespace/name:port\", got {service!r}")
-            service = None
-        given = [k for k in ("host", "url", "service") if k in table]
-        if len(given) > 1:
-            self.problem(where, f"{' and '.join(given)}: set one of them (how the API server reaches opd)")
-        managed = self.string(where, table, "managed")
-        if managed and (not _DNS_NAME.fullmatch(managed) or "." not in managed):
-            self.problem(f"{where}.managed", "expected a DNS name with a dot (webhooks are named "
-                                             f"<handler>.<plugin>.<managed>), or \"\" for none; got {managed!r}")
-            managed = None
-        cert_dir = self.string(where, table, "cert_dir")
-        if cert_dir is not None and not cert_dir.strip():
-            self.problem(f"{where}.cert_dir", "empty string (leave the key out for certificates made per process)")
-            cert_dir = None
-        excluded = self.names(where, table, "excluded_namespaces", check=_namespace_name)
-        return WebhooksSection(
-            listen=self.listen(where, table) or d.listen, host=host, url=url, service=service,
-            cert_dir=str(self.base / Path(cert_dir).expanduser()) if cert_dir else None,
-            managed=managed if managed is not None else d.managed,
-            excluded_namespaces=excluded if excluded is not None else d.excluded_namespaces,
-        )
-
-    def plugins_section(self, table: dict[str, Any]) -> PluginsSection:
-        where = "[plugins]"
-        for key, value in table.items():
-            if key not in _PLUGINS_KEYS and not isinstance(value, dict):
-                self.problem(f"{where}.{table_key(key)}", unknown(key, _PLUGINS_KEYS)
-                             + " (a plugin's own settings go in a table [plugins.<name>])")
-        enable = self.names(where, table, "enable")
-        disable = self.names(where, table, "disable") or ()
-        for name in sorted(set(enable or ()) & set(disable)):
-            self.problem(f"{where}.disable", f"{name!r} is in enable too")
-        tables = {
-            name: self.plugin_table(name, value)
-            for name, value in table.items()
-            if name not in _PLUGINS_KEYS and isinstance(value, dict)
-        }
-        return PluginsSection(enable=enable, disable=disable, tables=MappingProxyType(tables))
-
-    def plugin_table(self, name: str, table: dict[str, Any]) -> PluginTable:
-        where = f"[plugins.{table_key(name)}]"
-        namespaces, clusterwide = self.scope(where, table)
-        isolation = self.choice(where, table, "isolation", ISOLATIONS)
-        module, file = self.string(where, table, "module"), self.string(where, table, "file")
-        if module is not None and not _MODULE.fullmatch(module):
-            self.problem(f"{where}.module", f"expected a module's dotted name (e.g. \"operators.handlers\"), "
-                                            f"got {module!r}")
-            module = None
-        if file is not None and not file.strip():
-            self.problem(f"{where}.file", "empty string (a path to a Python file, e.g. \"handlers.py\")")
-            file = None
-        if module is not None and file is not None:
-            self.problem(where, "module and file: set one of them (where the plugin's code is)")
-        options = {k: v for k, v in table.items() if k not in PLUGIN_OWN_KEYS}
-        return PluginTable(namespaces=namespaces, clusterwide=clusterwide, isolation=isolation,
-                           options=MappingProxyType(options), module=module,
-                           file=str(self.base / Path(file).expanduser()) if file else None)
-
-
-def _namespace_problem(pattern: str) -> str | None:
-    if _NAMESPACE_PATTERN.fullmatch(pattern):
-        return None
-    return f"{pattern!r} is not a namespace name or glob (lowercase letters, digits, '-', * ? [ ], a leading !)"
+def _plugins(table: dict[str, Any], base: Path, problems: list[str]) -> PluginsSection:
+    """[plugins]: its keys, and a table per plugin (opd's keys of it read, the rest the plugin's options)."""
+    values = _table(PluginsSection, "[plugins]", table, base, problems, others=lambda value: isinstance(value, dict),
+                    hint=" (a plugin's own settings go in a table [plugins.<name>])")
+    tables = {}
+    for name, value in table.items():
+        if name not in values and isinstance(value, dict):
+            own = _table(PluginTable, f"[plugins.{table_key(name)}]", value, base, problems, others=lambda _: True)
+            options = {k: v for k, v in value.items() if k not in PLUGIN_OWN_KEYS}
+            tables[name] = PluginTable(**own, options=MappingProxyType(options))
+    return PluginsSection(**values, tables=MappingProxyType(tables))

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from opd.daemon.config import DaemonConfig
+from opd.daemon.config import SECTIONS, DaemonConfig, PluginTable, keys
 from opd.plugin.options import Option, table_key
 
 # Keys whose values `opd config show` never prints: any name with one of these words in it.
@@ -88,66 +88,38 @@ def _assign(key: str, value: Any, secret: bool = False, comment: str = "") -> st
 def render(config: DaemonConfig, options: Mapping[str, Sequence[Option] | None] | None = None) -> str:
     """The effective configuration, defaults included, as TOML (unset optional keys as comments).
 
+    opd's own sections are written from their declaration (``opd.daemon.config.key``), in its order.
     ``options`` are the loaded plugins' declared options by plugin name: their tables are shown
     with every default (and each option's help), also when the file has no table for them.
     Secret values are redacted, so the output can be pasted into a bug report.
     """
-    o, k, p = config.opd, config.kubernetes, config.plugins
     options = options or {}
     source = str(config.path) if config.path else "no file: defaults only"
-    lines = [f"# effective configuration ({source})", "", "[opd]"]
-    if o.clusterwide:
-        lines.append(_assign("clusterwide", True))
-    else:
-        lines.append(_assign("namespaces", o.namespaces))
-    lines += [
-        _assign("log_level", o.log_level),
-        _assign("log_format", o.log_format),
-        _assign("listen", str(o.listen) if o.listen else "", comment="" if o.listen else "off"),
-        _assign("shutdown_timeout", o.shutdown_timeout),
-        "",
-        "[kubernetes]",
-    ]
-    lines.append(_assign("kubeconfig", k.kubeconfig) if k.kubeconfig
-                 else "# kubeconfig: not set ($KUBECONFIG, then ~/.kube/config)")
-    lines.append(_assign("context", k.context) if k.context
-                 else "# context: not set (the kubeconfig's current context)")
-    lines.append(_assign("in_cluster", k.in_cluster) if k.in_cluster is not None
-                 else "# in_cluster: not set (in-cluster when a service account is mounted and $KUBECONFIG is not set)")
-    h = config.ha
-    lines += ["", "[ha]", _assign("mode", h.mode), _assign("lease", h.lease),
-              _assign("lease_namespace", h.lease_namespace)]
-    lines.append(_assign("identity", h.identity) if h.identity else
-                 "# identity: not set ($OPD_HA_IDENTITY, else <hostname>_<UUID>)")
-    lines += [_assign("lease_duration", h.lease_duration), _assign("renew_deadline", h.renew_deadline),
-              _assign("retry_period", h.retry_period)]
-    if h.mode == "shards":
-        lines.append(_assign("shards", h.shards))
-    w = config.webhooks
-    lines += ["", "[webhooks]", _assign("listen", str(w.listen))]
-    for key, value, unset in (("host", w.host, "the listen address; localhost for 0.0.0.0"), ("url", w.url, ""),
-                              ("service", w.service, ""),
-                              ("cert_dir", w.cert_dir, "a CA and certificate made per process")):
-        lines.append(_assign(key, value) if value else f"# {key}: not set" + (f" ({unset})" if unset else ""))
-    lines.append(_assign("managed", w.managed, comment="" if w.managed else "not managed"))
-    lines.append(_assign("excluded_namespaces", w.excluded_namespaces, comment="and opd's own, in a pod"))
-    lines += ["", "[plugins]"]
-    lines.append(_assign("enable", p.enable) if p.enable is not None
-                 else "# enable: not set (every installed plugin)")
-    lines.append(_assign("disable", p.disable))
-    declared = [name for name, found in sorted(options.items()) if found and name not in p.tables]
-    for name in [*p.tables, *declared]:
+    lines = [f"# effective configuration ({source})"]
+    for name, section in SECTIONS.items():
+        lines += ["", f"[{name}]", *_keys(getattr(config, name), section)]
+    tables = config.plugins.tables
+    declared = [name for name, found in sorted(options.items()) if found and name not in tables]
+    for name in [*tables, *declared]:
         resolved = config.plugin(name)
-        lines += ["", f"[plugins.{toml_key(name)}]"]
-        if resolved.clusterwide:
-            lines.append(_assign("clusterwide", True))
-        else:
-            lines.append(_assign("namespaces", resolved.namespaces))
-        lines.append(_assign("isolation", resolved.isolation))
-        if resolved.module or resolved.file:
-            lines.append(_assign("module", resolved.module) if resolved.module else _assign("file", resolved.file))
+        lines += ["", f"[plugins.{toml_key(name)}]", *_keys(resolved, PluginTable)]
         lines += _plugin_options(resolved.options, options.get(name))
     return "\n".join(lines) + "\n"
+
+
+def _keys(values: Any, section: type) -> list[str]:
+    """A section's declared keys with the values of ``values``: an unset one as a comment saying what that means,
+    an empty one with it as a note, one whose Key says it does not apply left out."""
+    lines = []
+    for name, (spec, _) in keys(section).items():
+        value = getattr(values, name)
+        if spec.shown is not None and not spec.shown(values):
+            continue
+        if value is None:
+            lines += [f"# {name}: not set ({spec.unset})"] if spec.unset else []
+        else:
+            lines.append(_assign(name, value, comment=spec.unset if value in ("", ()) else ""))
+    return lines
 
 
 def _plugin_options(table: Mapping[str, Any], options: Sequence[Option] | None) -> list[str]:

@@ -105,30 +105,46 @@ class Option:
 
     def expected(self) -> str:
         """What a value must be, in words: ``a list of strings``, ``a string or an integer``."""
-        words = []
-        for kind in self.types:
-            word = _TYPES[kind][0]
-            if kind is list and self.items is not None:
-                word = f"a list of {_TYPES[self.items][1]}"
-            words.append(word)
-        return " or ".join(words)
+        return expected(self.types, self.items)
 
     def accept(self, value: Any) -> tuple[Any, list[tuple[str, str]]]:
         """The value as the plugin gets it, and its problems as (suffix of the key path, text)."""
-        if not any(_is(value, kind) for kind in self.types):
-            return value, [("", f"expected {self.expected()}, got {toml_type(value)}")]
+        if problem := mistyped(value, self.types, self.items):
+            return value, [("", problem)]
         value = _widen(value, self.types)
         if isinstance(value, list) and self.items is not None and list in self.types:
             items, problems = [], []
             for index, item in enumerate(value):
-                if _is(item, self.items):
-                    items.append(_widen(item, (self.items,)))
+                if trouble := mistyped(item, (self.items,)):
+                    problems.append((f"[{index}]", trouble))
                 else:
-                    problems.append((f"[{index}]", f"expected {_TYPES[self.items][0]}, got {toml_type(item)}"))
+                    items.append(_widen(item, (self.items,)))
             if problems:
                 return value, problems
             value = items
         return value, []
+
+
+# The type checks and their words, shared with the daemon's own keys (opd.daemon.config.Key).
+
+
+def expected(types: tuple[type, ...], items: type | None = None) -> str:
+    """What a value of ``types`` (a list's of ``items``) is, in words: ``a list of strings``."""
+    words = []
+    for kind in types:
+        word = _TYPES[kind][0]
+        if kind is list and items is not None:
+            word = f"a list of {_TYPES[items][1]}"
+        words.append(word)
+    return " or ".join(words)
+
+
+def mistyped(value: Any, types: tuple[type, ...], items: type | None = None, words: str = "") -> str | None:
+    """What is wrong with the TOML type of ``value`` (not of its items), or None; ``words`` say what is
+    expected instead of the types' own words (``a number of seconds``)."""
+    if any(_is(value, kind) for kind in types):
+        return None
+    return f"expected {words or expected(types, items)}, got {toml_type(value)}"
 
 
 def _name(kind: object) -> str:
