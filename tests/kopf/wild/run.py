@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from opd.localcluster import LocalControlPlane
 
-from harness import FRAMEWORKS, Result, judge
-from kube import Kube
-from operators import wild_operators
+from wild_harness import FRAMEWORKS, Result, judge
+from wild_kube import Kube
+from wild_operators import all_operators
 
 NAMESPACE = "wild"  # served by the namespaced operators
 
@@ -37,7 +37,7 @@ def _csv(text: str) -> list[str]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    names = [op.name for op in wild_operators(NAMESPACE)]
+    names = [op.name for op in all_operators(NAMESPACE)]
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--frameworks", type=_csv, default=list(FRAMEWORKS), help="comma-separated: kopf, opd")
     parser.add_argument("--operators", type=_csv, default=names, help="comma-separated, of: " + ", ".join(names))
@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run_framework(framework: str, names: list[str], workdir: Path, timeout: float) -> list[Result]:
-    operators = [op for op in wild_operators(NAMESPACE) if op.name in names]
+    operators = [op for op in all_operators(NAMESPACE) if op.name in names]
     if framework == "kopf" and importlib.util.find_spec("kopf") is None:
         return [Result(op.name, framework, None, "kopf is not installed here") for op in operators]
     cp = LocalControlPlane(controller_manager=False)
@@ -77,7 +77,7 @@ def _verdict(ok: bool | None) -> str:
 
 def render(results: list[Result], frameworks: list[str]) -> str:
     by = {(r.operator, r.framework): r for r in results}
-    licences = {op.name: op.licence for op in wild_operators(NAMESPACE)}
+    licences = {op.name: op.licence for op in all_operators(NAMESPACE)}
     names = list(dict.fromkeys(r.operator for r in results))
     rows = [["operator", "licence", *frameworks, "why it failed"]]
     for name in names:

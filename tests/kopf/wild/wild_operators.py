@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from harness import HERE, Operator, Stage
-from kube import Kube
+from wild_harness import HERE, Operator, Stage
+from wild_kube import Kube
 
 WEBAPP = ("demo.example.com/v1", "webapps")
 CLUSTERSECRET = ("clustersecret.io/v1", "clustersecrets")
@@ -199,7 +199,7 @@ def dask(stage: Stage) -> None:
                  lambda: len(k.list("apps/v1", "deployments", ns, f"dask.org/workergroup-name={name}-default")) == 3)
 
 
-def wild_operators(namespace: str) -> list[Operator]:
+def all_operators(namespace: str) -> list[Operator]:
     """Every operator, in the table's order; ``namespace`` is served by the namespaced ones."""
     env = {"WILD_NAMESPACE": namespace}
     return [

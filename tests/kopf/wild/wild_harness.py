@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kube import Kube, Missed, wait
+from wild_kube import Kube, Missed, wait
 
 HERE = Path(__file__).resolve().parent
 SHIM = HERE / "shim"
