@@ -66,6 +66,9 @@ def synator(stage: Stage) -> None:
     k.patch("v1", "configmaps", src, f"cfg-{u}", {"data": {"a": "2"}})
     stage.expect(f"the update of cfg-{u} synced to {dst1}",
                  lambda: _data(k.get("v1", "configmaps", dst1, f"cfg-{u}")) == {"a": "2"})
+    k.patch("v1", "secrets", src, f"sec-{u}", {"data": {"k": b64("v2")}})
+    stage.expect(f"the update of sec-{u} synced to {dst1}",
+                 lambda: _data(k.get("v1", "secrets", dst1, f"sec-{u}")) == {"k": b64("v2")})
     k.namespace(dst3)
     stage.expect(f"a namespace created later ({dst3}) gets the copies",
                  lambda: k.get("v1", "configmaps", dst3, f"cfg-{u}") and k.get("v1", "secrets", dst3, f"sec-{u}"))
