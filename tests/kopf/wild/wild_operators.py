@@ -189,14 +189,16 @@ def dask(stage: Stage) -> None:
     k, u = stage.kube, stage.uid
     ns, name = stage.process.operator.env["WILD_NAMESPACE"], f"dc-{u}"
     k.create(_dask_cluster(name, ns))
+    phase = lambda: k.get(DASK, "daskclusters", ns, name)["status"]["phase"]  # noqa: E731
+    stage.expect("status.phase written by its create handler", lambda: phase() in ("Created", "Pending", "Running"))
+    stage.expect("the phase moved on from Created (its on.field status.phase handler ran)",
+                 lambda: phase() in ("Pending", "Running"))
     stage.expect("the scheduler Deployment", lambda: k.get("apps/v1", "deployments", ns, f"{name}-scheduler"))
     stage.expect("the scheduler Service", lambda: k.get("v1", "services", ns, f"{name}-scheduler"))
     stage.expect("the default DaskWorkerGroup",
                  lambda: k.get(DASK, "daskworkergroups", ns, f"{name}-default"))
     stage.expect("2 worker Deployments for the group",
                  lambda: len(k.list("apps/v1", "deployments", ns, f"dask.org/workergroup-name={name}-default")) == 2)
-    stage.expect("the cluster's phase past Created (Pending or Running)",
-                 lambda: k.get(DASK, "daskclusters", ns, name)["status"]["phase"] in ("Pending", "Running"))
     k.patch(DASK, "daskworkergroups", ns, f"{name}-default", {"spec": {"worker": {"replicas": 3}}})
     stage.expect("scaled to 3 worker Deployments",
                  lambda: len(k.list("apps/v1", "deployments", ns, f"dask.org/workergroup-name={name}-default")) == 3)
