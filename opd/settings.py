@@ -284,8 +284,8 @@ class PostingSettings(Noted):
     enabled: bool = True
     level: str | int = "info"  # debug, info, warning, error (or logging's numbers): the least severe posted
     batch_window: float = 0.5
+    loggers: bool = False  # as Kopf's: handlers' log lines posted as Events too (off by default)
     # Kopf's, taken otherwise (said once when set):
-    loggers: bool = False
     default_backoffs: float | Iterable[float] = (1, 1, 2, 3, 5, 8, 13, 21)
     logging_backoffs: float | Iterable[float] = (1, 1, 2, 3, 5)
     worker_limit: int | None = None
@@ -296,10 +296,8 @@ class PostingSettings(Noted):
     reporting_instance: str | None = None
     event_name_prefix: str | None = None
     _notes: ClassVar[dict[str, Note]] = {
-        "loggers": _if(bool, "not used: handlers' log lines are not posted as Events; post with "
-                             "opd.info/warn/exception"),
         "default_backoffs": _always("not used: an Event that fails to post is dropped (said at debug level)"),
-        "logging_backoffs": _always("not used: log lines are not posted as Events"),
+        "logging_backoffs": _always("not used: a log line's Event that fails to post is dropped"),
         "worker_limit": _always("not needed: Events are posted by one task per operator, folded per object"),
         "idle_timeout": _always("not needed: Events are posted by one task per operator"),
     }
