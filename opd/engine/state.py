@@ -242,10 +242,11 @@ class Storage:
         self.in_status = False
         self._opd_status = False
 
-    def essence(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """What a change of ``body`` is measured on, without any storage's own fields."""
-        result = essence(body, self.prefix, secret=self.secret, extra=self.fields, own_status=self._own_status,
-                         markers=self.field)
+    def essence(self, body: Mapping[str, Any], *, shown: bool = False) -> dict[str, Any]:
+        """What a change of ``body`` is measured on, without any storage's own fields; ``shown``:
+        as handlers see it, a Secret's values themselves (never to be stored: see ``secret``)."""
+        result = essence(body, self.prefix, secret=self.secret and not shown, extra=self.fields,
+                         own_status=self._own_status, markers=self.field)
         result = self.progress_storage.clear(essence=result)
         return self.diffbase_storage.clear(essence=result)
 
