@@ -430,3 +430,46 @@ async def test_handlers_of_secrets_get_the_data_in_new_and_the_diff_base_keeps_d
     stored = json.dumps((await _raw(api, path))["metadata"])
     for value in ("hunter2-one", "hunter2-two", one, two):
         assert value not in stored  # the diff-base keeps digests only
+
+
+async def test_a_diff_base_copied_to_another_object_with_its_annotations_is_not_that_objects(
+        api: client.ApiClient, namespace: str) -> None:
+    """Operators copy an object's annotations to the children they create, leaving out Kopf's own
+    domain only (dask-kubernetes: a DaskCluster's to its DaskWorkerGroup). With opd's diff-base among
+    them, the child looked handled already: its creation was taken for an update and its create
+    handler never ran. opd's diff-base names the object it was written for; another's counts as none."""
+    registry = opd.OperatorRegistry()
+    created: list[str] = []
+    selected = {"copied": "yes"}
+
+    @opd.on.create("configmaps", labels=selected, registry=registry)
+    def create_fn(name: str, **_: Any) -> None:
+        created.append(name)
+
+    @opd.on.update("configmaps", labels=selected, registry=registry)  # a diff-base is kept
+    def update_fn(name: str, **_: Any) -> None:
+        pass
+
+    core = client.CoreV1Api(api)
+
+    async def annotations(name: str) -> dict[str, str]:
+        meta = (await _raw(api, f"/api/v1/namespaces/{namespace}/configmaps/{name}"))["metadata"]
+        return dict(meta.get("annotations") or {})
+
+    await core.create_namespaced_config_map(namespace, {"metadata": {"name": "parent", "labels": selected},
+                                                        "data": {"a": "1"}})
+    async with RunningOperator(registry=registry, namespaces=[namespace]):
+        await eventually(lambda: asyncio.sleep(0, created == ["parent"]))
+        copied = await eventually(lambda: _with_diff_base(annotations("parent")))
+        await core.create_namespaced_config_map(namespace, {"metadata": {
+            "name": "child", "labels": selected, "annotations": copied}, "data": {"a": "1"}})
+        await eventually(lambda: asyncio.sleep(0, "child" in created))
+        base = (await annotations("child"))["opd.dev/last-handled-configuration"]
+        assert json.loads(base)["@uid"] == (await _raw(
+            api, f"/api/v1/namespaces/{namespace}/configmaps/child"))["metadata"]["uid"]
+    assert created == ["parent", "child"]
+
+
+async def _with_diff_base(found: Any) -> dict[str, str] | None:
+    annotations: dict[str, str] = await found
+    return annotations if "opd.dev/last-handled-configuration" in annotations else None
