@@ -204,6 +204,40 @@ def dask(stage: Stage) -> None:
                  lambda: len(k.list("apps/v1", "deployments", ns, f"dask.org/workergroup-name={name}-default")) == 3)
 
 
+# --- object-cloner: a ClusterObject clones its namesake source object to the matching namespaces ----------
+
+CLUSTEROBJECT = ("object-cloner.ideamix.es/v1", "clusterobjects")
+
+
+def objectcloner(stage: Stage) -> None:
+    k, u = stage.kube, stage.uid
+    src, name = f"oc-src-{u}", f"oc-{u}"
+    for ns in (src, f"oc1-{u}", f"oc2-{u}", f"other-{u}"):
+        k.namespace(ns)
+    k.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": src},
+              "data": {"token": b64("one")}})
+    k.create({"apiVersion": CLUSTEROBJECT[0], "kind": "ClusterObject", "metadata": {"name": name, "namespace": src},
+              "spec": {"sourceObject": {"group": "", "version": "v1", "kind": "Secret"},
+                       "namespacesToInclude": [f"oc[0-9]-{u}"], "cleanupEvents": "OnClusterObjectDelete"}})
+    for n in (1, 2):
+        stage.expect(f"Secret {name} cloned to oc{n}-{u}",
+                     lambda n=n: _data(k.get("v1", "secrets", f"oc{n}-{u}", name)) == {"token": b64("one")})
+    if k.get("v1", "secrets", f"other-{u}", name):
+        raise AssertionError(f"a clone in other-{u}, which namespacesToInclude does not match")
+    stage.expect("status.syncedNamespaces names both",
+                 lambda: {s["name"] for s in (k.get(*CLUSTEROBJECT, src, name).get("status") or {}).get(
+                     "syncedNamespaces") or ()} == {f"oc1-{u}", f"oc2-{u}"})
+    k.patch("v1", "secrets", src, name, {"data": {"token": b64("two")}})
+    stage.expect(f"the source's change synced to oc1-{u}",
+                 lambda: _data(k.get("v1", "secrets", f"oc1-{u}", name)) == {"token": b64("two")})
+    k.namespace(f"oc3-{u}")
+    stage.expect(f"a namespace created later (oc3-{u}) gets the clone",
+                 lambda: _data(k.get("v1", "secrets", f"oc3-{u}", name)) == {"token": b64("two")})
+    k.delete(*CLUSTEROBJECT, src, name)
+    stage.expect("the clones deleted with the ClusterObject (cleanupEvents: OnClusterObjectDelete)",
+                 lambda: all(k.get("v1", "secrets", f"oc{n}-{u}", name) is None for n in (1, 2)))
+
+
 def all_operators(namespace: str) -> list[Operator]:
     """Every operator, in the table's order; ``namespace`` is served by the namespaced ones."""
     env = {"WILD_NAMESPACE": namespace}
@@ -224,4 +258,9 @@ def all_operators(namespace: str) -> list[Operator]:
         Operator("dask", "PyPI dask-kubernetes==2026.3.0 (dask_kubernetes.operator.controller)", "BSD-3-Clause",
                  ["-n", namespace, "-m", "dask_kubernetes.operator.controller"], dask,
                  needs=("dask_kubernetes", "kr8s"), env=env, setup=dask_crds),
+        Operator("objectcloner", "github.com/ideamixes/object-cloner src/objectcloner @ca9fc258 (handlers.py "
+                 "@09a353e2)", "MIT", ["-A", "-m", "objectcloner"], objectcloner, folder=HERE / "objectcloner",
+                 needs=("pykube", "dictdiffer", "mergedeep"), env={"OBJECT_CLONER_ALLOWED_OBJECT_KINDS": ",v1,secrets"},
+                 setup=lambda k: k.crd(open_crd("object-cloner.ideamix.es", "ClusterObject", "clusterobjects",
+                                                status=True))),
     ]
