@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import json
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,10 @@ def b64(text: str) -> str:
 
 
 def open_crd(group: str, kind: str, plural: str, *, scope: str = "Namespaced",
-             status: bool = False) -> dict[str, Any]:
+             status: bool = False, version_name: str = "v1") -> dict[str, Any]:
     """A CRD that keeps any field (for operators that ship none, or ship one for another API version)."""
     version: dict[str, Any] = {
-        "name": "v1", "served": True, "storage": True,
+        "name": version_name, "served": True, "storage": True,
         "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}
     if status:
         version["subresources"] = {"status": {}}
@@ -238,6 +239,52 @@ def objectcloner(stage: Stage) -> None:
                  lambda: all(k.get("v1", "secrets", f"oc{n}-{u}", name) is None for n in (1, 2)))
 
 
+# --- qdrant-operator: a QdrantAccessKey becomes a Secret with a JWT signed by its cluster's API key --------
+# (A QdrantCluster itself is a helm release, which needs helm and a cluster that runs pods: left out; the
+# access key needs only the QdrantCluster object and the Secret with its API key.)
+
+QDRANT = "qdrant.io/v1alpha1"
+
+
+def qdrant_crds(k: Kube) -> None:
+    k.crd(open_crd("qdrant.io", "QdrantCluster", "qdrantclusters", status=True, version_name="v1alpha1"))
+    k.crd(open_crd("qdrant.io", "QdrantAccessKey", "qdrantaccesskeys", status=True, version_name="v1alpha1"))
+
+
+def _jwt_claims(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+
+
+def qdrant(stage: Stage) -> None:
+    k, u = stage.kube, stage.uid
+    ns = stage.process.operator.env["WILD_NAMESPACE"]
+    cluster, key, secret = f"qc-{u}", f"ak-{u}", f"tok-{u}"
+    k.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"qk-{u}", "namespace": ns},
+              "data": {"api-key": b64("the-api-key")}})
+    k.create({"apiVersion": QDRANT, "kind": "QdrantCluster", "metadata": {"name": cluster, "namespace": ns},
+              "spec": {"version": "v1.13.0", "apiKey": {"secretRef": {"name": f"qk-{u}", "key": "api-key"},
+                                                        "jwtRbac": True}}})
+    k.create({"apiVersion": QDRANT, "kind": "QdrantAccessKey", "metadata": {"name": key, "namespace": ns},
+              "spec": {"clusterRef": {"name": cluster}, "access": "r", "secretName": secret}})
+    issued = stage.expect(f"Secret {secret} with a token and the cluster's URL",
+                          lambda: _data(k.get("v1", "secrets", ns, secret)).get("token"))
+    got = k.get("v1", "secrets", ns, secret)
+    url = base64.b64decode(got["data"]["url"]).decode()
+    if url != f"http://qdrant-{cluster}.{ns}.svc.cluster.local:6333":
+        raise AssertionError(f"the Secret's url is {url!r}")
+    if _jwt_claims(base64.b64decode(str(issued)).decode()).get("access") != "r":
+        raise AssertionError("the token does not grant access 'r'")
+    if [o["kind"] for o in got["metadata"].get("ownerReferences", [])] != ["QdrantAccessKey"]:
+        raise AssertionError("the Secret is not owned by the QdrantAccessKey")
+    stage.expect("status.phase Ready", lambda: (k.get(QDRANT, "qdrantaccesskeys", ns, key).get("status") or {}).get(
+        "phase") == "Ready")
+    k.patch(QDRANT, "qdrantaccesskeys", ns, key, {"spec": {"access": "rw"}})
+    stage.expect("a spec change re-issues the token (access 'rw')",
+                 lambda: _jwt_claims(base64.b64decode(_data(k.get("v1", "secrets", ns, secret))["token"]).decode()
+                                     ).get("access") == "rw")
+
+
 def all_operators(namespace: str) -> list[Operator]:
     """Every operator, in the table's order; ``namespace`` is served by the namespaced ones."""
     env = {"WILD_NAMESPACE": namespace}
@@ -263,4 +310,7 @@ def all_operators(namespace: str) -> list[Operator]:
                  needs=("pykube", "dictdiffer", "mergedeep"), env={"OBJECT_CLONER_ALLOWED_OBJECT_KINDS": ",v1,secrets"},
                  setup=lambda k: k.crd(open_crd("object-cloner.ideamix.es", "ClusterObject", "clusterobjects",
                                                 status=True))),
+        Operator("qdrant", "PyPI qdrant-operator==0.3.2 (qdrant_operator.handlers), copied from its wheel", "MIT",
+                 ["-n", namespace, "-m", "qdrant_operator.handlers"], qdrant, folder=HERE / "qdrant",
+                 needs=("kubernetes_asyncio", "aioboto3", "croniter", "jwt", "httpx"), env=env, setup=qdrant_crds),
     ]
