@@ -285,6 +285,43 @@ def qdrant(stage: Stage) -> None:
                                      ).get("access") == "rw")
 
 
+# --- citadel namespace-infra: a NamespaceInfrastructure becomes Cilium policies, a quota and limits -------
+
+CITADEL = ("citadel.dev/v1alpha1", "namespaceinfrastructures")
+
+
+def citadel_crds(k: Kube) -> None:
+    spec = importlib.util.find_spec("citadel_operator")
+    assert spec and spec.origin
+    k.crd(yaml.safe_load((Path(spec.origin).parent / "crds" / "namespaceinfrastructure.yaml").read_text()))
+    k.crd(open_crd("cilium.io", "CiliumNetworkPolicy", "ciliumnetworkpolicies", version_name="v2"))
+
+
+def citadel(stage: Stage) -> None:
+    k, u = stage.kube, stage.uid
+    ns, target, name = stage.process.operator.env["WILD_NAMESPACE"], f"t-{u}", f"nsi-{u}"
+    k.namespace(target)
+    k.create({"apiVersion": CITADEL[0], "kind": "NamespaceInfrastructure", "metadata": {"name": name, "namespace": ns},
+              "spec": {"targetNamespace": target, "resourceQuota": {"cpu": "2", "pods": "10"},
+                       "limitRange": {"defaultCpu": "250m"}}})
+    stage.expect(f"ResourceQuota {target}-quota (limits.cpu 2, pods 10)",
+                 lambda: (k.get("v1", "resourcequotas", target, f"{target}-quota") or {}).get("spec", {}).get(
+                     "hard") == {"limits.cpu": "2", "pods": "10"})
+    stage.expect(f"LimitRange {target}-limits", lambda: k.get("v1", "limitranges", target, f"{target}-limits"))
+    for policy in ("default-deny", "tenant-allow"):
+        stage.expect(f"CiliumNetworkPolicy {target}-{policy}",
+                     lambda policy=policy: k.get("cilium.io/v2", "ciliumnetworkpolicies", target, f"{target}-{policy}"))
+    stage.expect("status.phase Active",
+                 lambda: (k.get(*CITADEL, ns, name).get("status") or {}).get("phase") == "Active")
+    k.patch(*CITADEL, ns, name, {"spec": {"resourceQuota": {"pods": "20"}}})
+    stage.expect("the quota follows a spec change (pods 20)",
+                 lambda: k.get("v1", "resourcequotas", target, f"{target}-quota")["spec"]["hard"].get("pods") == "20")
+    k.delete(*CITADEL, ns, name)
+    stage.expect("the quota and the limits deleted with it",
+                 lambda: k.get("v1", "resourcequotas", target, f"{target}-quota") is None
+                 and k.get("v1", "limitranges", target, f"{target}-limits") is None)
+
+
 def all_operators(namespace: str) -> list[Operator]:
     """Every operator, in the table's order; ``namespace`` is served by the namespaced ones."""
     env = {"WILD_NAMESPACE": namespace}
@@ -313,4 +350,7 @@ def all_operators(namespace: str) -> list[Operator]:
         Operator("qdrant", "PyPI qdrant-operator==0.3.2 (qdrant_operator.handlers), copied from its wheel", "MIT",
                  ["-n", namespace, "-m", "qdrant_operator.handlers"], qdrant, folder=HERE / "qdrant",
                  needs=("kubernetes_asyncio", "aioboto3", "croniter", "jwt", "httpx"), env=env, setup=qdrant_crds),
+        Operator("citadel", "PyPI jaymd96-citadel-operator==0.2.0 (citadel_operator.k3s.namespace_infra_operator)",
+                 "MIT", ["-n", namespace, "-m", "citadel_operator.k3s.namespace_infra_operator"], citadel,
+                 needs=("citadel_operator", "kubernetes"), env=env, setup=citadel_crds),
     ]
