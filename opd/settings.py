@@ -284,7 +284,7 @@ class PostingSettings(Noted):
     enabled: bool = True
     level: str | int = "info"  # debug, info, warning, error (or logging's numbers): the least severe posted
     batch_window: float = 0.5
-    loggers: bool = True  # a handler's log records at ``level`` and above are posted too (Kopf's default)
+    loggers: bool = False  # as Kopf's: handlers' log lines posted as Events too (off by default)
     # Kopf's, taken otherwise (said once when set):
     default_backoffs: float | Iterable[float] = (1, 1, 2, 3, 5, 8, 13, 21)
     logging_backoffs: float | Iterable[float] = (1, 1, 2, 3, 5)

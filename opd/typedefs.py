@@ -159,12 +159,12 @@ class Body(_View):
         super()._replace_with(src)
         for part, key in ((self._meta, "metadata"), (self._spec, "spec"), (self._status, "status")):
             if part is not None:
-                part._replace_with(self.get(key) or {})
+                part._replace_with(_mapping(self.get(key)))
 
     @property
     def metadata(self) -> Meta:
         if self._meta is None:
-            self._meta = Meta(self.get("metadata") or {})
+            self._meta = Meta(_mapping(self.get("metadata")))
         return self._meta
 
     @property
@@ -174,14 +174,20 @@ class Body(_View):
     @property
     def spec(self) -> Spec:
         if self._spec is None:
-            self._spec = Spec(self.get("spec") or {})
+            self._spec = Spec(_mapping(self.get("spec")))
         return self._spec
 
     @property
     def status(self) -> Status:
         if self._status is None:
-            self._status = Status(self.get("status") or {})
+            self._status = Status(_mapping(self.get("status")))
         return self._status
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """A part of a body as a view can show it: whoever may write an object can leave a list or a
+    string where a dict belongs (a schema that keeps unknown fields); it reads as empty."""
+    return value if isinstance(value, Mapping) else {}
 
 
 def body_kwargs(raw: Mapping[str, Any]) -> dict[str, Any]:

@@ -382,3 +382,94 @@ async def test_leaving_the_label_selector_is_not_a_deletion(api: client.ApiClien
         await eventually(lambda: asyncio.sleep(0, ran == ["goes"]))
         await asyncio.sleep(1.0)
     assert ran == ["goes"]
+
+
+async def test_handlers_of_secrets_get_the_data_in_new_and_the_diff_base_keeps_digests(
+        api: client.ApiClient, namespace: str) -> None:
+    """Kopf's kwargs reference: ``new`` is the object's new essence and ``diff`` holds the new values.
+    A Secret's handlers got opd's salted digests there (the essence kept as the diff-base); they get
+    the data itself now, in memory only: the diff-base written to the Secret still holds no value,
+    and ``old`` (read back from it) can only be digests."""
+    registry = opd.OperatorRegistry()
+    seen: list[tuple[str, Any, Any, Any]] = []
+
+    @opd.on.update("secrets", registry=registry, labels={"x": opd.PRESENT})
+    def updated(old: Any, new: Any, diff: Any, **_: Any) -> None:
+        seen.append(("update", old["data"]["k"], new["data"]["k"], [tuple(d) for d in diff]))
+
+    @opd.on.field("secrets", field="data.k", registry=registry, labels={"x": opd.PRESENT})
+    def field_k(old: Any, new: Any, diff: Any, **_: Any) -> None:
+        seen.append(("field", old, new, [tuple(d) for d in diff]))
+
+    @opd.on.field("secrets", field="data.k", new=base64.b64encode(b"hunter2-two").decode(),
+                  registry=registry, labels={"x": opd.PRESENT})
+    def field_k_filtered(new: Any, **_: Any) -> None:
+        seen.append(("filtered", None, new, None))
+
+    one, two = (base64.b64encode(v).decode() for v in (b"hunter2-one", b"hunter2-two"))
+    path = f"/api/v1/namespaces/{namespace}/secrets/s"
+    await plain.request(api, "POST", f"/api/v1/namespaces/{namespace}/secrets",
+                        body={"metadata": {"name": "s", "labels": {"x": "1"}}, "data": {"k": one}})
+
+    async def based() -> bool:
+        meta = (await _raw(api, path))["metadata"]
+        return "opd.dev/last-handled-configuration" in (meta.get("annotations") or {})
+
+    async with RunningOperator(registry=registry, namespaces=[namespace]):
+        await eventually(based)
+        await client.CoreV1Api(api).patch_namespaced_secret("s", namespace, {"data": {"k": two}})
+        await eventually(lambda: asyncio.sleep(0, {"update", "filtered"} <= {kind for kind, *_ in seen}))
+        await asyncio.sleep(0.5)  # and the field handler's run for it, just before or after
+
+    got = {kind: (old, new, diff) for kind, old, new, diff in seen}
+    assert got["update"][1] == two and got["field"][1] == two and got["filtered"][1] == two
+    digest = got["field"][0]  # old: what the diff-base kept, a digest of the old value
+    assert digest == got["update"][0] and isinstance(digest, str) and digest not in (one, two)
+    assert ("change", ("data", "k"), digest, two) in got["update"][2]
+    assert got["field"][2] == [("change", (), digest, two)]
+    stored = json.dumps((await _raw(api, path))["metadata"])
+    for value in ("hunter2-one", "hunter2-two", one, two):
+        assert value not in stored  # the diff-base keeps digests only
+
+
+async def test_a_diff_base_copied_to_another_object_with_its_annotations_is_not_that_objects(
+        api: client.ApiClient, namespace: str) -> None:
+    """Operators copy an object's annotations to the children they create, leaving out Kopf's own
+    domain only (dask-kubernetes: a DaskCluster's to its DaskWorkerGroup). With opd's diff-base among
+    them, the child looked handled already: its creation was taken for an update and its create
+    handler never ran. opd's diff-base names the object it was written for; another's counts as none."""
+    registry = opd.OperatorRegistry()
+    created: list[str] = []
+    selected = {"copied": "yes"}
+
+    @opd.on.create("configmaps", labels=selected, registry=registry)
+    def create_fn(name: str, **_: Any) -> None:
+        created.append(name)
+
+    @opd.on.update("configmaps", labels=selected, registry=registry)  # a diff-base is kept
+    def update_fn(name: str, **_: Any) -> None:
+        pass
+
+    core = client.CoreV1Api(api)
+
+    async def annotations(name: str) -> dict[str, str]:
+        meta = (await _raw(api, f"/api/v1/namespaces/{namespace}/configmaps/{name}"))["metadata"]
+        return dict(meta.get("annotations") or {})
+
+    await core.create_namespaced_config_map(namespace, {"metadata": {"name": "parent", "labels": selected},
+                                                        "data": {"a": "1"}})
+    async with RunningOperator(registry=registry, namespaces=[namespace]):
+        await eventually(lambda: asyncio.sleep(0, created == ["parent"]))
+        copied = await eventually(lambda: _with_diff_base(annotations("parent")))
+        await core.create_namespaced_config_map(namespace, {"metadata": {
+            "name": "child", "labels": selected, "annotations": copied}, "data": {"a": "1"}})
+        await eventually(lambda: asyncio.sleep(0, "child" in created))
+        base = (await annotations("child"))["opd.dev/last-handled-configuration"]
+        assert json.loads(base)["@uid"] == (await _raw(
+            api, f"/api/v1/namespaces/{namespace}/configmaps/child"))["metadata"]["uid"]
+    assert created == ["parent", "child"]
+
+
+async def _with_diff_base(found: Any) -> dict[str, str] | None:
+    annotations: dict[str, str] = await found
+    return annotations if "opd.dev/last-handled-configuration" in annotations else None

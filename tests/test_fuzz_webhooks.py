@@ -20,6 +20,7 @@ from webhook_process import CRD, GROUP, OpdRun
 
 from opd.engine.diffs import Patch
 from opd.errors import WebhookError
+from opd.typedefs import Body
 from opd.webhooks import admission, bodies, conversion
 from opd.webhooks.bodies import BadBody
 
@@ -130,7 +131,7 @@ def test_reading_any_admission_review_gives_a_request_or_a_webhook_error(review:
         assert "\n" not in str(exc)
         return
     kwargs = admission.kwargs_for(request, headers={}, sslpeer={}, warnings=[], patch=Patch())
-    assert kwargs["body"] is request.body and isinstance(request.where, str)
+    assert kwargs["body"] == request.body and isinstance(kwargs["body"], Body) and isinstance(request.where, str)
 
     async def nothing(handler: Any, kwargs: Any) -> None: ...
 

@@ -95,7 +95,8 @@ def test_every_documented_setting_is_there_and_takes_a_kopf_value(logged: list[s
     assert settings.peering.namespaced is False and settings.peering.clusterwide is True
     assert settings.persistence.finalizer == "example.com/my-finalizer"
     # Each setting opd takes otherwise is said once, naming it.
-    for setting in ("peering.mandatory", "peering.priority", "queueing.batch_window", "posting.worker_limit",
+    for setting in ("peering.mandatory", "peering.priority", "queueing.batch_window",
+                    "posting.worker_limit",
                     "scanning.disabled", "networking.trust_env", "background.cancellation_polling",
                     "process.ultimate_exiting_timeout", "persistence.consistency_timeout",
                     "execution.default_backoff", "watching.client_timeout"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import socket
 import ssl
 import uuid
@@ -500,6 +501,15 @@ async def test_a_kopf_style_admission_operator(raw: Raw, namespace: str, gadgets
     def mutate1(patch: kopf.Patch, **_: Any) -> None:
         patch.spec["injected"] = 123
 
+    seen: list[tuple[bool, str, bool]] = []
+
+    @kopf.on.validate("gadgets", labels={"somelabel": "somevalue"}, registry=registry)
+    def views(body: kopf.Body, meta: kopf.Meta, spec: kopf.Spec, logger: kopf.Logger, **_: Any) -> None:
+        # As resource handlers: Kopf's views, and a stdlib logger that formats %-arguments.
+        logger.info("admitting %s", meta.name)
+        seen.append((isinstance(body, kopf.Body) and isinstance(spec, kopf.Spec), body.metadata.name,
+                     isinstance(logger, logging.LoggerAdapter)))
+
     try:
         async with RunningOperator(registry=registry, namespaces=[namespace],
                                    login=kopf.Login(kubeconfig=str(kubeconfig))):
@@ -519,6 +529,7 @@ async def test_a_kopf_style_admission_operator(raw: Raw, namespace: str, gadgets
             assert status == 555 and "never this value" in answer["message"]
             status, _, made = await raw("POST", path, _gadget("marked", {}, somelabel="somevalue"))
             assert status == 201 and made["spec"] == {"injected": 123}
+            assert (True, "marked", True) in seen
             status, _, made = await raw("POST", path, _gadget("plain", {}))
             assert status == 201 and made["spec"] == {}
 
@@ -527,7 +538,7 @@ async def test_a_kopf_style_admission_operator(raw: Raw, namespace: str, gadgets
 
             async def back() -> bool:
                 status, _, found = await raw("GET", where)
-                return status == 200 and len(found["webhooks"]) == 3
+                return status == 200 and len(found["webhooks"]) == 4
 
             await eventually(back, timeout=10)
     finally:

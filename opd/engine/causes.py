@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from opd.engine.diffs import diff
+from opd.engine.diffs import diff, shown
 from opd.registry import SPAWNING, STATEFUL, Handler, Reason, matches, resolve_field, value_ok
 from opd.typedefs import Diff
 
@@ -32,27 +32,32 @@ class Change:
     wants_finalizer: bool = False  # delete handlers (not optional), timers or daemons hold it
 
 
-def _field_kwargs(handler: Handler, kwargs: dict[str, Any], old: Any, new: Any) -> tuple[bool, dict[str, Any]]:
+def _field_kwargs(handler: Handler, kwargs: dict[str, Any], old: Any, new: Any,
+                  seen: Any) -> tuple[bool, dict[str, Any]]:
     """A field-scoped handler's own kwargs (the field's old/new/diff), and whether this change
-    is one for it: the field changed, and its ``old=``/``new=`` value filters accept the change."""
+    is one for it: the field changed, and its ``old=``/``new=`` value filters accept the change.
+    ``seen`` is the new essence as handlers see it (a Secret's values, where ``new`` has digests)."""
     assert handler.field is not None
     was, old_value = resolve_field(old, handler.field)
     now, new_value = resolve_field(new, handler.field)
+    _, seen_value = resolve_field(seen, handler.field)
     changed = (was, old_value) != (now, new_value)
     if changed and (handler.old is not None or handler.new is not None):  # on.field, or on.update(field=)
-        changed = value_ok(was, old_value, handler.old, **kwargs) and value_ok(now, new_value, handler.new, **kwargs)
-    own = {**kwargs, "old": old_value, "new": new_value, "diff": Diff(diff(old_value, new_value))}
+        changed = value_ok(was, old_value, handler.old, **kwargs) and value_ok(now, seen_value, handler.new, **kwargs)
+    own = {**kwargs, "old": old_value, "new": seen_value, "diff": Diff(shown(diff(old_value, new_value), seen_value))}
     return changed, own
 
 
 def detect(*, body: Mapping[str, Any], by_reason: ByReason, kwargs: dict[str, Any], old: Any, new: Any,
            diff_base: str | None, current: str, first_seen: bool, has_progress: bool,
-           finalizer: str) -> Change:
+           finalizer: str, seen: Any = None) -> Change:
     """The cause of this change and what follows from it.
 
     ``old``/``new`` are the essences (``old`` is None without a diff-base, or when only its
-    digest is kept); ``diff_base``/``current`` their stored forms, compared for "changed".
+    digest is kept); ``diff_base``/``current`` their stored forms, compared for "changed";
+    ``seen`` the new essence as handlers are shown it (by default ``new``).
     """
+    seen = new if seen is None else seen
     meta = body.get("metadata") or {}
     deleting = bool(meta.get("deletionTimestamp"))
     holding = finalizer in (meta.get("finalizers") or ())
@@ -78,7 +83,7 @@ def detect(*, body: Mapping[str, Any], by_reason: ByReason, kwargs: dict[str, An
             own = kwargs
             field_changed = True
             if handler.field is not None and r in (Reason.UPDATE, Reason.FIELD):
-                field_changed, own = _field_kwargs(handler, kwargs, old, new)
+                field_changed, own = _field_kwargs(handler, kwargs, old, new, seen)
             if not matches(handler, body, own):  # the one evaluation of its filters for this change
                 continue
             change.in_scope = True

@@ -29,6 +29,20 @@ def diff(old: Any, new: Any, path: tuple[str, ...] = ()) -> tuple[DiffItem, ...]
     return (("change", path, old, new),)
 
 
+def shown(items: tuple[DiffItem, ...], new: Any) -> tuple[DiffItem, ...]:
+    """``items`` (a diff between two essences) with each new side taken from ``new``: the diff is
+    measured on a Secret's digests, and its handlers are shown the values themselves."""
+    result: list[DiffItem] = []
+    for op, path, old_value, new_value in items:
+        if op != "remove":
+            node: Any = new
+            for key in path:
+                node = node.get(key) if isinstance(node, Mapping) else None
+            new_value = node
+        result.append((op, path, old_value, new_value))
+    return tuple(result)
+
+
 class _Section(dict[str, Any]):
     """A dict whose sub-dicts are made on first access: ``patch.metadata.labels['x'] = 'y'``."""
 

@@ -29,7 +29,7 @@ from opd.engine import causes
 from opd.engine.applying import Applier, Plan, merge
 from opd.engine.backoff import Backoff
 from opd.engine.daemons import Spawner, Stopped
-from opd.engine.diffs import Patch, diff
+from opd.engine.diffs import Patch, diff, shown
 from opd.engine.execution import Outcome, brief, execute
 from opd.engine.indexing import Indexes
 from opd.engine.inventory import Inventory, Item, Memory
@@ -392,7 +392,7 @@ class ResourceProcessor:
 
     def _events(self, body: Mapping[str, Any]) -> EventSink | None:
         """Where a handler's log records about ``body`` go as Events (reason ``Logging``, as Kopf's):
-        ``settings.posting`` decides (``enabled``, ``level``, ``loggers``)."""
+        ``settings.posting`` decides (``loggers``, off by default as in Kopf; ``enabled``, ``level``)."""
         poster, posting = self.poster, self.settings.posting
         if poster is None:
             return None
@@ -492,12 +492,16 @@ class ResourceProcessor:
             old_essence = parse_diff_base(state.diff_base)
         patch = Patch()
         # Kopf's: old is the essence last handled (None for a new object), the diff from it (for a
-        # new object: everything added), also for resume and delete handlers.
-        kwargs = self._kwargs(body, patch=patch, old=old_essence, new=new_essence,
-                              diff=Diff(diff(old_essence, new_essence) if updating or state.diff_base is None else ()))
+        # new object: everything added), also for resume and delete handlers. A Secret's changes are
+        # measured on digests (all its diff-base keeps), and its handlers see the values in new and
+        # on the diff's new side (old can only be digests).
+        seen = self.storage.essence(body, shown=True) if self.secret else new_essence
+        changes = diff(old_essence, new_essence) if updating or state.diff_base is None else ()
+        kwargs = self._kwargs(body, patch=patch, old=old_essence, new=seen,
+                              diff=Diff(shown(changes, seen) if self.secret else changes))
         change = causes.detect(body=body, by_reason=self.by_reason, kwargs=kwargs, old=old_essence,
                                new=new_essence, diff_base=state.diff_base, current=current, first_seen=first_seen,
-                               has_progress=bool(state.progress), finalizer=self.finalizer)
+                               has_progress=bool(state.progress), finalizer=self.finalizer, seen=seen)
         deleting = bool(meta.get("deletionTimestamp"))
         holding = self.finalizer in (meta.get("finalizers") or ())
         if not deleting:

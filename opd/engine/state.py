@@ -32,6 +32,7 @@ from opd.storages import (
 )
 
 LAST_HANDLED = "last-handled-configuration"
+_OWNER = "@uid"  # in opd's own diff-base annotation: the uid of the object it was written for
 _IGNORED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
 _SYSTEM_KEYS = frozenset({"apiVersion", "kind", "metadata", "status"})
 _SECRET_FIELDS = ("data", "stringData")
@@ -223,6 +224,9 @@ class Storage:
             default_progress, default_base = self._annotations()
         self.progress_storage = settings.progress_storage or default_progress
         self.diffbase_storage = settings.diffbase_storage or default_base
+        # opd's own diff-base in annotations names the object it belongs to: operators copy their
+        # objects' annotations to the children they make (filtering Kopf's domain, not opd's).
+        self._bound = settings.diffbase_storage is None
         # Unknown (a storage of the operator's own) counts as the status: its writes then go after the
         # results in either case.
         self.in_status = self.has_status and (self.progress_storage.writes_status() is not False
@@ -242,10 +246,11 @@ class Storage:
         self.in_status = False
         self._opd_status = False
 
-    def essence(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """What a change of ``body`` is measured on, without any storage's own fields."""
-        result = essence(body, self.prefix, secret=self.secret, extra=self.fields, own_status=self._own_status,
-                         markers=self.field)
+    def essence(self, body: Mapping[str, Any], *, shown: bool = False) -> dict[str, Any]:
+        """What a change of ``body`` is measured on, without any storage's own fields; ``shown``:
+        as handlers see it, a Secret's values themselves (never to be stored: see ``secret``)."""
+        result = essence(body, self.prefix, secret=self.secret and not shown, extra=self.fields,
+                         own_status=self._own_status, markers=self.field)
         result = self.progress_storage.clear(essence=result)
         return self.diffbase_storage.clear(essence=result)
 
@@ -254,6 +259,10 @@ class Storage:
         if self._opd_status and not resolve(body, ("status", self.field)):
             progress_storage, base_storage = self._annotations()  # kept there by an earlier fall-back
         base = base_storage.fetch(body=body)
+        if self._bound and base_storage.writes_status() is False and isinstance(base, dict) and _OWNER in base:
+            owner = base.pop(_OWNER)
+            if owner != (body.get("metadata") or {}).get("uid"):
+                base = None  # another object's, copied with its annotations: this one is new to opd
         # Whoever may edit the object may write anything there: what is not a diff-base reads as
         # "changed, not known how", never as none (which would be a creation).
         diff_base = base if isinstance(base, str) else dump(base) if isinstance(base, dict) else \
@@ -285,6 +294,9 @@ class Storage:
                 kept: Any = json.loads(diff_base)
             except ValueError:
                 kept = diff_base  # a digest: stored as it is
+            uid = (body.get("metadata") or {}).get("uid")
+            if self._bound and self.diffbase_storage.writes_status() is False and isinstance(kept, dict) and uid:
+                kept = {**kept, _OWNER: uid}
             self.diffbase_storage.store(body=body, patch=patch, essence=kept)
         for hid, rec in progress.items():
             if old.progress.get(hid) == rec:

@@ -21,6 +21,7 @@ from opd.engine.execution import brief
 from opd.errors import AdmissionError, PermanentError, TemporaryError, WebhookError
 from opd.registry import Reason, WebhookHandler, matches
 from opd.resources import Resource
+from opd.typedefs import Body, Diff, body_kwargs
 from opd.webhooks import bodies
 
 DEFAULT_API_VERSION = "admission.k8s.io/v1"
@@ -108,14 +109,15 @@ def applies(handler: WebhookHandler, request: Request, resolved: Resource | None
 
 def kwargs_for(request: Request, *, headers: Mapping[str, str] | None, sslpeer: Mapping[str, Any] | None,
                warnings: list[str], patch: Patch) -> dict[str, Any]:
-    """The kwargs every admission handler gets (the operator adds its own: logger, memo, settings...)."""
-    body = request.body
-    meta = body.get("metadata") or {}
+    """The kwargs every admission handler gets (the operator adds its own: logger, memo, settings...):
+    the object as the same read-only views resource handlers get (Kopf's ``Body``, ``Meta``...)."""
+    viewed = body_kwargs(request.body)
     return {
-        "body": body, "spec": body.get("spec") or {}, "meta": meta, "status": body.get("status") or {},
-        "name": request.name or meta.get("name"), "namespace": request.namespace or meta.get("namespace"),
-        "uid": meta.get("uid"), "labels": meta.get("labels") or {}, "annotations": meta.get("annotations") or {},
-        "old": request.old, "new": request.new, "diff": diff(request.old, request.new),
+        **viewed,
+        "name": request.name or viewed["name"], "namespace": request.namespace or viewed["namespace"],
+        "old": Body(request.old) if request.old is not None else None,
+        "new": Body(request.new) if request.new is not None else None,
+        "diff": Diff(diff(request.old, request.new)),
         "operation": request.operation, "subresource": request.subresource, "dryrun": request.dryrun,
         "userinfo": request.userinfo, "headers": dict(headers or {}), "sslpeer": dict(sslpeer or {}),
         "warnings": warnings, "patch": patch,

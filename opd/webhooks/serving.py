@@ -29,6 +29,7 @@ from opd.errors import ConfigError, HandlerTimeoutError, WebhookError
 from opd.kube.api import REQUEST_ERRORS, KubeClient
 from opd.registry import Reason, WebhookHandler
 from opd.resources import Resource
+from opd.typedefs import LocalObjectLogger
 from opd.webhooks import admission, conversion, management
 from opd.webhooks.server import ClientConfig
 from opd.webhooks.variants import WebhookAutoServer
@@ -305,7 +306,8 @@ class Webhooks:
             **admission.kwargs_for(request, headers=headers, sslpeer=sslpeer, warnings=[],
                                    patch=Patch()),
             "resource": resource,
-            "logger": logger.bind(object=brief(request.where, 300), resource=brief(request.plural, 100)),
+            # Kopf's admission handlers get an object logger that posts no Events (there may be no object yet).
+            "logger": LocalObjectLogger({"object": brief(request.where, 300), "resource": brief(request.plural, 100)}),
         }
         answer = await admission.answer(review, request, handlers, kwargs, self._run)
         outcome = answer["response"]
@@ -332,7 +334,8 @@ class Webhooks:
                 "annotations": meta.get("annotations") or {}, "from_version": handler.from_version,
                 "to_version": handler.to_version, "resource": self.resolved.get(handler),
                 "reason": str(handler.reason), "param": handler.param,
-                "logger": logger.bind(object=brief(_where(meta), 300), resource=str(self.resolved.get(handler, ""))),
+                "logger": LocalObjectLogger({"object": brief(_where(meta), 300),
+                                             "resource": str(self.resolved.get(handler, ""))}),
             }
             return await self._run(handler, kwargs)
 

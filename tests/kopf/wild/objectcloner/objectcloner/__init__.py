@@ -1,0 +1,2 @@
+# pylint: disable=missing-docstring
+from .operator import *

@@ -1,0 +1,356 @@
+"""The operators from the wild, and for each a scenario written from what its README (or its
+package description and handlers' docstrings, where it has no README) says it does.
+
+Copies live beside this file with their LICENSE (test-only; never part of opd); packages are
+installed pinned by ``tox -e kopf``. Every name a scenario creates carries ``stage.uid``.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from wild_harness import HERE, Operator, Stage
+from wild_kube import Kube
+
+WEBAPP = ("demo.example.com/v1", "webapps")
+CLUSTERSECRET = ("clustersecret.io/v1", "clustersecrets")
+DEVSERVER = "devserver.io/v1"
+DASK = "kubernetes.dask.org/v1"
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def open_crd(group: str, kind: str, plural: str, *, scope: str = "Namespaced",
+             status: bool = False, version_name: str = "v1") -> dict[str, Any]:
+    """A CRD that keeps any field (for operators that ship none, or ship one for another API version)."""
+    version: dict[str, Any] = {
+        "name": version_name, "served": True, "storage": True,
+        "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}
+    if status:
+        version["subresources"] = {"status": {}}
+    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"{plural}.{group}"},
+            "spec": {"group": group, "scope": scope, "versions": [version],
+                     "names": {"kind": kind, "plural": plural, "singular": kind.lower()}}}
+
+
+def _data(obj: Any) -> dict[str, str]:
+    return dict((obj or {}).get("data") or {})
+
+
+# --- synator: Secrets and ConfigMaps labelled synator/sync=yes copied to other namespaces -------------
+
+def synator(stage: Stage) -> None:
+    k, u = stage.kube, stage.uid
+    src, dst1, dst2, dst3 = f"src-{u}", f"dst1-{u}", f"dst2-{u}", f"dst3-{u}"
+    for ns in (src, dst1, dst2):
+        k.namespace(ns)
+    meta = {"labels": {"synator/sync": "yes"},
+            "annotations": {"synator/include-namespaces": f"{dst1},{dst2},{dst3}"}}
+    k.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"cfg-{u}", "namespace": src, **meta},
+              "data": {"a": "1"}})
+    k.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"sec-{u}", "namespace": src, **meta},
+              "data": {"k": b64("v1")}})
+    for ns in (dst1, dst2):
+        stage.expect(f"ConfigMap cfg-{u} copied to {ns}",
+                     lambda ns=ns: _data(k.get("v1", "configmaps", ns, f"cfg-{u}")) == {"a": "1"})
+        stage.expect(f"Secret sec-{u} copied to {ns}",
+                     lambda ns=ns: _data(k.get("v1", "secrets", ns, f"sec-{u}")) == {"k": b64("v1")})
+    k.patch("v1", "configmaps", src, f"cfg-{u}", {"data": {"a": "2"}})
+    stage.expect(f"the update of cfg-{u} synced to {dst1}",
+                 lambda: _data(k.get("v1", "configmaps", dst1, f"cfg-{u}")) == {"a": "2"})
+    k.patch("v1", "secrets", src, f"sec-{u}", {"data": {"k": b64("v2")}})
+    stage.expect(f"the update of sec-{u} synced to {dst1}",
+                 lambda: _data(k.get("v1", "secrets", dst1, f"sec-{u}")) == {"k": b64("v2")})
+    k.namespace(dst3)
+    stage.expect(f"a namespace created later ({dst3}) gets the copies",
+                 lambda: k.get("v1", "configmaps", dst3, f"cfg-{u}") and k.get("v1", "secrets", dst3, f"sec-{u}"))
+    copy = k.get("v1", "configmaps", dst2, f"cfg-{u}")
+    if "synator/sync" in (copy["metadata"].get("labels") or {}):
+        raise AssertionError("the copy kept the synator/sync label")
+
+
+# --- ClusterSecret: one Secret in every namespace matching matchNamespace, less avoidNamespaces ---------
+
+def clustersecret(stage: Stage) -> None:
+    k, u = stage.kube, stage.uid
+    for n in (1, 2, 3):
+        k.namespace(f"cs{n}-{u}")
+    name = f"cs-{u}"
+    k.create({"apiVersion": CLUSTERSECRET[0], "kind": "ClusterSecret", "metadata": {"name": name},
+              "matchNamespace": [f"cs[0-9]-{u}"], "avoidNamespaces": [f"cs3-{u}"],
+              "data": {"tls.crt": b64("one")}})
+    for n in (1, 2):
+        stage.expect(f"Secret {name} in cs{n}-{u}",
+                     lambda n=n: _data(k.get("v1", "secrets", f"cs{n}-{u}", name)) == {"tls.crt": b64("one")})
+    if k.get("v1", "secrets", f"cs3-{u}", name):
+        raise AssertionError(f"a Secret in cs3-{u}, which avoidNamespaces excludes")
+    k.patch(*CLUSTERSECRET, None, name, {"data": {"tls.crt": b64("two")}})
+    for n in (1, 2):
+        stage.expect(f"the new data in cs{n}-{u}",
+                     lambda n=n: _data(k.get("v1", "secrets", f"cs{n}-{u}", name)) == {"tls.crt": b64("two")})
+    k.delete(*CLUSTERSECRET, None, name)
+    for n in (1, 2):
+        stage.expect(f"Secret {name} deleted from cs{n}-{u} with the ClusterSecret",
+                     lambda n=n: k.get("v1", "secrets", f"cs{n}-{u}", name) is None)
+
+
+# --- WebApp (k8s-operator-kopf): a Deployment and a Service per WebApp, kept in sync, cleaned up -------
+
+def webapp(stage: Stage) -> None:
+    k, u = stage.kube, stage.uid
+    ns, name = stage.process.operator.env["WILD_NAMESPACE"], f"app-{u}"
+    k.create({"apiVersion": WEBAPP[0], "kind": "WebApp", "metadata": {"name": name, "namespace": ns},
+              "spec": {"image": "nginx:1.24", "replicas": 1, "port": 80}})
+    deployment = stage.expect(f"Deployment {name}", lambda: k.get("apps/v1", "deployments", ns, name))
+    owners = [o["kind"] for o in deployment["metadata"].get("ownerReferences", [])]  # type: ignore[index]
+    if owners != ["WebApp"]:
+        raise AssertionError(f"the Deployment's owners are {owners}, not the WebApp")
+    stage.expect(f"Service {name}", lambda: k.get("v1", "services", ns, name))
+    stage.expect("status.message Provisioned",
+                 lambda: k.get(*WEBAPP, ns, name)["status"]["message"] == "Provisioned")
+    k.patch(*WEBAPP, ns, name, {"spec": {"image": "nginx:1.25", "replicas": 2}})
+    stage.expect("the Deployment follows the new replicas and image",
+                 lambda: (d := k.get("apps/v1", "deployments", ns, name))["spec"]["replicas"] == 2
+                 and d["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.25")
+    stage.expect("status.message Updated", lambda: k.get(*WEBAPP, ns, name)["status"]["message"] == "Updated")
+    k.delete(*WEBAPP, ns, name)
+    stage.expect("Deployment and Service deleted with the WebApp",
+                 lambda: k.get("apps/v1", "deployments", ns, name) is None
+                 and k.get("v1", "services", ns, name) is None)
+    stage.expect("the WebApp itself gone (its finalizer released)", lambda: k.get(*WEBAPP, ns, name) is None)
+
+
+# --- devserver-operator: a DevServerUser gets a namespace with its ServiceAccount, Role and RoleBinding -
+# (A DevServer itself reads resources/startup.sh, which the 0.0.1 wheel does not ship: it fails under any
+# framework with FileNotFoundError, so the scenario leaves it out.)
+
+def devserver_crds(k: Kube) -> None:
+    k.crd(open_crd("devserver.io", "DevServer", "devservers"))
+    k.crd(open_crd("devserver.io", "DevServerFlavor", "devserverflavors", scope="Cluster"))
+    k.crd(open_crd("devserver.io", "DevServerUser", "devserverusers", scope="Cluster"))
+
+
+def devserver(stage: Stage) -> None:
+    k, u = stage.kube, stage.uid
+    user = f"u{u}"
+    k.create({"apiVersion": DEVSERVER, "kind": "DevServerUser", "metadata": {"name": user},
+              "spec": {"username": user}})
+    ns = f"dev-{user}"
+    stage.expect(f"the user's namespace {ns}",
+                 lambda: k.get("v1", "namespaces", None, ns)["metadata"]["labels"]["devserver.io/user"] == user)
+    stage.expect(f"ServiceAccount {user}-sa in it", lambda: k.get("v1", "serviceaccounts", ns, f"{user}-sa"))
+    stage.expect("a Role and a RoleBinding in it",
+                 lambda: k.list("rbac.authorization.k8s.io/v1", "roles", ns)
+                 and k.list("rbac.authorization.k8s.io/v1", "rolebindings", ns))
+    stage.expect("the DevServerUser Ready, naming its namespace",
+                 lambda: k.get(DEVSERVER, "devserverusers", None, user)["status"]["namespace"] == ns)
+    k.delete(DEVSERVER, "devserverusers", None, user)
+    stage.expect("its ServiceAccount removed when the DevServerUser is deleted",
+                 lambda: k.get("v1", "serviceaccounts", ns, f"{user}-sa") is None)
+
+
+# --- dask-kubernetes: a DaskCluster becomes a scheduler, its Service and a worker group of N workers ---
+
+def _dask_crds() -> list[dict[str, Any]]:
+    spec = importlib.util.find_spec("dask_kubernetes")
+    assert spec and spec.origin
+    folder = Path(spec.origin).parent / "operator/deployment/helm/dask-kubernetes-operator/crds"
+    return [yaml.safe_load(p.read_text()) for p in sorted(folder.glob("*.yaml"))]
+
+
+def _dask_cluster(name: str, ns: str) -> dict[str, Any]:
+    container = {"image": "ghcr.io/dask/dask:latest", "imagePullPolicy": "IfNotPresent"}
+    return {"apiVersion": DASK, "kind": "DaskCluster", "metadata": {"name": name, "namespace": ns},
+            "spec": {"worker": {"replicas": 2, "spec": {"containers": [
+                         {"name": "worker", **container, "args": ["dask-worker", "--name", "$(DASK_WORKER_NAME)"]}]}},
+                     "scheduler": {"spec": {"containers": [
+                         {"name": "scheduler", **container, "args": ["dask-scheduler"],
+                          "ports": [{"name": "tcp-comm", "containerPort": 8786, "protocol": "TCP"}]}]},
+                         "service": {"type": "ClusterIP", "selector": {
+                             "dask.org/cluster-name": name, "dask.org/component": "scheduler"},
+                             "ports": [{"name": "tcp-comm", "protocol": "TCP", "port": 8786,
+                                        "targetPort": "tcp-comm"}]}}}}
+
+
+def dask_crds(k: Kube) -> None:
+    for crd in _dask_crds():
+        k.crd(crd)
+
+
+def dask(stage: Stage) -> None:
+    k, u = stage.kube, stage.uid
+    ns, name = stage.process.operator.env["WILD_NAMESPACE"], f"dc-{u}"
+    k.create(_dask_cluster(name, ns))
+    phase = lambda: k.get(DASK, "daskclusters", ns, name)["status"]["phase"]  # noqa: E731
+    stage.expect("status.phase written by its create handler", lambda: phase() in ("Created", "Pending", "Running"))
+    stage.expect("the phase moved on from Created (its on.field status.phase handler ran)",
+                 lambda: phase() in ("Pending", "Running"))
+    stage.expect("the scheduler Deployment", lambda: k.get("apps/v1", "deployments", ns, f"{name}-scheduler"))
+    stage.expect("the scheduler Service", lambda: k.get("v1", "services", ns, f"{name}-scheduler"))
+    stage.expect("the default DaskWorkerGroup",
+                 lambda: k.get(DASK, "daskworkergroups", ns, f"{name}-default"))
+    stage.expect("2 worker Deployments for the group",
+                 lambda: len(k.list("apps/v1", "deployments", ns, f"dask.org/workergroup-name={name}-default")) == 2)
+    k.patch(DASK, "daskworkergroups", ns, f"{name}-default", {"spec": {"worker": {"replicas": 3}}})
+    stage.expect("scaled to 3 worker Deployments",
+                 lambda: len(k.list("apps/v1", "deployments", ns, f"dask.org/workergroup-name={name}-default")) == 3)
+
+
+# --- object-cloner: a ClusterObject clones its namesake source object to the matching namespaces ----------
+
+CLUSTEROBJECT = ("object-cloner.ideamix.es/v1", "clusterobjects")
+
+
+def objectcloner(stage: Stage) -> None:
+    k, u = stage.kube, stage.uid
+    src, name = f"oc-src-{u}", f"oc-{u}"
+    for ns in (src, f"oc1-{u}", f"oc2-{u}", f"other-{u}"):
+        k.namespace(ns)
+    k.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": src},
+              "data": {"token": b64("one")}})
+    k.create({"apiVersion": CLUSTEROBJECT[0], "kind": "ClusterObject", "metadata": {"name": name, "namespace": src},
+              "spec": {"sourceObject": {"group": "", "version": "v1", "kind": "Secret"},
+                       "namespacesToInclude": [f"oc[0-9]-{u}"], "cleanupEvents": "OnClusterObjectDelete"}})
+    for n in (1, 2):
+        stage.expect(f"Secret {name} cloned to oc{n}-{u}",
+                     lambda n=n: _data(k.get("v1", "secrets", f"oc{n}-{u}", name)) == {"token": b64("one")})
+    if k.get("v1", "secrets", f"other-{u}", name):
+        raise AssertionError(f"a clone in other-{u}, which namespacesToInclude does not match")
+    stage.expect("status.syncedNamespaces names both",
+                 lambda: {s["name"] for s in (k.get(*CLUSTEROBJECT, src, name).get("status") or {}).get(
+                     "syncedNamespaces") or ()} == {f"oc1-{u}", f"oc2-{u}"})
+    k.patch("v1", "secrets", src, name, {"data": {"token": b64("two")}})
+    stage.expect(f"the source's change synced to oc1-{u}",
+                 lambda: _data(k.get("v1", "secrets", f"oc1-{u}", name)) == {"token": b64("two")})
+    k.namespace(f"oc3-{u}")
+    stage.expect(f"a namespace created later (oc3-{u}) gets the clone",
+                 lambda: _data(k.get("v1", "secrets", f"oc3-{u}", name)) == {"token": b64("two")})
+    k.delete(*CLUSTEROBJECT, src, name)
+    stage.expect("the clones deleted with the ClusterObject (cleanupEvents: OnClusterObjectDelete)",
+                 lambda: all(k.get("v1", "secrets", f"oc{n}-{u}", name) is None for n in (1, 2)))
+
+
+# --- qdrant-operator: a QdrantAccessKey becomes a Secret with a JWT signed by its cluster's API key --------
+# (A QdrantCluster itself is a helm release, which needs helm and a cluster that runs pods: left out; the
+# access key needs only the QdrantCluster object and the Secret with its API key.)
+
+QDRANT = "qdrant.io/v1alpha1"
+
+
+def qdrant_crds(k: Kube) -> None:
+    k.crd(open_crd("qdrant.io", "QdrantCluster", "qdrantclusters", status=True, version_name="v1alpha1"))
+    k.crd(open_crd("qdrant.io", "QdrantAccessKey", "qdrantaccesskeys", status=True, version_name="v1alpha1"))
+
+
+def _jwt_claims(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+
+
+def qdrant(stage: Stage) -> None:
+    k, u = stage.kube, stage.uid
+    ns = stage.process.operator.env["WILD_NAMESPACE"]
+    cluster, key, secret = f"qc-{u}", f"ak-{u}", f"tok-{u}"
+    k.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"qk-{u}", "namespace": ns},
+              "data": {"api-key": b64("the-api-key")}})
+    k.create({"apiVersion": QDRANT, "kind": "QdrantCluster", "metadata": {"name": cluster, "namespace": ns},
+              "spec": {"version": "v1.13.0", "apiKey": {"secretRef": {"name": f"qk-{u}", "key": "api-key"},
+                                                        "jwtRbac": True}}})
+    k.create({"apiVersion": QDRANT, "kind": "QdrantAccessKey", "metadata": {"name": key, "namespace": ns},
+              "spec": {"clusterRef": {"name": cluster}, "access": "r", "secretName": secret}})
+    issued = stage.expect(f"Secret {secret} with a token and the cluster's URL",
+                          lambda: _data(k.get("v1", "secrets", ns, secret)).get("token"))
+    got = k.get("v1", "secrets", ns, secret)
+    url = base64.b64decode(got["data"]["url"]).decode()
+    if url != f"http://qdrant-{cluster}.{ns}.svc.cluster.local:6333":
+        raise AssertionError(f"the Secret's url is {url!r}")
+    if _jwt_claims(base64.b64decode(str(issued)).decode()).get("access") != "r":
+        raise AssertionError("the token does not grant access 'r'")
+    if [o["kind"] for o in got["metadata"].get("ownerReferences", [])] != ["QdrantAccessKey"]:
+        raise AssertionError("the Secret is not owned by the QdrantAccessKey")
+    stage.expect("status.phase Ready", lambda: (k.get(QDRANT, "qdrantaccesskeys", ns, key).get("status") or {}).get(
+        "phase") == "Ready")
+    k.patch(QDRANT, "qdrantaccesskeys", ns, key, {"spec": {"access": "rw"}})
+    stage.expect("a spec change re-issues the token (access 'rw')",
+                 lambda: _jwt_claims(base64.b64decode(_data(k.get("v1", "secrets", ns, secret))["token"]).decode()
+                                     ).get("access") == "rw")
+
+
+# --- citadel namespace-infra: a NamespaceInfrastructure becomes Cilium policies, a quota and limits -------
+
+CITADEL = ("citadel.dev/v1alpha1", "namespaceinfrastructures")
+
+
+def citadel_crds(k: Kube) -> None:
+    spec = importlib.util.find_spec("citadel_operator")
+    assert spec and spec.origin
+    k.crd(yaml.safe_load((Path(spec.origin).parent / "crds" / "namespaceinfrastructure.yaml").read_text()))
+    k.crd(open_crd("cilium.io", "CiliumNetworkPolicy", "ciliumnetworkpolicies", version_name="v2"))
+
+
+def citadel(stage: Stage) -> None:
+    k, u = stage.kube, stage.uid
+    ns, target, name = stage.process.operator.env["WILD_NAMESPACE"], f"t-{u}", f"nsi-{u}"
+    k.namespace(target)
+    k.create({"apiVersion": CITADEL[0], "kind": "NamespaceInfrastructure", "metadata": {"name": name, "namespace": ns},
+              "spec": {"targetNamespace": target, "resourceQuota": {"cpu": "2", "pods": "10"},
+                       "limitRange": {"defaultCpu": "250m"}}})
+    stage.expect(f"ResourceQuota {target}-quota (limits.cpu 2, pods 10)",
+                 lambda: (k.get("v1", "resourcequotas", target, f"{target}-quota") or {}).get("spec", {}).get(
+                     "hard") == {"limits.cpu": "2", "pods": "10"})
+    stage.expect(f"LimitRange {target}-limits", lambda: k.get("v1", "limitranges", target, f"{target}-limits"))
+    for policy in ("default-deny", "tenant-allow"):
+        stage.expect(f"CiliumNetworkPolicy {target}-{policy}",
+                     lambda policy=policy: k.get("cilium.io/v2", "ciliumnetworkpolicies", target, f"{target}-{policy}"))
+    stage.expect("status.phase Active",
+                 lambda: (k.get(*CITADEL, ns, name).get("status") or {}).get("phase") == "Active")
+    k.patch(*CITADEL, ns, name, {"spec": {"resourceQuota": {"pods": "20"}}})
+    stage.expect("the quota follows a spec change (pods 20)",
+                 lambda: k.get("v1", "resourcequotas", target, f"{target}-quota")["spec"]["hard"].get("pods") == "20")
+    k.delete(*CITADEL, ns, name)
+    stage.expect("the quota and the limits deleted with it",
+                 lambda: k.get("v1", "resourcequotas", target, f"{target}-quota") is None
+                 and k.get("v1", "limitranges", target, f"{target}-limits") is None)
+
+
+def all_operators(namespace: str) -> list[Operator]:
+    """Every operator, in the table's order; ``namespace`` is served by the namespaced ones."""
+    env = {"WILD_NAMESPACE": namespace}
+    return [
+        Operator("synator", "github.com/TheYkk/synator handlers.py @1a9d9d79", "MIT",
+                 ["-A", "handlers.py"], synator, folder=HERE / "synator", needs=("kubernetes", "prodict")),
+        Operator("clustersecret", "github.com/zakkg3/ClusterSecret src/handlers.py @01530ea9", "MIT",
+                 ["-A", "handlers.py"], clustersecret, folder=HERE / "clustersecret", needs=("kubernetes",),
+                 setup=lambda k: k.crd(open_crd("clustersecret.io", "ClusterSecret", "clustersecrets",
+                                                scope="Cluster"))),
+        Operator("webapp", "github.com/Emmerson-Miranda/k8s-operator-kopf my_operator/ @1ce9e1f5", "MIT",
+                 ["-n", namespace, "-m", "my_operator.operator"], webapp, folder=HERE / "webapp",
+                 needs=("kubernetes",), env=env,
+                 setup=lambda k: k.crd(yaml.safe_load((HERE / "webapp" / "crd.yaml").read_text()))),
+        Operator("devserver", "PyPI devserver-operator==0.0.1 (devserver.operator)", "Apache-2.0",
+                 ["-A", "-m", "devserver.operator"], devserver, needs=("devserver", "kubernetes"),
+                 setup=devserver_crds),
+        Operator("dask", "PyPI dask-kubernetes==2026.3.0 (dask_kubernetes.operator.controller)", "BSD-3-Clause",
+                 ["-n", namespace, "-m", "dask_kubernetes.operator.controller"], dask,
+                 needs=("dask_kubernetes", "kr8s"), env=env, setup=dask_crds),
+        Operator("objectcloner", "github.com/ideamixes/object-cloner src/objectcloner @ca9fc258 (handlers.py "
+                 "@09a353e2)", "MIT", ["-A", "-m", "objectcloner"], objectcloner, folder=HERE / "objectcloner",
+                 needs=("pykube", "dictdiffer", "mergedeep"), env={"OBJECT_CLONER_ALLOWED_OBJECT_KINDS": ",v1,secrets"},
+                 setup=lambda k: k.crd(open_crd("object-cloner.ideamix.es", "ClusterObject", "clusterobjects",
+                                                status=True))),
+        Operator("qdrant", "PyPI qdrant-operator==0.3.2 (qdrant_operator.handlers), copied from its wheel", "MIT",
+                 ["-n", namespace, "-m", "qdrant_operator.handlers"], qdrant, folder=HERE / "qdrant",
+                 needs=("kubernetes_asyncio", "aioboto3", "croniter", "jwt", "httpx"), env=env, setup=qdrant_crds),
+        Operator("citadel", "PyPI jaymd96-citadel-operator==0.2.0 (citadel_operator.k3s.namespace_infra_operator)",
+                 "MIT", ["-n", namespace, "-m", "citadel_operator.k3s.namespace_infra_operator"], citadel,
+                 needs=("citadel_operator", "kubernetes"), env=env, setup=citadel_crds),
+    ]
