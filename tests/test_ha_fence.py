@@ -21,6 +21,7 @@ from operators import create_kex
 
 from opd.engine.applying import Applier, Plan
 from opd.engine.ownership import Fenced
+from opd.engine.posting import EventPoster
 from opd.engine.state import Storage
 from opd.ha import HaSettings, Replica
 from opd.ha.election import CLOCK
@@ -29,7 +30,7 @@ from opd.kube.api import KubeClient
 from opd.kube.batching import Fence
 from opd.kube.credentials import Login
 from opd.resources import Resource
-from opd.settings import NetworkingSettings, PersistenceSettings
+from opd.settings import NetworkingSettings, PersistenceSettings, PostingSettings
 
 KEX = Resource(group="kopf.dev", version="v1", plural="kopfexamples", kind="KopfExample", namespaced=True,
                subresources=frozenset({"status"}))
@@ -310,3 +311,57 @@ async def test_a_fenced_request_is_not_awaited_past_the_fence(kubeconfig: Path, 
     finally:
         await kube.close()
     assert math.isfinite(began)
+
+
+class _FencedFor:
+    """An Ownership that has lost one object (its fence passed) and keeps the rest."""
+
+    def __init__(self, lost: str) -> None:
+        self.lost = lost
+
+    def owns(self, uid: str) -> bool:
+        return uid != self.lost
+
+    def may_write(self, uid: str) -> bool:
+        return uid != self.lost
+
+    def time_left(self, uid: str) -> float:
+        return 0.0 if uid == self.lost else 30.0
+
+
+async def test_an_event_about_an_object_this_replica_lost_is_not_sent(kubeconfig: Path, namespace: str) -> None:
+    """Events are writes too: queued before the fence, checked when they leave (they went out before)."""
+    kube = await _connect(kubeconfig)
+    try:
+        made = {}
+        for name in ("kept", "lost"):
+            made[name] = await kube.request("POST", f"/api/v1/namespaces/{namespace}/configmaps",
+                                            body={"metadata": {"name": name}})
+        lost = _FencedFor(made["lost"]["metadata"]["uid"])
+        poster = EventPoster(kube, PostingSettings(batch_window=0.05), ownership=lost)
+        task = asyncio.get_running_loop().create_task(poster.run())
+        try:
+            for body in made.values():
+                poster.post(body, "Normal", "Checked", f"about {body['metadata']['name']}")
+
+            async def involved() -> list[str]:
+                events = await kube.get(f"/api/v1/namespaces/{namespace}/events")
+                return sorted(e["involvedObject"]["name"] for e in events["items"] if e["reason"] == "Checked")
+
+            assert await _until_value(involved, ["kept"], 15)
+            await asyncio.sleep(1.0)  # the lost object's would have gone out with the kept one's
+            assert await involved() == ["kept"]  # what the apiserver holds
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await kube.close()
+
+
+async def _until_value(get: Callable[[], Any], wanted: Any, timeout: float) -> bool:
+    ends = time.monotonic() + timeout
+    while time.monotonic() < ends:
+        if await get() == wanted:
+            return True
+        await asyncio.sleep(0.1)
+    return False

@@ -169,7 +169,7 @@ class Operation:
             logins.sort(key=lambda found: -int(getattr(found, "priority", 0) or 0))
             self.cluster = await Cluster.connect(logins[0] if logins else self.login, self.settings)
         cluster = self.cluster
-        self.poster = EventPoster(cluster.client, self.settings.posting)
+        self.poster = EventPoster(cluster.client, self.settings.posting, ownership=self.ownership)
         current_poster.set(self.poster)  # for opd.info/warn/exception in this operator's handlers
         self._spawn(self.poster.run(), "opd events")
         refs = self.registry.resources()

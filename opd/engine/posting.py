@@ -2,7 +2,9 @@
 
 Posting never blocks processing: events go to a queue that one task drains,
 folding identical events (same object, type, reason, message) into one with a
-count. A failure to post is logged at debug level and dropped.
+count. A failure to post is logged at debug level and dropped. An Event is a write
+like any other: a replica that may no longer write to its object (``Ownership``)
+does not send it, checked when it leaves, with a request timeout ending at the fence.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import datetime
+import math
 import socket
 import sys
 import threading
@@ -18,6 +21,7 @@ from typing import Any
 
 from loguru import logger
 
+from opd.engine.ownership import EVERYTHING, Fenced, Ownership
 from opd.kube.api import REQUEST_ERRORS, KubeClient
 from opd.settings import PostingSettings
 
@@ -31,9 +35,10 @@ _Key = tuple[str, str, str, str]  # uid, type, reason, message
 
 
 class EventPoster:
-    def __init__(self, client: KubeClient, settings: PostingSettings) -> None:
+    def __init__(self, client: KubeClient, settings: PostingSettings, *, ownership: Ownership = EVERYTHING) -> None:
         self.client = client
         self.settings = settings
+        self.ownership = ownership
         self._pending: dict[_Key, tuple[dict[str, Any], int, str]] = {}
         self._wake = asyncio.Event()
         self._loop = asyncio.get_running_loop()  # sync handlers post from their threads: handed over to it
@@ -83,9 +88,19 @@ class EventPoster:
             "reportingInstance": self.settings.reporting_instance or self._instance,
             "firstTimestamp": first, "lastTimestamp": _now(), "count": count,
         }
+        uid = str(ref.get("uid") or "")
+        left = self.ownership.time_left(uid) if uid else math.inf
+        if not left > 0:
+            logger.debug(f"opd: an event for {namespace}/{ref.get('name')} not posted: no longer this replica's")
+            return
         try:
-            await self.client.request("POST", f"/api/v1/namespaces/{namespace}/events", body=event)
+            fenced = math.isfinite(left)
+            await self.client.request("POST", f"/api/v1/namespaces/{namespace}/events", body=event,
+                                      timeout=min(left, self.client.settings.request_timeout) if fenced else None,
+                                      fenced=fenced)
             self.posted += 1
+        except Fenced as exc:
+            logger.debug(f"opd: an event for {namespace}/{ref.get('name')}: {exc}")
         except REQUEST_ERRORS as exc:
             logger.debug(f"opd: posting an event for {namespace}/{ref.get('name')} failed: {exc}")
 
