@@ -95,7 +95,8 @@ def _established(crd: Any) -> bool:
 
 # Kinds the scenarios create by hand, and their plurals (the harness creates nothing else).
 _PLURALS = {"Namespace": "namespaces", "ConfigMap": "configmaps", "Secret": "secrets",
-            "CustomResourceDefinition": "customresourcedefinitions"}
+            "CustomResourceDefinition": "customresourcedefinitions",
+            "ChaosToolkitExperiment": "chaosexperiments"}
 
 
 def plural_of(kind: str) -> str:
