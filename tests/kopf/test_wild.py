@@ -149,3 +149,12 @@ def test_judge_passes_a_working_operator_and_fails_a_broken_one_with_its_error(
     missing = Operator("absent", "ours", "MIT", ["x.py"], scenario, needs=("no_such_module_here",))
     result = judge(missing, "opd", kube, control_plane.kubeconfig, tmp_path, 60)
     assert result.ok is None and "no_such_module_here" in result.why
+
+
+@pytest.mark.apiserver
+def test_creating_into_a_collection_that_does_not_exist_fails_loudly(control_plane: LocalControlPlane) -> None:
+    # A kind whose plural is not its name + "s" once went to a 404 that read as a creation.
+    kube = Kube(control_plane.server, control_plane.token, control_plane.ca_file)
+    with pytest.raises(RuntimeError, match="HTTP 404: no such collection for kind NoSuchThing"):
+        kube.create({"apiVersion": "example.com/v1", "kind": "NoSuchThing",
+                     "metadata": {"name": "x", "namespace": "default"}})

@@ -64,7 +64,11 @@ class Kube:
     def create(self, body: dict[str, Any]) -> Any:
         kind_plural = plural_of(body["kind"])
         namespace = body["metadata"].get("namespace")
-        return self.call("POST", path_of(body["apiVersion"], kind_plural, namespace), body)
+        path = path_of(body["apiVersion"], kind_plural, namespace)
+        created = self.call("POST", path, body)
+        if created is None:  # a 404: no such collection (a plural guessed wrong), never a creation
+            raise RuntimeError(f"POST {path}: HTTP 404: no such collection for kind {body['kind']}")
+        return created
 
     def patch(self, api_version: str, plural: str, namespace: str | None, name: str, body: Any) -> Any:
         return self.call("PATCH", path_of(api_version, plural, namespace, name), body,
@@ -95,7 +99,8 @@ def _established(crd: Any) -> bool:
 
 # Kinds the scenarios create by hand, and their plurals (the harness creates nothing else).
 _PLURALS = {"Namespace": "namespaces", "ConfigMap": "configmaps", "Secret": "secrets",
-            "CustomResourceDefinition": "customresourcedefinitions"}
+            "CustomResourceDefinition": "customresourcedefinitions",
+            "ChaosToolkitExperiment": "chaosexperiments"}
 
 
 def plural_of(kind: str) -> str:

@@ -322,6 +322,112 @@ def citadel(stage: Stage) -> None:
                  and k.get("v1", "limitranges", target, f"{target}-limits") is None)
 
 
+# --- config-server-operator: KeyValuePairs combined into one ConfigMap, served by a Deployment and Service ---
+# (A KeyValuePair's deletion is not asked: its handler pops the key and sends the rest as a strategic merge
+# patch, which keeps the key on the server; under Kopf too.)
+
+CONFIGSERVER = "datalab.tuwien.ac.at/v1"
+
+
+def configserver_crds(k: Kube) -> None:
+    for crd in yaml.safe_load_all((HERE / "configserver" / "crd.yaml").read_text()):
+        k.crd(crd)
+
+
+def configserver(stage: Stage) -> None:
+    k, u = stage.kube, stage.uid
+    ns, name = stage.process.operator.env["WILD_NAMESPACE"], f"cfg-{u}"
+
+    def pair(key: str, value: dict[str, Any]) -> dict[str, Any]:
+        return {"apiVersion": CONFIGSERVER, "kind": "KeyValuePair",
+                "metadata": {"name": f"{key}-{u}", "namespace": ns},
+                "spec": {"config": name, "key": key, "value": value}}
+
+    values = lambda: _data(k.get("v1", "configmaps", ns, f"{name}-values"))  # noqa: E731
+    k.create(pair("first", {"level": 1}))
+    k.create({"apiVersion": CONFIGSERVER, "kind": "ConfigServer", "metadata": {"name": name, "namespace": ns},
+              "spec": {"image": "config-server:latest", "imagePullPolicy": "IfNotPresent", "containerPort": 8080,
+                       "configMountPath": "/config"}})
+    stage.expect(f"ConfigMap {name}-values holding the pair made before the server",
+                 lambda: {key: json.loads(v) for key, v in values().items()} == {"first": {"level": 1}})
+    stage.expect(f"Deployment {name} mounting it, and Service {name}",
+                 lambda: (d := k.get("apps/v1", "deployments", ns, name))
+                 and d["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"] == f"{name}-values"
+                 and k.get("v1", "services", ns, name))
+    k.create(pair("second", {"on": True}))
+    stage.expect("a pair made later joins the ConfigMap",
+                 lambda: json.loads(values().get("second", "null")) == {"on": True})
+    k.patch(CONFIGSERVER, "keyvaluepairs", ns, f"first-{u}", {"spec": {"value": {"level": 2}}})
+    stage.expect("a pair's new value follows", lambda: json.loads(values().get("first", "null")) == {"level": 2})
+    k.delete(CONFIGSERVER, "configservers", ns, name)
+    stage.expect("the Deployment, Service and ConfigMap deleted with the ConfigServer",
+                 lambda: k.get("apps/v1", "deployments", ns, name) is None and k.get("v1", "services", ns, name)
+                 is None and k.get("v1", "configmaps", ns, f"{name}-values") is None)
+    stage.expect("the ConfigServer itself gone (its finalizer released)",
+                 lambda: k.get(CONFIGSERVER, "configservers", ns, name) is None)
+
+
+# --- chaostoolkit kubernetes-crd: a ChaosToolkitExperiment becomes a namespace, RBAC and a chaos Pod ----------
+# (The controller copied is the create-only one at its commit: the README's later features, deletion with the
+# experiment, labels forwarded and schedules, are not in it, so the scenario asks none of them. No kubelet
+# here: the Pod is judged as the object the controller creates, not run.)
+
+CHAOS = ("chaostoolkit.org/v1", "chaosexperiments")
+
+
+def chaostoolkit_setup(k: Kube) -> None:
+    k.crd(yaml.safe_load((HERE / "chaostoolkit" / "crd.yaml").read_text()))
+    templates = yaml.safe_load((HERE / "chaostoolkit" / "configmap.yaml").read_text())
+    templates["metadata"]["namespace"] = "wild"  # where the experiments are submitted (the operator's -n)
+    if k.get("v1", "configmaps", "wild", templates["metadata"]["name"]) is None:
+        k.create(templates)
+
+
+def _chaos_pods(k: Kube, ns: str) -> list[dict[str, Any]]:
+    return k.list("v1", "pods", ns, "app=chaostoolkit")
+
+
+def chaostoolkit(stage: Stage) -> None:
+    k, u = stage.kube, stage.uid
+    crd_ns, run_ns = stage.process.operator.env["WILD_NAMESPACE"], f"ctk-{u}"
+    k.create({"apiVersion": CHAOS[0], "kind": "ChaosToolkitExperiment",
+              "metadata": {"name": f"exp1-{u}", "namespace": crd_ns},
+              "spec": {"namespace": run_ns, "pod": {
+                  "experiment": {"configMapName": f"experiment-{u}"},
+                  "settings": {"enabled": True, "secretName": f"settings-{u}"},
+                  "chaosArgs": ["--verbose", "run", "--dry", "$(EXPERIMENT_PATH)"]}}})
+    stage.expect(f"the namespace {run_ns} (spec.namespace) created", lambda: k.get("v1", "namespaces", None, run_ns))
+    pods = stage.expect("a chaostoolkit Pod in it", lambda: _chaos_pods(k, run_ns))
+    pod = pods[0]  # type: ignore[index]
+    container = pod["spec"]["containers"][0]
+    volumes = {v["name"]: v for v in pod["spec"].get("volumes", [])}
+    if volumes["chaostoolkit-experiment"]["configMap"]["name"] != f"experiment-{u}":
+        raise AssertionError(f"the experiment volume is {volumes['chaostoolkit-experiment']}")
+    if volumes["chaostoolkit-settings"]["secret"]["secretName"] != f"settings-{u}":
+        raise AssertionError(f"the settings volume is {volumes['chaostoolkit-settings']}")
+    if container["args"][-1] != "/usr/local/bin/chaos --verbose run --dry $(EXPERIMENT_PATH) && exit $?":
+        raise AssertionError(f"the chaos arguments are {container['args']}")
+    account = pod["spec"]["serviceAccountName"]
+    stage.expect(f"its ServiceAccount {account}", lambda: k.get("v1", "serviceaccounts", run_ns, account))
+    rbac = "rbac.authorization.k8s.io/v1"
+    bindings = stage.expect("a RoleBinding of that ServiceAccount", lambda: [
+        b for b in k.list(rbac, "rolebindings", run_ns) if b["subjects"][0]["name"] == account])
+    role = bindings[0]["roleRef"]["name"]  # type: ignore[index]
+    stage.expect(f"the Role {role} it binds", lambda: k.get(rbac, "roles", run_ns, role))
+    stage.expect("the default chaostoolkit-env ConfigMap",
+                 lambda: k.get("v1", "configmaps", run_ns, "chaostoolkit-env"))
+    k.create({"apiVersion": CHAOS[0], "kind": "ChaosToolkitExperiment",
+              "metadata": {"name": f"exp2-{u}", "namespace": crd_ns},
+              "spec": {"namespace": run_ns, "pod": {"experiment": {"asFile": False}}}})
+    stage.expect("a second experiment in the existing namespace: a second Pod",
+                 lambda: len(_chaos_pods(k, run_ns)) == 2)
+    url_pod = next(p for p in _chaos_pods(k, run_ns) if p["spec"]["serviceAccountName"] != account)
+    env = [e["name"] for e in url_pod["spec"]["containers"][0].get("env", [])]
+    names = [v["name"] for v in url_pod["spec"].get("volumes", [])]
+    if "EXPERIMENT_PATH" in env or "chaostoolkit-experiment" in names:
+        raise AssertionError(f"asFile: false kept the experiment file (env {env}, volumes {names})")
+
+
 def all_operators(namespace: str) -> list[Operator]:
     """Every operator, in the table's order; ``namespace`` is served by the namespaced ones."""
     env = {"WILD_NAMESPACE": namespace}
@@ -353,4 +459,11 @@ def all_operators(namespace: str) -> list[Operator]:
         Operator("citadel", "PyPI jaymd96-citadel-operator==0.2.0 (citadel_operator.k3s.namespace_infra_operator)",
                  "MIT", ["-n", namespace, "-m", "citadel_operator.k3s.namespace_infra_operator"], citadel,
                  needs=("citadel_operator", "kubernetes"), env=env, setup=citadel_crds),
+        Operator("configserver", "github.com/TU-Wien-dataLAB/config-server-operator operator/operator.py @65e1fb4c",
+                 "BSD-3-Clause", ["-n", namespace, "operator/operator.py"], configserver, folder=HERE / "configserver",
+                 needs=("kubernetes",), env=env,
+                 setup=configserver_crds),
+        Operator("chaostoolkit", "github.com/chaostoolkit-incubator/kubernetes-crd controller.py @5c0f8b70",
+                 "Apache-2.0", ["-n", namespace, "controller.py"], chaostoolkit, folder=HERE / "chaostoolkit",
+                 needs=("kubernetes",), env=env, setup=chaostoolkit_setup),
     ]
