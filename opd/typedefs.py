@@ -61,7 +61,7 @@ class _View(dict[str, Any]):
     def copy(self) -> dict[str, Any]:
         return dict(self)
 
-    def _replace_with(self, src: Mapping[str, Any]) -> None:
+    def _replace_with(self, src: Mapping[str, Any] | None) -> None:
         """Become a view of a newer state of the same part (Kopf's name): for the live views a
         daemon keeps. Keys are set before the gone ones go, so a reader never misses a kept key."""
         src = src if isinstance(src, Mapping) else {}
@@ -104,7 +104,7 @@ class Meta(_View):
         self._labels: Labels | None = None
         self._annotations: Annotations | None = None
 
-    def _replace_with(self, src: Mapping[str, Any]) -> None:
+    def _replace_with(self, src: Mapping[str, Any] | None) -> None:
         super()._replace_with(src)
         if self._labels is not None:
             self._labels._replace_with(self.get("labels") or {})
@@ -155,16 +155,16 @@ class Body(_View):
         self._spec: Spec | None = None
         self._status: Status | None = None
 
-    def _replace_with(self, src: Mapping[str, Any]) -> None:
+    def _replace_with(self, src: Mapping[str, Any] | None) -> None:
         super()._replace_with(src)
         for part, key in ((self._meta, "metadata"), (self._spec, "spec"), (self._status, "status")):
             if part is not None:
-                part._replace_with(_mapping(self.get(key)))
+                part._replace_with(self.get(key))
 
     @property
     def metadata(self) -> Meta:
         if self._meta is None:
-            self._meta = Meta(_mapping(self.get("metadata")))
+            self._meta = Meta(self.get("metadata"))
         return self._meta
 
     @property
@@ -174,20 +174,14 @@ class Body(_View):
     @property
     def spec(self) -> Spec:
         if self._spec is None:
-            self._spec = Spec(_mapping(self.get("spec")))
+            self._spec = Spec(self.get("spec"))
         return self._spec
 
     @property
     def status(self) -> Status:
         if self._status is None:
-            self._status = Status(_mapping(self.get("status")))
+            self._status = Status(self.get("status"))
         return self._status
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    """A part of a body as a view can show it: whoever may write an object can leave a list or a
-    string where a dict belongs (a schema that keeps unknown fields); it reads as empty."""
-    return value if isinstance(value, Mapping) else {}
 
 
 def body_kwargs(raw: Mapping[str, Any]) -> dict[str, Any]:
