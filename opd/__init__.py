@@ -3,14 +3,13 @@
 The public API: everything a user imports as ``opd.<name>`` is re-exported here.
 """
 
-from opd import aiocompat as _aiocompat
 from opd import on
 from opd._version import __version__
 from opd.callbacks import all_, any_, none_, not_
-from opd.engine.daemons import Stopped
 from opd.engine.diffs import Patch
+from opd.engine.events import event, exception, info, warn
 from opd.engine.indexing import Index, Store
-from opd.engine.posting import event, exception, info, warn
+from opd.engine.spawning import Stopped
 from opd.errors import (
     AdmissionError,
     ConfigError,
@@ -108,8 +107,6 @@ from opd.webhooks.variants import (
     WebhookMinikubeServer,
     WebhookNgrokTunnel,
 )
-
-_aiocompat.install()
 
 DaemonStopped = Stopped  # Kopf's name for a daemon's ``stopped``
 

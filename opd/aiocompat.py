@@ -1,7 +1,9 @@
 """asyncio compatibility: the stock policy's ``get_event_loop()`` makes a loop only in
 the main thread. The embedding contract calls it from an operator's own thread
 (``asyncio.get_event_loop_policy().get_event_loop()``), so opd lets every thread
-get one the same way. Nothing else about the policy changes."""
+get one the same way. Nothing else about the policy changes, and only once a handler is declared
+in the process-wide default registry (``opd.registry``): never at import, never for the daemon's
+plugins (each has a registry of its own) or for an operator run with ``asyncio.run``."""
 
 from __future__ import annotations
 

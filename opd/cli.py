@@ -22,8 +22,8 @@ from opd.localcluster import build, cluster
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from opd.daemon.config import DaemonConfig
-    from opd.daemon.plugins import Discovery, Plugin
+    from opd.service.config import DaemonConfig
+    from opd.service.plugins import Discovery, Plugin
 
 
 class _Group(click.Group):
@@ -112,7 +112,7 @@ _CONFIG_HELP = "The config file (default: $OPD_CONFIG, else /etc/opd/opd.toml if
 
 def _load_config_or_exit(path: Path | None) -> DaemonConfig:
     """The config, or one line per problem on stderr (each prefixed with the path) and exit 1."""
-    from opd.daemon import config
+    from opd.service import config
 
     try:
         return config.load(path)
@@ -126,15 +126,15 @@ def _load_plugins(cfg: DaemonConfig, env: Mapping[str, str] | None = None) -> Di
     """Every enabled plugin loaded (imported, its table checked, its hooks called), quietly: no cluster needed."""
     from loguru import logger
 
-    from opd.daemon import plugins
     from opd.logs import setup_logging
+    from opd.service import plugins
 
     setup_logging(cfg.opd.log_level, "text")  # a command for people: the daemon's format is not wanted here
-    logger.disable("opd.daemon.plugins")  # its failure lines repeat what the command says
+    logger.disable("opd.service.plugins")  # its failure lines repeat what the command says
     try:
         return plugins.load_all(cfg, env)
     finally:
-        logger.enable("opd.daemon.plugins")
+        logger.enable("opd.service.plugins")
 
 
 @main.command("plugins")
@@ -147,7 +147,7 @@ def plugins_cmd(as_json: bool, config_path: Path | None) -> None:
     load. Plugins are enabled by [plugins] enable/disable in the config, and narrowed by
     OPD_PLUGINS (a comma list; empty: none) and OPD_DISABLED_PLUGINS.
     """
-    from opd.daemon import plugins
+    from opd.service import plugins
 
     cfg = _load_config_or_exit(config_path)
     strict = plugins.strict_mode()
@@ -165,7 +165,7 @@ def plugins_cmd(as_json: bool, config_path: Path | None) -> None:
 
 
 def _plugins_table(found: Sequence[Plugin]) -> str:
-    from opd.daemon.plugins import Status
+    from opd.service.plugins import Status
 
     if not found:
         return "no plugins installed (none declares an entry point in the group 'opd.plugins')"
@@ -212,7 +212,7 @@ def config_check(path: Path | None) -> None:
     cannot load is a problem too. The file alone decides which plugins are enabled here
     (OPD_PLUGINS and OPD_DISABLED_PLUGINS are not read).
     """
-    from opd.daemon import config
+    from opd.service import config
 
     target, _ = config.resolve_path(path)
     problems: list[str] = []
@@ -242,7 +242,7 @@ def config_check(path: Path | None) -> None:
 @click.argument("path", required=False, type=click.Path(path_type=Path))
 def config_show(path: Path | None) -> None:
     """Print the effective configuration as TOML: defaults included (the plugins' too), secrets redacted."""
-    from opd.daemon import config, rendering
+    from opd.service import config, rendering
 
     target, _ = config.resolve_path(path)
     cfg = _load_config_or_exit(path)
@@ -412,7 +412,6 @@ def start_cmd(config_path: Path | None, verbose: bool, log_format: str | None) -
     format too) and restarts only the plugins whose configuration changed. With systemd:
     READY=1, STOPPING=1, WATCHDOG=1 and STATUS= go to $NOTIFY_SOCKET.
     """
-    from opd.daemon import service
     from opd.logs import setup_logging
 
     def logging_for(config: DaemonConfig) -> None:  # at start and at each SIGHUP; the options still win
@@ -422,7 +421,9 @@ def start_cmd(config_path: Path | None, verbose: bool, log_format: str | None) -
     logging_for(cfg)
     if cfg.kubernetes.kubeconfig is None and not cfg.kubernetes.in_cluster:
         _use_local_cluster_if_nothing_else()
-    service.start(cfg, setup_logging=logging_for)
+    from opd.service import foreground
+
+    foreground.start(cfg, setup_logging=logging_for)
     _leave_without_waiting_for_handler_threads()
 
 

@@ -28,7 +28,7 @@ from opd.kube import credentials
 from opd.kube.credentials import Login
 from opd.registry import OperatorRegistry, Reason, get_default_registry
 from opd.settings import OperatorSettings
-from opd.webhooks.serving import Webhooks
+from opd.webhooks.hosting import Webhooks
 
 Flag = asyncio.Event | threading.Event | asyncio.Future[Any] | concurrent.futures.Future[Any]
 

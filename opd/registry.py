@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from opd import aiocompat
 from opd.resources import ResourceRef
 
 
@@ -281,6 +282,10 @@ class OperatorRegistry:
                 raise ValueError(f"duplicate handler id {new.id!r} for {new.resource} ({new.reason}): "
                                  f"{callable_id(h.fn)} and {callable_id(new.fn)}; give one of them another id=")
         self._handlers = handlers
+        if self is _default:
+            # A process-wide operator is being declared, to be run as Kopf's embedding shows it: maybe from a
+            # thread of its own that asks the policy for its loop. Not done at import, nor for isolated registries.
+            aiocompat.install()
 
     @property
     def handlers(self) -> tuple[Handler, ...]:

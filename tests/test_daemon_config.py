@@ -18,8 +18,8 @@ from loguru import logger
 
 from opd import Option
 from opd.cli import main
-from opd.daemon import config, plugins, rendering
-from opd.daemon.config import ConfigFileError, DaemonConfig, Listen, parse
+from opd.service import config, plugins, rendering
+from opd.service.config import ConfigFileError, DaemonConfig, Listen, parse
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,9 +15,9 @@ import pytest
 from loguru import logger
 
 import opd
-from opd.daemon import config as daemon_config
-from opd.daemon.config import Listen
-from opd.daemon.health import HealthServer, PluginSnapshot, Probes, Snapshot, WatchSnapshot
+from opd.service import config as daemon_config
+from opd.service.config import Listen
+from opd.service.health import HealthServer, PluginSnapshot, Probes, Snapshot, WatchSnapshot
 
 SECRET = "hunter2"
 
@@ -192,7 +192,7 @@ async def test_readyz_shows_a_failing_probe_by_its_type_only(
 
     from operators import eventually
 
-    from opd.daemon.supervisor import Supervisor
+    from opd.service.supervisor import Supervisor
 
     port = _free_port()
     path = tmp_path / "opd.toml"

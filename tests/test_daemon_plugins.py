@@ -23,9 +23,9 @@ import pytest
 from plugin_venv import opd_cmd
 
 import opd
-from opd.daemon import config, plugins
-from opd.daemon.plugins import Discovery, PluginError, Status
 from opd.plugin import naming
+from opd.service import config, plugins
+from opd.service.plugins import Discovery, PluginError, Status
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "plugins"
@@ -626,7 +626,7 @@ def test_config_reaches_the_plugin(venv: Path, tmp_path: Path) -> None:
     path = tmp_path / "opd.toml"
     path.write_text('[plugins.good]\nworkers = 3\ngreeting = "hi"\n[plugins.options]\ninterval = 5\n')
     probe = textwrap.dedent(f"""
-        from opd.daemon import config, plugins
+        from opd.service import config, plugins
         found = plugins.load_all(config.load({str(path)!r}), env={{"OPD_PLUGINS": "good,options"}})
         good, options = (next(p for p in found.plugins if p.name == name) for name in ("good", "options"))
         print(good.settings.processing.workers, good.registry.handlers[0].fn(spec={{"size": 2}}))

@@ -13,9 +13,9 @@ from kubernetes_asyncio import client
 from loguru import logger
 from operators import create_kex, eventually
 
-from opd.daemon import config as daemon_config
-from opd.daemon.plugins import Status
-from opd.daemon.supervisor import Supervisor
+from opd.service import config as daemon_config
+from opd.service.plugins import Status
+from opd.service.supervisor import Supervisor
 
 
 def _eps(*names: str) -> list[metadata.EntryPoint]:

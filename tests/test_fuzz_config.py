@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from opd.daemon import config
-from opd.daemon.config import ConfigFileError, DaemonConfig, parse
 from opd.plugin import options
 from opd.plugin.options import MAX_PROBLEM, MAX_PROBLEMS, Option, resolve
+from opd.service import config
+from opd.service.config import ConfigFileError, DaemonConfig, parse
 
 FUZZ = settings(max_examples=700, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SOURCE = Path("/etc/opd/fuzzed.toml")

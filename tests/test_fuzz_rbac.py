@@ -13,12 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from opd import Option
-from opd.daemon import config, rendering
 from opd.plugin.options import table_key
 from opd.rbac import objects
 from opd.rbac.derive import Policy
 from opd.rbac.podconfig import for_pod
 from opd.rbac.policy import PolicyError, Rule, declared_rules
+from opd.service import config, rendering
 
 FAST = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -29,8 +29,6 @@ from loguru import logger
 from operators import create_kex, eventually
 
 import opd
-from opd.daemon import config as daemon_config
-from opd.daemon.supervisor import Supervisor
 from opd.engine import ownership as engine_ownership
 from opd.engine.operation import Operation
 from opd.ha import shard_of
@@ -38,6 +36,8 @@ from opd.kube.credentials import Login
 from opd.localcluster import LocalControlPlane
 from opd.orchestration import Memo
 from opd.registry import OperatorRegistry
+from opd.service import config as daemon_config
+from opd.service.supervisor import Supervisor
 from opd.settings import OperatorSettings
 from opd.testing.chaos import Kube, LoadGenerator, handlers_source, wait_until
 

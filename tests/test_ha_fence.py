@@ -20,8 +20,8 @@ from loguru import logger
 from operators import create_kex
 
 from opd.engine.applying import Applier, Plan
+from opd.engine.events import EventPoster
 from opd.engine.ownership import Fenced
-from opd.engine.posting import EventPoster
 from opd.engine.state import Storage
 from opd.ha import HaSettings, Replica
 from opd.ha.election import CLOCK

@@ -17,12 +17,12 @@ import pytest
 from kubernetes_asyncio import client
 from operators import eventually
 
-from opd.daemon import config
 from opd.ha import HaSettings, Replica
 from opd.kube import credentials
 from opd.kube.api import APIError, KubeClient
 from opd.localcluster import LocalControlPlane
 from opd.rbac.derive import derive
+from opd.service import config
 from opd.settings import NetworkingSettings
 
 

@@ -16,8 +16,8 @@ from kubernetes_asyncio import client
 from operators import create_kex, eventually, get_kex
 from test_daemon_start import Process, _env
 
-from opd.daemon import config, plugins, rendering
-from opd.daemon.config import ConfigFileError
+from opd.service import config, plugins, rendering
+from opd.service.config import ConfigFileError
 
 KOPF_OPERATOR = """
 from typing import Any

@@ -22,9 +22,9 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.config import incluster_config
 from operators import eventually
 
-from opd.daemon import config
 from opd.kube import credentials
 from opd.kube.api import APIError, KubeClient
+from opd.service import config
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -11,12 +11,12 @@ import pytest
 import yaml
 
 import opd
-from opd.daemon import config
-from opd.daemon import plugins as daemon_plugins
 from opd.errors import OpdError
 from opd.rbac import deployment, generate, podconfig
 from opd.rbac.podconfig import pod_config
 from opd.rbac.yamltext import Commented, Document, dump
+from opd.service import config
+from opd.service import plugins as daemon_plugins
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 import opd
-from opd.daemon import config, plugins
 from opd.rbac import objects
 from opd.rbac.derive import Policy, derive
 from opd.rbac.policy import Grant, Grants, PolicyError, Rule, declared_rules
 from opd.resources import Resource
+from opd.service import config, plugins
 
 SERVED = [
     Resource(group="", version="v1", plural="configmaps", kind="ConfigMap", namespaced=True, singular="configmap",

@@ -19,12 +19,12 @@ from kubernetes_asyncio import client
 from operators import create_kex, eventually
 
 import opd
-from opd.daemon import config as daemon_config
-from opd.daemon.supervisor import Supervisor
 from opd.engine.operation import Operation
 from opd.kube.credentials import Login
 from opd.localcluster import LocalControlPlane
 from opd.registry import OperatorRegistry
+from opd.service import config as daemon_config
+from opd.service.supervisor import Supervisor
 from opd.settings import OperatorSettings
 
 KEX = "kopfexamples.v1.kopf.dev"

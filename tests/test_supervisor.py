@@ -17,12 +17,12 @@ from kubernetes_asyncio import client
 from operators import create_kex, eventually
 
 import opd
-from opd.daemon import config as daemon_config
-from opd.daemon.plugins import Plugin
-from opd.daemon.runner import PluginRunner, RestartBackoff
-from opd.daemon.supervisor import PATCH_WINDOW, Supervisor
 from opd.kube.credentials import Login
 from opd.registry import OperatorRegistry
+from opd.service import config as daemon_config
+from opd.service.plugins import Plugin
+from opd.service.runner import PluginRunner, RestartBackoff
+from opd.service.supervisor import PATCH_WINDOW, Supervisor
 from opd.settings import OperatorSettings
 
 
@@ -393,7 +393,7 @@ def test_a_bad_ready_timeout_is_one_line(value: str) -> None:
 
 async def test_task_tracking_restarts_on_an_unhandled_task_error_only() -> None:
     """A task's error that its creator awaits is handled; one nobody retrieves fails the attempt it belongs to."""
-    from opd.daemon.runner import _Attempt, _current, track_tasks
+    from opd.service.runner import _Attempt, _current, track_tasks
 
     undo = track_tasks(asyncio.get_running_loop())
     try:

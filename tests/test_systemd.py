@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from opd.daemon import systemd
-from opd.daemon.supervisor import MONITOR_INTERVAL, READY_TIMEOUT
+from opd.service import systemd
+from opd.service.supervisor import MONITOR_INTERVAL, READY_TIMEOUT
 
 REPO = Path(__file__).resolve().parents[1]
 

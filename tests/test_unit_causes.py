@@ -128,5 +128,5 @@ def test_update_with_field_takes_old_and_new_filters_as_kopf_does() -> None:
 def test_posting_level_takes_logging_numbers_as_kopf_users_set_them() -> None:
     import logging
 
-    from opd.engine.posting import _threshold
+    from opd.engine.events import _threshold
     assert _threshold(logging.WARNING) == 30 and _threshold("warning") == 30 and _threshold("ERROR") == 40

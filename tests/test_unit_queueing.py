@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import pytest
 from loguru import logger
 
-from opd.engine import memory
+from opd.engine import trimming
 from opd.engine.queueing import WorkQueue
 
 
@@ -438,17 +438,17 @@ async def test_forget_drops_a_pending_state_and_a_retry(closing: Callable[..., W
 async def test_memory_is_given_back_once_a_large_backlog_drained(
         closing: Callable[..., WorkQueue[str, int]], monkeypatch: pytest.MonkeyPatch) -> None:
     """RSS stayed at a backlog's peak (glibc keeps freed pages): a drained queue trims once enough was done."""
-    monkeypatch.setattr(memory, "_work", 0)  # what other tests' queues did does not count here
+    monkeypatch.setattr(trimming, "_work", 0)  # what other tests' queues did does not count here
     rec = Recorder()
     q = make(rec, closing)
-    before = memory.trims
-    for i in range(memory.TRIM_AFTER // 2):
+    before = trimming.trims
+    for i in range(trimming.TRIM_AFTER // 2):
         q.put(f"k{i}", i)
-    await rec.wait_calls(memory.TRIM_AFTER // 2)
+    await rec.wait_calls(trimming.TRIM_AFTER // 2)
     await q.drained()
-    assert memory.trims == before  # not yet: a small amount of work is not worth a trim
-    for i in range(memory.TRIM_AFTER):
+    assert trimming.trims == before  # not yet: a small amount of work is not worth a trim
+    for i in range(trimming.TRIM_AFTER):
         q.put(f"k{i}", i)
-    await rec.wait_calls(memory.TRIM_AFTER * 3 // 2)
+    await rec.wait_calls(trimming.TRIM_AFTER * 3 // 2)
     await q.drained()
-    assert memory.trims == before + (1 if memory.trimming else 0)
+    assert trimming.trims == before + (1 if trimming.trimming else 0)

@@ -491,3 +491,25 @@ def test_label_selector_from_decorators() -> None:
     opd.on.create("kopfexamples", registry=registry, labels={"app": "web", "skip": opd.ABSENT})(fn_body)
     opd.on.update("kopfexamples", registry=registry, labels={"app": "web"})(fn_body)
     assert registry.label_selector(ResourceRef("kopfexamples")) == "app=web"
+
+
+def test_import_leaves_the_asyncio_policy_alone_until_a_default_handler_is_declared() -> None:
+    """``import opd`` changed the global policy's class (a side effect of an import); now only a handler
+    in the process-wide default registry adapts it (Kopf's embedding: a thread asking the policy for its loop)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import asyncio, threading\n"
+        "import opd\n"
+        "print(type(asyncio.get_event_loop_policy()) is asyncio.DefaultEventLoopPolicy)\n"
+        "opd.on.create('kopfexamples', registry=opd.OperatorRegistry())(lambda **_: None)\n"
+        "print(type(asyncio.get_event_loop_policy()) is asyncio.DefaultEventLoopPolicy)\n"
+        "opd.on.create('kopfexamples')(lambda **_: None)\n"
+        "got = []\n"
+        "t = threading.Thread(target=lambda: got.append(asyncio.get_event_loop_policy().get_event_loop()))\n"
+        "t.start(); t.join()\n"
+        "print(len(got) == 1)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == ["True", "True", "True"]

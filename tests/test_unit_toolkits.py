@@ -13,7 +13,7 @@ import pytest
 from kubernetes_asyncio import client
 
 import opd
-from opd.engine import daemons
+from opd.engine import spawning
 from opd.engine.invocation import invoke
 from opd.kube.credentials import ConnectionInfo, configuration_from
 from opd.registry import Handler, Reason, accepted_kwargs
@@ -179,7 +179,7 @@ def test_filter_combinators_pass_only_the_kwargs_each_callback_names() -> None:
 
 
 def test_decorators_take_kopf_spellings() -> None:
-    import opd.daemon.plugins  # binds the name opd.daemon to the daemon's package: it must still decorate
+    import opd.service.plugins  # binds the name opd.daemon to the daemon's package: it must still decorate
 
     registry = opd.OperatorRegistry()
 
@@ -299,8 +299,8 @@ def test_configure_sets_opd_logging_as_kopf_configure_does(capsys: pytest.Captur
     assert '"message": "as json"' in err
 
 
-async def _spawn(handler: Handler) -> tuple[daemons.Spawner, dict[str, Any]]:
-    spawner = daemons.Spawner(kwargs_for=lambda h, body, stopped, patch: {"stopped": stopped},
+async def _spawn(handler: Handler) -> tuple[spawning.Spawner, dict[str, Any]]:
+    spawner = spawning.Spawner(kwargs_for=lambda h, body, stopped, patch: {"stopped": stopped},
                               write_outcome=_no_write, executor=None, retries=RetrySettings(), stop_timeout=8.0)
     body: dict[str, Any] = {"metadata": {"uid": "u1"}, "spec": {}}
     await spawner.ensure("u1", body, [handler])

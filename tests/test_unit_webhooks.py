@@ -18,10 +18,10 @@ import pytest
 from cryptography import x509
 
 import opd
-from opd.daemon import config, rendering
 from opd.errors import ConfigError, WebhookError
 from opd.registry import Reason, WebhookHandler
 from opd.resources import Resource, ResourceRef
+from opd.service import config, rendering
 from opd.webhooks import admission, certificates, conversion, management
 from opd.webhooks.server import WebhookServer, with_path
 

@@ -23,10 +23,10 @@ from conftest import ensure_crd, make_api
 from operators import RunningOperator, eventually
 
 import opd
-from opd.daemon import config as daemon_config
-from opd.daemon.supervisor import Supervisor
 from opd.localcluster import LocalControlPlane
-from opd.webhooks import serving
+from opd.service import config as daemon_config
+from opd.service.supervisor import Supervisor
+from opd.webhooks import hosting
 
 GROUP = "hooks.opd.dev"
 GADGET_CRD: dict[str, Any] = {
@@ -468,7 +468,7 @@ async def test_a_kopf_style_admission_operator(raw: Raw, namespace: str, gadgets
     filter with a custom code, a label-filtered mutation. A configuration deleted by hand comes back."""
     import opd as kopf
 
-    monkeypatch.setattr(serving, "RECONCILE_INTERVAL", 0.5)  # a minute, normally
+    monkeypatch.setattr(hosting, "RECONCILE_INTERVAL", 0.5)  # a minute, normally
 
     mark = uuid.uuid4().hex[:8]
     managed = f"k{mark}.{GROUP}"

@@ -20,7 +20,7 @@ Item = tuple[str, dict[str, Any]]  # (event type, body)
 
 
 @dataclass(slots=True)
-class Memory:
+class Record:
     seen: bool = False  # processed by this process already (resume handlers run once per start)
     delivered: int = -1  # the newest resourceVersion delivered: two streams may bring one object
     held: bool = False  # it carries opd's holding label: both streams bring it
@@ -45,21 +45,21 @@ class Memory:
 
 class Inventory:
     def __init__(self) -> None:
-        self._memories: dict[str, Memory] = {}
+        self._memories: dict[str, Record] = {}
 
     def __len__(self) -> int:
         return len(self._memories)
 
-    def recall(self, uid: str) -> Memory:
+    def recall(self, uid: str) -> Record:
         memory = self._memories.get(uid)
         if memory is None:
-            memory = self._memories[uid] = Memory()
+            memory = self._memories[uid] = Record()
         return memory
 
     def uids(self) -> list[str]:
         return list(self._memories)
 
-    def peek(self, uid: str) -> Memory | None:
+    def peek(self, uid: str) -> Record | None:
         return self._memories.get(uid)
 
     def forget(self, uid: str) -> None:

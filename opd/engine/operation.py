@@ -17,12 +17,12 @@ from opd.engine import namespaces as ns_patterns
 from opd.engine import status
 from opd.engine.backoff import Backoff
 from opd.engine.cluster import Cluster
+from opd.engine.events import EventPoster, current_poster
 from opd.engine.execution import execute
 from opd.engine.hub import Subscription
 from opd.engine.indexing import Indexes
 from opd.engine.invocation import invoke
 from opd.engine.ownership import EVERYTHING, Ownership
-from opd.engine.posting import EventPoster, current_poster
 from opd.engine.processing import ResourceProcessor
 from opd.engine.status import OperationStatus, copied
 from opd.errors import ConfigError, OpdError

@@ -28,15 +28,15 @@ from opd import subhandlers
 from opd.engine import causes
 from opd.engine.applying import Applier, Plan, merge
 from opd.engine.backoff import Backoff
-from opd.engine.daemons import Spawner, Stopped
 from opd.engine.diffs import Patch, diff, shown
+from opd.engine.events import EventPoster
 from opd.engine.execution import Outcome, brief, execute
 from opd.engine.indexing import Indexes
-from opd.engine.inventory import Inventory, Item, Memory
+from opd.engine.inventory import Inventory, Item, Record
 from opd.engine.ownership import EVERYTHING, Fenced, Ownership, say_dropped
-from opd.engine.posting import EventPoster
 from opd.engine.queueing import WorkQueue
 from opd.engine.reporting import Reporter, where
+from opd.engine.spawning import Spawner, Stopped
 from opd.engine.state import State, Storage, compact, dump, holding_label, is_secret, version
 from opd.engine.state import parse as parse_diff_base
 from opd.errors import PermanentError
@@ -337,7 +337,7 @@ class ResourceProcessor:
         finally:
             self._memos.pop(uid, None)  # after its last handlers: they see the object's memo
 
-    async def _optional_deleted(self, memory: Memory | None, body: dict[str, Any]) -> None:
+    async def _optional_deleted(self, memory: Record | None, body: dict[str, Any]) -> None:
         if memory is not None and memory.optional_deleted:
             return
         optional = [h for h in self.by_reason[Reason.DELETE] if h.optional]
@@ -354,7 +354,7 @@ class ResourceProcessor:
                 outcome = await self._execute(handler, {"started": time.time()}, kwargs)
                 self.reporter.outcome(handler, gone, outcome)
 
-    def _stale(self, memory: Memory, body: Mapping[str, Any]) -> bool:
+    def _stale(self, memory: Record, body: Mapping[str, Any]) -> bool:
         """An event older than our own last write of this object (its echo is still on the way)."""
         written = memory.written
         if written is None or not self.settings.processing.skip_stale_events:
@@ -475,7 +475,7 @@ class ResourceProcessor:
         if response is not None:
             self.inventory.recall(body["metadata"]["uid"]).written = version(response)
 
-    async def _handle(self, uid: str, memory: Memory, body: dict[str, Any]) -> None:
+    async def _handle(self, uid: str, memory: Record, body: dict[str, Any]) -> None:
         meta = body["metadata"]
         new_essence = self.storage.essence(body)
         current = compact(dump(new_essence), self.settings.persistence.max_diff_base)
@@ -607,7 +607,7 @@ class ResourceProcessor:
             results[handler.id] = outcome.result
         return None if _done(outcome.record) else float(outcome.record.get("delayed") or now)
 
-    async def _apply(self, uid: str, memory: Memory, plan: Plan, body: Mapping[str, Any]) -> dict[str, Any] | None:
+    async def _apply(self, uid: str, memory: Record, plan: Plan, body: Mapping[str, Any]) -> dict[str, Any] | None:
         """Write a plan; until it is written, the inventory keeps it (never recomputed: its handlers ran)."""
         if plan.empty:
             return None
@@ -621,7 +621,7 @@ class ResourceProcessor:
             memory.released = True  # its last events before DELETED must not run delete handlers again
         return response
 
-    def _write_failed(self, uid: str, memory: Memory, item: Item, exc: Exception) -> None:
+    def _write_failed(self, uid: str, memory: Record, item: Item, exc: Exception) -> None:
         """A write failed: retried with backoff, said once per object and kind of failure."""
         body = item[1]
         if isinstance(exc, APIError) and _unwritable(exc):

@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from loguru import logger
 
-from opd.engine import memory
+from opd.engine import trimming
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -142,7 +142,7 @@ class WorkQueue(Generic[K, V]):
                     self._ready.append(key)
                 elif not self._latest and not self._active:
                     self._drained.set()
-                    memory.drained(self._processed)
+                    trimming.drained(self._processed)
                     self._processed = 0
 
     async def close(self, timeout: float) -> None:

@@ -8,8 +8,8 @@ from typing import Any
 
 from loguru import logger
 
+from opd.engine.events import EventPoster
 from opd.engine.execution import Outcome, api_answer, brief
-from opd.engine.posting import EventPoster
 from opd.errors import HandlerError
 from opd.registry import SPAWNING, Handler, Reason
 from opd.resources import Resource

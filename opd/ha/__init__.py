@@ -11,9 +11,9 @@ Each operation of a replica gets a ``View`` of what the replica owns: the engine
 
 from opd.ha.coordination import Coordinator, State
 from opd.ha.election import Claim, Timings
+from opd.ha.grants import View
 from opd.ha.leases import VERBS, KubeLeases, Lease, LeaseRecord, LeaseStore
 from opd.ha.observing import Observations
-from opd.ha.ownership import View
 from opd.ha.replica import Replica
 from opd.ha.settings import MODES, HaSettings, default_identity
 from opd.ha.shards import plan, shard_of, shares

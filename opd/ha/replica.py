@@ -38,9 +38,9 @@ from loguru import logger
 from opd.engine.watching import Watcher
 from opd.ha.coordination import Coordinator, State
 from opd.ha.election import CLOCK
+from opd.ha.grants import View
 from opd.ha.leases import LEASES, KubeLeases
 from opd.ha.observing import Observations
-from opd.ha.ownership import View
 from opd.ha.settings import HaSettings
 from opd.ha.shards import lease_names
 from opd.kube import credentials

@@ -125,7 +125,7 @@ class Option:
         return value, []
 
 
-# The type checks and their words, shared with the daemon's own keys (opd.daemon.config.Key).
+# The type checks and their words, shared with the daemon's own keys (opd.service.config.Key).
 
 
 def expected(types: tuple[type, ...], items: type | None = None) -> str:

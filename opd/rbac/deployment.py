@@ -13,12 +13,12 @@ import math
 import textwrap
 from typing import Any
 
-from opd.daemon.config import SECRETS_ENV_VAR, DaemonConfig
 from opd.errors import OpdError
 from opd.rbac.derive import lease_names
 from opd.rbac.objects import labels
 from opd.rbac.podconfig import SECRETS_FILE, port_of
 from opd.rbac.yamltext import Document
+from opd.service.config import SECRETS_ENV_VAR, DaemonConfig
 
 CONFIG_DIR = "/etc/opd"
 CONFIG_FILE = "opd.toml"

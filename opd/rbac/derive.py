@@ -26,8 +26,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from opd.daemon.config import DaemonConfig, HaSection, PluginConfig
-from opd.daemon.plugins import Plugin, describe_error
 from opd.engine import namespaces as ns_patterns
 from opd.errors import OpdError
 from opd.ha.shards import lease_names as ha_lease_names
@@ -35,6 +33,8 @@ from opd.plugin.manager import plugin_config
 from opd.rbac.policy import DeclaredRule, Grant, Grants, Place, PolicyError, declared_rules
 from opd.registry import Reason
 from opd.resources import Resource, ResourceRef, select
+from opd.service.config import DaemonConfig, HaSection, PluginConfig
+from opd.service.plugins import Plugin, describe_error
 
 # The reasons next to the rules, explained once in the output's head.
 LEGEND = (

@@ -14,9 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from opd.daemon import config as daemon_config
-from opd.daemon import plugins as daemon_plugins
-from opd.daemon.config import DaemonConfig
 from opd.engine.execution import brief
 from opd.errors import OpdError
 from opd.kube import credentials
@@ -28,6 +25,9 @@ from opd.rbac.derive import Policy, derive
 from opd.rbac.podconfig import for_pod, port_of
 from opd.rbac.yamltext import Document, dump
 from opd.resources import Resource
+from opd.service import config as daemon_config
+from opd.service import plugins as daemon_plugins
+from opd.service.config import DaemonConfig
 from opd.settings import NetworkingSettings
 
 # A person waits for the answer: fail within seconds when the API server is not there.

@@ -8,7 +8,7 @@ named after the deployment and kept in its namespace, unless the file names them
 
 Secrets (keys named like one, at any depth, and options a plugin declares ``secret``) leave the
 file for a second one, the Secret's, which ``opd start`` overlays on the first
-(``$OPD_CONFIG_SECRETS``, see ``opd.daemon.config``). A secret inside an array moves with its
+(``$OPD_CONFIG_SECRETS``, see ``opd.service.config``). A secret inside an array moves with its
 whole array (arrays are not merged). The file is edited line by line, so its comments stay (a
 commented-out secret assignment goes too), then read back with the secrets overlaid: it must mean
 exactly the user's config with those changes. When the lines cannot be cut so, the ConfigMap's
@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from opd.daemon import config as daemon_config
-from opd.daemon.config import DaemonConfig, KubernetesSection, Listen
-from opd.daemon.rendering import secret_name, toml_document
 from opd.errors import OpdError
 from opd.plugin.options import table_key
+from opd.service import config as daemon_config
+from opd.service.config import DaemonConfig, KubernetesSection, Listen
+from opd.service.rendering import secret_name, toml_document
 
 DEFAULT_PORT = 8080
 SECRETS_FILE = "secrets.toml"  # the Secret's key, and its file's name beside the config

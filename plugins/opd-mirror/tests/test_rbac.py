@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 from loguru import logger
-from opd.daemon import config, plugins
+from opd.service import config, plugins
 
 
 def opd_rbac(tmp_path: Path, kubeconfig: Path, toml: str) -> subprocess.CompletedProcess[str]:

@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 from loguru import logger
 
-from opd.daemon.config import DaemonConfig
-from opd.daemon.supervisor import Supervisor
+from opd.service.config import DaemonConfig
+from opd.service.supervisor import Supervisor
 
 
 async def serve(config: DaemonConfig, setup_logging: Callable[[DaemonConfig], None] | None = None) -> None:

@@ -28,8 +28,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from opd.daemon.config import Listen
 from opd.errors import ConfigError
+from opd.service.config import Listen
 
 # aiohttp has no separate timeout for reading a request's head. Its keep-alive timer, though, starts
 # when a connection opens and closes it if no complete request has arrived by then (and again after

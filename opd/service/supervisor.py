@@ -24,23 +24,23 @@ from typing import Any
 
 from loguru import logger
 
-from opd.daemon import config as daemon_config
-from opd.daemon import plugins as daemon_plugins
-from opd.daemon import systemd
-from opd.daemon.config import DaemonConfig
-from opd.daemon.counters import connection_counters, operation_counters
-from opd.daemon.health import HaSnapshot, HealthServer, PluginSnapshot, Snapshot, WatchSnapshot
-from opd.daemon.plugins import Plugin, Status
-from opd.daemon.runner import PluginRunner, track_tasks
 from opd.engine.cluster import Cluster
 from opd.engine.operation import Service
 from opd.engine.status import connection
 from opd.errors import ConfigError, OpdError
 from opd.ha import HaSettings, Replica, default_identity
 from opd.kube.credentials import Login
+from opd.service import config as daemon_config
+from opd.service import plugins as daemon_plugins
+from opd.service import systemd
+from opd.service.config import DaemonConfig
+from opd.service.counters import connection_counters, operation_counters
+from opd.service.health import HaSnapshot, HealthServer, PluginSnapshot, Snapshot, WatchSnapshot
+from opd.service.plugins import Plugin, Status
+from opd.service.runner import PluginRunner, track_tasks
 from opd.settings import OperatorSettings
+from opd.webhooks.hosting import Webhooks
 from opd.webhooks.server import SharedMount, WebhookServer
-from opd.webhooks.serving import Webhooks
 
 PATCH_WINDOW = 0.02  # seconds; see Supervisor._start_plugins
 READY_TIMEOUT_ENV = "OPD_READY_TIMEOUT"

@@ -2,7 +2,7 @@
 
 Each section is a frozen dataclass whose fields are its keys, each declared once with ``key()``: its
 default, what it takes and becomes, what unset means. Validation, defaults, ``opd config show``
-(``opd.daemon.rendering``) and the documentation test read that declaration; plugins declare their
+(``opd.service.rendering``) and the documentation test read that declaration; plugins declare their
 keys the same way with ``opd.plugin.options.Option``, checked once the plugin is loaded.
 
 Validation reports every problem at once, one line each, naming the key path

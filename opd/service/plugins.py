@@ -31,7 +31,6 @@ from typing import Any
 
 from loguru import logger
 
-from opd.daemon.config import DaemonConfig, PluginConfig
 from opd.engine import namespaces as ns_patterns
 from opd.errors import ConfigError, OpdError
 from opd.plugin import ENTRY_POINT_GROUP
@@ -39,6 +38,7 @@ from opd.plugin.manager import OptionsError, PluginHooks, plugin_config
 from opd.plugin.naming import isolated_settings
 from opd.plugin.options import Option, closest, table_key
 from opd.registry import OperatorRegistry, Reason, set_default_registry
+from opd.service.config import DaemonConfig, PluginConfig
 from opd.settings import OperatorSettings
 
 ENABLE_ENV = "OPD_PLUGINS"  # comma-separated allow-list; set but empty: no plugin at all

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from loguru import logger
 
-from opd.daemon.plugins import Plugin
 from opd.engine.backoff import Backoff
 from opd.engine.cluster import Cluster
 from opd.engine.operation import Operation, Service
@@ -22,6 +21,7 @@ from opd.engine.ownership import EVERYTHING
 from opd.ha import Replica, View
 from opd.kube.credentials import Login
 from opd.orchestration import Memo
+from opd.service.plugins import Plugin
 from opd.settings import OperatorSettings
 
 if TYPE_CHECKING:

@@ -3,8 +3,8 @@ resource counters, the watch streams, the patch counts. Nothing here reads the e
 
 from __future__ import annotations
 
-from opd.daemon.health import ResourceCounters, WatchSnapshot
 from opd.engine.status import ConnectionStatus, OperationStatus, ProcessorStatus, StreamStatus
+from opd.service.health import ResourceCounters, WatchSnapshot
 
 
 def resource_counters(processor: ProcessorStatus) -> ResourceCounters:

@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from opd.daemon.config import SECTIONS, DaemonConfig, PluginTable, keys
 from opd.plugin.options import Option, table_key
+from opd.service.config import SECTIONS, DaemonConfig, PluginTable, keys
 
 # Keys whose values `opd config show` never prints: any name with one of these words in it.
 SECRET_WORDS = ("password", "passwd", "passphrase", "token", "secret", "key", "credential", "private")
@@ -88,7 +88,7 @@ def _assign(key: str, value: Any, secret: bool = False, comment: str = "") -> st
 def render(config: DaemonConfig, options: Mapping[str, Sequence[Option] | None] | None = None) -> str:
     """The effective configuration, defaults included, as TOML (unset optional keys as comments).
 
-    opd's own sections are written from their declaration (``opd.daemon.config.key``), in its order.
+    opd's own sections are written from their declaration (``opd.service.config.key``), in its order.
     ``options`` are the loaded plugins' declared options by plugin name: their tables are shown
     with every default (and each option's help), also when the file has no table for them.
     Secret values are redacted, so the output can be pasted into a bug report.
