@@ -88,3 +88,15 @@ async def namespace(api: client.ApiClient, request: pytest.FixtureRequest) -> As
     except client.ApiException as exc:
         if exc.status != 404:
             raise
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "apiserver: uses the local kube-apiserver (marked by opd.testing.fixtures)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses the cluster, through any fixture that needs ``control_plane``, carries the
+    ``apiserver`` marker: ``-m 'not apiserver'`` runs the rest without starting one."""
+    for item in items:
+        if "control_plane" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.apiserver)

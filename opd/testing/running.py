@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from opd.orchestration import operator
 from opd.plugin.manager import prepare
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 30.0, every: float = 0.1) -> Any:
-    """Poll ``check`` until it returns a truthy value (and return it); fail with the last value after ``timeout``."""
+async def eventually(check: Callable[[], Any], *, timeout: float = 30.0, every: float = 0.1) -> Any:
+    """Poll ``check`` until it returns a truthy value (and return it); fail with the last value after ``timeout``.
+    ``check`` is a plain predicate or returns an awaitable (an ``async def``, a coroutine from a lambda)."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
-        last = await check()
+        last = check()
+        if inspect.isawaitable(last):
+            last = await last
         if last:
             return last
         await asyncio.sleep(every)

@@ -2,7 +2,7 @@
 of one shared local control plane, injects one kind of fault, and counts every handling exactly
 from the handler log.
 
-Imported by ``run.py`` (as a script's sibling) and by ``tests/test_chaos.py`` (as ``chaos.scenarios``):
+Imported by ``run.py`` (as a script's sibling) and by ``tests/testing/test_chaos.py`` (as ``chaos.scenarios``):
 so it imports nothing from its own folder.
 """
 

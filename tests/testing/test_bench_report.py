@@ -1,0 +1,296 @@
+"""The benchmark's own logic, without a cluster: medians and ranges, ratios taken round by round, goals met or
+missed, the rounds each contender runs in, and the figures the scenarios derive from what they measured."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# The bench's modules import each other as a script's.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import goals
+import idle
+import live
+import report
+import run
+import stats
+import streams
+from contenders import ALL, KOPF, OPD, OPD_EVENTS, RAW
+from kubeapi import ServerCounts
+from stage import Rounds
+
+
+def backlog_run(contender: str, round_: int, seconds: float, *, n: int = 5000, cpu: float = 1.0) -> dict[str, Any]:
+    return {"scenario": "backlog", "contender": contender, "n": n, "round": round_, "seconds": seconds,
+            "cpu_s": cpu, "cpu_per_1000": cpu * 1000 / n, "peak_rss_mb": 100.0, "per_second": n / seconds,
+            "server_cpu_s": 1.0, "writes_per_object": 1.0, "events_per_object": 0.0}
+
+
+# -- stats ------------------------------------------------------------------------------------------------------------
+def test_spread_is_the_median_with_the_range() -> None:
+    found = stats.spread([3.0, 1.0, 2.0, 10.0])
+    assert found == stats.Spread(2.5, 1.0, 10.0, 4)
+    assert found.format(1) == "2.5 (1.0-10.0)"
+    assert stats.spread([]) is None
+    assert stats.Spread(1.234, 1.234, 1.234, 1).format(2) == "1.23"  # one run: no range to show
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert stats.percentile(values, 50) == 50.0
+    assert stats.percentile(values, 99) == 99.0
+    assert stats.percentile([5.0, 1.0], 50) == 1.0
+    assert stats.percentile([1.0, math.inf], 99) == math.inf
+
+
+def test_ratios_are_taken_within_each_round_where_both_succeeded() -> None:
+    results = [
+        backlog_run("raw", 1, 10.0), backlog_run("opd", 1, 12.0),
+        backlog_run("opd", 2, 30.0), {"contender": "raw", "round": 2, "error": "it failed"},  # no pair in round 2
+        backlog_run("raw", 3, 20.0), backlog_run("opd", 3, 22.0),
+        backlog_run("opd", 4, 9.0),  # raw did not run in round 4
+    ]
+    assert stats.round_ratios(results, "opd", "raw", "seconds") == pytest.approx([1.2, 1.1])
+    # A ratio of medians would mix rounds: (12+22)/2 / 15 = 1.13; of all opd runs even 1.22.
+    found = report.ratios(results, "opd", "raw", "seconds")
+    assert found is not None and found.count == 2
+    assert (found.median, found.low, found.high) == pytest.approx((1.15, 1.1, 1.2))
+
+
+def test_ratios_with_a_result_that_never_came() -> None:
+    results = [{"contender": "raw", "round": 1, "p99": 10.0}, {"contender": "opd", "round": 1, "p99": math.inf},
+               {"contender": "raw", "round": 2, "p99": math.inf}, {"contender": "opd", "round": 2, "p99": math.inf}]
+    assert stats.round_ratios(results, "opd", "raw", "p99") == [math.inf]  # round 2: no ratio of two infinities
+
+
+# -- goals ------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("op", "bound", "median", "verdict"), [
+    ("<=", 1.2, 1.2, goals.MET), ("<=", 1.2, 1.21, goals.MISSED), (">=", 3.0, 3.0, goals.MET),
+    (">=", 3.0, 2.9, goals.MISSED), ("==", 1, 1, goals.MET), ("==", 1, 2, goals.MISSED),
+    ("<=", 1.5, math.inf, goals.MISSED)])
+def test_a_goal_is_judged_on_the_median(op: str, bound: float, median: float, verdict: str) -> None:
+    measured = stats.Spread(median, 0.0, 100.0, 5)  # the range does not count, the median does
+    assert goals.Outcome(goals.Goal("x", op, bound), measured).verdict == verdict
+
+
+def test_a_goal_not_measured_says_why() -> None:
+    outcome = goals.Outcome(goals.Goal("x", "<=", 1.0), None, "live not run")
+    assert outcome.verdict == goals.NOT_MEASURED
+    assert outcome.value == "-"
+    with pytest.raises(ValueError, match="unknown comparison"):
+        goals.Goal("x", "<", 1.0)
+
+
+def test_targets_and_values_read_as_written() -> None:
+    assert goals.Goal("t", "<=", 1.2, "x").target == "<= 1.2x"
+    assert goals.Goal("m", "<=", 1024, " B", 0).target == "<= 1024 B"
+    assert goals.Goal("k", ">=", 3.0, "x").target == ">= 3x"
+    outcome = goals.Outcome(goals.Goal("t", "<=", 1.2, "x"), stats.Spread(1.15, 1.1, 1.3, 5))
+    assert outcome.value == "1.15 (1.10-1.30)x, 5 rounds"
+
+
+def test_the_summary_lists_every_goal_with_its_verdict() -> None:
+    text = goals.render([
+        goals.Outcome(goals.Goal("fast enough", "<=", 1.2, "x"), stats.Spread(1.1, 1.0, 1.3, 5)),
+        goals.Outcome(goals.Goal("small enough", "<=", 1024, " B", 0), stats.Spread(2000, 2000, 2000, 1)),
+        goals.Outcome(goals.Goal("ready soon", "<=", 2.0, " s"), None, "idle not run"),
+    ])
+    lines = text.splitlines()
+    assert any(line.startswith("fast enough") and line.rstrip().endswith("met") for line in lines)
+    assert any(line.startswith("small enough") and "2000 B" in line and line.rstrip().endswith("MISSED")
+               for line in lines)
+    assert any(line.startswith("ready soon") and "not measured (idle not run)" in line for line in lines)
+    assert lines[-1] == "1 met, 1 missed, 1 not measured"
+
+
+# -- from the scenarios' results to the goals ------------------------------------------------------------------------
+def complete_results() -> dict[str, list[dict[str, Any]]]:
+    backlog = []
+    for round_, (raw, opd) in enumerate([(10.0, 11.0), (10.0, 13.0), (10.0, 11.5), (10.0, 12.5), (10.0, 11.8)], 1):
+        backlog += [backlog_run("raw", round_, raw, cpu=2.0), backlog_run("opd", round_, opd, cpu=2.4)]
+    backlog += [backlog_run("kopf", 1, 40.0), backlog_run("opd+events", 1, 12.0)]
+    backlog[-1] |= {"events_per_object": 1.0, "events_done_s": 15.0}
+    live_runs = [{"scenario": "live", "contender": name, "round": round_, "p50_ms": p50, "p99_ms": p99,
+                  "target_rate": 200.0, "seconds": 20.0,
+                  **({"lag_p99_ms": 4.0, "lag_max_ms": 30.0} if name == "opd" else {})}
+                 for round_, name, p50, p99 in [(1, "raw", 10.0, 100.0), (1, "opd", 15.0, 120.0),
+                                                (2, "raw", 10.0, 100.0), (2, "opd", 25.0, 200.0),
+                                                (3, "raw", 10.0, 100.0), (3, "opd", 18.0, 140.0)]]
+    streams_run = {"scenario": "streams", "contender": "opd", "streams": 50, "seconds": 300.0,
+                   "open_watches": [50, 50], "requests": {"WATCH kopfexamples 0": 25}, **streams.costs(
+                       window({"WATCH kopfexamples 0": 25, "LIST kopfexamples 200": 5}, 0), 10, 50, 300.0)}
+    rss_n = 110.0 + 900 * 4000 / 2**20  # 900 B per object from 1000 to 5000 objects
+    idle_runs = [{"scenario": "idle", "contender": "opd start, 20 plugins", "n": 5000, "plugins": 20,
+                  **idle.per_object({0: {"rss_mb": 100.0, "ready_s": 1.5}, 1000: {"rss_mb": 110.0, "ready_s": 2.0},
+                                     5000: {"rss_mb": rss_n, "ready_s": 2.5}})}]
+    plugins_runs = [{"scenario": "plugins", "contender": "1 plugin", "plugins": 1, "round": 1, "n": 2000,
+                     "results_per_second": 500.0, "watch_connections": 1},
+                    {"scenario": "plugins", "contender": "20 plugins", "plugins": 20, "round": 1, "n": 2000,
+                     "results_per_second": 1500.0, "watch_connections": 1}]
+    return {"backlog": backlog, "live": live_runs, "streams": [streams_run], "idle": idle_runs,
+            "plugins": plugins_runs}
+
+
+def test_every_goal_gets_its_measured_median() -> None:
+    found = {o.goal.what: o for o in report.outcomes(complete_results())}
+    time = found["backlog N=5000: opd/raw time"]
+    assert time.measured is not None and time.measured.median == pytest.approx(1.18)  # 1.1 1.15 1.18 1.25 1.3
+    assert (time.measured.low, time.measured.high) == pytest.approx((1.1, 1.3)) and time.measured.count == 5
+    assert time.verdict == goals.MET
+    assert found["backlog N=5000: opd/raw CPU s per 1000 objects"].verdict == goals.MET  # 1.2
+    kopf = found["backlog N=5000: Kopf/opd time"]
+    assert kopf.measured is not None and kopf.measured.median == pytest.approx(40 / 11) and kopf.verdict == goals.MET
+    assert found["backlog N=20000: opd/raw time"].verdict == goals.NOT_MEASURED
+    p50, p99 = found["live: opd/raw p50 latency"], found["live: opd/raw p99 latency"]
+    assert p50.measured is not None and p50.measured.median == pytest.approx(1.8) and p50.verdict == goals.MET
+    assert p99.measured is not None and p99.measured.median == pytest.approx(1.4) and p99.verdict == goals.MET
+    quiet = found["idle streams: API requests a minute per quiet stream"]
+    assert quiet.measured is not None and quiet.measured.median == pytest.approx(30 / 5 / 50)
+    memory = found["idle memory per watched object, opd start with 20 plugins (1000 to 5000 objects)"]
+    assert memory.measured is not None and memory.measured.median == pytest.approx(900) and memory.verdict == goals.MET
+    assert found["opd start with 20 plugins: READY=1 after its start, no object"].verdict == goals.MET
+    assert found["opd start with 20 plugins: READY=1 after its start, 5000 objects"].verdict == goals.MISSED
+    assert found["many plugins: results/s with 20 plugins vs 1 (earlier target)"].verdict == goals.MET
+
+
+def test_goals_of_scenarios_not_run_are_listed_as_not_measured() -> None:
+    outcomes = report.outcomes({})
+    assert outcomes and all(o.verdict == goals.NOT_MEASURED and o.note for o in outcomes)
+    assert {"backlog N=5000: opd/raw time", "backlog N=20000: Kopf/opd time", "live: opd/raw p99 latency",
+            "idle streams: API requests a minute per quiet stream"} <= {o.goal.what for o in outcomes}
+
+
+def test_the_report_shows_medians_ranges_ratios_and_the_reported_figures() -> None:
+    results = complete_results()
+    text = report.render(results, {"backlog": {"min": 1.0, "max": 2.5, "mean": 1.7}})
+    assert "11.8 (11.0-13.0)" in text  # opd's time over five rounds
+    assert "machine load (1-min average) during the scenario: 1.0-2.5, mean 1.7" in text
+    assert "opd/raw p99" in text and "1.40 (1.20-2.00)" in text
+    figures = dict(report.reported(results))
+    assert figures["backlog N=5000: Events written per object, posting on (opd's default)"] == "1.00"
+    assert figures["live: opd event loop lag p99 (10 ms ticker), ms"] == "4.0 (4.0-4.0)"  # 3 rounds
+    assert figures["idle streams: new TLS connections a minute per stream"] == "0.04"
+    assert figures["idle memory per watched object, opd start, 20 plugins"] == "900 B"
+
+
+def test_json_has_no_infinity(tmp_path: Path) -> None:
+    path = tmp_path / "out.json"
+    report.write_json(path, {"a": 1}, {"live": [{"p99_ms": math.inf, "nested": [math.inf, 1.0]}]})
+    assert json.loads(path.read_text())["live"] == [{"p99_ms": None, "nested": [None, 1.0]}]
+
+
+# -- rounds -----------------------------------------------------------------------------------------------------------
+def test_raw_and_opd_run_every_round_the_slow_ones_only_the_first() -> None:
+    rounds = Rounds(rounds=3, kopf=1, events=2)
+    schedule = rounds.schedule([RAW, KOPF, OPD, OPD_EVENTS])
+    by_round: dict[int, list[str]] = {}
+    for round_, contender in schedule:
+        by_round.setdefault(round_, []).append(contender.name)
+    assert sorted(by_round[1]) == ["kopf", "opd", "opd+events", "raw"]
+    assert sorted(by_round[2]) == ["opd", "opd+events", "raw"]
+    assert sorted(by_round[3]) == ["opd", "raw"]
+    assert by_round[1][0] != by_round[2][0]  # each round starts with another contender
+    assert len(Rounds(rounds=1, kopf=3).schedule([RAW, KOPF])) == 4  # Kopf may run more rounds than raw
+
+
+def test_contenders_run_what_they_say() -> None:
+    assert OPD.argv(["a", "b"])[-5:-1] == ["-n", "a", "-n", "b"]
+    assert OPD.env["BENCH_POSTING"] == "0" and OPD_EVENTS.env["BENCH_POSTING"] == "1"
+    assert OPD_EVENTS.framework == "opd" and "kopf" in KOPF.argv("ns")
+    assert RAW.argv("ns")[-1] == "ns"
+    assert set(ALL) == {"raw", "kopf", "opd", "opd+events"}
+
+
+# -- what the scenarios derive ----------------------------------------------------------------------------------------
+def test_loop_lags_within_the_load_window(tmp_path: Path) -> None:
+    ticks = tmp_path / "ticks.txt"
+    ticks.write_text("100.000 1.00 2.00\n101.000 3.00 40.00\n102.000 5.00\n\n103.0 4.0 half-writ")
+    assert live.loop_lags(ticks, 100.5, 101.5) == [3.0, 40.0]
+    assert live.loop_lags(tmp_path / "none.txt", 0, 1e9) == []
+    figures = live.lag_figures(live.loop_lags(ticks, 0, 1e9))
+    assert figures == {"lag_p50_ms": 3.0, "lag_p99_ms": 40.0, "lag_max_ms": 40.0, "ticks": 5}
+    assert live.lag_figures([]) == {}
+
+
+def test_latencies_count_a_missing_result_as_infinitely_late() -> None:
+    load = live.Load(sent={f"o{i}": float(i) for i in range(100)}, answered={f"o{i}": i + 0.01 for i in range(100)})
+
+    class Seen:  # what latencies() reads of an Observer
+        seen = {f"o{i}": i + 0.05 for i in range(99)}
+        added = {f"o{i}": i + 0.02 for i in range(100)}
+
+    figures = live.latencies(load, Seen())  # type: ignore[arg-type]
+    assert figures["missing"] == 1
+    assert figures["p50_ms"] == pytest.approx(50.0)
+    assert figures["p99_ms"] == pytest.approx(50.0)  # 99 of 100 on time: the 99th is the last one that came
+    Seen.seen = {f"o{i}": i + 0.05 for i in range(98)}
+    assert live.latencies(load, Seen())["p99_ms"] == math.inf  # type: ignore[arg-type]
+
+
+def window(listed: dict[str, int], unlisted: int, loopback: int = 30) -> ServerCounts:
+    """The difference of two scrapes: the later scrape itself and the API server's loopback counted in."""
+    requests = Counter(listed)
+    return ServerCounts(requests, loopback, sum(requests.values()) + unlisted + loopback + 1, {})
+
+
+def test_stream_costs_per_minute_and_stream() -> None:
+    figures = streams.costs(window({"WATCH kopfexamples 0": 100, "LIST kopfexamples 200": 20}, 30), 40, 50, 120.0)
+    assert figures["requests_per_min"] == 75.0  # 150 in 2 minutes: the scrape and the loopback are not opd's
+    assert figures["unlisted_per_min"] == 15.0  # GET /version: not in apiserver_request_total
+    assert figures["watch_per_min"] == 50.0
+    assert figures["connections_per_min"] == 20.0
+    assert figures["requests_per_stream_min"] == pytest.approx(1.5)
+    assert figures["connections_per_stream_min"] == pytest.approx(0.4)
+
+
+def test_server_counts_subtract_and_keep_the_gauge() -> None:
+    before = ServerCounts(Counter({"WATCH kopfexamples 0": 3}), 10, 50, {"kopfexamples": 50})
+    after = ServerCounts(Counter({"WATCH kopfexamples 0": 5, "GET -/healthz 200": 1}), 25, 90, {"kopfexamples": 49})
+    diff = after - before
+    assert diff.requests == Counter({"WATCH kopfexamples 0": 2, "GET -/healthz 200": 1})
+    assert (diff.loopback, diff.authenticated, diff.watches_open) == (15, 40, {"kopfexamples": 49})
+    assert diff.clients(own_scrapes=1) == 24
+
+
+def test_memory_per_object_is_the_slope_between_two_sizes() -> None:
+    found = {0: {"rss_mb": 100.0, "ready_s": 1.0}, 5000: {"rss_mb": 114.0, "ready_s": 3.0},
+             1000: {"rss_mb": 110.0, "ready_s": 2.0}}
+    figures = idle.per_object(found)
+    assert figures["bytes_per_object"] == pytest.approx(4 * 2**20 / 4000)  # 1049 B: not the 10 MB left by listing
+    assert figures["bytes_per_object_from_empty"] == pytest.approx(14 * 2**20 / 5000)
+    assert (figures["n_small"], figures["ready_0_s"], figures["ready_small_s"], figures["ready_n_s"]) == (
+        1000, 1.0, 2.0, 3.0)
+
+
+def test_proxied_kubeconfig_points_at_the_proxy(tmp_path: Path) -> None:
+    source = tmp_path / "kc"
+    source.write_text(json.dumps({"clusters": [{"cluster": {"server": "https://127.0.0.1:6443"}}], "users": []}))
+    dest = streams.proxied_kubeconfig(source, tmp_path / "kc2", "127.0.0.1:40000")
+    assert json.loads(dest.read_text())["clusters"][0]["cluster"]["server"] == "https://127.0.0.1:40000"
+    assert dest.stat().st_mode & 0o077 == 0  # it holds the token
+
+
+# -- the command line -------------------------------------------------------------------------------------------------
+def test_defaults_are_the_goals_sizes_and_quick_is_small() -> None:
+    full, quick = run.parse_args([]), run.parse_args(["--quick"])
+    assert (full.sizes, full.rounds, full.seconds, full.streams, full.idle_minutes) == ([5000, 20000], 5, 20.0,
+                                                                                       50, 3.0)
+    assert full.idle_objects == (5000, 20000) and full.plugins == 20 and not full.idle_kopf
+    assert quick.sizes == [1000] and quick.rounds == 2 and quick.idle_minutes == 1.0
+    assert run.parse_args(["--rounds", "7", "--quick"]).rounds == 7
+
+
+@pytest.mark.parametrize("argv", [["--idle-objects", "5000,1000"], ["--idle-objects", "1000"],
+                                  ["--rounds", "0"], ["--scenarios", "nope"], ["--contenders", "kopf,nope"]])
+def test_bad_arguments_stop_with_a_message(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        run.parse_args(argv)
+    assert stopped.value.code == 2
+    assert "error:" in capsys.readouterr().err
