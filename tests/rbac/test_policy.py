@@ -403,7 +403,8 @@ def test_a_plugin_whose_hook_fails_or_returns_bad_rules_fails_opd_rbac_in_one_li
     with pytest.raises(PolicyError) as caught:
         _policy('[plugins.a]\nrules = "raise"\n', a="handles")
     message = str(caught.value)
-    assert message.startswith("plugin 'a': opd_rbac failed: RuntimeError: no rules today (at test_rbac_policy.py:")
+    assert message.startswith("plugin 'a': opd_rbac failed: RuntimeError: no rules today (at ")
+    assert "test_policy.py:" in message
     assert "\n" not in message
     with pytest.raises(PolicyError, match=r"^plugin 'b': opd_rbac\(\)\[0\]\.verbs: unknown verb 'gett'"):
         _policy('[plugins.b]\nrules = [{apiGroups = [""], resources = ["pods"], verbs = ["gett"]}]\n', b="handles")

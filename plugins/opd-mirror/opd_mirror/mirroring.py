@@ -14,7 +14,7 @@ from typing import Any
 
 import opd
 from kubernetes_asyncio import client
-from opd.kube import plain
+from opd import rest
 
 from opd_mirror import patterns, rules
 from opd_mirror.config import TABLE, Config
@@ -141,7 +141,7 @@ async def _copy(state: State, plural: str, body: Mapping[str, Any], namespace: s
     desired = _desired(plural, body, namespace)
     path = f"/api/v1/namespaces/{namespace}/{plural}/{name}"
     try:
-        existing = await plain.request(state.api, "GET", path)
+        existing = await rest.request(state.api, "GET", path)
     except client.ApiException as exc:
         if exc.status != 404:
             raise
@@ -162,7 +162,7 @@ async def _copy(state: State, plural: str, body: Mapping[str, Any], namespace: s
         try:
             await _write(state, body, namespace, "POST", f"/api/v1/namespaces/{namespace}/{plural}", desired)
         except client.ApiException as exc:
-            if exc.status == 404 or plain.being_terminated(exc):
+            if exc.status == 404 or rest.being_terminated(exc):
                 _report(state, body, namespace, "namespace", "MirrorTargetMissing",
                         f"not copying to {namespace}: no such namespace (or it is being deleted)", logger)
                 return
@@ -186,7 +186,7 @@ async def prune(state: State, plural: str, body: Mapping[str, Any], *, keep: set
     allowed = _allowed(state, body)
     left: set[str] = set()
     for where in sorted(state.cfg.destinations()):
-        found = await plain.request(state.api, "GET", f"/api/v1/namespaces/{where}/{plural}",
+        found = await rest.request(state.api, "GET", f"/api/v1/namespaces/{where}/{plural}",
                                     query={"labelSelector": f"{SOURCE_UID}={uid}"})
         for item in found.get("items", []):
             meta = item["metadata"]
@@ -223,9 +223,9 @@ async def _write(state: State, source: Mapping[str, Any], namespace: str, method
     if source.get("type") in REFUSED_TYPES:
         raise opd.PermanentError(f"mirror: refusing to copy a Secret of type {source['type']}")
     if method == "PATCH":
-        await plain.request(state.api, method, path, body=body, content_type=plain.MERGE_PATCH)
+        await rest.request(state.api, method, path, body=body, content_type=rest.MERGE_PATCH)
     else:
-        await plain.request(state.api, method, path, body=body)
+        await rest.request(state.api, method, path, body=body)
 
 
 def _report_refused(state: State, body: Mapping[str, Any], refused: set[str], logger: Any) -> None:
@@ -251,7 +251,7 @@ async def _record_refused(state: State, plural: str, body: Mapping[str, Any], re
     patch = {"metadata": {"annotations": {REFUSED: want}}}
     path = f"/api/v1/namespaces/{meta['namespace']}/{plural}/{meta['name']}"
     try:
-        await plain.request(state.api, "PATCH", path, body=patch, content_type=plain.MERGE_PATCH)
+        await rest.request(state.api, "PATCH", path, body=patch, content_type=rest.MERGE_PATCH)
     except client.ApiException as exc:
         if exc.status != 404:  # deleted meanwhile: nothing to record on
             raise

@@ -17,7 +17,7 @@ from typing import Any
 
 import opd
 from kubernetes_asyncio import client
-from opd.kube import plain
+from opd import rest
 
 __all__ = ["DEFAULT_OBJECTS", "Config", "opd_configure", "opd_options", "opd_rbac", "opd_register"]
 
@@ -173,14 +173,14 @@ async def _create_all(state: dict[str, Any], cfg: Config, namespace: str, body: 
         try:
             plural = await _plural(state, obj["apiVersion"], obj["kind"])
             prefix = "/api/v1" if obj["apiVersion"] == "v1" else f"/apis/{obj['apiVersion']}"
-            await plain.request(state["api"], "POST", f"{prefix}/namespaces/{namespace}/{plural}", body=obj)
+            await rest.request(state["api"], "POST", f"{prefix}/namespaces/{namespace}/{plural}", body=obj)
         except LookupError as exc:  # not served, or not namespaced: a config problem, not worth retrying
             problems.append(f"{what}: {exc}")
             continue
         except client.ApiException as exc:
             if exc.status == 409:  # there already: whoever made it, it stays as it is
                 continue
-            if plain.being_terminated(exc) or exc.status == 404:  # the namespace went meanwhile
+            if rest.being_terminated(exc) or exc.status == 404:  # the namespace went meanwhile
                 return
             if exc.status in (400, 403, 422):  # refused as it is: retrying would not change that
                 problems.append(f"{what}: {exc.status} {exc.reason}: {_message(exc)}")
@@ -208,7 +208,7 @@ async def _plural(state: dict[str, Any], api_version: str, kind: str) -> str:
     if key not in state["kinds"]:
         path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
         try:
-            found = await plain.request(state["api"], "GET", path)
+            found = await rest.request(state["api"], "GET", path)
         except client.ApiException as exc:
             if exc.status == 404:
                 raise LookupError(f"the API server serves no {api_version}") from None

@@ -20,7 +20,7 @@ from typing import Any
 
 import opd
 from kubernetes_asyncio import client
-from opd.kube import plain
+from opd import rest
 
 __all__ = ["allows", "opd_options", "opd_rbac", "opd_register", "parse_ttl"]
 
@@ -182,7 +182,7 @@ def _register_resource(registry: opd.OperatorRegistry, name: str, interval: floa
             return
         try:
             # The uid precondition: never delete a newer object that took the name meanwhile.
-            await plain.request(state["api"], "DELETE", _object_path(body, resource.plural),
+            await rest.request(state["api"], "DELETE", _object_path(body, resource.plural),
                                 body={"preconditions": {"uid": meta["uid"]}})
         except client.ApiException as exc:
             if exc.status in (404, 409):  # gone already, or another object by now

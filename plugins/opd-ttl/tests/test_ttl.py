@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 from opd.plugin import ENTRY_POINT_GROUP
-from opd.plugin.manager import OptionsError, prepare
-from opd.testing import RunningPlugin
+from opd.testing import OptionsError, RunningPlugin, prepare
 from opd.testing import eventually as opd_eventually
 
 import opd_ttl
