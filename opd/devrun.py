@@ -1,25 +1,22 @@
 """``opd run``: handlers from files and modules, in one registry, for development (like ``kopf run``);
-with ``--ha``, as one replica of several. Kopf's liveness endpoint is ``opd.orchestration``'s."""
+with ``--ha``, as one replica of several. Both build and run their operation with
+``opd.orchestration``'s builder: the same webhooks, the same liveness endpoint (its probes)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import importlib
 import runpy
-import signal
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from loguru import logger
-
 from opd.errors import ConfigError
 from opd.ha.settings import HaSettings
 from opd.kube.credentials import Login
-from opd.orchestration import LivenessEndpoint, import_kubernetes_client
+from opd.orchestration import build_operation, import_kubernetes_client, run_tasks, spawn_operation
 from opd.registry import OperatorRegistry, set_default_registry
 from opd.settings import OperatorSettings
 
@@ -67,44 +64,19 @@ async def replicated(*, registry: OperatorRegistry, settings: OperatorSettings, 
     its shards). Stopping stops the operator first (handlers in flight finish and write), then
     releases the Leases, so that another replica takes over at once; kill -9 leaves them to expire.
     """
-    from opd.engine.operation import Operation
     from opd.ha import Replica
 
     await import_kubernetes_client(registry)  # before the replica connects: it configures the client too
     replica = Replica(ha, login=login, networking=settings.networking)
     await replica.start()
     view = replica.view()
-    endpoint: LivenessEndpoint | None = None
     try:
-        operation = Operation(registry=registry, settings=settings, memo=memo, namespaces=namespaces,
-                              clusterwide=clusterwide, login=login, ownership=view)
-        view.attach(operation)
-        loop = asyncio.get_running_loop()
-        if liveness_endpoint is not None:
-            endpoint = LivenessEndpoint(liveness_endpoint, operation.probe)
-            await endpoint.start()
-        stop = asyncio.Event()
-        signals = (signal.SIGINT, signal.SIGTERM)
-        for sig in signals:
-            loop.add_signal_handler(sig, stop.set)
-        running = loop.create_task(operation.run(), name="opd operator")
-        stopping = loop.create_task(stop.wait(), name="opd signals")
-        try:
-            await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for sig in signals:
-                loop.remove_signal_handler(sig)
-            stopping.cancel()
-            if not running.done():
-                logger.info("opd: signal received: stopping")
-                running.cancel()
-                # The operation bounds its own stop (shutdown timeout, cleanup handlers); this only
-                # guards against a stop that never ends, so the Leases are released in any case.
-                await asyncio.wait({running}, timeout=2 * settings.shutdown.timeout + 10)
-        if running.done() and not running.cancelled():
-            running.result()  # the operator's own error (a failed startup handler, say)
+        operation = build_operation(registry=registry, settings=settings, memo=memo, namespaces=namespaces,
+                                    clusterwide=clusterwide, login=login, ownership=view)
+        tasks = await spawn_operation(operation, install_signal_handlers=True, liveness_endpoint=liveness_endpoint)
+        # The operation bounds its own stop (shutdown timeout, cleanup handlers); this only guards
+        # against a stop that never ends, so that the Leases are released in any case.
+        await run_tasks(tasks, stop_timeout=2 * settings.shutdown.timeout + 10)
     finally:
-        if endpoint is not None:
-            await endpoint.stop()
         view.detach()
         await replica.stop()

@@ -1,5 +1,10 @@
 """Running an operator: ``operator()``, or ``spawn_tasks()`` + ``run_tasks()`` by hand.
 
+``build_operation()`` is the one place an operation is made: embedding, ``opd run``, ``opd run
+--ha`` and ``opd start``'s plugins all go through it, so that they serve the same things (the
+operator's webhooks; a replica's ownership, attached). ``spawn_operation()`` gives an operation
+its tasks: the liveness endpoint (the operation's own probes), a stop flag, signals.
+
 opd cancels only the tasks it created: the host application's tasks in the
 same loop are never touched. OS signal handlers are installed only in the
 main thread; elsewhere a ``stop_flag`` or cancelling the operator stops it.
@@ -17,12 +22,14 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from aiohttp import web
 from loguru import logger
 
-from opd.engine.operation import Operation
+from opd.engine.cluster import Cluster
+from opd.engine.operation import Operation, Service
+from opd.engine.ownership import EVERYTHING, Ownership
 from opd.errors import ConfigError
 from opd.kube import credentials
 from opd.kube.credentials import Login
@@ -201,6 +208,71 @@ def _kopf_peering_kwargs(standalone: bool | None, priority: int | None, peering_
         logger.info("opd: standalone=False: opd does not peer, it always runs standalone")
 
 
+@runtime_checkable
+class Attached(Protocol):
+    """An ownership that follows one operation (a replica's ``opd.ha.View``): it relists the
+    operation's streams when it gains objects, and disowns them when it loses them."""
+
+    def attach(self, operation: Operation) -> None: ...
+
+
+def build_operation(
+    *,
+    registry: OperatorRegistry,
+    settings: OperatorSettings,
+    memo: Any = None,
+    namespaces: Sequence[str] | None = None,
+    clusterwide: bool = False,
+    login: Login | None = None,
+    cluster: Cluster | None = None,
+    on_ready: Callable[[], None] | None = None,
+    name: str = "",
+    services: Sequence[Service] | None = None,
+    ownership: Ownership = EVERYTHING,
+) -> Operation:
+    """The one place an operation is made (call it in the loop it will run in).
+
+    ``services``: what it serves besides its watches; by default its own webhooks (its admission
+    handlers and converters, if it has any), as embedding, ``opd run`` and ``opd run --ha`` serve
+    them; the daemon gives each plugin its mount on the shared server instead. ``ownership``: which
+    objects are this replica's; one that follows its operation (``Attached``) is attached here.
+    ``memo``: a fresh ``Memo`` when not given."""
+    operation = Operation(
+        registry=registry, settings=settings, memo=memo if memo is not None else Memo(),
+        namespaces=namespaces, clusterwide=clusterwide, login=login, cluster=cluster, on_ready=on_ready,
+        name=name, services=[Webhooks()] if services is None else services, ownership=ownership,
+    )
+    if isinstance(ownership, Attached):
+        ownership.attach(operation)
+    return operation
+
+
+async def spawn_operation(
+    operation: Operation,
+    *,
+    stop_flag: Flag | None = None,
+    install_signal_handlers: bool | None = None,
+    liveness_endpoint: str | None = None,
+) -> list[asyncio.Task[Any]]:
+    """The root tasks of a built operation in the running loop; run them with ``run_tasks()``.
+    The liveness endpoint serves the operation's own probes and listens before this returns
+    (a port that is taken: a one-line ConfigError, before anything runs)."""
+    loop = asyncio.get_running_loop()
+    tasks = []
+    if liveness_endpoint is not None:
+        endpoint = LivenessEndpoint(liveness_endpoint, operation.probe)
+        await endpoint.start()
+        tasks.append(loop.create_task(endpoint.serve(), name="opd liveness"))
+    tasks.append(loop.create_task(_run_operation(operation), name="opd operator"))
+    if stop_flag is not None:
+        tasks.append(loop.create_task(_wait_stop_flag(stop_flag), name="opd stop flag"))
+    if install_signal_handlers is None:
+        install_signal_handlers = threading.current_thread() is threading.main_thread()
+    if install_signal_handlers:
+        tasks.append(loop.create_task(_wait_signals(), name="opd signals"))
+    return tasks
+
+
 async def spawn_tasks(
     *,
     registry: OperatorRegistry | None = None,
@@ -226,30 +298,14 @@ async def spawn_tasks(
     _kopf_peering_kwargs(standalone, priority, peering_name)
     if namespace is not None:
         namespaces = [*(namespaces or []), namespace]
-    operation = Operation(
+    operation = build_operation(
         registry=registry if registry is not None else get_default_registry(),
         settings=settings if settings is not None else OperatorSettings(),
-        memo=memo if memo is not None else Memo(),
-        namespaces=namespaces,
-        clusterwide=clusterwide,
-        login=login,
+        memo=memo, namespaces=namespaces, clusterwide=clusterwide, login=login,
         on_ready=lambda: raise_flag(ready_flag),
-        services=[Webhooks()],  # its admission handlers and converters, if it has any
     )
-    loop = asyncio.get_running_loop()
-    tasks = []
-    if liveness_endpoint is not None:
-        endpoint = LivenessEndpoint(liveness_endpoint, operation.probe)
-        await endpoint.start()
-        tasks.append(loop.create_task(endpoint.serve(), name="opd liveness"))
-    tasks.append(loop.create_task(_run_operation(operation), name="opd operator"))
-    if stop_flag is not None:
-        tasks.append(loop.create_task(_wait_stop_flag(stop_flag), name="opd stop flag"))
-    if install_signal_handlers is None:
-        install_signal_handlers = threading.current_thread() is threading.main_thread()
-    if install_signal_handlers:
-        tasks.append(loop.create_task(_wait_signals(), name="opd signals"))
-    return tasks
+    return await spawn_operation(operation, stop_flag=stop_flag, install_signal_handlers=install_signal_handlers,
+                                 liveness_endpoint=liveness_endpoint)
 
 
 async def _terminate(tasks: Iterable[asyncio.Task[Any]], timeout: float) -> None:

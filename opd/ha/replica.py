@@ -18,10 +18,12 @@ requests a minute at the default 300 s, idle. Every renewal is one event either 
     replica = Replica(HaSettings(mode="leader", lease="my-operator"), login=login)
     await replica.start()
     view = replica.view()                       # an opd.engine Ownership
-    operation = Operation(..., ownership=view)
-    view.attach(operation)                      # in the operation's loop
-    ...                                         # run it; stop it
+    operation = opd.orchestration.build_operation(..., ownership=view)  # attaches it: in the operation's loop
+    ...                                         # run it (spawn_operation, run_tasks); stop it
+    view.detach()
     await replica.stop()                        # after the operations stopped: releases the Leases
+
+as ``opd run --ha`` does (``opd.devrun.replicated``).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from opd.engine.operation import Operation, Service
 from opd.engine.ownership import EVERYTHING
 from opd.ha import Replica, View
 from opd.kube.credentials import Login
-from opd.orchestration import Memo
+from opd.orchestration import Memo, build_operation
 from opd.service.plugins import Plugin
 from opd.settings import OperatorSettings
 
@@ -242,15 +242,12 @@ class PluginRunner:
         """In the loop the operation runs in (its view of the replica's ownership is bound to it)."""
         config = self.plugin.config
         view = self.replica.view() if self.replica is not None else None
-        operation = Operation(
+        return build_operation(
             registry=self.plugin.registry, settings=self._settings(), memo=Memo(),
             namespaces=list(config.namespaces), clusterwide=config.clusterwide, cluster=cluster,
             login=self.login if cluster is None else None, on_ready=on_ready, name=self.name,
             services=self.services(), ownership=view or EVERYTHING,
         )
-        if view is not None:
-            view.attach(operation)
-        return operation
 
     async def _run_shared(self, cluster: Cluster) -> None:
         self.operation, self.loop = self._operation(cluster, self._became_ready), None
