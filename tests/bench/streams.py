@@ -25,8 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from children import Child
-from contenders import OPD
-from contenders import WATCH_TIMEOUT_ENV
+from contenders import OPD, WATCH_TIMEOUT_ENV
 from kubeapi import PLURAL, ServerCounts, create_namespace, server_counts
 from stage import Stage, wait_quiet
 
