@@ -9,7 +9,9 @@ import importlib.util
 import io
 import sys
 import tarfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,3 +119,40 @@ def test_judge_passes_a_working_example_and_fails_a_broken_one_with_its_error(
     absent = Example("01-absent", minimal, needs=("no_such_module_here",))
     result = run.judge(absent, tmp_path, "opd", kube, control_plane.kubeconfig, tmp_path, 60)
     assert result.ok is None and "no_such_module_here" in result.why
+
+
+# -- the names 17-admission builds: they construct silently; a tunnel says what it cannot do when started ------------
+async def test_the_auto_tunnel_serves_locally_where_kopf_would_tunnel_and_says_so() -> None:
+    from loguru import logger
+
+    import opd
+
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m).strip()), level="WARNING", format="{message}")
+
+    def cluster(version: str) -> Any:
+        async def get(path: str, query: Mapping[str, str]) -> Any:
+            return {"gitVersion": version} if path == "/version" else {"items": []}
+        return get
+
+    try:
+        assert await opd.WebhookAutoTunnel(port=1234).detect(cluster("v1.20.2")) == "local"
+        assert [line for line in lines if "WebhookAutoTunnel" in line] == [
+            "opd: WebhookAutoTunnel: Kopf would open an ngrok tunnel to this cluster; opd has none and serves "
+            "locally (reached by an API server on this host only; elsewhere, use opd.WebhookServer(host=...))"]
+        lines.clear()
+        k3s = opd.WebhookAutoTunnel()
+        assert await k3s.detect(cluster("v1.27.4+k3s1")) == "k3d"  # Kopf's pick too: the server K3s reaches
+        assert k3s.base_url.startswith("https://host.k3d.internal") and not lines
+    finally:
+        logger.remove(sink)
+
+
+def test_an_ngrok_tunnel_is_built_silently_and_refuses_in_one_line_when_started() -> None:
+    import opd
+    from opd.errors import ConfigError
+
+    tunnel = opd.WebhookNgrokTunnel(binary="/usr/local/bin/ngrok", region="eu")  # as 17-admission builds it
+    with pytest.raises(ConfigError) as refused:
+        tunnel(lambda *a, **k: None)  # type: ignore[arg-type]
+    assert "WebhookNgrokTunnel cannot start" in str(refused.value) and "\n" not in str(refused.value)
