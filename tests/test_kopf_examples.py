@@ -3,6 +3,8 @@ examples are (the same features, Kopf's spellings), run by ``opd run`` with kopf
 against the real apiserver; and what each example says happens, checked with the API.
 
 Each object carries a label ``example: NN`` naming the Kopf example whose behaviour it shows.
+These are stand-ins, checked in every test run; Kopf's examples themselves run unmodified, under Kopf
+and under opd, in tests/kopf/examples (``tox -e kopf-examples``), whose count the README quotes.
 """
 
 from __future__ import annotations
