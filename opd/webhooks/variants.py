@@ -65,7 +65,16 @@ class WebhookAutoServer(WebhookServer):
 
 
 class WebhookAutoTunnel(WebhookAutoServer):
-    """Kopf's auto-tunnel falls back to ngrok; opd's is the auto-server: it never tunnels."""
+    """Kopf's picks what the cluster reaches (K3s/K3d, Minikube) and else opens an ngrok tunnel; opd has
+    no tunnel, so where Kopf would open one it serves locally, and says so in one line."""
+
+    async def detect(self, get: Probe) -> str:
+        found = await super().detect(get)
+        if found == "local":
+            logger.warning("opd: WebhookAutoTunnel: Kopf would open an ngrok tunnel to this cluster; opd has none "
+                           "and serves locally (reached by an API server on this host only; elsewhere, use "
+                           "opd.WebhookServer(host=...))")
+        return found
 
 
 class WebhookNgrokTunnel:
@@ -75,6 +84,7 @@ class WebhookNgrokTunnel:
         pass
 
     def __call__(self, fn: WebhookFn) -> AsyncIterator[ClientConfig]:
-        raise ConfigError("settings.admission.server: tunnels to the internet (ngrok) are not part of opd; "
+        raise ConfigError("settings.admission.server: WebhookNgrokTunnel cannot start: tunnels to the internet "
+                          "(ngrok, pyngrok) are not part of opd; "
                           "use opd.WebhookServer(host=...) with an address the API server reaches, "
                           "or a tunnel of your own (an async iterator of client configs)")

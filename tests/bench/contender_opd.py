@@ -2,7 +2,7 @@
 
 Kubernetes events are not posted (nor by the Kopf contender) unless ``BENCH_POSTING=1``; with
 ``BENCH_TICKER=FILE``, a 10 ms ticker on opd's event loop measures the loop's lag (see contenders.py);
-everything else is opd's default.
+``BENCH_WATCH_TIMEOUT=S`` sets the watch requests' server-side timeout; everything else is opd's default.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ async def ticker(path: Path) -> None:
 @opd.on.startup()
 async def configure(settings: opd.OperatorSettings, memo: opd.Memo, **_: object) -> None:
     settings.posting.enabled = os.environ.get("BENCH_POSTING") == "1"
+    if os.environ.get("BENCH_WATCH_TIMEOUT"):
+        settings.watching.server_timeout = int(os.environ["BENCH_WATCH_TIMEOUT"])
     ticks = os.environ.get("BENCH_TICKER")
     if ticks:
         # On opd's own loop (async startup handlers run there); kept in memo: a task needs a reference.

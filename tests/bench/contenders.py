@@ -3,7 +3,8 @@
 Environment switches read by ``contender_opd.py`` (the bench sets them, people can too):
 ``BENCH_POSTING=1`` turns Kubernetes Event posting on (opd's default; off for the comparison with the
 raw client, which posts none), and ``BENCH_TICKER=FILE`` runs a 10 ms ticker on opd's event loop that
-writes how late each tick came to FILE (the loop lag under load).
+writes how late each tick came to FILE (the loop lag under load); ``BENCH_WATCH_TIMEOUT=S`` sets
+``settings.watching.server_timeout`` (whole seconds; opd's default 300 when unset).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 POSTING_ENV = "BENCH_POSTING"
 TICKER_ENV = "BENCH_TICKER"
+WATCH_TIMEOUT_ENV = "BENCH_WATCH_TIMEOUT"
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ Contenders alternate within each round (raw, opd; opd with Event posting and Kop
 only); every figure is a median over rounds with its range, and every ratio is taken within a round.
 Every contender is a child process, measured from /proc and stopped by its PID; so are the control
 plane's processes, also on Ctrl-C. Kopf is compared when it is installed (``tox -e bench``).
-With the defaults the run takes about 35 minutes on 2 cores (--rounds 3: about 25); --quick about 7.
+With the defaults the run takes about 42 minutes on 2 cores (--rounds 3: about 32); --quick about 7.
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run of every scenario (~7 min): N=1000, 2 rounds, 10 s of live load, "
-                             "1 minute of idle streams; its figures are not the goals' sizes")
+                             "1 minute of idle streams with a 30 s watch timeout; its figures are not the goals' "
+                             "sizes")
     parser.add_argument("--scenarios", type=_csv, default=list(SCENARIOS), help="comma-separated, of: "
                         + ", ".join(SCENARIOS))
     parser.add_argument("--contenders", type=_csv, default=list(ALL),
@@ -84,8 +85,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=None, help="live: load duration (default 20, --quick: 10)")
     parser.add_argument("--streams", type=int, default=50,
                         help="idle cost: quiet watch streams (empty namespaces opd watches; default 50)")
+    parser.add_argument("--watch-timeout", type=_positive, default=None,
+                        help="idle cost: opd's watch server_timeout in seconds (default 300, opd's own; --quick: 30)")
     parser.add_argument("--idle-minutes", type=float, default=None,
-                        help="idle cost: minutes of watching them (default 3, --quick: 1)")
+                        help="idle cost: minutes of watching them, at least two watch timeouts (a WATCH is "
+                             "counted as it ends; default two of them: 10, --quick: 1)")
     parser.add_argument("--idle-objects", type=_two_sizes, default=None, metavar="N1,N2",
                         help="idle memory: the two numbers of watched objects whose RSS difference is measured "
                              "(default 5000,20000, --quick: 1000,2000; a backlog size lets opd and Kopf reuse the "
@@ -109,7 +113,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.rounds = args.rounds or (2 if quick else 5)
     args.sizes = args.sizes or ([1000] if quick else [5000, 20000])
     args.seconds = args.seconds or (10.0 if quick else 20.0)
-    args.idle_minutes = args.idle_minutes or (1.0 if quick else 3.0)
+    args.watch_timeout = args.watch_timeout or (30 if quick else 300)
+    args.idle_minutes = args.idle_minutes or 2 * args.watch_timeout / 60
+    if args.idle_minutes * 60 < 2 * args.watch_timeout:
+        parser.error(f"--idle-minutes {args.idle_minutes:g}: at least two watch timeouts "
+                     f"({2 * args.watch_timeout / 60:g} min with --watch-timeout {args.watch_timeout})")
     args.idle_objects = args.idle_objects or ((1000, 2000) if quick else (5000, 20000))
     args.plugin_objects = args.plugin_objects or (500 if quick else 2000)
     return args
@@ -137,7 +145,8 @@ async def run_scenarios(args: argparse.Namespace, stage: Stage,
                 results[scenario] = await live.run_live(stage, choose(args.contenders, {"raw", "kopf", "opd"}),
                                                         args.rate, args.seconds)
             elif scenario == "streams":
-                results[scenario] = await streams.run_streams(stage, args.streams, args.idle_minutes)
+                results[scenario] = await streams.run_streams(stage, args.streams, args.idle_minutes,
+                                                                 args.watch_timeout)
             elif scenario == "idle":
                 results[scenario] = await idle.run_idle(
                     stage, choose(args.contenders, {"kopf", "opd"} if args.idle_kopf else {"opd"}),

@@ -151,7 +151,7 @@ def test_every_goal_gets_its_measured_median() -> None:
     p50, p99 = found["live: opd/raw p50 latency"], found["live: opd/raw p99 latency"]
     assert p50.measured is not None and p50.measured.median == pytest.approx(1.8) and p50.verdict == goals.MET
     assert p99.measured is not None and p99.measured.median == pytest.approx(1.4) and p99.verdict == goals.MET
-    quiet = found["idle streams: API requests a minute per quiet stream"]
+    quiet = found["idle streams: API requests a minute per quiet stream (its own WATCH and LIST)"]
     assert quiet.measured is not None and quiet.measured.median == pytest.approx(30 / 5 / 50)
     memory = found["idle memory per watched object, opd start with 20 plugins (1000 to 5000 objects)"]
     assert memory.measured is not None and memory.measured.median == pytest.approx(900) and memory.verdict == goals.MET
@@ -164,7 +164,8 @@ def test_goals_of_scenarios_not_run_are_listed_as_not_measured() -> None:
     outcomes = report.outcomes({})
     assert outcomes and all(o.verdict == goals.NOT_MEASURED and o.note for o in outcomes)
     assert {"backlog N=5000: opd/raw time", "backlog N=20000: Kopf/opd time", "live: opd/raw p99 latency",
-            "idle streams: API requests a minute per quiet stream"} <= {o.goal.what for o in outcomes}
+            "idle streams: API requests a minute per quiet stream (its own WATCH and LIST)"} <= {
+                o.goal.what for o in outcomes}
 
 
 def test_the_report_shows_medians_ranges_ratios_and_the_reported_figures() -> None:
@@ -246,8 +247,19 @@ def test_stream_costs_per_minute_and_stream() -> None:
     assert figures["unlisted_per_min"] == 15.0  # GET /version: not in apiserver_request_total
     assert figures["watch_per_min"] == 50.0
     assert figures["connections_per_min"] == 20.0
-    assert figures["requests_per_stream_min"] == pytest.approx(1.5)
     assert figures["connections_per_stream_min"] == pytest.approx(0.4)
+    # Per stream: only the requests on the watched resource; the probe is the cluster's, never divided by streams.
+    assert figures["stream_requests_per_stream_min"] == pytest.approx(1.2)  # 120 in 2 minutes over 50 streams
+    assert figures["cluster_requests_per_min"] == pytest.approx(15.0)  # the 30 unlisted (GET /version)
+
+
+def test_the_liveness_probe_is_a_cost_per_cluster_not_per_stream() -> None:
+    # 10 minutes, 50 streams each re-opened twice (a 300 s timeout), a probe every 4 s: 150 GET /version.
+    figures = streams.costs(window({"WATCH kopfexamples 0": 100}, 150), 0, 50, 600.0)
+    assert figures["stream_requests_per_stream_min"] == pytest.approx(0.2)
+    assert figures["cluster_requests_per_min"] == pytest.approx(15.0)
+    report_figures = dict(report.reported({"streams": [{"scenario": "streams", "contender": "opd", **figures}]}))
+    assert report_figures["idle streams: requests a minute per cluster (liveness probe, discovery)"] == "15.0"
 
 
 def test_server_counts_subtract_and_keep_the_gauge() -> None:
@@ -280,15 +292,20 @@ def test_proxied_kubeconfig_points_at_the_proxy(tmp_path: Path) -> None:
 # -- the command line -------------------------------------------------------------------------------------------------
 def test_defaults_are_the_goals_sizes_and_quick_is_small() -> None:
     full, quick = run.parse_args([]), run.parse_args(["--quick"])
-    assert (full.sizes, full.rounds, full.seconds, full.streams, full.idle_minutes) == ([5000, 20000], 5, 20.0,
-                                                                                       50, 3.0)
+    assert (full.sizes, full.rounds, full.seconds, full.streams) == ([5000, 20000], 5, 20.0, 50)
+    # The idle window covers two watch timeouts of opd's default (a WATCH is counted only as it ends).
+    assert (full.watch_timeout, full.idle_minutes) == (300, 10.0)
+    assert (quick.watch_timeout, quick.idle_minutes) == (30, 1.0)
+    assert run.parse_args(["--watch-timeout", "60"]).idle_minutes == 2.0
     assert full.idle_objects == (5000, 20000) and full.plugins == 20 and not full.idle_kopf
     assert quick.sizes == [1000] and quick.rounds == 2 and quick.idle_minutes == 1.0
     assert run.parse_args(["--rounds", "7", "--quick"]).rounds == 7
 
 
 @pytest.mark.parametrize("argv", [["--idle-objects", "5000,1000"], ["--idle-objects", "1000"],
-                                  ["--rounds", "0"], ["--scenarios", "nope"], ["--contenders", "kopf,nope"]])
+                                  ["--rounds", "0"], ["--scenarios", "nope"], ["--contenders", "kopf,nope"],
+                                  ["--idle-minutes", "3"], ["--watch-timeout", "120", "--idle-minutes", "3"],
+                                  ["--watch-timeout", "0"]])
 def test_bad_arguments_stop_with_a_message(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stopped:
         run.parse_args(argv)

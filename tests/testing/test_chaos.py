@@ -149,3 +149,24 @@ def test_a_blackholed_leader_stops_before_the_standby_starts(results: dict[str, 
 
 def test_shards_are_shared_survive_a_crash_and_move_to_a_newcomer(results: dict[str, Result]) -> None:
     _check(results["ha-shards"])
+
+
+# -- the count line (pure) ---------------------------------------------------------------------------------------------
+def _result(name: str, *oks: bool | None) -> Result:
+    result = Result(name)
+    for i, ok in enumerate(oks):
+        result.add(f"row {i}", "x", "report" if ok is None else "y", ok)
+    return result
+
+
+def test_the_count_leaves_out_scenarios_that_only_report() -> None:
+    results = [_result("1. a", True, None), _result("3k. Kopf", None, None), _result("2. b", False),
+               _result("13. cost", None)]
+    assert scenarios.count(results) == ("1 of 2 judged scenarios met every target; "
+                                        "report only, no target: 3k. Kopf; 13. cost")
+    assert scenarios.count([_result("1. a", True)]) == "1 of 1 judged scenarios met every target"
+
+
+def test_scenario_10_runs_with_the_default_timings_at_full_scale() -> None:
+    assert scenarios.HA_FULL.leader_timings == scenarios.CLIENT_GO == scenarios.HaTimings(15.0, 10.0, 2.0)
+    assert scenarios.HaTimings(12.0, 8.0, 2.0) == scenarios.FAST
