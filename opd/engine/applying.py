@@ -201,13 +201,12 @@ class Applier:
         markers = Writes()
         if plan.marks:
             self.storage.write(markers, old=plan.old, diff_base=plan.diff_base, progress=plan.progress)
-            if plan.checked:  # the handlers' parts are checked; opd's own records are, here (a delay may be NaN)
-                check_json(self.resource.path(namespace, name), {"progress": plan.progress})
         if self.storage.in_status:
             if payload_body:
                 response = await write(None, payload_body)
             status = merged(payload_status, markers.status)
             if status:
+                self._check_markers(plan, namespace, name, "status", markers.status)
                 response = await write("status", status)
                 if plan.marks and not self.storage.confirms(response, plan.diff_base):
                     logger.warning(f"opd: {self.resource} drops unknown status fields (structural schema): "
@@ -218,6 +217,7 @@ class Applier:
                                        progress={k: v for k, v in plan.progress.items() if v is not None})
             last = merged(markers.body, self._finalizers(plan, response or body))
             if last:
+                self._check_markers(plan, namespace, name, None, markers.body)
                 response = await write(None, last)
             return response
 
@@ -225,8 +225,16 @@ class Applier:
             response = await write("status", payload_status)
         last = merged(merged(payload_body, markers.body), self._finalizers(plan, response or body))
         if last:
+            self._check_markers(plan, namespace, name, None, markers.body)
             response = await write(None, last)
         return response
+
+    def _check_markers(self, plan: Plan, namespace: str | None, name: str, sub: str | None,
+                       markers: Mapping[str, Any]) -> None:
+        """The handlers' parts of a checked plan are JSON; opd's own markers are checked as they go
+        (a retry delay of NaN makes a progress record that is not)."""
+        if plan.checked and markers:
+            check_json(self.resource.path(namespace, name, sub), markers)
 
     def _finalizers(self, plan: Plan, body: Mapping[str, Any]) -> dict[str, Any]:
         """The finalizer change, computed from the newest state this plan knows (an earlier write of

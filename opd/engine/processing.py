@@ -20,7 +20,7 @@ from opd.engine import arguments
 from opd.engine.applying import Applier, Writer
 from opd.engine.events import EventPoster
 from opd.engine.execution import brief
-from opd.engine.handling import HandlerMetrics, Handling
+from opd.engine.handling import Handling
 from opd.engine.indexing import Indexes
 from opd.engine.intake import Intake
 from opd.engine.inventory import REFRESH, Inventory, Item
@@ -34,8 +34,6 @@ from opd.kube.batching import PatchNotJSON
 from opd.registry import CHANGING, STATEFUL, Handler, OperatorRegistry, Reason
 from opd.resources import Resource, ResourceRef
 from opd.settings import OperatorSettings
-
-__all__ = ["HandlerMetrics", "ResourceProcessor"]
 
 
 class ResourceProcessor:

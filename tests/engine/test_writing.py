@@ -4,6 +4,7 @@ serialised once (when it is sent), and never copied in between; what lands is ch
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import orjson
 import pytest
 from helpers.operators import RunningOperator, create_kex, eventually, get_kex, handled
 from kubernetes_asyncio import client
+from loguru import logger
 
 import opd
 from opd.kube import api as kube_api
@@ -71,3 +73,29 @@ async def test_a_handlers_patch_is_checked_once_serialised_once_and_not_copied(
     assert obj["spec"]["deep"] == deep and obj["status"]["seen"] == "yes"
     assert checks == [True], checks  # checked once, by the engine, on the handler's own patch
     assert sends == [True], sends  # serialised once, and what went was the handler's own objects
+
+
+async def test_opds_own_records_are_still_checked_before_they_are_sent(
+        api: client.ApiClient, crd: str, namespace: str) -> None:
+    """The handlers' outputs are checked once, by the engine; opd's own progress records are not the
+    handlers', and a retry delay that is NaN makes one that is not JSON: said in one line, not sent."""
+    registry = opd.OperatorRegistry()
+
+    @opd.on.create(crd, registry=registry)
+    def create_fn(patch: opd.Patch, **_: Any) -> None:
+        patch.spec["tried"] = True
+        raise opd.TemporaryError("again", delay=math.nan)
+
+    logs: list[str] = []
+    sink = logger.add(lambda m: logs.append(str(m)), level="ERROR")
+    try:
+        async with RunningOperator(registry=registry, namespaces=[namespace]):
+            await create_kex(api, namespace, "nan")
+            await eventually(lambda: [line for line in logs if "the outcome cannot be written" in line])
+            obj = await get_kex(api, namespace, "nan")
+    finally:
+        logger.remove(sink)
+    said = [line for line in logs if "the outcome cannot be written" in line]
+    assert said and all("not JSON" in line and "/nan" in line and "Traceback" not in line for line in said)
+    assert obj["spec"]["tried"] is True  # the handler's patch first, as always
+    assert "opd" not in (obj.get("status") or {})  # no marker written from it
