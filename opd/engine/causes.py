@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from opd.engine import arguments
 from opd.engine.diffs import diff, shown
 from opd.registry import SPAWNING, STATEFUL, Handler, Reason, matches, resolve_field, value_ok
 from opd.typedefs import Diff
@@ -44,8 +45,8 @@ def _field_kwargs(handler: Handler, kwargs: dict[str, Any], old: Any, new: Any,
     changed = (was, old_value) != (now, new_value)
     if changed and (handler.old is not None or handler.new is not None):  # on.field, or on.update(field=)
         changed = value_ok(was, old_value, handler.old, **kwargs) and value_ok(now, seen_value, handler.new, **kwargs)
-    own = {**kwargs, "old": old_value, "new": seen_value, "diff": Diff(shown(diff(old_value, new_value), seen_value))}
-    return changed, own
+    return changed, arguments.field_scoped(kwargs, old=old_value, new=seen_value,
+                                           diff=Diff(shown(diff(old_value, new_value), seen_value)))
 
 
 def detect(*, body: Mapping[str, Any], by_reason: ByReason, kwargs: dict[str, Any], old: Any, new: Any,
@@ -73,7 +74,7 @@ def detect(*, body: Mapping[str, Any], by_reason: ByReason, kwargs: dict[str, An
         reason = None
 
     if reason is not None:
-        kwargs = {**kwargs, "reason": str(reason)}
+        kwargs = arguments.caused(kwargs, str(reason))
     change = Change(reason=None)
     candidates: Selected = []
     for r, handlers in by_reason.items():

@@ -12,13 +12,13 @@ are permanent.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
+from opd.engine import arguments
 from opd.engine.backoff import Backoff
 from opd.engine.invocation import invoke
 from opd.errors import HandlerRetriesError, HandlerTimeoutError, PermanentError, TemporaryError
@@ -75,10 +75,8 @@ async def execute(handler: Handler, record: dict[str, Any], kwargs: dict[str, An
         if handler.timeout is not None and runtime >= handler.timeout:
             raise HandlerTimeoutError(f"timed out after {handler.timeout:g}s")
         remaining = None if handler.timeout is None else handler.timeout - runtime
-        # Kopf's types: the first try's start as an aware datetime, the time since as a timedelta.
-        timing = {"started": datetime.datetime.fromtimestamp(started, datetime.UTC),
-                  "runtime": datetime.timedelta(seconds=runtime)}
-        call = invoke(handler, {**kwargs, "retry": retry, **timing}, executor=executor)
+        call = invoke(handler, arguments.tried(kwargs, retry=retry, started=started, runtime=runtime),
+                      executor=executor)
         try:
             result = await asyncio.wait_for(call, remaining)
         except TimeoutError as exc:

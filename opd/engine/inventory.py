@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from opd.engine.backoff import Backoff
 
 Item = tuple[str, dict[str, Any]]  # (event type, body)
+REFRESH = "REFRESH"  # an item's event type when its body is out of date: read the object afresh first
+RETRY = "RETRY"  # an item of opd's own: handlers are due again (never taken for an echo)
 
 
 @dataclass(slots=True)

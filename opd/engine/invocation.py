@@ -10,6 +10,7 @@ import functools
 from concurrent.futures import Executor
 from typing import Any
 
+from opd.engine import arguments
 from opd.registry import Handler
 
 # The object the running handler was called for (None for startup, cleanup, probe, login
@@ -18,7 +19,7 @@ current_body: contextvars.ContextVar[Any] = contextvars.ContextVar("opd_current_
 
 
 async def invoke(handler: Handler, kwargs: dict[str, Any], *, executor: Executor | None) -> Any:
-    chosen = handler.select_kwargs({**kwargs, "param": handler.param})
+    chosen = handler.select_kwargs(arguments.with_param(kwargs, handler.param))
     body = kwargs.get("body")
     if handler.is_async:
         token = current_body.set(body)

@@ -13,8 +13,8 @@ from typing import Any, Protocol
 
 from loguru import logger
 
+from opd.engine import arguments, status
 from opd.engine import namespaces as ns_patterns
-from opd.engine import status
 from opd.engine.backoff import Backoff
 from opd.engine.cluster import Cluster
 from opd.engine.events import EventPoster, current_poster
@@ -31,7 +31,6 @@ from opd.kube.credentials import Login
 from opd.registry import OperatorRegistry, Reason
 from opd.resources import Resource, ResourceRef
 from opd.settings import OperatorSettings
-from opd.typedefs import ObjectLogger, activity
 
 PROBE_TIMEOUT = 5.0  # seconds, for a probe handler without a timeout of its own
 Uids = Callable[[str], bool]  # which objects (by uid) a call is about
@@ -106,16 +105,16 @@ class Operation:
         return all(e.is_set() for e in self._resolved.values()) and all(
             s.listed.is_set() for s in self.subscriptions.values())
 
+    def operator_arguments(self) -> arguments.Operator:
+        """What every handler of this operator gets (its webhooks' too): ``settings``, ``memo``, ``api``
+        (once connected: not for login handlers, which say how to connect) and the indexes."""
+        return arguments.Operator(settings=self.settings, memo=self.memo,
+                                  api=self.cluster.client.handler_client if self.cluster is not None else None,
+                                  indexes=self.indexes.kwargs if self.indexes is not None else dict)
+
     def _operator_kwargs(self, reason: Reason) -> dict[str, Any]:
-        """Kopf's activity kwargs: ``activity`` (startup, cleanup, probe, authentication), ``settings``,
-        ``memo``, a stdlib ``logger`` (opd's log; no Events: there is no object), the indexes."""
-        log = ObjectLogger({"operator": self.name} if self.name else {})
-        kwargs = {"settings": self.settings, "memo": self.memo, "logger": log, "activity": activity(reason)}
-        if self.cluster is not None:  # not yet for login handlers: they say how to connect
-            kwargs["api"] = self.cluster.client.handler_client()
-        if self.indexes is not None:
-            kwargs.update(self.indexes.kwargs())
-        return kwargs
+        """Kopf's activity kwargs (startup, cleanup, probe, authentication): see ``arguments.activity``."""
+        return arguments.activity(self.operator_arguments(), reason, name=self.name)
 
     async def _run_operator_handlers(self, reason: Reason, *, fatal: bool) -> list[Any]:
         """Startup/cleanup/login handlers, in order; startup's failures stop the operator."""

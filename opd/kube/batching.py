@@ -12,7 +12,8 @@ any other value set by two patches is a clash), and none carries a resourceVersi
 precondition (those go alone, in order). A merged request that the server refuses for a
 reason one member may have caused is re-sent patch by patch, so that one writer's bad patch
 fails only that writer. A patch that is not JSON at all (a set, NaN) never gets that far: each
-is serialised when handed over, and one that cannot be fails at once, for its writer alone.
+is checked when handed over (unless its writer did: ``Checked``), and one that is not fails at
+once, for its writer alone.
 
 Fencing (replicas, ``opd.ha``): a writer may hand over a ``Fence``, which says how long from now
 its write may still be in flight. It is checked when the patch *leaves*, not when it is queued: a
@@ -60,6 +61,11 @@ _Waiter = tuple[Mapping[str, Any], "asyncio.Future[Any]", Fence | None]
 
 class PatchNotJSON(TypeError):
     """A patch that cannot be sent: some value in it has no strict JSON form."""
+
+
+class Checked(dict[str, Any]):
+    """A patch its writer has already checked is strict JSON (the engine checks each handler's output
+    once, where a bad one can fail alone): not walked again before it is serialised to be sent."""
 
 
 def _first_bad(value: Any, where: str) -> str:
@@ -162,7 +168,8 @@ class PatchBatcher:
         self.merged = 0  # patches that went out inside another one's request
 
     async def patch(self, path: str, body: Mapping[str, Any], *, fence: Fence | None = None) -> Any:
-        check_json(path, body)  # before it can share a request: a bad patch fails its writer alone
+        if not isinstance(body, Checked):
+            check_json(path, body)  # before it can share a request: a bad patch fails its writer alone
         if fence is not None:
             fence.check()  # fenced already: not even queued
         waiting = self._busy.get(path)

@@ -16,12 +16,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from opd.engine import arguments
 from opd.engine.diffs import Patch, diff
 from opd.engine.execution import brief
 from opd.errors import AdmissionError, PermanentError, TemporaryError, WebhookError
 from opd.registry import Reason, WebhookHandler, matches
 from opd.resources import Resource
-from opd.typedefs import Body, Diff, body_kwargs
+from opd.typedefs import Diff
 from opd.webhooks import bodies
 
 DEFAULT_API_VERSION = "admission.k8s.io/v1"
@@ -108,20 +109,12 @@ def applies(handler: WebhookHandler, request: Request, resolved: Resource | None
 
 
 def kwargs_for(request: Request, *, headers: Mapping[str, str] | None, sslpeer: Mapping[str, Any] | None,
-               warnings: list[str], patch: Patch) -> dict[str, Any]:
-    """The kwargs every admission handler gets (the operator adds its own: logger, memo, settings...):
-    the object as the same read-only views resource handlers get (Kopf's ``Body``, ``Meta``...)."""
-    viewed = body_kwargs(request.body)
-    return {
-        **viewed,
-        "name": request.name or viewed["name"], "namespace": request.namespace or viewed["namespace"],
-        "old": Body(request.old) if request.old is not None else None,
-        "new": Body(request.new) if request.new is not None else None,
-        "diff": Diff(diff(request.old, request.new)),
-        "operation": request.operation, "subresource": request.subresource, "dryrun": request.dryrun,
-        "userinfo": request.userinfo, "headers": dict(headers or {}), "sslpeer": dict(sslpeer or {}),
-        "warnings": warnings, "patch": patch,
-    }
+               warnings: list[str], patch: Patch, operator: arguments.Operator | None = None, resource: Any = None,
+               logger: Any = None) -> dict[str, Any]:
+    """The kwargs every admission handler of a review gets (``arguments.admission``); with the operator's
+    own (``operator``: memo, settings, api) and the ``resource`` and ``logger`` when it serves the review."""
+    return arguments.admission(operator, request, diff=Diff(diff(request.old, request.new)), headers=headers,
+                               sslpeer=sslpeer, warnings=warnings, patch=patch, resource=resource, logger=logger)
 
 
 def _rank(error: BaseException) -> int:
@@ -140,7 +133,7 @@ async def answer(review: Mapping[str, Any], request: Request, handlers: Sequence
     errors: list[tuple[WebhookHandler, BaseException]] = []
     mutated = False
     for handler in handlers:
-        own = {**kwargs, "reason": str(handler.reason), "param": handler.param}
+        own = arguments.admitting(kwargs, reason=str(handler.reason), param=handler.param)
         try:
             if not matches(handler, request.body, own):
                 continue

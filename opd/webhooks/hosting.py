@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
+from opd.engine import arguments
 from opd.engine.diffs import Patch
 from opd.engine.execution import brief
 from opd.engine.invocation import invoke
@@ -275,13 +276,9 @@ class Webhooks:
             return await self._convert(review)
         raise WebhookError(f"expected an AdmissionReview or a ConversionReview for {webhook or '/'!r}, got {kind!r}")
 
-    def _base_kwargs(self) -> dict[str, Any]:
+    def _operator(self) -> arguments.Operator:
         assert self._operation is not None
-        operation = self._operation
-        kwargs: dict[str, Any] = {"memo": operation.memo, "settings": operation.settings}
-        if operation.cluster is not None:
-            kwargs["api"] = operation.cluster.client.handler_client()
-        return kwargs
+        return self._operation.operator_arguments()
 
     async def _run(self, handler: WebhookHandler, kwargs: dict[str, Any]) -> Any:
         # A little less than the API server waits (the webhook's timeoutSeconds): its client then
@@ -301,14 +298,10 @@ class Webhooks:
                     and admission.applies(h, request, self.resolved.get(h))]
         resource = next((self.resolved[h] for h in handlers if h in self.resolved), None)
         where = f"{request.operation} {request.plural} {request.where}"
-        kwargs = {
-            **self._base_kwargs(),
-            **admission.kwargs_for(request, headers=headers, sslpeer=sslpeer, warnings=[],
-                                   patch=Patch()),
-            "resource": resource,
-            # Kopf's admission handlers get an object logger that posts no Events (there may be no object yet).
-            "logger": LocalObjectLogger({"object": brief(request.where, 300), "resource": brief(request.plural, 100)}),
-        }
+        # Kopf's admission handlers get an object logger that posts no Events (there may be no object yet).
+        log = LocalObjectLogger({"object": brief(request.where, 300), "resource": brief(request.plural, 100)})
+        kwargs = admission.kwargs_for(request, headers=headers, sslpeer=sslpeer, warnings=[], patch=Patch(),
+                                      operator=self._operator(), resource=resource, logger=log)
         answer = await admission.answer(review, request, handlers, kwargs, self._run)
         outcome = answer["response"]
         if not outcome["allowed"]:
@@ -323,20 +316,14 @@ class Webhooks:
         kinds = {str(o.get("kind", "")) for o in objects}
         converters = [h for h in self.converters if h in self.resolved and self.resolved[h].group == group
                       and self.resolved[h].kind in kinds]
-        base = self._base_kwargs()
+        operator = self._operator()
 
         async def run(handler: WebhookHandler, body: dict[str, Any]) -> Any:
-            meta = body.get("metadata") or {}
-            kwargs = {
-                **base, "body": body, "spec": body.get("spec") or {}, "meta": meta,
-                "status": body.get("status") or {}, "name": meta.get("name"), "namespace": meta.get("namespace"),
-                "uid": meta.get("uid"), "labels": meta.get("labels") or {},
-                "annotations": meta.get("annotations") or {}, "from_version": handler.from_version,
-                "to_version": handler.to_version, "resource": self.resolved.get(handler),
-                "reason": str(handler.reason), "param": handler.param,
-                "logger": LocalObjectLogger({"object": brief(_where(meta), 300),
-                                             "resource": str(self.resolved.get(handler, ""))}),
-            }
+            log = LocalObjectLogger({"object": brief(_where(body.get("metadata") or {}), 300),
+                                     "resource": str(self.resolved.get(handler, ""))})
+            kwargs = arguments.conversion(operator, body, from_version=handler.from_version,
+                                          to_version=handler.to_version, resource=self.resolved.get(handler),
+                                          reason=str(handler.reason), param=handler.param, logger=log)
             return await self._run(handler, kwargs)
 
         answer = await conversion.answer(review, converters, run)
