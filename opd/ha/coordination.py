@@ -21,7 +21,9 @@ member entry is written (longer while more members keep appearing, at most ``SET
 retry periods), so that replicas started together see each other before any claims: else the
 first one takes every shard and, over objects that already exist, handles them all before the
 others' entries appear. A member whose entry says it hashes objects otherwise (an older opd:
-sha1) is not shared with: while one is live this replica holds no shard (said once).
+sha1) is not shared with: while one is live this replica holds no shard and keeps no entry
+(said once), so that the older ones, which do not know to yield, see only each other and keep
+every shard; once they are gone it writes its entry again and settles anew.
 
 Nothing here waits for the operations: what they must do (gain, drain, lose) goes through one
 ordered queue, so a slow operation never delays a renewal.
@@ -136,6 +138,7 @@ class Coordinator:
         self._said: str | None = None  # the last role line logged
         self._mismatch: set[str] = set()  # members with another shard count, said once each
         self._foreign: set[str] = set()  # members hashing objects otherwise, said once each
+        self.yielding = False  # while such a member is live: no shard held, no member entry of its own
         # Settling at start: when it began and ends (monotonic), the members seen meanwhile.
         self._settle: tuple[float, float] | None = None
         self._settle_seen: frozenset[str] = frozenset()
@@ -171,7 +174,8 @@ class Coordinator:
         now = self.clock()
         period = self.timings.retry_period
         renewing = [c for c in self.claims.values() if c.renewed_at is not None and now - c.renewed_at >= period]
-        member_due = self.members is not None and (self.member_at is None or now - self.member_at >= period)
+        member_due = self.members is not None and not self.yielding and (
+            self.member_at is None or now - self.member_at >= period)
         if renewing or member_due:
             await asyncio.gather(*(c.step() for c in renewing), *([self._renew_member()] if member_due else []))
         self._fence()
@@ -253,6 +257,12 @@ class Coordinator:
             self._handovers[key] = asyncio.get_running_loop().create_task(
                 self._hand_over(key), name=f"opd ha hand-over {self.claims[key].name}")
         if foreign:
+            if not self.yielding:
+                self.yielding = True
+                await self._remove_member()
+            return
+        if self.yielding:  # they are gone: write the entry again and settle anew before claiming
+            self.yielding, self.settled_at, self._settle = False, None, None
             return
         if self.member_failure is not None and not self._granted:
             return  # the API did not answer its member entry: claiming shards now would only add requests
@@ -318,7 +328,7 @@ class Coordinator:
                         self._foreign.add(identity)
                         logger.error(f"opd: ha: replica {identity[:80]!r} puts objects in shards by {hashed!r}, "
                                      f"this one by {HASH!r} (an older opd): this replica holds no shard while it "
-                                     "runs; upgrade every replica of the group")
+                                     "runs (it keeps them all); upgrade every replica of the group")
                 if count != str(len(self.claims)) and identity not in self._mismatch and identity != self.identity:
                     self._mismatch.add(identity)
                     logger.error(f"opd: ha: replica {identity[:80]!r} runs with {count!r} shards, this one with "
@@ -356,6 +366,17 @@ class Coordinator:
         if self.member_failure is not None:
             logger.info(f"opd: ha: Lease {self.store.namespace}/{self.members} written again")
             self.member_failure = None
+
+    async def _remove_member(self) -> None:
+        """Remove this replica's entry from the members Lease (if it wrote one)."""
+        if self.members is None or self.member_at is None:
+            return
+        try:
+            await self.store.patch(self.members, {"metadata": {"annotations": {self._key: None}}},
+                                   timeout=min(self.timings.request_timeout, self.timings.renew_deadline))
+        except REQUEST_ERRORS as exc:  # the others remove it once it has long expired
+            logger.debug(f"opd: ha: removing this replica's entry from {self.members} failed: {exc}")
+        self.member_at = None
 
     async def _hand_over(self, key: int) -> None:
         claim = self.claims[key]
@@ -472,13 +493,7 @@ class Coordinator:
             lost, self._granted = self._granted, frozenset()
             await self._tell("lose", lost, "replica stopping")
         released = await asyncio.gather(*(c.release() for c in self.claims.values()))
-        if self.members is not None and self.member_at is not None:
-            try:
-                await self.store.patch(self.members, {"metadata": {"annotations": {self._key: None}}},
-                                       timeout=min(self.timings.request_timeout, self.timings.renew_deadline))
-            except REQUEST_ERRORS as exc:  # the others remove it once it has long expired
-                logger.debug(f"opd: ha: removing this replica's entry from {self.members} failed: {exc}")
-            self.member_at = None
+        await self._remove_member()
         if any(released):
             logger.info(f"opd: ha: released {sum(released)} Lease(s) in {self.settings.namespace}: "
                         "the other replicas take over now")

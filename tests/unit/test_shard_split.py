@@ -384,8 +384,9 @@ def _old_entry(store: Store, identity: str, clock: Clock) -> None:
 async def test_a_replica_shares_no_shard_with_one_that_hashes_otherwise(store: Store, clock: Clock,
                                                                         said: list[str]) -> None:
     """After an upgrade from sha1 shards, one object is in two shards: an old and a new replica
-    holding them would both run it. The new one holds nothing while an old one renews (said once),
-    hands over what it held when one appears, and takes its share once the old ones are gone."""
+    holding them would both run it. The new one holds nothing and keeps no member entry while an old
+    one renews (said once), so the old ones keep every shard; it hands over what it held when one
+    appears, and takes its share once the old ones are gone."""
     world = World(30)
     group = Group(store, clock, world, shards=6, rate=10)
     group.add("new")
@@ -396,6 +397,7 @@ async def test_a_replica_shares_no_shard_with_one_that_hashes_otherwise(store: S
         await group.rounds(4)
         assert group.held()["new"] == 0 or _ < 2
     assert group.held() == {"new": 0}
+    assert member_key("new") not in store.leases[members_name("opd")].annotations  # the old ones see only themselves
     _, ops, _ = group.running["new"]
     assert sorted(k for kind, keys, _ in ops.told if kind == "lose" for k in keys) == list(range(6))
     errors = [line for line in said if line.startswith("ERROR") and "puts objects in shards by 'sha1'" in line]
