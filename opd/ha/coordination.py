@@ -11,9 +11,19 @@ every ``retry_period`` by merge-patch (entries never conflict; one long expired 
 resourceVersion precondition, so a member renewing at that moment is not removed). Each step
 renews what this replica holds, then follows
 ``shards.plan``: claim free shards while below the fair share, hand extras over. A hand-over
-stops taking new work on the shard, waits (bounded) until none of its objects is in process,
-fences, and only then releases the Lease: another replica starts on a shard only after that
-release, or after the lease expired.
+stops taking new work on the shard (what is queued of it goes at once, however long the
+backlog), waits (bounded) until none of its objects is in process, fences, and only then
+releases the Lease: another replica starts on a shard only after that release, or after the
+lease expired.
+
+A replica that starts first **settles**: it claims nothing for one ``retry_period`` after its
+member entry is written (longer while more members keep appearing, at most ``SETTLE_MOST``
+retry periods), so that replicas started together see each other before any claims: else the
+first one takes every shard and, over objects that already exist, handles them all before the
+others' entries appear. A member whose entry says it hashes objects otherwise (an older opd:
+sha1) is not shared with: while one is live this replica holds no shard and keeps no entry
+(said once), so that the older ones, which do not know to yield, see only each other and keep
+every shard; once they are gone it writes its entry again and settles anew.
 
 Nothing here waits for the operations: what they must do (gain, drain, lose) goes through one
 ordered queue, so a slow operation never delays a renewal.
@@ -34,25 +44,27 @@ from opd.ha.election import CLOCK, Claim, Timings
 from opd.ha.leases import GROUP_LABEL, MAX_HOLDER, MEMBER_PREFIX, ROLE_LABEL, Lease, LeaseStore, group_label, micro_time
 from opd.ha.observing import MAX_HONOURED, Observations, Seen
 from opd.ha.settings import HaSettings
-from opd.ha.shards import member_key, members_name, plan, shard_name, shard_of
+from opd.ha.shards import HASH, member_key, members_name, plan, shard_name, shard_of
 from opd.kube.api import REQUEST_ERRORS, ConflictError, NotFoundError
 
 HANDOVER_TIMEOUT = 30.0  # seconds a hand-over waits for work in process before it fences anyway
 TIDY_AFTER = 3  # a member entry expired this many lease durations ago is removed
+SETTLE_MOST = 3  # retry periods: the longest a starting replica waits to see its group before claiming
+OLD_HASH = "sha1"  # what an entry without "hash" means: opd before FNV-1a shards
 
 
-def member_entry(value: str) -> tuple[str, str] | None:
-    """(identity, shard count as written) from a member's annotation; None when it is not one."""
+def member_entry(value: str) -> tuple[str, str, str] | None:
+    """(identity, shard count as written, hash) from a member's annotation; None when it is not one."""
     try:
         entry = json.loads(value)
     except ValueError:
         return None
     if not isinstance(entry, dict):
         return None
-    identity, shards = entry.get("identity"), entry.get("shards")
+    identity, shards, hashed = entry.get("identity"), entry.get("shards"), entry.get("hash", OLD_HASH)
     if not isinstance(identity, str) or not identity or len(identity) > MAX_HOLDER:
         return None
-    return identity, str(shards)[:20]
+    return identity, str(shards)[:20], str(hashed)[:20]
 
 
 class Listener(Protocol):
@@ -125,6 +137,12 @@ class Coordinator:
         self._members: frozenset[str] = frozenset({self.identity})
         self._said: str | None = None  # the last role line logged
         self._mismatch: set[str] = set()  # members with another shard count, said once each
+        self._foreign: set[str] = set()  # members hashing objects otherwise, said once each
+        self.yielding = False  # while such a member is live: no shard held, no member entry of its own
+        # Settling at start: when it began and ends (monotonic), the members seen meanwhile.
+        self._settle: tuple[float, float] | None = None
+        self._settle_seen: frozenset[str] = frozenset()
+        self.settled_at: float | None = None  # when it settled (shards mode): it claims from then on
         self.stopping = False
 
     # -- read from any thread (the operations' views) ----------------------------------------------------------
@@ -156,7 +174,8 @@ class Coordinator:
         now = self.clock()
         period = self.timings.retry_period
         renewing = [c for c in self.claims.values() if c.renewed_at is not None and now - c.renewed_at >= period]
-        member_due = self.members is not None and (self.member_at is None or now - self.member_at >= period)
+        member_due = self.members is not None and not self.yielding and (
+            self.member_at is None or now - self.member_at >= period)
         if renewing or member_due:
             await asyncio.gather(*(c.step() for c in renewing), *([self._renew_member()] if member_due else []))
         self._fence()
@@ -227,14 +246,28 @@ class Coordinator:
             elif (holder := claim.holder()) and not claim.free(now):
                 # Held by another (one with this identity in another process counts as someone else).
                 holders[key] = holder if holder != self.identity else f"{holder} (another process)"
-        members, active = self._live_members(now)
+        members, active, foreign = self._live_members(now)
         self._members = frozenset(members | set(holders.values()))
         todo = plan(self.identity, self._members, holders, len(self.claims), active | set(holders.values()))
-        for key in todo.release:
+        # With a member that hashes otherwise, one object is in two shards: the older ones keep
+        # every shard (they do not know to yield) and this one hands its own over.
+        release = [k for k, c in self.claims.items() if c.held and k not in self._handovers] if foreign \
+            else todo.release
+        for key in release:
             self._handovers[key] = asyncio.get_running_loop().create_task(
                 self._hand_over(key), name=f"opd ha hand-over {self.claims[key].name}")
+        if foreign:
+            if not self.yielding:
+                self.yielding = True
+                await self._remove_member()
+            return
+        if self.yielding:  # they are gone: write the entry again and settle anew before claiming
+            self.yielding, self.settled_at, self._settle = False, None, None
+            return
         if self.member_failure is not None and not self._granted:
             return  # the API did not answer its member entry: claiming shards now would only add requests
+        if not self._may_claim(now):
+            return
         taken = 0
         for key in todo.claim:
             if taken >= todo.want or self.stopping:
@@ -245,8 +278,31 @@ class Coordinator:
             elif claim.failure is not None:
                 break  # the API is away (or refuses): the next step tries again, not the next shard now
 
-    def _entries(self) -> tuple[Seen | None, list[tuple[str, str, str, float]]]:
-        """The members Lease as seen, and its entries: (annotation, identity, shards, first seen at)."""
+    def _may_claim(self, now: float) -> bool:
+        """Whether this replica has seen its group long enough to claim: one retry period from its
+        first step with its member entry written, extended by one more each time a member appears
+        meanwhile (replicas started together come up over a few seconds), at most SETTLE_MOST."""
+        if self.settled_at is not None:
+            return True
+        if self.member_at is None:
+            return False  # nobody can see this replica yet
+        period = self.timings.retry_period
+        if self._settle is None:
+            self._settle, self._settle_seen = (now, now + period), self._members
+            logger.info(f"opd: ha: settling: {len(self._members)} replica(s) seen; claiming shards in "
+                        f"{period:g}s (at most {SETTLE_MOST * period:g}s while more appear)")
+        elif self._members - self._settle_seen:
+            began, end = self._settle
+            self._settle = began, min(max(end, now + period), began + SETTLE_MOST * period)
+            self._settle_seen |= self._members
+        if now < self._settle[1]:
+            return False
+        self.settled_at = now
+        logger.info(f"opd: ha: settled after {now - self._settle[0]:.1f}s: {len(self._members)} replica(s) seen")
+        return True
+
+    def _entries(self) -> tuple[Seen | None, list[tuple[str, str, str, str, float]]]:
+        """The members Lease as seen, and its entries: (annotation, identity, shards, hash, first seen at)."""
         seen = self.seen.get(self.members) if self.members is not None else None
         if seen is None:
             return None, []
@@ -256,27 +312,36 @@ class Coordinator:
                 found.append((key, *entry, seen.marks.get(key, seen.at)))
         return seen, found
 
-    def _live_members(self, now: float) -> tuple[set[str], set[str]]:
-        """The members whose entries have not expired, and those of them seen renewing."""
-        found, active = {self.identity}, {self.identity}
+    def _live_members(self, now: float) -> tuple[set[str], set[str], set[str]]:
+        """The members whose entries have not expired, those of them seen renewing, and those of
+        them that hash objects otherwise."""
+        found, active, foreign = {self.identity}, {self.identity}, set()
         seen, entries = self._entries()
-        for _, identity, count, at in entries:
+        for _, identity, count, hashed, at in entries:
             if now < at + self.timings.lease_duration:
                 found.add(identity)
                 if seen is not None and at > seen.since:
                     active.add(identity)
+                if hashed != HASH and identity != self.identity:
+                    foreign.add(identity)
+                    if identity not in self._foreign:
+                        self._foreign.add(identity)
+                        logger.error(f"opd: ha: replica {identity[:80]!r} puts objects in shards by {hashed!r}, "
+                                     f"this one by {HASH!r} (an older opd): this replica holds no shard while it "
+                                     "runs (it keeps them all); upgrade every replica of the group")
                 if count != str(len(self.claims)) and identity not in self._mismatch and identity != self.identity:
                     self._mismatch.add(identity)
                     logger.error(f"opd: ha: replica {identity[:80]!r} runs with {count!r} shards, this one with "
                                  f"{len(self.claims)}: give every replica the same [ha].shards")
-        return found, active
+        return found, active, foreign
 
     async def _renew_member(self) -> None:
         """Write this replica's entry in the members Lease (created when missing)."""
         assert self.members is not None
         started = self.clock()
         timeout = min(self.timings.request_timeout, self.timings.renew_deadline)
-        value = json.dumps({"identity": self.identity, "shards": len(self.claims), "renewed": micro_time(self._wall())})
+        value = json.dumps({"identity": self.identity, "shards": len(self.claims), "hash": HASH,
+                            "renewed": micro_time(self._wall())})
         try:
             try:
                 lease = await self.store.patch(self.members, {"metadata": {"annotations": {self._key: value}}},
@@ -301,6 +366,17 @@ class Coordinator:
         if self.member_failure is not None:
             logger.info(f"opd: ha: Lease {self.store.namespace}/{self.members} written again")
             self.member_failure = None
+
+    async def _remove_member(self) -> None:
+        """Remove this replica's entry from the members Lease (if it wrote one)."""
+        if self.members is None or self.member_at is None:
+            return
+        try:
+            await self.store.patch(self.members, {"metadata": {"annotations": {self._key: None}}},
+                                   timeout=min(self.timings.request_timeout, self.timings.renew_deadline))
+        except REQUEST_ERRORS as exc:  # the others remove it once it has long expired
+            logger.debug(f"opd: ha: removing this replica's entry from {self.members} failed: {exc}")
+        self.member_at = None
 
     async def _hand_over(self, key: int) -> None:
         claim = self.claims[key]
@@ -328,7 +404,7 @@ class Coordinator:
             return
         now = self.clock()
         seen, entries = self._entries()
-        gone = {key: None for key, identity, _, at in entries
+        gone = {key: None for key, identity, _, _, at in entries
                 if key != self._key and now >= at + TIDY_AFTER * self.timings.lease_duration}
         if seen is None or not gone or not seen.lease.version:
             return
@@ -365,9 +441,11 @@ class Coordinator:
             expires = claim.expires()
             if expires is not None and expires > now:
                 due = min(due, expires)
-        for _, _, _, at in self._entries()[1]:
+        for *_, at in self._entries()[1]:
             if at + self.timings.lease_duration > now:
                 due = min(due, at + self.timings.lease_duration)
+        if self.settled_at is None and self._settle is not None:
+            due = min(due, max(now, self._settle[1]))
         return due
 
     # -- telling the operations, in order ----------------------------------------------------------------------
@@ -415,13 +493,7 @@ class Coordinator:
             lost, self._granted = self._granted, frozenset()
             await self._tell("lose", lost, "replica stopping")
         released = await asyncio.gather(*(c.release() for c in self.claims.values()))
-        if self.members is not None and self.member_at is not None:
-            try:
-                await self.store.patch(self.members, {"metadata": {"annotations": {self._key: None}}},
-                                       timeout=min(self.timings.request_timeout, self.timings.renew_deadline))
-            except REQUEST_ERRORS as exc:  # the others remove it once it has long expired
-                logger.debug(f"opd: ha: removing this replica's entry from {self.members} failed: {exc}")
-            self.member_at = None
+        await self._remove_member()
         if any(released):
             logger.info(f"opd: ha: released {sum(released)} Lease(s) in {self.settings.namespace}: "
                         "the other replicas take over now")

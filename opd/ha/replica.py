@@ -114,6 +114,10 @@ class Replica:
             f"{s.shards} shard Leases {s.namespace}/{s.lease}-0..{s.shards - 1}")
         logger.info(f"opd: ha: {s.mode} mode as {s.identity!r}: {what}, {len(names)} watched by name (lease "
                     f"{s.lease_duration:g}s, renew deadline {s.renew_deadline:g}s, retry every {s.retry_period:g}s)")
+        if s.mode == "shards":
+            logger.info("opd: ha: shards: this replica receives every event of its resources and drops those of "
+                        "shards it does not hold (client-side filtering: the server's shardSelector, KEP-5866, is "
+                        "not asked for yet)")
 
     async def _run(self) -> None:
         coordinator = self.coordinator

@@ -1,6 +1,9 @@
 """Shards: which object is in which shard, and which shards a replica should hold.
 
-An object's shard is a stable hash of its uid (sha1, the same in every process and version).
+An object's shard is where the 64-bit FNV-1a hash of its ``metadata.uid`` falls among S equal
+ranges of the hash space: KEP-5866's function (Kubernetes 1.36, ``shardSelector`` on LIST/WATCH),
+so that a server which filters can be asked for exactly a shard's objects with
+``shardRange(object.metadata.uid, '<start>', '<end>')`` (``selector``), the bounds as it takes them.
 Replicas learn of each other from Leases only: each keeps an entry of its own in one members Lease
 (``<lease>-members``: an annotation ``members.opd.dev/<digest of its identity>`` per replica,
 rewritten every ``retry_period``), and holders of shard Leases count as members too. Every Lease
@@ -21,10 +24,48 @@ from dataclasses import dataclass
 
 from opd.ha.leases import MEMBER_PREFIX
 
+HASH = "fnv1a-64"  # the hash's name in a member's entry: replicas hashing otherwise must not share shards
+FNV_OFFSET = 0xCBF29CE484222325
+FNV_PRIME = 0x100000001B3
+SPACE = 1 << 64  # the hash space; a range's end may be SPACE itself ('0x10000000000000000')
+SHARD_KEY = "object.metadata.uid"
+
+
+def fnv1a_64(value: str) -> int:
+    """64-bit FNV-1a of the UTF-8 bytes of ``value`` (Go's hash/fnv New64a, as the API server hashes)."""
+    h = FNV_OFFSET
+    for byte in value.encode():
+        h = ((h ^ byte) * FNV_PRIME) & (SPACE - 1)
+    return h
+
 
 def shard_of(uid: str, shards: int) -> int:
-    """The shard of an object: the first 8 bytes of sha1(uid) as a number, modulo ``shards``."""
-    return int.from_bytes(hashlib.sha1(uid.encode()).digest()[:8], "big") % shards
+    """The shard of an object: the one of ``shards`` equal ranges its uid's hash falls in."""
+    return range_of(fnv1a_64(uid), shards)
+
+
+def range_of(hashed: int, shards: int) -> int:
+    """Which of ``shards`` equal ranges of the hash space holds a hash: floor(h * S / 2^64)."""
+    return hashed * shards >> 64
+
+
+def bounds(shard: int, shards: int) -> tuple[int, int]:
+    """The hash range [start, end) of a shard: starts at ceil(i * 2^64 / S), so that
+    ``range_of`` puts a hash in exactly the range that holds it."""
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} is not one of 0..{shards - 1}")
+    return -(-shard * SPACE // shards), -(-(shard + 1) * SPACE // shards)
+
+
+def hex_bound(value: int) -> str:
+    """A bound as KEP-5866 takes it: '0x' and 16 lowercase hex digits (17 for 2^64, the last end)."""
+    return f"0x{value:016x}"
+
+
+def selector(shard: int, shards: int) -> str:
+    """KEP-5866's ``shardSelector`` for one shard's objects."""
+    start, end = bounds(shard, shards)
+    return f"shardRange({SHARD_KEY}, '{hex_bound(start)}', '{hex_bound(end)}')"
 
 
 def shard_name(lease: str, shard: int) -> str:

@@ -1373,6 +1373,62 @@ async def ha_measure(stage: Stage) -> Result:
     return await _timed(result, run)
 
 
+async def ha_start(stage: Stage) -> Result:
+    """Three replicas (6 shards, client-go's timings) started together over objects that exist
+    already (issue #21): 900 objects three times, then 3 000 once; the part each handles (by the
+    pid each object's result names), lost and run twice. Before the settle period one replica
+    handled all 900 (and 1 136 / 833 / 1 031 of 3 000: the split depended on the backlog)."""
+    sizes = [900, 900, 900, 3000] if stage.scale.name == "full" else [150]
+    result = Result("14. replicas started together over existing objects")
+
+    async def one(run: int, objects: int) -> None:
+        ns = await stage.namespace(f"start{run}")
+        load = LoadGenerator(stage.kube, ns, rate=1000, concurrency=32)
+        await load.create([f"pre-{i:04d}" for i in range(objects)])
+        uids = set(load.uids.values())
+        reps = Replicas(stage, ns, f"ha-start-{run}", mode="shards", timings=CLIENT_GO, source=_created_source,
+                        shards=6)
+        try:
+            for name in ("s1", "s2", "s3"):
+                reps.start(name)
+
+            async def written() -> dict[str, Any]:
+                return {o["metadata"]["uid"]: r.get("by") for o in (await stage.objects(ns)).values()
+                        if isinstance(r := _result_of(o), dict)}
+
+            async def done() -> bool:
+                return set(await written()) >= uids
+
+            took = await wait_until(done, timeout=ha_scale(stage).converge_timeout, interval=0.5)
+            await asyncio.sleep(stage.scale.settle)
+            names = reps.names()
+            split = collections.Counter(names.get(pid, "?") for uid, pid in (await written()).items() if uid in uids)
+            entries = [e for e in reps.log.entries("create") if e.uid in uids]
+            creates = tally(uids, collections.Counter(e.uid for e in entries))
+            runners = collections.defaultdict(set)
+            for e in entries:
+                runners[e.uid].add(e.pid)
+            across = sum(1 for pids in runners.values() if len(pids) > 1)  # run by two replicas: a split's fault
+            parts = {n: split[n] / max(1, len(uids)) for n in ("s1", "s2", "s3")}
+            result.add(f"run {run}: {len(uids)} objects, per replica (lost / twice; by two replicas)",
+                       ", ".join(f"{n} {split[n]}" for n in parts)
+                       + f" ({_lost_dup(len(creates.lost), creates.duplicated)}; {across})", "each 15..55 %, 0 / 0",
+                       all(0.15 <= p <= 0.55 for p in parts.values()) and not creates.lost
+                       and not creates.duplicated and took is not None)
+        finally:
+            reps.stop()
+
+    async def run(result: Result) -> None:
+        for i, objects in enumerate(sizes, 1):
+            await one(i, objects)
+        result.note("3 replicas of `opd run --ha shards --shards 6` started at once, each object created before; "
+                    "client-go's timings (retry 2 s: each waits 2-6 s to see the others before it claims); "
+                    f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPU(s) (a run twice by one "
+                    "replica: its write had no answer before its lease deadline, the fence dropped it)")
+
+    return await _timed(result, run)
+
+
 # -- secrets -----------------------------------------------------------------------------------------------------------
 
 def secrets_scan(stage: Stage, extra_logs: Iterable[Path] = ()) -> Result:
@@ -1405,6 +1461,7 @@ SCENARIOS: dict[str, Callable[[Stage], Awaitable[Result]]] = {
     "ha-fence": ha_fence,
     "ha-shards": ha_shards,
     "ha-measure": ha_measure,
+    "ha-start": ha_start,
 }
 
 
