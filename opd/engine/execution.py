@@ -20,7 +20,7 @@ from typing import Any
 
 from opd.engine import arguments
 from opd.engine.backoff import Backoff
-from opd.engine.invocation import invoke
+from opd.engine.invocation import NotStarted, Start, invoke
 from opd.errors import HandlerRetriesError, HandlerTimeoutError, PermanentError, TemporaryError
 from opd.registry import ErrorsMode, Handler
 from opd.settings import RetrySettings
@@ -66,8 +66,10 @@ class Outcome:
 
 
 async def execute(handler: Handler, record: dict[str, Any], kwargs: dict[str, Any], *,
-                  executor: Executor | None, retries: RetrySettings) -> Outcome:
-    """One try of ``handler``; ``record`` is its progress so far (``started``, ``retries``)."""
+                  executor: Executor | None, retries: RetrySettings, start: Start | None = None) -> Outcome:
+    """One try of ``handler``; ``record`` is its progress so far (``started``, ``retries``). ``start``
+    is asked when it really starts (``invocation.Start``): a handler that did not start raises
+    ``NotStarted``, it is no try of the handler's."""
     retry = int(record.get("retries") or 0)
     started = float(record["started"])
     runtime = time.time() - started
@@ -76,12 +78,12 @@ async def execute(handler: Handler, record: dict[str, Any], kwargs: dict[str, An
             raise HandlerTimeoutError(f"timed out after {handler.timeout:g}s")
         remaining = None if handler.timeout is None else handler.timeout - runtime
         call = invoke(handler, arguments.tried(kwargs, retry=retry, started=started, runtime=runtime),
-                      executor=executor)
+                      executor=executor, start=start)
         try:
             result = await asyncio.wait_for(call, remaining)
         except TimeoutError as exc:
             raise HandlerTimeoutError(f"timed out after {handler.timeout:g}s") from exc
-    except asyncio.CancelledError:
+    except (asyncio.CancelledError, NotStarted):
         raise
     except PermanentError as exc:
         return Outcome({**record, "failure": True, "message": brief(exc)}, error=exc)

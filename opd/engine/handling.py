@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import datetime
+import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
@@ -27,6 +28,8 @@ from opd.engine.applying import Plan, Writer, absorb, sendable
 from opd.engine.diffs import Patch, diff, shown
 from opd.engine.execution import Outcome, brief, execute
 from opd.engine.inventory import RETRY, Inventory, Record
+from opd.engine.invocation import NotStarted
+from opd.engine.ownership import EVERYTHING, Ownership
 from opd.engine.queueing import WorkQueue
 from opd.engine.reporting import Reporter, where
 from opd.engine.spawning import Spawner
@@ -61,7 +64,7 @@ class Handling:
     def __init__(self, *, by_reason: Mapping[Reason, list[Handler]], settings: OperatorSettings, storage: Storage,
                  secret: bool, filtered: bool, label: bool, objects: arguments.Objects, inventory: Inventory,
                  queue: WorkQueue[str, Any], spawner: Spawner, writer: Writer, reporter: Reporter,
-                 executor: Executor | None, read: Read) -> None:
+                 executor: Executor | None, read: Read, ownership: Ownership = EVERYTHING) -> None:
         self.by_reason = by_reason
         self.settings = settings
         self.finalizer = settings.persistence.finalizer
@@ -79,10 +82,31 @@ class Handling:
         self.executor = executor
         self.read = read
         self.metrics = HandlerMetrics()
+        self.ownership = ownership
+        # Objects whose step has started a handler: what a hand-over waits for (opd.ha). One whose
+        # sync handler still waits for a thread of the executor is not in it: with slow handlers and
+        # few threads that wait is long, and counting it made hand-overs wait for the whole backlog.
+        self.started: set[str] = set()
 
-    async def execute(self, handler: Handler, record: dict[str, Any], kwargs: dict[str, Any]) -> Outcome:
+    def _start(self, uid: str) -> bool:
+        """Asked when a handler of the object really starts (for a sync one: in the executor's thread).
+        The step's first handler starts only if the object is still this replica's, else none of the
+        step's run (its work is dropped, as a queued object's is); once one has, the others of the step
+        follow, and a hand-over waits for the step. Marked before asked: a hand-over marks its shard
+        draining before it reads what has started (``opd.ha.grants.View.drain``), so a handler that
+        starts is always one the hand-over waits for."""
+        if uid in self.started:
+            return True
+        self.started.add(uid)
+        if self.ownership.owns(uid):
+            return True
+        self.started.discard(uid)
+        return False
+
+    async def execute(self, uid: str, handler: Handler, record: dict[str, Any], kwargs: dict[str, Any]) -> Outcome:
         began = time.perf_counter()
-        outcome = await execute(handler, record, kwargs, executor=self.executor, retries=self.settings.retries)
+        outcome = await execute(handler, record, kwargs, executor=self.executor, retries=self.settings.retries,
+                                start=functools.partial(self._start, uid))
         self.metrics.ran(handler.id, "success" if outcome.error is None else "error", time.perf_counter() - began)
         return outcome
 
@@ -98,7 +122,8 @@ class Handling:
             if not matches(handler, body, kwargs):
                 continue
             called.add((handler.fn, handler.id))
-            outcome = sendable(handler, await self.execute(handler, {"started": time.time()}, kwargs), patch)
+            outcome = sendable(handler, await self.execute(body["metadata"]["uid"], handler, {"started": time.time()},
+                                                           kwargs), patch)
             if outcome.error is not None:
                 logger.opt(exception=outcome.error).error(
                     f"opd: event handler {handler.id!r} failed for {where(body)}: {brief(outcome.error)}")
@@ -141,6 +166,9 @@ class Handling:
             if wanted != holding or (holding and self.label and not labelled):
                 # Before any handler runs: a deletion from now on waits for opd (or no longer does).
                 body = await self.writer.plan(memory, Plan(finalizer=wanted), body) or body
+            if change.spawning and not self.ownership.owns(uid):
+                # Handed over while this step waited (to write the finalizer): no timer or daemon starts.
+                raise NotStarted("no longer this replica's")
             await self.spawner.ensure(uid, body, change.spawning)
             self.objects.keep_live(uid, body, running=bool(self.spawner.running(uid)))
         elif self.spawner.running(uid):
@@ -219,7 +247,7 @@ class Handling:
         children.run_now = run_now
         token = subhandlers.current.set(children)
         try:
-            outcome = sendable(handler, await self.execute(handler, record, kwargs), mine)
+            outcome = sendable(handler, await self.execute(body["metadata"]["uid"], handler, record, kwargs), mine)
         finally:
             subhandlers.current.reset(token)
         absorb(patch, mine)
@@ -266,5 +294,5 @@ class Handling:
         kwargs = self.objects.deleted(gone, patch=Patch(), reason=str(Reason.DELETE))
         for handler in optional:
             if matches(handler, gone, kwargs):
-                outcome = await self.execute(handler, {"started": time.time()}, kwargs)
+                outcome = await self.execute(gone["metadata"]["uid"], handler, {"started": time.time()}, kwargs)
                 self.reporter.outcome(handler, gone, outcome)

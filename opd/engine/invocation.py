@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -17,11 +18,28 @@ from opd.registry import Handler
 # handlers): what ``opd.adopt(child)`` and friends take as the owner when none is given.
 current_body: contextvars.ContextVar[Any] = contextvars.ContextVar("opd_current_body", default=None)
 
+# Asked at the moment a handler really starts (for a sync one: when a thread of the executor picks it
+# up, which may be long after it was submitted); False: it does not start (``NotStarted``).
+Start = Callable[[], bool]
 
-async def invoke(handler: Handler, kwargs: dict[str, Any], *, executor: Executor | None) -> Any:
+
+class NotStarted(Exception):
+    """A handler that did not start: its object was no longer this replica's when its turn came."""
+
+
+def _started(start: Start, fn: Callable[..., Any], /, **kwargs: Any) -> Any:
+    if not start():
+        raise NotStarted("no longer this replica's")
+    return fn(**kwargs)
+
+
+async def invoke(handler: Handler, kwargs: dict[str, Any], *, executor: Executor | None,
+                 start: Start | None = None) -> Any:
     chosen = handler.select_kwargs(arguments.with_param(kwargs, handler.param))
     body = kwargs.get("body")
     if handler.is_async:
+        if start is not None and not start():
+            raise NotStarted("no longer this replica's")
         token = current_body.set(body)
         try:
             return await handler.fn(**chosen)
@@ -30,4 +48,5 @@ async def invoke(handler: Handler, kwargs: dict[str, Any], *, executor: Executor
     ctx = contextvars.copy_context()
     ctx.run(current_body.set, body)
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(executor, functools.partial(ctx.run, handler.fn, **chosen))
+    fn = handler.fn if start is None else functools.partial(_started, start, handler.fn)
+    return await loop.run_in_executor(executor, functools.partial(ctx.run, fn, **chosen))

@@ -352,7 +352,8 @@ class Operation:
                                events_posted=self.poster.posted if self.poster is not None else 0)
 
     def busy(self, uids: Uids) -> frozenset[str]:
-        """Of these objects, those being processed right now (in the operation's loop)."""
+        """Of these objects, those whose handlers have started in the step in process (in the operation's
+        loop); not those waiting for a thread: their handlers start only if still owned then."""
         return frozenset(uid for p in self.processors.values() for uid in p.known() if uids(uid) and p.busy(uid))
 
     def spawned(self, uids: Uids) -> frozenset[str]:

@@ -24,6 +24,7 @@ from opd.engine.handling import Handling
 from opd.engine.indexing import Indexes
 from opd.engine.intake import Intake
 from opd.engine.inventory import REFRESH, Inventory, Item
+from opd.engine.invocation import NotStarted
 from opd.engine.ownership import EVERYTHING, Fenced, Ownership, say_dropped
 from opd.engine.queueing import WorkQueue
 from opd.engine.reporting import Reporter, where
@@ -86,7 +87,7 @@ class ResourceProcessor:
         self.handling = Handling(by_reason=by_reason, settings=settings, storage=storage, secret=secret,
                                  filtered=self.selector is not None, label=applier.label, objects=objects,
                                  inventory=self.inventory, queue=self.queue, spawner=self.spawner, writer=writer,
-                                 reporter=reporter, executor=executor, read=self.intake.read)
+                                 reporter=reporter, executor=executor, read=self.intake.read, ownership=ownership)
         self.writer = writer
         self.metrics = self.handling.metrics
         self.indexers = self.intake.indexers
@@ -103,6 +104,15 @@ class ResourceProcessor:
 
     # -- one object -----------------------------------------------------------------------------------------------
     async def _process(self, uid: str, item: Item) -> None:
+        try:
+            await self._step(uid, item)
+        except NotStarted:  # handed over while it waited (for a thread, mostly): the owner now handles it
+            logger.debug(f"opd: {self.resource} {uid}: no longer this replica's: its handlers did not start")
+            await self.disown(uid, "no longer this replica's")
+        finally:
+            self.handling.started.discard(uid)
+
+    async def _step(self, uid: str, item: Item) -> None:
         event_type, body = item
         if not self.ownership.owns(uid):
             await self.disown(uid, "no longer this replica's")
@@ -172,5 +182,6 @@ class ResourceProcessor:
         return list({*self.queue.keys(), *self.inventory.uids(), *self.spawner.uids()})
 
     def busy(self, uid: str) -> bool:
-        """Whether the object is being processed right now (a replica hands a shard over only after)."""
-        return self.queue.is_active(uid)
+        """Whether a handler of the object has started in the step in process (a replica hands a shard
+        over only after it); one still waiting for a thread is not: it starts only if still owned."""
+        return uid in self.handling.started

@@ -107,12 +107,15 @@ class View:
                 self.draining |= keys
                 return
             of_keys = self._of(keys)
+            # Draining first, then what is in process: a handler starts (in an executor's thread) only
+            # after it is marked started and ``owns`` said yes, so one that starts after this line is of
+            # an object in ``busy`` (allowed: the hand-over waits for it), one that does not is dropped.
+            self.draining |= keys
             busy, spawned = operation.busy(of_keys), operation.spawned(of_keys)
             # Objects in process go on; timers and daemons stop first, while their last outcomes may
             # still be written, but nothing new starts for them (an echo taken now would start one).
             self.allowed |= busy
             self.stopping |= spawned
-            self.draining |= keys
             await operation.stop_spawned(spawned.__contains__, reason)
             self.stopping -= spawned
             # ...then what is queued or remembered of the objects that are not in process.
