@@ -127,8 +127,11 @@ class View:
         async def busy() -> bool:
             mine = frozenset(uid for uid in self.allowed if self.keys.key_of(uid) in keys)
             operation = self.operation
+            # Not allowed first, then those still in process allowed again (one that is done may not
+            # start again): a handler that starts meanwhile (in a thread) is refused, or of one read.
+            self.allowed -= mine
             still = operation.busy(mine.__contains__) if operation is not None else frozenset()
-            self.allowed = (self.allowed - mine) | still  # one that is done may not start again
+            self.allowed |= still
             return bool(still)
         return bool(await self._in_loop(busy))
 

@@ -76,7 +76,7 @@ class _Operation:
 
     def busy(self, uids: Callable[[str], bool]) -> frozenset[str]:
         self.owned_when_read.append(self.view.owns("waiting"))
-        return frozenset()
+        return frozenset()  # nothing has started
 
     def spawned(self, uids: Callable[[str], bool]) -> frozenset[str]:
         return frozenset()
@@ -98,4 +98,18 @@ async def test_a_drained_shard_is_no_longer_owned_when_the_view_reads_what_is_in
     assert view.owns("waiting")
     await view.drain(frozenset({1}), "handed over")
     assert operation.owned_when_read == [False]  # was [True]: draining was marked after the read
+    assert not view.owns("waiting")
+
+
+async def test_a_view_polling_the_hand_over_reads_what_is_in_process_while_the_rest_is_not_owned() -> None:
+    """The same for every poll of the hand-over: an object allowed (it was in process) whose next step
+    waits for a thread is not owned when the view reads what is still in process (was: owned until
+    after the read, so a handler starting in between ran unseen and the hand-over did not wait)."""
+    view = View(_Keys())
+    operation = _Operation(view)
+    view.operation, view.loop = operation, asyncio.get_running_loop()  # type: ignore[assignment]
+    view.draining, view.allowed = frozenset({1}), frozenset({"waiting"})
+    assert view.owns("waiting")
+    assert not await view.busy(frozenset({1}))
+    assert operation.owned_when_read == [False]
     assert not view.owns("waiting")
