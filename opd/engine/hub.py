@@ -219,6 +219,7 @@ class WatchHub:
         receiving = asyncio.get_running_loop().create_task(self._receive(watcher, sub, pages),
                                                            name=f"opd catch-up LIST {watcher}")
         try:
+            await pages.received()  # as the stream's own LIST: fed once received (see opd.engine.listing)
             while (listed := await pages.get()) is not None:
                 for item in watcher.checked(listed):
                     kind = catch_up.take(item)

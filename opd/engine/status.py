@@ -92,7 +92,7 @@ class OperationStatus:
     """One operation (an ``opd run``, or a plugin of the daemon)."""
 
     name: str
-    ready: bool  # every stream has listed its objects
+    ready: bool  # every stream's first LIST received (with index handlers: indexed too); see ``backlog``
     streams: tuple[StreamStatus, ...] = ()  # the streams it subscribes to; ``listed`` is its own subscription's
     unservable: tuple[str, ...] = ()  # why it cannot list, where only a change outside opd helps
     processors: Mapping[str, ProcessorStatus] = field(default_factory=dict)  # by resource

@@ -238,13 +238,6 @@ class Watcher:
             items.append(item)
         return items
 
-    async def page(self, token: str | None = None, skipped: set[str] | None = None
-                   ) -> tuple[Items, str, str | None]:
-        """One page of the current objects: its items, the list's resourceVersion, the next page's token.
-        Malformed items are left out (said once); their uids, where they have one, go to ``skipped``."""
-        _, listed, version, token, _ = await self.fetch(token)
-        return self.checked(listed, skipped), version, token
-
     async def _receive(self, token: str | None, pages: PageBuffer, progress: ListProgress) -> None:
         """The LIST's pages after the first, as fast as the API server answers them (and the buffer
         holds them); then the first LIST counts as received."""
@@ -312,6 +305,7 @@ class Watcher:
         seen: set[str] = set()
         api_version, kind = self.resource.api_version, self.resource.kind
         before = set(self._known)
+        await pages.received()  # handlers at work on the first pages would slow the LIST down
         while True:
             items = self.checked(listed, skipped)
             for item in items:

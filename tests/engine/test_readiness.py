@@ -144,8 +144,10 @@ async def test_a_late_subscriber_receives_its_list_before_its_backlog_has_room(
         late = cluster.hub.subscribe(resource, namespace, None, lambda kind, body: got.append(body["metadata"]["name"]),
                                      backlog=room.wait)
         await eventually(lambda: late.received.is_set(), timeout=60)
-        assert not late.listed.is_set() and late.progress.listed == 60
-        assert late.progress.fed == len(got) == 10  # one page fed; the rest waits for room
+        assert late.progress.listed == 60
+        await eventually(lambda: late.progress.fed == len(got) == 10)  # one page fed; the rest waits for room
+        await asyncio.sleep(0.2)
+        assert not late.listed.is_set() and late.progress.fed == len(got) == 10
         room.set()
         await eventually(lambda: late.listed.is_set(), timeout=60)
         assert sorted(got) == [f"kex-{i:04d}" for i in range(60)] and late.progress.fed == 60

@@ -66,6 +66,23 @@ async def test_one_page_larger_than_the_bound_still_goes_through() -> None:
     assert await buffer.get() == [{"name": "y" * 100}]
 
 
+async def test_the_consumer_starts_once_every_page_is_in_or_the_buffer_is_full() -> None:
+    buffer = PageBuffer(_parse, limit=20)
+    started = asyncio.create_task(buffer.received())
+    await buffer.put(*_page("a"))
+    await buffer.put(*_page("b"))  # 12 bytes
+    await asyncio.sleep(0.01)
+    assert not started.done()  # more to come, and room for it
+    producer = asyncio.create_task(buffer.put(*_page("c" * 10)))  # past the bound: it waits for the consumer
+    await asyncio.wait_for(started, 1)
+    assert not producer.done() and await buffer.get() == [{"name": "a"}]
+    finished = PageBuffer(_parse)
+    await finished.put(*_page("a"))
+    finished.finish()
+    await asyncio.wait_for(finished.received(), 1)
+    producer.cancel()
+
+
 async def test_the_producers_failure_comes_after_the_pages_before_it() -> None:
     buffer = PageBuffer(_parse)
     await buffer.put(*_page("a"))
