@@ -238,16 +238,22 @@ class Watcher:
             items.append(item)
         return items
 
-    async def _receive(self, token: str | None, pages: PageBuffer, progress: ListProgress) -> None:
+    async def _receive(self, token: str | None, pages: PageBuffer, progress: ListProgress, started: float) -> None:
         """The LIST's pages after the first, as fast as the API server answers them (and the buffer
         holds them); then the first LIST counts as received."""
+        count = 1
         while token is not None:
             raw, listed, _, token, remaining = await self.fetch(token)
             progress.page(len(listed), remaining, last=token is None)
             await pages.put(listed, raw)
+            count += 1
             del raw, listed
         pages.finish()
         if not self.received.is_set():
+            # Said when it took more than one page: how long a big LIST took is what readiness waited for.
+            (logger.info if count > 1 else logger.debug)(
+                f"opd: watch {self}: LIST received, {progress.received} object(s) in {count} page(s), "
+                f"{time.monotonic() - started:.2f}s")
             self.received.set()
             for callback in self.received_callbacks:
                 callback()
@@ -265,10 +271,11 @@ class Watcher:
         skipped: set[str] = set()  # malformed, left out, yet there: no deletion to report
         progress = self.progress if not self.listed.is_set() else ListProgress()  # the first LIST is counted
         progress.restart()
+        started = time.monotonic()
         _, listed, self.resource_version, token, remaining = await self.fetch()  # every page has this version
         progress.page(len(listed), remaining, last=token is None)
         pages = PageBuffer(lambda raw: self.parse(raw)[0], self.list_buffer)
-        receiving = asyncio.get_running_loop().create_task(self._receive(token, pages, progress))
+        receiving = asyncio.get_running_loop().create_task(self._receive(token, pages, progress, started))
         self._fresh = set()
         listing = asyncio.get_running_loop().create_task(
             self._deliver_list(listed, pages, self._fresh, skipped, progress))
