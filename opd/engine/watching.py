@@ -261,7 +261,7 @@ class Watcher:
     async def _list_and_watch(self) -> None:
         """LIST, and WATCH from the list's snapshot as soon as its first page is in.
 
-        The pages are received as fast as the API server answers (see ``opd.engine.listing``) and
+        The pages are received as fast as the API server answers (see ``opd.engine.listing``), then
         delivered as the consumers make room (a big backlog is throttled), which can take minutes.
         A watch started only after that would have to replay everything written meanwhile, and
         kube-apiserver drops a watcher that falls that far behind: measured here, 5 to 16 dropped
