@@ -5,9 +5,10 @@ set of streams, each plugin with its own processing.
 A subscriber that joins before the stream has delivered anything simply takes
 the stream's own LIST. One that joins later (a plugin starting a little after
 the others, or restarted) has missed what was delivered so far, and catches up
-with a LIST of its own, page by page, each page only once its ``backlog`` has
-made room: as throttled as the stream's own list, never the whole backlog in
-memory. (Replaying the stream's known set instead would mean a GET per object:
+with a LIST of its own, received and fed as the stream's own is (see
+``opd.engine.listing``): its pages as fast as the API server answers, kept as
+bytes up to a bound, and given to it one by one as its ``backlog`` makes room,
+never the whole backlog parsed in memory. (Replaying the stream's known set instead would mean a GET per object:
 the stream keeps versions, not bodies.) Meanwhile the stream goes on delivering
 to it, and the two sources are reconciled by resourceVersion, compared as
 numbers (etcd revisions; the processor relies on that too) by a
@@ -42,6 +43,7 @@ from typing import Any
 from loguru import logger
 
 from opd.engine.backoff import Backoff
+from opd.engine.listing import ListProgress, PageBuffer
 from opd.engine.shapes import BadShape
 from opd.engine.watching import Deliver, Watcher
 from opd.kube.api import REQUEST_ERRORS, TRANSIENT_ERRORS, APIError, GoneError, KubeClient
@@ -112,7 +114,10 @@ class Subscription:
     key: StreamKey
     deliver: Deliver
     backlog: Callable[[], Awaitable[None]] | None = None  # awaited between LIST pages
+    # Its first LIST: received whole (what readiness waits for), then fed to it whole (``listed``).
+    received: asyncio.Event = field(default_factory=asyncio.Event)
     listed: asyncio.Event = field(default_factory=asyncio.Event)
+    progress: ListProgress = field(default_factory=ListProgress)
     catch_up: CatchUp | None = None  # a late subscriber's reconciliation (see the module's docstring)
     task: asyncio.Task[None] | None = None  # its catch-up LIST, while it runs
 
@@ -155,7 +160,12 @@ class WatchHub:
             sub.task = asyncio.get_running_loop().create_task(self._catch_up(stream.watcher, sub),
                                                               name=f"opd catch-up {stream.watcher}")
         else:  # nothing delivered yet: the stream's own list is all this subscriber needs
+            sub.progress = stream.watcher.progress
             stream.watcher.listed_callbacks.append(sub.listed.set)
+            if stream.watcher.received.is_set():  # received, not delivered yet
+                sub.received.set()
+            else:
+                stream.watcher.received_callbacks.append(sub.received.set)
         stream.subscribers.append(sub)
         return sub
 
@@ -174,6 +184,8 @@ class WatchHub:
         stream.subscribers.remove(sub)
         if sub.listed.set in stream.watcher.listed_callbacks:
             stream.watcher.listed_callbacks.remove(sub.listed.set)
+        if sub.received.set in stream.watcher.received_callbacks:
+            stream.watcher.received_callbacks.remove(sub.received.set)
         if not stream.subscribers:
             self._cancel(stream.task)
             del self._streams[sub.key]
@@ -199,16 +211,57 @@ class WatchHub:
         return wait
 
     async def _catch_up(self, watcher: Watcher, sub: Subscription) -> None:
-        """A late subscriber's own LIST, page by page as its backlog makes room."""
+        """A late subscriber's own LIST: received as fast as the API server answers, fed page by page
+        as its backlog makes room."""
         catch_up = sub.catch_up
         assert catch_up is not None
+        pages = PageBuffer(lambda raw: watcher.parse(raw)[0], watcher.list_buffer)
+        receiving = asyncio.get_running_loop().create_task(self._receive(watcher, sub, pages),
+                                                           name=f"opd catch-up LIST {watcher}")
+        try:
+            await pages.received()  # as the stream's own LIST: fed once received (see opd.engine.listing)
+            while (listed := await pages.get()) is not None:
+                for item in watcher.checked(listed):
+                    kind = catch_up.take(item)
+                    if kind is None:
+                        continue
+                    try:
+                        sub.deliver(kind, item)
+                    except Exception:  # as for the stream's events: the subscriber's fault, logged, not fatal
+                        logger.opt(exception=True).error(f"opd: a subscriber of {watcher} failed")
+                sub.progress.fed += len(listed)
+                del listed
+                if pages.exhausted:
+                    break
+                if sub.backlog is not None:
+                    await sub.backlog()
+        finally:
+            receiving.cancel()
+            await asyncio.gather(receiving, return_exceptions=True)
+        catch_up.finish()
+        sub.task = None
+        sub.listed.set()
+
+    async def _receive(self, watcher: Watcher, sub: Subscription, pages: PageBuffer) -> None:
+        """The pages of a late subscriber's LIST, retried page by page; started over from a new
+        snapshot when the old one expired."""
+        catch_up, progress = sub.catch_up, sub.progress
+        assert catch_up is not None
+        try:
+            await self._pages(watcher, catch_up, progress, pages)
+        except Exception as exc:  # a bug: the feed must not wait for pages that will never come
+            pages.fail(exc)
+            raise
+        sub.received.set()
+
+    async def _pages(self, watcher: Watcher, catch_up: CatchUp, progress: ListProgress, pages: PageBuffer) -> None:
         backoff = Backoff(self.settings.backoff_initial, self.settings.backoff_max)
         reported: str | None = None  # each kind of trouble once, not at every retry
         token: str | None = None
         first = True  # the next page starts a LIST (a new snapshot)
         while True:
             try:
-                items, version, token = await watcher.page(token)
+                raw, listed, version, token, remaining = await watcher.fetch(token)
             except _PAGE_ERRORS as exc:
                 if isinstance(exc, GoneError) and token is not None:
                     # The continue token outlived its snapshot: list again, from a new one.
@@ -224,24 +277,19 @@ class WatchHub:
             backoff.reset()
             reported = None
             if first:
+                # Stream events no newer than this snapshot wait for the LIST, which holds them. Set
+                # as the page is received, before the pages ahead of it are fed: what they give is
+                # older, and the CatchUp gives each object only newer states.
                 catch_up.snapshot(version)
+                if progress.received:
+                    progress.restart()
                 first = False
-            for item in items:
-                kind = catch_up.take(item)
-                if kind is None:
-                    continue
-                try:
-                    sub.deliver(kind, item)
-                except Exception:  # as for the stream's events: the subscriber's fault, logged, not fatal
-                    logger.opt(exception=True).error(f"opd: a subscriber of {watcher} failed")
-            del items
+            progress.page(len(listed), remaining, last=token is None)
+            await pages.put(listed, raw)
+            del raw, listed
             if token is None:
                 break
-            if sub.backlog is not None:
-                await sub.backlog()
-        catch_up.finish()
-        sub.task = None
-        sub.listed.set()
+        pages.finish()
 
     async def _keep_alive(self) -> None:
         """One probe per cluster, not per stream: quiet streams cost nothing, and a path that hangs

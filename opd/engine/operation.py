@@ -102,8 +102,11 @@ class Operation:
 
     @property
     def ready(self) -> bool:
+        """Every stream's first LIST received (and, with indexes, every index complete): controller-runtime's
+        "caches synced". Not that every listed object was handled, nor even queued: see ``snapshot()``'s backlog."""
         return all(e.is_set() for e in self._resolved.values()) and all(
-            s.listed.is_set() for s in self.subscriptions.values())
+            s.received.is_set() for s in self.subscriptions.values()) and (
+            self.indexes is None or self.indexes.ready.is_set())
 
     def operator_arguments(self) -> arguments.Operator:
         """What every handler of this operator gets (its webhooks' too): ``settings``, ``memo``, ``api``
@@ -237,10 +240,14 @@ class Operation:
         if self._namespace_sub is not None:
             await self._namespace_sub.listed.wait()
         await asyncio.gather(*(e.wait() for e in self._resolved.values()))
-        while pending := [s.listed.wait() for s in self.subscriptions.values() if not s.listed.is_set()]:
+        while pending := [s.received.wait() for s in self.subscriptions.values() if not s.received.is_set()]:
             await asyncio.gather(*pending)
+        if self.indexes is not None:  # handlers that use an index wait for it: so does readiness
+            await self.indexes.ready.wait()
         self.is_ready = True
-        logger.info(f"opd: ready{' (' + self.name + ')' if self.name else ''}: every watch has listed its objects")
+        fed, listed = self._backlog()
+        logger.info(f"opd: ready{' (' + self.name + ')' if self.name else ''}: every watch has listed its objects "
+                    f"({listed} listed, {fed} of them fed to the handlers so far)")
         if self._on_ready is not None:
             self._on_ready()
 
@@ -328,8 +335,10 @@ class Operation:
         for key, old in list(self.subscriptions.items()):
             new = self.subscriptions[key] = hub.subscribe(*old.key, old.deliver, old.backlog)  # first: the stream stays
             hub.unsubscribe(old)
-            if not old.listed.is_set():  # readiness (or the indexes) may be waiting for the old one's first list
+            if not old.listed.is_set():  # the indexes may be waiting for the old one's first list
                 self._spawn(_forward(new.listed, old.listed), f"opd relist {key[0]}")
+            if not old.received.is_set():  # and readiness
+                self._spawn(_forward(new.received, old.received), f"opd relist {key[0]}")
 
     # -- the status surface: what the daemon and opd.ha read and do ------------------------------------------
 
@@ -342,7 +351,7 @@ class Operation:
         for sub in copied(lambda: list(self.subscriptions.values())) or []:
             watcher = watchers.get(sub.key)
             if watcher is not None:
-                streams.append(status.stream(watcher, listed=sub.listed.is_set()))
+                streams.append(status.stream(watcher, listed=sub.received.is_set(), progress=sub.progress))
         unservable = [*(copied(lambda: list(self._unresolved.values())) or []),
                       *(s.refusal for s in streams if s.refusal is not None)]
         found = copied(lambda: list(self.processors.values())) or []
@@ -350,6 +359,11 @@ class Operation:
         return OperationStatus(name=self.name, ready=self.is_ready, streams=tuple(streams),
                                unservable=tuple(unservable), processors=processors,
                                events_posted=self.poster.posted if self.poster is not None else 0)
+
+    def _backlog(self) -> tuple[int, int]:
+        """Of the objects its streams' first LISTs hold: how many were fed to its handlers' queues, how many listed."""
+        progress = [s.progress for s in copied(lambda: list(self.subscriptions.values())) or []]
+        return sum(min(p.fed, p.listed) for p in progress), sum(p.listed for p in progress)
 
     def busy(self, uids: Uids) -> frozenset[str]:
         """Of these objects, those whose handlers have started in the step in process (in the operation's

@@ -18,6 +18,7 @@ from opd.engine.watching import REFUSED, WatchError
 
 if TYPE_CHECKING:
     from opd.engine.cluster import Cluster
+    from opd.engine.listing import ListProgress
     from opd.engine.processing import ResourceProcessor
     from opd.engine.watching import Watcher
 
@@ -31,10 +32,14 @@ class StreamStatus:
     resource: str
     namespace: str | None
     selector: str | None
-    listed: bool  # an operation's stream: its objects were listed for it; a connection's: the stream listed once
+    # An operation's stream: the LIST it gets (the stream's, or its own catch-up) was received whole;
+    # a connection's: the stream's first LIST was. Received, not yet processed: see ``fed``.
+    listed: bool
     healthy: bool
     error: WatchError | None  # its last failure, until it recovers
     stats: Mapping[str, int] = field(default_factory=dict)  # lists, watches, events, gone, errors, malformed
+    objects: int = 0  # objects in that first LIST (those received so far, until the API server says how many)
+    fed: int = 0  # of those, given to the subscriber (the handlers' queues) so far
 
     def __str__(self) -> str:
         return f"{self.resource}{' in ' + self.namespace if self.namespace else ''}"
@@ -87,11 +92,20 @@ class OperationStatus:
     """One operation (an ``opd run``, or a plugin of the daemon)."""
 
     name: str
-    ready: bool  # every stream has listed its objects
+    ready: bool  # every stream's first LIST received (with index handlers: indexed too); see ``backlog``
     streams: tuple[StreamStatus, ...] = ()  # the streams it subscribes to; ``listed`` is its own subscription's
     unservable: tuple[str, ...] = ()  # why it cannot list, where only a change outside opd helps
     processors: Mapping[str, ProcessorStatus] = field(default_factory=dict)  # by resource
     events_posted: int = 0
+
+    @property
+    def backlog(self) -> dict[str, tuple[int, int]]:
+        """By resource: (objects fed to the handlers' queues, objects listed) of its streams' first LISTs."""
+        found: dict[str, tuple[int, int]] = {}
+        for s in self.streams:
+            fed, listed = found.get(s.resource, (0, 0))
+            found[s.resource] = (fed + s.fed, listed + s.objects)
+        return found
 
 
 @dataclass(frozen=True)
@@ -118,11 +132,14 @@ def copied(read: Callable[[], T]) -> T | None:
     return None
 
 
-def stream(watcher: Watcher, listed: bool | None = None) -> StreamStatus:
-    """A stream's status; ``listed``: a subscriber's own (a late one lists after the stream did)."""
+def stream(watcher: Watcher, listed: bool | None = None, progress: ListProgress | None = None) -> StreamStatus:
+    """A stream's status; ``listed`` and ``progress``: a subscriber's own (a late one lists after the stream did)."""
+    progress = watcher.progress if progress is None else progress
+    objects = progress.listed
     return StreamStatus(resource=str(watcher.resource), namespace=watcher.namespace, selector=watcher.label_selector,
-                        listed=watcher.listed.is_set() if listed is None else listed, healthy=watcher.healthy,
-                        error=watcher.failure, stats=(copied(lambda: dict(watcher.stats)) or {}))
+                        listed=watcher.received.is_set() if listed is None else listed, healthy=watcher.healthy,
+                        error=watcher.failure, stats=(copied(lambda: dict(watcher.stats)) or {}),
+                        objects=objects, fed=min(progress.fed, objects))
 
 
 def processor(found: ResourceProcessor) -> ProcessorStatus:

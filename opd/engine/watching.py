@@ -16,14 +16,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from loguru import logger
 
 from opd.engine import shapes
 from opd.engine.backoff import Backoff
+from opd.engine.listing import LIST_BUFFER, Items, ListProgress, PageBuffer
 from opd.kube.api import TRANSIENT_ERRORS, APIError, GoneError, InactivityTimeout, KubeClient, LineTooLong
 from opd.resources import Resource
 from opd.settings import WatchingSettings
@@ -72,8 +74,13 @@ class Watcher:
         # uid -> (resourceVersion, namespace, name): enough to skip unchanged objects on a
         # relist and to report the ones deleted meanwhile, without keeping bodies.
         self._known: dict[str, tuple[str, str | None, str]] = {}
+        # The first LIST: received whole (readiness), and delivered to the consumers (fed).
+        self.received = asyncio.Event()
+        self.received_callbacks: list[Callable[[], None]] = []
         self.listed = asyncio.Event()
         self.listed_callbacks: list[Callable[[], None]] = []
+        self.progress = ListProgress()  # the first LIST's
+        self.list_buffer = LIST_BUFFER  # bytes of pages received ahead of the consumers
         # Awaited between LIST pages: the consumers' queues make room before more bodies come.
         self.backlog: Callable[[], Awaitable[None]] | None = None
         self.healthy = False
@@ -184,24 +191,38 @@ class Watcher:
         """Whether it has delivered objects already: a consumer joining now has missed those."""
         return self.listed.is_set() or bool(self._known)
 
-    async def page(self, token: str | None = None, skipped: set[str] | None = None
-                   ) -> tuple[list[dict[str, Any]], str, str | None]:
-        """One page of the current objects: its items, the list's resourceVersion, the next page's token.
-        Malformed items are left out (said once); their uids, where they have one, go to ``skipped``."""
+    async def fetch(self, token: str | None = None) -> tuple[bytes, Items, str, str | None, int | None]:
+        """One page of the current objects, as received: its bytes, its items (not checked yet, see
+        ``checked``), the list's resourceVersion, the next page's token, and how many objects remain
+        after it when the API server says so."""
         query = {**self._query(), "limit": self.settings.list_page_size}
         if token:
             query["continue"] = token
-        page = await self.client.get(self.path, **query)
+        raw = await self.client.get_raw(self.path, **query)
+        return (raw, *self.parse(raw))
+
+    def parse(self, raw: bytes) -> tuple[Items, str, str | None, int | None]:
+        """A page's bytes: its items (not checked yet), resourceVersion, continue token, remaining count."""
+        try:
+            page = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise shapes.BadShape(f"the list of {self} is not JSON: {exc}") from None
         listed = page.get("items") if isinstance(page, dict) else None
         meta = page.get("metadata") if isinstance(page, dict) else None
         version = meta.get("resourceVersion") if isinstance(meta, dict) else None
         token = meta.get("continue") if isinstance(meta, dict) else None
+        remaining = meta.get("remainingItemCount") if isinstance(meta, dict) else None
         if not isinstance(listed, list | None) or not isinstance(version, str) or not version \
                 or not isinstance(token, str | None):
             raise shapes.BadShape(f"the list of {self} is no list (no items or resourceVersion)")
+        return listed or [], version, token or None, remaining if type(remaining) is int else None
+
+    def checked(self, listed: Items, skipped: set[str] | None = None) -> Items:
+        """The well-formed items of a page, as whole bodies. Malformed items are left out (said once);
+        their uids, where they have one, go to ``skipped``."""
         items = []
         api_version, kind = self.resource.api_version, self.resource.kind
-        for item in listed or ():
+        for item in listed:
             try:
                 shapes.check_object(item)
             except shapes.BadShape as exc:
@@ -215,36 +236,59 @@ class Watcher:
             item.setdefault("apiVersion", api_version)
             item.setdefault("kind", kind)
             items.append(item)
-        return items, version, token or None
+        return items
 
-    async def _pages(self, skipped: set[str]) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
-        """The current objects, page by page, with the list's resourceVersion."""
-        token: str | None = None
-        while True:
-            items, version, token = await self.page(token, skipped)
-            yield items, version
-            if token is None:
-                return
+    async def _receive(self, token: str | None, pages: PageBuffer, progress: ListProgress, started: float) -> None:
+        """The LIST's pages after the first, as fast as the API server answers them (and the buffer
+        holds them); then the first LIST counts as received."""
+        count = 1
+        while token is not None:
+            raw, listed, _, token, remaining = await self.fetch(token)
+            progress.page(len(listed), remaining, last=token is None)
+            await pages.put(listed, raw)
+            count += 1
+            del raw, listed
+        pages.finish()
+        if not self.received.is_set():
+            # Said when it took more than one page: how long a big LIST took is what readiness waited for.
+            (logger.info if count > 1 else logger.debug)(
+                f"opd: watch {self}: LIST received, {progress.received} object(s) in {count} page(s), "
+                f"{time.monotonic() - started:.2f}s")
+            self.received.set()
+            for callback in self.received_callbacks:
+                callback()
 
     async def _list_and_watch(self) -> None:
         """LIST, and WATCH from the list's snapshot as soon as its first page is in.
 
-        The pages are delivered as the consumers make room (a big backlog is throttled), which
-        can take minutes. A watch started only after that would have to replay everything written
-        meanwhile, and kube-apiserver drops a watcher that falls that far behind: measured here,
-        5 to 16 dropped and resumed watches in one 3000-object backlog, each stalling the server's
-        event delivery. So both run at once; the list skips objects the watch already reported.
+        The pages are received as fast as the API server answers (see ``opd.engine.listing``), then
+        delivered as the consumers make room (a big backlog is throttled), which can take minutes.
+        A watch started only after that would have to replay everything written meanwhile, and
+        kube-apiserver drops a watcher that falls that far behind: measured here, 5 to 16 dropped
+        and resumed watches in one 3000-object backlog, each stalling the server's event delivery.
+        So both run at once; the list skips objects the watch already reported.
         """
         skipped: set[str] = set()  # malformed, left out, yet there: no deletion to report
-        pages = self._pages(skipped)
-        items, self.resource_version = await anext(pages)  # every page carries this snapshot version
+        progress = self.progress if not self.listed.is_set() else ListProgress()  # the first LIST is counted
+        progress.restart()
+        started = time.monotonic()
+        _, listed, self.resource_version, token, remaining = await self.fetch()  # every page has this version
+        progress.page(len(listed), remaining, last=token is None)
+        pages = PageBuffer(lambda raw: self.parse(raw)[0], self.list_buffer)
+        receiving = asyncio.get_running_loop().create_task(self._receive(token, pages, progress, started))
         self._fresh = set()
-        listing = asyncio.get_running_loop().create_task(self._deliver_list(items, pages, self._fresh, skipped))
+        listing = asyncio.get_running_loop().create_task(
+            self._deliver_list(listed, pages, self._fresh, skipped, progress))
+        del listed
         watch: asyncio.Task[None] | None = None
         try:
             while not listing.done():
                 watch = asyncio.get_running_loop().create_task(self._watch())
-                await asyncio.wait({watch, listing}, return_when=asyncio.FIRST_COMPLETED)
+                while not (watch.done() or listing.done()):
+                    await asyncio.wait({watch, listing, *([receiving] if not receiving.done() else [])},
+                                       return_when=asyncio.FIRST_COMPLETED)
+                    if receiving.done():
+                        receiving.result()  # a page that failed fails the list, at once
                 if watch.done():
                     # Ended by the server, or silent (a quiet resource under a long, throttled list):
                     # resume it while the list goes on. Any other error ends both.
@@ -256,20 +300,21 @@ class Watcher:
                 await watch
         finally:
             self._fresh = None
-            for task in (listing, watch):
+            for task in (receiving, listing, watch):
                 if task is not None and not task.done():
                     task.cancel()
-            await asyncio.gather(listing, *([watch] if watch else []), return_exceptions=True)
+            await asyncio.gather(receiving, listing, *([watch] if watch else []), return_exceptions=True)
             if not listing.done() or listing.cancelled() or listing.exception() is not None:
                 self.resource_version = None  # the list is incomplete: start over
 
-    async def _deliver_list(self, items: list[dict[str, Any]],
-                            pages: AsyncIterator[tuple[list[dict[str, Any]], str]], fresh: set[str],
-                            skipped: set[str]) -> None:
+    async def _deliver_list(self, listed: Items, pages: PageBuffer, fresh: set[str], skipped: set[str],
+                            progress: ListProgress) -> None:
         seen: set[str] = set()
         api_version, kind = self.resource.api_version, self.resource.kind
         before = set(self._known)
+        await pages.received()  # handlers at work on the first pages would slow the LIST down
         while True:
+            items = self.checked(listed, skipped)
             for item in items:
                 meta = item["metadata"]
                 uid = meta["uid"]
@@ -281,13 +326,16 @@ class Watcher:
                     self._deliver("ADDED" if old is None else "MODIFIED", item)
                     # Only once delivered: a consumer that raised gets it again after the restart.
                     self._known[uid] = (meta["resourceVersion"], meta.get("namespace"), meta["name"])
-            del items
+            progress.fed += len(listed)
+            del items, listed
+            if pages.exhausted:
+                break
             if self.backlog is not None:
                 await self.backlog()
-            page = await anext(pages, None)
+            page = await pages.get()
             if page is None:
                 break
-            items = page[0]
+            listed = page
         for uid in before - seen - fresh - skipped:
             _, namespace, name = self._known.pop(uid)
             self._deliver("DELETED", {

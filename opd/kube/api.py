@@ -255,7 +255,7 @@ class KubeClient:
 
     async def request(self, method: str, path: str, *, query: Mapping[str, Any] | None = None,
                       body: Any = None, content_type: str = JSON, timeout: float | None = None,
-                      fenced: bool = False) -> Any:
+                      fenced: bool = False, raw: bool = False) -> Any:
         """One request. ``fenced``: ``timeout`` is the time left before this replica's fence, a
         bound on the whole request (connect and read included); running out of it raises Fenced
         (the answer is not awaited: the write may or may not have landed), and says nothing of
@@ -283,10 +283,15 @@ class KubeClient:
             raise
         if response.status >= 400:
             raise _error(response.status, data, method, path, response.headers.get("Retry-After"))
-        return orjson.loads(data) if data else None
+        return data if raw else orjson.loads(data) if data else None
 
     async def get(self, path: str, **query: Any) -> Any:
         return await self.request("GET", path, query=query)
+
+    async def get_raw(self, path: str, **query: Any) -> bytes:
+        """A GET's answer as the bytes the API server sent: the caller parses them when it needs to."""
+        data: bytes = await self.request("GET", path, query=query, raw=True)
+        return data
 
     async def patch(self, path: str, body: Mapping[str, Any], *, fence: Fence | None = None) -> Any:
         """A merge-patch; merged with other writers' patches of the same object sent meanwhile.

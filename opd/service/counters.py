@@ -7,10 +7,11 @@ from opd.engine.status import ConnectionStatus, OperationStatus, ProcessorStatus
 from opd.service.health import ResourceCounters, WatchSnapshot
 
 
-def resource_counters(processor: ProcessorStatus) -> ResourceCounters:
+def resource_counters(processor: ProcessorStatus, backlog: tuple[int, int] = (0, 0)) -> ResourceCounters:
     return ResourceCounters(runs=dict(processor.runs), seconds=dict(processor.seconds),
                             queue={"depth": processor.depth, "queued": processor.queued, "active": processor.active,
-                                   "delayed": processor.delayed, "workers": processor.workers})
+                                   "delayed": processor.delayed, "workers": processor.workers},
+                            backlog=backlog)
 
 
 def watch_snapshot(stream: StreamStatus, connection: str) -> WatchSnapshot:
@@ -24,7 +25,9 @@ def operation_counters(status: OperationStatus | None) -> tuple[dict[str, Resour
     """An operation's per-resource counters and Events posted (none yet: empty)."""
     if status is None:
         return {}, 0
-    return {name: resource_counters(p) for name, p in status.processors.items()}, status.events_posted
+    backlog = status.backlog
+    return ({name: resource_counters(p, backlog.get(name, (0, 0))) for name, p in status.processors.items()},
+            status.events_posted)
 
 
 def connection_counters(status: ConnectionStatus | None,

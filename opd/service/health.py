@@ -72,6 +72,7 @@ class ResourceCounters:
     runs: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (handler id, outcome) -> runs
     seconds: Mapping[str, float] = field(default_factory=dict)  # handler id -> seconds spent
     queue: Mapping[str, int] = field(default_factory=dict)  # depth, queued, active, delayed, workers
+    backlog: tuple[int, int] = (0, 0)  # of its streams' first LISTs: objects fed to the queue, objects listed
 
 
 @dataclass(frozen=True)
@@ -105,9 +106,21 @@ class PluginSnapshot:
     events_posted: int = 0
     patches: Mapping[str, int] = field(default_factory=dict)  # its own connection's, when isolated
 
+    @property
+    def backlog(self) -> tuple[int, int]:
+        """Of its streams' first LISTs: (objects fed to its handlers' queues, objects listed)."""
+        return (sum(r.backlog[0] for r in self.resources.values()), sum(r.backlog[1] for r in self.resources.values()))
+
+    @property
+    def queued(self) -> int:
+        """Objects waiting in its queues."""
+        return sum(r.queue.get("depth", 0) for r in self.resources.values())
+
     def to_dict(self) -> dict[str, Any]:
+        fed, listed = self.backlog
         return {"status": self.status, "ready": self.ready, "failed": self.failure, "restarts": self.restarts,
-                "error": self.error, "isolation": self.isolation}
+                "error": self.error, "isolation": self.isolation,
+                "backlog": {"listed": listed, "fed": fed, "queued": self.queued}}
 
 
 @dataclass(frozen=True)
@@ -165,6 +178,24 @@ class Snapshot:
         if self.ha is not None:
             text += f"; {self.ha.summary()}"
         return text
+
+    def backlog(self) -> str | None:
+        """How far the running plugins are through their first LISTs' objects, while any has some left to feed:
+        'backlog: 5000 of 20000 listed objects fed to the handlers, 1000 queued (2 plugin(s) behind)'."""
+        running = [p for p in self.plugins.values() if p.status not in ("disabled", "stopped")]
+        figures = [(p.backlog, p.queued) for p in running]
+        behind = sum(1 for (fed, listed), _ in figures if fed < listed)
+        if not behind:
+            return None
+        fed, listed = sum(f for (f, _), _ in figures), sum(n for (_, n), _ in figures)
+        queued = sum(q for _, q in figures)
+        return (f"backlog: {fed} of {listed} listed objects fed to the handlers, {queued} queued "
+                f"({behind} plugin(s) behind)")
+
+    def status(self) -> str:
+        """systemd's STATUS=: the summary, and the backlog while there is one."""
+        backlog = self.backlog()
+        return self.summary() + (f"; {backlog}" if backlog else "")
 
 
 # -- probes -------------------------------------------------------------------------------------------------------
@@ -240,7 +271,12 @@ class _Collector(Collector):
                                       labels=["plugin", "resource", "handler"])
         depth = GaugeMetricFamily("opd_queue_depth", "Objects waiting to be processed.", labels=["plugin", "resource"])
         active = GaugeMetricFamily("opd_queue_active", "Objects being processed now.", labels=["plugin", "resource"])
-        ready = GaugeMetricFamily("opd_plugin_ready", "1 when the plugin's watches have listed.", labels=["plugin"])
+        ready = GaugeMetricFamily("opd_plugin_ready", "1 when the plugin's watches have listed (received their "
+                                  "first LISTs; with indexes, indexed them).", labels=["plugin"])
+        listed = GaugeMetricFamily("opd_backlog_listed", "Objects in the plugin's first LISTs (its backlog at "
+                                   "start).", labels=["plugin", "resource"])
+        fed = GaugeMetricFamily("opd_backlog_fed", "Of the objects in the plugin's first LISTs, those fed to its "
+                                "handlers' queue so far.", labels=["plugin", "resource"])
         failed = GaugeMetricFamily("opd_plugin_failed", "1 when the plugin counts as failed (crashed, or "
                                    "its resources cannot be watched).", labels=["plugin"])
         restarts = CounterMetricFamily("opd_plugin_restarts", "Plugin operator restarts after a crash.",
@@ -253,6 +289,8 @@ class _Collector(Collector):
             posted.add_metric([name], plugin.events_posted)
             for resource, counters in plugin.resources.items():
                 depth.add_metric([name, resource], counters.queue.get("depth", 0))
+                fed.add_metric([name, resource], counters.backlog[0])
+                listed.add_metric([name, resource], counters.backlog[1])
                 active.add_metric([name, resource], counters.queue.get("active", 0))
                 for (handler, outcome), count in counters.runs.items():
                     runs.add_metric([name, resource, handler, outcome], count)
@@ -278,8 +316,8 @@ class _Collector(Collector):
                                    *((name, p.patches) for name, p in snap.plugins.items() if p.patches)]:
             patches.add_metric([connection], counts.get("requests", 0))
             merged.add_metric([connection], counts.get("merged", 0))
-        yield from (runs, seconds, depth, active, ready, failed, restarts, posted, events, errors, lists, streams,
-                    patches, merged)
+        yield from (runs, seconds, depth, active, ready, failed, restarts, posted, listed, fed, events, errors, lists,
+                    streams, patches, merged)
         if snap.ha is not None:
             yield from _ha_metrics(snap.ha)
 

@@ -108,7 +108,7 @@ class Supervisor:
         return Login(**dataclasses.asdict(self.config.kubernetes))
 
     def ready(self) -> bool:
-        """Every plugin has listed its objects."""
+        """Every plugin has listed its objects (received its first LISTs; their handling may go on)."""
         return bool(self.runners) and all(r.ready.is_set() for r in self.runners.values())
 
     def settled(self) -> bool:
@@ -298,6 +298,7 @@ class Supervisor:
         """Keeps each plugin's verdict; says READY=1 once settled, and STATUS= whenever it changes."""
         said: dict[str, str | None] = {}
         status: str | None = None
+        said_summary: str | None = None
         while True:
             for runner in list(self.runners.values()):
                 runner.failure = await self._diagnose(runner)
@@ -309,15 +310,16 @@ class Supervisor:
                         logger.bind(plugin=runner.name).info(f"opd: plugin {runner.name!r} recovered")
                     said[runner.name] = runner.failure
             snap = self.snapshot()
-            summary = snap.summary()
+            summary, line = snap.summary(), snap.status()  # the line adds the backlog, while there is one
             if not self.announced and snap.settled:
                 self.announced = True
-                logger.info(f"opd: {summary}")
-                systemd.ready(summary)
-            elif self.announced and summary != status:
-                logger.info(f"opd: {summary}")
-                systemd.status(summary)
-            status = summary if self.announced else None
+                logger.info(f"opd: {line}")
+                systemd.ready(line)
+            elif self.announced and line != status:
+                if summary != said_summary:  # the log says what changed, not every step of the backlog
+                    logger.info(f"opd: {line}")
+                systemd.status(line)
+            status, said_summary = (line, summary) if self.announced else (None, None)
             await asyncio.sleep(MONITOR_INTERVAL)
 
     # -- SIGHUP -----------------------------------------------------------------------------------------------
@@ -377,4 +379,4 @@ class Supervisor:
             changed.append(name)
         self.config, self.discovery = new, found
         logger.info(f"opd: configuration reloaded; restarted: {', '.join(sorted(set(changed))) or 'none'}")
-        systemd.ready(self.snapshot().summary())
+        systemd.ready(self.snapshot().status())

@@ -179,6 +179,8 @@ async def test_disown_busy_and_spawned_act_on_the_objects_picked(
     operation = Operation(registry=registry, settings=OperatorSettings(), memo={}, namespaces=[namespace],
                           clusterwide=False, login=Login(kubeconfig=str(kubeconfig)))
     running.append(asyncio.create_task(operation.run()))
+    # Created once it watches: listed instead, they could still be in process when both are spawned.
+    await eventually(lambda: operation.snapshot().ready)
     uids = {name: (await create_kex(api, namespace, name))["metadata"]["uid"] for name in ("one", "two")}
     every = lambda uid: True  # noqa: E731
 

@@ -23,6 +23,7 @@ import opd
 from opd.engine import causes, shapes
 from opd.engine.diffs import diff
 from opd.engine.hub import CatchUp
+from opd.engine.listing import ListProgress, PageBuffer
 from opd.engine.processing import ResourceProcessor
 from opd.engine.reporting import where
 from opd.engine.state import Storage, compact, dump, essence, version
@@ -287,12 +288,38 @@ def test_a_bookmark_without_a_version_keeps_the_stream_s_version() -> None:
 async def test_a_listed_object_left_out_as_malformed_is_not_reported_deleted() -> None:
     """It is still there (only its shape is wrong): a relist that leaves it out must not make its
     handlers believe it was deleted. Its uid, when it has one, keeps it known."""
-    async def no_more_pages() -> Any:
-        return
-        yield
-
     for skipped, reported in ((set(), [("DELETED", "kept")]), ({"u1"}, [])):
         watcher, delivered = _watcher()
         watcher._known["u1"] = ("5", "ns", "kept")
-        await watcher._deliver_list([], no_more_pages(), set(), skipped)
+        no_more_pages = PageBuffer(lambda raw: [])
+        no_more_pages.finish()
+        await watcher._deliver_list([], no_more_pages, set(), skipped, ListProgress())
         assert delivered == reported
+
+
+pages = st.one_of(
+    st.fixed_dictionaries({}, optional={
+        "items": odd(st.lists(odd(objects | identified), max_size=4)),
+        "metadata": odd(st.fixed_dictionaries({}, optional={
+            "resourceVersion": odd(st.integers(1, 10**9).map(str)), "continue": odd(names),
+            "remainingItemCount": odd(st.integers(-5, 10**6))})),
+    }).map(orjson.dumps),
+    json_values.map(orjson.dumps), st.binary(max_size=64))
+
+
+@FUZZ
+@given(page=pages)
+def test_fuzz_any_list_page_is_parsed_and_checked_or_refused_in_one_line(page: bytes) -> None:
+    """A LIST's page, as received (kept as bytes, parsed again when fed): a page of items with a
+    version, or BadShape; its items then each either whole bodies or left out."""
+    watcher, _ = _watcher()
+    try:
+        listed, version, token, remaining = watcher.parse(page)
+    except shapes.BadShape as exc:
+        assert "\n" not in str(exc)
+        return
+    assert isinstance(listed, list) and isinstance(version, str) and version
+    assert token is None or isinstance(token, str)
+    assert remaining is None or type(remaining) is int
+    for item in watcher.checked(listed, set()):
+        assert "kind" in item and "apiVersion" in item and item["metadata"]["uid"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from typing import Any
 
 import opd
@@ -77,3 +79,26 @@ class SharedLogin:
 
 checked = Checked()
 shared_login = SharedLogin()
+
+
+class Gated:
+    """One worker whose handler waits until ``GATE`` opens, and a small LIST page (its queue's room is
+    two pages): a backlog that stays a backlog while the test looks at readiness."""
+
+    GATE = threading.Event()
+    HANDLED: list[str] = []
+
+    @opd.hookimpl
+    def opd_configure(self, settings: opd.OperatorSettings) -> None:
+        settings.processing.workers = 1
+        settings.watching.list_page_size = 10
+
+    @opd.hookimpl
+    def opd_register(self, registry: opd.OperatorRegistry) -> None:
+        @opd.on.create("kopfexamples", registry=registry, id="gated")
+        async def gated(name: str, **_: Any) -> None:
+            await asyncio.to_thread(Gated.GATE.wait)  # a thread's Event: the test's loop may be another
+            Gated.HANDLED.append(name)
+
+
+gated = Gated()

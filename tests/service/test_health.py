@@ -17,7 +17,7 @@ from loguru import logger
 import opd
 from opd.service import config as daemon_config
 from opd.service.config import Listen
-from opd.service.health import HealthServer, PluginSnapshot, Probes, Snapshot, WatchSnapshot
+from opd.service.health import HealthServer, PluginSnapshot, Probes, ResourceCounters, Snapshot, WatchSnapshot
 
 SECRET = "hunter2"
 
@@ -213,3 +213,21 @@ async def test_readyz_shows_a_failing_probe_by_its_type_only(
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+def test_status_says_the_backlog_while_a_plugin_has_listed_objects_left_to_feed() -> None:
+    def kex(fed: int, listed: int, depth: int) -> dict[str, ResourceCounters]:
+        return {"kopfexamples.v1.kopf.dev": ResourceCounters(queue={"depth": depth}, backlog=(fed, listed))}
+
+    behind = Snapshot(running=True, plugins={
+        "a": PluginSnapshot(name="a", status="ready", ready=True, resources=kex(500, 2000, 1000)),
+        "b": PluginSnapshot(name="b", status="ready", ready=True, resources=kex(2000, 2000, 10)),
+        "off": PluginSnapshot(name="off", status="disabled", ready=False, resources=kex(0, 99, 0)),
+    })
+    assert behind.settled and behind.summary() == "2 of 2 plugin(s) ready"
+    assert behind.status() == ("2 of 2 plugin(s) ready; backlog: 2500 of 4000 listed objects fed to the handlers, "
+                               "1010 queued (1 plugin(s) behind)")
+    assert behind.plugins["a"].to_dict()["backlog"] == {"listed": 2000, "fed": 500, "queued": 1000}
+    caught_up = Snapshot(running=True, plugins={
+        "a": PluginSnapshot(name="a", status="ready", ready=True, resources=kex(2000, 2000, 3))})
+    assert caught_up.status() == caught_up.summary() == "1 of 1 plugin(s) ready"
