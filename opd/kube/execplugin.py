@@ -137,15 +137,24 @@ class ExecPlugin:
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()  # this process's own child, by its pid
-                await proc.wait()
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(drainer, 1.0)
+            # Read what is left (discarded): a pipe paused on a full buffer never reports its end,
+            # and the process is not reaped until both pipes have ended.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_discard(proc.stdout), 10.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(drainer, 10.0)
             drainer.cancel()
+            await proc.wait()
         if code != 0:
             lines = bytes(stderr).decode(errors="replace").strip().splitlines()
             said = f": {' '.join(lines[-1].split())[:200]}" if lines else ""
             raise self.fail(f"{self.command!r:.80} exited with {code}{said}")
         return parse_exec_credential(out, self.api_version, self.where)
+
+
+async def _discard(stream: asyncio.StreamReader) -> None:
+    while await stream.read(65536):
+        pass
 
 
 def parse_exec_credential(data: bytes, api_version: str, where: str) -> ExecCredential:

@@ -89,7 +89,9 @@ def _env(tree: Path | None, kubeconfig: Path | None = None, *, kubernetes: bool 
 
 
 def _run(argv: list[str], env: dict[str, str], pattern: str) -> tuple[re.Match[str], str]:
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
+    # Not from this checkout's directory: ``python -c`` puts the working directory first on sys.path.
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False,
+                          cwd=tempfile.gettempdir())
     found = re.search(pattern, done.stdout + done.stderr)
     if found is None:
         raise SystemExit(f"{argv[:3]}: no {pattern!r} in its output (exit {done.returncode}):\n"
