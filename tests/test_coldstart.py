@@ -1,5 +1,6 @@
 """A cold start without kubernetes_asyncio's models (issue #22): ``import opd`` and an operator up
-to its first request never import them; a handler that uses its ``api`` kwarg does, then."""
+to its first request never import them; a handler that uses its ``api`` kwarg does, then. Nor does
+opd import the official ``kubernetes`` client where it is installed (it configures it when imported)."""
 
 from __future__ import annotations
 
@@ -35,9 +36,10 @@ async def test_opd_run_reaches_its_objects_without_the_models_until_a_handler_us
         @opd.on.create("configmaps")
         async def created(name, api, **_):
             before = {MODELS!r} in sys.modules  # after the LIST that brought this object
+            kubernetes = "kubernetes" in sys.modules  # installed here (opd[test]), never imported by opd
             found = await plain.request(api, "GET", f"/api/v1/namespaces/{namespace}/configmaps/{{name}}")
-            print(f"HANDLER before={{before}} after={{{MODELS!r} in sys.modules}} got={{found['metadata']['name']}}",
-                  flush=True)
+            print(f"HANDLER before={{before}} after={{{MODELS!r} in sys.modules}} got={{found['metadata']['name']}} "
+                  f"kubernetes={{kubernetes}}", flush=True)
     '''))
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "opd", "run", str(handlers), "-n", namespace,
@@ -62,4 +64,4 @@ async def test_opd_run_reaches_its_objects_without_the_models_until_a_handler_us
         except TimeoutError:
             proc.kill()
             await proc.wait()
-    assert line == "HANDLER before=False after=True got=seen", "".join(lines)[-3000:]
+    assert line == "HANDLER before=False after=True got=seen kubernetes=False", "".join(lines)[-3000:]

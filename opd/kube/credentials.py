@@ -21,6 +21,8 @@ import base64
 import binascii
 import datetime
 import importlib
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import os
 import re
@@ -309,19 +311,49 @@ def kubernetes_installed() -> bool:
 
 
 async def import_kubernetes_client() -> bool:
-    """Import the ``kubernetes`` package if it is installed (in a thread: ~0.2 s of imports that the
-    loop need not wait on); True when it is there to configure."""
-    if kubernetes_imported():
-        return True
-    if not kubernetes_installed():
-        return False
-    try:
-        await asyncio.to_thread(importlib.import_module, "kubernetes.config")
-    except Exception as exc:  # a broken install is the user's; opd's own connection does not need it
-        logger.warning(f"opd: the kubernetes package is installed but cannot be imported "
-                       f"({type(exc).__name__}: {exc}); its client is not configured")
-        return False
-    return True
+    """True when the ``kubernetes`` package is there to configure. It is not imported here (~0.3 CPU s
+    that most operators never use): ``connect()`` configures it if it is imported by then, or else
+    when something first imports it (``configure_on_import``)."""
+    return kubernetes_installed()
+
+
+class _ConfigureOnImport(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: when ``kubernetes`` is first imported (a handler's late ``import
+    kubernetes``), it lets the import run and then loads that client's default configuration from
+    opd's source. Process-wide, as that default configuration is."""
+
+    def __init__(self) -> None:
+        self.login: Login | None = None
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname != "kubernetes" or self.login is None:
+            return None
+        login, self.login = self.login, None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        loader = spec.loader if spec is not None else None
+        if spec is None or not isinstance(loader, importlib.abc.Loader):
+            return None
+        run = loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            run(module)
+            try:
+                configure_kubernetes_client(login)
+            except ConfigError as exc:  # the import itself succeeded: say why the client is not configured
+                logger.warning(f"opd: {exc}")
+
+        loader.exec_module = exec_module  # type: ignore[method-assign]  # this spec's own loader
+        return spec
+
+
+_on_import = _ConfigureOnImport()
+
+
+def configure_on_import(login: Login) -> None:
+    """Configure the ``kubernetes`` client from ``login`` when it is first imported."""
+    _on_import.login = login
+    if _on_import not in sys.meta_path:
+        sys.meta_path.insert(0, _on_import)
 
 
 def configure_kubernetes_client(login: Login) -> Any:
@@ -346,9 +378,8 @@ async def connect(login: Login | ConnectionInfo | Credentials | Any | None,
     """An authenticated client from an ``opd.Login`` (None: find credentials), or from what a
     login handler may return: a ready kubernetes_asyncio Configuration, or Kopf's ConnectionInfo.
 
-    With opd's own login (no handler's answer) and the ``kubernetes`` package imported, that
-    client's default configuration is loaded from the same source (``import_kubernetes_client()``
-    imports it first where that is wanted)."""
+    With opd's own login (no handler's answer), the ``kubernetes`` client's default configuration
+    is loaded from the same source: now if that package is imported, else when it first is."""
     credentials: Credentials
     if isinstance(login, ConnectionInfo) and source_of(login) is not None:
         credentials, source = await load_configuration(source_of(login))
@@ -368,6 +399,8 @@ async def connect(login: Login | ConnectionInfo | Credentials | Any | None,
         if kubernetes_imported():
             await asyncio.to_thread(configure_kubernetes_client, resolved)
             logger.debug(f"opd: the kubernetes client is configured from the same {source}")
+        elif kubernetes_installed():
+            configure_on_import(resolved)
     else:
         raise ConfigError(f"login: expected opd.Login, ConnectionInfo or a kubernetes_asyncio Configuration, "
                           f"got {type(login).__name__}")
