@@ -12,13 +12,14 @@ Prints, as medians of ``--rounds`` fresh processes each:
 Bytecode is cached as an installed package has it (``PYTHONDONTWRITEBYTECODE`` is dropped for the
 children, and one uncounted process of each kind runs first). ``opd run`` is measured twice when the
 official ``kubernetes`` package is installed: without it (``pip install opd`` does not bring it) and
-with it (Kopf's default login configures it, so ``opd run`` imports it before connecting).
-
-``--tree DIR`` measures opd from another source tree (e.g. ``git archive COMMIT opd | tar -x -C
-DIR``) with this one's venv: a before/after from one script. The first LIST is caught by wrapping
+with it (Kopf's default login configures it). The first LIST is caught by wrapping
 ``KubeClient._send`` in the child (the wrapper prints, then ends the process at once).
 
-Usage: ``python tests/bench/coldstart.py [--rounds 5] [--tree DIR] [--kubeconfig FILE]``; without
+``--before DIR`` measures opd from another source tree too (e.g. ``git archive COMMIT opd | tar -x
+-C DIR``), with this one's venv, alternating with this tree in every round: both meet the same
+moments of a shared machine, and each ratio is taken within a round.
+
+Usage: ``python tests/bench/coldstart.py [--rounds 5] [--before DIR] [--kubeconfig FILE]``; without
 ``--kubeconfig`` it starts (and stops) a local control plane of its own.
 """
 
@@ -99,66 +100,79 @@ def _run(argv: list[str], env: dict[str, str], pattern: str) -> tuple[re.Match[s
     return found, done.stderr
 
 
-def import_figures(tree: Path | None, rounds: int) -> tuple[float, float]:
-    """Medians: the importtime total of ``import opd`` (s) and the CPU seconds at its end."""
-    totals, cpus = [], []
-    _run([sys.executable, "-c", IMPORT_CHILD], _env(tree), r"IMPORTED")  # writes the bytecode if missing
-    for _ in range(rounds):
-        found, _ = _run([sys.executable, "-X", "importtime", "-c", "import opd"], _env(tree),
-                        r"import time:\s+\d+ \|\s+(\d+) \| opd\n")
-        totals.append(int(found.group(1)) / 1e6)
-        cpus.append(float(_run([sys.executable, "-c", IMPORT_CHILD], _env(tree), r"IMPORTED cpu=([\d.]+)")[0].group(1)))
-    return statistics.median(totals), statistics.median(cpus)
+Figures = dict[str, list[float]]
 
 
-def first_list(argv: list[str], env: dict[str, str], rounds: int) -> tuple[float, bool]:
-    """Median CPU seconds at the first LIST, and whether any round had imported the models by then."""
-    cpus, models = [], False
-    _run(argv, env, r"FIRST-LIST")  # uncounted: bytecode, the server's own caches
-    for _ in range(rounds):
+def one_round(tree: Path | None, kubeconfig: Path, handlers: Path, kubernetes: bool, into: Figures) -> None:
+    """One fresh process of each kind for ``tree``; its figures appended to ``into``."""
+    found, _ = _run([sys.executable, "-X", "importtime", "-c", "import opd"], _env(tree),
+                    r"import time:\s+\d+ \|\s+(\d+) \| opd\n")
+    into.setdefault("importtime", []).append(int(found.group(1)) / 1e6)
+    found, _ = _run([sys.executable, "-c", IMPORT_CHILD], _env(tree), r"IMPORTED cpu=([\d.]+)")
+    into.setdefault("import_cpu", []).append(float(found.group(1)))
+    argv = [sys.executable, "-c", OPD_CHILD, str(handlers)]
+    for key, env in (("run", _env(tree, kubeconfig, kubernetes=False)),
+                     *((("run_kubernetes", _env(tree, kubeconfig)),) if kubernetes else ())):
         found, _ = _run(argv, env, r"FIRST-LIST cpu=([\d.]+) models=(\d)")
-        cpus.append(float(found.group(1)))
-        models = models or found.group(2) == "1"
-    return statistics.median(cpus), models
+        into.setdefault(key, []).append(float(found.group(1)))
+        into.setdefault(f"{key}_models", []).append(float(found.group(2)))
 
 
-def measure(kubeconfig: Path, tree: Path | None, rounds: int, workdir: Path) -> None:
+def measure(kubeconfig: Path, before: Path | None, rounds: int, workdir: Path) -> None:
     handlers = workdir / "handlers.py"
     handlers.write_text(HANDLERS)
-    total, import_cpu = import_figures(tree, rounds)
-    argv = [sys.executable, "-c", OPD_CHILD, str(handlers)]
-    bare, models = first_list(argv, _env(tree, kubeconfig, kubernetes=False), rounds)
-    installed = importlib.util.find_spec("kubernetes") is not None
-    kopfish, _ = first_list(argv, _env(tree, kubeconfig), rounds) if installed else (None, False)
-    raw_cpu, _ = first_list([sys.executable, "-c", RAW_CHILD, str(kubeconfig), str(HERE)], _env(None), rounds)
-    source = f"the tree {tree}" if tree is not None else "this tree"
-    print(f"opd from {source}; medians of {rounds} fresh processes; load average {os.getloadavg()[0]:.1f}")
-    print(f"import opd: {total:.2f} s (-X importtime total), {import_cpu:.2f} CPU s at its end (interpreter start "
-          "included)")
-    print(f"opd run, one handler: {bare:.2f} CPU s to its first LIST (goal <= 0.5: "
-          f"{'met' if bare <= 0.5 else 'missed'}); kubernetes_asyncio's models "
-          f"{'imported' if models else 'not imported'} by then")
-    if kopfish is not None:
-        print(f"opd run, one handler, the kubernetes package installed: {kopfish:.2f} CPU s to its first LIST")
-    print(f"raw aiohttp client (tests/bench/kubeapi.py): {raw_cpu:.2f} CPU s to its first LIST")
-    with_kubernetes = (f" ({kopfish:.2f} s where the official `kubernetes` package is installed: Kopf's default "
-                       "login configures it, so opd imports it first)") if kopfish is not None else ""
+    kubernetes = importlib.util.find_spec("kubernetes") is not None
+    trees: dict[str, Path | None] = {"this tree": None, **({"before": before} if before is not None else {})}
+    figures: dict[str, Figures] = {name: {} for name in trees}
+    raw: list[float] = []
+    raw_argv = [sys.executable, "-c", RAW_CHILD, str(kubeconfig), str(HERE)]
+    for tree in trees.values():  # uncounted: bytecode written, the server's caches warm
+        one_round(tree, kubeconfig, handlers, kubernetes, {})
+    _run(raw_argv, _env(None), r"FIRST-LIST")
+    load = os.getloadavg()[0]
+    for _ in range(rounds):
+        for name, tree in trees.items():
+            one_round(tree, kubeconfig, handlers, kubernetes, figures[name])
+        raw.append(float(_run(raw_argv, _env(None), r"FIRST-LIST cpu=([\d.]+)")[0].group(1)))
+    load = max(load, os.getloadavg()[0])
+    med = {name: {key: statistics.median(values) for key, values in f.items()} for name, f in figures.items()}
+    print(f"medians of {rounds} rounds (one fresh process of each kind per round); load average up to {load:.1f}")
+    for name, m in med.items():
+        print(f"{name}: import opd {m['importtime']:.2f} s (-X importtime, wall clock), {m['import_cpu']:.2f} CPU s "
+              f"at its end (interpreter start included); opd run, one handler: {m['run']:.2f} CPU s to its first "
+              f"LIST (goal <= 0.5: {'met' if m['run'] <= 0.5 else 'missed'}), kubernetes_asyncio's models "
+              f"{'imported' if max(figures[name]['run_models']) else 'not imported'} by then"
+              + (f"; with the kubernetes package installed {m['run_kubernetes']:.2f} CPU s" if kubernetes else ""))
+    print(f"raw aiohttp client (tests/bench/kubeapi.py): {statistics.median(raw):.2f} CPU s to its first LIST")
+    now = med["this tree"]
+    with_kubernetes = (f" ({now['run_kubernetes']:.2f} s with the official `kubernetes` package installed, which "
+                       "Kopf's default login configures)") if kubernetes else ""
+    was = ""
+    if "before" in med:
+        then = med["before"]
+        pairs = zip(figures["this tree"]["run"], figures["before"]["run"], strict=True)
+        ratio = statistics.median(after / before for after, before in pairs)
+        was = (f" Before (`--before`, the same rounds): `import opd` {then['importtime']:.2f} s and "
+               f"{then['import_cpu']:.2f} CPU s, `opd run` {then['run']:.2f} CPU s"
+               + (f" ({then['run_kubernetes']:.2f} s with `kubernetes`)" if kubernetes else "")
+               + f"; after/before within a round {ratio:.2f}.")
     print(textwrap.fill(
-        f"Cold start (`tests/bench/coldstart.py`, medians of {rounds} fresh processes): `import opd` takes "
-        f"{total:.2f} s (`python -X importtime`) and {import_cpu:.2f} CPU s with the interpreter's start; `opd run` "
-        f"with one handler has spent {bare:.2f} CPU s when it sends its first LIST{with_kubernetes} "
-        f"(goal ≤ 0.5), the raw aiohttp client {raw_cpu:.2f} s.", width=100))
+        f"Cold start (`tests/bench/coldstart.py`, medians of {rounds} rounds of fresh processes, load average up "
+        f"to {load:.1f}): `import opd` takes {now['importtime']:.2f} s (`python -X importtime`, wall clock) "
+        f"and {now['import_cpu']:.2f} CPU s with the interpreter's start; `opd run` with one handler has spent "
+        f"{now['run']:.2f} CPU s when it sends its first LIST{with_kubernetes} (goal ≤ 0.5), the raw aiohttp "
+        f"client {statistics.median(raw):.2f} s.{was}", width=100))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--tree", type=Path, help="an opd source tree to measure instead of this one")
+    parser.add_argument("--before", type=Path, help="another opd source tree, measured alternately with this one")
     parser.add_argument("--kubeconfig", type=Path, help="an API server's kubeconfig (default: start one)")
     args = parser.parse_args()
-    tree = args.tree.resolve() if args.tree else None
+    tree = args.before.resolve() if args.before else None
     if tree is not None and not (tree / "opd" / "__init__.py").is_file():
-        parser.error(f"--tree {tree}: no opd/__init__.py there")
+        parser.error(f"--before {tree}: no opd/__init__.py there")
     with tempfile.TemporaryDirectory(prefix="opd-coldstart-") as tmp:
         if args.kubeconfig is not None:
             measure(args.kubeconfig, tree, args.rounds, Path(tmp))
