@@ -161,7 +161,7 @@ class KubeClient:
         own API calls (kwarg ``api``): the same cluster and identity as the operator's. Made (and
         kubernetes_asyncio imported) when a handler first uses it."""
         if self._handlers_api is None:
-            self._handlers_api = LazyApiClient(self.credentials)
+            self._handlers_api = LazyApiClient(self.credentials, connections=self.settings.request_connections)
         return self._handlers_api
 
     async def close(self) -> None:

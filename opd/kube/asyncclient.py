@@ -86,14 +86,17 @@ class LazyApiClient:
     """A kubernetes_asyncio ``ApiClient`` made on first use: handlers get one as their ``api`` kwarg,
     and most never use it. Anything asked of it is asked of the real client."""
 
-    def __init__(self, credentials: Credentials) -> None:
+    def __init__(self, credentials: Credentials, *, connections: int = 32) -> None:
         self._credentials = credentials
+        self._connections = connections
         self._client: Any = None
 
     def real(self) -> Any:
         if self._client is None:
             client = importlib.import_module("kubernetes_asyncio.client")
-            self._client = client.ApiClient(configuration=configuration_of(self._credentials))
+            configuration = configuration_of(self._credentials)
+            configuration.connection_pool_maxsize = self._connections  # as many as opd's own requests
+            self._client = client.ApiClient(configuration=configuration)
         return self._client
 
     def __getattr__(self, name: str) -> Any:
