@@ -17,11 +17,11 @@ from kubernetes_asyncio import client
 MODELS = "kubernetes_asyncio.client.models"
 
 
-def test_import_opd_imports_no_kubernetes_asyncio() -> None:
+def test_import_opd_imports_no_kubernetes_asyncio(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", "import sys, opd; print(sorted(m for m in sys.modules "
                            "if m.split('.')[0] in ('kubernetes_asyncio', 'kubernetes', 'urllib3')))"],
-                          capture_output=True, text=True, timeout=120, check=True)
-    assert done.stdout.strip() == "[]", done.stdout
+                          capture_output=True, text=True, timeout=120, check=True, cwd=tmp_path)
+    assert done.stdout.strip() == "[]", done.stdout[:300]
 
 
 async def test_opd_run_reaches_its_objects_without_the_models_until_a_handler_uses_api(
@@ -43,7 +43,7 @@ async def test_opd_run_reaches_its_objects_without_the_models_until_a_handler_us
     '''))
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "opd", "run", str(handlers), "-n", namespace,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path,
         env={**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(tmp_path)})
     lines: list[str] = []
     try:

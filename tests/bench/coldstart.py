@@ -151,7 +151,7 @@ def measure(kubeconfig: Path, before: Path | None, rounds: int, workdir: Path) -
     if "before" in med:
         then = med["before"]
         pairs = zip(figures["this tree"]["run"], figures["before"]["run"], strict=True)
-        ratio = statistics.median(after / before for after, before in pairs)
+        ratio = statistics.median(new / old for new, old in pairs)
         was = (f" Before (`--before`, the same rounds): `import opd` {then['importtime']:.2f} s and "
                f"{then['import_cpu']:.2f} CPU s, `opd run` {then['run']:.2f} CPU s"
                + (f" ({then['run_kubernetes']:.2f} s with `kubernetes`)" if kubernetes else "")
