@@ -81,6 +81,10 @@ def test_certificates_and_keys_as_data_go_to_private_files(tmp_path: Path) -> No
         assert file is not None and Path(file).read_bytes() == PEM
         assert stat.S_IMODE(Path(file).stat().st_mode) & 0o077 == 0
     assert creds.verify_ssl is False
+    der = b"\x30\x82\x01\x0a\x02\x82"  # not PEM: written as decoded, not decoded twice
+    encoded = base64.b64encode(der).decode()
+    creds = _load(_write(tmp_path / "der", _config(cluster={"certificate-authority-data": encoded})))
+    assert creds.ssl_ca_cert is not None and Path(creds.ssl_ca_cert).read_bytes() == der
 
 
 def test_token_basic_auth_and_no_user(tmp_path: Path) -> None:

@@ -113,14 +113,15 @@ class LoginError(ConfigError):
 _data_folder: str | None = None
 
 
-def _data_file(data: bytes | str, what: str) -> str:
-    """Certificate or key data as a file (the client reads only files), private to this process's user."""
+def _data_file(data: bytes | str, what: str, *, decoded: bool = False) -> str:
+    """Certificate or key data as a file (TLS reads only files), private to this process's user.
+    ``decoded``: the bytes as they go to the file (else PEM, or base64 of it, as Kopf's fields hold)."""
     global _data_folder
     if _data_folder is None:
         _data_folder = tempfile.mkdtemp(prefix="opd-login-")  # 0700
         atexit.register(shutil.rmtree, _data_folder, True)
     raw = data.encode() if isinstance(data, str) else data
-    if not raw.lstrip().startswith(b"-----"):  # base64 of PEM, as in a kubeconfig
+    if not decoded and not raw.lstrip().startswith(b"-----"):  # base64 of PEM, as in a kubeconfig
         try:
             raw = base64.b64decode(raw, validate=True)
         except binascii.Error as exc:
@@ -249,8 +250,8 @@ async def kubeconfig_credentials(path: str, context: str | None = None) -> Crede
             credentials.refresher = ExecRefresh(plugin, info, answer)
         else:
             assert answer.certificate and answer.key
-            credentials.cert_file = _data_file(answer.certificate, "exec plugin's clientCertificateData")
-            credentials.key_file = _data_file(answer.key, "exec plugin's clientKeyData")
+            credentials.cert_file = _data_file(answer.certificate, "clientCertificateData", decoded=True)
+            credentials.key_file = _data_file(answer.key, "clientKeyData", decoded=True)
         return credentials
     token, token_file = user.string("token"), user.file("tokenFile")
     if token:
@@ -275,7 +276,7 @@ def _file_or_data(entry: kubeconfig.Entry, key: str) -> str | None:
     named file, which must exist."""
     data = entry.data(f"{key}-data")
     if data:
-        return _data_file(data, f"{entry.where}.{key}-data")
+        return _data_file(data, f"{entry.where}.{key}-data", decoded=True)
     path = entry.file(key)
     if path is None:
         return None
