@@ -50,12 +50,16 @@ OPD_CHILD = '''
 import os, sys, time, runpy
 if os.environ.get("COLDSTART_WITHOUT_KUBERNETES"):
     sys.modules["kubernetes"] = None  # as where it is not installed (it is no dependency of opd)
-import opd.kube.api as api
+import opd.kube.api as api  # imports opd, as `opd run` does first
+imported = time.process_time()
+first = []
 original = api.KubeClient._send
 async def _send(self, method, path, *args, **kwargs):
+    first.append(first[0] if first else time.process_time())
     if method == "GET" and path.endswith("/configmaps"):
         models = "kubernetes_asyncio.client.models" in sys.modules
-        print(f"FIRST-LIST cpu={time.process_time():.4f} models={int(models)}", flush=True)
+        print(f"FIRST-LIST cpu={time.process_time():.4f} models={int(models)} imported={imported:.4f} "
+              f"first-request={first[0]:.4f}", flush=True)
         os._exit(0)
     return await original(self, method, path, *args, **kwargs)
 api.KubeClient._send = _send
@@ -113,9 +117,15 @@ def one_round(tree: Path | None, kubeconfig: Path, handlers: Path, kubernetes: b
     argv = [sys.executable, "-c", OPD_CHILD, str(handlers)]
     for key, env in (("run", _env(tree, kubeconfig, kubernetes=False)),
                      *((("run_kubernetes", _env(tree, kubeconfig)),) if kubernetes else ())):
-        found, _ = _run(argv, env, r"FIRST-LIST cpu=([\d.]+) models=(\d)")
-        into.setdefault(key, []).append(float(found.group(1)))
+        found, _ = _run(argv, env, r"FIRST-LIST cpu=([\d.]+) models=(\d) imported=([\d.]+) first-request=([\d.]+)")
+        cpu, imported, first = float(found.group(1)), float(found.group(3)), float(found.group(4))
+        into.setdefault(key, []).append(cpu)
         into.setdefault(f"{key}_models", []).append(float(found.group(2)))
+        # Where it went: importing opd; then to the first request (CLI, settings, credentials);
+        # then to the first LIST (API discovery: one request per group version, TLS handshakes).
+        into.setdefault(f"{key}_import", []).append(imported)
+        into.setdefault(f"{key}_connect", []).append(first - imported)
+        into.setdefault(f"{key}_discovery", []).append(cpu - first)
 
 
 def measure(kubeconfig: Path, before: Path | None, rounds: int, workdir: Path) -> None:
@@ -143,6 +153,8 @@ def measure(kubeconfig: Path, before: Path | None, rounds: int, workdir: Path) -
               f"LIST (goal <= 0.5: {'met' if m['run'] <= 0.5 else 'missed'}), kubernetes_asyncio's models "
               f"{'imported' if max(figures[name]['run_models']) else 'not imported'} by then"
               + (f"; with the kubernetes package installed {m['run_kubernetes']:.2f} CPU s" if kubernetes else ""))
+        print(f"  where opd run's went: {m['run_import']:.2f} s until opd is imported, {m['run_connect']:.2f} s more "
+              f"until its first request, {m['run_discovery']:.2f} s more until its first LIST (API discovery)")
     print(f"raw aiohttp client (tests/bench/kubeapi.py): {statistics.median(raw):.2f} CPU s to its first LIST")
     now = med["this tree"]
     with_kubernetes = (f" ({now['run_kubernetes']:.2f} s with the official `kubernetes` package installed, which "
@@ -161,7 +173,9 @@ def measure(kubeconfig: Path, before: Path | None, rounds: int, workdir: Path) -
         f"to {load:.1f}): `import opd` takes {now['importtime']:.2f} s (`python -X importtime`, wall clock) "
         f"and {now['import_cpu']:.2f} CPU s with the interpreter's start; `opd run` with one handler has spent "
         f"{now['run']:.2f} CPU s when it sends its first LIST{with_kubernetes} (goal ≤ 0.5), the raw aiohttp "
-        f"client {statistics.median(raw):.2f} s.{was}", width=100))
+        f"client {statistics.median(raw):.2f} s. Of opd's: {now['run_import']:.2f} s until opd is imported, "
+        f"{now['run_connect']:.2f} s to its first request, {now['run_discovery']:.2f} s of API discovery (a request "
+        f"per group version) before the LIST.{was}", width=100))
 
 
 def main() -> int:
