@@ -1,6 +1,6 @@
-"""Raw requests and watch streams over kubernetes_asyncio's authenticated HTTP session.
+"""Raw requests and watch streams over aiohttp sessions with the operator's credentials.
 
-Bodies are parsed once, straight from bytes to dicts: no model classes on the hot path.
+Bodies are parsed once, straight from bytes to dicts: no model classes, no client library.
 """
 
 from __future__ import annotations
@@ -16,14 +16,19 @@ from typing import Any
 
 import aiohttp
 import orjson
-from kubernetes_asyncio import client
 
+from opd._version import __version__
+from opd.kube.asyncclient import LazyApiClient
+from opd.kube.auth import Credentials
 from opd.kube.batching import Fence, Fenced, PatchBatcher
 from opd.settings import NetworkingSettings
 
 MERGE_PATCH = "application/merge-patch+json"
 _PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 JSON = "application/json"
+USER_AGENT = f"opd/{__version__}"
+# Watch events of large objects exceed aiohttp's default read buffer (etcd's limit is 1.5 MiB).
+_READ_BUFFER = 2 ** 21
 
 # Errors after which the same request may succeed later: the connection, not the request, failed.
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
@@ -119,22 +124,21 @@ class KubeClient:
     all at once, silently): the pool is replaced rather than tried one by one.
     """
 
-    def __init__(self, configuration: client.Configuration, settings: NetworkingSettings | None = None,
+    def __init__(self, credentials: Credentials, settings: NetworkingSettings | None = None,
                  *, source: str = "") -> None:
         self.settings = settings or NetworkingSettings()
         self.source = source
-        self.host = configuration.host
-        self._configuration = configuration
-        self._api = self._new_api()
-        self._streams = self._new_api(streams=True)
-        self._default_headers = dict(self._api.default_headers)  # User-Agent
-        self._retired: set[client.ApiClient] = set()
-        self._handlers_api: client.ApiClient | None = None
+        self.host = credentials.host
+        self.credentials = credentials
+        self._api = self._new_session()
+        self._streams = self._new_session(streams=True)
+        self._retired: set[aiohttp.ClientSession] = set()
+        self._handlers_api: LazyApiClient | None = None
         self._closers: set[asyncio.Task[None]] = set()
         self._recycled_at = 0.0
         self.recycles = 0
         self._open_streams: set[aiohttp.ClientResponse] = set()
-        self._probe_api: client.ApiClient | None = None  # one kept-alive connection, for liveness probes
+        self._probe_api: aiohttp.ClientSession | None = None  # one kept-alive connection, for liveness probes
         self.probes = 0
         # When a watch stream last brought data (loop time): under load, a probe that answers late was
         # slowed by this process's own busy loop, not by a hung path (whose streams go silent).
@@ -142,23 +146,22 @@ class KubeClient:
         # Operators sharing this client (a daemon's plugins) write the same objects at once: one request.
         self.patches = PatchBatcher(self._patch, split_on=one_writers_fault)
 
-    def _new_api(self, *, streams: bool = False) -> client.ApiClient:
-        # kubernetes_asyncio sizes a pool from the configuration it is made with.
-        self._configuration.connection_pool_maxsize = (
-            self.settings.connection_limit if streams else self.settings.request_connections)
-        api = client.ApiClient(configuration=self._configuration)
-        if not any(os.environ.get(v) for v in _PROXY_VARS):
-            # kubernetes_asyncio asks aiohttp to read the environment on every request (.netrc and proxy
-            # variables, each a thread-pool round trip): 16% of opd's CPU in the benchmark, for nothing
-            # when no proxy variable is set. The kubeconfig's own proxy setting still applies.
-            api.rest_client.pool_manager._trust_env = False
-        return api
+    def _new_session(self, *, streams: bool = False) -> aiohttp.ClientSession:
+        limit = self.settings.connection_limit if streams else self.settings.request_connections
+        tls = self.credentials.ssl_context() if self.host.startswith("https:") else None
+        connector = aiohttp.TCPConnector(limit=limit, ssl=tls if tls is not None else True)
+        # aiohttp reads the environment on every request when trusting it (.netrc and proxy variables,
+        # each a thread-pool round trip: 16% of opd's CPU in the benchmark): only when a proxy
+        # variable is set. The kubeconfig's own proxy-url applies either way.
+        trust_env = any(os.environ.get(v) for v in _PROXY_VARS)
+        return aiohttp.ClientSession(connector=connector, trust_env=trust_env, read_bufsize=_READ_BUFFER)
 
-    def handler_client(self) -> client.ApiClient:
+    def handler_client(self) -> LazyApiClient:
         """A kubernetes_asyncio ApiClient with the operator's own credentials, for handlers'
-        own API calls (kwarg ``api``): the same cluster and identity as the operator's."""
+        own API calls (kwarg ``api``): the same cluster and identity as the operator's. Made (and
+        kubernetes_asyncio imported) when a handler first uses it."""
         if self._handlers_api is None:
-            self._handlers_api = client.ApiClient(configuration=self._configuration)
+            self._handlers_api = LazyApiClient(self.credentials, connections=self.settings.request_connections)
         return self._handlers_api
 
     async def close(self) -> None:
@@ -181,7 +184,7 @@ class KubeClient:
             return
         self._recycled_at = now
         self.recycles += 1
-        old, self._api = self._api, self._new_api()
+        old, self._api = self._api, self._new_session()
         self._retired.add(old)
 
         async def close_later() -> None:
@@ -207,7 +210,7 @@ class KubeClient:
         the API server does not answer within ``timeout``. The connection lives as long as the
         streams do, so a path that silently drops long-lived connections drops it too."""
         if self._probe_api is None:
-            self._probe_api = self._new_api()
+            self._probe_api = self._new_session()
         self.probes += 1
         limits = aiohttp.ClientTimeout(total=timeout, sock_connect=timeout, sock_read=timeout)
         try:
@@ -228,29 +231,27 @@ class KubeClient:
         await self.close()
 
     async def _send(self, method: str, path: str, query: Mapping[str, Any] | None, body: Any,
-                    content_type: str, timeout: Any, *, api: client.ApiClient | None = None
+                    content_type: str, timeout: Any, *, api: aiohttp.ClientSession | None = None
                     ) -> aiohttp.ClientResponse:
-        """One request on kubernetes_asyncio's session (its TLS, proxy and auth, token refresh
-        included), without its generic layer: the body is serialised once, as JSON, and nothing
-        else is walked or copied (its call_api cost more than the request itself on opd's path)."""
-        rest = (api or self._api).rest_client
-        headers = {"Accept": JSON, "Content-Type": content_type, **self._default_headers}
-        for auth in (await self._configuration.auth_settings()).values():
-            if auth.get("in") == "header" and auth.get("value"):
-                headers[auth["key"]] = auth["value"]
+        """One request: the body serialised once, as JSON; the Authorization header as the
+        credentials have it now (renewed first when due)."""
+        headers = {"Accept": JSON, "Content-Type": content_type, "User-Agent": USER_AGENT}
+        authorization = await self.credentials.authorization()
+        if authorization:
+            headers["Authorization"] = authorization
         url = f"{self.host}{path}"
         if query:
             url += "?" + urllib.parse.urlencode(list(query.items()))
         kwargs: dict[str, Any] = {"headers": headers, "timeout": timeout}
         if body is not None:
             kwargs["data"] = body if isinstance(body, bytes) else orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS)
-        if rest.proxy:
-            kwargs["proxy"] = rest.proxy
-        if rest.proxy_headers:
-            kwargs["proxy_headers"] = rest.proxy_headers
-        if getattr(rest, "server_hostname", None):
-            kwargs["server_hostname"] = rest.server_hostname
-        response: aiohttp.ClientResponse = await rest.pool_manager.request(method, url, **kwargs)
+        if self.credentials.proxy:
+            kwargs["proxy"] = self.credentials.proxy
+        if self.credentials.tls_server_name:
+            kwargs["server_hostname"] = self.credentials.tls_server_name
+        response: aiohttp.ClientResponse = await (api or self._api).request(method, url, **kwargs)
+        if response.status == 401:
+            self.credentials.refused()
         return response
 
     async def request(self, method: str, path: str, *, query: Mapping[str, Any] | None = None,

@@ -12,14 +12,13 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from kubernetes_asyncio.config.kube_config import KubeConfigMerger
 from loguru import logger
 
 from opd.errors import ConfigError
+from opd.kube import kubeconfig
 from opd.kube.credentials import (
     ConnectionInfo,
     Login,
@@ -82,7 +81,7 @@ def login_via_client(**_: Any) -> ConnectionInfo | None:
 
 
 async def login_via_async_client(**_: Any) -> ConnectionInfo:
-    """Kopf's ``login_via_async_client``: what kubernetes_asyncio finds (opd's own client library)."""
+    """Kopf's ``login_via_async_client``: what opd's own loader finds (where kubernetes_asyncio would look)."""
     login = _resolved("login_via_async_client")
     cfg, _source = await load_configuration(login)
     scheme, token = _split_authorization((cfg.api_key or {}).get("BearerToken"))
@@ -149,17 +148,8 @@ def login_with_service_account(**_: Any) -> ConnectionInfo | None:
         default_namespace=(namespace_file.read_text().strip() or None) if namespace_file.exists() else None,
         priority=PRIORITY_OF_SERVICE_ACCOUNT,
     )
-    # kubernetes_asyncio re-reads the (rotated) token when the pod's environment names the server.
+    # opd re-reads the (rotated) token when the pod's environment names the server.
     return with_source(info, Login(in_cluster=True)) if in_cluster_available() else info
-
-
-def _from_file(section: Mapping[str, Any], node: Any, key: str) -> str | None:
-    """A path in a kubeconfig, relative to the file that holds it (as kubectl reads it)."""
-    value = section.get(key)
-    if not value:
-        return None
-    base = Path(node.path).parent if getattr(node, "path", None) else Path.cwd()
-    return str(base / os.path.expanduser(str(value)))
 
 
 def login_with_kubeconfig(**_: Any) -> ConnectionInfo | None:
@@ -170,41 +160,49 @@ def login_with_kubeconfig(**_: Any) -> ConnectionInfo | None:
     if not kubeconfig_exists(path):
         return None
     try:
-        merged = KubeConfigMerger(path).config
-        root: Mapping[str, Any] = merged.value if merged is not None else {}
-        current = root.get("current-context")
-        if not current:
+        merged = kubeconfig.read(path)
+        if not merged.current_context:
             raise LoginError(f"login_with_kubeconfig: kubeconfig {path}: no current-context")
+        context = merged.contexts.get(merged.current_context)
+        if context is None:
+            raise LoginError(f"login_with_kubeconfig: kubeconfig {path}: no context named "
+                             f"{merged.current_context!r:.80}")
+        cluster_name, user_name = context.string("cluster"), context.string("user")
+        cluster = merged.clusters.get(cluster_name or "")
+        if cluster is None:
+            raise LoginError(f"login_with_kubeconfig: kubeconfig {path}: no cluster named {cluster_name!r:.80}")
+        user = merged.users.get(user_name) if user_name else None
+        if user_name and user is None:
+            raise LoginError(f"login_with_kubeconfig: kubeconfig {path}: no user named {user_name!r:.80}")
+        provider = user.section("auth-provider") if user is not None else None
+        provider_config = provider.section("config") if provider is not None else None
+        provider_token = provider_config.string("access-token") if provider_config is not None else None
 
-        def named(section: str, name: Any) -> Any:
-            for node in root.get(section) or []:
-                if node.value.get("name") == name:
-                    return node
-            raise LoginError(f"login_with_kubeconfig: kubeconfig {path}: no {section[:-1]} named {name!r}")
+        def field(entry: kubeconfig.Entry | None, key: str) -> Any:
+            return entry.string(key) if entry is not None else None
 
-        context = named("contexts", current).value.get("context") or {}
-        cluster_node = named("clusters", context.get("cluster"))
-        user_node = named("users", context.get("user")) if context.get("user") else None
-        cluster = cluster_node.value.get("cluster") or {}
-        user = (user_node.value.get("user") or {}) if user_node is not None else {}
-        provider_token = (user.get("auth-provider") or {}).get("config", {}).get("access-token")
+        def path_of(entry: kubeconfig.Entry | None, key: str) -> str | None:
+            found = entry.file(key) if entry is not None else None
+            return str(found) if found is not None else None
+
         info = ConnectionInfo(
-            server=cluster.get("server") or "",
-            ca_path=_from_file(cluster, cluster_node, "certificate-authority"),
-            ca_data=cluster.get("certificate-authority-data"),
-            insecure=cluster.get("insecure-skip-tls-verify"),
-            certificate_path=_from_file(user, user_node, "client-certificate"),
-            certificate_data=user.get("client-certificate-data"),
-            private_key_path=_from_file(user, user_node, "client-key"),
-            private_key_data=user.get("client-key-data"),
-            username=user.get("username"), password=user.get("password"),
-            token=user.get("token") or provider_token,
-            default_namespace=context.get("namespace"), proxy_url=cluster.get("proxy-url"),
+            server=cluster.string("server") or "",
+            ca_path=path_of(cluster, "certificate-authority"),
+            ca_data=cluster.string("certificate-authority-data"),
+            insecure=cluster.boolean("insecure-skip-tls-verify"),
+            certificate_path=path_of(user, "client-certificate"),
+            certificate_data=field(user, "client-certificate-data"),
+            private_key_path=path_of(user, "client-key"),
+            private_key_data=field(user, "client-key-data"),
+            username=field(user, "username"), password=field(user, "password"),
+            token=field(user, "token") or provider_token,
+            default_namespace=context.string("namespace"), proxy_url=cluster.string("proxy-url"),
             priority=PRIORITY_OF_KUBECONFIG,
         )
     except LoginError:
         raise
-    except Exception as exc:  # YAML errors (where, never the line: it may hold a token), wrong shapes: one line
+    except ConfigError as exc:
+        raise LoginError(f"login_with_kubeconfig: {exc}") from None
+    except Exception as exc:  # wrong shapes: one line
         raise LoginError(f"login_with_kubeconfig: kubeconfig {path}: {one_line(exc)}") from None
     return with_source(info, Login(kubeconfig=path, in_cluster=False))
-

@@ -6,18 +6,19 @@ its path, dict bodies in, dict answers out, no model classes.
 
 from __future__ import annotations
 
-from typing import Any
-
-from kubernetes_asyncio import client
+from typing import TYPE_CHECKING, Any
 
 from opd.kube.api import JSON, MERGE_PATCH
+
+if TYPE_CHECKING:  # at run time the caller brings the client: importing it costs every model
+    from kubernetes_asyncio import client
 
 __all__ = ["MERGE_PATCH", "being_terminated", "request"]
 
 _ANSWERS = {code: "object" for code in (200, 201, 202)}  # keyed by the int status
 
 
-async def request(api: client.ApiClient, method: str, path: str, *, body: Any = None,
+async def request(api: client.ApiClient | Any, method: str, path: str, *, body: Any = None,
                   query: dict[str, str] | None = None, content_type: str = JSON) -> dict[str, Any]:
     """One API request; raises ``kubernetes_asyncio.client.ApiException`` for an error status."""
     answer: dict[str, Any] = await api.call_api(
