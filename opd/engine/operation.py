@@ -22,7 +22,8 @@ from opd.engine.execution import execute
 from opd.engine.hub import Subscription
 from opd.engine.indexing import Indexes
 from opd.engine.invocation import invoke
-from opd.engine.ownership import EVERYTHING, Ownership
+from opd.engine.labelling import Labeller
+from opd.engine.ownership import EVERYTHING, Narrowing, Ownership, shard_label
 from opd.engine.processing import ResourceProcessor
 from opd.engine.status import OperationStatus, copied
 from opd.errors import ConfigError, OpdError
@@ -86,6 +87,11 @@ class Operation:
         self._pool: ThreadPoolExecutor | None = None  # opd's own pool (shut down by opd)
         self.poster: EventPoster | None = None
         self.is_ready = False
+        # Label filtering (opd.ha): whether this operation writes shard labels, its labeller and streams.
+        self._labels_wanted = False
+        self.labeller: Labeller | None = None
+        self._labeller_task: asyncio.Task[Any] | None = None
+        self._labelling: dict[tuple[ResourceRef, str | None, str | None], Subscription] = {}
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -171,6 +177,7 @@ class Operation:
         self.poster = EventPoster(cluster.client, self.settings.posting, ownership=self.ownership)
         current_poster.set(self.poster)  # for opd.info/warn/exception in this operator's handlers
         self._spawn(self.poster.run(), "opd events")
+        self.labelling(self._labels_wanted)  # told before it connected (opd.ha's labeller role)
         refs = self.registry.resources()
         where = "cluster-wide" if self.clusterwide else f"namespaces {', '.join(self.patterns)}"
         logger.info(f"opd: serving {len(refs)} resource(s) {where} at {cluster.client.host} ({cluster.client.source})")
@@ -213,9 +220,11 @@ class Operation:
                 await asyncio.wait_for(service.stop(), SERVICE_STOP_TIMEOUT)
             except Exception as exc:
                 logger.error(f"opd: stopping {type(service).__name__}: {type(exc).__name__}: {exc}")
-        for sub in [*self.subscriptions.values(), *([self._namespace_sub] if self._namespace_sub else [])]:
+        for sub in [*self.subscriptions.values(), *self._labelling.values(),
+                    *([self._namespace_sub] if self._namespace_sub else [])]:
             self.cluster.hub.unsubscribe(sub)
         self.subscriptions.clear()
+        self._labelling.clear()
         tasks = set(self._tasks)
         for task in tasks:
             task.cancel()
@@ -315,8 +324,45 @@ class Operation:
         for selector, deliver in streams:
             if (ref, namespace, selector) not in self.subscriptions:
                 self.subscriptions[(ref, namespace, selector)] = self.cluster.hub.subscribe(
-                    processor.resource, namespace, selector, deliver,
+                    processor.resource, namespace, self._narrowed(selector), deliver,
                     backlog=lambda: processor.wait_for_room(room))
+        if self.labeller is not None and (ref, namespace, processor.selector) not in self._labelling:
+            label = f"!{self.labeller.label}"
+            self._labelling[(ref, namespace, processor.selector)] = self.cluster.hub.subscribe(
+                processor.resource, namespace, f"{processor.selector},{label}" if processor.selector else label,
+                self.labeller.deliver(processor.resource), backlog=self.labeller.room)
+
+    # -- label filtering (opd.ha): the streams narrowed to the shards held, the labeller --------------------
+
+    def _narrowed(self, selector: str | None) -> str | None:
+        """A stream's label selector with the ownership's shard clause added (label filtering)."""
+        if not isinstance(self.ownership, Narrowing):
+            return selector
+        clause = self.ownership.clause(shard_label(self.settings.persistence.prefix))
+        if clause is None:
+            return selector
+        return f"{selector},{clause}" if selector else clause
+
+    def labelling(self, on: bool) -> None:
+        """Write the shard label on the objects of every stream that lack it (this replica holds the
+        labeller role), or stop: a stream of unlabelled objects per handlers' stream (see labelling)."""
+        self._labels_wanted = on
+        narrowing = self.ownership if isinstance(self.ownership, Narrowing) else None
+        if on and self.labeller is None and narrowing is not None and self.cluster is not None:
+            self.labeller = Labeller(self.cluster.client, shard_label(self.settings.persistence.prefix),
+                                     narrowing.label_value)
+            self._labeller_task = self._spawn(self.labeller.run(), "opd labeller")
+            for (ref, namespace, _) in list(self.subscriptions):
+                if ref in self.processors:
+                    self._subscribe(ref, self.processors[ref], namespace)
+        elif not on and self.labeller is not None:
+            for sub in self._labelling.values():
+                if self.cluster is not None:
+                    self.cluster.hub.unsubscribe(sub)
+            self._labelling.clear()
+            if self._labeller_task is not None:
+                self._labeller_task.cancel()
+            self.labeller = self._labeller_task = None
 
     def relist(self) -> None:
         """Have every object listed again for the processors: their subscriptions are made afresh,
@@ -326,7 +372,9 @@ class Operation:
             return
         hub = self.cluster.hub
         for key, old in list(self.subscriptions.items()):
-            new = self.subscriptions[key] = hub.subscribe(*old.key, old.deliver, old.backlog)  # first: the stream stays
+            # first: the stream stays (with label filtering, a new one with the shards held now)
+            new = self.subscriptions[key] = hub.subscribe(old.key[0], old.key[1], self._narrowed(key[2]),
+                                                          old.deliver, old.backlog)
             hub.unsubscribe(old)
             if not old.listed.is_set():  # readiness (or the indexes) may be waiting for the old one's first list
                 self._spawn(_forward(new.listed, old.listed), f"opd relist {key[0]}")
@@ -385,3 +433,5 @@ class Operation:
             self._namespaces.discard(name)
             for key in [k for k in self.subscriptions if k[1] == name]:
                 self.cluster.hub.unsubscribe(self.subscriptions.pop(key))
+            for key in [k for k in self._labelling if k[1] == name]:
+                self.cluster.hub.unsubscribe(self._labelling.pop(key))

@@ -123,12 +123,15 @@ class HaSnapshot:
     shards: int
     members: int  # replicas it knows of (shards mode)
     requests: int = 0  # Lease requests sent
+    filtering: str = "client"  # shards mode: how it gets only its shards' events (labels, client)
+    labeller: bool = False  # whether it writes the shard labels (label filtering)
 
     def to_dict(self) -> dict[str, Any]:
         found: dict[str, Any] = {"mode": self.mode, "role": self.role, "identity": self.identity,
                                  "lease": f"{self.namespace}/{self.lease}"}
         if self.mode == "shards":
-            found.update(shards=list(self.held), of=self.shards, replicas=self.members)
+            found.update(shards=list(self.held), of=self.shards, replicas=self.members, filtering=self.filtering,
+                         labeller=self.labeller)
         return found
 
     def summary(self) -> str:
