@@ -92,6 +92,8 @@ class Operation:
         self.labeller: Labeller | None = None
         self._labeller_task: asyncio.Task[Any] | None = None
         self._labelling: dict[tuple[ResourceRef, str | None, str | None], Subscription] = {}
+        self._received_before = 0  # watch events of its streams replaced by relists (label filtering)
+        self._received_final: tuple[int, int] | None = None  # as its streams ended (shutdown)
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -220,6 +222,7 @@ class Operation:
                 await asyncio.wait_for(service.stop(), SERVICE_STOP_TIMEOUT)
             except Exception as exc:
                 logger.error(f"opd: stopping {type(service).__name__}: {type(exc).__name__}: {exc}")
+        self._received_final = self.events_received()
         for sub in [*self.subscriptions.values(), *self._labelling.values(),
                     *([self._namespace_sub] if self._namespace_sub else [])]:
             self.cluster.hub.unsubscribe(sub)
@@ -334,6 +337,15 @@ class Operation:
 
     # -- label filtering (opd.ha): the streams narrowed to the shards held, the labeller --------------------
 
+    def events_received(self) -> tuple[int, int]:
+        """Watch events its streams received so far, (of its handlers' streams, of the labeller's)."""
+        if self._received_final is not None or self.cluster is None:
+            return self._received_final or (self._received_before, 0)
+        watchers = {(w.resource, w.namespace, w.label_selector): w for w in self.cluster.hub.watchers}
+        own = sum(watchers[s.key].stats["events"] for s in self.subscriptions.values() if s.key in watchers)
+        labels = sum(watchers[s.key].stats["events"] for s in self._labelling.values() if s.key in watchers)
+        return self._received_before + own, labels
+
     def _narrowed(self, selector: str | None) -> str | None:
         """A stream's label selector with the ownership's shard clause added (label filtering)."""
         if not isinstance(self.ownership, Narrowing):
@@ -371,7 +383,10 @@ class Operation:
         if self.cluster is None:
             return
         hub = self.cluster.hub
+        ending = {(w.resource, w.namespace, w.label_selector): w for w in hub.watchers}
         for key, old in list(self.subscriptions.items()):
+            if old.key != (old.key[0], old.key[1], self._narrowed(key[2])) and old.key in ending:
+                self._received_before += ending[old.key].stats["events"]  # that stream ends here
             # first: the stream stays (with label filtering, a new one with the shards held now)
             new = self.subscriptions[key] = hub.subscribe(old.key[0], old.key[1], self._narrowed(key[2]),
                                                           old.deliver, old.backlog)

@@ -302,6 +302,15 @@ def _ha_metrics(ha: HaSnapshot) -> Iterator[Metric]:
                                    labels=["mode", "identity"])
     requests.add_metric(labels, ha.requests)
     yield from (leader, held, replicas, requests)
+    if ha.mode == "shards":
+        filtering = GaugeMetricFamily("opd_ha_shard_filtering", "How this replica gets only its shards' events "
+                                      "(1 on its way: labels, or client: every event comes).",
+                                      labels=["mode", "identity", "filtering"])
+        filtering.add_metric([*labels, ha.filtering], 1.0)
+        labeller = GaugeMetricFamily("opd_ha_labeller", "1 while this replica writes the shard labels.",
+                                     labels=["mode", "identity"])
+        labeller.add_metric(labels, 1.0 if ha.labeller else 0.0)
+        yield from (filtering, labeller)
 
 
 class HealthServer:

@@ -1302,6 +1302,10 @@ async def _lease_requests(stage: Stage) -> int:
     return total
 
 
+_EVENTS_SAID = re.compile(r"watch events received: (\d+) on its shards' streams, (\d+) on the labeller's "
+                          r"\(filtering: (\w+)\)")
+
+
 async def ha_measure(stage: Stage) -> Result:
     """Figures for the README: objects per second and CPU per replica with 1, 2 and 3 replicas
     (shards), and the Lease requests per second of idle replicas (leader election, and shards)."""
@@ -1345,6 +1349,16 @@ async def ha_measure(stage: Stage) -> Result:
                 result.add("idle: Lease requests per second, 3 replicas, 12 shards", f"{idle:.2f}", "report")
         finally:
             reps.stop()
+        # Each replica says at its stop what its watches received (opd.devrun): its shards' streams, and
+        # the labeller's stream of objects without the shard label (one replica's, two events per object).
+        said = {n: _EVENTS_SAID.findall(reps.procs[n].output()) for n in names}
+        if all(said.values()):
+            got = {n: (int(said[n][-1][0]), int(said[n][-1][1]), said[n][-1][2]) for n in names}
+            total = sum(own + labels for own, labels, _ in got.values())
+            result.add(f"{count} replica(s): watch events received per replica (shards' streams + labeller's; "
+                       f"share of all; filtering {'/'.join(sorted({f for *_, f in got.values()}))})",
+                       ", ".join(f"{own} + {labels} ({(own + labels) / max(1, total):.0%})"
+                                 for own, labels, _ in got.values()), "report")
 
     async def leader_idle() -> None:
         ns = await stage.namespace("idle-leader")

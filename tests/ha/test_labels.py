@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from opd.ha import HaSettings, Replica, shard_of
 from opd.ha.replica import honours_shards
 from opd.kube.credentials import Login
 from opd.orchestration import build_operation, run_tasks, spawn_operation
+from opd.service.health import HaSnapshot
 from opd.settings import OperatorSettings
 
 SHARDS = 6
@@ -34,7 +36,7 @@ class Member:
     """One replica and its operation, in this loop; ``kill`` stops acting without releasing anything."""
 
     def __init__(self, name: str, kubeconfig: Path, namespace: str, crd: str,
-                 handled: list[tuple[str, str]]) -> None:
+                 handled: list[tuple[str, str]], filtering: str = "auto") -> None:
         self.name, self.kubeconfig, self.namespace = name, kubeconfig, namespace
         self.registry = opd.OperatorRegistry()
 
@@ -43,7 +45,8 @@ class Member:
             handled.append((name, uid))
 
         self.replica = Replica(HaSettings(mode="shards", lease="lab", namespace=namespace, identity=name,
-                                          shards=SHARDS, lease_duration=4.0, renew_deadline=3.0, retry_period=1.0),
+                                          shards=SHARDS, lease_duration=4.0, renew_deadline=3.0, retry_period=1.0,
+                                          filtering=filtering),
                                login=Login(kubeconfig=str(kubeconfig)))
         self.operation: Operation | None = None
         self.task: asyncio.Task[None] | None = None
@@ -158,6 +161,10 @@ async def test_label_filtering_each_replica_reads_only_its_shards_and_the_labell
 
         # The labeller is killed; objects created now wait for their label until the role moves.
         labeller = next(m for m in members if m.labeller())
+        state = labeller.replica.state()
+        assert state is not None
+        shown = HaSnapshot(**dataclasses.asdict(state)).to_dict()  # what /readyz shows
+        assert shown["filtering"] == "labels" and shown["labeller"] is True
         await labeller.kill()
         rest = [m for m in members if m is not labeller]
         late = {}
@@ -172,6 +179,39 @@ async def test_label_filtering_each_replica_reads_only_its_shards_and_the_labell
     finally:
         if looking is not None:
             looking.cancel()
+        for member in members:
+            await member.stop()
+
+
+async def test_client_filtering_as_the_last_resort_every_replica_receives_every_event(
+        api: client.ApiClient, crd: str, namespace: str, kubeconfig: Path) -> None:
+    """Configured so (or nothing better offered): no label is written, no labeller, every replica
+    receives every event and handles only its shards' objects; the state and health say which."""
+    handled: list[tuple[str, str]] = []
+    members = [Member(name, kubeconfig, namespace, crd, handled, filtering="client") for name in ("c1", "c2")]
+    try:
+        for member in members:
+            await member.start()
+        await eventually(lambda: sorted(len(m.held()) for m in members) == [3, 3]
+                         and all(m.operation is not None and m.operation.is_ready for m in members), timeout=60)
+        uids = [(await create_kex(api, namespace, f"obj-{i:02d}"))["metadata"]["uid"] for i in range(20)]
+        await eventually(lambda: {u for _, u in handled} >= set(uids), timeout=60)
+        await asyncio.sleep(1.0)
+        for member in members:
+            member.look()
+        assert sorted(u for _, u in handled) == sorted(uids)  # each once
+        events = [m.events() for m in members]
+        assert all(count >= len(uids) for count in events), events  # each its own and the other's
+        assert not any(m.labeller() for m in members)
+        states = [m.replica.state() for m in members]
+        assert {s.filtering for s in states if s is not None} == {"client"}
+        shown = HaSnapshot(**dataclasses.asdict(states[0])).to_dict()  # what /readyz shows
+        assert shown["filtering"] == "client" and shown["labeller"] is False
+        objects = await client.CustomObjectsApi(api).list_namespaced_custom_object("kopf.dev", "v1", namespace, crd)
+        assert not [o for o in objects["items"] if LABEL in (o["metadata"].get("labels") or {})]
+        leases = await client.CoordinationV1Api(api).list_namespaced_lease(namespace)
+        assert "lab-labeller" not in {lease.metadata.name for lease in leases.items}
+    finally:
         for member in members:
             await member.stop()
 
