@@ -88,4 +88,5 @@ async def replicated(*, registry: OperatorRegistry, settings: OperatorSettings, 
             own, labels = operation.events_received()
             state = replica.state()
             logger.info(f"opd: ha: watch events received: {own} on its shards' streams, {labels} on the labeller's "
-                        f"(filtering: {state.filtering if state is not None else '?'})")
+                        f"(filtering: {state.filtering if state is not None else '?'}); "
+                        f"{operation.labels_written()} shard label(s) written")

@@ -1,8 +1,9 @@
 """The shard label, written once on each object that lacks it (opd.ha's label filtering).
 
 One replica of a group, the labeller, has its operations watch each resource's objects without
-the label (``<handlers' selector>,!<prefix>/shard``: only objects its handlers select) and
-write it: one merge patch per object, ``metadata.uid`` in it so that a patch never lands on a
+the label (``<handlers' selector>,<prefix>/shards notin (S)``: only objects its handlers select,
+unlabelled or labelled for another shard count S) and write it with the count beside it
+(``<prefix>/shards: "S"``): one merge patch per object, ``metadata.uid`` in it so that a patch never lands on a
 newer object of the same name (the server refuses a changed uid). An object labelled leaves
 that stream, and enters the stream of the replica that holds its shard. The value comes from
 the ownership (the object's shard), so two labellers for a moment write the same thing.
@@ -30,10 +31,12 @@ WRITERS = 4  # labels written at once
 
 
 class Labeller:
-    def __init__(self, client: KubeClient, label: str, value: Callable[[str], str]) -> None:
+    def __init__(self, client: KubeClient, label: str, value: Callable[[str], str], count_label: str,
+                 count: int) -> None:
         self.client = client
         self.label = label
         self.value = value
+        self.count_label, self.count = count_label, str(count)
         self._pending: dict[str, str] = {}  # uid -> the object's path, in arrival order
         self._busy: set[str] = set()
         self._wake = asyncio.Event()
@@ -50,7 +53,9 @@ class Labeller:
             uid, name = meta.get("uid"), meta.get("name")
             if not isinstance(uid, str) or not isinstance(name, str):
                 return
-            if kind == "DELETED" or self.label in (meta.get("labels") or {}):
+            found = meta.get("labels")
+            labels: dict[str, Any] = found if isinstance(found, dict) else {}
+            if kind == "DELETED" or (labels.get(self.count_label) == self.count and self.label in labels):
                 self._pending.pop(uid, None)
                 return
             namespace = meta.get("namespace") if resource.namespaced else None
@@ -80,7 +85,7 @@ class Labeller:
             self._busy.add(uid)
             try:
                 await self.client.request("PATCH", path, content_type="application/merge-patch+json", body={
-                    "metadata": {"uid": uid, "labels": {self.label: self.value(uid)}}})
+                    "metadata": {"uid": uid, "labels": {self.label: self.value(uid), self.count_label: self.count}}})
             except APIError as exc:
                 if exc.status not in (404, 409, 422) and exc.status < 500 and exc.status != 429:
                     self._say(f"{exc.status}", f"writing label {self.label} on {path} refused: {exc}")

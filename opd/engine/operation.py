@@ -23,7 +23,7 @@ from opd.engine.hub import Subscription
 from opd.engine.indexing import Indexes
 from opd.engine.invocation import invoke
 from opd.engine.labelling import Labeller
-from opd.engine.ownership import EVERYTHING, Narrowing, Ownership, shard_label
+from opd.engine.ownership import EVERYTHING, Narrowing, Ownership, count_label, shard_label
 from opd.engine.processing import ResourceProcessor
 from opd.engine.status import OperationStatus, copied
 from opd.errors import ConfigError, OpdError
@@ -94,6 +94,7 @@ class Operation:
         self._labelling: dict[tuple[ResourceRef, str | None, str | None], Subscription] = {}
         self._received_before = 0  # watch events of its streams replaced by relists (label filtering)
         self._received_final: tuple[int, int] | None = None  # as its streams ended (shutdown)
+        self._written_before = 0  # shard labels written by its labellers before the current one
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -329,13 +330,19 @@ class Operation:
                 self.subscriptions[(ref, namespace, selector)] = self.cluster.hub.subscribe(
                     processor.resource, namespace, self._narrowed(selector), deliver,
                     backlog=lambda: processor.wait_for_room(room))
-        if self.labeller is not None and (ref, namespace, processor.selector) not in self._labelling:
-            label = f"!{self.labeller.label}"
-            self._labelling[(ref, namespace, processor.selector)] = self.cluster.hub.subscribe(
-                processor.resource, namespace, f"{processor.selector},{label}" if processor.selector else label,
-                self.labeller.deliver(processor.resource), backlog=self.labeller.room)
+        for selector, _ in streams if self.labeller is not None else ():
+            if self.labeller is not None and (ref, namespace, selector) not in self._labelling:
+                # Objects without the label, or labelled for another shard count (notin: both).
+                label = f"{self.labeller.count_label} notin ({self.labeller.count})"
+                self._labelling[(ref, namespace, selector)] = self.cluster.hub.subscribe(
+                    processor.resource, namespace, f"{selector},{label}" if selector else label,
+                    self.labeller.deliver(processor.resource), backlog=self.labeller.room)
 
     # -- label filtering (opd.ha): the streams narrowed to the shards held, the labeller --------------------
+
+    def labels_written(self) -> int:
+        """Shard labels this operation wrote (as the labeller): its extra writes, one per object."""
+        return self._written_before + (self.labeller.written if self.labeller is not None else 0)
 
     def events_received(self) -> tuple[int, int]:
         """Watch events its streams received so far, (of its handlers' streams, of the labeller's)."""
@@ -350,9 +357,11 @@ class Operation:
         """A stream's label selector with the ownership's shard clause added (label filtering)."""
         if not isinstance(self.ownership, Narrowing):
             return selector
-        clause = self.ownership.clause(shard_label(self.settings.persistence.prefix))
+        prefix = self.settings.persistence.prefix
+        clause = self.ownership.clause(shard_label(prefix))
         if clause is None:
             return selector
+        clause += f",{count_label(prefix)}={self.ownership.shard_count()}"  # labelled for this count only
         return f"{selector},{clause}" if selector else clause
 
     def labelling(self, on: bool) -> None:
@@ -361,8 +370,9 @@ class Operation:
         self._labels_wanted = on
         narrowing = self.ownership if isinstance(self.ownership, Narrowing) else None
         if on and self.labeller is None and narrowing is not None and self.cluster is not None:
-            self.labeller = Labeller(self.cluster.client, shard_label(self.settings.persistence.prefix),
-                                     narrowing.label_value)
+            prefix = self.settings.persistence.prefix
+            self.labeller = Labeller(self.cluster.client, shard_label(prefix), narrowing.label_value,
+                                     count_label(prefix), narrowing.shard_count())
             self._labeller_task = self._spawn(self.labeller.run(), "opd labeller")
             for (ref, namespace, _) in list(self.subscriptions):
                 if ref in self.processors:
@@ -374,6 +384,7 @@ class Operation:
             self._labelling.clear()
             if self._labeller_task is not None:
                 self._labeller_task.cancel()
+            self._written_before += self.labeller.written
             self.labeller = self._labeller_task = None
 
     def relist(self) -> None:

@@ -19,7 +19,7 @@ from loguru import logger
 
 from opd.kube.batching import Fenced
 
-__all__ = ["EVERYTHING", "Fenced", "Narrowing", "Ownership", "say_dropped", "shard_label"]
+__all__ = ["EVERYTHING", "Fenced", "Narrowing", "Ownership", "count_label", "say_dropped", "shard_label"]
 
 QUIET = 60.0  # seconds after a dropped outcome during which the next ones are said at DEBUG only
 _quiet_until = 0.0
@@ -59,6 +59,12 @@ def shard_label(prefix: str) -> str:
     return f"{prefix}/shard"
 
 
+def count_label(prefix: str) -> str:
+    """The shard count the shard label was written for, beside it: an object labelled for another
+    count (``shards`` changed) is labelled again, not left in a shard no replica reads it from."""
+    return f"{prefix}/shards"
+
+
 @runtime_checkable
 class Narrowing(Protocol):
     """An Ownership that narrows the operation's watches to what it owns, by a shard label (``opd.ha``,
@@ -71,6 +77,10 @@ class Narrowing(Protocol):
 
     def label_value(self, uid: str) -> str:
         """The shard label's value for an object: its shard."""
+        ...
+
+    def shard_count(self) -> int:
+        """How many shards there are (the count label's value)."""
         ...
 
 

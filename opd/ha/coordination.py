@@ -181,6 +181,9 @@ class Coordinator:
         """Whether this replica holds the labeller role (its operations write the shard labels)."""
         return self._labelling
 
+    def shard_count(self) -> int:
+        return len(self.claims)
+
     def left(self, key: int) -> float:
         """Seconds until the fence of a key held (0 when not held): the deadline of its last renewal."""
         claim = self.claims.get(key)

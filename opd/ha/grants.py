@@ -64,6 +64,8 @@ class Labels(Keys, Protocol):
         """Whether this replica holds the labeller role now."""
         ...
 
+    def shard_count(self) -> int: ...
+
 
 class View:
     """Implements ``opd.engine.ownership.Ownership`` for one operation (one plugin's, or ``opd run``'s)."""
@@ -109,6 +111,9 @@ class View:
 
     def label_value(self, uid: str) -> str:
         return str(self.keys.key_of(uid))
+
+    def shard_count(self) -> int:
+        return self.labels.shard_count() if self.labels is not None else 1
 
     def attach(self, operation: Operation) -> None:
         """In the operation's loop, before it runs."""
