@@ -57,6 +57,8 @@ class Labeller:
             labels: dict[str, Any] = found if isinstance(found, dict) else {}
             if kind == "DELETED" or (labels.get(self.count_label) == self.count and self.label in labels):
                 self._pending.pop(uid, None)
+                if len(self._pending) < MAX_PENDING:
+                    self._room.set()
                 return
             namespace = meta.get("namespace") if resource.namespaced else None
             self._pending[uid] = resource.path(namespace if isinstance(namespace, str) else None, name)
@@ -75,12 +77,11 @@ class Labeller:
     async def _write(self) -> None:
         backoff = Backoff(0.5, 30.0)
         while True:
-            ready = [uid for uid in self._pending if uid not in self._busy]
-            if not ready:
+            uid = next((uid for uid in self._pending if uid not in self._busy), None)  # the oldest free
+            if uid is None:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            uid = ready[0]
             path = self._pending[uid]
             self._busy.add(uid)
             try:
