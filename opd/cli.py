@@ -434,7 +434,7 @@ _NO_PEERING = ("opd run does not peer with other operators (Kopf's KopfPeering):
 
 _HA_FLAGS = {"lease": "--lease", "namespace": "--lease-namespace", "identity": "--identity", "shards": "--shards",
              "lease_duration": "--lease-duration", "renew_deadline": "--renew-deadline",
-             "retry_period": "--retry-period", "mode": "--ha"}
+             "retry_period": "--retry-period", "mode": "--ha", "filtering": "--shard-filtering"}
 
 
 def _ha_settings(mode: str, **given: Any) -> Any:
@@ -449,8 +449,9 @@ def _ha_settings(mode: str, **given: Any) -> Any:
         return None
     if mode == "shards" and "shards" not in flags:
         raise click.UsageError("--shards: required with --ha shards")
-    if mode != "shards" and "shards" in flags:
-        raise click.UsageError("--shards: only with --ha shards")
+    for key in ("shards", "filtering"):
+        if mode != "shards" and key in flags:
+            raise click.UsageError(f"{_HA_FLAGS[key]}: only with --ha shards")
     try:
         return HaSettings(mode=mode, **flags).check(_HA_FLAGS)
     except ConfigError as exc:
@@ -493,13 +494,17 @@ def _ha_settings(mode: str, **given: Any) -> Any:
 @click.option("--renew-deadline", type=float, help="With --ha: seconds without a renewal after which a holder "
                                                    "stops acting.  [default: 10]")
 @click.option("--retry-period", type=float, help="With --ha: seconds between renewals and tries.  [default: 2]")
+@click.option("--shard-filtering", type=click.Choice(["auto", "labels", "client"]),
+              help="With --ha shards: how each replica gets only its shards' events: 'labels' (a shard label on "
+                   "each object, written by one replica), 'client' (every event comes, the others' dropped); "
+                   "'auto' takes the first the cluster offers.  [default: auto]")
 def run_cmd(files: tuple[Path, ...], modules: tuple[str, ...], namespaces: tuple[str, ...], clusterwide: bool,
             kubeconfig: Path | None, context: str | None, verbose: bool, debug: bool, quiet: bool, log_format: str,
             log_prefix: bool | None, log_refkey: str | None, liveness_url: str | None, standalone: bool,
             peering: str | None, priority: int | None,
             dev: bool, ha_mode: str, lease: str | None, lease_namespace: str | None, identity: str | None,
             shards: int | None, lease_duration: float | None, renew_deadline: float | None,
-            retry_period: float | None) -> None:
+            retry_period: float | None, shard_filtering: str | None) -> None:
     """Development mode: load handlers from FILES and modules into one registry and run them.
 
     Takes kopf run's flags: -n/-A, -m, --verbose, --debug, --quiet, --liveness and --standalone
@@ -520,7 +525,8 @@ def run_cmd(files: tuple[Path, ...], modules: tuple[str, ...], namespaces: tuple
             raise click.UsageError(f"{flag}: {_NO_PEERING}")
     del standalone, log_prefix, log_refkey  # what opd run always is; what its log lines always say
     ha = _ha_settings(ha_mode, lease=lease, namespace=lease_namespace, identity=identity, shards=shards,
-                      lease_duration=lease_duration, renew_deadline=renew_deadline, retry_period=retry_period)
+                      lease_duration=lease_duration, renew_deadline=renew_deadline, retry_period=retry_period,
+                      filtering=shard_filtering)
     setup_logging("debug" if verbose or debug else "warning" if quiet else "info",
                   {"plain": "text", "full": "text"}.get(log_format, log_format))
     registry = devrun.load([str(f) for f in files], modules)

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from loguru import logger
+
 from opd.errors import ConfigError
 from opd.ha.settings import HaSettings
 from opd.kube.credentials import Login
@@ -70,6 +72,7 @@ async def replicated(*, registry: OperatorRegistry, settings: OperatorSettings, 
     replica = Replica(ha, login=login, networking=settings.networking)
     await replica.start()
     view = replica.view()
+    operation = None
     try:
         operation = build_operation(registry=registry, settings=settings, memo=memo, namespaces=namespaces,
                                     clusterwide=clusterwide, login=login, ownership=view)
@@ -80,3 +83,10 @@ async def replicated(*, registry: OperatorRegistry, settings: OperatorSettings, 
     finally:
         view.detach()
         await replica.stop()
+        # What this replica read: the figure shards should divide (tests/chaos ha-measure prints it).
+        if ha.mode == "shards" and operation is not None:
+            own, labels = operation.events_received()
+            state = replica.state()
+            logger.info(f"opd: ha: watch events received: {own} on its shards' streams, {labels} on the labeller's "
+                        f"(filtering: {state.filtering if state is not None else '?'}); "
+                        f"{operation.labels_written()} shard label(s) written")

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from loguru import logger
 
 from opd.kube.batching import Fenced
 
-__all__ = ["EVERYTHING", "Fenced", "Ownership", "say_dropped"]
+__all__ = ["EVERYTHING", "Fenced", "Narrowing", "Ownership", "count_label", "say_dropped", "shard_label"]
 
 QUIET = 60.0  # seconds after a dropped outcome during which the next ones are said at DEBUG only
 _quiet_until = 0.0
@@ -51,6 +51,36 @@ class Ownership(Protocol):
     def time_left(self, uid: str) -> float:
         """Seconds from now during which a write to it may still be in flight: math.inf without
         a limit, 0 when ``may_write`` says no. Read when each write leaves."""
+        ...
+
+
+def shard_label(prefix: str) -> str:
+    """opd's own marker of an object's shard (``opd.ha`` in label mode): written once, by one replica."""
+    return f"{prefix}/shard"
+
+
+def count_label(prefix: str) -> str:
+    """The shard count the shard label was written for, beside it: an object labelled for another
+    count (``shards`` changed) is labelled again, not left in a shard no replica reads it from."""
+    return f"{prefix}/shards"
+
+
+@runtime_checkable
+class Narrowing(Protocol):
+    """An Ownership that narrows the operation's watches to what it owns, by a shard label (``opd.ha``,
+    shards mode with labels): each stream adds ``clause(label)`` to its label selector, and the
+    operation lists again with the new clause whenever the shards held change."""
+
+    def clause(self, label: str) -> str | None:
+        """The requirement every stream adds (``<label> in (0,3)``); None: no narrowing, every event comes."""
+        ...
+
+    def label_value(self, uid: str) -> str:
+        """The shard label's value for an object: its shard."""
+        ...
+
+    def shard_count(self) -> int:
+        """How many shards there are (the count label's value)."""
         ...
 
 

@@ -93,7 +93,8 @@ def essence(body: Mapping[str, Any], prefix: str, *, secret: bool = False,
             values = result.get(name)
             if isinstance(values, Mapping):
                 result[name] = {key: _digest(salt, key, value) for key, value in values.items()}
-    labels = {k: v for k, v in (meta.get("labels") or {}).items() if not is_holding_label(k, prefix)}
+    labels = {k: v for k, v in (meta.get("labels") or {}).items()
+              if not is_holding_label(k, prefix) and k not in (f"{prefix}/shard", f"{prefix}/shards")}  # opd.ha's
     annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
                    if not _is_ours(k, prefix) and k not in _IGNORED_ANNOTATIONS}
     if labels or annotations:

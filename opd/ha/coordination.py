@@ -25,6 +25,12 @@ sha1) is not shared with: while one is live this replica holds no shard and keep
 (said once), so that the older ones, which do not know to yield, see only each other and keep
 every shard; once they are gone it writes its entry again and settles anew.
 
+With label filtering (``settings.filtering``), one more Lease, ``<lease>-labeller``, makes one
+replica the labeller: it claims the role once settled, as a shard is claimed (free or expired),
+renews it with its shards, and tells its operations to write the shard label on objects that lack
+it. Two labellers for a moment (one fenced, one new) do no harm: the label's value is the
+object's shard, the same whoever writes it.
+
 Nothing here waits for the operations: what they must do (gain, drain, lose) goes through one
 ordered queue, so a slow operation never delays a renewal.
 """
@@ -44,7 +50,7 @@ from opd.ha.election import CLOCK, Claim, Timings
 from opd.ha.leases import GROUP_LABEL, MAX_HOLDER, MEMBER_PREFIX, ROLE_LABEL, Lease, LeaseStore, group_label, micro_time
 from opd.ha.observing import MAX_HONOURED, Observations, Seen
 from opd.ha.settings import HaSettings
-from opd.ha.shards import HASH, member_key, members_name, plan, shard_name, shard_of
+from opd.ha.shards import HASH, labeller_name, member_key, members_name, plan, shard_name, shard_of
 from opd.kube.api import REQUEST_ERRORS, ConflictError, NotFoundError
 
 HANDOVER_TIMEOUT = 30.0  # seconds a hand-over waits for work in process before it fences anyway
@@ -80,6 +86,10 @@ class Listener(Protocol):
         """Until no object of these keys that was in process when they began to drain still is."""
         ...
 
+    async def labelling(self, keys: frozenset[int], reason: str) -> None:
+        """Write shard labels from now on (``keys`` not empty: this replica is the labeller) or stop."""
+        ...
+
 
 @dataclass(frozen=True)
 class State:
@@ -94,6 +104,8 @@ class State:
     shards: int
     members: int
     requests: int = 0  # Lease requests sent so far
+    filtering: str = "client"  # how its operations get only their shards' events: labels or client
+    labeller: bool = False  # whether it holds the labeller role (label filtering)
 
 
 class Coordinator:
@@ -119,11 +131,16 @@ class Coordinator:
                          annotations=annotations, clock=clock, **extra)
 
         self.members: str | None = None  # the members Lease's name (shards mode)
+        # labels or client (shards mode): decided at start (opd.ha.replica), before any view is made
+        self.filtering = "client"
+        self.labeller: Claim | None = None  # the labeller role's claim (label filtering)
+        self._labelling = False  # whether the operations were told to label
         if self.leader_mode:
             self.claims = {0: claim(settings.lease, "leader")}
         else:
             self.claims = {i: claim(shard_name(settings.lease, i), "shard") for i in range(settings.shards)}
             self.members = members_name(settings.lease)
+            self.labeller = claim(labeller_name(settings.lease), "labeller")
         self.group = group
         self._key = member_key(self.identity)
         self.member_at: float | None = None  # monotonic start of this replica's last member entry written
@@ -156,6 +173,17 @@ class Coordinator:
     def granted(self) -> frozenset[int]:
         return self._granted
 
+    def narrowed(self) -> bool:
+        """Whether the operations watch only their shards' labels."""
+        return self.filtering == "labels"
+
+    def labels(self) -> bool:
+        """Whether this replica holds the labeller role (its operations write the shard labels)."""
+        return self._labelling
+
+    def shard_count(self) -> int:
+        return len(self.claims)
+
     def left(self, key: int) -> float:
         """Seconds until the fence of a key held (0 when not held): the deadline of its last renewal."""
         claim = self.claims.get(key)
@@ -167,7 +195,8 @@ class Coordinator:
         role = ("leader" if held and self.holds(0) else "standby") if self.leader_mode else "shards"
         return State(mode=self.settings.mode, identity=self.identity, lease=self.settings.lease,
                      namespace=self.settings.namespace, role=role, held=held, shards=len(self.claims),
-                     members=len(self._members), requests=getattr(self.store, "requests", 0))
+                     members=len(self._members), requests=getattr(self.store, "requests", 0),
+                     filtering=self.filtering if not self.leader_mode else "none", labeller=self._labelling)
 
     # -- one step ----------------------------------------------------------------------------------------------
     async def step(self) -> None:
@@ -189,6 +218,7 @@ class Coordinator:
                 await claim.step()
         else:
             await self._shards(tried)
+            await self._label_role(now)
         gained = frozenset(k for k, c in self.claims.items()
                            if c.held and k not in self._granted and k not in self._handovers)
         if gained:
@@ -197,6 +227,23 @@ class Coordinator:
         self._say()
         if not self.leader_mode:
             await self._tidy()
+
+    async def _label_role(self, now: float) -> None:
+        """The labeller role: claimed once settled (when free), renewed every retry period, dropped
+        when its renewal fails (by time, as a shard's); the operations told of each change."""
+        claim = self.labeller
+        if claim is None or self.filtering != "labels":
+            return
+        if not self.yielding and self.settled_at is not None:
+            due = claim.renewed_at is None or now - claim.renewed_at >= self.timings.retry_period
+            if due and (claim.held or claim.free(now)):
+                await claim.step()
+        held = claim.held and not self.yielding
+        if held != self._labelling:
+            self._labelling = held
+            line = "labeller: writing the shard label on objects without it" if held else "labeller role lost"
+            logger.info(f"opd: ha: {line} [{self.identity}, Lease {self.settings.namespace}/{claim.name}]")
+            self._tell("labelling", frozenset({1}) if held else frozenset(), "labeller role")
 
     def _fence(self) -> None:
         """Keys whose lease is no longer held (not renewed in time, or taken): stop acting on them."""
@@ -433,7 +480,7 @@ class Coordinator:
         due = now + self.timings.retry_period
         if self.members is not None:
             due = min(due, (self.member_at if self.member_at is not None else now) + self.timings.retry_period)
-        for claim in self.claims.values():
+        for claim in [*self.claims.values(), *([self.labeller] if self.labeller is not None else [])]:
             if claim.renewed_at is not None:
                 due = min(due, claim.renewed_at + self.timings.retry_period)
                 if claim.deadline is not None and claim.deadline > now:
@@ -489,10 +536,16 @@ class Coordinator:
         self._handovers.clear()
         for claim in self.claims.values():
             claim.stop()
+        if self.labeller is not None:
+            self.labeller.stop()
+            if self._labelling:
+                self._labelling = False
+                await self._tell("labelling", frozenset(), "replica stopping")
         if self._granted:
             lost, self._granted = self._granted, frozenset()
             await self._tell("lose", lost, "replica stopping")
-        released = await asyncio.gather(*(c.release() for c in self.claims.values()))
+        released = await asyncio.gather(*(c.release() for c in [*self.claims.values(),
+                                                                *([self.labeller] if self.labeller else [])]))
         await self._remove_member()
         if any(released):
             logger.info(f"opd: ha: released {sum(released)} Lease(s) in {self.settings.namespace}: "

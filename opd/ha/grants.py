@@ -14,6 +14,11 @@ step of the operation's own loop, so no event falls between the two. This lists 
 of the resource, also those of keys held before (their handlers do not run again: nothing
 changed since their markers were written); in exchange a standby keeps no bodies in memory.
 
+With label filtering (``Keys.narrowed()``), the view is also the engine's ``Narrowing``: each
+stream of the operation adds ``<label> in (<keys granted>)`` to its label selector, so that only
+these shards' objects come at all; a key gained or lost lists again with the new clause. The
+replica holding the labeller role has its operations write that label on objects without it.
+
 A key lost stops everything of its objects here (queued states, retries, timers, daemons):
 the operation ``disown``s them. A key handed over first stops taking new work, then waits
 until none of its objects is in process, so the outcomes of handlers that ran are written
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
     from opd.engine.operation import Operation
@@ -47,6 +52,21 @@ class Keys(Protocol):
         ...
 
 
+@runtime_checkable
+class Labels(Keys, Protocol):
+    """What a view also asks with label filtering (the coordinator has it; Keys without it: none)."""
+
+    def narrowed(self) -> bool:
+        """Whether the streams are narrowed to the keys' shard labels (label filtering)."""
+        ...
+
+    def labels(self) -> bool:
+        """Whether this replica holds the labeller role now."""
+        ...
+
+    def shard_count(self) -> int: ...
+
+
 class View:
     """Implements ``opd.engine.ownership.Ownership`` for one operation (one plugin's, or ``opd run``'s)."""
 
@@ -58,6 +78,9 @@ class View:
         self.draining: frozenset[int] = frozenset()
         self.allowed: frozenset[str] = frozenset()  # uids in process when their key began to drain
         self.stopping: frozenset[str] = frozenset()  # uids whose timers and daemons stop: may still write
+        self.labels = keys if isinstance(keys, Labels) else None
+        # Whether this replica holds the labeller role (label filtering).
+        self.labeller = self.labels is not None and self.labels.labels()
         self.operation: Operation | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -80,9 +103,23 @@ class View:
         """Until the fence of the object's key: the most a write to it may still be in flight."""
         return self.keys.left(self.keys.key_of(uid)) if self.may_write(uid) else 0.0
 
+    def clause(self, label: str) -> str | None:
+        """``Narrowing``: the shards granted, as a label requirement ('none' matches no object)."""
+        if self.labels is None or not self.labels.narrowed():
+            return None
+        return f"{label} in ({','.join(map(str, sorted(self.granted))) or 'none'})"
+
+    def label_value(self, uid: str) -> str:
+        return str(self.keys.key_of(uid))
+
+    def shard_count(self) -> int:
+        return self.labels.shard_count() if self.labels is not None else 1
+
     def attach(self, operation: Operation) -> None:
         """In the operation's loop, before it runs."""
         self.operation, self.loop = operation, asyncio.get_running_loop()
+        if self.labeller:  # the role was held before this operation began
+            operation.labelling(True)
 
     def detach(self) -> None:
         self.operation, self.loop = None, None
@@ -98,6 +135,13 @@ class View:
             if new and self.operation is not None:
                 self.operation.relist()
         await self._in_loop(gain)
+
+    async def labelling(self, on: bool) -> None:
+        async def labelling() -> None:
+            self.labeller = on
+            if self.operation is not None:
+                self.operation.labelling(on)
+        await self._in_loop(labelling)
 
     async def drain(self, keys: frozenset[int], reason: str) -> None:
         """Stop taking new work on these keys; what is in process goes on (and writes)."""
@@ -142,6 +186,8 @@ class View:
             self.allowed = frozenset(uid for uid in self.allowed if self.keys.key_of(uid) not in keys)
             if self.operation is not None:
                 await self.operation.disown(self._of(keys), reason)
+                if self.labels is not None and self.labels.narrowed():  # the lost shards' events stop coming
+                    self.operation.relist()
         await self._in_loop(lose)
 
     # -- inside the operation's loop ---------------------------------------------------------------------------

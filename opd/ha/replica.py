@@ -44,9 +44,9 @@ from opd.ha.grants import View
 from opd.ha.leases import LEASES, KubeLeases
 from opd.ha.observing import Observations
 from opd.ha.settings import HaSettings
-from opd.ha.shards import lease_names
+from opd.ha.shards import lease_names, selector, shard_name
 from opd.kube import credentials
-from opd.kube.api import KubeClient
+from opd.kube.api import REQUEST_ERRORS, KubeClient
 from opd.kube.credentials import Login
 from opd.settings import NetworkingSettings, WatchingSettings
 
@@ -71,6 +71,25 @@ def spread(settings: WatchingSettings, index: int, count: int) -> WatchingSettin
     below the configured one, evenly, so that the watches of a group are not re-opened all at once."""
     base = settings.server_timeout
     return replace(settings, server_timeout=max(1, base - (base // 5) * index // max(count, 1)))
+
+
+def honours_shards(answer: object, asked: str) -> bool:
+    """Whether a LIST's answer says the server applied the shardSelector asked: KEP-5866 echoes it in
+    ``metadata.shardInfo.selector``; an older server ignores the parameter and sends no such field."""
+    meta = answer.get("metadata") if isinstance(answer, dict) else None
+    info = meta.get("shardInfo") if isinstance(meta, dict) else None
+    return isinstance(info, dict) and info.get("selector") == asked
+
+
+async def server_shards(client: KubeClient, namespace: str, name: str, shard_selector: str) -> bool:
+    """Ask the server once, on a Lease this replica may list by name: does it filter by shardSelector?"""
+    try:
+        answer = await client.get(LEASES.path(namespace), fieldSelector=f"metadata.name={name}",
+                                  shardSelector=shard_selector, limit=1)
+    except REQUEST_ERRORS as exc:  # refused or unreachable: the label path needs no server support
+        logger.debug(f"opd: ha: asking for shardSelector support failed: {exc}")
+        return False
+    return honours_shards(answer, shard_selector)
 
 
 BUSY_POLL = 0.05  # seconds between looks at the work in process of a shard being handed over
@@ -115,9 +134,24 @@ class Replica:
         logger.info(f"opd: ha: {s.mode} mode as {s.identity!r}: {what}, {len(names)} watched by name (lease "
                     f"{s.lease_duration:g}s, renew deadline {s.renew_deadline:g}s, retry every {s.retry_period:g}s)")
         if s.mode == "shards":
-            logger.info("opd: ha: shards: this replica receives every event of its resources and drops those of "
-                        "shards it does not hold (client-side filtering: the server's shardSelector, KEP-5866, is "
-                        "not asked for yet)")
+            self.coordinator.filtering = await self._filtering()
+
+    async def _filtering(self) -> str:
+        """How this replica's operations get only their shards' events (said once): the shard label,
+        unless configured otherwise; whether the server honours KEP-5866's shardSelector is asked
+        (a LIST of one Lease by name) and said, not used yet."""
+        s = self.settings
+        assert self.client is not None
+        if s.filtering == "client":
+            logger.info("opd: ha: shards: client-side filtering (as configured): this replica receives every event "
+                        "of its resources and drops those of shards it does not hold")
+            return "client"
+        server = await server_shards(self.client, s.namespace, shard_name(s.lease, 0), selector(0, s.shards))
+        said = "the API server honours shardSelector (KEP-5866), not asked for yet: " if server else (
+            "the API server does not honour shardSelector (KEP-5866, Kubernetes 1.36): ")
+        logger.info(f"opd: ha: shards: {said}label filtering: each object gets a shard label from the replica "
+                    "holding the labeller role, and each replica watches only the labels of the shards it holds")
+        return "labels"
 
     async def _run(self) -> None:
         coordinator = self.coordinator
@@ -178,6 +212,9 @@ class Replica:
 
     async def lose(self, keys: frozenset[int], reason: str) -> None:
         await asyncio.gather(*(v.lose(keys, reason) for v in self._each()))
+
+    async def labelling(self, keys: frozenset[int], reason: str) -> None:
+        await asyncio.gather(*(v.labelling(bool(keys)) for v in self._each()))
 
     async def drained(self, keys: frozenset[int], timeout: float) -> bool:
         deadline = time.monotonic() + timeout

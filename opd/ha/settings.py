@@ -24,11 +24,16 @@ from dataclasses import dataclass, field
 from opd.errors import ConfigError
 
 MODES = ("leader", "shards")
+# How a replica in shards mode gets only its shards' events: "auto" takes the first the cluster offers
+# (the server's shardSelector is detected but not asked for yet: labels), "labels" (a shard label on
+# each object, by one replica, the labeller; each watches its shards' labels), "client" (every event
+# comes; those of other shards are dropped).
+FILTERINGS = ("auto", "labels", "client")
 MAX_SHARDS = 1024
 MAX_IDENTITY = 253  # characters: a pod's name fits, as does a hostname and a UUID
 IDENTITY_VARIABLE = "OPD_HA_IDENTITY"
-# Names derived from the lease's: "<lease>-<shard>" (up to "-1023") and "<lease>-members".
-_LONGEST_SUFFIX = len("-members")
+# Names derived from the lease's: "<lease>-<shard>" (up to "-1023"), "<lease>-members", "<lease>-labeller".
+_LONGEST_SUFFIX = len("-labeller")
 _DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 
 
@@ -49,6 +54,7 @@ class HaSettings:
     renew_deadline: float = 10.0
     retry_period: float = 2.0
     shards: int = 1
+    filtering: str = "auto"  # shards mode: one of FILTERINGS
 
     def problems(self) -> list[tuple[str, str]]:
         """(field, what is wrong) for each problem; empty when the settings can be used."""
@@ -69,6 +75,8 @@ class HaSettings:
             found.append(("lease_duration", f"expected lease_duration > renew_deadline > retry_period > 0, got "
                                             f"{self.lease_duration:g} > {self.renew_deadline:g} > "
                                             f"{self.retry_period:g}"))
+        if self.filtering not in FILTERINGS:
+            found.append(("filtering", f"expected one of {', '.join(FILTERINGS)}, got {self.filtering!r}"))
         if not 1 <= self.shards <= MAX_SHARDS:
             found.append(("shards", f"expected a whole number from 1 to {MAX_SHARDS}, got {self.shards!r}"))
         return found

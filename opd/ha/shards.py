@@ -77,12 +77,17 @@ def members_name(lease: str) -> str:
     return f"{lease}-members"
 
 
+def labeller_name(lease: str) -> str:
+    """The Lease of the labeller role (shards mode, label filtering): its holder writes the shard labels."""
+    return f"{lease}-labeller"
+
+
 def lease_names(mode: str, lease: str, shards: int) -> list[str]:
     """Every Lease of a group, each known by name: ``<lease>`` in leader mode; ``<lease>-<i>`` for
-    each shard and ``<lease>-members`` in shards mode."""
+    each shard, ``<lease>-labeller`` and ``<lease>-members`` (last) in shards mode."""
     if mode == "leader":
         return [lease]
-    return [*(shard_name(lease, i) for i in range(shards)), members_name(lease)]
+    return [*(shard_name(lease, i) for i in range(shards)), labeller_name(lease), members_name(lease)]
 
 
 def member_key(identity: str) -> str:

@@ -260,9 +260,8 @@ def _timings(t: Given) -> list[tuple[str, str]]:
 
 
 def _shards_mode(t: Given) -> list[tuple[str, str]]:
-    if "shards" in t.raw and "mode" not in t.bad and t.values["mode"] != "shards":
-        return [("shards", f"only with mode = \"shards\" (mode is {t.values['mode']!r})")]
-    return []
+    return [(name, f"only with mode = \"shards\" (mode is {t.values['mode']!r})") for name in ("shards", "filtering")
+            if name in t.raw and "mode" not in t.bad and t.values["mode"] != "shards"]
 
 
 @dataclass(frozen=True)
@@ -278,7 +277,10 @@ class HaSection:
     lease_duration: float = field(default=15.0, metadata=key(_SECONDS))
     renew_deadline: float = field(default=10.0, metadata=key(_SECONDS))
     retry_period: float = field(default=2.0, metadata=key(_SECONDS))
-    RULES: ClassVar[tuple[Rule, ...]] = (Rule(("shards", "mode"), _shards_mode),
+    # shards: how each replica gets only its shards' events (opd.ha.settings.FILTERINGS)
+    filtering: str = field(default="auto", metadata=key(Key(str, choices=("auto", "labels", "client"),
+                                                                shown=lambda ha: ha.mode == "shards")))
+    RULES: ClassVar[tuple[Rule, ...]] = (Rule(("shards", "filtering", "mode"), _shards_mode),
                        Rule(("lease_duration", "renew_deadline", "retry_period"), _timings))
 
 

@@ -136,12 +136,15 @@ class HaSnapshot:
     shards: int
     members: int  # replicas it knows of (shards mode)
     requests: int = 0  # Lease requests sent
+    filtering: str = "client"  # shards mode: how it gets only its shards' events (labels, client)
+    labeller: bool = False  # whether it writes the shard labels (label filtering)
 
     def to_dict(self) -> dict[str, Any]:
         found: dict[str, Any] = {"mode": self.mode, "role": self.role, "identity": self.identity,
                                  "lease": f"{self.namespace}/{self.lease}"}
         if self.mode == "shards":
-            found.update(shards=list(self.held), of=self.shards, replicas=self.members)
+            found.update(shards=list(self.held), of=self.shards, replicas=self.members, filtering=self.filtering,
+                         labeller=self.labeller)
         return found
 
     def summary(self) -> str:
@@ -337,6 +340,15 @@ def _ha_metrics(ha: HaSnapshot) -> Iterator[Metric]:
                                    labels=["mode", "identity"])
     requests.add_metric(labels, ha.requests)
     yield from (leader, held, replicas, requests)
+    if ha.mode == "shards":
+        filtering = GaugeMetricFamily("opd_ha_shard_filtering", "How this replica gets only its shards' events "
+                                      "(1 on its way: labels, or client: every event comes).",
+                                      labels=["mode", "identity", "filtering"])
+        filtering.add_metric([*labels, ha.filtering], 1.0)
+        labeller = GaugeMetricFamily("opd_ha_labeller", "1 while this replica writes the shard labels.",
+                                     labels=["mode", "identity"])
+        labeller.add_metric(labels, 1.0 if ha.labeller else 0.0)
+        yield from (filtering, labeller)
 
 
 class HealthServer:

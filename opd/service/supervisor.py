@@ -71,7 +71,8 @@ def ha_settings(config: DaemonConfig) -> HaSettings | None:
         return None
     return HaSettings(mode=h.mode, lease=h.lease, namespace=h.lease_namespace,
                       identity=h.identity or default_identity(), lease_duration=h.lease_duration,
-                      renew_deadline=h.renew_deadline, retry_period=h.retry_period, shards=h.shards)
+                      renew_deadline=h.renew_deadline, retry_period=h.retry_period, shards=h.shards,
+                      filtering=h.filtering)
 
 
 # Settings that the running daemon cannot change: they are read once, at start.

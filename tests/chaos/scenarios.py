@@ -963,8 +963,9 @@ class Replicas:
     log (each line names the pid that ran the handler), the Leases in the same namespace."""
 
     def __init__(self, stage: Stage, namespace: str, stem: str, *, mode: str, timings: HaTimings,
-                 source: Callable[[Path], str], shards: int | None = None) -> None:
+                 source: Callable[[Path], str], shards: int | None = None, filtering: str | None = None) -> None:
         self.stage, self.namespace, self.stem = stage, namespace, stem
+        self.filtering = filtering  # --shard-filtering (None: opd's default)
         self.mode, self.timings, self.shards = mode, timings, shards
         self.folder = stage.workdir / stem
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -979,6 +980,7 @@ class Replicas:
                 "--kubeconfig", str(kubeconfig or self.stage.cp.kubeconfig), "--log-format", "text",
                 "--ha", self.mode, "--lease", self.stem, "--lease-namespace", self.namespace, "--identity", name,
                 *self.timings.flags(), *(["--shards", str(self.shards)] if self.shards else []),
+                *(["--shard-filtering", self.filtering] if self.filtering else []),
                 *(["-v"] if verbose else [])]
         op = OperatorProcess(argv=argv, log=self.folder / f"{name}.log")
         self.procs[name] = op
@@ -1302,16 +1304,21 @@ async def _lease_requests(stage: Stage) -> int:
     return total
 
 
+_EVENTS_SAID = re.compile(r"watch events received: (\d+) on its shards' streams, (\d+) on the labeller's "
+                          r"\(filtering: (\w+)\); (\d+) shard label")
+
+
 async def ha_measure(stage: Stage) -> Result:
     """Figures for the README: objects per second and CPU per replica with 1, 2 and 3 replicas
     (shards), and the Lease requests per second of idle replicas (leader election, and shards)."""
     ha = ha_scale(stage)
     result = Result("13. replicas: throughput, CPU, Lease requests")
 
-    async def one(count: int) -> None:
-        ns = await stage.namespace(f"scale{count}")
-        reps = Replicas(stage, ns, f"ha-scale-{count}", mode="shards", timings=CLIENT_GO, source=_created_source,
-                        shards=12)
+    async def one(count: int, filtering: str | None = None) -> None:
+        ns = await stage.namespace(f"scale{count}{filtering or ''}")
+        who = f"{count} replica(s)" + (f", {filtering} filtering" if filtering else "")
+        reps = Replicas(stage, ns, f"ha-scale-{count}{filtering or ''}", mode="shards", timings=CLIENT_GO,
+                        source=_created_source, shards=12, filtering=filtering)
         names = [f"s{i}" for i in range(1, count + 1)]
         for name in names:
             reps.start(name)
@@ -1334,17 +1341,31 @@ async def ha_measure(stage: Stage) -> Result:
             took = time.monotonic() - began
             used = {n: _cpu_seconds(reps.procs[n].pids[-1]) - cpu[n] for n in names}
             per_object = sum(used.values()) / len(uids) * 1000
-            result.add(f"{count} replica(s): {len(uids)} objects created and handled",
+            result.add(f"{who}: {len(uids)} objects created and handled",
                        f"{len(uids) / took:.0f} objects/s", "report")
-            result.add(f"{count} replica(s): CPU per replica",
+            result.add(f"{who}: CPU per replica",
                        ", ".join(f"{used[n]:.1f} s" for n in names) + f" ({per_object:.1f} ms per object)", "report")
-            if count == 3:
+            if count == 3 and filtering is None:
                 before = await _lease_requests(stage)
                 await asyncio.sleep(ha.idle_seconds)
                 idle = (await _lease_requests(stage) - before) / ha.idle_seconds
                 result.add("idle: Lease requests per second, 3 replicas, 12 shards", f"{idle:.2f}", "report")
         finally:
             reps.stop()
+        # Each replica says at its stop what its watches received (opd.devrun): its shards' streams, and
+        # the labeller's stream of objects without the shard label (one replica's, two events per object).
+        said = {n: _EVENTS_SAID.findall(reps.procs[n].output()) for n in names}
+        if all(said.values()):
+            got = {n: (int(said[n][-1][0]), int(said[n][-1][1]), said[n][-1][2]) for n in names}
+            total = sum(own + labels for own, labels, _ in got.values())
+            result.add(f"{who}: watch events received per replica (shards' streams + labeller's; "
+                       f"share of all; filtering {'/'.join(sorted({f for *_, f in got.values()}))})",
+                       ", ".join(f"{own} + {labels} ({(own + labels) / max(1, total):.0%}; "
+                                 f"{(own + labels) / max(1, ha.scale_objects):.1f} per object)"
+                                 for own, labels, _ in got.values()), "report")
+            written = sum(int(said[n][-1][3]) for n in names)
+            result.add(f"{who}: shard labels written per object created",
+                       f"{written / max(1, ha.scale_objects):.2f}", "report")
 
     async def leader_idle() -> None:
         ns = await stage.namespace("idle-leader")
@@ -1366,6 +1387,7 @@ async def ha_measure(stage: Stage) -> Result:
     async def run(result: Result) -> None:
         for count in (1, 2, 3):
             await one(count)
+        await one(3, "client")  # the last resort, as before label filtering: every replica reads every event
         await leader_idle()
         result.note("client-go's timings (lease 15 s, renew deadline 10 s, retry 2 s); create handlers that only "
                     f"record their run; objects created as fast as the API takes them; {os.cpu_count()} CPU(s)")

@@ -122,15 +122,15 @@ async def test_replicas_run_with_the_derived_role_and_nothing_more(
             return sorted(held) == ([[], [0]] if mode == "leader" else [[0], [1]])
 
         await eventually(lambda: settled(), timeout=40)
-        names = ["grp"] if mode == "leader" else ["grp-0", "grp-1", "grp-members"]
+        names = ["grp"] if mode == "leader" else ["grp-0", "grp-1", "grp-labeller", "grp-members"]
         for replica in replicas:  # one watch per Lease, by name, each listed and healthy under the Role
             assert [w.name for w in replica.watchers] == names
             assert all(w.listed.is_set() and w.last_error is None for w in replica.watchers)
         if mode == "shards":
             found = {lease.metadata.name for lease in
                      (await client.CoordinationV1Api(api).list_namespaced_lease(namespace)).items}
-            assert found == {"grp-0", "grp-1", "grp-members", "other"}  # no Lease named after an identity
-        # The API server's count: one watch stream per Lease and replica (leader 1, shards S + 1), no more.
+            assert found == {"grp-0", "grp-1", "grp-labeller", "grp-members", "other"}  # none named after an identity
+        # The API server's count: one watch stream per Lease and replica (leader 1, shards S + 2), no more.
         await eventually(lambda: _equals(_lease_watches(kubeconfig), watches_before + 2 * len(names)), timeout=20)
 
         # What the cluster's authorizer says of this ServiceAccount (not opd's view of it).

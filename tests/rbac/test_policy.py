@@ -265,9 +265,10 @@ def test_shards_and_their_members_leases_by_name() -> None:
     # Every Lease is known by name (the members in one Lease), each watched by its name: only create is not.
     assert _rules(policy, "ops") == [
         {**LEASE_RULES, "verbs": ["create"]},
-        {**LEASE_RULES, "verbs": ["get", "update"], "resourceNames": ["elect-0", "elect-1", "elect-2"]},
+        {**LEASE_RULES, "verbs": ["get", "update"],
+         "resourceNames": ["elect-0", "elect-1", "elect-2", "elect-labeller"]},
         {**LEASE_RULES, "verbs": ["list", "watch"],
-         "resourceNames": ["elect-0", "elect-1", "elect-2", "elect-members"]},
+         "resourceNames": ["elect-0", "elect-1", "elect-2", "elect-labeller", "elect-members"]},
         {**LEASE_RULES, "verbs": ["patch"], "resourceNames": ["elect-members"]},
     ]
     reasons = " ".join(r for rule in policy.grants.rules("ops") for r in rule.reasons)

@@ -636,6 +636,7 @@ _VALUES: dict[str, list[Any]] = {
     "renew_deadline": [10, 20], "retry_period": [2, 1], "shards": [1, 3, 0], "host": ["h", "[::1]"],
     "url": ["https://a/b"], "service": ["a/b:443"], "managed": ["", "a.b"], "cert_dir": ["c"],
     "excluded_namespaces": [[], ["kube-system", "x"]], "enable": [["a"], []], "disable": [["b"]],
+    "filtering": ["auto", "Labels", "client", "server"],
 }
 
 
