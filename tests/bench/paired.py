@@ -30,7 +30,7 @@ from contender_raw import RESULT_KEY_ENV
 from contenders import OPD, TICKER_ENV, Contender
 from kubeapi import RESULT_KEY, Api, Observer, create_namespace, create_object
 from live import GRACE, lag_figures, loop_lags, own_cpu, steady_load
-from stage import Stage, rotated
+from stage import Stage, rotated, wait_quiet
 from stats import percentile
 
 RAW_KEY, OPD_KEY = "raw", RESULT_KEY  # where each one writes its result in .status
@@ -145,6 +145,8 @@ async def measure(stage: Stage, round_: int, rate: float, seconds: float) -> dic
         failed = await wait_both_ready(stage, observer, children, namespace)
         if failed is not None:
             return stage.fail(what, *failed)
+        # A moment with half a core to spare, if one comes within 30 s: pairing cancels noise, not saturation.
+        spare = await wait_quiet(machine_cpu, quiet=(os.cpu_count() or 2) - 0.5, most=30.0)
         cpu = {name: child.cpu_seconds() for name, child in started.items()}
         server_cpu, bench_cpu, machine = stage.server_cpu(), own_cpu(), machine_cpu()
         began = time.monotonic()
@@ -160,7 +162,8 @@ async def measure(stage: Stage, round_: int, rate: float, seconds: float) -> dic
         if not figures["pairs"]:
             return stage.fail(what, "no result seen for any object", started["opd"])
         create = [load.answered[name] - load.sent[name] for name in load.answered]
-        return {"rate": load.rate, **figures, "create_p50_ms": percentile(create, 50) * 1000, **used,
+        return {"rate": load.rate, "spare_core_at_start": spare, **figures, **used,
+                "create_p50_ms": percentile(create, 50) * 1000,
                 "others_cores": max(0.0, others) / max(1e-9, time.monotonic() - began),
                 **lag_figures(loop_lags(ticks, began, ended))}
     finally:

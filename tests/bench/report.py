@@ -152,9 +152,9 @@ def paired(results: list[Result], load: dict[str, float] | None = None) -> str:
         "create request's send time to the observer seeing that one's result), its p50 and p99 in each round "
         "(median, and the range over the rounds the server kept up in); opd first: the share of objects opd "
         "answered before raw",
-        _table(counted, PAIRED_LATENCY, "pairs"),
-        "what it cost during the load (others' cores: what every other process on the machine took meanwhile)",
-        _table(counted, PAIRED_COST, "pairs"),
+        *([_table(counted, PAIRED_LATENCY, "pairs"),
+           "what it cost during the load (others' cores: what every other process on the machine took meanwhile)",
+           _table(counted, PAIRED_COST, "pairs")] if counted else ["  no round the server kept up in"]),
         f"  saturated rounds (raw's own p50 over 1 s: the server fell behind; not counted in the goals): "
         f"{_saturated(results)}",
         *(f"    round {r['round']}: raw p50 {number(r.get('raw_p50_ms'), 0)} ms; opd added p50 "
