@@ -28,7 +28,7 @@ from typing import Any
 from children import Child
 from contender_raw import RESULT_KEY_ENV
 from contenders import OPD, TICKER_ENV, Contender
-from kubeapi import RESULT_KEY, Api, Observer, create_namespace, create_object
+from kubeapi import PLURAL, RESULT_KEY, Api, Observer, create_namespace, create_object, request_counts
 from live import GRACE, lag_figures, loop_lags, own_cpu, steady_load
 from stage import Stage, rotated, wait_quiet
 from stats import percentile
@@ -149,6 +149,7 @@ async def measure(stage: Stage, round_: int, rate: float, seconds: float) -> dic
         spare = await wait_quiet(machine_cpu, quiet=(os.cpu_count() or 2) - 0.5, most=30.0)
         cpu = {name: child.cpu_seconds() for name, child in started.items()}
         server_cpu, bench_cpu, machine = stage.server_cpu(), own_cpu(), machine_cpu()
+        requests = await request_counts(stage.api)
         began = time.monotonic()
         load = await steady_load(stage.api, namespace, rate, seconds)
         expected = len(load.sent) + 1  # and the probe
@@ -158,12 +159,14 @@ async def measure(stage: Stage, round_: int, rate: float, seconds: float) -> dic
                 "opd_cpu_s": started["opd"].cpu_seconds() - cpu["opd"],
                 "server_cpu_s": stage.server_cpu() - server_cpu, "bench_cpu_s": own_cpu() - bench_cpu}
         others = machine_cpu() - machine - sum(used.values())  # whatever else ran on the machine meanwhile
+        requests = await request_counts(stage.api) - requests
+        patches = sum(count for key, count in requests.items() if key.startswith(f"PATCH {PLURAL}"))
         figures = pair_figures(load.sent, observer.first[RAW_KEY], observer.first[OPD_KEY])
         if not figures["pairs"]:
             return stage.fail(what, "no result seen for any object", started["opd"])
         create = [load.answered[name] - load.sent[name] for name in load.answered]
         return {"rate": load.rate, "spare_core_at_start": spare, **figures, **used,
-                "create_p50_ms": percentile(create, 50) * 1000,
+                "create_p50_ms": percentile(create, 50) * 1000, "patches_per_object": patches / len(load.sent),
                 "others_cores": max(0.0, others) / max(1e-9, time.monotonic() - began),
                 **lag_figures(loop_lags(ticks, began, ended))}
     finally:

@@ -138,7 +138,8 @@ PAIRED_LATENCY: list[tuple[str, Cell, int]] = [
     ("raw p50 ms", "raw_p50_ms", 0), ("raw p99 ms", "raw_p99_ms", 0), ("opd p50 ms", "opd_p50_ms", 0),
     ("opd p99 ms", "opd_p99_ms", 0), ("missing raw", "missing_raw", 0), ("missing opd", "missing_opd", 0)]
 PAIRED_COST: list[tuple[str, Cell, int]] = [
-    ("sent", "sent", 0), ("rate/s", "rate", 0), ("create p50 ms", "create_p50_ms", 0), ("raw CPU s", "raw_cpu_s", 1),
+    ("sent", "sent", 0), ("rate/s", "rate", 0), ("create p50 ms", "create_p50_ms", 0),
+    ("PATCHes/object, both", "patches_per_object", 2), ("raw CPU s", "raw_cpu_s", 1),
     ("opd CPU s", "opd_cpu_s", 1), ("apiserver+etcd CPU s", "server_cpu_s", 1), ("bench CPU s", "bench_cpu_s", 1),
     ("others' cores", "others_cores", 1), ("loop lag p99 ms", "lag_p99_ms", 1)]
 
@@ -152,9 +153,10 @@ def paired(results: list[Result], load: dict[str, float] | None = None) -> str:
         "create request's send time to the observer seeing that one's result), its p50 and p99 in each round "
         "(median, and the range over the rounds the server kept up in); opd first: the share of objects opd "
         "answered before raw",
-        *([_table(counted, PAIRED_LATENCY, "pairs"),
-           "what it cost during the load (others' cores: what every other process on the machine took meanwhile)",
-           _table(counted, PAIRED_COST, "pairs")] if counted else ["  no round the server kept up in"]),
+        _table(counted, PAIRED_LATENCY, "pairs") if counted else "  no round the server kept up in",
+        "what it cost during the load, every round (others' cores: what every other process on the machine took "
+        "meanwhile)",
+        _table(results, PAIRED_COST, "pairs"),
         f"  saturated rounds (raw's own p50 over 1 s: the server fell behind; not counted in the goals): "
         f"{_saturated(results)}",
         *(f"    round {r['round']}: raw p50 {number(r.get('raw_p50_ms'), 0)} ms; opd added p50 "
