@@ -300,6 +300,7 @@ def test_paired_latency_is_the_difference_object_by_object() -> None:
     assert figures["raw_p50_ms"] == pytest.approx(10.0) and figures["opd_p50_ms"] == pytest.approx(13.0)
     assert figures["opd_p99_over_raw"] == pytest.approx(1013 / 1010)
     assert figures["opd_first"] == 0.0
+    assert figures["raw_added_p99_ms"] == pytest.approx(-3.0)
     assert not figures["saturated"]
     late = {name: at + 1.0 for name, at in raw.items()}  # the server fell behind: raw itself answers in 1 s
     assert paired.pair_figures(sent, late, opd)["saturated"]
@@ -315,6 +316,7 @@ def test_paired_differences_keep_their_sign_and_their_tail() -> None:
     assert figures["opd_first"] == pytest.approx(0.6)
     assert figures["added_p50_ms"] == pytest.approx(-2.0)
     assert figures["added_p99_ms"] == pytest.approx(500.0)  # ...while the unpaired p99s barely moved
+    assert figures["raw_added_p99_ms"] == pytest.approx(2.0)  # raw is never more than 2 ms after opd
     assert figures["opd_p99_over_raw"] == pytest.approx(1.0, abs=0.05)
 
 
