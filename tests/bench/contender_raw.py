@@ -1,7 +1,8 @@
 """Contender "raw": the API server's limit for this work, with no framework at all.
 
 LIST + WATCH the namespace, and send one merge-PATCH to /status per object that lacks
-the result, 32 in flight. Usage: ``python contender_raw.py NAMESPACE`` with $KUBECONFIG set.
+the result, 32 in flight. Usage: ``python contender_raw.py NAMESPACE`` with $KUBECONFIG set;
+``BENCH_RESULT_KEY=KEY`` stores the result in .status.KEY instead (the paired scenario: its own field).
 """
 
 from __future__ import annotations
@@ -15,20 +16,22 @@ from typing import Any
 from kubeapi import CONNECTION_ERRORS, MERGE_PATCH, RESULT_KEY, Api, ApiError, objects_path
 
 IN_FLIGHT = 32
-RESULT = {"status": {RESULT_KEY: {"message": "created"}}}
+RESULT_KEY_ENV = "BENCH_RESULT_KEY"
 
 
 class RawOperator:
-    def __init__(self, api: Api, namespace: str) -> None:
+    def __init__(self, api: Api, namespace: str, key: str = RESULT_KEY) -> None:
         self.api = api
         self.namespace = namespace
+        self.key = key
+        self.result = {"status": {key: {"message": "created"}}}
         self.slots = asyncio.Semaphore(IN_FLIGHT)
         self.claimed: set[str] = set()  # uids patched or being patched: each object once
         self.tasks: set[asyncio.Task[None]] = set()
 
     def consider(self, obj: dict[str, Any]) -> None:
         meta = obj["metadata"]
-        if RESULT_KEY in (obj.get("status") or {}) or meta["uid"] in self.claimed:
+        if self.key in (obj.get("status") or {}) or meta["uid"] in self.claimed:
             return
         self.claimed.add(meta["uid"])
         task = asyncio.get_running_loop().create_task(self.patch(meta["name"]))
@@ -39,7 +42,7 @@ class RawOperator:
         async with self.slots:
             for _ in range(5):
                 try:
-                    await self.api.request("PATCH", objects_path(self.namespace, name, "status"), body=RESULT,
+                    await self.api.request("PATCH", objects_path(self.namespace, name, "status"), body=self.result,
                                            content_type=MERGE_PATCH)
                     return
                 except (ApiError, *CONNECTION_ERRORS) as exc:
@@ -65,7 +68,7 @@ class RawOperator:
 
 async def main(namespace: str) -> None:
     async with Api(Path(os.environ["KUBECONFIG"]), connections=IN_FLIGHT + 4) as api:
-        await RawOperator(api, namespace).run()
+        await RawOperator(api, namespace, os.environ.get(RESULT_KEY_ENV) or RESULT_KEY).run()
 
 
 if __name__ == "__main__":

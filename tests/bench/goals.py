@@ -74,3 +74,8 @@ def render(outcomes: Sequence[Outcome]) -> str:
         table(["goal", "measured", "target", "verdict"], rows, right=False),
         f"{met} met, {missed} missed, {len(outcomes) - met - missed} not measured",
     ])
+
+
+# Issue #22 item 4: the paired live scenario (tests/bench/paired.py), opd's latency minus raw's object by object.
+PAIRED_P50 = Goal("live, paired: opd's added latency over raw, p50", "<=", 5.0, " ms", 1)
+PAIRED_P99 = Goal("live, paired: opd's added latency over raw, p99", "<=", 20.0, " ms", 1)

@@ -133,6 +133,69 @@ def live(results: list[Result], load: dict[str, float] | None = None) -> str:
     ])
 
 
+PAIRED_LATENCY: list[tuple[str, Cell, int]] = [
+    ("added p50 ms", "added_p50_ms", 1), ("added p99 ms", "added_p99_ms", 1),
+    ("raw over opd p99 ms", "raw_added_p99_ms", 1), ("opd first", "opd_first", 2),
+    ("raw p50 ms", "raw_p50_ms", 0), ("raw p99 ms", "raw_p99_ms", 0), ("opd p50 ms", "opd_p50_ms", 0),
+    ("opd p99 ms", "opd_p99_ms", 0), ("missing raw", "missing_raw", 0), ("missing opd", "missing_opd", 0)]
+PAIRED_COST: list[tuple[str, Cell, int]] = [
+    ("sent", "sent", 0), ("rate/s", "rate", 0), ("create p50 ms", "create_p50_ms", 0),
+    ("PATCHes/object, both", "patches_per_object", 2), ("raw CPU s", "raw_cpu_s", 1),
+    ("opd CPU s", "opd_cpu_s", 1), ("apiserver+etcd CPU s", "server_cpu_s", 1), ("bench CPU s", "bench_cpu_s", 1),
+    ("others' cores", "others_cores", 1), ("loop lag p99 ms", "lag_p99_ms", 1)]
+
+
+def paired(results: list[Result], load: dict[str, float] | None = None) -> str:
+    first = results[0]
+    counted = [r for r in results if not r.get("saturated")]
+    return "\n".join([
+        f"Live, paired: raw and opd both on the same {first['target_rate']:.0f} objects/s for {first['seconds']:.0f}s, "
+        "each writing its own status field; added: opd's latency minus raw's, object by object (latency: the "
+        "create request's send time to the observer seeing that one's result), its p50 and p99 in each round "
+        "(median, and the range over the rounds the server kept up in); opd first: the share of objects opd "
+        "answered before raw; raw over opd: the same p99 the other way round (raw's latency minus opd's)",
+        _table(counted, PAIRED_LATENCY, "pairs") if counted else "  no round the server kept up in",
+        "what it cost during the load, every round (others' cores: what every other process on the machine took "
+        "meanwhile)",
+        _table(results, PAIRED_COST, "pairs"),
+        f"  saturated rounds (raw's own p50 over 1 s: the server fell behind; not counted in the goals): "
+        f"{_saturated(results)}",
+        *(f"    round {r['round']}: raw p50 {number(r.get('raw_p50_ms'), 0)} ms; opd added p50 "
+          f"{number(r.get('added_p50_ms'))} ms, p99 {number(r.get('added_p99_ms'))} ms; other processes took "
+          f"{number(r.get('others_cores'))} cores" for r in ok(results) if r.get("saturated")),
+        _ratio_line("opd/raw p99, unpaired", _paired(results, "opd_p99_over_raw"),
+                    "each one's own p99, same round"),
+        _load(load),
+        "",
+    ])
+
+
+def _paired(results: Sequence[Result], key: str, *, counted: bool = False) -> Spread | None:
+    """``key`` of every successful paired round (each holds both contenders), median and range; ``counted``:
+    of the rounds the server kept up in only."""
+    return spread(float(r[key]) for r in ok(results)
+                  if r.get(key) is not None and not (counted and r.get("saturated")))
+
+
+def _saturated(results: Sequence[Result]) -> str:
+    good = ok(results)
+    return f"{sum(bool(r.get('saturated')) for r in good)} of {len(good)}"
+
+
+def _paired_outcome(goal: Goal, runs: Sequence[Result], key: str) -> Outcome:
+    """Judged on the rounds the server kept up in; the saturated ones are named, not hidden."""
+    if not runs:
+        return Outcome(goal, None, "paired not run")
+    if not ok(runs):
+        return Outcome(goal, None, "failed")
+    measured = _paired(runs, key, counted=True)
+    saturated = sum(bool(r.get("saturated")) for r in ok(runs))
+    if measured is None:
+        every = _paired(runs, key)
+        return Outcome(goal, None, "every round saturated" + ("" if every is None else f": {every.format(1)} ms"))
+    return Outcome(goal, measured, f"{saturated} saturated round(s) not counted" if saturated else "")
+
+
 def idle(results: list[Result], load: dict[str, float] | None = None) -> str:
     n = results[0]["n"]
     small = next((r["n_small"] for r in ok(results)), "N1")
@@ -204,6 +267,8 @@ def plugins(results: list[Result], load: dict[str, float] | None = None) -> str:
 RENDERERS: dict[str, Callable[[list[Result], dict[str, float] | None], str]] = {
     "backlog": backlog, "live": live, "streams": streams, "idle": idle, "plugins": plugins}
 
+RENDERERS["paired"] = paired
+
 
 # -- the goals -------------------------------------------------------------------------------------------------------
 def _named(goal: Goal, prefix: str = "", **fields: Any) -> Goal:
@@ -234,6 +299,9 @@ def outcomes(results: dict[str, list[Result]]) -> list[Outcome]:
     why = "no live round with both raw and opd" if runs else "live not run"
     found += [_outcome(LIVE_P50, ratios(runs, "opd", "raw", "p50_ms"), why),
               _outcome(LIVE_P99, ratios(runs, "opd", "raw", "p99_ms"), why)]
+    runs = results.get("paired") or []
+    found += [_paired_outcome(goals.PAIRED_P50, runs, "added_p50_ms"),
+              _paired_outcome(goals.PAIRED_P99, runs, "added_p99_ms")]
     runs = ok(results.get("streams") or [])
     found.append(_outcome(STREAM_REQUESTS, spread(r["stream_requests_per_stream_min"] for r in runs),
                           "streams not run" if not results.get("streams") else "failed"))
@@ -281,6 +349,14 @@ def reported(results: dict[str, list[Result]]) -> list[tuple[str, str]]:
         p50, p99 = spread(values(runs, name, "p50_ms")), spread(values(runs, name, "p99_ms"))
         if p50 is not None and p99 is not None:
             lines.append((f"live: {name} p50 / p99 ms", f"{p50.format(0)} / {p99.format(0)}"))
+    runs = results.get("paired") or []
+    for key, label in (("raw_added_p99_ms", "raw's latency over opd's, p99 (the same figure the other way round)"),
+                       ("opd_p99_over_raw", "opd/raw p99 of each one's own latencies (unpaired, same moment)"),
+                       ("raw_p99_ms", "raw p99 ms"), ("opd_p99_ms", "opd p99 ms")):
+        figure = _paired(runs, key)
+        if figure is not None:
+            digits = {"opd_p99_over_raw": 2, "raw_added_p99_ms": 1}.get(key, 0)
+            lines.append((f"live, paired: {label}", figure.format(digits)))
     for result in ok(results.get("streams") or []):
         lines.append(("idle streams: requests a minute per cluster (liveness probe, discovery)",
                       number(result["cluster_requests_per_min"], 1)))

@@ -1,7 +1,7 @@
 """opd's benchmark suite: opd against a raw client (and Kopf) on a real local control plane, and the goals of
 issue #15 with their measured values, met or missed.
 
-    python tests/bench/run.py [--quick] [--rounds R] [--scenarios backlog,live,streams,idle,plugins] ...
+    python tests/bench/run.py [--quick] [--rounds R] [--scenarios backlog,live,paired,streams,idle,plugins] ...
 
 Contenders alternate within each round (raw, opd; opd with Event posting and Kopf in the first rounds
 only); every figure is a median over rounds with its range, and every ratio is taken within a round.
@@ -29,6 +29,7 @@ import children
 import idle
 import live
 import many_plugins
+import paired
 import report
 import streams
 from contenders import ALL, Contender
@@ -37,7 +38,7 @@ from stage import LoadWatch, Rounds, Stage
 
 from opd.localcluster import LocalControlPlane
 
-SCENARIOS = ("backlog", "live", "streams", "idle", "plugins")  # idle reuses what the backlog handled
+SCENARIOS = ("backlog", "live", "paired", "streams", "idle", "plugins")  # idle reuses what the backlog handled
 
 
 def _csv(text: str) -> list[str]:
@@ -73,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--contenders", type=_csv, default=list(ALL),
                         help="comma-separated, of: " + ", ".join(ALL) + " (opd+events: opd posting Events)")
     parser.add_argument("--rounds", type=_positive, default=None,
-                        help="rounds of raw and opd in the backlog (each size) and live scenarios (default 5, "
+                        help="rounds of raw and opd in the backlog (each size), live and paired scenarios (default 5, "
                              "--quick: 2)")
     parser.add_argument("--kopf-rounds", type=int, default=1,
                         help="the first rounds Kopf joins, in backlog and live (default 1: it is slow)")
@@ -82,7 +83,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sizes", type=_ints, default=None,
                         help="backlog sizes N (default 5000,20000: the goals'; --quick: 1000)")
     parser.add_argument("--rate", type=float, default=200.0, help="live: objects created per second (default 200)")
-    parser.add_argument("--seconds", type=float, default=None, help="live: load duration (default 20, --quick: 10)")
+    parser.add_argument("--paired-rate", type=float, default=paired.RATE,
+                        help="paired: objects created per second, raw and opd both on them (default 100)")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="live and paired: load duration (default 20, --quick: 10)")
     parser.add_argument("--streams", type=int, default=50,
                         help="idle cost: quiet watch streams (empty namespaces opd watches; default 50)")
     parser.add_argument("--watch-timeout", type=_positive, default=None,
@@ -144,6 +148,8 @@ async def run_scenarios(args: argparse.Namespace, stage: Stage,
             elif scenario == "live":
                 results[scenario] = await live.run_live(stage, choose(args.contenders, {"raw", "kopf", "opd"}),
                                                         args.rate, args.seconds)
+            elif scenario == "paired":
+                results[scenario] = await paired.run_paired(stage, args.paired_rate, args.seconds)
             elif scenario == "streams":
                 results[scenario] = await streams.run_streams(stage, args.streams, args.idle_minutes,
                                                                  args.watch_timeout)

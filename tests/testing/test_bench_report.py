@@ -18,10 +18,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import goals
 import idle
 import live
+import paired
 import report
 import run
 import stats
 import streams
+from contender_raw import RawOperator
 from contenders import ALL, KOPF, OPD, OPD_EVENTS, RAW
 from kubeapi import ServerCounts
 from stage import Rounds
@@ -289,6 +291,134 @@ def test_proxied_kubeconfig_points_at_the_proxy(tmp_path: Path) -> None:
     assert dest.stat().st_mode & 0o077 == 0  # it holds the token
 
 
+# -- the paired live scenario: opd's latency minus raw's, object by object ---------------------------------------------
+def paired_times(count: int = 100) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """Objects sent every 10 ms; raw answers in 10 ms, opd 3 ms after raw; a hiccup of the machine delays
+    both on two objects by a second (what makes two runs one after the other incomparable)."""
+    sent = {f"o{i:03d}": i * 0.01 for i in range(count)}
+    raw = {name: at + 0.010 + (1.0 if name in ("o010", "o050") else 0.0) for name, at in sent.items()}
+    opd = {name: at + 0.003 for name, at in raw.items()}
+    return sent, raw, opd
+
+
+def test_paired_latency_is_the_difference_object_by_object() -> None:
+    sent, raw, opd = paired_times()
+    figures = paired.pair_figures(sent, raw, opd)
+    assert (figures["sent"], figures["pairs"], figures["missing_raw"], figures["missing_opd"]) == (100, 100, 0, 0)
+    # The hiccup is in both latencies of the same objects: the differences have none of it.
+    assert figures["added_p50_ms"] == pytest.approx(3.0)
+    assert figures["added_p99_ms"] == pytest.approx(3.0)
+    assert figures["raw_p99_ms"] == pytest.approx(1010.0) and figures["opd_p99_ms"] == pytest.approx(1013.0)
+    assert figures["raw_p50_ms"] == pytest.approx(10.0) and figures["opd_p50_ms"] == pytest.approx(13.0)
+    assert figures["opd_p99_over_raw"] == pytest.approx(1013 / 1010)
+    assert figures["opd_first"] == 0.0
+    assert figures["raw_added_p99_ms"] == pytest.approx(-3.0)
+    assert not figures["saturated"]
+    late = {name: at + 1.0 for name, at in raw.items()}  # the server fell behind: raw itself answers in 1 s
+    assert paired.pair_figures(sent, late, opd)["saturated"]
+
+
+def test_paired_differences_keep_their_sign_and_their_tail() -> None:
+    sent, raw, opd = paired_times()
+    # opd 2 ms first on 3 objects of 5, 40 ms after on the others...
+    opd = {name: at - 0.002 if int(name[1:]) % 5 < 3 else at + 0.040 for name, at in raw.items()}
+    opd["o003"] = raw["o003"] + 0.5  # ...and two stalls of its own: the paired p99 must not hide them...
+    opd["o004"] = raw["o004"] + 0.5
+    figures = paired.pair_figures(sent, raw, opd)
+    assert figures["opd_first"] == pytest.approx(0.6)
+    assert figures["added_p50_ms"] == pytest.approx(-2.0)
+    assert figures["added_p99_ms"] == pytest.approx(500.0)  # ...while the unpaired p99s barely moved
+    assert figures["raw_added_p99_ms"] == pytest.approx(2.0)  # raw is never more than 2 ms after opd
+    assert figures["opd_p99_over_raw"] == pytest.approx(1.0, abs=0.05)
+
+
+def test_a_result_missing_on_one_side_is_infinitely_late_there() -> None:
+    sent, raw, opd = paired_times()
+    del opd["o001"]  # opd never answered: +inf
+    del raw["o002"]  # raw never answered: -inf
+    added = sorted(paired.added_latencies(sent, raw, opd))
+    assert (added[0], added[-1], len(added)) == (-math.inf, math.inf, 100)
+    figures = paired.pair_figures(sent, raw, opd)
+    assert (figures["pairs"], figures["missing_raw"], figures["missing_opd"]) == (100, 1, 1)
+    assert figures["added_p50_ms"] == pytest.approx(3.0)
+    assert figures["added_p99_ms"] == pytest.approx(3.0)  # 1 of 100 infinite: the 99th of 100 is not
+    del raw["o003"], opd["o003"]  # neither: no pair
+    figures = paired.pair_figures(sent, raw, opd)
+    assert (figures["pairs"], figures["missing_raw"], figures["missing_opd"]) == (99, 2, 2)
+    assert figures["added_p99_ms"] == math.inf  # 1 of 99 infinite: the 99th of 99 is
+    assert paired.pair_figures({}, {}, {}) == {"sent": 0, "pairs": 0}
+    nobody = paired.pair_figures(sent, {}, {})
+    assert nobody["pairs"] == 0 and "added_p50_ms" not in nobody and nobody["opd_p99_over_raw"] is None
+
+
+def test_the_pair_observer_notes_when_each_result_first_came() -> None:
+    observer = paired.PairObserver(None, "ns", ("raw", "create_fn"))  # type: ignore[arg-type]  # not started
+    observer._saw({"metadata": {"name": "a"}, "status": {}})
+    observer._saw({"metadata": {"name": "a"}, "status": {"raw": {"message": "created"}}})
+    assert set(observer.first["raw"]) == {"a"} and observer.first["create_fn"] == {} and observer.seen == {}
+    raw_at = observer.first["raw"]["a"]
+    observer._saw({"metadata": {"name": "a"}, "status": {"raw": {}, "create_fn": {}}})
+    observer._saw({"metadata": {"name": "a"}, "status": {"raw": {}, "create_fn": {}}})  # a later event: no change
+    assert observer.first["raw"]["a"] == raw_at <= observer.first["create_fn"]["a"] <= observer.seen["a"]
+
+
+def test_the_machine_cpu_only_grows() -> None:
+    before = paired.machine_cpu()
+    sum(i * i for i in range(200_000))  # some CPU of our own, counted in the machine's
+    assert 0 < before <= paired.machine_cpu()
+
+
+def test_the_raw_contender_writes_and_skips_by_its_own_key() -> None:
+    mine = RawOperator(None, "ns", "raw")  # type: ignore[arg-type]  # nothing sent: the object is done
+    assert mine.result == {"status": {"raw": {"message": "created"}}}
+    mine.consider({"metadata": {"name": "a", "uid": "u1"}, "status": {"raw": {}, "create_fn": {}}})
+    assert mine.claimed == set()
+    assert RawOperator(None, "ns").result == {"status": {"create_fn": {"message": "created"}}}  # type: ignore[arg-type]
+    assert paired.RAW.env == {"BENCH_RESULT_KEY": "raw"} and paired.OPD_KEY == "create_fn"
+
+
+def paired_runs() -> list[dict[str, Any]]:
+    """Three rounds the server kept up in, one it fell behind in (a busy machine), one that failed."""
+    return [{"scenario": "paired", "contender": paired.PAIR, "round": round_, "target_rate": 100.0, "seconds": 20.0,
+             "sent": 2000, "added_p50_ms": p50, "added_p99_ms": p99, "raw_p99_ms": 60.0, "opd_p99_ms": 60.0 * ratio,
+             "opd_p99_over_raw": ratio, "saturated": round_ == 4}
+            for round_, p50, p99, ratio in [(1, 2.0, 40.0, 1.5), (2, 3.0, 129.0, 2.0), (3, 2.5, 15.0, 1.1),
+                                            (4, 2400.0, 4600.0, 1.2)]
+            ] + [{"scenario": "paired", "contender": paired.PAIR, "round": 5, "error": "paired round 5: failed"}]
+
+
+def test_paired_goals_are_the_medians_of_the_rounds() -> None:
+    found = {o.goal.what: o for o in report.outcomes({"paired": paired_runs()})}
+    p50 = found["live, paired: opd's added latency over raw, p50"]
+    p99 = found["live, paired: opd's added latency over raw, p99"]
+    # Round 4, saturated, is not counted; the summary says so.
+    assert p50.measured == stats.Spread(2.5, 2.0, 3.0, 3) and p50.verdict == goals.MET  # <= 5 ms
+    assert p99.measured == stats.Spread(40.0, 15.0, 129.0, 3) and p99.verdict == goals.MISSED  # <= 20 ms
+    assert p99.value == "40.0 (15.0-129.0) ms, 3 rounds" and p99.note == "1 saturated round(s) not counted"
+    failed = {o.goal.what: o for o in report.outcomes({"paired": paired_runs()[-1:]})}
+    assert failed["live, paired: opd's added latency over raw, p99"].note == "failed"
+    swamped = {o.goal.what: o for o in report.outcomes({"paired": paired_runs()[3:]})}
+    outcome = swamped["live, paired: opd's added latency over raw, p99"]
+    assert outcome.verdict == goals.NOT_MEASURED and outcome.note == "every round saturated: 4600.0 ms"
+    assert found["live: opd/raw p99 latency"].verdict == goals.NOT_MEASURED  # the unpaired goal stays
+
+
+def test_the_report_shows_the_paired_table_and_the_unpaired_ratio() -> None:
+    results = {"paired": paired_runs()}
+    text = report.render(results)
+    assert "Live, paired: raw and opd both on the same 100 objects/s for 20s" in text
+    assert "opd vs raw" in text and "3/4" in text  # three rounds counted, and the one that failed
+    assert "saturated rounds (raw's own p50 over 1 s: the server fell behind; not counted in the goals): 1 of 4" in text
+    assert "40.0 (15.0-129.0)" in text  # the table: the rounds counted
+    assert "    round 4: raw p50 - ms; opd added p50 2400.0 ms, p99 4600.0 ms; other processes took - cores" in text
+    figures = dict(report.reported(results))
+    assert figures["live, paired: opd/raw p99 of each one's own latencies (unpaired, same moment)"] == (
+        "1.35 (1.10-2.00)")  # every round: each one's own p99 of the same moment
+    assert "live, paired: opd's added latency over raw, p50" in report.summary(results)
+    swamped = report.render({"paired": paired_runs()[3:4]})
+    assert "no round the server kept up in" in swamped and "1 of 1" in swamped and "added p50 ms" not in swamped
+
+
 # -- the command line -------------------------------------------------------------------------------------------------
 def test_defaults_are_the_goals_sizes_and_quick_is_small() -> None:
     full, quick = run.parse_args([]), run.parse_args(["--quick"])
@@ -300,6 +430,7 @@ def test_defaults_are_the_goals_sizes_and_quick_is_small() -> None:
     assert full.idle_objects == (5000, 20000) and full.plugins == 20 and not full.idle_kopf
     assert quick.sizes == [1000] and quick.rounds == 2 and quick.idle_minutes == 1.0
     assert run.parse_args(["--rounds", "7", "--quick"]).rounds == 7
+    assert "paired" in run.SCENARIOS and full.paired_rate == 100.0
 
 
 @pytest.mark.parametrize("argv", [["--idle-objects", "5000,1000"], ["--idle-objects", "1000"],
