@@ -33,7 +33,7 @@ async def kube(kubeconfig: Path) -> AsyncIterator[KubeClient]:
 
 
 def _connector(kube: KubeClient) -> aiohttp.BaseConnector:
-    connector = _connector(kube)
+    connector = kube._api.rest_client.pool_manager.connector
     assert connector is not None
     return connector
 
