@@ -75,6 +75,10 @@ def one_writers_fault(exc: BaseException) -> bool:
         exc.status in (400, 403, 413, 422) or "too large" in exc.message.lower())
 
 
+class PoolClosed(aiohttp.ClientConnectionError):
+    """A request that waited for a connection of a pool closed meanwhile: not sent; transient."""
+
+
 class InactivityTimeout(asyncio.TimeoutError):
     """A watch stream stayed silent longer than allowed."""
 
@@ -282,6 +286,14 @@ class KubeClient:
         except TRANSIENT_ERRORS:
             self.recycle()
             raise
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the caller was cancelled
+            # Nobody cancelled the caller: aiohttp cancels the requests still waiting for a connection of
+            # a pool that is closed (``recycle(hung=True)``). A connection failure, retried like one: as a
+            # cancellation, it ended the caller's work silently (objects never handled after a restart).
+            raise PoolClosed(f"{method} {path}: its connection pool was closed before it was sent") from None
         if response.status >= 400:
             raise _error(response.status, data, method, path, response.headers.get("Retry-After"))
         return data if raw else orjson.loads(data) if data else None

@@ -248,7 +248,8 @@ async def api_restarts(stage: Stage) -> Result:
 
     async def run(result: Result) -> None:
         ns = await stage.namespace("restarts")
-        op, log = stage.operator(ns, "restarts", create=True, delete=True)
+        # At debug level: the log says what became of each object (kept with run.py --keep).
+        op, log = stage.operator(ns, "restarts", create=True, delete=True, verbose=True)
         op.start()
         try:
             await op.wait_ready()
@@ -341,7 +342,7 @@ async def api_restarts(stage: Stage) -> Result:
             if load.counters["delete-ambiguous"] or load.counters["create-landed-twice"]:
                 result.note(f"retried writes: {dict(load.counters)}")
             if creates.lost:
-                result.note(f"lost creates, e.g. {sorted(creates.lost)[:3]}")
+                result.note(f"lost creates, e.g. {sorted(creates.lost)[:3]}; operator's debug log: {op.log}")
             if deletes.lost:
                 result.note(f"lost deletes, e.g. {sorted(deletes.lost)[:3]}")
             if stuck:
