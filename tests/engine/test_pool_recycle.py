@@ -33,7 +33,7 @@ async def kube(kubeconfig: Path) -> AsyncIterator[KubeClient]:
 
 
 def _connector(kube: KubeClient) -> aiohttp.BaseConnector:
-    connector = kube._api.rest_client.pool_manager.connector
+    connector = kube._api.connector
     assert connector is not None
     return connector
 
