@@ -62,7 +62,9 @@ class Stage:
         child = Child(contender.name, contender.argv(namespaces), env=env,
                       log=self.workdir / f"{label}.log").start()
         if self.profile_dir is not None and contender.framework == "opd":
-            self._profile(child, self.profile_dir / f"{label}.svg")
+            # BENCH_PROFILE_FORMAT=raw: collapsed stacks that cpu_breakdown.py reads (else a flame graph)
+            raw = os.environ.get("BENCH_PROFILE_FORMAT") == "raw"
+            self._profile(child, self.profile_dir / f"{label}.{'txt' if raw else 'svg'}")
         return child
 
     def log_path(self, name: str) -> Path:
@@ -73,7 +75,7 @@ class Stage:
     def _profile(self, child: Child, svg: Path) -> None:
         """Sample where the contender spends its CPU (--gil: only the thread that holds the GIL)."""
         argv = [py_spy(), "record", "--pid", str(child.pid), "--gil", "--nonblocking", "--rate", "200",
-                "--output", str(svg)]
+                "--format", "raw" if svg.suffix == ".txt" else "flamegraph", "--output", str(svg)]
         child.followers.append(Child("py-spy", argv, env=dict(os.environ), log=svg.with_suffix(".log"))
                                .start())
         print(f"  profiling {child.name} (PID {child.pid}) into {svg}", flush=True)
