@@ -22,9 +22,9 @@ from opd.engine.execution import execute
 from opd.engine.hub import Subscription
 from opd.engine.indexing import Indexes
 from opd.engine.invocation import invoke
-from opd.engine.labelling import Labeller
-from opd.engine.ownership import EVERYTHING, Narrowing, Ownership, count_label, shard_label
+from opd.engine.ownership import EVERYTHING, Ownership
 from opd.engine.processing import ResourceProcessor
+from opd.engine.sharding import LabelFilter, watchers
 from opd.engine.status import OperationStatus, copied
 from opd.errors import ConfigError, OpdError
 from opd.kube.api import REQUEST_ERRORS
@@ -88,13 +88,7 @@ class Operation:
         self.poster: EventPoster | None = None
         self.is_ready = False
         # Label filtering (opd.ha): whether this operation writes shard labels, its labeller and streams.
-        self._labels_wanted = False
-        self.labeller: Labeller | None = None
-        self._labeller_task: asyncio.Task[Any] | None = None
-        self._labelling: dict[tuple[ResourceRef, str | None, str | None], Subscription] = {}
-        self._received_before = 0  # watch events of its streams replaced by relists (label filtering)
-        self._received_final: tuple[int, int] | None = None  # as its streams ended (shutdown)
-        self._written_before = 0  # shard labels written by its labellers before the current one
+        self.labels = LabelFilter(ownership, settings.persistence.prefix, self._spawn)
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -183,7 +177,7 @@ class Operation:
         self.poster = EventPoster(cluster.client, self.settings.posting, ownership=self.ownership)
         current_poster.set(self.poster)  # for opd.info/warn/exception in this operator's handlers
         self._spawn(self.poster.run(), "opd events")
-        self.labelling(self._labels_wanted)  # told before it connected (opd.ha's labeller role)
+        self.labelling(self.labels.wanted)  # told before it connected (opd.ha's labeller role)
         refs = self.registry.resources()
         where = "cluster-wide" if self.clusterwide else f"namespaces {', '.join(self.patterns)}"
         logger.info(f"opd: serving {len(refs)} resource(s) {where} at {cluster.client.host} ({cluster.client.source})")
@@ -226,12 +220,11 @@ class Operation:
                 await asyncio.wait_for(service.stop(), SERVICE_STOP_TIMEOUT)
             except Exception as exc:
                 logger.error(f"opd: stopping {type(service).__name__}: {type(exc).__name__}: {exc}")
-        self._received_final = self.events_received()
-        for sub in [*self.subscriptions.values(), *self._labelling.values(),
-                    *([self._namespace_sub] if self._namespace_sub else [])]:
+        self.labels.final = self.events_received()
+        for sub in [*self.subscriptions.values(), *([self._namespace_sub] if self._namespace_sub else [])]:
             self.cluster.hub.unsubscribe(sub)
         self.subscriptions.clear()
-        self._labelling.clear()
+        self.labels.close(self.cluster.hub)
         tasks = set(self._tasks)
         for task in tasks:
             task.cancel()
@@ -335,64 +328,31 @@ class Operation:
         for selector, deliver in streams:
             if (ref, namespace, selector) not in self.subscriptions:
                 self.subscriptions[(ref, namespace, selector)] = self.cluster.hub.subscribe(
-                    processor.resource, namespace, self._narrowed(selector), deliver,
+                    processor.resource, namespace, self.labels.narrowed(selector), deliver,
                     backlog=lambda: processor.wait_for_room(room))
-        for selector, _ in streams if self.labeller is not None else ():
-            if self.labeller is not None and (ref, namespace, selector) not in self._labelling:
-                # Objects without the label, or labelled for another shard count (notin: both).
-                label = f"{self.labeller.count_label} notin ({self.labeller.count})"
-                self._labelling[(ref, namespace, selector)] = self.cluster.hub.subscribe(
-                    processor.resource, namespace, f"{selector},{label}" if selector else label,
-                    self.labeller.deliver(processor.resource), backlog=self.labeller.room)
+            self.labels.subscribe(self.cluster.hub, (ref, namespace, selector), processor.resource)
 
-    # -- label filtering (opd.ha): the streams narrowed to the shards held, the labeller --------------------
+    # -- label filtering (opd.ha, ``opd.engine.sharding``) -----------------------------------------------------
 
     def labels_written(self) -> int:
         """Shard labels this operation wrote (as the labeller): its extra writes, one per object."""
-        return self._written_before + (self.labeller.written if self.labeller is not None else 0)
+        return self.labels.written()
 
     def events_received(self) -> tuple[int, int]:
         """Watch events its streams received so far, (of its handlers' streams, of the labeller's)."""
-        if self._received_final is not None or self.cluster is None:
-            return self._received_final or (self._received_before, 0)
-        watchers = {(w.resource, w.namespace, w.label_selector): w for w in self.cluster.hub.watchers}
-        own = sum(watchers[s.key].stats["events"] for s in self.subscriptions.values() if s.key in watchers)
-        labels = sum(watchers[s.key].stats["events"] for s in self._labelling.values() if s.key in watchers)
-        return self._received_before + own, labels
-
-    def _narrowed(self, selector: str | None) -> str | None:
-        """A stream's label selector with the ownership's shard clause added (label filtering)."""
-        if not isinstance(self.ownership, Narrowing):
-            return selector
-        prefix = self.settings.persistence.prefix
-        clause = self.ownership.clause(shard_label(prefix))
-        if clause is None:
-            return selector
-        clause += f",{count_label(prefix)}={self.ownership.shard_count()}"  # labelled for this count only
-        return f"{selector},{clause}" if selector else clause
+        return self.labels.received(self.cluster.hub if self.cluster is not None else None,
+                                    list(self.subscriptions.values()))
 
     def labelling(self, on: bool) -> None:
         """Write the shard label on the objects of every stream that lack it (this replica holds the
         labeller role), or stop: a stream of unlabelled objects per handlers' stream (see labelling)."""
-        self._labels_wanted = on
-        narrowing = self.ownership if isinstance(self.ownership, Narrowing) else None
-        if on and self.labeller is None and narrowing is not None and self.cluster is not None:
-            prefix = self.settings.persistence.prefix
-            self.labeller = Labeller(self.cluster.client, shard_label(prefix), narrowing.label_value,
-                                     count_label(prefix), narrowing.shard_count())
-            self._labeller_task = self._spawn(self.labeller.run(), "opd labeller")
+        self.labels.wanted = on
+        if on and self.cluster is not None and self.labels.start(self.cluster.client):
             for (ref, namespace, _) in list(self.subscriptions):
                 if ref in self.processors:
                     self._subscribe(ref, self.processors[ref], namespace)
-        elif not on and self.labeller is not None:
-            for sub in self._labelling.values():
-                if self.cluster is not None:
-                    self.cluster.hub.unsubscribe(sub)
-            self._labelling.clear()
-            if self._labeller_task is not None:
-                self._labeller_task.cancel()
-            self._written_before += self.labeller.written
-            self.labeller = self._labeller_task = None
+        elif not on:
+            self.labels.stop(self.cluster.hub if self.cluster is not None else None)
 
     def relist(self) -> None:
         """Have every object listed again for the processors: their subscriptions are made afresh,
@@ -401,13 +361,11 @@ class Operation:
         if self.cluster is None:
             return
         hub = self.cluster.hub
-        ending = {(w.resource, w.namespace, w.label_selector): w for w in hub.watchers}
+        ending = watchers(hub)
         for key, old in list(self.subscriptions.items()):
-            if old.key != (old.key[0], old.key[1], self._narrowed(key[2])) and old.key in ending:
-                self._received_before += ending[old.key].stats["events"]  # that stream ends here
+            selector = self.labels.moving(old, key, ending)
             # first: the stream stays (with label filtering, a new one with the shards held now)
-            new = self.subscriptions[key] = hub.subscribe(old.key[0], old.key[1], self._narrowed(key[2]),
-                                                          old.deliver, old.backlog)
+            new = self.subscriptions[key] = hub.subscribe(old.key[0], old.key[1], selector, old.deliver, old.backlog)
             hub.unsubscribe(old)
             if not old.listed.is_set():  # the indexes may be waiting for the old one's first list
                 self._spawn(_forward(new.listed, old.listed), f"opd relist {key[0]}")
@@ -474,5 +432,4 @@ class Operation:
             self._namespaces.discard(name)
             for key in [k for k in self.subscriptions if k[1] == name]:
                 self.cluster.hub.unsubscribe(self.subscriptions.pop(key))
-            for key in [k for k in self._labelling if k[1] == name]:
-                self.cluster.hub.unsubscribe(self._labelling.pop(key))
+            self.labels.drop_namespace(self.cluster.hub, name)
