@@ -217,8 +217,10 @@ class Coordinator:
             if not claim.held and claim.free() and claim.name not in tried:
                 await claim.step()
         else:
-            await self._shards(tried)
+            # The role first: whoever takes it claims a lighter share of shards in the same step
+            # (after, it would claim a full share and hand part of it over at once).
             await self._label_role(now)
+            await self._shards(tried)
         gained = frozenset(k for k, c in self.claims.items()
                            if c.held and k not in self._granted and k not in self._handovers)
         if gained:
@@ -234,9 +236,9 @@ class Coordinator:
         claim = self.labeller
         if claim is None or self.filtering != "labels":
             return
-        if not self.yielding and self.settled_at is not None:
+        if not self.yielding:
             due = claim.renewed_at is None or now - claim.renewed_at >= self.timings.retry_period
-            if due and (claim.held or claim.free(now)):
+            if due and (claim.held or (claim.free(now) and self.member_failure is None and self._may_claim(now))):
                 await claim.step()
         held = claim.held and not self.yielding
         if held != self._labelling:
@@ -295,7 +297,8 @@ class Coordinator:
                 holders[key] = holder if holder != self.identity else f"{holder} (another process)"
         members, active, foreign = self._live_members(now)
         self._members = frozenset(members | set(holders.values()))
-        todo = plan(self.identity, self._members, holders, len(self.claims), active | set(holders.values()))
+        todo = plan(self.identity, self._members, holders, len(self.claims), active | set(holders.values()),
+                    light=self._labeller_identity(now))
         # With a member that hashes otherwise, one object is in two shards: the older ones keep
         # every shard (they do not know to yield) and this one hands its own over.
         release = [k for k, c in self.claims.items() if c.held and k not in self._handovers] if foreign \
@@ -324,6 +327,17 @@ class Coordinator:
                 taken += 1
             elif claim.failure is not None:
                 break  # the API is away (or refuses): the next step tries again, not the next shard now
+
+    def _labeller_identity(self, now: float) -> str | None:
+        """Who holds the labeller role now, as this replica sees it (label filtering): its share
+        of shards is lighter."""
+        claim = self.labeller
+        if claim is None or self.filtering != "labels":
+            return None
+        if claim.held and not self.yielding:
+            return self.identity
+        holder = claim.holder()
+        return holder if holder and holder != self.identity and not claim.free(now) else None
 
     def _may_claim(self, now: float) -> bool:
         """Whether this replica has seen its group long enough to claim: one retry period from its

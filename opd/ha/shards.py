@@ -95,11 +95,35 @@ def member_key(identity: str) -> str:
     return f"{MEMBER_PREFIX}{hashlib.sha1(identity.encode(errors='replace')).hexdigest()[:20]}"
 
 
-def shares(members: Iterable[str], shards: int) -> dict[str, int]:
-    """Each member's fair share, by rank in identity order: they add up to ``shards``."""
+# What labelling costs the labeller, against handling: it receives two watch events per new object
+# (the object comes without the label, and leaves its stream once labelled), a holder about three
+# per object it handles (it comes labelled, its result, the write's echo). Measured by
+# `tests/chaos/run.py --scenarios ha-measure` (events each replica received, per object).
+LABELLING_WEIGHT = 2 / 3
+
+
+def lighter(shards: int, members: int) -> int:
+    """The labeller's share: what leaves it as busy as the others when every object is new (its
+    labelling weighs ``LABELLING_WEIGHT`` of the handling of all objects), but one shard at least
+    while there are shards enough for everyone, so that every replica takes part in the handling
+    (and the role can move without the work moving all at once)."""
+    if members <= 1:
+        return shards
+    balanced = int(shards * (1 - LABELLING_WEIGHT * (members - 1)) / members)
+    return min(shards // members, max(1 if shards >= members else 0, balanced))
+
+
+def shares(members: Iterable[str], shards: int, light: str | None = None) -> dict[str, int]:
+    """Each member's fair share, by rank in identity order: they add up to ``shards``. ``light``:
+    the labeller (label filtering), which gets ``lighter()`` and leaves the rest to the others."""
     ranked = sorted(set(members))
-    base, extra = divmod(shards, len(ranked))
-    return {member: base + (1 if rank < extra else 0) for rank, member in enumerate(ranked)}
+    if light is None or light not in ranked or len(ranked) == 1:
+        base, extra = divmod(shards, len(ranked))
+        return {member: base + (1 if rank < extra else 0) for rank, member in enumerate(ranked)}
+    own = lighter(shards, len(ranked))
+    others = [m for m in ranked if m != light]
+    base, extra = divmod(shards - own, len(others))
+    return {light: own, **{member: base + (1 if rank < extra else 0) for rank, member in enumerate(others)}}
 
 
 @dataclass(frozen=True)
@@ -113,12 +137,13 @@ class Plan:
 
 
 def plan(me: str, members: Iterable[str], holders: Mapping[int, str], shards: int,
-         active: Iterable[str] | None = None) -> Plan:
+         active: Iterable[str] | None = None, light: str | None = None) -> Plan:
     """What ``me`` should do now. ``holders``: each shard's live holder ('' or absent: free).
     ``active``: the members known to be at work (default: all); only they are waited for to take
-    free shards, a member that may be a crashed one's leftover is not."""
+    free shards, a member that may be a crashed one's leftover is not. ``light``: the labeller,
+    whose share is lighter (``shares``)."""
     ranked = sorted(set(members) | {me})
-    share = shares(ranked, shards)
+    share = shares(ranked, shards, light)
     counts = collections.Counter(h for k, h in holders.items() if h and k < shards)
     mine = sorted(k for k, h in holders.items() if h == me and k < shards)
     free = [k for k in range(shards) if not holders.get(k)]

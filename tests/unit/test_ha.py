@@ -20,7 +20,7 @@ from opd.ha.leases import LEASES, Lease, LeaseRecord
 from opd.ha.observing import Observations
 from opd.ha.replica import LeaseWatcher, spread
 from opd.ha.settings import HaSettings, default_identity
-from opd.ha.shards import lease_names, member_key, members_name, plan, shard_name, shard_of, shares
+from opd.ha.shards import lease_names, lighter, member_key, members_name, plan, shard_name, shard_of, shares
 from opd.settings import WatchingSettings
 
 
@@ -204,6 +204,28 @@ def test_shards_are_stable_and_even() -> None:
     assert set(counts) == set(range(12))
     assert all(800 <= n <= 1200 for n in counts.values()), counts
     assert all(shard_of(uid, 1) == 0 for uid in uids[:50])
+
+
+def test_the_labellers_share_is_lighter_and_the_shares_still_add_up() -> None:
+    # Balanced on events when every object is new (the labeller's 2 per object against ~3 per
+    # object handled), at least one shard while there are enough, never more than a fair share.
+    assert lighter(12, 1) == 12
+    assert lighter(12, 2) == 2 and lighter(6, 2) == 1
+    assert lighter(12, 3) == 1 and lighter(6, 3) == 1 and lighter(2, 3) == 0
+    assert shares(["a", "b", "c"], 12, light="b") == {"a": 6, "b": 1, "c": 5}
+    assert shares(["a", "b"], 12, light="a") == {"a": 2, "b": 10}
+    assert shares(["a", "b"], 12, light="z") == {"a": 6, "b": 6}  # not a member: no lighter share
+    for n in range(1, 9):
+        for s in range(1, 40):
+            members = [f"r{i}" for i in range(n)]
+            share = shares(members, s, light="r0")
+            assert sum(share.values()) == s
+            others = [v for m, v in share.items() if m != "r0"]
+            assert n == 1 or (share["r0"] <= s // n and share["r0"] <= min(others) and max(others) - min(others) <= 1)
+    # A replica's plan follows: the labeller releases what it holds above its lighter share.
+    holders = dict.fromkeys(range(6), "a") | dict.fromkeys(range(6, 12), "b")
+    assert plan("a", ["a", "b", "c"], holders, 12, light="a").release  # c is short and nothing is free
+    assert plan("c", ["a", "b", "c"], {}, 12, light="a").want == 5  # b takes 6, c 5 of the 11 left
 
 
 def test_fair_shares_add_up_and_differ_by_one_at_most() -> None:

@@ -195,7 +195,7 @@ class Group:
         self.running: dict[str, tuple[Coordinator, Operations, Queue]] = {}
         self.most: dict[str, int] = collections.defaultdict(int)  # the most shards each held at once
 
-    def add(self, identity: str) -> Coordinator:
+    def add(self, identity: str, filtering: str = "client") -> Coordinator:
         seen = Observations(self.clock)
         self.store.observers.append(seen)
         for lease in self.store.leases.values():
@@ -205,6 +205,7 @@ class Group:
         ops.clock = self.clock
         settings = HaSettings(mode="shards", lease="opd", namespace="test", identity=identity, shards=self.shards)
         coordinator = Coordinator(settings, self.store, seen, ops, clock=self.clock, wall=self.clock.wall)
+        coordinator.filtering = filtering  # decided at start, before the first step (opd.ha.replica)
         view = View(coordinator)
         view.attach(queue)  # type: ignore[arg-type]  # the surface a View uses of an Operation
         ops.view = queue.view = view
@@ -287,6 +288,36 @@ async def test_replicas_started_together_over_existing_objects_split_them_withou
     _exactly_once(world)
     split = group.world.per_replica()
     assert all(0.15 <= split[r] / 900 <= 0.55 for r in "abc"), split
+    await group.stop()
+
+
+async def test_with_labels_the_labeller_takes_a_lighter_share_from_the_start_and_when_the_role_moves(
+        store: Store, clock: Clock) -> None:
+    """Label filtering: the replica that holds the labeller role receives every new object's two
+    events besides its shards' (it held a full share before: 60 % of the events of 3 replicas). It
+    takes the role before it claims, so it claims its lighter share at once: no shard is claimed and
+    handed over again at start. When it stops, another takes the role and the shards move to fit."""
+    world = World(900)
+    group = Group(store, clock, world, shards=6, rate=100)
+    for identity in "abc":
+        group.add(identity, filtering="labels")
+    await group.rounds(40)
+    labellers = [i for i, (c, _, _) in group.running.items() if c.labels()]
+    assert len(labellers) == 1
+    first = labellers[0]
+    held = group.held()
+    assert held[first] == 1 and sorted(held.values()) == [1, 2, 3]
+    assert group.most[first] == 1  # never more than its share: nothing claimed to be handed over
+    assert all(kind in ("gain", "labelling") for _, ops, _ in group.running.values() for kind, _, _ in ops.told)
+    _exactly_once(world)
+    split = world.per_replica()
+    assert all(0.15 <= split[r] / 900 <= 0.55 for r in "abc"), split  # the split at start still holds
+    coordinator, _, _ = group.running.pop(first)
+    await coordinator.stop()  # its Leases are released: the role and its shard go to the others at once
+    await group.rounds(40)
+    held = group.held()
+    (second,) = [i for i, (c, _, _) in group.running.items() if c.labels()]
+    assert held == {second: 1, ({"a", "b", "c"} - {first, second}).pop(): 5}
     await group.stop()
 
 
