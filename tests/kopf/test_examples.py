@@ -81,7 +81,7 @@ def test_the_table_and_the_count_leave_out_what_was_not_judged() -> None:
     assert table[0].split()[:3] == ["example", "kopf", "opd"]
     assert table[2].split()[:3] == ["17-admission", "FAILS", "runs"] and table[2].endswith("kopf: why one")
     assert "not judged" in table[3]
-    assert run.count_line(results, ["kopf", "opd"]) == (
+    assert run.count_line("Kopf's examples", results, ["kopf", "opd"], unjudged=True) == (
         "Kopf's examples: Kopf runs 1 of 2 (1 not judged), opd runs 2 of 2 (1 not judged)")
 
 

@@ -93,7 +93,8 @@ def test_the_table_and_the_count_leave_out_what_was_not_judged() -> None:
     assert table[0].split()[:4] == ["operator", "licence", "kopf", "opd"]
     assert table[1].split()[:4] == ["synator", "MIT", "runs", "FAILS"] and table[1].endswith("opd: why one")
     assert "not judged" in table[3]
-    assert run.count_line(results, ["kopf", "opd"]) == "wild operators: Kopf runs 2 of 2, opd runs 1 of 2"
+    assert run.count_line("wild operators", results, ["kopf", "opd"]) == (
+        "wild operators: Kopf runs 2 of 2, opd runs 1 of 2")
 
 
 def test_unknown_operator_names_are_refused_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:

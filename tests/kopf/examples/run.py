@@ -17,16 +17,13 @@ import argparse
 import contextlib
 import importlib.util
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 import uuid
 from pathlib import Path
-from types import FrameType
 
 HERE = Path(__file__).resolve().parent
 WILD = HERE.parent / "wild"
@@ -35,7 +32,7 @@ sys.path[:0] = [str(HERE), str(WILD)]
 import yaml  # noqa: E402
 from examples_judged import EXAMPLES, Example, Play, free_port  # noqa: E402
 from examples_source import SourceError, fetch, unpack  # noqa: E402
-from wild_harness import SHIM, Result, reason  # noqa: E402
+from wild_harness import SHIM, Result, count_line, reason, run_script, table, verdict, why_not  # noqa: E402
 from wild_kube import Kube, Missed  # noqa: E402
 
 from opd.localcluster import LocalControlPlane  # noqa: E402
@@ -135,33 +132,13 @@ def run_framework(framework: str, names: list[str], examples: Path, workdir: Pat
     return results
 
 
-def verdict(ok: bool | None) -> str:
-    return "not judged" if ok is None else "runs" if ok else "FAILS"
-
-
 def render(results: list[Result], frameworks: list[str]) -> str:
     by = {(r.operator, r.framework): r for r in results}
-    names = list(dict.fromkeys(r.operator for r in results))
     rows = [["example", *frameworks, "why not"]]
-    for name in names:
+    for name in dict.fromkeys(r.operator for r in results):
         cells = [by.get((name, fw)) for fw in frameworks]
-        why = "; ".join(f"{c.framework}: {c.why}" for c in cells if c and c.ok is not True and c.why)
-        rows.append([name, *[verdict(c.ok) if c else "-" for c in cells], why])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1]
-                     for row in rows)
-
-
-def count_line(results: list[Result], frameworks: list[str]) -> str:
-    parts = []
-    for fw in frameworks:
-        mine = [r for r in results if r.framework == fw]
-        judged = [r for r in mine if r.ok is not None]
-        text = f"{'Kopf' if fw == 'kopf' else 'opd'} runs {sum(bool(r.ok) for r in judged)} of {len(judged)}"
-        if len(judged) < len(mine):
-            text += f" ({len(mine) - len(judged)} not judged)"
-        parts.append(text)
-    return "Kopf's examples: " + ", ".join(parts)
+        rows.append([name, *[verdict(c.ok) if c else "-" for c in cells], why_not(cells)])
+    return table(rows)
 
 
 def _csv(text: str) -> list[str]:
@@ -183,36 +160,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _terminated(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # the same clean-up path as Ctrl-C
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminated)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    workdir = args.keep or Path(tempfile.mkdtemp(prefix="opd-examples-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    results: list[Result] = []
-    try:
+
+    def work(workdir: Path) -> list[Result]:
         examples = unpack(fetch(), workdir / "kopf")
+        results: list[Result] = []
         for framework in args.frameworks:
             results += run_framework(framework, args.examples, examples, workdir, args.timeout)
-    except SourceError as exc:
-        print(f"error: Kopf's examples: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted: every process started is stopped", file=sys.stderr)
-        return 130
-    finally:
-        if args.keep is None:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print()
-    print(render(results, args.frameworks))
-    print(f"\n{count_line(results, args.frameworks)} (in {time.monotonic() - started:.0f} s)"
-          + (f"; logs kept in {args.keep}" if args.keep else ""))
-    return 0
+        return results
+
+    return run_script(args.keep, "opd-examples-", work, lambda rs: render(rs, args.frameworks),
+                      lambda rs: count_line("Kopf's examples", rs, args.frameworks, unjudged=True),
+                      failures=(SourceError,), what="Kopf's examples")
 
 
 if __name__ == "__main__":

@@ -13,19 +13,14 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import shutil
-import signal
 import sys
-import tempfile
-import time
 from pathlib import Path
-from types import FrameType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from opd.localcluster import LocalControlPlane
 
-from wild_harness import FRAMEWORKS, Result, judge
+from wild_harness import FRAMEWORKS, Result, count_line, judge, run_script, table, verdict, why_not
 from wild_kube import Kube
 from wild_operators import all_operators
 
@@ -64,65 +59,34 @@ def run_framework(framework: str, names: list[str], workdir: Path, timeout: floa
         for op in operators:
             print(f"== {op.name} under {framework}", flush=True)
             result = judge(op, framework, kube, cp.kubeconfig, workdir, timeout)
-            print(f"   {_verdict(result.ok)} in {result.seconds:.0f} s {result.why}", flush=True)
+            print(f"   {verdict(result.ok)} in {result.seconds:.0f} s {result.why}", flush=True)
             results.append(result)
     finally:
         cp.stop()
     return results
 
 
-def _verdict(ok: bool | None) -> str:
-    return "not judged" if ok is None else "runs" if ok else "FAILS"
-
-
 def render(results: list[Result], frameworks: list[str]) -> str:
     by = {(r.operator, r.framework): r for r in results}
     licences = {op.name: op.licence for op in all_operators(NAMESPACE)}
-    names = list(dict.fromkeys(r.operator for r in results))
     rows = [["operator", "licence", *frameworks, "why it failed"]]
-    for name in names:
+    for name in dict.fromkeys(r.operator for r in results):
         cells = [by.get((name, fw)) for fw in frameworks]
-        why = "; ".join(f"{c.framework}: {c.why}" for c in cells if c and c.ok is not True and c.why)
-        rows.append([name, licences[name], *[_verdict(c.ok) if c else "-" for c in cells], why])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    lines = ("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1] for row in rows)
-    return "\n".join(lines)
-
-
-def count_line(results: list[Result], frameworks: list[str]) -> str:
-    parts = []
-    for fw in frameworks:
-        judged = [r for r in results if r.framework == fw and r.ok is not None]
-        parts.append(f"{'Kopf' if fw == 'kopf' else 'opd'} runs {sum(bool(r.ok) for r in judged)} of {len(judged)}")
-    return "wild operators: " + ", ".join(parts)
-
-
-def _terminated(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # the same clean-up path as Ctrl-C
+        rows.append([name, licences[name], *[verdict(c.ok) if c else "-" for c in cells], why_not(cells)])
+    return table(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminated)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    workdir = args.keep or Path(tempfile.mkdtemp(prefix="opd-wild-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    results: list[Result] = []
-    try:
+
+    def work(workdir: Path) -> list[Result]:
+        results: list[Result] = []
         for framework in args.frameworks:
             results += run_framework(framework, args.operators, workdir, args.timeout)
-    except KeyboardInterrupt:
-        print("\ninterrupted: every process started is stopped", file=sys.stderr)
-        return 130
-    finally:
-        if args.keep is None:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print()
-    print(render(results, args.frameworks))
-    print(f"\n{count_line(results, args.frameworks)} (in {time.monotonic() - started:.0f} s)"
-          + (f"; logs kept in {args.keep}" if args.keep else ""))
-    return 0
+        return results
+
+    return run_script(args.keep, "opd-wild-", work, lambda rs: render(rs, args.frameworks),
+                      lambda rs: count_line("wild operators", rs, args.frameworks))
 
 
 if __name__ == "__main__":

@@ -7,15 +7,18 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 
 from wild_kube import Kube, Missed, wait
 
@@ -149,3 +152,66 @@ def _importable(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is not None
+
+
+# -- what the two scripts (wild/run.py, examples/run.py) share: the report and the run -----------------------------
+
+def verdict(ok: bool | None) -> str:
+    return "not judged" if ok is None else "runs" if ok else "FAILS"
+
+
+def table(rows: list[list[str]]) -> str:
+    """Rows of cells, every column but the last padded to its widest cell."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1]
+                     for row in rows)
+
+
+def why_not(cells: list[Result | None]) -> str:
+    return "; ".join(f"{c.framework}: {c.why}" for c in cells if c and c.ok is not True and c.why)
+
+
+def count_line(title: str, results: list[Result], frameworks: list[str], *, unjudged: bool = False) -> str:
+    """``<title>: Kopf runs K of J, opd runs O of J``: only judged ones count (``unjudged``: and say how
+    many were not)."""
+    parts = []
+    for fw in frameworks:
+        mine = [r for r in results if r.framework == fw]
+        judged = [r for r in mine if r.ok is not None]
+        text = f"{'Kopf' if fw == 'kopf' else 'opd'} runs {sum(bool(r.ok) for r in judged)} of {len(judged)}"
+        if unjudged and len(judged) < len(mine):
+            text += f" ({len(mine) - len(judged)} not judged)"
+        parts.append(text)
+    return f"{title}: " + ", ".join(parts)
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # the same clean-up path as Ctrl-C
+
+
+def run_script(keep: Path | None, prefix: str, work: Callable[[Path], list[Result]],
+               render: Callable[[list[Result]], str], count: Callable[[list[Result]], str],
+               failures: tuple[type[Exception], ...] = (), what: str = "") -> int:
+    """A script's run: ``work`` in a folder (``keep``, or a temporary one removed after), SIGTERM and
+    Ctrl-C ending it through the same clean-up, then its table and count line; 1 on one of
+    ``failures`` (said in one line about ``what``), 130 when interrupted."""
+    signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    workdir = keep or Path(tempfile.mkdtemp(prefix=prefix))
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    try:
+        results = work(workdir)
+    except failures as exc:
+        print(f"error: {what}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: every process started is stopped", file=sys.stderr)
+        return 130
+    finally:
+        if keep is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print()
+    print(render(results))
+    print(f"\n{count(results)} (in {time.monotonic() - started:.0f} s)" + (f"; logs kept in {keep}" if keep else ""))
+    return 0
