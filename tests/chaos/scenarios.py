@@ -1433,16 +1433,25 @@ async def ha_measure(stage: Stage) -> Result:
         return _Measured(who, used, got)
 
     def goals(alone: _Measured, three: _Measured) -> None:
-        """Issue #21's goals, from the 1-replica run and the 3-replica run with the default filtering."""
+        """Issue #21's goals, from the 1-replica run and the 3-replica run with the default filtering. Judged
+        at the full scale only (the goals are for 3 000 objects; at 200 the fixed costs weigh): reported at --quick."""
+        full = stage.scale.name == "full"
+
+        def verdict(ok: bool) -> bool | None:
+            return ok if full else None
+
+        cpu_target, events_target = "<= 0.40x", "each <= 40 %"
+        if not full:
+            cpu_target, events_target = (f"{t} (judged at full scale)" for t in (cpu_target, events_target))
         mode = "/".join(sorted({f for *_, f in (three.events or {}).values()})) or "?"
         one_cpu, busiest = sum(alone.cpu.values()), max(three.cpu.values())
         ratio = busiest / one_cpu if one_cpu > 0 else float("inf")
         result.add(f"3 settled replicas (filtering {mode}), {ha.scale_objects} new objects: the busiest one's CPU "
                    "/ one replica's CPU on the same objects",
-                   f"{busiest:.2f} s / {one_cpu:.2f} s = {ratio:.2f}x", "<= 0.40x", ratio <= 0.40, key="cpu")
+                   f"{busiest:.2f} s / {one_cpu:.2f} s = {ratio:.2f}x", cpu_target, verdict(ratio <= 0.40), key="cpu")
         if three.events is None:
-            result.add("3 settled replicas: watch events each received", "not said at their stop", "each <= 40 %",
-                       False, key="events")
+            result.add("3 settled replicas: watch events each received", "not said at their stop", events_target,
+                       verdict(False), key="events")
             return
         total = sum(own + labels for own, labels, _ in three.events.values())
         alone_total = sum(own + labels for own, labels, _ in (alone.events or {}).values())
@@ -1451,7 +1460,7 @@ async def ha_measure(stage: Stage) -> Result:
                    "received together (shards' streams + labeller's; in brackets: / one replica's alone)",
                    ", ".join(f"{n} {shares[n]:.0%}" + (f" ({(own + labels) / alone_total:.2f}x)" if alone_total else "")
                              for n, (own, labels, _) in three.events.items()),
-                   "each <= 40 %", all(v <= 0.40 for v in shares.values()), key="events")
+                   events_target, verdict(all(v <= 0.40 for v in shares.values())), key="events")
 
     async def leader_idle() -> None:
         ns = await stage.namespace("idle-leader")
