@@ -57,11 +57,12 @@ class Usage:
 class Child:
     """One contender process; its output goes to a log file (a full pipe would stall it)."""
 
-    def __init__(self, name: str, argv: list[str], *, env: dict[str, str], log: Path) -> None:
+    def __init__(self, name: str, argv: list[str], *, env: dict[str, str], log: Path, cwd: Path | None = None) -> None:
         self.name = name
         self.argv = argv
         self.env = env
         self.log = log
+        self.cwd = cwd  # None: the bench's own
         self.popen: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         self.followers: list[Child] = []  # processes that end with this one (a profiler attached to it)
@@ -76,7 +77,8 @@ class Child:
             self.started_at = time.monotonic()
             # Own session: a terminal's Ctrl-C reaches only us, and we stop the children in order.
             self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                          env=self.env, start_new_session=True, preexec_fn=_die_with_parent)
+                                          env=self.env, cwd=self.cwd, start_new_session=True,
+                                          preexec_fn=_die_with_parent)
         _LIVE.add(self)
         return self
 

@@ -21,11 +21,16 @@ moments of a shared machine, and each ratio is taken within a round.
 
 Usage: ``python tests/bench/coldstart.py [--rounds 5] [--before DIR] [--kubeconfig FILE]``; without
 ``--kubeconfig`` it starts (and stops) a local control plane of its own.
+
+The bench's ``coldstart`` scenario (``run.py --scenarios coldstart``, :func:`run_coldstart`) runs the goal's
+part of it on the bench's control plane: ``opd run`` without the ``kubernetes`` package and the raw client,
+one fresh process of each per round, each round after the API server has come to rest.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib.util
 import os
 import re
@@ -34,7 +39,12 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
+from typing import Any
+
+from children import Child
+from stage import Stage
 
 HERE = Path(__file__).resolve().parent
 HANDLERS = '''
@@ -176,6 +186,69 @@ def measure(kubeconfig: Path, before: Path | None, rounds: int, workdir: Path) -
         f"client {statistics.median(raw):.2f} s. Of opd's: {now['run_import']:.2f} s until opd is imported, "
         f"{now['run_connect']:.2f} s to its first request, {now['run_discovery']:.2f} s of API discovery (a request "
         f"per group version) before the LIST.{was}", width=100))
+
+
+# -- the bench's scenario ----------------------------------------------------------------------------------------------
+OPD_RUN, RAW = "opd run", "raw"
+FIRST_LIST = re.compile(r"FIRST-LIST cpu=([\d.]+) models=(\d)(?: imported=([\d.]+) first-request=([\d.]+))?")
+TIMEOUT = 120.0  # seconds for one process to reach its first LIST
+
+
+def first_list(output: str) -> dict[str, Any] | None:
+    """A child's figures from its FIRST-LIST line: CPU seconds then; for opd, where they went."""
+    found = FIRST_LIST.search(output)
+    if found is None:
+        return None
+    cpu = float(found[1])
+    figures: dict[str, Any] = {"cpu_s": cpu, "models": bool(int(found[2]))}
+    if found[3] is not None:
+        imported, first = float(found[3]), float(found[4])
+        figures |= {"import_s": imported, "connect_s": first - imported, "discovery_s": cpu - first}
+    return figures
+
+
+async def one_process(stage: Stage, name: str, argv: list[str], env: dict[str, str], what: str) -> dict[str, Any]:
+    """A fresh process that ends itself at its first LIST; its figures, or the failure."""
+    # Not from this checkout's directory: ``python -c`` puts the working directory first on sys.path.
+    child = Child(name, argv, env=env, log=stage.log_path(f"coldstart-{name.replace(' ', '-')}.log"),
+                  cwd=Path(tempfile.gettempdir())).start()
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while child.alive():
+            if time.monotonic() > deadline:
+                return stage.fail(what, f"no first LIST within {TIMEOUT:.0f}s", child)
+            await asyncio.sleep(0.05)
+        found = first_list(child.log.read_text(errors="replace"))
+        return found if found is not None else stage.fail(what, f"no first LIST ({child.describe_exit()})", child)
+    finally:
+        child.stop()
+
+
+async def run_coldstart(stage: Stage, rounds: int) -> list[dict[str, Any]]:
+    """``opd run`` with one handler (as ``pip install opd`` has it: no ``kubernetes`` package) and the raw
+    client: the CPU each has spent when it sends its first LIST, ``rounds`` fresh processes each."""
+    handlers = stage.workdir / "coldstart_handlers.py"
+    handlers.write_text(HANDLERS)
+    kinds = {OPD_RUN: ([sys.executable, "-c", OPD_CHILD, str(handlers)],
+                       _env(None, stage.kubeconfig, kubernetes=False)),
+             RAW: ([sys.executable, "-c", RAW_CHILD, str(stage.kubeconfig), str(HERE)], _env(None))}
+    for name, (argv, env) in kinds.items():  # uncounted: bytecode written, the server's caches warm
+        if "error" in await one_process(stage, name, argv, env, f"coldstart {name}, the uncounted first"):
+            return [{"scenario": "coldstart", "contender": name, "round": 0, "error": stage.failures[-1]}]
+    results: list[dict[str, Any]] = []
+    for round_ in range(1, rounds + 1):
+        for name in (list(kinds) if round_ % 2 else list(reversed(kinds))):
+            await stage.quiesce()
+            what = f"  coldstart round {round_} {name}"
+            result = {"scenario": "coldstart", "contender": name, "round": round_,
+                      **await one_process(stage, name, *kinds[name], what.strip())}
+            if "error" not in result:
+                where = (f" (import {result['import_s']:.2f}s, to its first request {result['connect_s']:.2f}s, "
+                         f"discovery {result['discovery_s']:.2f}s; kubernetes_asyncio's models "
+                         f"{'imported' if result['models'] else 'not imported'})" if "import_s" in result else "")
+                print(f"{what}: {result['cpu_s']:.2f} CPU s to its first LIST{where}", flush=True)
+            results.append(result)
+    return results
 
 
 def main() -> int:

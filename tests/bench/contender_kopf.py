@@ -1,11 +1,20 @@
 """Contender "kopf": the same handler for Kopf, run as ``kopf run --standalone -n NAMESPACE contender_kopf.py``.
 
-Kubernetes events are not posted (nor by the opd contender); everything else is Kopf's default.
+Kubernetes events are not posted (nor by the opd contender); ``BENCH_FIRST_LIST=FILE`` notes the CPU spent
+by the first LIST (firstlist.py); everything else is Kopf's default.
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import kopf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # Kopf loads this file by path, its siblings unseen
+import firstlist
+
+firstlist.install()  # loaded before the operator starts: before its first request
 
 
 @kopf.on.startup()

@@ -2,7 +2,8 @@
 
 Kubernetes events are not posted (nor by the Kopf contender) unless ``BENCH_POSTING=1``; with
 ``BENCH_TICKER=FILE``, a 10 ms ticker on opd's event loop measures the loop's lag (see contenders.py);
-``BENCH_WATCH_TIMEOUT=S`` sets the watch requests' server-side timeout; everything else is opd's default.
+``BENCH_WATCH_TIMEOUT=S`` sets the watch requests' server-side timeout; ``BENCH_FIRST_LIST=FILE`` notes the
+CPU spent by the first LIST (firstlist.py); everything else is opd's default.
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ import os
 import time
 from pathlib import Path
 
+import firstlist  # a sibling: `opd run` puts this file's folder on sys.path
+
 import opd
+
+firstlist.install()  # loaded before the operator starts: before its first request
 
 TICK = 0.010  # seconds between ticks: a tick later than that waited for the loop
 

@@ -2,7 +2,8 @@
 
 LIST + WATCH the namespace, and send one merge-PATCH to /status per object that lacks
 the result, 32 in flight. Usage: ``python contender_raw.py NAMESPACE`` with $KUBECONFIG set;
-``BENCH_RESULT_KEY=KEY`` stores the result in .status.KEY instead (the paired scenario: its own field).
+``BENCH_RESULT_KEY=KEY`` stores the result in .status.KEY instead (the paired scenario: its own field);
+``BENCH_FIRST_LIST=FILE`` notes the CPU spent by the first LIST (firstlist.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import firstlist
 from kubeapi import CONNECTION_ERRORS, MERGE_PATCH, RESULT_KEY, Api, ApiError, objects_path
 
 IN_FLIGHT = 32
@@ -67,6 +69,7 @@ class RawOperator:
 
 
 async def main(namespace: str) -> None:
+    firstlist.install()
     async with Api(Path(os.environ["KUBECONFIG"]), connections=IN_FLIGHT + 4) as api:
         await RawOperator(api, namespace, os.environ.get(RESULT_KEY_ENV) or RESULT_KEY).run()
 

@@ -1,4 +1,4 @@
-"""The issue's goals, each judged on one measured median: met, missed, or not measured in this run."""
+"""The issues' goals, each judged on one measured median: met, missed, or not measured in this run."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ class Goal:
     bound: float
     unit: str = ""  # after the bound: "x", " s", " B"
     digits: int = 2
+    issue: str = "#15"  # the issue(s) that set this target
 
     def __post_init__(self) -> None:
         if self.op not in _COMPARE:
@@ -65,17 +66,17 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, right: bool 
 
 def render(outcomes: Sequence[Outcome]) -> str:
     """The summary: every goal, its measured median (range over rounds), and met / MISSED / not measured."""
-    rows = [[o.goal.what, o.value, o.goal.target, o.verdict + (f" ({o.note})" if o.note else "")]
+    rows = [[o.goal.what, o.goal.issue, o.value, o.goal.target, o.verdict + (f" ({o.note})" if o.note else "")]
             for o in outcomes]
     met = sum(o.verdict == MET for o in outcomes)
     missed = sum(o.verdict == MISSED for o in outcomes)
     return "\n".join([
-        "Summary: the goals of issue #15 (median over rounds, with the range in parentheses)",
-        table(["goal", "measured", "target", "verdict"], rows, right=False),
+        "Summary: the goals of issues #15 and #22 (median over rounds, with the range in parentheses)",
+        table(["goal", "issue", "measured", "target", "verdict"], rows, right=False),
         f"{met} met, {missed} missed, {len(outcomes) - met - missed} not measured",
     ])
 
 
 # Issue #22 item 4: the paired live scenario (tests/bench/paired.py), opd's latency minus raw's object by object.
-PAIRED_P50 = Goal("live, paired: opd's added latency over raw, p50", "<=", 5.0, " ms", 1)
-PAIRED_P99 = Goal("live, paired: opd's added latency over raw, p99", "<=", 20.0, " ms", 1)
+PAIRED_P50 = Goal("live, paired: opd's added latency over raw, p50", "<=", 5.0, " ms", 1, "#22")
+PAIRED_P99 = Goal("live, paired: opd's added latency over raw, p99", "<=", 20.0, " ms", 1, "#22")

@@ -7,7 +7,8 @@ that the allocator keeps), which (RSS(N) - RSS(0)) / N, shown too, spreads over 
 
 Contenders: ``opd run`` with one handler, Kopf, and ``opd start`` with K plugins (one handler each,
 every object handled by all of them: the goal). ``opd start`` says READY=1 on a stand-in for
-systemd's socket: how long after its start (the API answers all along) is the readiness goal.
+systemd's socket: how long after its start (the API answers all along), and how long after the last page of
+its LIST (the daemon's own log says when that came: its caches synced, issue #22's readiness goal).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from backlog import handle_all, prepare
 from children import Child
 from contenders import Contender
 from kubeapi import Observer, create_namespace
-from many_plugins import has_all, spawn_daemon, write_plugins
+from many_plugins import has_all, last_list, spawn_daemon, write_plugins
 from notify import NotifySocket
 from stage import Stage, wait_quiet, wait_ready, wait_results
 
@@ -56,6 +57,9 @@ def per_object(found: dict[int, dict[str, Any]]) -> dict[str, Any]:
               "bytes_per_object_from_empty": (full["rss_mb"] - empty["rss_mb"]) * 2**20 / n}
     if "ready_s" in empty:
         result |= {"ready_0_s": empty["ready_s"], "ready_small_s": mid["ready_s"], "ready_n_s": full["ready_s"]}
+    for size, start in (("0", empty), ("small", mid), ("n", full)):  # a LIST of one page is not logged
+        if start.get("ready_after_list_s") is not None:
+            result |= {f"ready_list_{size}_s": start["ready_after_list_s"], f"list_{size}_s": start["list_s"]}
     return result
 
 
@@ -109,7 +113,8 @@ async def measure(stage: Stage, contender: Contender, sizes: tuple[int, int]) ->
 
 # -- opd start with K plugins ----------------------------------------------------------------------------------------
 async def daemon_idle(stage: Stage, plugins_dir: Path, names: list[str], namespace: str, n: int) -> dict[str, Any]:
-    """A fresh ``opd start``: seconds from its start to READY=1; RSS once it is ready and quiet."""
+    """A fresh ``opd start``: seconds from its start to READY=1, and from its LIST's last page (when the
+    LIST took more than one); RSS once it is ready and quiet."""
     what = f"idle opd start, {len(names)} plugins, N={n}"
     observer = await Observer(stage.api, namespace, done=has_all(names)).start()
     await stage.quiesce()
@@ -120,7 +125,11 @@ async def daemon_idle(stage: Stage, plugins_dir: Path, names: list[str], namespa
             if ready_at is None:
                 return stage.fail(what, f"no READY=1 within {READY_TIMEOUT:.0f}s ({child.describe_exit()})", child)
             usage = await quiet_usage(stage, what, child, observer, namespace)
-            return usage if "error" in usage else {"ready_s": ready_at - child.started_at, **usage}
+            if "error" in usage:
+                return usage
+            after_list, list_s = last_list(child.log, ready_at) or (None, None)
+            return {"ready_s": ready_at - child.started_at, "ready_after_list_s": after_list, "list_s": list_s,
+                    **usage}
         finally:
             child.stop()
             await observer.close()
@@ -164,6 +173,10 @@ def say(result: dict[str, Any]) -> None:
     if "ready_0_s" in result:
         print(f"  idle {result['contender']}: READY=1 {result['ready_0_s']:.2f}s after its start with no object, "
               f"{result['ready_small_s']:.2f}s with {small}, {result['ready_n_s']:.2f}s with {n}", flush=True)
+        for size, count in (("small", small), ("n", n)):
+            if f"ready_list_{size}_s" in result:
+                print(f"  idle {result['contender']}, {count} objects: READY=1 {result[f'ready_list_{size}_s']:.2f}s "
+                      f"after its LIST's last page (the LIST took {result[f'list_{size}_s']:.2f}s)", flush=True)
     print(f"  idle {result['contender']}: RSS {result['rss_0_mb']:.1f} MB empty, {result['rss_small_mb']:.1f} MB "
           f"with {small} objects, {result['rss_n_mb']:.1f} MB with {n}: {result['bytes_per_object']:.0f} B/object "
           f"({result['bytes_per_object_from_empty']:.0f} B counted from empty)", flush=True)

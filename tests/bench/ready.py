@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import os
-import re
 import sys
 import tempfile
 import time
@@ -25,26 +23,13 @@ from pathlib import Path
 import children
 from backlog import prepare
 from kubeapi import Api, ensure_crd, objects_path
-from many_plugins import spawn_daemon, write_plugins
+from many_plugins import last_list, spawn_daemon, write_plugins
 from notify import NotifySocket
 from stage import Stage
 
 from opd.localcluster import LocalControlPlane
 
 READY_TIMEOUT = 300.0
-RECEIVED = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) .*: LIST received, .*, ([\d.]+)s$")
-
-
-def _lists_received(log: Path) -> list[tuple[float, float]]:
-    """From the daemon's log (text, local time): when each stream's multi-page first LIST was received,
-    and how long it took."""
-    found = []
-    for line in log.read_text(errors="replace").splitlines():
-        match = RECEIVED.match(line)
-        if match:
-            at = datetime.datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S.%f").timestamp()
-            found.append((at, float(match[2])))
-    return found
 
 
 async def list_seconds(api: Api, namespace: str) -> tuple[float, int]:
@@ -70,10 +55,9 @@ async def one(stage: Stage, plugins_dir: Path, names: list[str], n: int) -> None
                 return
             said = next(m for at, m in systemd.received if at == ready_at)
             status = next((line[7:] for line in said.splitlines() if line.startswith("STATUS=")), "")
-            wall_ready = time.time() - (time.monotonic() - ready_at)
-            received = [(at, took) for at, took in _lists_received(child.log) if at <= wall_ready]
-            inside = (f"; in the daemon the LIST took {received[-1][1]:.2f}s and READY=1 came "
-                      f"{wall_ready - received[-1][0]:.2f}s after its last page" if received else "")
+            received = last_list(child.log, ready_at)
+            inside = (f"; in the daemon the LIST took {received[1]:.2f}s and READY=1 came "
+                      f"{received[0]:.2f}s after its last page" if received else "")
             print(f"  opd start, {len(names)} plugins, N={n} (created in {creation:.0f}s): READY=1 "
                   f"{ready_at - child.started_at:.2f}s after its start{inside}; a LIST of the {count} objects "
                   f"alone took {listing:.2f}s; STATUS={status}", flush=True)

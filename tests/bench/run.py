@@ -1,7 +1,7 @@
 """opd's benchmark suite: opd against a raw client (and Kopf) on a real local control plane, and the goals of
-issue #15 with their measured values, met or missed.
+issues #15 and #22 with their measured values, met or missed.
 
-    python tests/bench/run.py [--quick] [--rounds R] [--scenarios backlog,live,paired,streams,idle,plugins] ...
+    python tests/bench/run.py [--quick] [--rounds R] [--scenarios coldstart,backlog,live,paired,streams,idle,plugins]
 
 Contenders alternate within each round (raw, opd; opd with Event posting and Kopf in the first rounds
 only); every figure is a median over rounds with its range, and every ratio is taken within a round.
@@ -26,6 +26,7 @@ from typing import Any
 
 import backlog
 import children
+import coldstart
 import idle
 import live
 import many_plugins
@@ -38,7 +39,8 @@ from stage import LoadWatch, Rounds, Stage
 
 from opd.localcluster import LocalControlPlane
 
-SCENARIOS = ("backlog", "live", "paired", "streams", "idle", "plugins")  # idle reuses what the backlog handled
+# idle reuses what the backlog handled
+SCENARIOS = ("coldstart", "backlog", "live", "paired", "streams", "idle", "plugins")
 
 
 def _csv(text: str) -> list[str]:
@@ -74,8 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--contenders", type=_csv, default=list(ALL),
                         help="comma-separated, of: " + ", ".join(ALL) + " (opd+events: opd posting Events)")
     parser.add_argument("--rounds", type=_positive, default=None,
-                        help="rounds of raw and opd in the backlog (each size), live and paired scenarios (default 5, "
-                             "--quick: 2)")
+                        help="rounds of raw and opd in the cold start, backlog (each size), live and paired "
+                             "scenarios (default 5, --quick: 2)")
     parser.add_argument("--kopf-rounds", type=int, default=1,
                         help="the first rounds Kopf joins, in backlog and live (default 1: it is slow)")
     parser.add_argument("--events-rounds", type=int, default=1,
@@ -143,7 +145,9 @@ async def run_scenarios(args: argparse.Namespace, stage: Stage,
         print(f"== {scenario}", flush=True)
         started = time.monotonic()
         async with LoadWatch() as load:
-            if scenario == "backlog":
+            if scenario == "coldstart":
+                results[scenario] = await coldstart.run_coldstart(stage, args.rounds)
+            elif scenario == "backlog":
                 results[scenario] = await backlog.run_backlog(stage, choose(args.contenders, set(ALL)), args.sizes)
             elif scenario == "live":
                 results[scenario] = await live.run_live(stage, choose(args.contenders, {"raw", "kopf", "opd"}),
