@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from kubernetes_asyncio import client
 from loguru import logger as opd_logger
 
 from opd.engine.watching import MAX_SHARD_INFO, Watcher, echoed_shards
+from opd.ha import HaSettings, Replica
 from opd.ha.replica import honours_shards
 from opd.ha.shards import held_selector, selector, shard_of
 from opd.kube.api import KubeClient
@@ -30,6 +32,7 @@ from opd.kube.credentials import Login, load_configuration
 from opd.kube.discovery import Discovery
 from opd.localcluster import LocalControlPlane
 from opd.resources import ResourceRef
+from opd.service.health import HaSnapshot, _ha_metrics
 from opd.settings import WatchingSettings
 from opd.testing.chaos import Kube, LoadGenerator, handlers_source, wait_until
 from opd.testing.proxy import FaultProxy, ShardEmulation, fnv1a_64, parse_shard_selector
@@ -170,6 +173,29 @@ async def test_server_filtering_each_replica_receives_only_its_shards_and_writes
         finally:
             reps.stop()
             stage.stop_all()
+
+
+async def test_a_replica_says_server_filtering_in_its_state_health_and_metrics(
+        control_plane: LocalControlPlane, tmp_path: Path, namespace: str) -> None:
+    """What /readyz and /metrics show of a replica whose server honours shardSelector (the proxy's)."""
+    pki = control_plane.ca_file.parent
+    with FaultProxy("127.0.0.1", control_plane.apiserver_port, shards=ShardEmulation(
+            str(pki / "apiserver.crt"), str(pki / "apiserver.key"), str(control_plane.ca_file))) as proxy:
+        config = control_plane.write_kubeconfig(tmp_path / "kubeconfig", server=f"https://{proxy.address}")
+        replica = Replica(HaSettings(mode="shards", lease="st", namespace=namespace, identity="one", shards=3,
+                                     lease_duration=4.0, renew_deadline=3.0, retry_period=1.0),
+                          login=Login(kubeconfig=str(config)))
+        await replica.start()
+        try:
+            state = replica.state()
+            assert state is not None and state.filtering == "server" and not state.labeller
+            shown = HaSnapshot(**dataclasses.asdict(state))
+            assert shown.to_dict()["filtering"] == "server"  # /readyz
+            metrics = {m.name: m for m in _ha_metrics(shown)}
+            assert [s.labels["filtering"] for s in metrics["opd_ha_shard_filtering"].samples] == ["server"]
+        finally:
+            await replica.stop()
+    assert proxy.sharding.asked[selector(0, 3)] == 1
 
 
 async def watch_half(kubeconfig: Path, crd: str, namespace: str, api: client.ApiClient, said: list[str],
