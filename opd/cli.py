@@ -494,8 +494,9 @@ def _ha_settings(mode: str, **given: Any) -> Any:
 @click.option("--renew-deadline", type=float, help="With --ha: seconds without a renewal after which a holder "
                                                    "stops acting.  [default: 10]")
 @click.option("--retry-period", type=float, help="With --ha: seconds between renewals and tries.  [default: 2]")
-@click.option("--shard-filtering", type=click.Choice(["auto", "labels", "client"]),
-              help="With --ha shards: how each replica gets only its shards' events: 'labels' (a shard label on "
+@click.option("--shard-filtering", type=click.Choice(["auto", "server", "labels", "client"]),
+              help="With --ha shards: how each replica gets only its shards' events: 'server' (KEP-5866's "
+                   "shardSelector, where the API server honours it; else client), 'labels' (a shard label on "
                    "each object, written by one replica), 'client' (every event comes, the others' dropped); "
                    "'auto' takes the first the cluster offers.  [default: auto]")
 def run_cmd(files: tuple[Path, ...], modules: tuple[str, ...], namespaces: tuple[str, ...], clusterwide: bool,

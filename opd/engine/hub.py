@@ -1,4 +1,4 @@
-"""One watch stream per (resource, namespace, label selector), shared by every
+"""One watch stream per (resource, namespace, label selector, shard selector), shared by every
 operator in the process that wants it: the daemon runs many plugins on one
 set of streams, each plugin with its own processing.
 
@@ -53,7 +53,7 @@ from opd.settings import WatchingSettings
 # What a catch-up LIST retries on: the requests' errors, and an answer that is no list.
 _PAGE_ERRORS: tuple[type[Exception], ...] = (*REQUEST_ERRORS, BadShape)
 
-StreamKey = tuple[Resource, str | None, str | None]  # resource, namespace, label selector
+StreamKey = tuple[Resource, str | None, str | None, str | None]  # resource, namespace, label and shard selectors
 
 
 def _version(body: dict[str, Any]) -> int | None:
@@ -143,15 +143,17 @@ class WatchHub:
         return [s.watcher for s in self._streams.values()]
 
     def subscribe(self, resource: Resource, namespace: str | None, selector: str | None,
-                  deliver: Deliver, backlog: Callable[[], Awaitable[None]] | None = None) -> Subscription:
-        key = (resource, namespace, selector)
+                  deliver: Deliver, backlog: Callable[[], Awaitable[None]] | None = None, *,
+                  shards: str | None = None) -> Subscription:
+        """``shards``: KEP-5866's shardSelector (opd.ha), asked of the server beside the label selector."""
+        key = (resource, namespace, selector, shards)
         sub = Subscription(key, deliver, backlog)
         stream = self._streams.get(key)
         if self._liveness is None:
             self._liveness = asyncio.get_running_loop().create_task(self._keep_alive(), name="opd liveness")
         if stream is None:
             watcher = Watcher(self.client, resource, namespace, settings=self.settings,
-                              deliver=self._fan_out(key), label_selector=selector)
+                              deliver=self._fan_out(key), label_selector=selector, shard_selector=shards)
             watcher.backlog = self._backlog(key)
             task = asyncio.get_running_loop().create_task(watcher.run(), name=f"opd watch {watcher}")
             stream = self._streams[key] = _Stream(watcher, task)

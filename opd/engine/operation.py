@@ -329,7 +329,7 @@ class Operation:
             if (ref, namespace, selector) not in self.subscriptions:
                 self.subscriptions[(ref, namespace, selector)] = self.cluster.hub.subscribe(
                     processor.resource, namespace, self.labels.narrowed(selector), deliver,
-                    backlog=lambda: processor.wait_for_room(room))
+                    backlog=lambda: processor.wait_for_room(room), shards=self.labels.shards())
             self.labels.subscribe(self.cluster.hub, (ref, namespace, selector), processor.resource)
 
     # -- label filtering (opd.ha, ``opd.engine.sharding``) -----------------------------------------------------
@@ -363,9 +363,10 @@ class Operation:
         hub = self.cluster.hub
         ending = watchers(hub)
         for key, old in list(self.subscriptions.items()):
-            selector = self.labels.moving(old, key, ending)
-            # first: the stream stays (with label filtering, a new one with the shards held now)
-            new = self.subscriptions[key] = hub.subscribe(old.key[0], old.key[1], selector, old.deliver, old.backlog)
+            selector, shards = self.labels.moving(old, key, ending)
+            # first: the stream stays (when filtered by label or server, a new one with the shards held now)
+            new = self.subscriptions[key] = hub.subscribe(old.key[0], old.key[1], selector, old.deliver, old.backlog,
+                                                          shards=shards)
             hub.unsubscribe(old)
             if not old.listed.is_set():  # the indexes may be waiting for the old one's first list
                 self._spawn(_forward(new.listed, old.listed), f"opd relist {key[0]}")
@@ -377,7 +378,7 @@ class Operation:
     def snapshot(self) -> OperationStatus:
         """What it is doing now, as frozen data; safe to call from another thread than the operation's."""
         cluster = self.cluster
-        watchers = {(w.resource, w.namespace, w.label_selector): w
+        watchers = {(w.resource, w.namespace, w.label_selector, w.shard_selector): w
                     for w in (copied(lambda: cluster.hub.watchers) or [])} if cluster is not None else {}
         streams = []
         for sub in copied(lambda: list(self.subscriptions.values())) or []:

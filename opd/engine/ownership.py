@@ -67,12 +67,17 @@ def count_label(prefix: str) -> str:
 
 @runtime_checkable
 class Narrowing(Protocol):
-    """An Ownership that narrows the operation's watches to what it owns, by a shard label (``opd.ha``,
-    shards mode with labels): each stream adds ``clause(label)`` to its label selector, and the
-    operation lists again with the new clause whenever the shards held change."""
+    """An Ownership that narrows the operation's watches to what it owns (``opd.ha``, shards mode), by a
+    shard label (each stream adds ``clause(label)`` to its label selector) or by the server
+    (KEP-5866: each stream asks ``shard_selector()``); the operation lists again with the new
+    clause or selector whenever the shards held change."""
 
     def clause(self, label: str) -> str | None:
         """The requirement every stream adds (``<label> in (0,3)``); None: no narrowing, every event comes."""
+        ...
+
+    def shard_selector(self) -> str | None:
+        """KEP-5866's shardSelector for the shards held (a server that honours it filters); None: not asked."""
         ...
 
     def label_value(self, uid: str) -> str:

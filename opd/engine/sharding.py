@@ -1,7 +1,9 @@
-"""Label filtering for shards (``opd.ha``): an operation's streams narrowed to the shards its replica
-holds (``<prefix>/shard in (...)``), and, on the replica that holds the labeller role, one more stream
-per handlers' stream, of the objects still to label (see ``opd.engine.labelling``). The watch events
-they received are counted here: what each replica reads is the point of label filtering."""
+"""Shard filtering (``opd.ha``): an operation's streams narrowed to the shards its replica holds, by
+the server (KEP-5866: a ``shardSelector`` of their hash ranges, ANDed by the server with the label
+selector; no label, no labeller) or by a label (``<prefix>/shard in (...)``, and, on the replica that
+holds the labeller role, one more stream per handlers' stream, of the objects still to label: see
+``opd.engine.labelling``). The watch events they received are counted here: what each replica reads
+is the point of filtering."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from opd.kube.api import KubeClient
 from opd.resources import Resource, ResourceRef
 
 Key = tuple[ResourceRef, str | None, str | None]  # a handlers' stream: resource, namespace, label selector
+Stream = tuple[Resource, str | None, str | None, str | None]  # a watch stream's key in the hub
 Spawn = Callable[[Coroutine[Any, Any, Any], str], "asyncio.Task[Any]"]
 
 
@@ -43,6 +46,10 @@ class LabelFilter:
             return selector
         clause += f",{count_label(self.prefix)}={self.narrowing.shard_count()}"  # labelled for this count only
         return f"{selector},{clause}" if selector else clause
+
+    def shards(self) -> str | None:
+        """The shardSelector every handlers' stream asks (filtering by the server); None: not asked."""
+        return self.narrowing.shard_selector() if self.narrowing is not None else None
 
     def subscribe(self, hub: WatchHub, key: Key, resource: Resource) -> None:
         """While labelling: the stream of the objects of a handlers' stream that still need the label."""
@@ -96,14 +103,15 @@ class LabelFilter:
         labels = sum(streams[s.key].stats["events"] for s in self.streams.values() if s.key in streams)
         return self.received_before + mine, labels
 
-    def moving(self, old: Subscription, key: Key, ending: Mapping[Any, Any]) -> str | None:
-        """A handlers' stream made afresh (a relist): its selector now; the old stream's events stay
-        counted when that stream ends because the shards held changed (``ending``: ``watchers(hub)``)."""
-        selector = self.narrowed(key[2])
-        if old.key != (old.key[0], old.key[1], selector) and old.key in ending:
+    def moving(self, old: Subscription, key: Key, ending: Mapping[Any, Any]) -> tuple[str | None, str | None]:
+        """A handlers' stream made afresh (a relist): its label and shard selectors now; the old stream's
+        events stay counted when that stream ends because the shards held changed (``ending``:
+        ``watchers(hub)``)."""
+        selector, shards = self.narrowed(key[2]), self.shards()
+        if old.key != (old.key[0], old.key[1], selector, shards) and old.key in ending:
             self.received_before += ending[old.key].stats["events"]
-        return selector
+        return selector, shards
 
 
-def watchers(hub: WatchHub) -> Mapping[tuple[Resource, str | None, str | None], Any]:
-    return {(w.resource, w.namespace, w.label_selector): w for w in hub.watchers}
+def watchers(hub: WatchHub) -> Mapping[Stream, Any]:
+    return {(w.resource, w.namespace, w.label_selector, w.shard_selector): w for w in hub.watchers}

@@ -34,7 +34,18 @@ from opd.settings import WatchingSettings
 Deliver = Callable[[str, dict[str, Any]], None]
 
 REFUSED = frozenset({401, 403, 404})  # answers that retrying will not change by itself
+MAX_SHARD_INFO = 16384  # characters of an echoed shard selector read at most (opd's own are < 4 KiB)
 MAX_ERROR_TEXT = 300  # characters of an error's one line kept for status output
+
+
+def echoed_shards(page: object) -> str | None:
+    """KEP-5866: the shard selector a LIST's answer says was applied (``metadata.shardInfo.selector``),
+    bounded in shape: anything but a string of at most MAX_SHARD_INFO characters in a map in a map
+    counts as none (an older server sends none: it ignored the parameter and sent everything)."""
+    meta = page.get("metadata") if isinstance(page, dict) else None
+    info = meta.get("shardInfo") if isinstance(meta, dict) else None
+    selector = info.get("selector") if isinstance(info, dict) else None
+    return selector if isinstance(selector, str) and 0 < len(selector) <= MAX_SHARD_INFO else None
 
 
 @dataclass(frozen=True)
@@ -63,12 +74,16 @@ class WatchError:
 
 class Watcher:
     def __init__(self, client: KubeClient, resource: Resource, namespace: str | None, *,
-                 settings: WatchingSettings, deliver: Deliver, label_selector: str | None = None) -> None:
+                 settings: WatchingSettings, deliver: Deliver, label_selector: str | None = None,
+                 shard_selector: str | None = None) -> None:
         self.client = client
         self.resource = resource
         self.namespace = namespace
         self.settings = settings
         self.label_selector = label_selector
+        # KEP-5866 (opd.ha, filtering by the server): ANDed by the server with the label selector.
+        self.shard_selector = shard_selector
+        self.unsharded = False  # a LIST's answer did not echo the shard selector (said once)
         self._deliver = deliver
         self.resource_version: str | None = None
         # uid -> (resourceVersion, namespace, name): enough to skip unchanged objects on a
@@ -184,7 +199,10 @@ class Watcher:
         return delay
 
     def _query(self) -> dict[str, Any]:
-        return {"labelSelector": self.label_selector} if self.label_selector else {}
+        query = {"labelSelector": self.label_selector} if self.label_selector else {}
+        if self.shard_selector:
+            query["shardSelector"] = self.shard_selector
+        return query
 
     @property
     def started(self) -> bool:
@@ -215,6 +233,12 @@ class Watcher:
         if not isinstance(listed, list | None) or not isinstance(version, str) or not version \
                 or not isinstance(token, str | None):
             raise shapes.BadShape(f"the list of {self} is no list (no items or resourceVersion)")
+        if self.shard_selector and not self.unsharded and echoed_shards(page) != self.shard_selector:
+            # Still right (every event's object is asked whether it is owned), only not divided.
+            self.unsharded = True
+            logger.warning(f"opd: watch {self}: the API server did not apply the shardSelector asked (no "
+                           "metadata.shardInfo echoing it): it sends every object, and this replica drops "
+                           "those of shards it does not hold")
         return listed or [], version, token or None, remaining if type(remaining) is int else None
 
     def checked(self, listed: Items, skipped: set[str] | None = None) -> Items:

@@ -104,7 +104,7 @@ class State:
     shards: int
     members: int
     requests: int = 0  # Lease requests sent so far
-    filtering: str = "client"  # how its operations get only their shards' events: labels or client
+    filtering: str = "client"  # how its operations get only their shards' events: server, labels or client
     labeller: bool = False  # whether it holds the labeller role (label filtering)
 
 
@@ -131,7 +131,7 @@ class Coordinator:
                          annotations=annotations, clock=clock, **extra)
 
         self.members: str | None = None  # the members Lease's name (shards mode)
-        # labels or client (shards mode): decided at start (opd.ha.replica), before any view is made
+        # server, labels or client (shards mode): decided at start (opd.ha.replica), before any view is made
         self.filtering = "client"
         self.labeller: Claim | None = None  # the labeller role's claim (label filtering)
         self._labelling = False  # whether the operations were told to label
@@ -176,6 +176,10 @@ class Coordinator:
     def narrowed(self) -> bool:
         """Whether the operations watch only their shards' labels."""
         return self.filtering == "labels"
+
+    def sharded(self) -> bool:
+        """Whether the operations ask the server for their shards' hash ranges (KEP-5866: no label)."""
+        return self.filtering == "server"
 
     def labels(self) -> bool:
         """Whether this replica holds the labeller role (its operations write the shard labels)."""

@@ -18,6 +18,9 @@ With label filtering (``Keys.narrowed()``), the view is also the engine's ``Narr
 stream of the operation adds ``<label> in (<keys granted>)`` to its label selector, so that only
 these shards' objects come at all; a key gained or lost lists again with the new clause. The
 replica holding the labeller role has its operations write that label on objects without it.
+With filtering by the server (``Keys.sharded()``), each stream asks KEP-5866's ``shardSelector`` of
+the keys granted instead (``shards.held_selector``): no label, no labeller; a key gained or lost
+lists again with the new selector.
 
 A key lost stops everything of its objects here (queued states, retries, timers, daemons):
 the operation ``disown``s them. A key handed over first stops taking new work, then waits
@@ -30,6 +33,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+
+from opd.ha.shards import held_selector
 
 if TYPE_CHECKING:
     from opd.engine.operation import Operation
@@ -62,6 +67,10 @@ class Labels(Keys, Protocol):
 
     def labels(self) -> bool:
         """Whether this replica holds the labeller role now."""
+        ...
+
+    def sharded(self) -> bool:
+        """Whether the streams ask the server for the keys' hash ranges (KEP-5866's shardSelector)."""
         ...
 
     def shard_count(self) -> int: ...
@@ -108,6 +117,12 @@ class View:
         if self.labels is None or not self.labels.narrowed():
             return None
         return f"{label} in ({','.join(map(str, sorted(self.granted))) or 'none'})"
+
+    def shard_selector(self) -> str | None:
+        """``Narrowing``: KEP-5866's shardSelector of the shards granted (filtering by the server)."""
+        if self.labels is None or not self.labels.sharded():
+            return None
+        return held_selector(self.granted, self.labels.shard_count())
 
     def label_value(self, uid: str) -> str:
         return str(self.keys.key_of(uid))
@@ -186,7 +201,8 @@ class View:
             self.allowed = frozenset(uid for uid in self.allowed if self.keys.key_of(uid) not in keys)
             if self.operation is not None:
                 await self.operation.disown(self._of(keys), reason)
-                if self.labels is not None and self.labels.narrowed():  # the lost shards' events stop coming
+                if self.labels is not None and (self.labels.narrowed() or self.labels.sharded()):
+                    # the lost shards' events stop coming
                     self.operation.relist()
         await self._in_loop(lose)
 

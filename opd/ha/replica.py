@@ -37,7 +37,7 @@ from typing import Any
 
 from loguru import logger
 
-from opd.engine.watching import Watcher
+from opd.engine.watching import Watcher, echoed_shards
 from opd.ha.coordination import Coordinator, State
 from opd.ha.election import CLOCK
 from opd.ha.grants import View
@@ -75,10 +75,9 @@ def spread(settings: WatchingSettings, index: int, count: int) -> WatchingSettin
 
 def honours_shards(answer: object, asked: str) -> bool:
     """Whether a LIST's answer says the server applied the shardSelector asked: KEP-5866 echoes it in
-    ``metadata.shardInfo.selector``; an older server ignores the parameter and sends no such field."""
-    meta = answer.get("metadata") if isinstance(answer, dict) else None
-    info = meta.get("shardInfo") if isinstance(meta, dict) else None
-    return isinstance(info, dict) and info.get("selector") == asked
+    ``metadata.shardInfo.selector`` (read bounded in shape); an older server ignores the parameter
+    and sends no such field."""
+    return echoed_shards(answer) == asked
 
 
 async def server_shards(client: KubeClient, namespace: str, name: str, shard_selector: str) -> bool:
@@ -137,20 +136,28 @@ class Replica:
             self.coordinator.filtering = await self._filtering()
 
     async def _filtering(self) -> str:
-        """How this replica's operations get only their shards' events (said once): the shard label,
-        unless configured otherwise; whether the server honours KEP-5866's shardSelector is asked
-        (a LIST of one Lease by name) and said, not used yet."""
+        """How this replica's operations get only their shards' events (said once): by the server where
+        it honours KEP-5866's shardSelector (asked with a LIST of one Lease by name, honoured when the
+        answer echoes it), else by the shard label (``auto``) or by the client (``server``: no label is
+        ever written), unless configured to labels or client."""
         s = self.settings
         assert self.client is not None
-        if s.filtering == "client":
-            logger.info("opd: ha: shards: client-side filtering (as configured): this replica receives every event "
-                        "of its resources and drops those of shards it does not hold")
+        client = ("client-side filtering: this replica receives every event of its resources and drops those of "
+                  "shards it does not hold")
+        labels = ("label filtering: each object gets a shard label from the replica holding the labeller role, and "
+                  "each replica watches only the labels of the shards it holds")
+        if s.filtering in ("client", "labels"):
+            logger.info(f"opd: ha: shards: {client if s.filtering == 'client' else labels} (as configured)")
+            return s.filtering
+        if await server_shards(self.client, s.namespace, shard_name(s.lease, 0), selector(0, s.shards)):
+            logger.info("opd: ha: shards: the API server honours shardSelector (KEP-5866): server filtering: each "
+                        "replica lists and watches only the hash ranges of the shards it holds; no label is written")
+            return "server"
+        said = "the API server does not honour shardSelector (KEP-5866, Kubernetes 1.36 with ShardedListAndWatch)"
+        if s.filtering == "server":
+            logger.warning(f"opd: ha: shards: {said}; configured not to write labels: {client}")
             return "client"
-        server = await server_shards(self.client, s.namespace, shard_name(s.lease, 0), selector(0, s.shards))
-        said = "the API server honours shardSelector (KEP-5866), not asked for yet: " if server else (
-            "the API server does not honour shardSelector (KEP-5866, Kubernetes 1.36): ")
-        logger.info(f"opd: ha: shards: {said}label filtering: each object gets a shard label from the replica "
-                    "holding the labeller role, and each replica watches only the labels of the shards it holds")
+        logger.info(f"opd: ha: shards: {said}: {labels}")
         return "labels"
 
     async def _run(self) -> None:

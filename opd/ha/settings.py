@@ -25,10 +25,11 @@ from opd.errors import ConfigError
 
 MODES = ("leader", "shards")
 # How a replica in shards mode gets only its shards' events: "auto" takes the first the cluster offers
-# (the server's shardSelector is detected but not asked for yet: labels), "labels" (a shard label on
-# each object, by one replica, the labeller; each watches its shards' labels), "client" (every event
-# comes; those of other shards are dropped).
-FILTERINGS = ("auto", "labels", "client")
+# (the server's KEP-5866 shardSelector where it honours it, else labels), "server" (the server's, else
+# client: no label ever written), "labels" (a shard label on each object, by one replica, the
+# labeller; each watches its shards' labels), "client" (every event comes; those of other shards are
+# dropped).
+FILTERINGS = ("auto", "server", "labels", "client")
 MAX_SHARDS = 1024
 MAX_IDENTITY = 253  # characters: a pod's name fits, as does a hostname and a UUID
 IDENTITY_VARIABLE = "OPD_HA_IDENTITY"

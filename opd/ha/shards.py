@@ -68,6 +68,30 @@ def selector(shard: int, shards: int) -> str:
     return f"shardRange({SHARD_KEY}, '{hex_bound(start)}', '{hex_bound(end)}')"
 
 
+MAX_RANGES = 32  # ranges in one shardSelector at most: the query stays a few KiB whatever shards are held
+
+
+def held_selector(held: Iterable[int], shards: int) -> str:
+    """KEP-5866's ``shardSelector`` for the objects of the shards held: one ``shardRange`` per run of
+    adjacent shards, joined by ``||`` (the grammar KEP-5866 takes), so that one stream asks for all
+    of them. Past MAX_RANGES runs, the narrowest gaps are asked too (what comes of them is dropped
+    as any event of a shard not held is). Nothing held: a range of one hash value, as the server
+    takes no empty range and matches no object's in practice (one in 2^64; dropped if it does)."""
+    runs: list[list[int]] = []
+    for shard in sorted(set(held)):
+        if runs and runs[-1][1] == shard:
+            runs[-1][1] = shard + 1
+        else:
+            runs.append([shard, shard + 1])
+    while len(runs) > MAX_RANGES:  # fill the narrowest gap
+        at = min(range(len(runs) - 1), key=lambda i: runs[i + 1][0] - runs[i][1])
+        runs[at:at + 2] = [[runs[at][0], runs[at + 1][1]]]
+    if not runs:
+        return f"shardRange({SHARD_KEY}, '{hex_bound(0)}', '{hex_bound(1)}')"
+    return " || ".join(f"shardRange({SHARD_KEY}, '{hex_bound(bounds(first, shards)[0])}', "
+                       f"'{hex_bound(bounds(last - 1, shards)[1])}')" for first, last in runs)
+
+
 def shard_name(lease: str, shard: int) -> str:
     return f"{lease}-{shard}"
 

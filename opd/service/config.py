@@ -278,7 +278,7 @@ class HaSection:
     renew_deadline: float = field(default=10.0, metadata=key(_SECONDS))
     retry_period: float = field(default=2.0, metadata=key(_SECONDS))
     # shards: how each replica gets only its shards' events (opd.ha.settings.FILTERINGS)
-    filtering: str = field(default="auto", metadata=key(Key(str, choices=("auto", "labels", "client"),
+    filtering: str = field(default="auto", metadata=key(Key(str, choices=("auto", "server", "labels", "client"),
                                                                 shown=lambda ha: ha.mode == "shards")))
     RULES: ClassVar[tuple[Rule, ...]] = (Rule(("shards", "filtering", "mode"), _shards_mode),
                        Rule(("lease_duration", "renew_deadline", "retry_period"), _timings))

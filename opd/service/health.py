@@ -136,7 +136,7 @@ class HaSnapshot:
     shards: int
     members: int  # replicas it knows of (shards mode)
     requests: int = 0  # Lease requests sent
-    filtering: str = "client"  # shards mode: how it gets only its shards' events (labels, client)
+    filtering: str = "client"  # shards mode: how it gets only its shards' events (server, labels, client)
     labeller: bool = False  # whether it writes the shard labels (label filtering)
 
     def to_dict(self) -> dict[str, Any]:
@@ -342,7 +342,7 @@ def _ha_metrics(ha: HaSnapshot) -> Iterator[Metric]:
     yield from (leader, held, replicas, requests)
     if ha.mode == "shards":
         filtering = GaugeMetricFamily("opd_ha_shard_filtering", "How this replica gets only its shards' events "
-                                      "(1 on its way: labels, or client: every event comes).",
+                                      "(1 on its way: server, labels, or client: every event comes).",
                                       labels=["mode", "identity", "filtering"])
         filtering.add_metric([*labels, ha.filtering], 1.0)
         labeller = GaugeMetricFamily("opd_ha_labeller", "1 while this replica writes the shard labels.",

@@ -11,22 +11,41 @@ waits for it.
         proxy.reset_all()       # every open connection gets a TCP RST
         proxy.blackhole_all()   # open connections go silent; new ones work
         proxy.refuse_new(True)  # new connections are dropped at once
+
+With ``shards=ShardEmulation(...)`` it is an HTTP proxy instead, that emulates KEP-5866's sharded
+LIST/WATCH (Kubernetes 1.36 alpha) in front of an API server that lacks it: a request with a
+``shardSelector`` (``shardRange(object.metadata.uid, '0x<start>', '0x<end>') || ...``) gets only the
+objects whose 64-bit FNV-1a hash of that field falls in one of the ranges, LIST items and WATCH
+events alike, and a LIST answer echoes the selector in ``metadata.shardInfo``; a selector it cannot
+parse is refused (400), as the server does. TLS ends at the proxy (with the serving certificate the
+clients trust, e.g. a local control plane's) and starts again to the target (verified with the
+CA). What it sent and held back is counted (``proxy.sharding``). The faults above are for the
+relaying mode only. Tests only: it parses every answer of a sharded request in memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import ipaddress
+import json
+import re
 import socket
+import ssl
 import struct
 import threading
+import urllib.parse
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
-__all__ = ["FaultProxy"]
+from aiohttp import ClientConnectionResetError, ClientSession, ClientTimeout, TCPConnector, web
+from yarl import URL
+
+__all__ = ["FaultProxy", "ShardEmulation", "ShardStats", "fnv1a_64", "parse_shard_selector"]
 
 _T = TypeVar("_T")
 
@@ -170,6 +189,81 @@ class _Pair:
         _abort(self.upstream.transport, rst=rst)
 
 
+# -- KEP-5866 emulation ---------------------------------------------------------------------------------------------
+# Written from KEP-5866's API reference, apart from opd.ha.shards on purpose: a test through this
+# proxy checks opd's selectors against a second reading of the KEP, not against themselves.
+
+_SPACE = 1 << 64
+_FIELDS = ("object.metadata.uid", "object.metadata.namespace")
+_RANGE = re.compile(r"\s*shardRange\(\s*(object\.metadata\.[a-z]+)\s*,\s*'0x([0-9a-fA-F]{1,17})'\s*,"
+                    r"\s*'0x([0-9a-fA-F]{1,17})'\s*\)\s*")
+_MAX_SELECTOR = 65536  # characters of a selector parsed at most
+_HOP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer", "proxy-authorization",
+        "proxy-authenticate", "host", "content-length", "content-encoding", "accept-encoding"}
+
+
+def fnv1a_64(text: str) -> int:
+    """64-bit FNV-1a over the UTF-8 bytes (offset basis 14695981039346656037, prime 1099511628211)."""
+    value = 14695981039346656037
+    for byte in text.encode("utf-8"):
+        value ^= byte
+        value = (value * 1099511628211) % _SPACE
+    return value
+
+
+def parse_shard_selector(text: str) -> list[tuple[str, int, int]]:
+    """(field, start, end) of each ``shardRange`` of a selector; ValueError when it is not one."""
+    if not text or len(text) > _MAX_SELECTOR:
+        raise ValueError("empty or too long")
+    ranges = []
+    for term in text.split("||"):
+        found = _RANGE.fullmatch(term)
+        if found is None:
+            raise ValueError(f"not a shardRange(): {term.strip()[:80]!r}")
+        path, start, end = found.group(1), int(found.group(2), 16), int(found.group(3), 16)
+        if path not in _FIELDS:
+            raise ValueError(f"unsupported field {path!r}")
+        if not start < end <= _SPACE:
+            raise ValueError(f"empty or out of range: [{start:#x}, {end:#x})")
+        ranges.append((path, start, end))
+    return ranges
+
+
+def _selected(obj: Any, ranges: list[tuple[str, int, int]]) -> bool:
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    if not isinstance(meta, dict):
+        return True  # not an object of the collection (a Status): as it came
+    for path, start, end in ranges:
+        value = meta.get(path.rsplit(".", 1)[1])
+        if isinstance(value, str) and start <= fnv1a_64(value) < end:
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class ShardEmulation:
+    """How the proxy speaks TLS when it emulates KEP-5866: the serving certificate and key the
+    clients trust (a local control plane's ``pki/apiserver.crt``, ``.key``), and the CA that
+    verifies the target."""
+
+    certfile: str
+    keyfile: str
+    cafile: str
+    honour: bool = True  # False: an older server's part: shardSelector passed on as it came (the target ignores it)
+
+
+@dataclass
+class ShardStats:
+    """What the emulation did, by selector asked (read from any thread: counters only)."""
+
+    asked: collections.Counter[str] = field(default_factory=collections.Counter)  # requests, by selector
+    listed: int = 0  # LIST items sent on sharded requests
+    events: int = 0  # WATCH events (ADDED, MODIFIED, DELETED) sent on sharded requests
+    held_back: int = 0  # items and events of other ranges, not sent
+    refused: int = 0  # selectors refused (400)
+    sent: collections.Counter[str] = field(default_factory=collections.Counter)  # uid -> items and events sent
+
+
 class FaultProxy:
     """A loopback TCP proxy to ``target_host:target_port`` that can reset, stall or refuse connections.
 
@@ -178,7 +272,8 @@ class FaultProxy:
     from that loop (they raise RuntimeError there instead of deadlocking).
     """
 
-    def __init__(self, target_host: str, target_port: int, listen_host: str = "127.0.0.1") -> None:
+    def __init__(self, target_host: str, target_port: int, listen_host: str = "127.0.0.1", *,
+                 shards: ShardEmulation | None = None) -> None:
         try:
             ip = ipaddress.ip_address(listen_host)
         except ValueError:
@@ -196,6 +291,10 @@ class FaultProxy:
         self._port: int | None = None
         self._accepted = 0
         self._refusing = False
+        self.shards = shards
+        self.sharding = ShardStats()
+        self._runner: web.AppRunner | None = None
+        self._session: ClientSession | None = None
 
     # -- lifecycle -------------------------------------------------------------
     def __enter__(self) -> FaultProxy:
@@ -309,8 +408,108 @@ class FaultProxy:
 
     async def _listen(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.shards is not None:
+            await self._listen_http(self.shards)
+            return
         self._server = await loop.create_server(lambda: _Pair(self).client, self.listen_host, 0)
         self._port = self._server.sockets[0].getsockname()[1]
+
+    # -- KEP-5866 emulation, on the proxy's loop ---------------------------------------------------------------
+    async def _listen_http(self, tls: ShardEmulation) -> None:
+        serving = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        serving.load_cert_chain(tls.certfile, tls.keyfile)
+        upstream = ssl.create_default_context(cafile=tls.cafile)
+        self._session = ClientSession(connector=TCPConnector(ssl=upstream, limit=0), auto_decompress=True,
+                                      timeout=ClientTimeout(total=None, sock_connect=_CONNECT_TIMEOUT))
+        app = web.Application(client_max_size=64 << 20)
+        app.router.add_route("*", "/{tail:.*}", self._relay_http)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.listen_host, 0, ssl_context=serving).start()
+        self._port = int(self._runner.addresses[0][1])
+
+    async def _relay_http(self, request: web.Request) -> web.StreamResponse:
+        self._accepted += 1
+        assert self._session is not None
+        asked = request.query.getall("shardSelector", [])
+        ranges = None
+        if asked and self.shards is not None and not self.shards.honour:
+            self.sharding.asked[asked[0]] += 1  # an older server's part: passed on, ignored there
+        elif asked:
+            try:
+                if len(asked) > 1:
+                    raise ValueError("given more than once")
+                ranges = parse_shard_selector(asked[0])
+            except ValueError as exc:
+                self.sharding.refused += 1
+                return web.json_response(status=400, data={
+                    "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "BadRequest", "code": 400,
+                    "message": f"invalid shardSelector: {exc}"})
+            self.sharding.asked[asked[0]] += 1
+        dropped = "shardSelector" if ranges is not None else ""
+        query = urllib.parse.urlencode([(k, v) for k, v in request.query.items() if k != dropped])
+        path = request.raw_path.split("?", 1)[0]
+        url = URL(f"https://{self.target_host}:{self.target_port}{path}" + (f"?{query}" if query else ""),
+                  encoded=True)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+        body = await request.read()
+        try:
+            return await self._forward(request, url, headers, body, ranges, asked)
+        except (ConnectionError, ClientConnectionResetError):  # the client left (a watch ended): nothing to say
+            return web.Response(status=499)
+
+    async def _forward(self, request: web.Request, url: URL, headers: dict[str, str], body: bytes,
+                       ranges: list[tuple[str, int, int]] | None, asked: list[str]) -> web.StreamResponse:
+        assert self._session is not None
+        path = url.path
+        async with self._session.request(request.method, url, headers=headers, data=body or None) as answer:
+            out_headers = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP}
+            if ranges is not None and request.method == "GET" and answer.status == 200:
+                watch = request.query.get("watch") in ("true", "1") or "/watch/" in path
+                if not watch:
+                    return self._sharded_list(await answer.read(), ranges, asked[0], out_headers)
+                return await self._sharded_watch(request, answer, ranges, out_headers)
+            response = web.StreamResponse(status=answer.status, headers=out_headers)
+            await response.prepare(request)
+            async for chunk in answer.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+
+    def _sharded_list(self, raw: bytes, ranges: list[tuple[str, int, int]], asked: str,
+                      headers: dict[str, str]) -> web.Response:
+        page = json.loads(raw)
+        items = page.get("items") or []
+        kept = [item for item in items if _selected(item, ranges)]
+        self.sharding.listed += len(kept)
+        self.sharding.held_back += len(items) - len(kept)
+        for item in kept:
+            self.sharding.sent[str(item.get("metadata", {}).get("uid"))] += 1
+        page["items"] = kept
+        page.setdefault("metadata", {})["shardInfo"] = {"selector": asked}
+        return web.Response(status=200, body=json.dumps(page).encode(), headers=headers)
+
+    async def _sharded_watch(self, request: web.Request, answer: Any, ranges: list[tuple[str, int, int]],
+                             headers: dict[str, str]) -> web.StreamResponse:
+        response = web.StreamResponse(status=200, headers=headers)
+        await response.prepare(request)
+        rest = b""
+        async for chunk in answer.content.iter_any():
+            *lines, rest = (rest + chunk).split(b"\n")
+            for line in lines:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                obj = event.get("object") if isinstance(event, dict) else None
+                if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                    if not _selected(obj, ranges):
+                        self.sharding.held_back += 1
+                        continue
+                    self.sharding.events += 1
+                    self.sharding.sent[str((obj or {}).get("metadata", {}).get("uid"))] += 1
+                await response.write(line + b"\n")
+        await response.write_eof()
+        return response
 
     def _on_accept(self, pair: _Pair) -> None:
         self._accepted += 1
@@ -346,6 +545,12 @@ class FaultProxy:
         return len(pairs)
 
     async def _shutdown(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
         if self._server is not None:
             self._server.close()
         await self._drop_all(rst=False)
