@@ -6,10 +6,8 @@ succeeded within ``renew_deadline`` is fenced (its operations stop acting at onc
 stands by again.
 
 Shards mode: ``S`` Leases (``<lease>-<i>``), the key of an object is its shard (``shards.shard_of``),
-and one members Lease (``<lease>-members``) with an entry per replica: an annotation it rewrites
-every ``retry_period`` by merge-patch (entries never conflict; one long expired is removed with a
-resourceVersion precondition, so a member renewing at that moment is not removed). Each step
-renews what this replica holds, then follows
+and the group's members (``opd.ha.membership``). Each step renews what this replica holds and its
+member entry, then follows
 ``shards.plan``: claim free shards while below the fair share, hand extras over. A hand-over
 stops taking new work on the shard (what is queued of it goes at once, however long the
 backlog), waits (bounded) until none of its objects is in process, fences, and only then
@@ -39,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -47,30 +44,14 @@ from typing import Protocol
 from loguru import logger
 
 from opd.ha.election import CLOCK, Claim, Timings
-from opd.ha.leases import GROUP_LABEL, MAX_HOLDER, MEMBER_PREFIX, ROLE_LABEL, Lease, LeaseStore, group_label, micro_time
-from opd.ha.observing import MAX_HONOURED, Observations, Seen
+from opd.ha.leases import GROUP_LABEL, ROLE_LABEL, LeaseStore, group_label
+from opd.ha.membership import Membership
+from opd.ha.observing import MAX_HONOURED, Observations
 from opd.ha.settings import HaSettings
-from opd.ha.shards import HASH, labeller_name, member_key, members_name, plan, shard_name, shard_of
-from opd.kube.api import REQUEST_ERRORS, ConflictError, NotFoundError
+from opd.ha.shards import labeller_name, members_name, plan, shard_name, shard_of
 
 HANDOVER_TIMEOUT = 30.0  # seconds a hand-over waits for work in process before it fences anyway
-TIDY_AFTER = 3  # a member entry expired this many lease durations ago is removed
 SETTLE_MOST = 3  # retry periods: the longest a starting replica waits to see its group before claiming
-OLD_HASH = "sha1"  # what an entry without "hash" means: opd before FNV-1a shards
-
-
-def member_entry(value: str) -> tuple[str, str, str] | None:
-    """(identity, shard count as written, hash) from a member's annotation; None when it is not one."""
-    try:
-        entry = json.loads(value)
-    except ValueError:
-        return None
-    if not isinstance(entry, dict):
-        return None
-    identity, shards, hashed = entry.get("identity"), entry.get("shards"), entry.get("hash", OLD_HASH)
-    if not isinstance(identity, str) or not identity or len(identity) > MAX_HOLDER:
-        return None
-    return identity, str(shards)[:20], str(hashed)[:20]
 
 
 class Listener(Protocol):
@@ -130,7 +111,7 @@ class Coordinator:
             return Claim(name, self.identity, store, seen, self.timings, labels={GROUP_LABEL: group, ROLE_LABEL: role},
                          annotations=annotations, clock=clock, **extra)
 
-        self.members: str | None = None  # the members Lease's name (shards mode)
+        self.membership: Membership | None = None  # this replica's entry, the others' (shards mode)
         # server, labels or client (shards mode): decided at start (opd.ha.replica), before any view is made
         self.filtering = "client"
         self.labeller: Claim | None = None  # the labeller role's claim (label filtering)
@@ -139,13 +120,11 @@ class Coordinator:
             self.claims = {0: claim(settings.lease, "leader")}
         else:
             self.claims = {i: claim(shard_name(settings.lease, i), "shard") for i in range(settings.shards)}
-            self.members = members_name(settings.lease)
+            self.membership = Membership(members_name(settings.lease), self.identity, settings.shards, group,
+                                         store, seen, self.timings, clock,
+                                         wall or (lambda: datetime.datetime.now(datetime.UTC)))
             self.labeller = claim(labeller_name(settings.lease), "labeller")
         self.group = group
-        self._key = member_key(self.identity)
-        self.member_at: float | None = None  # monotonic start of this replica's last member entry written
-        self.member_failure: str | None = None  # the last trouble writing it, said once per kind
-        self._wall = wall or (lambda: datetime.datetime.now(datetime.UTC))
         self._overclaimed: set[str] = set()  # Leases whose records claim more than is honoured, said once each
         self._granted: frozenset[int] = frozenset()  # keys held and told to the operations
         self._handovers: dict[int, asyncio.Task[None]] = {}
@@ -153,8 +132,6 @@ class Coordinator:
         self._notifier: asyncio.Task[None] | None = None
         self._members: frozenset[str] = frozenset({self.identity})
         self._said: str | None = None  # the last role line logged
-        self._mismatch: set[str] = set()  # members with another shard count, said once each
-        self._foreign: set[str] = set()  # members hashing objects otherwise, said once each
         self.yielding = False  # while such a member is live: no shard held, no member entry of its own
         # Settling at start: when it began and ends (monotonic), the members seen meanwhile.
         self._settle: tuple[float, float] | None = None
@@ -207,10 +184,11 @@ class Coordinator:
         now = self.clock()
         period = self.timings.retry_period
         renewing = [c for c in self.claims.values() if c.renewed_at is not None and now - c.renewed_at >= period]
-        member_due = self.members is not None and not self.yielding and (
-            self.member_at is None or now - self.member_at >= period)
+        membership = self.membership
+        member_due = membership is not None and not self.yielding and membership.due(now)
         if renewing or member_due:
-            await asyncio.gather(*(c.step() for c in renewing), *([self._renew_member()] if member_due else []))
+            await asyncio.gather(*(c.step() for c in renewing),
+                                 *([membership.renew()] if membership is not None and member_due else []))
         self._fence()
         self._overclaims()
         if self.stopping:
@@ -231,8 +209,8 @@ class Coordinator:
             self._granted |= gained
             self._tell("gain", gained, "lease acquired")
         self._say()
-        if not self.leader_mode:
-            await self._tidy()
+        if membership is not None and min(self._members) == self.identity:
+            await membership.tidy()  # the first live member removes the entries of crashed ones
 
     async def _label_role(self, now: float) -> None:
         """The labeller role: claimed once settled (when free), renewed every retry period, dropped
@@ -242,7 +220,8 @@ class Coordinator:
             return
         if not self.yielding:
             due = claim.renewed_at is None or now - claim.renewed_at >= self.timings.retry_period
-            if due and (claim.held or (claim.free(now) and self.member_failure is None and self._may_claim(now))):
+            if due and (claim.held or (claim.free(now) and self._member_failure() is None
+                                       and self._may_claim(now))):
                 await claim.step()
         held = claim.held and not self.yielding
         if held != self._labelling:
@@ -299,7 +278,8 @@ class Coordinator:
             elif (holder := claim.holder()) and not claim.free(now):
                 # Held by another (one with this identity in another process counts as someone else).
                 holders[key] = holder if holder != self.identity else f"{holder} (another process)"
-        members, active, foreign = self._live_members(now)
+        assert self.membership is not None
+        members, active, foreign = self.membership.live(now)
         self._members = frozenset(members | set(holders.values()))
         todo = plan(self.identity, self._members, holders, len(self.claims), active | set(holders.values()),
                     light=self._labeller_identity(now))
@@ -313,12 +293,12 @@ class Coordinator:
         if foreign:
             if not self.yielding:
                 self.yielding = True
-                await self._remove_member()
+                await self.membership.remove()
             return
         if self.yielding:  # they are gone: write the entry again and settle anew before claiming
             self.yielding, self.settled_at, self._settle = False, None, None
             return
-        if self.member_failure is not None and not self._granted:
+        if self.membership.failure is not None and not self._granted:
             return  # the API did not answer its member entry: claiming shards now would only add requests
         if not self._may_claim(now):
             return
@@ -343,13 +323,16 @@ class Coordinator:
         holder = claim.holder()
         return holder if holder and holder != self.identity and not claim.free(now) else None
 
+    def _member_failure(self) -> str | None:
+        return self.membership.failure if self.membership is not None else None
+
     def _may_claim(self, now: float) -> bool:
         """Whether this replica has seen its group long enough to claim: one retry period from its
         first step with its member entry written, extended by one more each time a member appears
         meanwhile (replicas started together come up over a few seconds), at most SETTLE_MOST."""
         if self.settled_at is not None:
             return True
-        if self.member_at is None:
+        if self.membership is None or self.membership.written_at is None:
             return False  # nobody can see this replica yet
         period = self.timings.retry_period
         if self._settle is None:
@@ -365,83 +348,6 @@ class Coordinator:
         self.settled_at = now
         logger.info(f"opd: ha: settled after {now - self._settle[0]:.1f}s: {len(self._members)} replica(s) seen")
         return True
-
-    def _entries(self) -> tuple[Seen | None, list[tuple[str, str, str, str, float]]]:
-        """The members Lease as seen, and its entries: (annotation, identity, shards, hash, first seen at)."""
-        seen = self.seen.get(self.members) if self.members is not None else None
-        if seen is None:
-            return None, []
-        found = []
-        for key, value in seen.lease.annotations.items():
-            if key.startswith(MEMBER_PREFIX) and (entry := member_entry(value)) is not None:
-                found.append((key, *entry, seen.marks.get(key, seen.at)))
-        return seen, found
-
-    def _live_members(self, now: float) -> tuple[set[str], set[str], set[str]]:
-        """The members whose entries have not expired, those of them seen renewing, and those of
-        them that hash objects otherwise."""
-        found, active, foreign = {self.identity}, {self.identity}, set()
-        seen, entries = self._entries()
-        for _, identity, count, hashed, at in entries:
-            if now < at + self.timings.lease_duration:
-                found.add(identity)
-                if seen is not None and at > seen.since:
-                    active.add(identity)
-                if hashed != HASH and identity != self.identity:
-                    foreign.add(identity)
-                    if identity not in self._foreign:
-                        self._foreign.add(identity)
-                        logger.error(f"opd: ha: replica {identity[:80]!r} puts objects in shards by {hashed!r}, "
-                                     f"this one by {HASH!r} (an older opd): this replica holds no shard while it "
-                                     "runs (it keeps them all); upgrade every replica of the group")
-                if count != str(len(self.claims)) and identity not in self._mismatch and identity != self.identity:
-                    self._mismatch.add(identity)
-                    logger.error(f"opd: ha: replica {identity[:80]!r} runs with {count!r} shards, this one with "
-                                 f"{len(self.claims)}: give every replica the same [ha].shards")
-        return found, active, foreign
-
-    async def _renew_member(self) -> None:
-        """Write this replica's entry in the members Lease (created when missing)."""
-        assert self.members is not None
-        started = self.clock()
-        timeout = min(self.timings.request_timeout, self.timings.renew_deadline)
-        value = json.dumps({"identity": self.identity, "shards": len(self.claims), "hash": HASH,
-                            "renewed": micro_time(self._wall())})
-        try:
-            try:
-                lease = await self.store.patch(self.members, {"metadata": {"annotations": {self._key: value}}},
-                                               timeout=timeout)
-            except NotFoundError:
-                try:
-                    lease = await self.store.create(Lease(self.members, labels={GROUP_LABEL: self.group,
-                                                                                ROLE_LABEL: "members"},
-                                                          annotations={self._key: value}), timeout=timeout)
-                except ConflictError:  # another replica created it meanwhile: the next step patches it
-                    return
-        except REQUEST_ERRORS as exc:
-            kind = f"{type(exc).__name__}:{getattr(exc, 'status', '')}"
-            if kind != self.member_failure:
-                self.member_failure = kind
-                text = " ".join(str(exc).split()) or type(exc).__name__
-                logger.warning(f"opd: ha: writing this replica's entry in Lease {self.store.namespace}/"
-                               f"{self.members} failed: {text[:300]}; retrying every {self.timings.retry_period:g}s")
-            return
-        self.seen.saw(lease, at=started)
-        self.member_at = started
-        if self.member_failure is not None:
-            logger.info(f"opd: ha: Lease {self.store.namespace}/{self.members} written again")
-            self.member_failure = None
-
-    async def _remove_member(self) -> None:
-        """Remove this replica's entry from the members Lease (if it wrote one)."""
-        if self.members is None or self.member_at is None:
-            return
-        try:
-            await self.store.patch(self.members, {"metadata": {"annotations": {self._key: None}}},
-                                   timeout=min(self.timings.request_timeout, self.timings.renew_deadline))
-        except REQUEST_ERRORS as exc:  # the others remove it once it has long expired
-            logger.debug(f"opd: ha: removing this replica's entry from {self.members} failed: {exc}")
-        self.member_at = None
 
     async def _hand_over(self, key: int) -> None:
         claim = self.claims[key]
@@ -462,23 +368,6 @@ class Coordinator:
         logger.info(f"opd: ha: released {claim.name} after {self.clock() - began:.1f}s (fair share: "
                     f"{len(self.claims)} shards over {len(self._members)} replicas)")
 
-    async def _tidy(self) -> None:
-        """Remove member entries long expired (replicas that crashed): the first live member does
-        it, on the version it saw (one renewed meanwhile stays)."""
-        if min(self._members) != self.identity:
-            return
-        now = self.clock()
-        seen, entries = self._entries()
-        gone = {key: None for key, identity, _, _, at in entries
-                if key != self._key and now >= at + TIDY_AFTER * self.timings.lease_duration}
-        if seen is None or not gone or not seen.lease.version:
-            return
-        patch = {"metadata": {"resourceVersion": seen.lease.version, "annotations": gone}}
-        try:
-            self.seen.saw(await self.store.patch(seen.lease.name, patch, timeout=self.timings.request_timeout))
-        except REQUEST_ERRORS as exc:  # a conflict: someone wrote meanwhile; the next step looks again
-            logger.debug(f"opd: ha: removing {len(gone)} expired member(s) from {seen.lease.name} failed: {exc}")
-
     def _say(self) -> None:
         state = self.state()
         if self.leader_mode:
@@ -496,8 +385,10 @@ class Coordinator:
         """When the next step is due (monotonic): a renewal, a fence, or a lease that expires."""
         now = self.clock()
         due = now + self.timings.retry_period
-        if self.members is not None:
-            due = min(due, (self.member_at if self.member_at is not None else now) + self.timings.retry_period)
+        membership = self.membership
+        if membership is not None:
+            due = min(due, (membership.written_at if membership.written_at is not None else now)
+                      + self.timings.retry_period)
         for claim in [*self.claims.values(), *([self.labeller] if self.labeller is not None else [])]:
             if claim.renewed_at is not None:
                 due = min(due, claim.renewed_at + self.timings.retry_period)
@@ -506,9 +397,8 @@ class Coordinator:
             expires = claim.expires()
             if expires is not None and expires > now:
                 due = min(due, expires)
-        for *_, at in self._entries()[1]:
-            if at + self.timings.lease_duration > now:
-                due = min(due, at + self.timings.lease_duration)
+        if membership is not None:
+            due = membership.next_expiry(now, due)
         if self.settled_at is None and self._settle is not None:
             due = min(due, max(now, self._settle[1]))
         return due
@@ -564,7 +454,8 @@ class Coordinator:
             await self._tell("lose", lost, "replica stopping")
         released = await asyncio.gather(*(c.release() for c in [*self.claims.values(),
                                                                 *([self.labeller] if self.labeller else [])]))
-        await self._remove_member()
+        if self.membership is not None:
+            await self.membership.remove()
         if any(released):
             logger.info(f"opd: ha: released {sum(released)} Lease(s) in {self.settings.namespace}: "
                         "the other replicas take over now")
