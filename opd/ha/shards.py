@@ -124,15 +124,20 @@ def member_key(identity: str) -> str:
 # per object it handles (it comes labelled, its result, the write's echo). Measured by
 # `tests/chaos/run.py --scenarios ha-measure` (events each replica received, per object).
 LABELLING_WEIGHT = 2 / 3
+LIGHTER_FROM = 3  # shards per replica from which the labeller's share is lighter
 
 
 def lighter(shards: int, members: int) -> int:
     """The labeller's share: what leaves it as busy as the others when every object is new (its
-    labelling weighs ``LABELLING_WEIGHT`` of the handling of all objects), but one shard at least
-    while there are shards enough for everyone, so that every replica takes part in the handling
-    (and the role can move without the work moving all at once)."""
+    labelling weighs ``LABELLING_WEIGHT`` of the handling of all objects), but one shard at least,
+    so that every replica takes part in the handling (and the role can move without the work
+    moving all at once). Shares move in whole shards: with fewer than three per replica, one is
+    too coarse a piece to take off one replica's share (1 of 6 shards is half of a fair 2 for 3
+    replicas) and the labeller keeps the smaller fair share."""
     if members <= 1:
         return shards
+    if shards < LIGHTER_FROM * members:
+        return shards // members
     balanced = int(shards * (1 - LABELLING_WEIGHT * (members - 1)) / members)
     return min(shards // members, max(1 if shards >= members else 0, balanced))
 

@@ -297,8 +297,8 @@ async def test_with_labels_the_labeller_takes_a_lighter_share_from_the_start_and
     events besides its shards' (it held a full share before: 60 % of the events of 3 replicas). It
     takes the role before it claims, so it claims its lighter share at once: no shard is claimed and
     handed over again at start. When it stops, another takes the role and the shards move to fit."""
-    world = World(900)
-    group = Group(store, clock, world, shards=6, rate=100)
+    world = World(1200)
+    group = Group(store, clock, world, shards=12, rate=100)
     for identity in "abc":
         group.add(identity, filtering="labels")
     await group.rounds(40)
@@ -306,18 +306,34 @@ async def test_with_labels_the_labeller_takes_a_lighter_share_from_the_start_and
     assert len(labellers) == 1
     first = labellers[0]
     held = group.held()
-    assert held[first] == 1 and sorted(held.values()) == [1, 2, 3]
+    assert held[first] == 1 and sorted(held.values()) == [1, 5, 6]
     assert group.most[first] == 1  # never more than its share: nothing claimed to be handed over
     assert all(kind in ("gain", "labelling") for _, ops, _ in group.running.values() for kind, _, _ in ops.told)
     _exactly_once(world)
     split = world.per_replica()
-    assert all(0.15 <= split[r] / 900 <= 0.55 for r in "abc"), split  # the split at start still holds
+    assert all(split[r] for r in "abc") and max(split.values()) <= 0.6 * 1200, split
     coordinator, _, _ = group.running.pop(first)
     await coordinator.stop()  # its Leases are released: the role and its shard go to the others at once
     await group.rounds(40)
     held = group.held()
     (second,) = [i for i, (c, _, _) in group.running.items() if c.labels()]
-    assert held == {second: 1, ({"a", "b", "c"} - {first, second}).pop(): 5}
+    assert held == {second: 2, ({"a", "b", "c"} - {first, second}).pop(): 10}
+    await group.stop()
+
+
+async def test_with_few_shards_per_replica_the_labeller_keeps_a_fair_share(store: Store, clock: Clock) -> None:
+    """6 shards, 3 replicas: 2 each, the labeller too (a lighter share would be 1/2/3: the split at
+    start would leave the labeller a sixth of the objects and one other half of them)."""
+    world = World(900)
+    group = Group(store, clock, world, shards=6, rate=100)
+    for identity in "abc":
+        group.add(identity, filtering="labels")
+    await group.rounds(40)
+    assert sum(c.labels() for c, _, _ in group.running.values()) == 1
+    assert group.held() == {"a": 2, "b": 2, "c": 2}
+    _exactly_once(world)
+    split = world.per_replica()
+    assert all(0.15 <= split[r] / 900 <= 0.55 for r in "abc"), split
     await group.stop()
 
 
