@@ -221,6 +221,13 @@ def _result_of(body: dict[str, Any]) -> Any:
     return (body.get("status") or {}).get(RESULT)
 
 
+async def results_by(stage: Stage, namespace: str) -> dict[str, int]:
+    """uid -> the pid its written result names (the replica whose handler ran), for the objects of
+    ``namespace`` whose result is written."""
+    return {o["metadata"]["uid"]: r["by"] for o in (await stage.objects(namespace)).values()
+            if isinstance(r := _result_of(o), dict) and isinstance(r.get("by"), int)}
+
+
 async def _timed(result: Result, run: Callable[[Result], Awaitable[None]]) -> Result:
     started = time.monotonic()
     try:
@@ -1617,17 +1624,14 @@ async def ha_start(stage: Stage) -> Result:
             for name in ("s1", "s2", "s3"):
                 reps.start(name)
 
-            async def written() -> dict[str, Any]:
-                return {o["metadata"]["uid"]: r.get("by") for o in (await stage.objects(ns)).values()
-                        if isinstance(r := _result_of(o), dict)}
-
             async def done() -> bool:
-                return set(await written()) >= uids
+                return set(await results_by(stage, ns)) >= uids
 
             took = await wait_until(done, timeout=ha_scale(stage).converge_timeout, interval=0.5)
             await asyncio.sleep(stage.scale.settle)
             names = reps.names()
-            split = collections.Counter(names.get(pid, "?") for uid, pid in (await written()).items() if uid in uids)
+            split = collections.Counter(names.get(pid, "?") for uid, pid in (await results_by(stage, ns)).items()
+                                    if uid in uids)
             entries = [e for e in reps.log.entries("create") if e.uid in uids]
             creates = tally(uids, collections.Counter(e.uid for e in entries))
             runners = collections.defaultdict(set)

@@ -10,7 +10,7 @@ import asyncio
 import re
 from pathlib import Path
 
-from chaos.scenarios import QUICK, HaTimings, Replicas, Stage
+from chaos.scenarios import QUICK, HaTimings, Replicas, Stage, results_by
 
 from opd.localcluster import LocalControlPlane
 from opd.testing.chaos import Kube, LoadGenerator, handlers_source, wait_until
@@ -44,21 +44,12 @@ async def test_a_shard_handed_over_from_slow_sync_handlers_goes_without_its_limi
             assert await wait_until(lambda: len(reps.log.uids("create-start")) >= THREADS, timeout=60) is not None
             second = reps.start("s2")
 
-            async def results() -> dict[str, int]:
-                """uid -> the pid its written result names (what the handler that ran returned)."""
-                found = {}
-                for body in (await stage.objects(ns)).values():
-                    by = ((body.get("status") or {}).get("create_fn") or {}).get("by")
-                    if isinstance(by, int):
-                        found[body["metadata"]["uid"]] = by
-                return found
-
             async def all_written() -> bool:
-                return set(await results()) >= uids
+                return set(await results_by(stage, ns)) >= uids
 
             assert await wait_until(all_written, timeout=240, interval=1.0) is not None
             await asyncio.sleep(SLEEP + 2.0)  # a second run would have started (and be logged) by now
-            by = await results()
+            by = await results_by(stage, ns)
             starts = reps.log.entries("create-start")
             runs = reps.log.counts("create-start")
             twice = [uid for uid in uids if runs[uid] != 1]

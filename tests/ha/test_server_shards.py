@@ -35,7 +35,8 @@ from opd.resources import ResourceRef
 from opd.service.health import HaSnapshot, _ha_metrics
 from opd.settings import WatchingSettings
 from opd.testing.chaos import Kube, LoadGenerator, handlers_source, wait_until
-from opd.testing.proxy import FaultProxy, ShardEmulation, fnv1a_64, parse_shard_selector
+from opd.testing.proxy import FaultProxy
+from opd.testing.shardselect import ShardEmulation, fnv1a_64, parse_shard_selector
 
 SHARDS = 6
 LABEL = "opd.dev/shard"  # opd run's prefix

@@ -10,7 +10,7 @@ import re
 import time
 from pathlib import Path
 
-from chaos.scenarios import QUICK, HaTimings, Replicas, Stage
+from chaos.scenarios import QUICK, HaTimings, Replicas, Stage, results_by
 
 from opd.localcluster import LocalControlPlane
 from opd.testing.chaos import Kube, LoadGenerator, handlers_source, wait_until
@@ -36,21 +36,12 @@ async def test_three_replicas_started_together_over_existing_objects_each_handle
             for name in ("p1", "p2", "p3"):
                 reps.start(name)
 
-            async def results() -> dict[str, int]:
-                """uid -> the pid its result names, for the objects whose result is written."""
-                found = {}
-                for body in (await stage.objects(ns)).values():
-                    by = ((body.get("status") or {}).get("create_fn") or {}).get("by")
-                    if isinstance(by, int):
-                        found[body["metadata"]["uid"]] = by
-                return found
-
             async def all_written() -> bool:
-                return set(await results()) >= uids
+                return set(await results_by(stage, ns)) >= uids
 
             assert await wait_until(all_written, timeout=120, interval=0.5) is not None
             await asyncio.sleep(3.0)  # a second run (after a hand-over) would show by now
-            by = await results()
+            by = await results_by(stage, ns)
             runs = reps.log.counts("create")
             names = reps.names()  # pid -> replica
             split = collections.Counter(names.get(pid, str(pid)) for uid, pid in by.items() if uid in uids)
