@@ -43,19 +43,6 @@ LABEL = "opd.dev/shard"  # opd run's prefix
 TIMINGS = HaTimings(4.0, 3.0, 1.0)
 
 
-def sharding_proxy(stage: Stage, name: str, *, honour: bool) -> tuple[FaultProxy, Path]:
-    """A proxy to the apiserver that emulates KEP-5866 (``honour``) or passes shardSelector on to the
-    apiserver, which ignores it; and a kubeconfig through it. Stopped by the stage."""
-    pki = stage.cp.ca_file.parent
-    proxy = FaultProxy("127.0.0.1", stage.cp.apiserver_port, shards=ShardEmulation(
-        str(pki / "apiserver.crt"), str(pki / "apiserver.key"), str(stage.cp.ca_file), honour=honour))
-    proxy.start()
-    stage.proxies.append(proxy)
-    folder = stage.workdir / name
-    folder.mkdir(parents=True, exist_ok=True)
-    return proxy, stage.cp.write_kubeconfig(folder / "kubeconfig", server=f"https://{proxy.address}")
-
-
 async def test_auto_on_a_server_without_kep5866_asks_once_then_uses_labels(
         control_plane: LocalControlPlane, tmp_path: Path, crd: str) -> None:
     """The fallback: each replica asks (a LIST of its first shard's Lease with a shardSelector), the
@@ -69,7 +56,7 @@ async def test_auto_on_a_server_without_kep5866_asks_once_then_uses_labels(
         proxies = {}
         try:
             for name in ("f1", "f2"):
-                proxies[name], config = sharding_proxy(stage, name, honour=False)
+                proxies[name], config = stage.proxy(name, shards=False)
                 reps.start(name, kubeconfig=config)
             assert await wait_until(lambda: reps.balanced(["f1", "f2"]), timeout=60, interval=0.5)
             load = LoadGenerator(kube, ns, rate=100, concurrency=8)
@@ -93,7 +80,7 @@ async def test_auto_on_a_server_without_kep5866_asks_once_then_uses_labels(
             other = await stage.namespace("srvclient")
             solo = Replicas(stage, other, "sc", mode="shards", shards=SHARDS, timings=TIMINGS, filtering="server",
                             source=lambda log: handlers_source(log, create=True))
-            proxy, config = sharding_proxy(stage, "c1", honour=False)
+            proxy, config = stage.proxy("c1", shards=False)
             solo.start("c1", kubeconfig=config)
             assert await wait_until(lambda: solo.balanced(["c1"]), timeout=60, interval=0.5)
             few = LoadGenerator(kube, other, rate=100, concurrency=8)
@@ -127,7 +114,7 @@ async def test_server_filtering_each_replica_receives_only_its_shards_and_writes
         proxies: dict[str, FaultProxy] = {}
         try:
             for name in ("s1", "s2", "s3"):
-                proxies[name], config = sharding_proxy(stage, name, honour=True)
+                proxies[name], config = stage.proxy(name, shards=True)
                 reps.start(name, kubeconfig=config)
             assert await wait_until(lambda: reps.balanced(["s1", "s2", "s3"]), timeout=60, interval=0.5)
             await load.create([f"obj-{i:02d}" for i in range(60)])
