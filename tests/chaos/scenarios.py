@@ -12,6 +12,7 @@ import asyncio
 import collections
 import functools
 import importlib.metadata
+import itertools
 import json
 import math
 import os
@@ -27,6 +28,7 @@ from typing import Any
 
 import aiohttp
 
+from opd.ha.shards import shard_of
 from opd.localcluster import LocalControlPlane
 from opd.testing.chaos import (
     FAIL_ANNOTATION,
@@ -1059,6 +1061,21 @@ class Replicas:
         await asyncio.sleep(quiet)
         return await self.holders() == before and await self.balanced(members)
 
+    async def watch_holders(self, seen: dict[str, list[tuple[float, str]]]) -> None:
+        """Every state of every Lease of the namespace, as Lease -> [(time.time(), holder)], from now
+        (the listed state first) until cancelled."""
+        path = LEASES_PATH.format(namespace=self.namespace)
+        listed = await self.stage.kube.get(path)
+        for item in listed.get("items") or []:
+            seen.setdefault(item["metadata"]["name"], []).append(
+                (time.time(), str((item.get("spec") or {}).get("holderIdentity") or "")))
+        query = {"watch": "true", "resourceVersion": listed["metadata"]["resourceVersion"], "timeoutSeconds": 300}
+        async for line in self.stage.kube.client.stream(path, query, inactivity_timeout=600, connect_timeout=10,
+                                                        max_line=1 << 20):
+            lease = json.loads(line).get("object") or {}
+            seen.setdefault(str((lease.get("metadata") or {}).get("name")), []).append(
+                (time.time(), str((lease.get("spec") or {}).get("holderIdentity") or "")))
+
     async def watch_lease(self, name: str, seen: list[tuple[float, str]]) -> None:
         """Every state of one Lease, as (time.time(), holder), until cancelled."""
         path = LEASES_PATH.format(namespace=self.namespace)
@@ -1246,20 +1263,34 @@ async def ha_shards(stage: Stage) -> Result:
             reps.start(name)
         await asyncio.gather(*(op.wait_ready() for op in reps.procs.values()))
         spread = await wait_until(lambda: reps.balanced(["s1", "s2", "s3"]), timeout=60, interval=0.5)
-        held = collections.Counter((await reps.holders()).values())  # the labeller's share is lighter
-        load = LoadGenerator(stage.kube, ns, rate=ha.shards_rate)
-        await load.create([f"obj-{i:04d}" for i in range(ha.shards_objects)])
-        first = set(load.uids.values())
-        took = await wait_until(lambda: reps.log.uids("create") >= first, timeout=ha.converge_timeout, interval=0.5)
-        await asyncio.sleep(stage.scale.settle)
+        # Who held each shard, all along: under load a Lease can change hands while the objects come
+        # (the labeller's share is lighter, and a late renewal moves a shard), so each object's due
+        # replica is its shard's holder when its handler ran, not a count taken before.
+        history: dict[str, list[tuple[float, str]]] = {}
+        watcher = asyncio.create_task(reps.watch_holders(history))
+        try:
+            load = LoadGenerator(stage.kube, ns, rate=ha.shards_rate)
+            await load.create([f"obj-{i:04d}" for i in range(ha.shards_objects)])
+            first = set(load.uids.values())
+            took = await wait_until(lambda: reps.log.uids("create") >= first, timeout=ha.converge_timeout,
+                                    interval=0.5)
+            await asyncio.sleep(stage.scale.settle)
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
         creates = tally(first, reps.log.counts("create"))
         runs = reps.runs_by(uids=first)
         shares = {name: runs[name] / max(1, len(first)) for name in ("s1", "s2", "s3")}
         result.add(f"{len(first)} objects, 3 replicas: lost / duplicated", _lost_dup(len(creates.lost),
                    creates.duplicated), "0 / 0", not creates.lost and not creates.duplicated and took is not None)
-        part = {name: held[name] / max(1, sum(held.values())) for name in shares}
-        result.add("each replica's part (its shards' part)",
-                   ", ".join(f"{n} {p:.0%} ({part[n]:.0%})" for n, p in shares.items()),
+        due = collections.Counter(_holder_at(history.get(f"{reps.stem}-{shard_of(e.uid, ha.shards)}", []), e.at)
+                                  for uid, e in reps.log.first("create").items() if uid in first)
+        part = {name: due[name] / max(1, len(first)) for name in shares}
+        handovers = sum(a[1] != b[1] for name, states in history.items() if name.startswith(f"{reps.stem}-")
+                    and name[len(reps.stem) + 1:].isdigit() for a, b in itertools.pairwise(states))
+        result.add("each replica's part (its shards' part: the objects of the shards it held when their handler ran)",
+                   ", ".join(f"{n} {p:.0%} ({part[n]:.0%})" for n, p in shares.items())
+                   + (f"; shards changed hands {handovers} time(s) meanwhile" if handovers else ""),
                    "its shards' part ± 15 points, > 0",
                    all(p > 0 and abs(p - part[n]) <= 0.15 for n, p in shares.items()))
 
@@ -1316,6 +1347,16 @@ async def ha_shards(stage: Stage) -> Result:
                     "never balanced at the start")
 
     return await _timed(result, run)
+
+
+def _holder_at(states: Sequence[tuple[float, str]], at: float) -> str:
+    """A Lease's holder at a time, from its states as (time, holder) in the order seen ('' before the first)."""
+    holder = ""
+    for when, who in states:
+        if when > at:
+            break
+        holder = who
+    return holder
 
 
 def _cpu_seconds(pid: int) -> float:
