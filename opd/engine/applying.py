@@ -201,7 +201,8 @@ class Applier:
         markers = Writes()
         if plan.marks:
             self.storage.write(markers, old=plan.old, diff_base=plan.diff_base, progress=plan.progress)
-        if self.storage.in_status:
+        in_status = self.storage.in_status  # as these markers were made: the writes below may change it
+        if in_status:
             if payload_body:
                 response = await write(None, payload_body)
             status = merged(payload_status, markers.status)
@@ -212,6 +213,9 @@ class Applier:
                     logger.warning(f"opd: {self.resource} drops unknown status fields (structural schema): "
                                    f"keeping opd's markers in annotations instead")
                     self.storage.fall_back_to_annotations()
+                # Fallen back by this write or by another object's while these markers were on their way
+                # (computed for the status before the writes awaited): the status dropped them as well.
+                if markers.status and not self.storage.in_status:
                     markers = Writes()
                     self.storage.write(markers, old=State(None, {}), diff_base=plan.diff_base,
                                        progress={k: v for k, v in plan.progress.items() if v is not None})

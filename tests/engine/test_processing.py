@@ -104,10 +104,11 @@ async def test_temporary_error_is_retried_and_its_result_stored(
     assert not obj["status"]["opd"].get("progress")  # purged once done
 
 
-async def test_markers_fall_back_to_annotations_when_status_is_pruned(
-    api: client.ApiClient, namespace: str
-) -> None:
-    """A structural schema drops unknown status fields: opd notices and keeps its markers in annotations."""
+STRICT = ("strict.opd.dev", "v1", "strictthings")
+
+
+async def _strict_crd(api: client.ApiClient) -> None:
+    """A kind whose structural schema prunes every status field but ``phase``: opd's markers included."""
     await ensure_crd(api, {
         "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
         "metadata": {"name": "strictthings.strict.opd.dev"},
@@ -119,22 +120,59 @@ async def test_markers_fall_back_to_annotations_when_status_is_pruned(
                                    "status": {"type": "object", "properties": {"phase": {"type": "string"}}},
                                }}}}]},
     })
+
+
+async def _create_strict(api: client.ApiClient, namespace: str, name: str) -> None:
+    await client.CustomObjectsApi(api).create_namespaced_custom_object(
+        *STRICT[:2], namespace, STRICT[2],
+        {"apiVersion": "strict.opd.dev/v1", "kind": "StrictThing", "metadata": {"name": name}, "spec": {}})
+
+
+async def _annotated(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+    obj = await client.CustomObjectsApi(api).get_namespaced_custom_object(*STRICT[:2], namespace, STRICT[2], name)
+    return obj if "opd.dev/last-handled-configuration" in (obj["metadata"].get("annotations") or {}) else None
+
+
+async def test_markers_fall_back_to_annotations_when_status_is_pruned(
+    api: client.ApiClient, namespace: str
+) -> None:
+    """A structural schema drops unknown status fields: opd notices and keeps its markers in annotations."""
+    await _strict_crd(api)
     registry = opd.OperatorRegistry()
     calls: list[str] = []
     opd.on.create("strictthings", registry=registry)(lambda name, **_: calls.append(name))
-    objects = client.CustomObjectsApi(api)
     async with RunningOperator(registry=registry, namespaces=[namespace]):
-        await objects.create_namespaced_custom_object(
-            "strict.opd.dev", "v1", namespace, "strictthings",
-            {"apiVersion": "strict.opd.dev/v1", "kind": "StrictThing", "metadata": {"name": "s"}, "spec": {}})
-
-        async def annotated() -> dict[str, Any] | None:
-            obj = await objects.get_namespaced_custom_object("strict.opd.dev", "v1", namespace, "strictthings", "s")
-            return obj if "opd.dev/last-handled-configuration" in (obj["metadata"].get("annotations") or {}) else None
-
-        await eventually(annotated)
+        await _create_strict(api, namespace, "s")
+        await eventually(lambda: _annotated(api, namespace, "s"))
         await asyncio.sleep(1.0)
     assert calls == ["s"]
+
+
+async def test_markers_of_objects_handled_meanwhile_follow_the_fall_back(
+    api: client.ApiClient, namespace: str
+) -> None:
+    """Objects whose markers went to the status while another object's write found it pruned: theirs
+    are lost too, so they go to annotations as well (tunnel-operator's Services were created again)."""
+    await _strict_crd(api)
+    registry = opd.OperatorRegistry()
+    names = [f"s{n}" for n in range(4)]
+    calls: collections.Counter[str] = collections.Counter()
+    together = asyncio.Event()
+
+    @opd.on.create("strictthings", registry=registry)
+    async def create_fn(name: str, **_: Any) -> None:
+        calls[name] += 1
+        if len(calls) == len(names):
+            together.set()
+        await together.wait()  # all finish at once: their marker writes leave side by side
+
+    async with RunningOperator(registry=registry, namespaces=[namespace]):
+        for name in names:
+            await _create_strict(api, namespace, name)
+        for name in names:
+            await eventually(lambda name=name: _annotated(api, namespace, name))
+        await asyncio.sleep(1.0)
+    assert calls == dict.fromkeys(names, 1)
 
 
 async def test_a_failing_handler_does_not_stop_other_objects(api: client.ApiClient, crd: str, namespace: str) -> None:

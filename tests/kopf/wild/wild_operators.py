@@ -428,6 +428,93 @@ def chaostoolkit(stage: Stage) -> None:
         raise AssertionError(f"asFile: false kept the experiment file (env {env}, volumes {names})")
 
 
+# --- Typesense-Kubernetes-Operator: a TypesenseOperator becomes a namespace with a Typesense StatefulSet ------
+# (Objects only: no kubelet runs its pods. Without ``config`` the API key stays the template's default, as the
+# README says; the copied code reads ``config`` as the name of a Secret, which the scenario leaves out.)
+
+TYPESENSE = ("typesenseproject.org/v1", "typesenseoperators")
+
+
+def _typesense_nodes(ns: str, replicas: int) -> str:
+    return ",".join(f"typesense-{n}.ts.{ns}.svc.cluster.local:8107:8108" for n in range(replicas))
+
+
+def typesense(stage: Stage) -> None:
+    k, u = stage.kube, stage.uid
+    ns, target, name = stage.process.operator.env["WILD_NAMESPACE"], f"ts-{u}", f"tyop-{u}"
+    k.create({"apiVersion": TYPESENSE[0], "kind": "TypesenseOperator", "metadata": {"name": name, "namespace": ns},
+              "spec": {"replicas": 1, "namespace": target, "image": "typesense/typesense:0.24.1"}})
+    stage.expect(f"the namespace {target} (spec.namespace)", lambda: k.get("v1", "namespaces", None, target))
+    nodes = lambda: _data(k.get("v1", "configmaps", target, "nodeslist")).get("nodes")  # noqa: E731
+    stage.expect("ConfigMap nodeslist naming the one replica's peer address",
+                 lambda: nodes() == _typesense_nodes(target, 1))
+    stage.expect("Service typesense-svc", lambda: k.get("v1", "services", target, "typesense-svc"))
+    stage.expect("the headless Service ts",
+                 lambda: k.get("v1", "services", target, "ts")["spec"]["clusterIP"] == "None")
+    stage.expect("StatefulSet typesense: 1 replica of the image asked",
+                 lambda: (s := k.get("apps/v1", "statefulsets", target, "typesense"))["spec"]["replicas"] == 1
+                 and s["spec"]["template"]["spec"]["containers"][0]["image"] == "typesense/typesense:0.24.1")
+    k.patch(*TYPESENSE, ns, name, {"spec": {"replicas": 3}})
+    stage.expect("3 replicas: the StatefulSet scaled",
+                 lambda: k.get("apps/v1", "statefulsets", target, "typesense")["spec"]["replicas"] == 3)
+    stage.expect("3 replicas: nodeslist names the 3 peers",
+                 lambda: nodes() == _typesense_nodes(target, 3))
+    k.delete(*TYPESENSE, ns, name)
+    stage.expect("the StatefulSet, both Services and nodeslist deleted with it",
+                 lambda: all(k.get(av, plural, target, obj) is None for av, plural, obj in (
+                     ("apps/v1", "statefulsets", "typesense"), ("v1", "services", "typesense-svc"),
+                     ("v1", "services", "ts"), ("v1", "configmaps", "nodeslist"))))
+    stage.expect("the TypesenseOperator itself gone (its finalizer released)",
+                 lambda: k.get(*TYPESENSE, ns, name) is None)
+
+
+# --- tunnel-operator: a Service annotated open-tunnel becomes an SSH-tunnel Deployment in the tunnel namespace ----
+# (Objects only: the Deployment's ssh client never runs here, so no remote host is needed.)
+
+TUNNEL_ANNOTATION = "tunnel-operator.wurbanski.me"
+
+
+def tunnel_setup(k: Kube) -> None:
+    if k.get("v1", "namespaces", None, "tunnel") is None:  # its manifests/namespace.yaml
+        k.namespace("tunnel")
+
+
+def _tunnel_env(k: Kube, service: str, ns: str) -> dict[str, str]:
+    deployment = k.get("apps/v1", "deployments", "tunnel", f"tunnel-{service}-{ns}")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e["value"] for e in container.get("env", [])}
+
+
+def tunnel(stage: Stage) -> None:
+    k, u = stage.kube, stage.uid
+    ns = f"tun-{u}"
+    k.namespace(ns)
+
+    def service(name: str, port: int, annotations: dict[str, str]) -> None:
+        k.create({"apiVersion": "v1", "kind": "Service",
+                  "metadata": {"name": name, "namespace": ns, "annotations": annotations},
+                  "spec": {"ports": [{"port": port}], "selector": {"app": name}}})
+
+    opened = {f"{TUNNEL_ANNOTATION}/open-tunnel": "yes"}
+    service(f"plain-{u}", 80, {})
+    service(f"web-{u}", 8080, opened)
+    service(f"db-{u}", 5432, {**opened, f"{TUNNEL_ANNOTATION}/forward-port": "5433",
+                              f"{TUNNEL_ANNOTATION}/remote-port": "2222"})
+    stage.expect(f"Deployment tunnel-web-{u}-{ns} in tunnel, 1 replica, tunnelling port 8080 to 8080",
+                 lambda: k.get("apps/v1", "deployments", "tunnel", f"tunnel-web-{u}-{ns}")["spec"]["replicas"] == 1
+                 and _tunnel_env(k, f"web-{u}", ns) == {"svc": f"web-{u}.{ns}", "remote_port": "8080",
+                                                         "forward_port": "8080"})
+    stage.expect("the forward-port and remote-port annotations honoured (5433 to remote 2222)",
+                 lambda: _tunnel_env(k, f"db-{u}", ns) == {"svc": f"db-{u}.{ns}", "remote_port": "2222",
+                                                           "forward_port": "5433"})
+    if k.get("apps/v1", "deployments", "tunnel", f"tunnel-plain-{u}-{ns}"):
+        raise AssertionError("a tunnel for a Service without the open-tunnel annotation")
+    k.patch("v1", "services", ns, f"db-{u}",
+            {"metadata": {"annotations": {f"{TUNNEL_ANNOTATION}/remote-port": "2223"}}})
+    stage.expect("a changed remote-port annotation follows to the tunnel (2223)",
+                 lambda: _tunnel_env(k, f"db-{u}", ns).get("remote_port") == "2223")
+
+
 def all_operators(namespace: str) -> list[Operator]:
     """Every operator, in the table's order; ``namespace`` is served by the namespaced ones."""
     env = {"WILD_NAMESPACE": namespace}
@@ -466,4 +553,11 @@ def all_operators(namespace: str) -> list[Operator]:
         Operator("chaostoolkit", "github.com/chaostoolkit-incubator/kubernetes-crd controller.py @5c0f8b70",
                  "Apache-2.0", ["-n", namespace, "controller.py"], chaostoolkit, folder=HERE / "chaostoolkit",
                  needs=("kubernetes",), env=env, setup=chaostoolkit_setup),
+        Operator("typesense", "github.com/sai3010/Typesense-Kubernetes-Operator handler.py @ff45d7e6 "
+                 "(deployment_utils.py @009f7f4c)", "Apache-2.0", ["-A", "handler.py"], typesense,
+                 folder=HERE / "typesense", needs=("kubernetes",), env=env,
+                 setup=lambda k: k.crd(yaml.safe_load((HERE / "typesense" / "crd.yaml").read_text()))),
+        Operator("tunnel", "github.com/wurbanski/tunnel-operator operator/ @b04398d2", "MIT",
+                 ["-A", "operator/ssh-tunnel-operator.py"], tunnel, folder=HERE / "tunnel", needs=("kubernetes",),
+                 setup=tunnel_setup),
     ]
