@@ -49,7 +49,7 @@ from opd.engine.state import State, Storage, Writes, dump, holding_label, result
 from opd.errors import PermanentError
 from opd.kube.api import REQUEST_ERRORS, APIError, KubeClient
 from opd.kube.batching import Checked, Fence, PatchNotJSON, check_json
-from opd.registry import Handler
+from opd.registry import Handler, result_key
 from opd.resources import Resource
 from opd.settings import PersistenceSettings
 
@@ -357,7 +357,7 @@ class Writer:
         self.reporter.outcome(handler, body, outcome)
         plan = Plan(patch=patch, checked=True)
         if outcome.success and outcome.error is None and outcome.result is not None:
-            plan.results[handler.id] = outcome.result
+            plan.results[result_key(handler)] = outcome.result
         if not plan.empty:
             await self.quietly(handler, body, plan)
 

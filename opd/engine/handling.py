@@ -35,7 +35,7 @@ from opd.engine.reporting import Reporter, where
 from opd.engine.spawning import Spawner
 from opd.engine.state import State, Storage, compact, dump, holding_label, version
 from opd.engine.state import parse as parse_diff_base
-from opd.registry import Handler, Reason, matches
+from opd.registry import Handler, Reason, matches, result_key
 from opd.settings import OperatorSettings
 from opd.typedefs import Diff
 
@@ -263,7 +263,7 @@ class Handling:
         progress[handler.id] = outcome.record
         self.reporter.outcome(handler, body, outcome)
         if outcome.success and outcome.error is None and outcome.result is not None:
-            results[handler.id] = outcome.result
+            results[result_key(handler)] = outcome.result
         return None if _done(outcome.record) else float(outcome.record.get("delayed") or now)
 
     # -- a deletion -----------------------------------------------------------------------------------------------

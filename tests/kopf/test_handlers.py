@@ -194,6 +194,27 @@ async def test_subhandlers_take_kopfs_filters_param_and_register(api: client.Api
         "parent/picked": "p", "parent/when": "when", "parent/registered": 3}
 
 
+
+async def test_a_field_handlers_result_lands_under_kopfs_id(api: client.ApiClient, crd: str,
+                                                             namespace: str) -> None:
+    # Kopf keeps an on.field handler's result in ``status["fn/<field>"]`` (its id) and operators read it
+    # there: the ODA Canvas' operators watch "status.summary/status.deployment_status" of a Component.
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.field(crd, field="spec.size", registry=registry)
+    def summary(new: Any, **_: Any) -> dict[str, Any]:
+        return {"size": new}
+
+    async with RunningOperator(registry=registry, namespaces=[namespace]):
+        await create_kex(api, namespace, "fieldresult", {"size": 2})
+
+        async def stored() -> Any:
+            status = (await get_kex(api, namespace, "fieldresult")).get("status") or {}
+            return status if "summary/spec.size" in status or "summary" in status else None
+
+        status = await eventually(stored)
+    assert status.get("summary/spec.size") == {"size": 2} and "summary" not in status
+
 async def test_resume_deleted_runs_for_an_object_found_being_deleted(api: client.ApiClient, crd: str,
                                                                     namespace: str) -> None:
     registry = kopf.OperatorRegistry()
