@@ -515,6 +515,83 @@ def tunnel(stage: Stage) -> None:
                  lambda: _tunnel_env(k, f"db-{u}", ns).get("remote_port") == "2223")
 
 
+# --- ODA Canvas component operator: a Component becomes ExposedAPI and DependentAPI children ------------------
+# (Its CRDs are ours, open schemas: the canvas chart's are large and versioned; the operator reads only what the
+# scenario sets. No API gateway operator runs, so no API becomes ready: the summary stays In-Progress-CompCon.)
+
+ODA = "oda.tmforum.org"
+COMPONENT = (f"{ODA}/v1beta4", "components")
+EXPOSEDAPI = (f"{ODA}/v1beta4", "exposedapis")
+DEPENDENTAPI = (f"{ODA}/v1beta3", "dependentapis")
+
+
+def odacomponent_crds(k: Kube) -> None:
+    for kind, plural, version in (("Component", "components", "v1beta4"), ("ExposedAPI", "exposedapis", "v1beta4"),
+                                  ("DependentAPI", "dependentapis", "v1beta3"),
+                                  ("SecretsManagement", "secretsmanagements", "v1beta3"),
+                                  ("PublishedNotification", "publishednotifications", "v1beta4"),
+                                  ("SubscribedNotification", "subscribednotifications", "v1beta4")):
+        k.crd(open_crd(ODA, kind, plural, status=True, version_name=version))
+
+
+def _oda_api(name: str, port: int) -> dict[str, Any]:
+    return {"name": name, "apiType": "openapi", "port": port, "path": f"/{name}/v4",
+            "specification": [{"url": f"https://example.com/{name}.json"}], "implementation": f"{name}-svc"}
+
+
+def _owned_by(obj: Any, uid: str) -> bool:
+    return any(o.get("uid") == uid and o.get("kind") == "Component" for o in obj["metadata"].get("ownerReferences", []))
+
+
+def odacomponent(stage: Stage) -> None:
+    k, u = stage.kube, stage.uid
+    ns, comp = stage.process.operator.env["WILD_NAMESPACE"], f"comp-{u}"
+    core = [_oda_api("productcatalogmanagement", 8080), _oda_api("promotionmanagement", 8081)]
+    management, security = [_oda_api("metrics", 4000)], [_oda_api("partyrole", 8082)]
+    dependent = {"name": "party", "apiType": "openapi", "specification": [{"url": "https://example.com/party.json"}]}
+    created = k.create({"apiVersion": COMPONENT[0], "kind": "Component",
+                        "metadata": {"name": comp, "namespace": ns, "labels": {f"{ODA}/componentName": comp}},
+                        "spec": {"coreFunction": {"exposedAPIs": core, "dependentAPIs": [dependent]},
+                                 "managementFunction": {"exposedAPIs": management},
+                                 "securityFunction": {"exposedAPIs": security, "canvasSystemRole": "Admin"}}})
+    uid = created["metadata"]["uid"]
+    for api in core + management + security:
+        stage.expect(f"ExposedAPI {comp}-{api['name']} with that API as its spec, owned by the Component",
+                     lambda api=api: (o := k.get(*EXPOSEDAPI, ns, f"{comp}-{api['name']}")) is not None
+                     and o["spec"] == api and _owned_by(o, uid))
+    stage.expect(f"DependentAPI {comp}-party with its spec, owned by the Component",
+                 lambda: (o := k.get(*DEPENDENTAPI, ns, f"{comp}-party")) is not None
+                 and o["spec"] == dependent and _owned_by(o, uid))
+
+    def status() -> dict[str, Any]:
+        return dict(k.get(*COMPONENT, ns, comp).get("status") or {})
+
+    def names(key: str) -> list[str]:
+        return sorted(entry.get("name", "") for entry in status().get(key) or [])
+
+    stage.expect("status.coreAPIs, managementAPIs, securityAPIs and coreDependentAPIs name the children",
+                 lambda: names("coreAPIs") == [f"{comp}-productcatalogmanagement", f"{comp}-promotionmanagement"]
+                 and names("managementAPIs") == [f"{comp}-metrics"] and names("securityAPIs") == [f"{comp}-partyrole"]
+                 and names("coreDependentAPIs") == [f"{comp}-party"])
+    stage.expect("the status summary: deployment_status In-Progress-CompCon (no API is ready yet)",
+                 lambda: (status().get("summary/status") or {}).get("deployment_status") == "In-Progress-CompCon")
+    k.create({"apiVersion": "apps/v1", "kind": "Deployment",
+              "metadata": {"name": f"{comp}-pcm", "namespace": ns, "labels": {f"{ODA}/componentName": comp}},
+              "spec": {"selector": {"matchLabels": {"app": f"pcm-{u}"}}, "template": {
+                  "metadata": {"labels": {"app": f"pcm-{u}"}},
+                  "spec": {"containers": [{"name": "pcm", "image": "example/pcm:1"}]}}}})
+    stage.expect("a Deployment labelled with the component's name adopted: the Component is its owner",
+                 lambda: _owned_by(k.get("apps/v1", "deployments", ns, f"{comp}-pcm"), uid))
+    kept = k.get(*EXPOSEDAPI, ns, f"{comp}-productcatalogmanagement")["metadata"]["uid"]
+    k.patch(*COMPONENT, ns, comp, {"spec": {"coreFunction": {"exposedAPIs": core[:1]}}})
+    stage.expect(f"promotionmanagement removed from coreFunction: ExposedAPI {comp}-promotionmanagement deleted",
+                 lambda: k.get(*EXPOSEDAPI, ns, f"{comp}-promotionmanagement") is None)
+    stage.expect("status.coreAPIs names the one left",
+                 lambda: names("coreAPIs") == [f"{comp}-productcatalogmanagement"])
+    if k.get(*EXPOSEDAPI, ns, f"{comp}-productcatalogmanagement")["metadata"]["uid"] != kept:
+        raise AssertionError("the ExposedAPI left in the spec was replaced, not kept")
+
+
 def all_operators(namespace: str) -> list[Operator]:
     """Every operator, in the table's order; ``namespace`` is served by the namespaced ones."""
     env = {"WILD_NAMESPACE": namespace}
@@ -560,4 +637,8 @@ def all_operators(namespace: str) -> list[Operator]:
         Operator("tunnel", "github.com/wurbanski/tunnel-operator operator/ @b04398d2", "MIT",
                  ["-A", "operator/ssh-tunnel-operator.py"], tunnel, folder=HERE / "tunnel", needs=("kubernetes",),
                  setup=tunnel_setup),
+        Operator("odacomponent", "github.com/tmforum-oda/oda-canvas source/operators/component-management/"
+                 "componentOperator.py @0261f0f3", "Apache-2.0", ["-n", namespace, "componentOperator.py"],
+                 odacomponent, folder=HERE / "odacomponent", needs=("kubernetes",), env=env,
+                 setup=odacomponent_crds),
     ]
