@@ -183,7 +183,6 @@ def settle_ids(handlers: list[Handler]) -> list[Handler]:
     return settled
 
 
-
 def result_key(handler: Handler) -> str:
     """Where a handler's result goes in ``.status``: its id with Kopf's field suffix (``fn/spec.size``),
     as Kopf stores it, even where opd's own id is the short one: operators read each other's results
@@ -192,6 +191,7 @@ def result_key(handler: Handler) -> str:
         return handler.id
     suffix = "/" + ".".join(handler.field)
     return handler.id if handler.id.endswith(suffix) else handler.id + suffix
+
 
 @functools.lru_cache(maxsize=1024)
 def accepted_kwargs(fn: Callable[..., Any]) -> frozenset[str] | None:

@@ -352,10 +352,13 @@ _KEYS = st.sampled_from(["name", "cluster", "user", "context", "server", "curren
                          "token", "tokenFile", "username", "password", "exec", "command", "apiVersion", "args",
                          "env", "proxy-url", "tls-server-name"])
 _LEAVES = st.one_of(st.none(), st.booleans(), st.integers(), st.just("https://127.0.0.1:6443"), st.just("c"),
-                    st.just("u"), st.just("k"), st.just(SECRET), st.just(V1), st.just("opd-no-such-plugin"),
-                    st.text(max_size=8))
-_TREE = st.recursive(_LEAVES, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=5),
-                     max_leaves=30)
+                    st.just("u"), st.just("k"), st.just(V1), st.just("opd-no-such-plugin"), st.text(max_size=8))
+# The secret is the value of a credential's key, wherever in the tree: names (of contexts, clusters and
+# users) are not credentials, and an error names the one it did not find, as kubectl does.
+_CREDENTIALS = st.dictionaries(st.sampled_from(["token", "password", "client-key-data"]), st.just(SECRET),
+                               min_size=1, max_size=3)
+_TREE = st.recursive(_LEAVES, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=5)
+                     | _CREDENTIALS, max_leaves=30)
 _NEAR = st.builds(lambda base, extra: {**base, **extra},
                   st.just(_config(user={"token": SECRET})), st.dictionaries(_KEYS, _TREE, max_size=3))
 
