@@ -332,7 +332,8 @@ async def test_a_kopf_style_operator_runs_under_opd_run(
         # 05/99: both creation handlers; then an update with its diff and the field's old and new values.
         status = await eventually(lambda: _status(api, namespace, "ex05"))
         assert (status["create_fn_1"], status["create_fn_2"]) == ("CREATED 1st", "CREATED 2nd")
-        assert status["field_fn"] == {"new": "a"}  # old was None: a merge-patch leaves nulls out (as Kopf's)
+        # Under Kopf's id (fn/field); old was None: a merge-patch leaves nulls out (as Kopf's).
+        assert status["field_fn/spec.field"] == {"new": "a"}
         await client.CustomObjectsApi(api).patch_namespaced_custom_object(
             "kopf.dev", "v1", namespace, "kopfexamples", "ex05", {"spec": {"field": "b"}},
             _content_type="application/merge-patch+json")
@@ -343,7 +344,7 @@ async def test_a_kopf_style_operator_runs_under_opd_run(
 
         status = await eventually(updated)
         assert status["diff"] == [["change", "spec.field", "a", "b"]]
-        assert status["field_fn"] == {"old": "a", "new": "b"}
+        assert status["field_fn/spec.field"] == {"old": "a", "new": "b"}
 
         # 08: event handlers see each event; one failing does not stop the other.
         await eventually(lambda: "Event received: ADDED ex08" in proc.output())
