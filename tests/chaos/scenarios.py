@@ -1076,17 +1076,6 @@ class Replicas:
             seen.setdefault(str((lease.get("metadata") or {}).get("name")), []).append(
                 (time.time(), str((lease.get("spec") or {}).get("holderIdentity") or "")))
 
-    async def watch_lease(self, name: str, seen: list[tuple[float, str]]) -> None:
-        """Every state of one Lease, as (time.time(), holder), until cancelled."""
-        path = LEASES_PATH.format(namespace=self.namespace)
-        version = (await self.stage.kube.get(path))["metadata"]["resourceVersion"]
-        query = {"watch": "true", "fieldSelector": f"metadata.name={name}", "resourceVersion": version,
-                 "timeoutSeconds": 300}
-        async for line in self.stage.kube.client.stream(path, query, inactivity_timeout=600, connect_timeout=10,
-                                                        max_line=1 << 20):
-            spec = (json.loads(line).get("object") or {}).get("spec") or {}
-            seen.append((time.time(), str(spec.get("holderIdentity") or "")))
-
 
 def _created_source(log: Path) -> str:
     return handlers_source(log, create=True, label=True)
@@ -1160,8 +1149,9 @@ async def ha_leader(stage: Stage) -> Result:
         # SIGTERM of the new leader: released at once
         leader = (await reps.holders())[reps.stem]
         standby = next(iter(reps.alive() - {leader}))
-        states: list[tuple[float, str]] = []
-        watcher = asyncio.create_task(reps.watch_lease(reps.stem, states))
+        history: dict[str, list[tuple[float, str]]] = {}
+        watcher = asyncio.create_task(reps.watch_holders(history))
+        states = history.setdefault(reps.stem, [])
         try:
             await asyncio.sleep(0.5)  # the watch is open
             stopped = time.time()

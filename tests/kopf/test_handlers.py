@@ -194,7 +194,6 @@ async def test_subhandlers_take_kopfs_filters_param_and_register(api: client.Api
         "parent/picked": "p", "parent/when": "when", "parent/registered": 3}
 
 
-
 async def test_a_field_handlers_result_lands_under_kopfs_id(api: client.ApiClient, crd: str,
                                                              namespace: str) -> None:
     # Kopf keeps an on.field handler's result in ``status["fn/<field>"]`` (its id) and operators read it
@@ -214,6 +213,7 @@ async def test_a_field_handlers_result_lands_under_kopfs_id(api: client.ApiClien
 
         status = await eventually(stored)
     assert status.get("summary/spec.size") == {"size": 2} and "summary" not in status
+
 
 async def test_resume_deleted_runs_for_an_object_found_being_deleted(api: client.ApiClient, crd: str,
                                                                     namespace: str) -> None:
