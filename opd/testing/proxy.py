@@ -12,8 +12,8 @@ waits for it.
         proxy.blackhole_all()   # open connections go silent; new ones work
         proxy.refuse_new(True)  # new connections are dropped at once
 
-With ``shards=ShardEmulation(...)`` it is an HTTP proxy instead, that emulates KEP-5866's sharded
-LIST/WATCH (Kubernetes 1.36 alpha) in front of an API server that lacks it: a request with a
+With ``shards=ShardEmulation(...)`` it is an HTTP proxy instead (``opd.testing.shardrelay``), that
+emulates KEP-5866's sharded LIST/WATCH (Kubernetes 1.36 alpha) in front of an API server that lacks it: a request with a
 ``shardSelector`` (``shardRange(object.metadata.uid, '0x<start>', '0x<end>') || ...``) gets only the
 objects whose 64-bit FNV-1a hash of that field falls in one of the ranges, LIST items and WATCH
 events alike, and a LIST answer echoes the selector in ``metadata.shardInfo``; a selector it cannot
@@ -29,20 +29,15 @@ import asyncio
 import concurrent.futures
 import contextlib
 import ipaddress
-import json
 import socket
-import ssl
 import struct
 import threading
-import urllib.parse
 from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
-from aiohttp import ClientConnectionResetError, ClientSession, ClientTimeout, TCPConnector, web
-from yarl import URL
-
-from opd.testing.shardselect import ShardEmulation, ShardStats, parse_shard_selector, selected
+from opd.testing.shardrelay import ShardRelay
+from opd.testing.shardselect import ShardEmulation, ShardStats
 
 __all__ = ["FaultProxy", "ShardEmulation", "ShardStats"]
 
@@ -188,14 +183,6 @@ class _Pair:
         _abort(self.upstream.transport, rst=rst)
 
 
-# -- KEP-5866 emulation ---------------------------------------------------------------------------------------------
-# Written from KEP-5866's API reference, apart from opd.ha.shards on purpose: a test through this
-# proxy checks opd's selectors against a second reading of the KEP, not against themselves.
-
-_HOP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer", "proxy-authorization",
-        "proxy-authenticate", "host", "content-length", "content-encoding", "accept-encoding"}
-
-
 class FaultProxy:
     """A loopback TCP proxy to ``target_host:target_port`` that can reset, stall or refuse connections.
 
@@ -225,8 +212,7 @@ class FaultProxy:
         self._refusing = False
         self.shards = shards
         self.sharding = ShardStats()
-        self._runner: web.AppRunner | None = None
-        self._session: ClientSession | None = None
+        self._relay: ShardRelay | None = None
 
     # -- lifecycle -------------------------------------------------------------
     def __enter__(self) -> FaultProxy:
@@ -341,107 +327,15 @@ class FaultProxy:
     async def _listen(self) -> None:
         loop = asyncio.get_running_loop()
         if self.shards is not None:
-            await self._listen_http(self.shards)
+            self._relay = ShardRelay(self.target_host, self.target_port, self.shards, self.sharding,
+                                     on_request=self._count_request)
+            self._port = await self._relay.start(self.listen_host)
             return
         self._server = await loop.create_server(lambda: _Pair(self).client, self.listen_host, 0)
         self._port = self._server.sockets[0].getsockname()[1]
 
-    # -- KEP-5866 emulation, on the proxy's loop ---------------------------------------------------------------
-    async def _listen_http(self, tls: ShardEmulation) -> None:
-        serving = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        serving.load_cert_chain(tls.certfile, tls.keyfile)
-        upstream = ssl.create_default_context(cafile=tls.cafile)
-        self._session = ClientSession(connector=TCPConnector(ssl=upstream, limit=0), auto_decompress=True,
-                                      timeout=ClientTimeout(total=None, sock_connect=_CONNECT_TIMEOUT))
-        app = web.Application(client_max_size=64 << 20)
-        app.router.add_route("*", "/{tail:.*}", self._relay_http)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.listen_host, 0, ssl_context=serving).start()
-        self._port = int(self._runner.addresses[0][1])
-
-    async def _relay_http(self, request: web.Request) -> web.StreamResponse:
-        self._accepted += 1
-        assert self._session is not None
-        asked = request.query.getall("shardSelector", [])
-        ranges = None
-        if asked and self.shards is not None and not self.shards.honour:
-            self.sharding.asked[asked[0]] += 1  # an older server's part: passed on, ignored there
-        elif asked:
-            try:
-                if len(asked) > 1:
-                    raise ValueError("given more than once")
-                ranges = parse_shard_selector(asked[0])
-            except ValueError as exc:
-                self.sharding.refused += 1
-                return web.json_response(status=400, data={
-                    "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "BadRequest", "code": 400,
-                    "message": f"invalid shardSelector: {exc}"})
-            self.sharding.asked[asked[0]] += 1
-        dropped = "shardSelector" if ranges is not None else ""
-        query = urllib.parse.urlencode([(k, v) for k, v in request.query.items() if k != dropped])
-        path = request.raw_path.split("?", 1)[0]
-        url = URL(f"https://{self.target_host}:{self.target_port}{path}" + (f"?{query}" if query else ""),
-                  encoded=True)
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
-        body = await request.read()
-        try:
-            return await self._forward(request, url, headers, body, ranges, asked)
-        except (ConnectionError, ClientConnectionResetError):  # the client left (a watch ended): nothing to say
-            return web.Response(status=499)
-
-    async def _forward(self, request: web.Request, url: URL, headers: dict[str, str], body: bytes,
-                       ranges: list[tuple[str, int, int]] | None, asked: list[str]) -> web.StreamResponse:
-        assert self._session is not None
-        path = url.path
-        async with self._session.request(request.method, url, headers=headers, data=body or None) as answer:
-            out_headers = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP}
-            if ranges is not None and request.method == "GET" and answer.status == 200:
-                watch = request.query.get("watch") in ("true", "1") or "/watch/" in path
-                if not watch:
-                    return self._sharded_list(await answer.read(), ranges, asked[0], out_headers)
-                return await self._sharded_watch(request, answer, ranges, out_headers)
-            response = web.StreamResponse(status=answer.status, headers=out_headers)
-            await response.prepare(request)
-            async for chunk in answer.content.iter_any():
-                await response.write(chunk)
-            await response.write_eof()
-            return response
-
-    def _sharded_list(self, raw: bytes, ranges: list[tuple[str, int, int]], asked: str,
-                      headers: dict[str, str]) -> web.Response:
-        page = json.loads(raw)
-        items = page.get("items") or []
-        kept = [item for item in items if selected(item, ranges)]
-        self.sharding.listed += len(kept)
-        self.sharding.held_back += len(items) - len(kept)
-        for item in kept:
-            self.sharding.sent[str(item.get("metadata", {}).get("uid"))] += 1
-        page["items"] = kept
-        page.setdefault("metadata", {})["shardInfo"] = {"selector": asked}
-        return web.Response(status=200, body=json.dumps(page).encode(), headers=headers)
-
-    async def _sharded_watch(self, request: web.Request, answer: Any, ranges: list[tuple[str, int, int]],
-                             headers: dict[str, str]) -> web.StreamResponse:
-        response = web.StreamResponse(status=200, headers=headers)
-        await response.prepare(request)
-        rest = b""
-        async for chunk in answer.content.iter_any():
-            *lines, rest = (rest + chunk).split(b"\n")
-            for line in lines:
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                obj = event.get("object") if isinstance(event, dict) else None
-                if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
-                    if not selected(obj, ranges):
-                        self.sharding.held_back += 1
-                        continue
-                    self.sharding.events += 1
-                    self.sharding.sent[str((obj or {}).get("metadata", {}).get("uid"))] += 1
-                await response.write(line + b"\n")
-        await response.write_eof()
-        return response
+    def _count_request(self) -> None:
+        self._accepted += 1  # the HTTP relay's requests count as the TCP relay's connections do
 
     def _on_accept(self, pair: _Pair) -> None:
         self._accepted += 1
@@ -477,12 +371,9 @@ class FaultProxy:
         return len(pairs)
 
     async def _shutdown(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._relay is not None:
+            await self._relay.close()
+            self._relay = None
         if self._server is not None:
             self._server.close()
         await self._drop_all(rst=False)
